@@ -1,0 +1,11 @@
+"""Entry point of the dashboard: `streamlit run Home.py`. Navigation over pages/."""
+
+import streamlit as st
+
+st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
+navigation = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    ]
+)
+navigation.run()

@@ -1,0 +1,94 @@
+"""Home: what the tool is for, every run at a glance, and what this machine offers."""
+
+import pandas as pd
+import streamlit as st
+
+from core.experiments_log import LogFormatError, export_log, import_log
+from core.paths import runs_root
+from core.runs import RUN_TABLE_COLUMNS, STATE_ICONS, list_runs, run_summary
+from core.seed import prepare_runs_root
+from core.system import system_report
+
+root = runs_root()
+
+st.title("PEFT Dashboard")
+st.markdown(
+    "Fine-tune small instruct models with LoRA, see which configuration is better and why, "
+    "and what each run really costs.  \n"
+    "Ship the winner as a GGUF file and turn any topic into Anki flashcards on a CPU."
+)
+
+try:
+    prepare_runs_root(root)
+except OSError as exc:
+    st.error(f"Cannot create the runs folder {root}: {exc}")
+
+table_area = st.container()
+
+with st.expander("Import or export an experiments_log.csv"):
+    upload_column, download_column = st.columns(2)
+    with upload_column:
+        upload = st.file_uploader("The lab's CSV schema, one row per run", type=["csv"])
+        if upload is not None and st.button("Import runs"):
+            try:
+                report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
+            except (LogFormatError, UnicodeDecodeError) as exc:
+                st.error(f"{upload.name} was not imported: {exc}")
+            else:
+                st.success(f"{upload.name}: {report.summary()}.")
+                for problem in report.problems:
+                    st.warning(f"Skipped {problem}")
+
+runs = list_runs(root)
+
+with download_column:
+    csv_text, left_out = export_log(runs)
+    st.download_button(
+        "Download experiments_log.csv", csv_text, file_name="experiments_log.csv", mime="text/csv"
+    )
+    if left_out:
+        st.caption(f"{len(left_out)} run(s) that are not completed are left out.")
+
+with table_area:
+    if not runs:
+        st.info(
+            f"No runs yet in `{root}`. Start one on the Train page, or import an "
+            "experiments_log.csv below (or `python -m core runs import FILE`)."
+        )
+    else:
+        states = [run.state for run in runs]
+        counts = st.columns(4)
+        counts[0].metric("Runs", len(runs))
+        counts[1].metric("Completed", states.count("completed"))
+        counts[2].metric("Running", states.count("running") + states.count("queued"))
+        counts[3].metric("Broken", states.count("broken"))
+        table = pd.DataFrame([run_summary(run) for run in runs], columns=list(RUN_TABLE_COLUMNS))
+        table["state"] = [f"{STATE_ICONS.get(state, '')} {state}" for state in table["state"]]
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={key: st.column_config.Column(label) for key, label in RUN_TABLE_COLUMNS.items()},
+        )
+        for run in runs:
+            if run.broken:
+                st.warning(f"**{run.name}** cannot be read: {'; '.join(run.problems)}")
+    st.caption(f"Runs folder: `{root}` (set `PEFT_RUNS_DIR` to use another).")
+
+st.subheader("System")
+report = system_report(root)
+machine, capabilities = st.columns([1, 2])
+with machine:
+    if report.gpus:
+        for gpu in report.gpus:
+            st.markdown(f"**GPU:** {gpu.name}, {gpu.memory_gb:g} GB")
+    else:
+        st.markdown("**GPU:** no GPU. Training here is for the tiny CPU model; train real runs on a GPU machine.")
+    memory = f"{report.memory_gb:g} GB RAM" if report.memory_gb else "RAM unknown"
+    st.markdown(f"**CPU:** {report.cpu_count} cores, {memory}")
+    disk = f"{report.free_disk_gb:g} GB free" if report.free_disk_gb is not None else "free space unknown"
+    st.markdown(f"**Disk:** {disk} · **Python** {report.python}")
+with capabilities:
+    for capability in report.capabilities:
+        icon = "✅" if capability.available else "❌"
+        st.markdown(f"{icon} **{capability.name}:** {capability.detail}")

@@ -1,0 +1,155 @@
+"""The lab's experiments_log.csv: seed figures, malformed rows, lossless round trip."""
+
+import pytest
+
+from core.experiments_log import LOG_COLUMNS, LogFormatError, export_log, import_log, log_row, parse_log
+from core.runs import create_run, initial_status, list_runs, load_run
+from core.seed import SEED_LOG, prepare_runs_root
+
+# The lab's recorded figures, exactly as its write-up gives them (issue 2).
+MODEL_1B = "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"
+MODEL_3B = "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"
+SEED_FIGURES = {
+    # name: (model, split, r, alpha, steps, loss, runtime_s, peak_gb, lora_gb)
+    "baseline_1B_r16_10k_600steps": (MODEL_1B, "train[:10000]", 16, 16, 600, 0.8918, 2594.04, 2.564, 1.361),
+    "model_centric_1B_r64_10k_600steps": (MODEL_1B, "train[:10000]", 64, 64, 600, 0.8806, 2649.69, 2.955, 1.752),
+    "data_centric_1B_r64_30k_600steps": (MODEL_1B, "train[:30000]", 64, 64, 600, 0.8835, 2647.19, 3.367, 0.385),
+    "model2_3B_r64_30k_400steps": (MODEL_3B, "train[:30000]", 64, 64, 400, 0.7688, 3515.17, 4.43, 1.36),
+    "exp3_1B_10k_600steps": (MODEL_1B, "train[:10000]", None, None, 600, None, 1533.65, 2.275, 1.072),
+}
+
+
+def test_seed_import_reproduces_every_figure(runs_root):
+    report = prepare_runs_root(runs_root)
+    assert report is not None and sorted(report.imported) == sorted(SEED_FIGURES)
+    assert report.problems == [] and report.existing == []
+    for name, figures in SEED_FIGURES.items():
+        run = load_run(runs_root, name)
+        c, m = run.config, run.metrics
+        actual = (
+            c["base_model"], c["split"], c["lora_r"], c["lora_alpha"], c["max_steps"],
+            m["train_loss"], m["train_runtime_s"], m["peak_memory_gb"], m["lora_memory_gb"],
+        )
+        assert actual == figures, name
+        assert run.state == "completed" and run.imported
+        assert c["dataset"] == "mlabonne/FineTome-100k"
+        assert m["device"] == "Tesla T4 (Colab)" and m["memory_measure"] == "cuda_reserved"
+
+
+def test_seeding_happens_only_for_a_new_root(runs_root):
+    runs_root.mkdir()
+    assert prepare_runs_root(runs_root) is None
+    assert list_runs(runs_root) == []
+
+
+def test_deleted_seed_runs_are_not_brought_back(runs_root):
+    prepare_runs_root(runs_root)
+    for run in list_runs(runs_root):
+        for file in run.path.iterdir():
+            file.unlink()
+        run.path.rmdir()
+    assert prepare_runs_root(runs_root) is None
+    assert list_runs(runs_root) == []
+
+
+MALFORMED = (
+    ",".join(LOG_COLUMNS) + "\n"
+    "good_one,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 2
+    "bad_rank,m,train[:10],abc,50,1.5,10.0,1.0,0.5\n"  # line 3
+    "../escape,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 4
+    "\n"  # line 5: blank, ignored
+    "short_row,m,train[:10],8\n"  # line 6
+    "good_one,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 7: repeats line 2
+    "negative,m,train[:10],8,50,-1.5,10.0,1.0,0.5\n"  # line 8
+    "half_step,m,train[:10],8,12.5,1.5,10.0,1.0,0.5\n"  # line 9
+    '"quoted,name",m,train[:10],8,50,1.5,10.0,1.0,0.5\n'  # line 10
+    "good_two,m,train[:10],,,nan,,,\n"  # line 11: all figures missing is fine
+)
+
+
+def test_malformed_rows_are_reported_by_line_and_skipped(runs_root):
+    runs_root.mkdir()
+    report = import_log(runs_root, MALFORMED, source="mine.csv")
+    assert report.imported == ["good_one", "good_two"]
+    lines = [problem.split(":")[0] for problem in report.problems]
+    assert lines == ["line 3", "line 4", "line 6", "line 7", "line 8", "line 9", "line 10"]
+    assert "lora_r 'abc' is not a number" in report.problems[0]
+    assert "slash" in report.problems[1]
+    assert "repeats line 2" in report.problems[3]
+    assert "12.5" in report.problems[5]
+    assert {run.name for run in list_runs(runs_root)} == {"good_one", "good_two"}
+    two = load_run(runs_root, "good_two")
+    assert two.config["lora_r"] is None and two.metrics["train_loss"] is None
+    assert two.config["imported_from"] == {"file": "mine.csv", "line": 11}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("\n\n", "empty"),
+        ("run_name,model_name\nx,y\n", "lacks the column(s) dataset_split"),
+        ("name;loss\nx;1\n", "lacks the column(s) run_name"),
+    ],
+)
+def test_a_file_that_is_not_the_schema_creates_nothing(runs_root, text, message):
+    runs_root.mkdir()
+    with pytest.raises(LogFormatError, match="lacks|empty") as info:
+        import_log(runs_root, text, source="x.csv")
+    assert message in str(info.value)
+    assert list(runs_root.iterdir()) == []
+
+
+def test_columns_in_any_order_with_a_bom_and_extra_columns():
+    text = "\ufeffnotes,train_loss,run_name,lora_gpu_GB,peak_gpu_GB,max_steps,lora_r,dataset_split,model_name,train_runtime_sec\n"
+    text += "hello,0.5,r1,0.1,0.2,10,4,train[:5],m,7.25\n"
+    rows, problems = parse_log(text)
+    assert problems == []
+    assert rows[0].values == {
+        "run_name": "r1", "model_name": "m", "dataset_split": "train[:5]", "lora_r": 4, "max_steps": 10,
+        "train_loss": 0.5, "train_runtime_sec": 7.25, "peak_gpu_GB": 0.2, "lora_gpu_GB": 0.1,
+    }
+
+
+def test_export_then_import_is_lossless(runs_root, tmp_path):
+    prepare_runs_root(runs_root)
+    exported, left_out = export_log(list_runs(runs_root))
+    assert left_out == []
+    assert exported.splitlines()[0] == ",".join(LOG_COLUMNS)
+    assert exported.count("\n") == 1 + len(SEED_FIGURES)
+    other = tmp_path / "other"
+    other.mkdir()
+    report = import_log(other, exported, source="exported.csv")
+    assert sorted(report.imported) == sorted(SEED_FIGURES) and report.problems == []
+    before = {run.name: log_row(run) for run in list_runs(runs_root)}
+    after = {run.name: log_row(run) for run in list_runs(other)}
+    assert before == after
+    assert export_log(list_runs(other))[0] == exported
+    # The seed file itself survives the trip, row for row (order aside).
+    seed_rows = set(SEED_LOG.read_text().splitlines())
+    assert set(exported.splitlines()) == seed_rows
+
+
+def test_export_leaves_out_unfinished_runs_and_cpu_memory(tmp_path):
+    config = {"base_model": "tiny", "split": "train[:64]", "lora_r": 8, "max_steps": 30}
+    create_run(tmp_path, "running", config, status=initial_status("running", 30))
+    create_run(
+        tmp_path,
+        "cpu_done",
+        config,
+        status=initial_status("completed", 30),
+        metrics={"train_loss": 2.0, "train_runtime_s": 8.5, "peak_memory_gb": 0.55,
+                 "lora_memory_gb": 0.01, "memory_measure": "process_rss"},
+    )
+    text, left_out = export_log(list_runs(tmp_path))
+    assert left_out == ["running"]
+    assert text.splitlines()[1] == "cpu_done,tiny,train[:64],8,30,2.0,8.5,,"
+
+
+def test_reimport_leaves_existing_runs_unchanged(runs_root):
+    prepare_runs_root(runs_root)
+    original = load_run(runs_root, "baseline_1B_r16_10k_600steps").metrics
+    changed = SEED_LOG.read_text().replace("0.8918", "0.1111")
+    report = import_log(runs_root, changed, source="again.csv")
+    assert report.imported == [] and len(report.existing) == len(SEED_FIGURES)
+    assert load_run(runs_root, "baseline_1B_r16_10k_600steps").metrics == original
