@@ -1,0 +1,40 @@
+# The two commands: `make run` (install the app, start it) and `make test` (install the
+# test requirements, run every test). Both create and reuse .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch: install it before anything that depends on torch, so that pip keeps
+# it instead of pulling a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Tests use one torch thread: with two cores, torch slows ~100x when anything else is busy.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+
+.PHONY: run test app-deps dev-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+$(VENV)/.app-deps: requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+app-deps: $(VENV)/.app-deps
+dev-deps: $(VENV)/.dev-deps
+
+run: $(VENV)/.app-deps
+	$(BIN)/streamlit run Home.py
+
+test: $(VENV)/.dev-deps
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-output

@@ -1,0 +1,81 @@
+"""`python -m core runs ...` as a user runs it: real subprocesses, real exit codes."""
+
+import json
+import subprocess
+import sys
+
+from conftest import PROJECT_DIR
+
+from core.experiments_log import LOG_COLUMNS
+from core.seed import SEED_LOG
+
+
+def core(*args: str, runs_root) -> subprocess.CompletedProcess:
+    """Run `python -m core --runs-dir ROOT ARGS...` from the project folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(runs_root), *args],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_list_shows_the_seed_runs_on_a_new_root(runs_root):
+    done = core("runs", "list", runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:3] == ["Run", "State", "Base"]
+    assert len(rows) == 5
+    baseline = next(row for row in rows if row.startswith("baseline_1B_r16_10k_600steps"))
+    for figure in ("completed", "16/16", "600", "0.8918", "2594.04", "2.564", "1.361"):
+        assert figure in baseline.split()
+
+
+def test_list_as_json(runs_root):
+    done = core("runs", "list", "--json", runs_root=runs_root)
+    rows = json.loads(done.stdout)
+    assert {row["name"]: row["final_loss"] for row in rows}["model2_3B_r64_30k_400steps"] == 0.7688
+
+
+def test_export_then_import_into_another_root(runs_root, tmp_path):
+    out = tmp_path / "log.csv"
+    done = core("runs", "export", str(out), runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 5 run(s)" in done.stderr
+    assert set(out.read_text().splitlines()) == set(SEED_LOG.read_text().splitlines())
+    other = tmp_path / "other"
+    other.mkdir()
+    done = core("runs", "import", str(out), runs_root=other)
+    assert done.returncode == 0, done.stderr
+    assert "imported 5 run(s)" in done.stdout
+    assert core("runs", "export", "-", runs_root=other).stdout == out.read_text()
+
+
+def test_import_with_malformed_rows_exits_non_zero_and_keeps_the_good_rows(runs_root, tmp_path):
+    runs_root.mkdir()
+    csv_file = tmp_path / "mixed.csv"
+    csv_file.write_text(
+        ",".join(LOG_COLUMNS) + "\n"
+        "fine_run,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"
+        "broken_run,m,train[:10],8,fifty,1.5,10.0,1.0,0.5\n"
+    )
+    done = core("runs", "import", str(csv_file), runs_root=runs_root)
+    assert done.returncode == 1
+    assert "skipped line 3: max_steps 'fifty' is not a number" in done.stderr
+    assert "imported 1 run(s), 1 malformed row(s) skipped" in done.stdout
+    listed = core("runs", "list", runs_root=runs_root).stdout
+    assert "fine_run" in listed and "broken_run" not in listed
+
+
+def test_import_of_a_missing_or_foreign_file_fails_cleanly(runs_root, tmp_path):
+    runs_root.mkdir()
+    done = core("runs", "import", str(tmp_path / "nope.csv"), runs_root=runs_root)
+    assert done.returncode == 1 and done.stderr.startswith("error: cannot read")
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b,c\n1,2,3\n")
+    done = core("runs", "import", str(foreign), runs_root=runs_root)
+    assert done.returncode == 1 and "lacks the column(s) run_name" in done.stderr
+    assert list(runs_root.iterdir()) == []
+
+
+def test_usage_errors_exit_2(runs_root):
+    assert core(runs_root=runs_root).returncode == 2
+    assert core("runs", "frobnicate", runs_root=runs_root).returncode == 2

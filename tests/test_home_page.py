@@ -1,0 +1,90 @@
+"""Home through Streamlit's AppTest: seed runs, an empty root, a broken run."""
+
+import json
+
+import pytest
+from conftest import PROJECT_DIR
+from streamlit.testing.v1 import AppTest
+
+from core.runs import create_run, initial_status
+
+
+def run_home() -> AppTest:
+    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=30)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def metric_values(app: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in app.metric}
+
+
+def test_home_shows_the_seed_runs(runs_root):
+    app = run_home()
+    assert app.title[0].value == "PEFT Dashboard"
+    table = app.dataframe[0].value
+    assert len(table) == 5
+    row = table.set_index("name").loc["model_centric_1B_r64_10k_600steps"]
+    assert (row["lora"], row["final_loss"], row["runtime_s"]) == ("64/64", 0.8806, 2649.69)
+    assert (row["peak_memory_gb"], row["lora_memory_gb"]) == (2.955, 1.752)
+    assert row["state"].endswith("completed")
+    assert metric_values(app) == {"Runs": "5", "Completed": "5", "Running": "0", "Broken": "0"}
+    system = " ".join(markdown.value for markdown in app.markdown)
+    assert "**GPU:** no GPU" in system
+    assert "Training stack" in system and "llama-cpp" in system and "GGUF converter" in system
+    assert not app.warning and not app.error
+
+
+def test_home_with_an_empty_runs_root(runs_root):
+    runs_root.mkdir()
+    app = run_home()
+    assert len(app.dataframe) == 0
+    assert "No runs yet" in app.info[0].value
+    assert not app.metric
+
+
+@pytest.mark.parametrize("corrupt", ['{"state": "runn', "[]"])
+def test_home_marks_a_broken_run_and_keeps_the_others(runs_root, corrupt):
+    runs_root.mkdir()
+    create_run(runs_root, "healthy", {"base_model": "tiny", "max_steps": 30}, status=initial_status("running", 30))
+    broken = runs_root / "half_written"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"base_model": "tiny"}))
+    (broken / "status.json").write_text(corrupt)
+    app = run_home()
+    table = app.dataframe[0].value.set_index("name")
+    assert table.loc["healthy", "state"].endswith("running")
+    assert table.loc["half_written", "state"].endswith("broken")
+    assert "status.json" in table.loc["half_written", "note"]
+    assert metric_values(app)["Broken"] == "1"
+    assert "half_written" in app.warning[0].value
+
+
+def test_import_from_the_page_adds_runs_and_reports_bad_rows(runs_root):
+    runs_root.mkdir()
+    app = run_home()
+    csv_bytes = (
+        b"run_name,model_name,dataset_split,lora_r,max_steps,train_loss,train_runtime_sec,peak_gpu_GB,lora_gpu_GB\n"
+        b"colab_r32,unsloth/Llama-3.2-1B-Instruct-bnb-4bit,train[:5000],32,300,0.95,1200.5,2.4,1.1\n"
+        b"bad/row,m,train[:1],8,10,1,1,1,1\n"
+    )
+    app.file_uploader[0].set_value(("experiments_log.csv", csv_bytes, "text/csv")).run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert "imported 1 run(s), 1 malformed row(s) skipped" in app.success[0].value
+    assert "line 3" in app.warning[0].value and "slash" in app.warning[0].value
+    table = app.dataframe[0].value.set_index("name")
+    assert list(table.index) == ["colab_r32"]
+    assert table.loc["colab_r32", "final_loss"] == 0.95
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01binary", b"a,b\n1,2\n"])
+def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(runs_root, content):
+    runs_root.mkdir()
+    app = run_home()
+    app.file_uploader[0].set_value(("other.csv", content, "text/csv")).run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert "other.csv was not imported" in app.error[0].value
+    assert list(runs_root.iterdir()) == []
