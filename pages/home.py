@@ -39,7 +39,11 @@ with st.expander("Import or export an experiments_log.csv"):
                 for problem in report.problems:
                     st.warning(f"Skipped {problem}")
 
-runs = list_runs(root)
+try:
+    runs = list_runs(root)
+except OSError as exc:
+    st.error(f"Cannot read the runs folder {root}: {exc}")
+    runs = []
 
 with download_column:
     csv_text, left_out = export_log(runs)
@@ -68,7 +72,10 @@ with table_area:
             table,
             hide_index=True,
             width="stretch",
-            column_config={key: st.column_config.Column(label) for key, label in RUN_TABLE_COLUMNS.items()},
+            column_config={
+                key: st.column_config.Column(label, pinned=key == "name")
+                for key, label in RUN_TABLE_COLUMNS.items()
+            },
         )
         for run in runs:
             if run.broken:
