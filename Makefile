@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build of torch: install it before anything that depends on torch, so that pip keeps
-# it instead of pulling a multi-GB CUDA build.
+# torch first, before anything that depends on it. On this project's machines the CPU
+# wheel of torch 2.13.0 lies on disk and pip takes it; elsewhere PyPI serves the CUDA
+# build on Linux: pass TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# for the CPU one.
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # Tests use one torch thread: with two cores, torch slows ~100x when anything else is busy.
@@ -23,7 +25,7 @@ $(VENV)/.app-deps: requirements.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) $(TORCH_SPEC)
 	$(PIP) -r requirements-dev.txt
 	touch $@
 

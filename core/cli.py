@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from core.experiments_log import LogFormatError, export_log, import_log
+from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
 from core.paths import runs_root
 from core.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
-from core.seed import prepare_runs_root
+from core.seed import import_seed_runs
 
 
 class CommandError(Exception):
@@ -27,7 +27,7 @@ def _format_cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return " ".join(str(value).split())
 
 
 def format_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
@@ -39,14 +39,25 @@ def format_table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _print_report(report: ImportReport, source: str, root: Path) -> int:
+    for name in report.existing:
+        print(f"exists, left unchanged: {name}")
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(f"{source}: {report.summary()} into {root}")
+    return 1 if report.problems else 0
+
+
 def _runs_list(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
-    prepare_runs_root(root)
     summaries = [run_summary(run) for run in list_runs(root)]
     if args.json:
         print(json.dumps(summaries, indent=2))
     elif not summaries:
-        print(f"No runs in {root}.")
+        print(
+            f"No runs in {root}. The dashboard adds the lab's recorded runs when it first opens "
+            "a runs folder; `python -m core runs seed` adds them now."
+        )
     else:
         print(format_table(summaries, RUN_TABLE_COLUMNS))
     return 0
@@ -59,40 +70,40 @@ def _runs_import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from None
     root = runs_root(args.runs_dir)
-    prepare_runs_root(root)
     try:
         report = import_log(root, text, source=path.name)
     except LogFormatError as exc:
-        raise CommandError(str(exc)) from None
-    for name in report.existing:
-        print(f"exists, left unchanged: {name}")
-    for problem in report.problems:
-        print(f"skipped {problem}", file=sys.stderr)
-    print(f"{path.name}: {report.summary()} into {root}")
-    return 1 if report.problems else 0
+        raise CommandError(f"{path.name}: {exc}") from None
+    return _print_report(report, path.name, root)
+
+
+def _runs_seed(args: argparse.Namespace) -> int:
+    root = runs_root(args.runs_dir)
+    return _print_report(import_seed_runs(root), "the lab's recorded runs", root)
 
 
 def _runs_export(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
-    prepare_runs_root(root)
-    text, left_out = export_log(list_runs(root))
+    if not root.is_dir():
+        raise CommandError(f"no runs folder at {root}")
+    export = export_log(list_runs(root))
     if args.file == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(export.text)
     else:
-        try:
-            write_text_atomic(Path(args.file), text)
-        except OSError as exc:
-            raise CommandError(f"cannot write {args.file}: {exc}") from None
-        print(f"wrote {text.count(chr(10)) - 1} run(s) to {args.file}", file=sys.stderr)
-    if left_out:
-        print(f"left out {len(left_out)} run(s) that are not completed: {', '.join(left_out)}", file=sys.stderr)
+        write_text_atomic(Path(args.file), export.text)
+        print(f"wrote {len(export.exported)} run(s) to {args.file}", file=sys.stderr)
+    if export.left_out:
+        print(
+            f"left out {len(export.left_out)} run(s) that are unfinished or broken: {', '.join(export.left_out)}",
+            file=sys.stderr,
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m core", description="PEFT dashboard command line.")
-    parser.add_argument("--runs-dir", help="runs root (default: $PEFT_RUNS_DIR, else ./runs)")
+    parser.add_argument("--runs-dir", help="runs folder (default: $PEFT_RUNS_DIR, else ./runs)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     runs = commands.add_parser("runs", help="list, import and export runs")
@@ -106,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporting = runs_commands.add_parser("export", help="write all completed runs as an experiments_log.csv")
     exporting.add_argument("file", help="output CSV path, or - for standard output")
     exporting.set_defaults(handler=_runs_export)
+    seeding = runs_commands.add_parser("seed", help="add the lab's recorded runs (T1-T4, Experiment 3)")
+    seeding.set_defaults(handler=_runs_seed)
     return parser
 
 
@@ -115,6 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except CommandError as exc:
+    except (CommandError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,11 +28,14 @@ LOG_COLUMNS = (
     "peak_gpu_GB",
     "lora_gpu_GB",
 )
-_WHOLE_NUMBER_COLUMNS = ("lora_r", "max_steps")
+# Facts the lab's schema has no column for. Export writes them after the schema's columns
+# (readers that go by column name are unaffected); import reads them when present.
+EXTRA_COLUMNS = ("lora_alpha", "dataset", "device", "note")
+_WHOLE_NUMBER_COLUMNS = ("lora_r", "max_steps", "lora_alpha")
 _DECIMAL_COLUMNS = ("train_loss", "train_runtime_sec", "peak_gpu_GB", "lora_gpu_GB")
-_MISSING_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
-# Extra facts a run can carry beyond the schema (the seed's details file supplies them).
-DETAIL_KEYS = ("dataset", "lora_alpha", "device", "note")
+_MISSING_NUMBER_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
+_WHOLE_NUMBER = re.compile(r"\d+(\.0*)?")
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class LogFormatError(ValueError):
@@ -40,7 +44,10 @@ class LogFormatError(ValueError):
 
 @dataclass(frozen=True)
 class LogRow:
-    """One parsed data row: its first line number in the file and its typed values."""
+    """One parsed data row: its line number in the file and its typed values.
+
+    `values` holds every LOG_COLUMNS key and those EXTRA_COLUMNS the file has.
+    """
 
     line: int
     values: dict[str, Any]
@@ -60,76 +67,81 @@ class ImportReport:
         if self.existing:
             parts.append(f"{len(self.existing)} already present (left unchanged)")
         if self.problems:
-            parts.append(f"{len(self.problems)} malformed row(s) skipped")
+            parts.append(f"{len(self.problems)} row(s) skipped")
         return ", ".join(parts)
 
 
 def _parse_cell(column: str, raw: str) -> Any:
     text = raw.strip()
-    if text.lower() in _MISSING_MARKERS:
+    if column not in _WHOLE_NUMBER_COLUMNS + _DECIMAL_COLUMNS:
+        return text or None
+    if text.lower() in _MISSING_NUMBER_MARKERS:
         return None
     if column in _WHOLE_NUMBER_COLUMNS:
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{column} {raw!r} is not a number") from None
-        if not number.is_integer() or number <= 0:
+        if not _WHOLE_NUMBER.fullmatch(text) or int(text.split(".")[0]) == 0:
             raise ValueError(f"{column} {raw!r} is not a positive whole number")
-        return int(number)
-    if column in _DECIMAL_COLUMNS:
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{column} {raw!r} is not a number") from None
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"{column} {raw!r} is not a finite, non-negative number")
-        return number
-    return text
+        return int(text.split(".")[0])
+    number = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{column} {raw!r} is not a finite, non-negative number")
+    return abs(number)
+
+
+def _header(cells: list[str], line: int) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    missing = [column for column in LOG_COLUMNS if column not in header]
+    if missing:
+        raise LogFormatError(
+            f"Not an experiments_log.csv: line {line} lacks the column(s) {', '.join(missing)}. "
+            f"Expected: {','.join(LOG_COLUMNS)}"
+        )
+    repeated = sorted({c for c in header if header.count(c) > 1 and c in LOG_COLUMNS + EXTRA_COLUMNS})
+    if repeated:
+        raise LogFormatError(f"Line {line} names the column(s) {', '.join(repeated)} more than once.")
+    return header
 
 
 def parse_log(text: str) -> tuple[list[LogRow], list[str]]:
     """Parse the CSV text; return the good rows and one message per skipped row.
 
-    Raises LogFormatError when the header is missing or lacks a schema column.
+    Each physical line is one row (the schema has no multi-line values), so an unbalanced
+    quote costs only its own line. Raises LogFormatError when the header is missing,
+    lacks a schema column or repeats one.
     """
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     header: list[str] | None = None
     rows: list[LogRow] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
-    previous_end = 0
-    try:
-        for cells in reader:
-            line, previous_end = previous_end + 1, reader.line_num
-            if not any(cell.strip() for cell in cells):
-                continue
+    for line, physical in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        if not physical.strip():
+            continue
+        try:
+            cells = next(csv.reader([physical], strict=True))
+        except csv.Error as exc:
             if header is None:
-                header = [cell.strip() for cell in cells]
-                missing = [c for c in LOG_COLUMNS if c not in header]
-                if missing:
-                    raise LogFormatError(
-                        f"Not an experiments_log.csv: line {line} lacks the column(s) "
-                        f"{', '.join(missing)}. Expected: {','.join(LOG_COLUMNS)}"
-                    )
-                continue
-            if len(cells) != len(header):
-                problems.append(f"line {line}: {len(cells)} fields where the header has {len(header)}")
-                continue
-            cell_of = dict(zip(header, cells))
-            try:
-                values = {column: _parse_cell(column, cell_of[column]) for column in LOG_COLUMNS}
-                validate_run_name(values["run_name"])
-            except (ValueError, RunNameError) as exc:
-                problems.append(f"line {line}: {exc}")
-                continue
-            name = values["run_name"]
-            if name in first_line_of:
-                problems.append(f"line {line}: run {name!r} repeats line {first_line_of[name]}")
-                continue
-            first_line_of[name] = line
-            rows.append(LogRow(line=line, values=values))
-    except csv.Error as exc:
-        problems.append(f"line {reader.line_num}: unreadable CSV ({exc}); the rest of the file was not read")
+                raise LogFormatError(f"Line {line} is not a CSV header ({exc}).") from None
+            problems.append(f"line {line}: not valid CSV ({exc})")
+            continue
+        if header is None:
+            header = _header(cells, line)
+            continue
+        if len(cells) != len(header):
+            problems.append(f"line {line}: {len(cells)} fields where the header has {len(header)}")
+            continue
+        cell_of = dict(zip(header, cells))
+        try:
+            values = {column: _parse_cell(column, cell_of[column]) for column in LOG_COLUMNS}
+            values.update({c: _parse_cell(c, cell_of[c]) for c in EXTRA_COLUMNS if c in cell_of})
+            validate_run_name(values["run_name"])
+        except (ValueError, RunNameError) as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        name = values["run_name"]
+        if name in first_line_of:
+            problems.append(f"line {line}: run {name!r} repeats line {first_line_of[name]}")
+            continue
+        first_line_of[name] = line
+        rows.append(LogRow(line=line, values=values))
     if header is None:
         raise LogFormatError("The file is empty: an experiments_log.csv needs a header row.")
     return rows, problems
@@ -138,19 +150,23 @@ def parse_log(text: str) -> tuple[list[LogRow], list[str]]:
 def run_documents(
     row: LogRow, source: str, details: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The config, status and metrics documents of the metrics-only run for `row`."""
-    values, details = row.values, details or {}
+    """The config, status and metrics documents of the metrics-only run for `row`.
+
+    `details` supplies EXTRA_COLUMNS facts the row leaves empty.
+    """
+    values = row.values
+    extra = {column: values.get(column) or (details or {}).get(column) for column in EXTRA_COLUMNS}
     config = {
         "base_model": values["model_name"],
-        "dataset": details.get("dataset"),
+        "dataset": extra["dataset"],
         "split": values["dataset_split"],
         "lora_r": values["lora_r"],
-        "lora_alpha": details.get("lora_alpha"),
+        "lora_alpha": extra["lora_alpha"],
         "max_steps": values["max_steps"],
         "imported_from": {"file": source, "line": row.line},
     }
-    if details.get("note"):
-        config["note"] = details["note"]
+    if extra["note"]:
+        config["note"] = extra["note"]
     status = initial_status("completed", max_steps=values["max_steps"])
     status["step"] = values["max_steps"]
     metrics = {
@@ -159,7 +175,7 @@ def run_documents(
         "peak_memory_gb": values["peak_gpu_GB"],
         "lora_memory_gb": values["lora_gpu_GB"],
         "memory_measure": "cuda_reserved",
-        "device": details.get("device"),
+        "device": extra["device"],
     }
     return config, status, metrics
 
@@ -173,8 +189,9 @@ def import_log(
 ) -> ImportReport:
     """Import every good row of `text` into `root` as a metrics-only run.
 
-    `details` maps run names to extra facts (DETAIL_KEYS). Existing runs are left unchanged.
-    Raises LogFormatError if the file as a whole is unusable; creates nothing then.
+    `details` maps run names to EXTRA_COLUMNS facts. Existing runs are left unchanged; a
+    row whose run cannot be written is reported like a malformed one. Raises
+    LogFormatError if the file as a whole is unusable; creates nothing then.
     """
     rows, problems = parse_log(text)
     report = ImportReport(problems=problems)
@@ -185,13 +202,15 @@ def import_log(
             create_run(root, name, config, status=status, metrics=metrics)
         except RunExistsError:
             report.existing.append(name)
+        except OSError as exc:
+            report.problems.append(f"line {row.line}: run {name!r} could not be written ({exc})")
         else:
             report.imported.append(name)
     return report
 
 
 def log_row(run: Run) -> dict[str, Any] | None:
-    """The experiments_log row of a completed run, or None for any other run."""
+    """The experiments_log row (schema and extra columns) of a completed run, else None."""
     if run.broken or run.state != "completed":
         return None
     config, metrics = run.config, run.metrics
@@ -206,6 +225,10 @@ def log_row(run: Run) -> dict[str, Any] | None:
         "train_runtime_sec": metrics.get("train_runtime_s"),
         "peak_gpu_GB": metrics.get("peak_memory_gb") if on_gpu else None,
         "lora_gpu_GB": metrics.get("lora_memory_gb") if on_gpu else None,
+        "lora_alpha": config.get("lora_alpha"),
+        "dataset": config.get("dataset"),
+        "device": metrics.get("device"),
+        "note": config.get("note"),
     }
 
 
@@ -214,19 +237,31 @@ def _format_cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
 
 
-def export_log(runs: Iterable[Run]) -> tuple[str, list[str]]:
-    """The CSV text for all completed runs, and the names of the runs left out."""
+@dataclass(frozen=True)
+class LogExport:
+    """An exported experiments_log.csv and which runs it holds or leaves out."""
+
+    text: str
+    exported: list[str]
+    left_out: list[str]
+
+
+def export_log(runs: Iterable[Run]) -> LogExport:
+    """The CSV of all completed runs; broken and unfinished runs are left out."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(LOG_COLUMNS)
+    columns = LOG_COLUMNS + EXTRA_COLUMNS
+    writer.writerow(columns)
+    exported: list[str] = []
     left_out: list[str] = []
     for run in runs:
         row = log_row(run)
         if row is None:
             left_out.append(run.name)
             continue
-        writer.writerow([_format_cell(row[column]) for column in LOG_COLUMNS])
-    return buffer.getvalue(), left_out
+        writer.writerow([_format_cell(row[column]) for column in columns])
+        exported.append(run.name)
+    return LogExport(buffer.getvalue(), exported, left_out)

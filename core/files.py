@@ -55,9 +55,17 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON record as a line; a crash mid-write leaves at most a torn last line."""
-    line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
+    """Append one JSON record as a line; a crash mid-write leaves at most a torn last line.
+
+    A torn line left by an earlier crash is closed first, so the new record stays whole.
+    """
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    with open(path, "a+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
         handle.write(line)
         handle.flush()
 

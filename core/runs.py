@@ -8,6 +8,7 @@ exception for the caller to handle.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -117,7 +118,9 @@ def create_run(
         try:
             os.rename(staging, final)
         except OSError as exc:
-            raise RunExistsError(f"A run named {name!r} already exists in {root}.") from exc
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise RunExistsError(f"A run named {name!r} already exists in {root}.") from exc
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -143,7 +146,7 @@ class Run:
     @property
     def state(self) -> str:
         """The run's state from status.json, or "broken"."""
-        return "broken" if self.broken else str(self.status["state"])
+        return "broken" if self.broken else str(self.status.get("state"))
 
     @property
     def imported(self) -> bool:
@@ -159,17 +162,20 @@ def read_run_folder(path: Path) -> Run:
     except RunNameError as exc:
         problems.append(f"folder name is not a valid run name ({exc})")
     documents: dict[str, dict[str, Any]] = {}
+    unreadable: set[str] = set()
     for filename in (CONFIG_FILE, STATUS_FILE, METRICS_FILE):
         try:
             documents[filename] = read_json_object(path / filename)
         except FileProblem as exc:
             documents[filename] = {}
+            unreadable.add(filename)
             missing_metrics_ok = filename == METRICS_FILE and not (path / filename).exists()
             if not missing_metrics_ok:
                 problems.append(str(exc))
     status = documents[STATUS_FILE]
-    if status and status.get("state") not in STATES:
-        problems.append(f"status.json has an unknown state {status.get('state')!r}")
+    state = status.get("state")
+    if STATUS_FILE not in unreadable and state not in STATES:
+        problems.append("status.json has no state" if state is None else f"status.json has an unknown state {state!r}")
     return Run(
         name=path.name,
         path=path,

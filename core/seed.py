@@ -6,36 +6,44 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.experiments_log import DETAIL_KEYS, ImportReport, import_log
+from core.experiments_log import EXTRA_COLUMNS, ImportReport, import_log
+from core.files import write_text_atomic
 from core.paths import DATA_DIR
+from core.runs import now_iso
 
 SEED_LOG = DATA_DIR / "seed_runs" / "experiments_log.csv"
 SEED_DETAILS = DATA_DIR / "seed_runs" / "run_details.json"
+SEED_MARKER = ".seeded"
 
 
 def seed_details() -> dict[str, dict[str, Any]]:
-    """Per-run facts beyond the CSV schema (dataset, LoRA alpha, device, note)."""
+    """Per-run facts the lab's CSV has no column for (dataset, LoRA alpha, device, note)."""
     raw = json.loads(SEED_DETAILS.read_text(encoding="utf-8"))
     return {
-        name: {key: facts[key] for key in DETAIL_KEYS if key in facts}
+        name: {key: facts[key] for key in EXTRA_COLUMNS if key in facts}
         for name, facts in raw.items()
         if isinstance(facts, dict)
     }
 
 
-def prepare_runs_root(root: Path) -> ImportReport | None:
-    """Create a new runs root holding the seed runs; leave an existing root as it is.
-
-    Returns the import report when the root was created here, else None. Deleting the
-    seed runs later is respected: an existing root is never re-seeded.
-    """
-    try:
-        root.mkdir(parents=True)
-    except FileExistsError:
-        return None
-    return import_log(
+def import_seed_runs(root: Path) -> ImportReport:
+    """Import the lab's runs into `root` (existing runs are left alone) and mark it seeded."""
+    root.mkdir(parents=True, exist_ok=True)
+    report = import_log(
         root,
         SEED_LOG.read_text(encoding="utf-8"),
         source="data/seed_runs/experiments_log.csv",
         details=seed_details(),
     )
+    write_text_atomic(root / SEED_MARKER, now_iso() + "\n")
+    return report
+
+
+def prepare_runs_root(root: Path) -> ImportReport | None:
+    """Seed a runs root the first time the dashboard opens it; return the report then.
+
+    Seeding happens once per runs root: seed runs a person deleted do not come back.
+    """
+    if (root / SEED_MARKER).exists():
+        return None
+    return import_seed_runs(root)

@@ -60,7 +60,7 @@ def detect_gpus() -> list[Gpu]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True, text=True, timeout=5, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -124,9 +124,8 @@ def converter_capability() -> Capability:
     return Capability("GGUF converter", location.script is not None, location.explanation)
 
 
-def system_report(runs_root: Path) -> SystemReport:
-    """Collect the system panel's facts."""
-    gpus = detect_gpus()
+def system_report(runs_root: Path, gpus: list[Gpu]) -> SystemReport:
+    """Collect the system panel's facts around `gpus` (from detect_gpus, which callers cache)."""
     return SystemReport(
         gpus=gpus,
         cpu_count=os.cpu_count() or 1,

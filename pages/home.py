@@ -7,7 +7,7 @@ from core.experiments_log import LogFormatError, export_log, import_log
 from core.paths import runs_root
 from core.runs import RUN_TABLE_COLUMNS, STATE_ICONS, list_runs, run_summary
 from core.seed import prepare_runs_root
-from core.system import system_report
+from core.system import detect_gpus, system_report
 
 root = runs_root()
 
@@ -21,7 +21,7 @@ st.markdown(
 try:
     prepare_runs_root(root)
 except OSError as exc:
-    st.error(f"Cannot create the runs folder {root}: {exc}")
+    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
 
 table_area = st.container()
 
@@ -32,7 +32,7 @@ with st.expander("Import or export an experiments_log.csv"):
         if upload is not None and st.button("Import runs"):
             try:
                 report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
-            except (LogFormatError, UnicodeDecodeError) as exc:
+            except (LogFormatError, UnicodeDecodeError, OSError) as exc:
                 st.error(f"{upload.name} was not imported: {exc}")
             else:
                 st.success(f"{upload.name}: {report.summary()}.")
@@ -46,25 +46,25 @@ except OSError as exc:
     runs = []
 
 with download_column:
-    csv_text, left_out = export_log(runs)
+    export = export_log(runs)
     st.download_button(
-        "Download experiments_log.csv", csv_text, file_name="experiments_log.csv", mime="text/csv"
+        "Download experiments_log.csv", export.text, file_name="experiments_log.csv", mime="text/csv"
     )
-    if left_out:
-        st.caption(f"{len(left_out)} run(s) that are not completed are left out.")
+    if export.left_out:
+        st.caption(f"{len(export.left_out)} unfinished or broken run(s) are left out.")
 
 with table_area:
     if not runs:
         st.info(
-            f"No runs yet in `{root}`. Start one on the Train page, or import an "
-            "experiments_log.csv below (or `python -m core runs import FILE`)."
+            f"No runs yet in `{root}`. Import an experiments_log.csv below, or run "
+            "`python -m core runs import FILE` (`python -m core runs seed` brings back the lab's runs)."
         )
     else:
         states = [run.state for run in runs]
         counts = st.columns(4)
         counts[0].metric("Runs", len(runs))
         counts[1].metric("Completed", states.count("completed"))
-        counts[2].metric("Running", states.count("running") + states.count("queued"))
+        counts[2].metric("Active", states.count("running") + states.count("queued"), help="running or queued")
         counts[3].metric("Broken", states.count("broken"))
         table = pd.DataFrame([run_summary(run) for run in runs], columns=list(RUN_TABLE_COLUMNS))
         table["state"] = [f"{STATE_ICONS.get(state, '')} {state}" for state in table["state"]]
@@ -82,8 +82,15 @@ with table_area:
                 st.warning(f"**{run.name}** cannot be read: {'; '.join(run.problems)}")
     st.caption(f"Runs folder: `{root}` (set `PEFT_RUNS_DIR` to use another).")
 
+
+@st.cache_data(ttl=300, show_spinner=False)
+def cached_gpus():
+    """nvidia-smi takes up to seconds: ask it every few minutes, not on every rerun."""
+    return detect_gpus()
+
+
 st.subheader("System")
-report = system_report(root)
+report = system_report(root, cached_gpus())
 machine, capabilities = st.columns([1, 2])
 with machine:
     if report.gpus:

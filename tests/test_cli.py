@@ -7,7 +7,6 @@ import sys
 from conftest import PROJECT_DIR
 
 from core.experiments_log import LOG_COLUMNS
-from core.seed import SEED_LOG
 
 
 def core(*args: str, runs_root) -> subprocess.CompletedProcess:
@@ -18,35 +17,62 @@ def core(*args: str, runs_root) -> subprocess.CompletedProcess:
     )
 
 
-def test_list_shows_the_seed_runs_on_a_new_root(runs_root):
+def test_list_on_a_new_root_creates_nothing_and_says_how_to_seed(runs_root):
     done = core("runs", "list", runs_root=runs_root)
     assert done.returncode == 0, done.stderr
-    header, *rows = done.stdout.splitlines()
+    assert "No runs in" in done.stdout and "runs seed" in done.stdout
+    assert not runs_root.exists()
+
+
+def test_seed_then_list_shows_the_lab_runs(runs_root):
+    done = core("runs", "seed", runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    assert "imported 5 run(s)" in done.stdout
+    header, *rows = core("runs", "list", runs_root=runs_root).stdout.splitlines()
     assert header.split()[:3] == ["Run", "State", "Base"]
     assert len(rows) == 5
     baseline = next(row for row in rows if row.startswith("baseline_1B_r16_10k_600steps"))
     for figure in ("completed", "16/16", "600", "0.8918", "2594.04", "2.564", "1.361"):
         assert figure in baseline.split()
+    again = core("runs", "seed", runs_root=runs_root)
+    assert again.returncode == 0 and "5 already present" in again.stdout
 
 
 def test_list_as_json(runs_root):
+    core("runs", "seed", runs_root=runs_root)
     done = core("runs", "list", "--json", runs_root=runs_root)
     rows = json.loads(done.stdout)
     assert {row["name"]: row["final_loss"] for row in rows}["model2_3B_r64_30k_400steps"] == 0.7688
 
 
 def test_export_then_import_into_another_root(runs_root, tmp_path):
+    core("runs", "seed", runs_root=runs_root)
     out = tmp_path / "log.csv"
     done = core("runs", "export", str(out), runs_root=runs_root)
     assert done.returncode == 0, done.stderr
     assert "wrote 5 run(s)" in done.stderr
-    assert set(out.read_text().splitlines()) == set(SEED_LOG.read_text().splitlines())
+    exported = out.read_text().splitlines()
+    assert exported[0].startswith(",".join(LOG_COLUMNS))
     other = tmp_path / "other"
-    other.mkdir()
     done = core("runs", "import", str(out), runs_root=other)
     assert done.returncode == 0, done.stderr
     assert "imported 5 run(s)" in done.stdout
     assert core("runs", "export", "-", runs_root=other).stdout == out.read_text()
+
+
+def test_export_from_a_missing_root_fails(runs_root, tmp_path):
+    done = core("runs", "export", str(tmp_path / "out.csv"), runs_root=runs_root)
+    assert done.returncode == 1 and done.stderr.startswith("error: no runs folder at")
+    assert not runs_root.exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_an_unusable_runs_folder_gives_one_line_not_a_traceback(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    done = core("runs", "seed", runs_root=not_a_folder / "runs")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_import_with_malformed_rows_exits_non_zero_and_keeps_the_good_rows(runs_root, tmp_path):
@@ -59,8 +85,8 @@ def test_import_with_malformed_rows_exits_non_zero_and_keeps_the_good_rows(runs_
     )
     done = core("runs", "import", str(csv_file), runs_root=runs_root)
     assert done.returncode == 1
-    assert "skipped line 3: max_steps 'fifty' is not a number" in done.stderr
-    assert "imported 1 run(s), 1 malformed row(s) skipped" in done.stdout
+    assert "skipped line 3: max_steps 'fifty' is not a positive whole number" in done.stderr
+    assert "imported 1 run(s), 1 row(s) skipped" in done.stdout
     listed = core("runs", "list", runs_root=runs_root).stdout
     assert "fine_run" in listed and "broken_run" not in listed
 

@@ -2,9 +2,22 @@
 
 import pytest
 
-from core.experiments_log import LOG_COLUMNS, LogFormatError, export_log, import_log, log_row, parse_log
+import errno
+
+from core import runs
+from core.experiments_log import (
+    EXTRA_COLUMNS,
+    LOG_COLUMNS,
+    LogFormatError,
+    export_log,
+    import_log,
+    log_row,
+    parse_log,
+)
 from core.runs import create_run, initial_status, list_runs, load_run
-from core.seed import SEED_LOG, prepare_runs_root
+from core.seed import SEED_LOG, SEED_MARKER, import_seed_runs, prepare_runs_root
+
+HEADER = ",".join(LOG_COLUMNS) + "\n"
 
 # The lab's recorded figures, exactly as its write-up gives them (issue 2).
 MODEL_1B = "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"
@@ -36,13 +49,16 @@ def test_seed_import_reproduces_every_figure(runs_root):
         assert m["device"] == "Tesla T4 (Colab)" and m["memory_measure"] == "cuda_reserved"
 
 
-def test_seeding_happens_only_for_a_new_root(runs_root):
-    runs_root.mkdir()
+def test_an_existing_root_is_seeded_once(runs_root):
+    create_run(runs_root, "my_own_run", {"base_model": "tiny"})
+    report = prepare_runs_root(runs_root)
+    assert report is not None and len(report.imported) == 5
+    assert (runs_root / SEED_MARKER).is_file()
+    assert len(list_runs(runs_root)) == 6
     assert prepare_runs_root(runs_root) is None
-    assert list_runs(runs_root) == []
 
 
-def test_deleted_seed_runs_are_not_brought_back(runs_root):
+def test_deleted_seed_runs_are_not_brought_back_until_asked(runs_root):
     prepare_runs_root(runs_root)
     for run in list_runs(runs_root):
         for file in run.path.iterdir():
@@ -50,10 +66,11 @@ def test_deleted_seed_runs_are_not_brought_back(runs_root):
         run.path.rmdir()
     assert prepare_runs_root(runs_root) is None
     assert list_runs(runs_root) == []
+    assert len(import_seed_runs(runs_root).imported) == 5
 
 
 MALFORMED = (
-    ",".join(LOG_COLUMNS) + "\n"
+    HEADER +
     "good_one,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 2
     "bad_rank,m,train[:10],abc,50,1.5,10.0,1.0,0.5\n"  # line 3
     "../escape,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 4
@@ -71,9 +88,10 @@ def test_malformed_rows_are_reported_by_line_and_skipped(runs_root):
     runs_root.mkdir()
     report = import_log(runs_root, MALFORMED, source="mine.csv")
     assert report.imported == ["good_one", "good_two"]
+    assert report.summary() == "imported 2 run(s), 7 row(s) skipped"
     lines = [problem.split(":")[0] for problem in report.problems]
     assert lines == ["line 3", "line 4", "line 6", "line 7", "line 8", "line 9", "line 10"]
-    assert "lora_r 'abc' is not a number" in report.problems[0]
+    assert "lora_r 'abc' is not a positive whole number" in report.problems[0]
     assert "slash" in report.problems[1]
     assert "repeats line 2" in report.problems[3]
     assert "12.5" in report.problems[5]
@@ -113,21 +131,27 @@ def test_columns_in_any_order_with_a_bom_and_extra_columns():
 
 def test_export_then_import_is_lossless(runs_root, tmp_path):
     prepare_runs_root(runs_root)
-    exported, left_out = export_log(list_runs(runs_root))
-    assert left_out == []
-    assert exported.splitlines()[0] == ",".join(LOG_COLUMNS)
-    assert exported.count("\n") == 1 + len(SEED_FIGURES)
+    export = export_log(list_runs(runs_root))
+    assert export.left_out == [] and sorted(export.exported) == sorted(SEED_FIGURES)
+    assert export.text.splitlines()[0] == ",".join(LOG_COLUMNS + EXTRA_COLUMNS)
     other = tmp_path / "other"
     other.mkdir()
-    report = import_log(other, exported, source="exported.csv")
+    report = import_log(other, export.text, source="exported.csv")
     assert sorted(report.imported) == sorted(SEED_FIGURES) and report.problems == []
-    before = {run.name: log_row(run) for run in list_runs(runs_root)}
-    after = {run.name: log_row(run) for run in list_runs(other)}
+
+    def everything_but_provenance(run):
+        config = {k: v for k, v in run.config.items() if k != "imported_from"}
+        status = {k: v for k, v in run.status.items() if not k.endswith("_at")}
+        return config, status, run.metrics
+
+    before = {run.name: everything_but_provenance(run) for run in list_runs(runs_root)}
+    after = {run.name: everything_but_provenance(run) for run in list_runs(other)}
     assert before == after
-    assert export_log(list_runs(other))[0] == exported
-    # The seed file itself survives the trip, row for row (order aside).
-    seed_rows = set(SEED_LOG.read_text().splitlines())
-    assert set(exported.splitlines()) == seed_rows
+    assert load_run(other, "model2_3B_r64_30k_400steps").config["lora_alpha"] == 64
+    assert export_log(list_runs(other)).text == export.text
+    # The lab's own file survives the trip: its columns, row for row (order aside).
+    schema_part = {",".join(line.split(",")[: len(LOG_COLUMNS)]) for line in export.text.splitlines()}
+    assert schema_part == set(SEED_LOG.read_text().splitlines())
 
 
 def test_export_leaves_out_unfinished_runs_and_cpu_memory(tmp_path):
@@ -141,9 +165,9 @@ def test_export_leaves_out_unfinished_runs_and_cpu_memory(tmp_path):
         metrics={"train_loss": 2.0, "train_runtime_s": 8.5, "peak_memory_gb": 0.55,
                  "lora_memory_gb": 0.01, "memory_measure": "process_rss"},
     )
-    text, left_out = export_log(list_runs(tmp_path))
-    assert left_out == ["running"]
-    assert text.splitlines()[1] == "cpu_done,tiny,train[:64],8,30,2.0,8.5,,"
+    export = export_log(list_runs(tmp_path))
+    assert export.left_out == ["running"] and export.exported == ["cpu_done"]
+    assert export.text.splitlines()[1] == "cpu_done,tiny,train[:64],8,30,2.0,8.5,,,,,,"
 
 
 def test_reimport_leaves_existing_runs_unchanged(runs_root):
@@ -153,3 +177,79 @@ def test_reimport_leaves_existing_runs_unchanged(runs_root):
     report = import_log(runs_root, changed, source="again.csv")
     assert report.imported == [] and len(report.existing) == len(SEED_FIGURES)
     assert load_run(runs_root, "baseline_1B_r16_10k_600steps").metrics == original
+
+
+def test_an_unbalanced_quote_costs_only_its_own_line():
+    text = HEADER + 'a,m,s,8,50,1,1,1,1\nb,"m,s,8,50,1,1,1,1\nc,m,s,8,50,1,1,1,1\nd,m,s,8,50,1,1,1,1\n'
+    rows, problems = parse_log(text)
+    assert [row.values["run_name"] for row in rows] == ["a", "c", "d"]
+    assert problems == ["line 3: not valid CSV (unexpected end of data)"]
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"])
+def test_any_line_ending(newline):
+    text = HEADER.replace("\n", newline) + newline.join(["a,m,s,8,50,1,1,1,1", "b,m,s,8,50,1,1,1,1"])
+    rows, problems = parse_log(text)
+    assert [row.values["run_name"] for row in rows] == ["a", "b"] and problems == []
+
+
+def test_a_repeated_schema_column_rejects_the_file():
+    with pytest.raises(LogFormatError, match="train_loss more than once"):
+        parse_log(HEADER.strip() + ",train_loss\na,m,s,8,50,1,1,1,1,9.9\n")
+
+
+@pytest.mark.parametrize(
+    "column, raw, expected",
+    [
+        ("lora_r", "16", 16),
+        ("lora_r", "16.0", 16),
+        ("max_steps", "9007199254740993", 9007199254740993),
+        ("lora_r", "1_000", None),
+        ("max_steps", "1e20", None),
+        ("max_steps", "0", None),
+        ("lora_r", "-4", None),
+        ("train_loss", "0.8918", 0.8918),
+        ("train_loss", "-0", 0.0),
+        ("train_loss", "1e-3", 0.001),
+        ("train_loss", "inf", None),
+        ("train_loss", "1_0.5", None),
+        ("peak_gpu_GB", "-1.5", None),
+        ("train_loss", "NaN", "missing"),
+    ],
+)
+def test_number_cells(column, raw, expected):
+    cells = dict(zip(LOG_COLUMNS, "a,m,s,8,50,1,1,1,1".split(",")))
+    cells[column] = raw
+    rows, problems = parse_log(HEADER + ",".join(cells[c] for c in LOG_COLUMNS) + "\n")
+    if expected is None:
+        assert rows == [] and column in problems[0] and repr(raw) in problems[0]
+    else:
+        value = rows[0].values[column]
+        assert value is None if expected == "missing" else (value == expected and type(value) is type(expected))
+
+
+def test_text_cells_keep_words_that_look_like_missing_markers():
+    rows, _ = parse_log(HEADER + "a,NA,none,8,50,1,1,1,1\n")
+    assert (rows[0].values["model_name"], rows[0].values["dataset_split"]) == ("NA", "none")
+
+
+def test_a_run_that_cannot_be_written_is_reported_not_called_existing(runs_root, monkeypatch):
+    runs_root.mkdir()
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs.os, "rename", full_disk)
+    report = import_log(runs_root, HEADER + "a,m,s,8,50,1,1,1,1\n", source="x.csv")
+    assert report.imported == [] and report.existing == []
+    assert report.problems == ["line 2: run 'a' could not be written ([Errno 28] No space left on device)"]
+    assert list(runs_root.iterdir()) == []
+
+
+def test_extra_columns_are_read_when_present():
+    text = HEADER.strip() + ",lora_alpha,dataset,device,note\na,m,s,8,50,1,1,1,1,32,my/data,NVIDIA A100,first try\n"
+    rows, problems = parse_log(text)
+    assert problems == []
+    assert {k: rows[0].values[k] for k in EXTRA_COLUMNS} == {
+        "lora_alpha": 32, "dataset": "my/data", "device": "NVIDIA A100", "note": "first try"
+    }

@@ -3,10 +3,30 @@
 import json
 
 import pytest
+import streamlit as st
 from conftest import PROJECT_DIR
 from streamlit.testing.v1 import AppTest
 
+from core import system
 from core.runs import create_run, initial_status
+from core.seed import SEED_MARKER
+
+
+@pytest.fixture(autouse=True)
+def gpus(monkeypatch):
+    """The GPUs the page sees: none by default (none exists here; tests may fake one)."""
+    found: list[system.Gpu] = []
+    monkeypatch.setattr(system, "detect_gpus", lambda: found)
+    st.cache_data.clear()
+    return found
+
+
+@pytest.fixture
+def empty_root(runs_root):
+    """A runs root seeded earlier whose runs a person has all deleted."""
+    runs_root.mkdir()
+    (runs_root / SEED_MARKER).write_text("")
+    return runs_root
 
 
 def run_home() -> AppTest:
@@ -29,26 +49,30 @@ def test_home_shows_the_seed_runs(runs_root):
     assert (row["lora"], row["final_loss"], row["runtime_s"]) == ("64/64", 0.8806, 2649.69)
     assert (row["peak_memory_gb"], row["lora_memory_gb"]) == (2.955, 1.752)
     assert row["state"].endswith("completed")
-    assert metric_values(app) == {"Runs": "5", "Completed": "5", "Running": "0", "Broken": "0"}
+    assert metric_values(app) == {"Runs": "5", "Completed": "5", "Active": "0", "Broken": "0"}
     system = " ".join(markdown.value for markdown in app.markdown)
     assert "**GPU:** no GPU" in system
     assert "Training stack" in system and "llama-cpp" in system and "GGUF converter" in system
     assert not app.warning and not app.error
 
 
-def test_home_with_an_empty_runs_root(runs_root):
-    runs_root.mkdir()
+def test_home_shows_a_gpu_when_there_is_one(runs_root, gpus):
+    gpus.append(system.Gpu("Tesla T4", 15.0))
+    app = run_home()
+    assert "**GPU:** Tesla T4, 15 GB" in [markdown.value for markdown in app.markdown]
+
+
+def test_home_with_an_empty_runs_root(empty_root):
     app = run_home()
     assert len(app.dataframe) == 0
     assert "No runs yet" in app.info[0].value
     assert not app.metric
 
 
-@pytest.mark.parametrize("corrupt", ['{"state": "runn', "[]"])
-def test_home_marks_a_broken_run_and_keeps_the_others(runs_root, corrupt):
-    runs_root.mkdir()
-    create_run(runs_root, "healthy", {"base_model": "tiny", "max_steps": 30}, status=initial_status("running", 30))
-    broken = runs_root / "half_written"
+@pytest.mark.parametrize("corrupt", ['{"state": "runn', "[]", "{}"])
+def test_home_marks_a_broken_run_and_keeps_the_others(empty_root, corrupt):
+    create_run(empty_root, "healthy", {"base_model": "tiny", "max_steps": 30}, status=initial_status("running", 30))
+    broken = empty_root / "half_written"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"base_model": "tiny"}))
     (broken / "status.json").write_text(corrupt)
@@ -61,8 +85,7 @@ def test_home_marks_a_broken_run_and_keeps_the_others(runs_root, corrupt):
     assert "half_written" in app.warning[0].value
 
 
-def test_import_from_the_page_adds_runs_and_reports_bad_rows(runs_root):
-    runs_root.mkdir()
+def test_import_from_the_page_adds_runs_and_reports_bad_rows(empty_root):
     app = run_home()
     csv_bytes = (
         b"run_name,model_name,dataset_split,lora_r,max_steps,train_loss,train_runtime_sec,peak_gpu_GB,lora_gpu_GB\n"
@@ -72,7 +95,7 @@ def test_import_from_the_page_adds_runs_and_reports_bad_rows(runs_root):
     app.file_uploader[0].set_value(("experiments_log.csv", csv_bytes, "text/csv")).run()
     app.button[0].click().run()
     assert not app.exception
-    assert "imported 1 run(s), 1 malformed row(s) skipped" in app.success[0].value
+    assert "imported 1 run(s), 1 row(s) skipped" in app.success[0].value
     assert "line 3" in app.warning[0].value and "slash" in app.warning[0].value
     table = app.dataframe[0].value.set_index("name")
     assert list(table.index) == ["colab_r32"]
@@ -80,11 +103,10 @@ def test_import_from_the_page_adds_runs_and_reports_bad_rows(runs_root):
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01binary", b"a,b\n1,2\n"])
-def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(runs_root, content):
-    runs_root.mkdir()
+def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(empty_root, content):
     app = run_home()
     app.file_uploader[0].set_value(("other.csv", content, "text/csv")).run()
     app.button[0].click().run()
     assert not app.exception
     assert "other.csv was not imported" in app.error[0].value
-    assert list(runs_root.iterdir()) == []
+    assert [path.name for path in empty_root.iterdir()] == [SEED_MARKER]

@@ -1,5 +1,6 @@
 """The run folder contract: names, atomic creation and writes, tolerant reads."""
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -96,6 +97,17 @@ def test_failed_creation_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_rename_failure_other_than_exists_is_not_called_exists(tmp_path, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs.os, "rename", full_disk)
+    with pytest.raises(OSError, match="No space left") as info:
+        create_run(tmp_path, "r1", CONFIG)
+    assert not isinstance(info.value, RunExistsError)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "status.json"
     write_json_atomic(target, {"state": "running", "step": 5})
@@ -130,6 +142,7 @@ def _make_run(root: Path, name: str, **documents: str) -> Path:
         ({"status": None}, "status.json is missing"),
         ({"status": ""}, "status.json is not valid JSON"),
         ({"status": '{"state": "exploded"}'}, "unknown state 'exploded'"),
+        ({"status": "{}"}, "status.json has no state"),
         ({"metrics": "{not json"}, "metrics.json is not valid JSON"),
     ],
 )
@@ -195,6 +208,11 @@ def test_jsonl_reading_skips_a_torn_last_line(tmp_path):
         handle.write('{"step": 3, "lo')
     records, skipped = read_jsonl(log)
     assert [r["step"] for r in records] == [1, 2]
+    assert skipped == 1
+    # A writer that resumes after the crash does not glue its record to the torn line.
+    files.append_jsonl(log, {"step": 3, "loss": 1.0})
+    records, skipped = read_jsonl(log)
+    assert [r["step"] for r in records] == [1, 2, 3]
     assert skipped == 1
     assert read_jsonl(tmp_path / "missing.jsonl") == ([], 0)
 

@@ -4,14 +4,16 @@ import os
 import stat
 
 from core.converter import CONVERTER_SCRIPT, find_converter
+from core.installed import package_version
 from core.system import detect_gpus, system_report
 
 
 def test_dev_environment_has_the_training_stack(runs_root):
-    report = system_report(runs_root)
+    report = system_report(runs_root, gpus=[])
     training = report.capabilities[0]
     assert training.name == "Training stack" and training.available
-    assert "torch 2.13.0" in training.detail
+    assert f"torch {package_version('torch')}" in training.detail
+    assert "on the CPU" in training.detail
     assert report.cpu_count >= 1 and report.free_disk_gb is not None
 
 
