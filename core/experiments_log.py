@@ -34,8 +34,8 @@ EXTRA_COLUMNS = ("lora_alpha", "dataset", "device", "note")
 _WHOLE_NUMBER_COLUMNS = ("lora_r", "max_steps", "lora_alpha")
 _DECIMAL_COLUMNS = ("train_loss", "train_runtime_sec", "peak_gpu_GB", "lora_gpu_GB")
 _MISSING_NUMBER_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
-_WHOLE_NUMBER = re.compile(r"\d+(\.0*)?")
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_WHOLE_NUMBER = re.compile(r"\d+(\.0*)?", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 class LogFormatError(ValueError):
