@@ -78,13 +78,14 @@ def _parse_cell(column: str, raw: str) -> Any:
     if text.lower() in _MISSING_NUMBER_MARKERS:
         return None
     if column in _WHOLE_NUMBER_COLUMNS:
-        if not _WHOLE_NUMBER.fullmatch(text) or int(text.split(".")[0]) == 0:
+        whole = int(text.split(".")[0]) if _WHOLE_NUMBER.fullmatch(text) else 0
+        if whole <= 0:
             raise ValueError(f"{column} {raw!r} is not a positive whole number")
-        return int(text.split(".")[0])
+        return whole
     number = float(text) if _DECIMAL.fullmatch(text) else math.nan
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{column} {raw!r} is not a finite, non-negative number")
-    return abs(number)
+    return abs(number)  # turns -0.0 into 0.0
 
 
 def _header(cells: list[str], line: int) -> list[str]:
