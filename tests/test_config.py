@@ -1,0 +1,121 @@
+"""RunConfig: the lab notebook's defaults, every field validated, --set typed, presets valid."""
+
+import pytest
+
+from core.config import PROJECTION_MODULES, ConfigError, RunConfig, apply_overrides, default_config, parse_config
+from core.presets import PRESETS, PresetError, get_preset, overrides_from
+
+
+def test_defaults_are_the_lab_notebooks():
+    config = RunConfig()
+    assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 16, 0.0)
+    assert config.target_modules == PROJECTION_MODULES and len(PROJECTION_MODULES) == 7
+    assert (config.batch_size, config.gradient_accumulation_steps, config.warmup_steps) == (2, 4, 5)
+    assert (config.learning_rate, config.weight_decay, config.lr_scheduler) == (2e-4, 0.01, "linear")
+    assert (config.seed, config.packing, config.max_seq_length) == (3407, True, 1024)
+    assert (config.save_steps, config.save_total_limit, config.optimizer) == (100, 2, "auto")
+    assert parse_config({}) == config
+    assert parse_config(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lora_r", 0, "must be from 1 to 1024 (got 0)"),
+        ("lora_r", 8.5, "must be a whole number"),
+        ("lora_r", True, "must be a whole number"),
+        ("lora_alpha", -1, "from 1 to 4096"),
+        ("lora_dropout", 1.0, "from 0 below 1"),
+        ("learning_rate", 0, "above 0 to 1"),
+        ("learning_rate", float("nan"), "must be a number"),
+        ("max_steps", 0, "from 1 to 1000000"),
+        ("max_seq_length", 8, "from 16 to 131072"),
+        ("batch_size", "2", "must be a whole number"),
+        ("split", "train[:ten]", "is not a split"),
+        ("split", "train[:150%]", "more than 100%"),
+        ("target_modules", [], "non-empty list"),
+        ("target_modules", ["q_proj", "q_proj"], "twice"),
+        ("target_modules", ["q proj"], "not module names"),
+        ("lr_scheduler", "cosine_wild", "must be one of linear"),
+        ("optimizer", "adam", "must be one of auto"),
+        ("backend", "vllm", "must be one of auto, unsloth, hf"),
+        ("packing", "yes", "true or false"),
+        ("base_model", "", "is required"),
+        ("base_model", "not a model", "is not a Hub model id"),
+        ("dataset", "missing/file.jsonl", "no such file"),
+        ("dataset", "just-a-name", "neither a Hub dataset id"),
+        ("save_total_limit", 0, "from 1 to 1000"),
+    ],
+)
+def test_a_bad_field_is_reported_by_name(field, value, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({field: value})
+    assert set(caught.value.problems) == {field}
+    assert message in caught.value.problems[field]
+    assert f"{field}: " in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once_and_unknown_keys_get_a_suggestion():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"lora_rank": 8, "max_steps": -1, "warmup_steps": 3})
+    problems = caught.value.problems
+    assert problems["lora_rank"] == "is not a config field (did you mean lora_r?)"
+    assert "max_steps" in problems and "warmup_steps" not in problems  # no cross-check on a bad max_steps
+    with pytest.raises(ConfigError, match="warmup_steps: is more than max_steps"):
+        parse_config({"max_steps": 3, "warmup_steps": 5})
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        parse_config(["not", "a", "dict"])
+
+
+def test_a_local_dataset_resolves_from_the_project_folder_and_all_linear_is_allowed():
+    config = parse_config({"dataset": "data/sample_sharegpt.jsonl", "target_modules": "all-linear"})
+    assert config.target_modules == "all-linear"
+    assert parse_config({"save_total_limit": None}).save_total_limit is None
+
+
+def test_set_assignments_are_typed_by_their_field():
+    config = apply_overrides(default_config(), [
+        "lora_r=64", "learning_rate=1e-4", "packing=false", "target_modules=q_proj, v_proj",
+        "save_total_limit=none", "note=a = b",
+    ])
+    parsed = parse_config(config)
+    assert (parsed.lora_r, parsed.learning_rate, parsed.packing) == (64, 1e-4, False)
+    assert parsed.target_modules == ("q_proj", "v_proj")
+    assert parsed.save_total_limit is None and parsed.note == "a = b"
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key", "message"),
+    [
+        ("lora_r", "lora_r", "key=value"),
+        ("lora=8", "lora", "did you mean"),
+        ("lora_r=eight", "lora_r", "whole number"),
+        ("packing=maybe", "packing", "true or false"),
+        ("learning_rate=fast", "learning_rate", "a number"),
+    ],
+)
+def test_a_bad_set_assignment_is_refused(assignment, key, message):
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(default_config(), [assignment])
+    assert message in caught.value.problems[key]
+
+
+def test_every_preset_is_a_valid_config_and_reproduces_the_lab():
+    for preset in PRESETS.values():
+        parse_config(preset.config())
+    assert {"cpu_smoke", "pipeline_test", "smoke", "t1_baseline", "t2_model_centric", "t3_data_centric", "t4_3b"} <= set(PRESETS)
+    t3, t4 = get_preset("t3_data_centric").config(), get_preset("t4_3b").config()
+    assert (t3["lora_r"], t3["lora_alpha"], t3["split"], t3["max_steps"]) == (64, 64, "train[:30000]", 600)
+    assert "3B" in t4["base_model"] and t4["max_steps"] == 400
+    assert get_preset("smoke").config()["save_steps"] == 10
+    assert get_preset("pipeline_test").config()["split"] == "train[:64]"
+    with pytest.raises(PresetError, match="no preset named 'T9'; presets: cpu_smoke"):
+        get_preset("T9")
+
+
+def test_overrides_from_turns_a_base_into_the_config():
+    base = get_preset("t1_baseline").config()
+    changed = apply_overrides(base, ["lora_r=32", "packing=false", "target_modules=q_proj,v_proj"])
+    assignments = overrides_from(changed, base)
+    assert assignments == ["lora_r=32", "target_modules=q_proj,v_proj", "packing=false"]
+    assert apply_overrides(base, assignments) == changed
