@@ -9,11 +9,30 @@ for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "
 for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[variable] = "1"
 
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def run_core(*args: str, runs_root: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m core --runs-dir ROOT ARGS...` from the project folder, as a user does."""
+    return subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(runs_root), *args],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def write_conversations(path: Path, conversations: list[list[tuple[str, str]]]) -> Path:
+    """Write ShareGPT rows, each conversation given as (from, value) pairs."""
+    with path.open("w", encoding="utf-8") as handle:
+        for turns in conversations:
+            handle.write(json.dumps({"conversations": [{"from": f, "value": v} for f, v in turns]}) + "\n")
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +48,43 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "runs"
     monkeypatch.setenv("PEFT_RUNS_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama, built once per test session (a few seconds)."""
+    from core import tiny
+
+    previous = os.environ.get("PEFT_CACHE_DIR")
+    os.environ["PEFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tiny-cache"))
+    try:
+        return tiny.ensure_tiny_model()
+    finally:
+        if previous is None:
+            del os.environ["PEFT_CACHE_DIR"]
+        else:
+            os.environ["PEFT_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def tiny_model(tiny_model_build: Path, private_cache: None) -> Path:
+    """The session's tiny model, linked into this test's cache where `tiny-llama` resolves."""
+    from core import tiny
+
+    target = tiny.tiny_model_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(tiny_model_build, target_is_directory=True)
+    return target
+
+
+@pytest.fixture
+def memorize_data(tmp_path: Path) -> Path:
+    """Six short conversations to memorize, one with a system turn, one with two exchanges."""
+    return write_conversations(tmp_path / "memorize.jsonl", [
+        [("human", "What colour is the sky?"), ("gpt", "The sky is blue.")],
+        [("human", "Name a fruit."), ("gpt", "An apple is a fruit.")],
+        [("system", "Answer briefly."), ("human", "What is two plus two?"), ("gpt", "Two plus two is four.")],
+        [("human", "Say hello."), ("gpt", "Hello there!"), ("human", "Say bye."), ("gpt", "Goodbye!")],
+        [("human", "Where do fish live?"), ("gpt", "Fish live in water.")],
+        [("human", "What do cows eat?"), ("gpt", "Cows eat grass.")],
+    ])

@@ -2,19 +2,14 @@
 
 import json
 import subprocess
-import sys
 
-from conftest import PROJECT_DIR
+from conftest import run_core
 
 from core.experiments_log import LOG_COLUMNS
 
 
 def core(*args: str, runs_root) -> subprocess.CompletedProcess:
-    """Run `python -m core --runs-dir ROOT ARGS...` from the project folder."""
-    return subprocess.run(
-        [sys.executable, "-m", "core", "--runs-dir", str(runs_root), *args],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
-    )
+    return run_core(*args, runs_root=runs_root, timeout=60)
 
 
 def test_list_on_a_new_root_creates_nothing_and_says_how_to_seed(runs_root):
