@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from core.config import ConfigError, RunConfig, apply_overrides, default_config, parse_config, resolve_local_file
 from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
 from core.paths import runs_root
-from core.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
+from core.presets import PRESETS, PresetError, get_preset, overrides_from
+from core.runs import (
+    RUN_TABLE_COLUMNS,
+    TRAIN_LOG,
+    RunNameError,
+    create_run,
+    initial_status,
+    list_runs,
+    load_run,
+    run_summary,
+    validate_run_name,
+)
 from core.seed import import_seed_runs
 
 
@@ -100,6 +113,117 @@ def _runs_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _presets(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps({p.name: {"title": p.title, "description": p.description, "config": p.config()}
+                          for p in PRESETS.values()}, indent=2))
+        return 0
+    rows = []
+    for preset in PRESETS.values():
+        config = preset.config()
+        rows.append({
+            "name": preset.name,
+            "title": preset.title,
+            "model": config["base_model"],
+            "data": f"{config['dataset']} [{config['split']}]",
+            "lora": f"{config['lora_r']}/{config['lora_alpha']}",
+            "steps": config["max_steps"],
+            "save": config["save_steps"],
+        })
+    columns = {"name": "Preset", "title": "Title", "model": "Base model", "data": "Data", "lora": "LoRA r/alpha",
+               "steps": "Steps", "save": "Save every"}
+    print(format_table(rows, columns))
+    print("\nEvery preset starts from the lab notebook's defaults: python -m core presets --json shows all settings.")
+    return 0
+
+
+def _new_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config document a train command asks for, and the document its --set lines apply to."""
+    if args.preset:
+        try:
+            base = get_preset(args.preset).config()
+        except PresetError as exc:
+            raise CommandError(str(exc)) from None
+    else:
+        path = Path(args.config)
+        try:
+            base = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+        if not isinstance(base, dict):
+            raise CommandError(f"{path} must hold a JSON object of config fields")
+    return apply_overrides(base, args.set), base
+
+
+def _check_local_dataset(config: RunConfig) -> None:
+    """Read a local dataset before a run is created for it (a Hub dataset is read by the job)."""
+    from core.data import DataError, load_conversations
+
+    if resolve_local_file(config.dataset) is None:
+        return
+    try:
+        load_conversations(config.dataset, config.split)
+    except DataError as exc:
+        raise CommandError(f"dataset {config.dataset}: {exc}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from core.plan import PlanError, detect_device, plan_training
+    from core.training import TrainingError, check_trainable, train_run
+
+    root = runs_root(args.runs_dir)
+    name = validate_run_name(args.name)
+    creating = bool(args.preset or args.config)
+    if args.resume and (creating or args.set):
+        raise CommandError("--resume continues with the run's own config: leave out --preset, --config and --set")
+    if args.set and not creating:
+        raise CommandError("--set changes a preset or a config file: add --preset or --config")
+    path = root / name
+    if creating:
+        document, base = _new_config(args)
+        config = parse_config(document)
+        if path.exists():
+            raise CommandError(f"a run named {name} already exists in {root}: pick another name, or continue it with --resume")
+        _check_local_dataset(config)
+    elif not path.is_dir():
+        raise CommandError(f"no run named {name} in {root}: create it with --preset or --config")
+    else:
+        try:
+            config = check_trainable(path, resume=args.resume)
+        except TrainingError as exc:
+            raise CommandError(str(exc)) from None
+    try:
+        plan, problem = plan_training(config, detect_device()), None
+    except PlanError as exc:
+        plan, problem = None, str(exc)
+    if problem and not args.dry_run:
+        raise CommandError(problem)
+    if args.dry_run:
+        command = ["python", "-m", "core", "--runs-dir", str(root), "train", name]
+        if creating:
+            command += ["--preset", args.preset] if args.preset else ["--config", args.config]
+            for assignment in overrides_from(config.to_dict(), {**default_config(), **base}):
+                command += ["--set", assignment]
+        elif args.resume:
+            command.append("--resume")
+        plan_document = plan.to_dict() if plan else {"error": f"cannot train here: {problem}"}
+        print(json.dumps({"run": name, "config": config.to_dict(), "plan": plan_document,
+                          "command": shlex.join(command)}, indent=2))
+        if problem:
+            raise CommandError(f"cannot train here: {problem}")
+        return 0
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if creating:
+        create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+    state = train_run(path, resume=args.resume)
+    status = load_run(root, name).status
+    if state == "failed":
+        raise CommandError(f"training {name} failed: {status.get('error')} (see {path / TRAIN_LOG})")
+    print(f"{name}: {state} at step {status.get('step')}/{status.get('max_steps')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m core", description="PEFT dashboard command line.")
@@ -119,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.set_defaults(handler=_runs_export)
     seeding = runs_commands.add_parser("seed", help="add the lab's recorded runs (T1-T4, Experiment 3)")
     seeding.set_defaults(handler=_runs_seed)
+
+    presets = commands.add_parser("presets", help="list the training presets")
+    presets.add_argument("--json", action="store_true", help="print every setting of every preset as JSON")
+    presets.set_defaults(handler=_presets)
+
+    train = commands.add_parser(
+        "train", help="create a run and train it, train a queued run, or resume one",
+        description="Train a LoRA run. With --preset or --config a new run folder is created and trained; "
+        "without, an existing queued run is trained; --resume continues a stopped or failed run from its "
+        "last checkpoint. Exit status 0 when the run completes or stops, 1 when it fails.",
+    )
+    train.add_argument("name", help="run name: 1-64 letters, digits, '.', '_' or '-'")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="start from a preset (see: python -m core presets)")
+    source.add_argument("--config", help="a JSON file of config fields (missing fields take the defaults)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config field")
+    train.add_argument("--dry-run", action="store_true", help="validate and print the config, plan and command")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.set_defaults(handler=_train)
     return parser
 
 
@@ -128,6 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (CommandError, OSError) as exc:
+    except (CommandError, ConfigError, RunNameError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -95,3 +95,8 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         else:
             skipped += 1
     return records, skipped
+
+
+def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace `path` with these JSON-lines records in one step."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

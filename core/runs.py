@@ -35,6 +35,10 @@ CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
 EVENTS_FILE = "events.jsonl"
+TRAIN_LOG = "train.log"
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+CHECKPOINT_PREFIX = "checkpoint-"
 
 
 class RunNameError(ValueError):
@@ -125,6 +129,40 @@ def create_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def update_status(path: Path, **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into the run's status.json (stamping updated_at); return the new status.
+
+    Only the run's job writes its status, so read-modify-write needs no lock.
+    """
+    try:
+        status = read_json_object(path / STATUS_FILE)
+    except FileProblem:
+        status = initial_status()
+    status.update(changes)
+    status["updated_at"] = now_iso()
+    write_json_atomic(path / STATUS_FILE, status)
+    return status
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint folder `checkpoint-N`, or None if it is not one."""
+    name = path.name
+    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
+        return None
+    if not (path / "trainer_state.json").is_file():
+        return None
+    return int(name[len(CHECKPOINT_PREFIX):])
+
+
+def latest_checkpoint(path: Path) -> Path | None:
+    """The run's newest complete checkpoint (one whose trainer state was written), or None."""
+    folder = path / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    found = [(step, entry) for entry in folder.iterdir() if (step := checkpoint_step(entry)) is not None]
+    return max(found)[1] if found else None
 
 
 @dataclass(frozen=True)

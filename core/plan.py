@@ -1,0 +1,164 @@
+"""How a config runs on this machine: backend, device, optimizer, precision, trainer settings.
+
+Plain functions over plain facts, so the command line, the Train page and the tests can all
+ask "can this run here, and how?" without importing torch; only `detect_device` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.backends import named_template
+from core.config import RunConfig
+from core.installed import package_version
+from core.tiny import TINY_MODEL_ID
+
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+GPU_HINT = "pip install -r requirements-train.txt on a machine with a CUDA GPU (e.g. Colab with a T4)"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the training process can use."""
+
+    cuda: bool
+    bf16: bool = False
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+    unsloth_installed: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The resolved way a config trains here."""
+
+    backend: str
+    device: str
+    optimizer: str
+    precision: str
+    gradient_checkpointing: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "optimizer": self.optimizer,
+            "precision": self.precision,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "warnings": list(self.warnings),
+        }
+
+
+class PlanError(RuntimeError):
+    """The config cannot train on this machine; the message says why and what to do."""
+
+
+def detect_device() -> DeviceFacts:
+    """Ask torch about CUDA (imports torch)."""
+    import torch
+
+    unsloth = package_version("unsloth") is not None
+    if not torch.cuda.is_available():
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    properties = torch.cuda.get_device_properties(0)
+    return DeviceFacts(
+        cuda=True,
+        bf16=torch.cuda.is_bf16_supported(),
+        gpu_name=properties.name,
+        gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
+        unsloth_installed=unsloth,
+    )
+
+
+def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
+    """The plan for `config` on a machine with `facts`; PlanError when it cannot run there."""
+    if config.backend == "unsloth" and not facts.cuda:
+        raise PlanError(f"the unsloth backend needs a CUDA GPU and there is none here; use backend=hf, or {GPU_HINT}")
+    if config.backend == "unsloth" and not facts.unsloth_installed:
+        raise PlanError(f"the unsloth backend needs the unsloth package: {GPU_HINT}")
+    backend = "unsloth" if config.backend == "unsloth" or (
+        config.backend == "auto" and facts.cuda and facts.unsloth_installed
+    ) else "hf"
+    if backend == "hf" and named_template(config.chat_template):
+        raise PlanError(
+            f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
+            "'model' or a .jinja file"
+        )
+    device = "cuda" if facts.cuda else "cpu"
+    if device == "cpu":
+        if config.load_in_4bit:
+            raise PlanError(
+                f"load_in_4bit needs a CUDA GPU and there is none here: set load_in_4bit=false to train on CPU, or {GPU_HINT}"
+            )
+        if "bnb-4bit" in config.base_model.lower():
+            raise PlanError(
+                f"{config.base_model} is stored in 4-bit and loads only on a CUDA GPU: train it where there is one "
+                f"({GPU_HINT}), or pick a 16-bit model with load_in_4bit=false"
+            )
+        if config.optimizer in EIGHT_BIT_OPTIMIZERS:
+            raise PlanError(f"the optimizer {config.optimizer} needs a CUDA GPU; use adamw_torch or auto on CPU")
+    optimizer = config.optimizer if config.optimizer != "auto" else ("adamw_8bit" if device == "cuda" else "adamw_torch")
+    precision = "fp32" if device == "cpu" else ("bf16" if facts.bf16 else "fp16")
+    warnings = []
+    is_small = config.base_model == TINY_MODEL_ID or Path(config.base_model).expanduser().is_dir()
+    if device == "cpu" and not is_small:
+        warnings.append("no CUDA GPU here: a full-size model trains very slowly on CPU")
+    return TrainingPlan(
+        backend=backend,
+        device=device,
+        optimizer=optimizer,
+        precision=precision,
+        gradient_checkpointing=device == "cuda",
+        warnings=tuple(warnings),
+    )
+
+
+def sft_arguments(config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool) -> dict[str, Any]:
+    """Keyword arguments of trl's SFTConfig for this config and plan.
+
+    The dataset arrives tokenized (input ids and, for responses-only loss, assistant masks),
+    so trl only builds labels and packs.
+    """
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_steps,
+        "max_steps": config.max_steps,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "lr_scheduler_type": config.lr_scheduler,
+        "optim": plan.optimizer,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "max_length": config.max_seq_length,
+        "packing": config.packing,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "bf16": plan.precision == "bf16",
+        "fp16": plan.precision == "fp16",
+        "use_cpu": plan.device == "cpu",
+        "gradient_checkpointing": plan.gradient_checkpointing and plan.backend == "hf",
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",
+        "disable_tqdm": not progress_bar,
+        "dataset_num_proc": None,
+    }
+
+
+def build_sft_config(arguments: dict[str, Any]) -> Any:
+    """trl's SFTConfig from `sft_arguments`, under the names the installed transformers uses."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    arguments = dict(arguments)
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+        arguments["activation_checkpointing"] = arguments.pop("gradient_checkpointing")  # renamed in transformers 5.2x
+    return SFTConfig(**arguments)

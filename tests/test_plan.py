@@ -1,0 +1,119 @@
+"""How a config trains on a machine: backend choice, CPU guards, trainer and Unsloth arguments.
+
+There is no GPU here, so the CUDA side is covered by passing DeviceFacts describing one
+(a Colab T4: CUDA, no bf16); what Unsloth and bitsandbytes then do on a real GPU is not
+exercised by these tests.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from core.backends import lora_arguments, named_template
+from core.backends.unsloth import from_pretrained_arguments, peft_arguments
+from core.config import PROJECTION_MODULES, parse_config
+from core.plan import DeviceFacts, PlanError, build_sft_config, plan_training, sft_arguments
+from core.presets import get_preset
+
+CPU = DeviceFacts(cuda=False)
+T4 = DeviceFacts(cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7, unsloth_installed=True)
+T4_WITHOUT_UNSLOTH = DeviceFacts(cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7)
+A100 = DeviceFacts(cuda=True, bf16=True, gpu_name="NVIDIA A100", gpu_memory_gb=40.0, unsloth_installed=True)
+
+
+def lab(**changes):
+    return parse_config({**get_preset("t1_baseline").config(), **changes})
+
+
+def test_auto_picks_unsloth_on_a_gpu_with_unsloth_and_hf_otherwise():
+    assert plan_training(lab(), T4).backend == "unsloth"
+    assert plan_training(lab(), T4_WITHOUT_UNSLOTH).backend == "hf"
+    assert plan_training(lab(backend="hf"), T4).backend == "hf"
+    smoke = parse_config(get_preset("cpu_smoke").config())
+    plan = plan_training(smoke, CPU)
+    assert (plan.backend, plan.device, plan.optimizer, plan.precision) == ("hf", "cpu", "adamw_torch", "fp32")
+    assert not plan.gradient_checkpointing and not plan.warnings
+
+
+def test_gpu_plans_use_the_notebooks_optimizer_and_the_best_precision():
+    t4 = plan_training(lab(), T4)
+    assert (t4.device, t4.optimizer, t4.precision, t4.gradient_checkpointing) == ("cuda", "adamw_8bit", "fp16", True)
+    assert plan_training(lab(), A100).precision == "bf16"
+    assert plan_training(lab(optimizer="adamw_torch"), T4).optimizer == "adamw_torch"
+
+
+@pytest.mark.parametrize(
+    ("changes", "facts", "message"),
+    [
+        ({}, CPU, "load_in_4bit needs a CUDA GPU"),
+        ({"load_in_4bit": False}, CPU, "is stored in 4-bit and loads only on a CUDA GPU"),
+        ({"backend": "unsloth"}, CPU, "the unsloth backend needs a CUDA GPU"),
+        ({"backend": "unsloth"}, T4_WITHOUT_UNSLOTH, "needs the unsloth package"),
+        ({"base_model": "meta-llama/Llama-3.2-1B-Instruct", "load_in_4bit": False, "optimizer": "adamw_8bit"},
+         CPU, "adamw_8bit needs a CUDA GPU"),
+        ({"chat_template": "llama-3.1", "backend": "hf"}, T4, "one of Unsloth's named templates"),
+    ],
+)
+def test_configs_that_cannot_run_here_are_refused_with_the_reason(changes, facts, message):
+    with pytest.raises(PlanError, match=message):
+        plan_training(lab(**changes), facts)
+
+
+def test_a_full_size_model_on_cpu_is_allowed_with_a_warning():
+    plan = plan_training(lab(base_model="meta-llama/Llama-3.2-1B-Instruct", load_in_4bit=False), CPU)
+    assert plan.device == "cpu" and "very slowly" in plan.warnings[0]
+
+
+def test_trainer_arguments_carry_the_config_and_the_plan(tmp_path: Path):
+    config = lab(max_steps=50, save_steps=10, save_total_limit=None)
+    cpu_args = sft_arguments(parse_config(get_preset("cpu_smoke").config()), plan_training(
+        parse_config(get_preset("cpu_smoke").config()), CPU), tmp_path, progress_bar=False)
+    assert cpu_args["use_cpu"] and not cpu_args["bf16"] and not cpu_args["fp16"]
+    assert not cpu_args["gradient_checkpointing"] and cpu_args["disable_tqdm"]
+    gpu_args = sft_arguments(config, plan_training(config, T4), tmp_path, progress_bar=True)
+    expected = {
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "warmup_steps": 5, "max_steps": 50,
+        "learning_rate": 2e-4, "weight_decay": 0.01, "lr_scheduler_type": "linear", "optim": "adamw_8bit",
+        "seed": 3407, "max_length": 1024, "packing": True, "save_steps": 10, "save_total_limit": None,
+        "fp16": True, "bf16": False, "use_cpu": False, "output_dir": str(tmp_path), "report_to": "none",
+    }
+    assert {key: gpu_args[key] for key in expected} == expected
+    assert not gpu_args["gradient_checkpointing"]  # Unsloth does its own ("unsloth" checkpointing)
+    hf_args = sft_arguments(lab(backend="hf"), plan_training(lab(backend="hf"), T4), tmp_path, progress_bar=True)
+    assert hf_args["gradient_checkpointing"]
+
+
+def test_trainer_arguments_are_accepted_by_the_installed_trl(tmp_path: Path):
+    config = parse_config(get_preset("cpu_smoke").config())
+    arguments = sft_arguments(config, plan_training(config, CPU), tmp_path, progress_bar=False)
+    sft = build_sft_config(arguments)
+    assert (sft.max_length, sft.packing, sft.use_cpu, sft.max_steps) == (256, True, True, 30)
+    assert not sft.gradient_checkpointing
+
+
+def test_unsloth_arguments_are_the_lab_notebooks():
+    config = lab(lora_r=64, lora_alpha=64)
+    assert from_pretrained_arguments(config) == {
+        "model_name": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "max_seq_length": 1024, "dtype": None,
+        "load_in_4bit": True,
+    }
+    assert peft_arguments(config) == {
+        "r": 64, "lora_alpha": 64, "lora_dropout": 0.0, "target_modules": list(PROJECTION_MODULES),
+        "use_rslora": False, "bias": "none", "use_gradient_checkpointing": "unsloth", "random_state": 3407,
+        "loftq_config": None,
+    }
+    assert lora_arguments(lab(target_modules="all-linear"))["target_modules"] == "all-linear"
+
+
+def test_the_lora_arguments_build_a_peft_lora_config():
+    from peft import LoraConfig
+
+    lora = LoraConfig(task_type="CAUSAL_LM", **lora_arguments(lab(use_rslora=True, lora_dropout=0.05)))
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.use_rslora) == (16, 16, 0.05, True)
+    assert set(lora.target_modules) == set(PROJECTION_MODULES)
+
+
+def test_named_templates_are_told_apart_from_the_models_own_and_files():
+    assert named_template("model") is None
+    assert named_template("templates/mine.jinja") is None
+    assert named_template("llama-3.1") == "llama-3.1"
