@@ -4,6 +4,10 @@ Datasets are ShareGPT (`conversations` of `from`/`value` turns: human, gpt, syst
 role/content `messages`, from the Hub or a local .jsonl/.json/.parquet/.csv file. A row that
 cannot be a training conversation is skipped and counted by reason, never fatal on its own.
 
+Rows go to trl already tokenized, as `input_ids` and, for responses-only loss, `labels` with
+-100 on every token outside the answers: trl 1.15+ keeps given labels through packing and
+its collator, with either backend.
+
 Tokenization renders each conversation with the tokenizer's chat template and finds every
 assistant turn by rendering the conversation up to it (with the generation prompt) and
 through it: the characters in between are that answer, its end-of-turn token included.
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core.config import RunConfig, SPLIT_PATTERN, resolve_local_file
+
+IGNORED_LABEL = -100  # the label cross-entropy skips
 
 ROLES = {
     "human": "user",
@@ -229,7 +235,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str
 def tokenize_conversation(
     tokenizer: Any, messages: list[dict[str, str]], responses_only: bool, needs_bos: bool
 ) -> dict[str, list[int]]:
-    """Token ids of one conversation, with `assistant_masks` (1 = in the loss) if responses_only.
+    """Token ids of one conversation, with `labels` (-100 outside the answers) if responses_only.
 
     The template's own BOS is kept and the tokenizer adds none, so there is never a double
     BOS; where the model `needs_bos` and the template leaves it out, one is put in front.
@@ -243,7 +249,9 @@ def tokenize_conversation(
     mask = [int(any(start <= begin < stop for start, stop in spans)) for begin, _ in encoded["offset_mapping"]]
     if needs_bos and not text.startswith(tokenizer.bos_token):
         ids, mask = [tokenizer.bos_token_id] + ids, [0] + mask
-    return {"input_ids": ids, "assistant_masks": mask} if responses_only else {"input_ids": ids}
+    if not responses_only:
+        return {"input_ids": ids}
+    return {"input_ids": ids, "labels": [token if bit else IGNORED_LABEL for token, bit in zip(ids, mask)]}
 
 
 def tokenizer_adds_bos(tokenizer: Any) -> bool:
@@ -267,7 +275,8 @@ def tokenize_conversations(
         row = tokenize_conversation(tokenizer, messages, config.train_on_responses_only, needs_bos)
         rows.append(row)
         report.tokens += len(row["input_ids"])
-        report.trained_tokens += sum(row["assistant_masks"]) if "assistant_masks" in row else len(row["input_ids"])
+        labels = row.get("labels", row["input_ids"])
+        report.trained_tokens += sum(label != IGNORED_LABEL for label in labels)
         if len(row["input_ids"]) > config.max_seq_length:
             report.truncated += 1
     return rows

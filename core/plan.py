@@ -120,8 +120,9 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
 def sft_arguments(config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool) -> dict[str, Any]:
     """Keyword arguments of trl's SFTConfig for this config and plan.
 
-    The dataset arrives tokenized (input ids and, for responses-only loss, assistant masks),
-    so trl only builds labels and packs.
+    The dataset arrives tokenized (input ids and, for responses-only loss, labels), so trl
+    only packs. Gradient checkpointing stays on with Unsloth: its trainer passes the flag to
+    the model's for_training, and off would undo get_peft_model's "unsloth" checkpointing.
     """
     return {
         "output_dir": str(output_dir),
@@ -144,7 +145,7 @@ def sft_arguments(config: RunConfig, plan: TrainingPlan, output_dir: Path, *, pr
         "bf16": plan.precision == "bf16",
         "fp16": plan.precision == "fp16",
         "use_cpu": plan.device == "cpu",
-        "gradient_checkpointing": plan.gradient_checkpointing and plan.backend == "hf",
+        "gradient_checkpointing": plan.gradient_checkpointing,
         "include_num_input_tokens_seen": "non_padding",
         "report_to": "none",
         "disable_tqdm": not progress_bar,

@@ -134,8 +134,9 @@ def tokenizer(tiny_model):
 def test_responses_only_masks_everything_but_the_answers_and_their_end_of_turn(tokenizer):
     messages = standardize_conversation(sharegpt(CONVERSATION))
     row = tokenize_conversation(tokenizer, messages, responses_only=True, needs_bos=True)
-    ids, mask = row["input_ids"], row["assistant_masks"]
-    assert len(ids) == len(mask)
+    ids, labels = row["input_ids"], row["labels"]
+    assert len(ids) == len(labels) and all(label in (token, -100) for token, label in zip(ids, labels))
+    mask = [label != -100 for label in labels]
     assert tokenizer.decode(ids) == tokenizer.apply_chat_template(messages, tokenize=False)
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id  # no double BOS
     trained = [token for token, bit in zip(ids, mask) if bit]
@@ -154,7 +155,7 @@ def test_bos_is_added_once_when_the_template_leaves_it_to_the_tokenizer(tokenize
     messages = standardize_conversation(sharegpt(CONVERSATION[1:3]))
     row = tokenize_conversation(tokenizer, messages, responses_only=True, needs_bos=True)
     assert row["input_ids"][0] == tokenizer.bos_token_id and row["input_ids"].count(tokenizer.bos_token_id) == 1
-    assert row["assistant_masks"][0] == 0
+    assert row["labels"][0] == -100
 
 
 def test_a_template_that_rewrites_earlier_turns_cannot_mark_answers(tokenizer):
@@ -172,6 +173,31 @@ def test_tokens_truncation_and_trained_tokens_are_counted(tokenizer, tmp_path):
     conversations, report = load_conversations(str(path), "train")
     rows = tokenize_conversations(tokenizer, conversations, parse_config({"max_seq_length": 30}), report)
     assert report.tokens == sum(len(r["input_ids"]) for r in rows)
-    assert report.trained_tokens == sum(sum(r["assistant_masks"]) for r in rows)
+    assert report.trained_tokens == sum(sum(label != -100 for label in r["labels"]) for r in rows)
     assert report.truncated == sum(len(r["input_ids"]) > 30 for r in rows) >= 1
     assert "longer than max_seq_length are truncated" in report.summary()
+
+
+def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
+    import datasets
+    from trl import SFTTrainer
+
+    from core.backends import load_model
+    from core.plan import DeviceFacts, build_sft_config, plan_training, sft_arguments
+    from core.presets import get_preset
+
+    path = write_conversations(tmp_path / "two.jsonl", [CONVERSATION, CONVERSATION[1:3]] * 3)
+    config = parse_config({**get_preset("cpu_smoke").config(), "dataset": str(path)})
+    plan = plan_training(config, DeviceFacts(cuda=False))
+    model, tokenizer = load_model(config, plan)
+    conversations, report = load_conversations(config.dataset, config.split)
+    rows = tokenize_conversations(tokenizer, conversations, config, report)
+    arguments = sft_arguments(config, plan, tmp_path / "checkpoints", progress_bar=False)
+    trainer = SFTTrainer(model=model, args=build_sft_config(arguments), train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    packed = trainer.train_dataset
+    assert len(packed) < len(rows)  # packed several conversations per sequence
+    trained = [label for row in packed["labels"] for label in row if label != -100]
+    assert len(trained) == report.trained_tokens
+    assert tokenizer.decode(trained).count("Hello there!<|eot_id|>") == 6
+    assert "Say hello." not in tokenizer.decode(trained)

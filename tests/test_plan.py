@@ -78,7 +78,7 @@ def test_trainer_arguments_carry_the_config_and_the_plan(tmp_path: Path):
         "fp16": True, "bf16": False, "use_cpu": False, "output_dir": str(tmp_path), "report_to": "none",
     }
     assert {key: gpu_args[key] for key in expected} == expected
-    assert not gpu_args["gradient_checkpointing"]  # Unsloth does its own ("unsloth" checkpointing)
+    assert gpu_args["gradient_checkpointing"]  # Unsloth's trainer hands it to for_training(); off would undo it
     hf_args = sft_arguments(lab(backend="hf"), plan_training(lab(backend="hf"), T4), tmp_path, progress_bar=True)
     assert hf_args["gradient_checkpointing"]
 
