@@ -48,7 +48,7 @@ PRESETS: dict[str, Preset] = {
                 "load_in_4bit": False,
                 "backend": "hf",
                 "max_steps": 30,
-                "learning_rate": 2e-3,
+                "learning_rate": 1e-2,
                 "save_steps": 10,
             },
         ),

@@ -16,7 +16,7 @@ from core.files import append_jsonl
 from core.memory import MemoryMeter
 from core.runs import EVENTS_FILE, update_status
 
-log = logging.getLogger("core.training")
+log = logging.getLogger(__name__)
 
 
 class RunRecorder(TrainerCallback):

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
 
 from core.paths import DATA_DIR, cache_dir
+
+log = logging.getLogger(__name__)
 
 TINY_MODEL_ID = "tiny-llama"
 TINY_VERSION = 1
@@ -127,6 +130,7 @@ def ensure_tiny_model(sample: Path = SAMPLE_FILE) -> Path:
     target = tiny_model_dir(sample)
     if (target / "config.json").is_file():
         return target
+    log.info("building the tiny local model in %s (first use: a few seconds)", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".building-{target.name}-{uuid.uuid4().hex[:8]}"
     try:

@@ -34,7 +34,8 @@ from core.runs import (
     update_status,
 )
 
-log = logging.getLogger("core.training")
+JOB_LOG = logging.getLogger("core")  # the job's stage lines come from core.training, core.tiny, ...
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 20
 VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -107,16 +108,16 @@ def _same_file(stream: Any, path: Path) -> bool:
 
 
 def _start_logging(run_path: Path) -> list[logging.Handler]:
-    """Log stage lines to stderr and to train.log (once, when stderr already is train.log)."""
+    """Log the `core` loggers' stage lines to stderr and train.log (once if stderr is train.log)."""
     formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if not _same_file(sys.stderr, run_path / TRAIN_LOG):
         handlers.append(logging.FileHandler(run_path / TRAIN_LOG, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+        JOB_LOG.addHandler(handler)
+    JOB_LOG.setLevel(logging.INFO)
+    JOB_LOG.propagate = False
     return handlers
 
 
@@ -144,13 +145,11 @@ def _check_stop(stop: StopRequest) -> None:
         raise StopRequested(stop.signal_name)
 
 
-def _rewind_events(run_path: Path, checkpoint: Path | None) -> float:
-    """Drop events after the checkpoint's step; return the run's training time up to there."""
+def _rewind_events(run_path: Path, checkpoint: Path | None) -> None:
+    """Drop the events logged after the checkpoint's step (they are trained again)."""
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     step = checkpoint_step(checkpoint) if checkpoint else 0
-    kept = [event for event in events if isinstance(event.get("step"), int) and event["step"] <= step]
-    write_jsonl_atomic(run_path / EVENTS_FILE, kept)
-    return float(kept[-1].get("elapsed_s") or 0.0) if kept else 0.0
+    write_jsonl_atomic(run_path / EVENTS_FILE, [e for e in events if isinstance(e.get("step"), int) and e["step"] <= step])
 
 
 def mean_loss(events: list[dict[str, Any]]) -> float | None:
@@ -181,7 +180,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _train(run_path: Path, config: RunConfig, checkpoint: Path | None, resume: bool, stop: StopRequest) -> str:
+def _train(
+    run_path: Path, config: RunConfig, checkpoint: Path | None, resume: bool, runtime_before: float, stop: StopRequest
+) -> str:
     from core.data import load_conversations, tokenize_conversations
     from core.plan import detect_device, plan_training
 
@@ -192,8 +193,8 @@ def _train(run_path: Path, config: RunConfig, checkpoint: Path | None, resume: b
         facts.gpu_name or plan.device, plan.optimizer, plan.precision,
         "".join(f"; warning: {w}" for w in plan.warnings),
     )
-    runtime_before = _rewind_events(run_path, checkpoint) if resume else 0.0
     if resume:
+        _rewind_events(run_path, checkpoint)
         log.info("resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s", checkpoint or "")
     log.info("loading data: %s [%s]", config.dataset, config.split)
     conversations, report = load_conversations(config.dataset, config.split)
@@ -297,7 +298,9 @@ def train_run(run_path: Path, *, resume: bool = False) -> str:
         resumes=int(previous.get("resumes") or 0) + int(resume),
     )
     try:
-        state = _train(run_path, config, checkpoint, resume, stop)
+        # Training time already spent counts, work lost to a crash included: it is what the run cost.
+        spent = float(previous.get("training_s") or 0.0) if resume else 0.0
+        state = _train(run_path, config, checkpoint, resume, spent, stop)
         update_status(run_path, state=state, ended_at=now_iso())
     except (StopRequested, KeyboardInterrupt):
         log.info("stopped before training began" if stop.requested else "interrupted: stopped without a new checkpoint")
@@ -310,6 +313,6 @@ def train_run(run_path: Path, *, resume: bool = False) -> str:
     finally:
         restore_signals()
         for handler in handlers:
-            log.removeHandler(handler)
+            JOB_LOG.removeHandler(handler)
             handler.close()
     return state

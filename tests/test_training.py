@@ -108,6 +108,7 @@ def test_stop_and_crash_then_resume_give_the_losses_of_an_uninterrupted_run(runs
     status = status_of(stopped)
     assert status["state"] == "stopped" and "stopped at step" in out
     stop_step = status["step"]
+    spent = {"stopped": status["training_s"]}
     assert 6 <= stop_step < 24
     assert latest_checkpoint(stopped).name == f"checkpoint-{stop_step}"
     assert "SIGTERM received" in (stopped / "train.log").read_text()
@@ -119,6 +120,7 @@ def test_stop_and_crash_then_resume_give_the_losses_of_an_uninterrupted_run(runs
     job.kill()
     job.communicate(timeout=60)
     assert status_of(killed)["state"] == "running"
+    spent["killed"] = status_of(killed)["training_s"]
     kill_checkpoint = latest_checkpoint(killed).name
 
     for name in ("stopped", "killed"):
@@ -129,6 +131,7 @@ def test_stop_and_crash_then_resume_give_the_losses_of_an_uninterrupted_run(runs
         assert (status["state"], status["step"], status["resumes"]) == ("completed", 24, 1)
         metrics = read_json_object(runs_root / name / "metrics.json")
         assert metrics["resumed"] and metrics["steps"] == 24
+        assert metrics["train_runtime_s"] > spent[name] > 0  # time before the stop or crash still counts
         assert metrics["train_loss"] == pytest.approx(read_json_object(runs_root / "reference" / "metrics.json")["train_loss"])
     assert f"resuming from {runs_root / 'killed' / 'checkpoints' / kill_checkpoint}" in (killed / "train.log").read_text()
 
