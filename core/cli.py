@@ -12,7 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from core.config import ConfigError, RunConfig, apply_overrides, default_config, parse_config, resolve_local_file
+from core.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    default_config,
+    parse_config,
+    resolve_local_file,
+    with_resolved_paths,
+)
+from core.plan import PlanError
+from core.training import TrainingError
 from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
 from core.paths import runs_root
@@ -168,8 +178,8 @@ def _check_local_dataset(config: RunConfig) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.plan import PlanError, detect_device, plan_training
-    from core.training import TrainingError, check_trainable, train_run
+    from core.plan import detect_device, plan_training
+    from core.training import check_trainable, train_run
 
     root = runs_root(args.runs_dir)
     name = validate_run_name(args.name)
@@ -181,7 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     path = root / name
     if creating:
         document, base = _new_config(args)
-        config = parse_config(document)
+        config = with_resolved_paths(parse_config(document))
         if path.exists():
             raise CommandError(f"a run named {name} already exists in {root}: pick another name, or continue it with --resume")
         _check_local_dataset(config)
@@ -199,7 +209,7 @@ def _train(args: argparse.Namespace) -> int:
     if problem and not args.dry_run:
         raise CommandError(problem)
     if args.dry_run:
-        command = ["python", "-m", "core", "--runs-dir", str(root), "train", name]
+        command = ["python", "-m", "core", *(["--runs-dir", args.runs_dir] if args.runs_dir else []), "train", name]
         if creating:
             command += ["--preset", args.preset] if args.preset else ["--config", args.config]
             for assignment in overrides_from(config.to_dict(), {**default_config(), **base}):
@@ -271,6 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (CommandError, ConfigError, RunNameError, OSError) as exc:
+    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -125,6 +125,24 @@ def resolve_local_file(spec: str) -> Path | None:
     return None
 
 
+def with_resolved_paths(config: RunConfig) -> RunConfig:
+    """`config` with local files named so that they are found from anywhere: files of this
+    project relative to it (so run folders move between checkouts), others absolute."""
+
+    def stable(spec: str) -> str:
+        path = resolve_local_file(spec) or (Path(spec).expanduser().resolve() if is_local_model(spec) else None)
+        if path is None:
+            return spec
+        return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
+
+    return dataclasses.replace(
+        config,
+        dataset=stable(config.dataset),
+        base_model=stable(config.base_model) if is_local_model(config.base_model) else config.base_model,
+        chat_template=stable(config.chat_template) if config.chat_template.endswith(".jinja") else config.chat_template,
+    )
+
+
 def is_local_model(spec: str) -> bool:
     """Whether `spec` names a local model folder (one holding a config.json)."""
     return (Path(spec).expanduser() / "config.json").is_file()
@@ -165,22 +183,22 @@ def _text(value: Any, *, required: bool = True, limit: int = 500) -> str | None:
     return None
 
 
-def _check_base_model(value: Any) -> str | None:
+def _check_base_model(value: Any, check_files: bool) -> str | None:
     problem = _text(value)
     if problem:
         return problem
-    if value == TINY_MODEL_ID or HUB_ID_PATTERN.fullmatch(value) or is_local_model(value):
+    if value == TINY_MODEL_ID or HUB_ID_PATTERN.fullmatch(value) or not check_files or is_local_model(value):
         return None
     return f"{value!r} is not a Hub model id (owner/name), a local model folder with config.json, or {TINY_MODEL_ID!r}"
 
 
-def _check_dataset(value: Any) -> str | None:
+def _check_dataset(value: Any, check_files: bool) -> str | None:
     problem = _text(value)
     if problem:
         return problem
     suffix = Path(value).suffix.lower()
     if suffix in DATASET_SUFFIXES:
-        return None if resolve_local_file(value) else f"no such file: {value}"
+        return None if not check_files or resolve_local_file(value) else f"no such file: {value}"
     if HUB_ID_PATTERN.fullmatch(value) and not Path(value).exists():
         return None
     return (
@@ -215,13 +233,23 @@ def _check_modules(value: Any) -> str | None:
     return None
 
 
+def _check_template(value: Any, check_files: bool) -> str | None:
+    problem = _text(value)
+    if problem or not value.endswith(".jinja") or not check_files:
+        return problem
+    return None if resolve_local_file(value) else f"no such file: {value}"
+
+
 def _check_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
 
 
-CHECKS: dict[str, Any] = {
+FILE_CHECKS: dict[str, Any] = {
     "base_model": _check_base_model,
     "dataset": _check_dataset,
+    "chat_template": _check_template,
+}
+CHECKS: dict[str, Any] = {
     "split": _check_split,
     "max_seq_length": lambda v: _whole(v, 16, 131072),
     "lora_r": lambda v: _whole(v, 1, 1024),
@@ -245,7 +273,6 @@ CHECKS: dict[str, Any] = {
     "logging_steps": lambda v: _whole(v, 1, None),
     "train_on_responses_only": _check_bool,
     "backend": lambda v: _choice(v, BACKENDS),
-    "chat_template": lambda v: _text(v),
     "note": lambda v: _text(v, required=False, limit=2000),
 }
 
@@ -256,10 +283,12 @@ def unknown_key_problem(key: str) -> str:
     return "is not a config field" + (f" (did you mean {close[0]}?)" if close else "")
 
 
-def parse_config(data: Mapping[str, Any]) -> RunConfig:
+def parse_config(data: Mapping[str, Any], *, check_files: bool = True) -> RunConfig:
     """A RunConfig from a JSON document; missing fields take their defaults.
 
-    Raises ConfigError listing every problem.
+    With `check_files`, local datasets, model folders and template files must exist here;
+    a stored config (possibly from another machine) is read with check_files=False and its
+    files are looked for when the job uses them. Raises ConfigError listing every problem.
     """
     if not isinstance(data, Mapping):
         raise ConfigError({"config": f"must be a JSON object (got {type(data).__name__})"})
@@ -268,6 +297,10 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     values = {**RunConfig().to_dict(), **{k: v for k, v in data.items() if k in fields}}
     for key, check in CHECKS.items():
         problem = check(values[key])
+        if problem:
+            problems[key] = problem
+    for key, check in FILE_CHECKS.items():
+        problem = check(values[key], check_files)
         if problem:
             problems[key] = problem
     if "warmup_steps" not in problems and "max_steps" not in problems and values["warmup_steps"] > values["max_steps"]:

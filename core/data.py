@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from core.config import RunConfig, SPLIT_PATTERN, resolve_local_file
+from core.config import DATASET_SUFFIXES, SPLIT_PATTERN, RunConfig, resolve_local_file
 
 IGNORED_LABEL = -100  # the label cross-entropy skips
 
@@ -74,7 +74,7 @@ class DataReport:
         if self.tokens:
             line += f"; {self.tokens} tokens, {self.trained_tokens} in the loss"
         if self.truncated:
-            line += f"; {self.truncated} conversations longer than max_seq_length are truncated"
+            line += f"; {self.truncated} conversations longer than max_seq_length were cut to it"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def _read_local(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").split("\n")  # not splitlines: U+2028 may sit in a string
             return [_parse_line(line) for line in lines if line.strip()]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -182,7 +182,7 @@ def load_rows(dataset: str, split: str) -> list[Any]:
         rows = _read_local(local)
         start, stop = slice_bounds(len(rows), split)
         return rows[start:stop]
-    if Path(dataset).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv"):
+    if Path(dataset).suffix.lower() in DATASET_SUFFIXES:
         raise DataError(f"no such file: {dataset}")
     import datasets
 
@@ -264,7 +264,11 @@ def tokenizer_adds_bos(tokenizer: Any) -> bool:
 def tokenize_conversations(
     tokenizer: Any, conversations: Iterable[list[dict[str, str]]], config: RunConfig, report: DataReport
 ) -> list[dict[str, list[int]]]:
-    """Tokenize every conversation for training; counts tokens and truncations in `report`."""
+    """Tokenize every conversation for training, cut to max_seq_length, as trl would.
+
+    Rows left with no trained token are dropped; tokens, truncations and drops go into
+    `report`. Done here rather than left to the trainer so both backends get the same rows.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise TemplateError("training needs a fast (Rust) tokenizer to locate answers in the text")
     if not getattr(tokenizer, "chat_template", None):
@@ -273,10 +277,17 @@ def tokenize_conversations(
     rows = []
     for messages in conversations:
         row = tokenize_conversation(tokenizer, messages, config.train_on_responses_only, needs_bos)
-        rows.append(row)
-        report.tokens += len(row["input_ids"])
-        labels = row.get("labels", row["input_ids"])
-        report.trained_tokens += sum(label != IGNORED_LABEL for label in labels)
         if len(row["input_ids"]) > config.max_seq_length:
             report.truncated += 1
+            row = {key: values[: config.max_seq_length] for key, values in row.items()}
+        trained = sum(label != IGNORED_LABEL for label in row.get("labels", row["input_ids"]))
+        if not trained:
+            report.skipped["no answer within max_seq_length"] += 1
+            report.rows_used -= 1
+            continue
+        rows.append(row)
+        report.tokens += len(row["input_ids"])
+        report.trained_tokens += trained
+    if not rows:
+        raise DataError(f"no conversation has an answer within max_seq_length={config.max_seq_length}: {report.summary()}")
     return rows

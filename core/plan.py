@@ -28,6 +28,7 @@ class DeviceFacts:
     gpu_name: str | None = None
     gpu_memory_gb: float | None = None
     unsloth_installed: bool = False
+    unsloth_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,20 +58,36 @@ class PlanError(RuntimeError):
     """The config cannot train on this machine; the message says why and what to do."""
 
 
-def detect_device() -> DeviceFacts:
-    """Ask torch about CUDA (imports torch)."""
-    import torch
+def _unsloth_import_error() -> str | None:
+    """None if unsloth imports, else why not. Importing it first is what a job must do anyway:
+    it patches transformers and trl."""
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
 
+
+def detect_device() -> DeviceFacts:
+    """Ask torch about CUDA, and on a GPU whether unsloth imports (imports both)."""
+    try:
+        import torch
+    except ImportError:
+        raise PlanError(
+            "training needs torch and the training stack, which this installation lacks: "
+            f"{GPU_HINT}, or pip install -r requirements-dev.txt for CPU training of the tiny model"
+        ) from None
     unsloth = package_version("unsloth") is not None
     if not torch.cuda.is_available():
         return DeviceFacts(cuda=False, unsloth_installed=unsloth)
     properties = torch.cuda.get_device_properties(0)
     return DeviceFacts(
         cuda=True,
-        bf16=torch.cuda.is_bf16_supported(),
+        bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
         gpu_name=properties.name,
         gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
         unsloth_installed=unsloth,
+        unsloth_error=_unsloth_import_error() if unsloth else None,
     )
 
 
@@ -80,9 +97,10 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
         raise PlanError(f"the unsloth backend needs a CUDA GPU and there is none here; use backend=hf, or {GPU_HINT}")
     if config.backend == "unsloth" and not facts.unsloth_installed:
         raise PlanError(f"the unsloth backend needs the unsloth package: {GPU_HINT}")
-    backend = "unsloth" if config.backend == "unsloth" or (
-        config.backend == "auto" and facts.cuda and facts.unsloth_installed
-    ) else "hf"
+    if config.backend == "unsloth" and facts.unsloth_error:
+        raise PlanError(f"unsloth is installed but does not import ({facts.unsloth_error}); use backend=hf")
+    unsloth_usable = facts.cuda and facts.unsloth_installed and not facts.unsloth_error
+    backend = "unsloth" if config.backend == "unsloth" or (config.backend == "auto" and unsloth_usable) else "hf"
     if backend == "hf" and named_template(config.chat_template):
         raise PlanError(
             f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
@@ -104,6 +122,8 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
     optimizer = config.optimizer if config.optimizer != "auto" else ("adamw_8bit" if device == "cuda" else "adamw_torch")
     precision = "fp32" if device == "cpu" else ("bf16" if facts.bf16 else "fp16")
     warnings = []
+    if config.backend == "auto" and facts.cuda and facts.unsloth_installed and facts.unsloth_error:
+        warnings.append(f"unsloth does not import ({facts.unsloth_error}): training with hf instead")
     is_small = config.base_model == TINY_MODEL_ID or Path(config.base_model).expanduser().is_dir()
     if device == "cpu" and not is_small:
         warnings.append("no CUDA GPU here: a full-size model trains very slowly on CPU")

@@ -17,6 +17,7 @@ from core.memory import MemoryMeter
 from core.runs import EVENTS_FILE, update_status
 
 log = logging.getLogger(__name__)
+STATUS_INTERVAL_S = 1.0  # status.json is rewritten at most this often (it may sit on a slow synced drive)
 
 
 class RunRecorder(TrainerCallback):
@@ -32,6 +33,7 @@ class RunRecorder(TrainerCallback):
         self.stop = stop
         self.runtime_before_s = runtime_before_s
         self.segment_start = time.monotonic()
+        self.status_written = float("-inf")
 
     def elapsed_s(self) -> float:
         """Training time of the whole run so far, earlier segments included."""
@@ -41,8 +43,13 @@ class RunRecorder(TrainerCallback):
         self.segment_start = time.monotonic()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        update_status(self.run_path, step=state.global_step, training_s=round(self.elapsed_s(), 3))
-        if self.stop.requested:
+        last_step = state.global_step >= state.max_steps
+        if self.stop.requested or last_step or time.monotonic() - self.status_written >= STATUS_INTERVAL_S:
+            update_status(self.run_path, step=state.global_step, training_s=round(self.elapsed_s(), 3))
+            self.status_written = time.monotonic()
+        if self.stop.requested or last_step:
+            control.should_log = True  # the loss of a last, partial logging interval is not lost
+        if self.stop.requested and not last_step:
             log.info("stop requested (%s): saving a checkpoint at step %d", self.stop.signal_name, state.global_step)
             control.should_save = True
             control.should_training_stop = True

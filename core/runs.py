@@ -146,23 +146,47 @@ def update_status(path: Path, **changes: Any) -> dict[str, Any]:
     return status
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The step of a complete checkpoint folder `checkpoint-N`, or None if it is not one."""
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _is_checkpoint_name(path: Path) -> bool:
     name = path.name
-    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
+    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit()
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint folder `checkpoint-N`, or None if it is not one.
+
+    Complete means its adapter weights are there and its trainer state (written last, and
+    not atomically) reads as JSON: a kill mid-save leaves a folder that is not resumable.
+    """
+    if not _is_checkpoint_name(path) or not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
         return None
-    if not (path / "trainer_state.json").is_file():
+    try:
+        read_json_object(path / "trainer_state.json")
+    except FileProblem:
         return None
-    return int(name[len(CHECKPOINT_PREFIX):])
+    return int(path.name[len(CHECKPOINT_PREFIX):])
 
 
 def latest_checkpoint(path: Path) -> Path | None:
-    """The run's newest complete checkpoint (one whose trainer state was written), or None."""
+    """The run's newest complete checkpoint, or None."""
     folder = path / CHECKPOINTS_DIR
     if not folder.is_dir():
         return None
     found = [(step, entry) for entry in folder.iterdir() if (step := checkpoint_step(entry)) is not None]
     return max(found)[1] if found else None
+
+
+def remove_incomplete_checkpoints(path: Path) -> list[str]:
+    """Delete checkpoint folders a crash left half-written; return their names."""
+    folder = path / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    broken = [entry for entry in folder.iterdir() if _is_checkpoint_name(entry) and checkpoint_step(entry) is None]
+    for entry in broken:
+        shutil.rmtree(entry, ignore_errors=True)
+    return sorted(entry.name for entry in broken)
 
 
 @dataclass(frozen=True)
@@ -252,7 +276,7 @@ RUN_TABLE_COLUMNS = {
     "dataset": "Dataset slice",
     "lora": "LoRA r/alpha",
     "steps": "Steps",
-    "final_loss": "Final loss",
+    "train_loss": "Train loss",
     "runtime_s": "Runtime (s)",
     "peak_memory_gb": "Peak memory (GB)",
     "lora_memory_gb": "LoRA memory (GB)",
@@ -305,7 +329,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "dataset": _dataset_label(config),
         "lora": _lora_label(config),
         "steps": _steps_label(run),
-        "final_loss": metrics.get("train_loss"),
+        "train_loss": metrics.get("train_loss"),
         "runtime_s": metrics.get("train_runtime_s"),
         "peak_memory_gb": metrics.get("peak_memory_gb"),
         "lora_memory_gb": metrics.get("lora_memory_gb"),

@@ -54,7 +54,7 @@ def tiny_model_dir(sample: Path = SAMPLE_FILE) -> Path:
 
 def _training_text(sample: Path) -> list[str]:
     texts = []
-    for line in sample.read_text(encoding="utf-8").splitlines():
+    for line in sample.read_text(encoding="utf-8").split("\n"):
         try:
             turns = json.loads(line).get("conversations") or []
         except (ValueError, AttributeError):

@@ -8,6 +8,7 @@ the last lines of train.log. Heavy libraries are imported only once training sta
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, Callable
 from core.config import ConfigError, RunConfig, parse_config
 from core.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from core.installed import package_version
-from core.processes import pid_alive
+from core.processes import job_alive, job_identity
 from core.runs import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
@@ -31,6 +32,7 @@ from core.runs import (
     latest_checkpoint,
     now_iso,
     read_run_folder,
+    remove_incomplete_checkpoints,
     update_status,
 )
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 20
 VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+LOCK_FILE = ".lock"
 
 
 class TrainingError(RuntimeError):
@@ -86,15 +89,15 @@ def check_trainable(run_path: Path, *, resume: bool) -> RunConfig:
         raise TrainingError(f"run {run.name} is broken: {'; '.join(run.problems)}")
     if run.imported:
         raise TrainingError(f"run {run.name} was imported from a CSV and holds metrics only; it cannot be trained")
-    state, pid = run.state, run.status.get("pid")
-    if state == "running" and pid_alive(pid):
-        raise TrainingError(f"run {run.name} is already training (pid {pid})")
+    state = run.state
+    if state == "running" and job_alive(run.status):
+        raise TrainingError(f"run {run.name} is already training (pid {run.status.get('pid')})")
     if state == "completed":
         raise TrainingError(f"run {run.name} is already completed; train a new run instead")
     if not resume and state != "queued":
         raise TrainingError(f"run {run.name} is {state}; continue it with --resume")
     try:
-        return parse_config(run.config)
+        return parse_config(run.config, check_files=False)
     except ConfigError as exc:
         raise TrainingError(f"run {run.name} has an invalid config.json: {exc}") from None
 
@@ -126,8 +129,8 @@ def _install_stop_handlers(stop: StopRequest) -> Callable[[], None]:
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     def handler(signum: int, frame: Any) -> None:
+        # Only set the flag: logging from a signal handler can re-enter a stream mid-write.
         stop.signal_name = signal.Signals(signum).name
-        log.info("%s received: stopping after the current step", stop.signal_name)
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
 
@@ -230,7 +233,7 @@ def _train(
     meter.reset_peak()
     log.info("training: %d steps, memory at start %.2f GB (%s)", config.max_steps, meter.start_gb, meter.measure)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if stop.requested:
+    if stop.requested and trainer.state.global_step < config.max_steps:
         update_status(run_path, step=trainer.state.global_step, training_s=round(recorder.elapsed_s(), 3))
         log.info("stopped at step %d; resume with --resume", trainer.state.global_step)
         return "stopped"
@@ -244,7 +247,7 @@ def _train(
     allocated = meter.peak_allocated_gb()
     metrics = {
         "train_loss": mean_loss(events),
-        "trainer_train_loss": output.training_loss,
+        "trainer_train_loss": None if resume else output.training_loss,  # the trainer's covers one attempt
         "final_loss": events[-1]["loss"] if events else None,
         "train_runtime_s": round(runtime, 3),
         "steps": trainer.state.global_step,
@@ -271,30 +274,57 @@ def _train(
     return "completed"
 
 
+def _lock_run(run_path: Path) -> Any:
+    """An exclusive lock on the run folder for this process's lifetime, or TrainingError."""
+    try:
+        handle = open(run_path / LOCK_FILE, "a")
+    except FileNotFoundError:
+        raise TrainingError(f"no run folder at {run_path}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise TrainingError(f"run {run_path.name} is being trained by another process") from None
+    return handle
+
+
 def train_run(run_path: Path, *, resume: bool = False) -> str:
     """Train (or resume) the run at `run_path`; return its final state.
 
-    Raises TrainingError, before touching anything, when the run cannot be trained now.
-    Every other failure ends in state `failed` with the error and the log tail.
+    Raises TrainingError, before touching anything, when the run cannot be trained now
+    (another process holds its lock, or its state does not allow it). Every other failure
+    ends in state `failed` with the error and the log tail.
     """
-    config = check_trainable(run_path, resume=resume)
+    lock = _lock_run(run_path)
+    try:
+        config = check_trainable(run_path, resume=resume)
+        return _run_locked(run_path, config, resume)
+    finally:
+        lock.close()
+
+
+def _run_locked(run_path: Path, config: RunConfig, resume: bool) -> str:
     if not sys.stderr.isatty():  # progress bars would fill train.log with carriage returns
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    removed = remove_incomplete_checkpoints(run_path) if resume else []
     checkpoint = latest_checkpoint(run_path) if resume else None
     previous = read_run_folder(run_path).status
-    handlers = _start_logging(run_path)
+    handlers, propagate = _start_logging(run_path), JOB_LOG.propagate
+    if removed:
+        log.info("removed checkpoints a crash left incomplete: %s", ", ".join(removed))
     stop = StopRequest()
     restore_signals = _install_stop_handlers(stop)
     update_status(
         run_path,
         state="running",
-        pid=os.getpid(),
+        **job_identity(),
         started_at=previous.get("started_at") or now_iso(),
         ended_at=None,
         error=None,
         log_tail=None,
         max_steps=config.max_steps,
+        step=checkpoint_step(checkpoint) if checkpoint else 0 if resume else previous.get("step", 0),
         resumes=int(previous.get("resumes") or 0) + int(resume),
     )
     try:
@@ -302,8 +332,11 @@ def train_run(run_path: Path, *, resume: bool = False) -> str:
         spent = float(previous.get("training_s") or 0.0) if resume else 0.0
         state = _train(run_path, config, checkpoint, resume, spent, stop)
         update_status(run_path, state=state, ended_at=now_iso())
-    except (StopRequested, KeyboardInterrupt):
-        log.info("stopped before training began" if stop.requested else "interrupted: stopped without a new checkpoint")
+    except (StopRequested, KeyboardInterrupt) as exc:
+        if isinstance(exc, StopRequested):
+            log.info("%s received: stopped before training began", stop.signal_name)
+        else:
+            log.info("interrupted again: stopped without a new checkpoint")
         state = "stopped"
         update_status(run_path, state=state, ended_at=now_iso())
     except Exception as exc:
@@ -315,4 +348,5 @@ def train_run(run_path: Path, *, resume: bool = False) -> str:
         for handler in handlers:
             JOB_LOG.removeHandler(handler)
             handler.close()
+        JOB_LOG.propagate = propagate
     return state

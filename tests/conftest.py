@@ -5,6 +5,8 @@ import os
 # With two cores, torch slows down ~100x when anything else is busy: one thread in tests.
 for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
     os.environ[variable] = "false" if variable == "TOKENIZERS_PARALLELISM" else "1"
+# These tests are about CPU behaviour; on a machine with a GPU they must not start CUDA work.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 # Nothing may download models or data sets at test time.
 for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[variable] = "1"

@@ -37,7 +37,7 @@ def test_list_as_json(runs_root):
     core("runs", "seed", runs_root=runs_root)
     done = core("runs", "list", "--json", runs_root=runs_root)
     rows = json.loads(done.stdout)
-    assert {row["name"]: row["final_loss"] for row in rows}["model2_3B_r64_30k_400steps"] == 0.7688
+    assert {row["name"]: row["train_loss"] for row in rows}["model2_3B_r64_30k_400steps"] == 0.7688
 
 
 def test_export_then_import_into_another_root(runs_root, tmp_path):

@@ -174,8 +174,8 @@ def test_tokens_truncation_and_trained_tokens_are_counted(tokenizer, tmp_path):
     rows = tokenize_conversations(tokenizer, conversations, parse_config({"max_seq_length": 30}), report)
     assert report.tokens == sum(len(r["input_ids"]) for r in rows)
     assert report.trained_tokens == sum(sum(label != -100 for label in r["labels"]) for r in rows)
-    assert report.truncated == sum(len(r["input_ids"]) > 30 for r in rows) >= 1
-    assert "longer than max_seq_length are truncated" in report.summary()
+    assert report.truncated >= 1 and all(len(r["input_ids"]) <= 30 for r in rows)
+    assert "longer than max_seq_length were cut to it" in report.summary()
 
 
 def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
@@ -201,3 +201,23 @@ def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
     assert len(trained) == report.trained_tokens
     assert tokenizer.decode(trained).count("Hello there!<|eot_id|>") == 6
     assert "Say hello." not in tokenizer.decode(trained)
+
+
+def test_a_line_separator_inside_a_string_does_not_split_the_row(tmp_path):
+    path = tmp_path / "unicode.jsonl"
+    row = sharegpt([("human", "First line\u2028second line"), ("gpt", "Noted\u2029and\x85done.")])
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\r\n" + json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    conversations, report = load_conversations(str(path), "train")
+    assert (report.rows_read, report.rows_used) == (2, 2) and conversations[0][0]["content"] == "First line\u2028second line"
+
+
+def test_rows_whose_answer_lies_beyond_max_seq_length_are_dropped_and_counted(tokenizer, tmp_path):
+    long_prompt = "Tell me about rivers and lakes and seas and oceans and ponds. " * 4
+    path = write_conversations(tmp_path / "long.jsonl", [[("human", long_prompt), ("gpt", "Water.")], CONVERSATION[1:3]])
+    conversations, report = load_conversations(str(path), "train")
+    rows = tokenize_conversations(tokenizer, conversations, parse_config({"max_seq_length": 24}), report)
+    assert len(rows) == 1 and report.rows_used == 1
+    assert report.skipped == {"no answer within max_seq_length": 1}
+    only_long, long_report = load_conversations(str(path), "train[:1]")
+    with pytest.raises(DataError, match="no conversation has an answer within max_seq_length=24"):
+        tokenize_conversations(tokenizer, only_long, parse_config({"max_seq_length": 24}), long_report)

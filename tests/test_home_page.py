@@ -46,7 +46,7 @@ def test_home_shows_the_seed_runs(runs_root):
     table = app.dataframe[0].value
     assert len(table) == 5
     row = table.set_index("name").loc["model_centric_1B_r64_10k_600steps"]
-    assert (row["lora"], row["final_loss"], row["runtime_s"]) == ("64/64", 0.8806, 2649.69)
+    assert (row["lora"], row["train_loss"], row["runtime_s"]) == ("64/64", 0.8806, 2649.69)
     assert (row["peak_memory_gb"], row["lora_memory_gb"]) == (2.955, 1.752)
     assert row["state"].endswith("completed")
     assert metric_values(app) == {"Runs": "5", "Completed": "5", "Active": "0", "Broken": "0"}
@@ -99,7 +99,7 @@ def test_import_from_the_page_adds_runs_and_reports_bad_rows(empty_root):
     assert "line 3" in app.warning[0].value and "slash" in app.warning[0].value
     table = app.dataframe[0].value.set_index("name")
     assert list(table.index) == ["colab_r32"]
-    assert table.loc["colab_r32", "final_loss"] == 0.95
+    assert table.loc["colab_r32", "train_loss"] == 0.95
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01binary", b"a,b\n1,2\n"])

@@ -5,7 +5,9 @@ There is no GPU here, so the CUDA side is covered by passing DeviceFacts describ
 exercised by these tests.
 """
 
+import sys
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -117,3 +119,69 @@ def test_named_templates_are_told_apart_from_the_models_own_and_files():
     assert named_template("model") is None
     assert named_template("templates/mine.jinja") is None
     assert named_template("llama-3.1") == "llama-3.1"
+
+
+def test_a_t4_is_not_taken_for_a_bf16_gpu(monkeypatch):
+    """A T4 only emulates bf16; torch says yes unless asked for native support (faked: no GPU here)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(name="Tesla T4", total_memory=15 * 1024**3))
+    from core.plan import detect_device
+
+    facts = detect_device()
+    assert (facts.cuda, facts.bf16, facts.gpu_name, facts.gpu_memory_gb) == (True, False, "Tesla T4", 15.0)
+    assert plan_training(lab(backend="hf"), facts).precision == "fp16"
+
+
+def test_a_broken_unsloth_install_falls_back_to_hf_with_a_warning():
+    broken = DeviceFacts(cuda=True, gpu_name="Tesla T4", unsloth_installed=True, unsloth_error="ImportError: no triton")
+    plan = plan_training(lab(), broken)
+    assert plan.backend == "hf" and "unsloth does not import (ImportError: no triton)" in plan.warnings[0]
+    with pytest.raises(PlanError, match="installed but does not import"):
+        plan_training(lab(backend="unsloth"), broken)
+
+
+def test_unsloth_gets_module_names_for_all_linear():
+    assert peft_arguments(lab(target_modules="all-linear"))["target_modules"] == list(PROJECTION_MODULES)
+
+
+def test_the_unsloth_backend_drives_fast_language_model_as_the_notebook_does(monkeypatch, tiny_model):
+    """unsloth cannot run without a GPU, so a stand-in module records the calls; the tokenizer is real."""
+    from transformers import AutoTokenizer
+
+    from core.backends import load_model
+
+    calls = []
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            calls.append(("from_pretrained", kwargs))
+            return "base model", tokenizer
+
+        @staticmethod
+        def get_peft_model(model, **kwargs):
+            calls.append(("get_peft_model", model, kwargs))
+            return "lora model"
+
+    def get_chat_template(tok, chat_template):
+        calls.append(("get_chat_template", chat_template))
+        return tok
+
+    unsloth = ModuleType("unsloth")
+    unsloth.FastLanguageModel = FastLanguageModel
+    templates = ModuleType("unsloth.chat_templates")
+    templates.get_chat_template = get_chat_template
+    monkeypatch.setitem(sys.modules, "unsloth", unsloth)
+    monkeypatch.setitem(sys.modules, "unsloth.chat_templates", templates)
+
+    config = lab(lora_r=64, lora_alpha=64, chat_template="llama-3.1")
+    model, tok = load_model(config, plan_training(config, T4))
+    assert (model, tok) == ("lora model", tokenizer)
+    assert [call[0] for call in calls] == ["from_pretrained", "get_chat_template", "get_peft_model"]
+    assert calls[0][1] == from_pretrained_arguments(config) and calls[1][1] == "llama-3.1"
+    assert calls[2][1:] == ("base model", peft_arguments(config))
+    assert tok.pad_token == "<|finetune_right_pad_id|>"

@@ -197,7 +197,7 @@ def test_summary_of_a_running_cpu_run():
     assert row["lora"] == "8/16"
     assert row["dataset"] == "sample.jsonl train[:64]"
     assert row["device"] == "CPU (process RSS)"
-    assert row["final_loss"] == 2.5
+    assert row["train_loss"] == 2.5
 
 
 def test_jsonl_reading_skips_a_torn_last_line(tmp_path):
@@ -223,3 +223,37 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
         write_json_atomic(target, {"value": value})
     assert os.listdir(tmp_path) == ["metrics.json"]
     assert json.loads(target.read_text()) == {"value": 2}
+
+
+def test_only_complete_checkpoints_count_and_torn_ones_are_removed(tmp_path):
+    run = create_run(tmp_path, "ckpt", {"base_model": "x"})
+    assert runs.latest_checkpoint(run) is None and runs.remove_incomplete_checkpoints(run) == []
+    folder = run / runs.CHECKPOINTS_DIR
+
+    def checkpoint(step: int, state: str | None = '{"global_step": 1}', weights: bool = True) -> Path:
+        path = folder / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        if weights:
+            (path / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (path / "trainer_state.json").write_text(state)
+        return path
+
+    checkpoint(4)
+    checkpoint(8)
+    checkpoint(12, state='{"global_st')  # killed while the trainer state was written
+    checkpoint(16, state=None)  # killed before it
+    checkpoint(20, weights=False)
+    (folder / "checkpoint-latest").mkdir()
+    (folder / "README.md").write_text("model card")
+    assert runs.latest_checkpoint(run).name == "checkpoint-8"
+    assert runs.remove_incomplete_checkpoints(run) == ["checkpoint-12", "checkpoint-16", "checkpoint-20"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "checkpoint-4", "checkpoint-8", "checkpoint-latest"]
+
+
+def test_update_status_merges_and_stamps(tmp_path):
+    run = create_run(tmp_path, "status", {}, status=initial_status("queued", 10))
+    before = json.loads((run / "status.json").read_text())
+    after = runs.update_status(run, state="running", step=3)
+    assert after["state"] == "running" and after["step"] == 3 and after["max_steps"] == 10
+    assert after["created_at"] == before["created_at"] and json.loads((run / "status.json").read_text()) == after

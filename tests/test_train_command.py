@@ -124,3 +124,15 @@ def test_presets_lists_every_preset_and_its_settings(capsys, runs_root):
     assert printed["t4_3b"]["config"]["base_model"] == "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"
     assert printed["cpu_smoke"]["config"]["load_in_4bit"] is False
 
+
+
+def test_a_run_another_process_trains_is_not_trained_twice(capsys, runs_root):
+    import fcntl
+
+    create_run(runs_root, "locked", {"base_model": "tiny-llama", "dataset": "data/sample_sharegpt.jsonl",
+                                     "load_in_4bit": False}, status=initial_status("queued", 60))
+    with open(runs_root / "locked" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = command(capsys, runs_root, "train", "locked")
+    assert code == 1 and "run locked is being trained by another process" in err
+    assert json.loads((runs_root / "locked" / "status.json").read_text())["state"] == "queued"

@@ -15,6 +15,7 @@ import pytest
 from conftest import PROJECT_DIR, run_core
 
 from core.files import read_json_object, read_jsonl
+from core.presets import get_preset
 from core.runs import create_run, initial_status, latest_checkpoint
 
 SHORT = ["--set", "batch_size=2", "--set", "gradient_accumulation_steps=1", "--set", "warmup_steps=0"]
@@ -53,11 +54,12 @@ def step_reached(run: Path, step: int):
     return reached
 
 
-def test_cpu_smoke_memorizes_and_writes_the_whole_run_folder(runs_root, tiny_model, memorize_data):
-    done = run_core(
-        "train", "memorize", "--preset", "cpu_smoke", "--set", f"dataset={memorize_data}", "--set", "max_steps=20",
-        "--set", "learning_rate=1e-2", "--set", "save_steps=10", *SHORT, runs_root=runs_root,
-    )
+def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(runs_root, tiny_model, memorize_data, tmp_path):
+    config = {**get_preset("cpu_smoke").config(), "dataset": str(memorize_data), "max_steps": 20,
+              "learning_rate": 1e-2, "save_steps": 10, "batch_size": 2, "gradient_accumulation_steps": 1,
+              "warmup_steps": 0}
+    (tmp_path / "memorize.json").write_text(json.dumps(config))
+    done = run_core("train", "memorize", "--config", str(tmp_path / "memorize.json"), runs_root=runs_root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "memorize: completed at step 20/20"
     run = runs_root / "memorize"
@@ -111,7 +113,7 @@ def test_stop_and_crash_then_resume_give_the_losses_of_an_uninterrupted_run(runs
     spent = {"stopped": status["training_s"]}
     assert 6 <= stop_step < 24
     assert latest_checkpoint(stopped).name == f"checkpoint-{stop_step}"
-    assert "SIGTERM received" in (stopped / "train.log").read_text()
+    assert "stop requested (SIGTERM): saving a checkpoint at step" in (stopped / "train.log").read_text()
 
     # SIGKILL mid-run: no chance to clean up; the status still says running with a dead pid.
     killed = runs_root / "killed"
@@ -146,3 +148,23 @@ def test_a_failure_ends_the_run_failed_with_its_reason_and_log_tail(runs_root, t
     assert status["state"] == "failed" and status["error"].startswith("DataError: cannot load someone/not-here")
     assert status["ended_at"] and any("training failed" in line for line in status["log_tail"])
     assert not (runs_root / "offline" / "metrics.json").exists() and not (runs_root / "offline" / "adapter").exists()
+
+
+def test_the_cpu_smoke_preset_as_shipped_trains_and_its_loss_falls(runs_root, tiny_model):
+    done = run_core("train", "smoke", "--preset", "cpu_smoke", runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    run = runs_root / "smoke"
+    assert read_json_object(run / "config.json")["dataset"] == "data/sample_sharegpt.jsonl"  # moves with the project
+    losses = [loss for _, loss in events_of(run)]
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < losses[0] - 0.3, losses
+    metrics = read_json_object(run / "metrics.json")
+    assert metrics["data"]["rows_used"] == 300 and metrics["tokens_seen"] > 30_000
+
+
+def test_a_last_partial_logging_interval_is_logged_and_weighted(runs_root, tiny_model):
+    done = run_core("train", "sparse", "--preset", "cpu_smoke", "--set", "max_steps=12", "--set", "logging_steps=5",
+                    *SHORT, runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    assert [step for step, _ in events_of(runs_root / "sparse")] == [5, 10, 12]
+    metrics = read_json_object(runs_root / "sparse" / "metrics.json")
+    assert metrics["train_loss"] == pytest.approx(metrics["trainer_train_loss"], rel=1e-6)

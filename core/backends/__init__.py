@@ -7,10 +7,9 @@ needs a CUDA GPU. Only `core.backends.unsloth` imports unsloth, and only when it
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core.config import MODEL_TEMPLATE, RunConfig
+from core.config import MODEL_TEMPLATE, RunConfig, resolve_local_file
 from core.tiny import TINY_MODEL_ID, ensure_tiny_model
 
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "[PAD]")
@@ -42,9 +41,12 @@ def template_file_text(chat_template: str) -> str | None:
     """The text of a .jinja chat template file, or None for 'model' and named templates."""
     if not chat_template.endswith(".jinja"):
         return None
+    path = resolve_local_file(chat_template)
+    if path is None:
+        raise BackendError(f"chat template file not found: {chat_template}")
     try:
-        return Path(chat_template).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise BackendError(f"cannot read chat template {chat_template}: {exc}") from None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.backends import BackendError, lora_arguments, named_template, prepare_tokenizer, resolve_base_model
+from core.backends import lora_arguments, prepare_tokenizer, resolve_base_model
 from core.config import RunConfig
 
 
@@ -14,11 +14,6 @@ def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    if named_template(config.chat_template) is not None:
-        raise BackendError(
-            f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
-            "'model' or a .jinja file"
-        )
     source = resolve_base_model(config.base_model)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision, torch.float32)
     kwargs: dict[str, Any] = {"dtype": dtype}

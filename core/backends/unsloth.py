@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.backends import lora_arguments, named_template, prepare_tokenizer, resolve_base_model
-from core.config import RunConfig
+from core.config import PROJECTION_MODULES, RunConfig
 
 
 def from_pretrained_arguments(config: RunConfig) -> dict[str, Any]:
@@ -23,13 +23,20 @@ def from_pretrained_arguments(config: RunConfig) -> dict[str, Any]:
 
 
 def peft_arguments(config: RunConfig) -> dict[str, Any]:
-    """Keyword arguments of FastLanguageModel.get_peft_model, as in the lab notebook."""
-    return {
+    """Keyword arguments of FastLanguageModel.get_peft_model, as in the lab notebook.
+
+    Unsloth iterates over target_modules, so "all-linear" becomes the projection modules it
+    means on a Llama.
+    """
+    arguments = {
         **lora_arguments(config),
         "use_gradient_checkpointing": "unsloth",
         "random_state": config.seed,
         "loftq_config": None,
     }
+    if arguments["target_modules"] == "all-linear":
+        arguments["target_modules"] = list(PROJECTION_MODULES)
+    return arguments
 
 
 def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
