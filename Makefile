@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 # for the CPU one.
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# llama-cpp-python builds from source here; without its multimodal part the build takes half
+# the time. pip caches the built wheel, so later installs take seconds.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 # Tests use one torch thread: with two cores, torch slows ~100x when anything else is busy.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1

@@ -234,6 +234,55 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_choice(spec: str) -> Any:
+    """The card model a --model value names: hub, bundled, or a GGUF path."""
+    from core.llm import bundled_choice, hub_choice, local_choice
+
+    if spec == "hub":
+        return hub_choice()
+    if spec == "bundled":
+        return bundled_choice()
+    return local_choice(spec)
+
+
+def _cards(args: argparse.Namespace) -> int:
+    from core.anki import cards_to_csv, write_apkg
+    from core.cards import CardRequest, CardRequestError, generate_cards, validate_request
+    from core.llm import CardModel, ModelError, resolve_model
+
+    notes = ""
+    if args.notes:
+        try:
+            notes = Path(args.notes).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read notes {args.notes}: {exc}") from None
+    request = CardRequest(topic=args.topic or "", notes=notes, count=args.count, difficulty=args.difficulty,
+                          card_type=args.type, deck=args.deck or "", tags=tuple(args.tags))
+    try:
+        validate_request(request)
+        resolved = resolve_model(_model_choice(args.model))
+        if resolved.notice:
+            print(f"note: {resolved.notice}", file=sys.stderr)
+        result = generate_cards(CardModel(resolved.path), request, seed=args.seed)
+    except (CardRequestError, ModelError) as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{result.summary()} ({resolved.choice.label})", file=sys.stderr)
+    if not result.cards:
+        raise CommandError("the model produced no usable card; try again, or another model")
+    for number, card in enumerate(result.cards, 1):
+        print(f"{number}. {card.front}" + (f"\n   {card.back}" if card.back else ""))
+    if len(result.cards) < request.count:
+        print(f"warning: made {len(result.cards)} of {request.count} cards", file=sys.stderr)
+    tags = request.tags
+    if args.csv:
+        write_text_atomic(Path(args.csv), cards_to_csv(result.cards, request.deck_name, request.card_type, tags))
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.apkg:
+        write_apkg(result.cards, request.deck_name, request.card_type, tags, Path(args.apkg))
+        print(f"wrote {args.apkg}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m core", description="PEFT dashboard command line.")
@@ -272,6 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true", help="validate and print the config, plan and command")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.set_defaults(handler=_train)
+
+    cards = commands.add_parser(
+        "cards", help="make study cards from a topic or notes and write them for Anki",
+        description="Generate flashcards with a GGUF model on the CPU and write them as an Anki CSV and/or .apkg.",
+    )
+    cards.add_argument("topic", nargs="?", help="what the cards are about (or give --notes)")
+    cards.add_argument("--notes", help="a .txt or .md file of notes to make the cards from")
+    cards.add_argument("-n", "--count", type=int, default=5, help="how many cards, 1-20 (default 5)")
+    cards.add_argument("--difficulty", default="beginner", help="beginner, intermediate or advanced")
+    cards.add_argument("--type", default="basic", help="basic (question/answer) or cloze")
+    cards.add_argument("--deck", help="deck name (default: from the topic)")
+    cards.add_argument("--tags", nargs="*", default=[], help="tags for every card")
+    cards.add_argument("--model", default="hub",
+                       help="hub (the lab's model; falls back to the bundled one offline), bundled, or a GGUF path")
+    cards.add_argument("--seed", type=int, help="sampling seed, for repeatable decks")
+    cards.add_argument("--csv", help="write an Anki CSV here")
+    cards.add_argument("--apkg", help="write an Anki package here")
+    cards.set_defaults(handler=_cards)
     return parser
 
 
@@ -281,6 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, OSError) as exc:
+    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,139 @@
+"""Study cards: a topic or notes become flashcards, edited here and downloaded for Anki."""
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv, normalize_tags, slugify_tag
+from core.cards import DIFFICULTIES, MAX_CARDS, CardRequest, CardRequestError, generate_cards, validate_request
+from core.llm import CardModel, ModelError, bundled_choice, hub_choice, local_choice, resolve_model, run_choices
+from core.paths import runs_root
+
+LOCAL_FILE = "A GGUF file on this machine..."
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the model...")
+def loaded_model(path: str) -> CardModel:
+    """One model per process; a new choice replaces the old one."""
+    return CardModel(Path(path))
+
+
+def secrets() -> dict:
+    """Streamlit secrets as a dict, or nothing when the app has none."""
+    try:
+        return dict(st.secrets)
+    except Exception:  # no secrets.toml: Streamlit raises its own error type
+        return {}
+
+
+def cards_frame(cards: list[Card]) -> pd.DataFrame:
+    return pd.DataFrame({"front": [c.front for c in cards], "back": [c.back for c in cards]})
+
+
+def frame_cards(frame: pd.DataFrame) -> list[Card]:
+    """The cards in the edited table; rows left empty are dropped."""
+    rows = frame.fillna("").astype(str).to_dict("records")
+    return [Card(r["front"].strip(), r["back"].strip()) for r in rows if r["front"].strip() or r["back"].strip()]
+
+
+def show_result(result, notice: str | None) -> None:
+    if notice:
+        st.warning(notice)
+    if len(result.cards) < result.requested:
+        st.warning(f"Made {len(result.cards)} of {result.requested} cards: {result.summary()}.")
+    else:
+        st.success(result.summary())
+
+
+st.title("Study cards")
+st.caption("A topic or your notes become flashcards for Anki, written by a GGUF model on this CPU.")
+
+state = st.session_state
+state.setdefault("card_version", 0)
+
+choices = {c.label: c for c in [hub_choice(secrets()), bundled_choice(), *run_choices(runs_root())]}
+model_column, path_column = st.columns(2)
+model_label = model_column.selectbox("Model", [*choices, LOCAL_FILE],
+                                     help="Without the Hub the bundled SmolLM2 model is used, and you are told so.")
+local_path = path_column.text_input("GGUF file path", placeholder="/path/to/model.gguf") if model_label == LOCAL_FILE else ""
+
+with st.form("card_request"):
+    topic = st.text_input("Topic", placeholder="e.g. photosynthesis", help="What the cards are about.")
+    notes = st.text_area("Notes (optional)", height=140, help="Cards are made from these notes only.")
+    upload = st.file_uploader("...or a notes file", type=["txt", "md"])
+    left, middle, right = st.columns(3)
+    count = left.slider("Cards", 1, MAX_CARDS, 5)
+    difficulty = middle.selectbox("Difficulty", DIFFICULTIES)
+    card_type = right.radio("Card type", CARD_TYPES, horizontal=True,
+                            help="basic: question and answer; cloze: a sentence with a hidden term")
+    deck = st.text_input("Deck name", placeholder="Study cards: <topic>")
+    tags = st.text_input("Tags", placeholder="biology, exam 1", help="Comma-separated; spaces become _ (Anki tags have none)")
+    submitted = st.form_submit_button("Generate", type="primary")
+
+if submitted:
+    text = notes
+    if upload is not None:
+        try:
+            text = (notes + "\n\n" + upload.getvalue().decode("utf-8-sig")).strip()
+        except UnicodeDecodeError:
+            st.error(f"{upload.name} is not UTF-8 text; paste the notes instead.")
+            st.stop()
+    request = CardRequest(topic=topic, notes=text, count=count, difficulty=difficulty, card_type=card_type,
+                          deck=deck, tags=normalize_tags(tags.split(",")))
+    try:
+        validate_request(request)
+        choice = local_choice(local_path) if model_label == LOCAL_FILE else choices[model_label]
+        resolved = resolve_model(choice)
+        model = loaded_model(str(resolved.path))
+        with st.status(f"Writing {count} cards with {resolved.choice.label}...") as progress:
+            line = st.empty()
+            result = generate_cards(model, request, on_progress=line.caption)
+            progress.update(label=result.summary(), state="complete")
+    except (CardRequestError, ModelError) as exc:
+        for problem in getattr(exc, "problems", {"model": str(exc)}).items():
+            st.error(f"{problem[0].capitalize()}: {problem[1]}")
+    else:
+        state.update(cards=result.cards, request=request, result=result, notice=resolved.notice,
+                     model_path=str(resolved.path), card_version=state.card_version + 1)
+
+if "cards" in state:
+    request, result = state.request, state.result
+    show_result(result, state.notice)
+    edited = st.data_editor(cards_frame(state.cards), num_rows="dynamic", width="stretch",
+                            key=f"cards_{state.card_version}",
+                            column_config={"front": st.column_config.TextColumn("Front" if request.card_type == "basic" else "Text (with {{c1::...}})"),
+                                           "back": st.column_config.TextColumn("Back" if request.card_type == "basic" else "Extra")})
+    cards = frame_cards(edited)
+
+    again_column, button_column = st.columns([3, 1])
+    number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
+    if button_column.button("Regenerate", disabled=not cards):
+        try:  # the new card must differ from every card in the deck, the one it replaces included
+            single = generate_cards(loaded_model(state.model_path), dataclasses.replace(request, count=1), avoid=cards)
+        except (CardRequestError, ModelError) as exc:
+            st.error(str(exc))
+        else:
+            if single.cards:
+                cards[number - 1] = single.cards[0]
+                state.update(cards=cards, card_version=state.card_version + 1)
+                st.rerun()
+            st.warning(f"No new card: {single.summary()}.")
+
+    with st.expander("Raw model output"):
+        for index, raw in enumerate(result.raw_outputs, 1):
+            st.caption(f"Attempt {index}")
+            st.code(raw, language="json")
+
+    try:
+        csv_text = cards_to_csv(cards, request.deck_name, request.card_type, request.tags)
+        package = apkg_bytes(cards, request.deck_name, request.card_type, request.tags)
+    except ValueError as exc:
+        st.error(f"Cannot export the deck yet: {exc}")
+    else:
+        csv_column, apkg_column = st.columns(2)
+        name = slugify_tag(request.deck_name) or "study_cards"
+        csv_column.download_button("Download CSV for Anki", csv_text, file_name=f"{name}.csv", mime="text/csv")
+        apkg_column.download_button("Download Anki package (.apkg)", package, file_name=f"{name}.apkg",
+                                    mime="application/octet-stream")

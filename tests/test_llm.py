@@ -1,0 +1,70 @@
+"""Where the card model comes from: the Hub (unreachable here, so the bundled fallback), runs'
+exports, local files, and refusals of files that are not GGUF models."""
+
+import pytest
+
+from core.llm import (
+    BUNDLED_CAVEAT,
+    LAB_FILE,
+    LAB_REPO,
+    CardModel,
+    ModelError,
+    bundled_choice,
+    bundled_path,
+    hub_choice,
+    local_choice,
+    resolve_model,
+    run_choices,
+)
+from core.runs import create_run
+
+
+def test_the_hub_model_defaults_to_the_labs_and_settings_override_it(monkeypatch):
+    assert (hub_choice().repo, hub_choice().filename) == (LAB_REPO, LAB_FILE)
+    monkeypatch.setenv("CARD_MODEL_REPO", "me/my-model")
+    assert hub_choice().repo == "me/my-model"
+    secrets = {"CARD_MODEL_REPO": "team/cards", "CARD_MODEL_FILE": "cards-q8_0.gguf"}
+    assert (hub_choice(secrets).repo, hub_choice(secrets).filename) == ("team/cards", "cards-q8_0.gguf")
+
+
+def test_an_unreachable_hub_falls_back_to_the_bundled_model_and_says_so():
+    # HF_HUB_OFFLINE=1 (conftest): the real download code fails as it does without a network.
+    resolved = resolve_model(hub_choice())
+    assert resolved.choice.kind == "bundled" and resolved.path == bundled_path()
+    assert f"Could not fetch {LAB_REPO}/{LAB_FILE} from the Hub" in resolved.notice
+    assert BUNDLED_CAVEAT in resolved.notice and "unreliable" in resolved.notice
+
+
+def test_the_bundled_model_ships_with_the_package_and_carries_its_caveat():
+    resolved = resolve_model(bundled_choice())
+    assert resolved.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and resolved.notice == BUNDLED_CAVEAT
+
+
+def test_missing_folders_and_non_gguf_files_are_refused(tmp_path):
+    with pytest.raises(ModelError, match="no model file at"):
+        resolve_model(local_choice(str(tmp_path / "missing.gguf")))
+    with pytest.raises(ModelError, match="is a folder"):
+        resolve_model(local_choice(str(tmp_path)))
+    (tmp_path / "fake.gguf").write_bytes(b"PK\x03\x04 a zip, not a model")
+    with pytest.raises(ModelError, match="fake.gguf is not a GGUF file"):
+        resolve_model(local_choice(str(tmp_path / "fake.gguf")))
+    (tmp_path / "torn.gguf").write_bytes(b"GGUF" + b"\x00" * 12)
+    with pytest.raises(ModelError, match="llama.cpp cannot load torn.gguf"):
+        CardModel(tmp_path / "torn.gguf")
+
+
+def test_gguf_files_exported_by_runs_are_offered(runs_root):
+    create_run(runs_root, "t2", {})
+    (runs_root / "t2" / "gguf").mkdir()
+    (runs_root / "t2" / "gguf" / "model-q8_0.gguf").write_bytes(b"GGUF")
+    create_run(runs_root, "no_export", {})
+    choices = run_choices(runs_root)
+    assert [(c.kind, c.label) for c in choices] == [("run", "t2 / model-q8_0.gguf (exported run)")]
+
+
+def test_the_model_counts_tokens_and_streams_progress():
+    model = CardModel(bundled_path())
+    assert model.context == 4096 and 0 < model.count_tokens("The water cycle moves water.") < 20
+    seen = []
+    result = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, on_token=seen.append)
+    assert result.text and result.tokens == len(seen) == seen[-1] <= 8

@@ -1,0 +1,56 @@
+"""The Study cards page through Streamlit's AppTest, generating with the real bundled model."""
+
+from conftest import PROJECT_DIR
+from streamlit.testing.v1 import AppTest
+
+
+def open_page() -> AppTest:
+    app = AppTest.from_file(str(PROJECT_DIR / "pages" / "study_cards.py"), default_timeout=180)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def downloads(app: AppTest) -> dict[str, object]:
+    return {button.label: button for button in app.get("download_button")}
+
+
+def test_an_empty_request_shows_an_error_and_makes_nothing(runs_root):
+    app = open_page()
+    app.button[0].click().run()
+    assert [e.value for e in app.error] == ["Topic: give a topic or paste notes to make cards from"]
+    assert not downloads(app) and "cards" not in app.session_state
+
+
+def test_a_file_that_is_not_a_model_is_refused(runs_root, tmp_path):
+    (tmp_path / "notes.gguf").write_text("not a model")
+    app = open_page()
+    next(box for box in app.selectbox if box.label == "Model").select("A GGUF file on this machine...").run()
+    next(box for box in app.text_input if box.label == "GGUF file path").input(str(tmp_path / "notes.gguf"))
+    next(box for box in app.text_input if box.label == "Topic").input("volcanoes")
+    app.button[0].click().run()
+    assert any("notes.gguf is not a GGUF file" in e.value for e in app.error)
+    assert not downloads(app)
+
+
+def test_generate_offers_csv_and_apkg_and_regenerates_one_card(runs_root):
+    app = open_page()
+    next(box for box in app.text_input if box.label == "Topic").input("the water cycle")
+    next(box for box in app.text_input if box.label == "Tags").input("Earth Science, exam 1")
+    next(slider for slider in app.slider if slider.label == "Cards").set_value(3)
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert any("Could not fetch" in w.value and "bundled" in w.value for w in app.warning)  # offline here
+    cards = app.session_state["cards"]
+    assert len(cards) == 3 and len({c.front for c in cards}) == 3
+
+    assert set(downloads(app)) == {"Download CSV for Anki", "Download Anki package (.apkg)"}
+
+    regenerate = next(button for button in app.button if button.label == "Regenerate")
+    next(box for box in app.selectbox if box.label == "Regenerate card").select(2)
+    before = list(app.session_state["cards"])
+    regenerate.click().run()
+    assert not app.exception, app.exception
+    after = app.session_state["cards"]
+    assert len(after) == 3 and after[0] == before[0] and after[2] == before[2]
+    assert after[1].front not in {card.front for card in before}
