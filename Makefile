@@ -17,7 +17,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-.PHONY: run test app-deps dev-deps clean
+.PHONY: run test bench app-deps dev-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ run: $(VENV)/.app-deps
 
 test: $(VENV)/.dev-deps
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks print ratios against a baseline measured in the same run; not part of the tests.
+bench: $(VENV)/.dev-deps
+	$(BIN)/python bench/cards.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output
