@@ -31,6 +31,7 @@ class RecordingModel:
 
     def chat(self, messages, **options):
         self.calls.append((messages, options))
+        self.model.llama.reset()  # no prompt-prefix cache from an earlier call in either arm
         return self.model.chat(messages, **options)
 
 
@@ -38,6 +39,7 @@ def replay_bare(model: CardModel, calls: list) -> tuple[float, int]:
     """The same completions as plain llama-cpp calls: seconds and tokens generated."""
     started, tokens = time.perf_counter(), 0
     for messages, options in calls:
+        model.llama.reset()
         reply = model.llama.create_chat_completion(
             messages=messages, max_tokens=options["max_tokens"], temperature=options["temperature"],
             seed=options["seed"], response_format={"type": "json_object", "schema": options["schema"]},

@@ -107,16 +107,17 @@ def cards_to_csv(cards: Sequence[Card], deck: str, card_type: str, tags: Iterabl
         "#html:true",
         f"#notetype:{'Basic' if card_type == 'basic' else 'Cloze'}",
         f"#deck:{name}",
-        f"#columns:{columns},Tags,GUID",
+        f"#columns:{columns},Tags,GUID,Deck",
         "#tags column:3",
         "#guid column:4",
+        "#deck column:5",  # #deck only preselects an existing deck; a deck column creates it
     ]
     tag_text = " ".join(normalize_tags(tags))
     out = io.StringIO()
     # Quote every field: Anki skips any data line starting with "#" as a comment.
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for card in cards:
-        writer.writerow([field_html(card.front), field_html(card.back), tag_text, note_guid(name, card.front)])
+        writer.writerow([field_html(card.front), field_html(card.back), tag_text, note_guid(name, card.front), name])
     return "\n".join(header) + "\n" + out.getvalue()
 
 
@@ -176,6 +177,8 @@ def write_apkg(cards: Sequence[Card], deck: str, card_type: str, tags: Iterable[
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         _write_zip(cards, deck, card_type, tags, tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -18,19 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from core.anki import CARD_TYPES, CLOZE_DELETION, Card
+from core.llm import ModelError
 
 DIFFICULTIES = ("beginner", "intermediate", "advanced")
 MAX_CARDS = 20
 MAX_ATTEMPTS = 3
 QUESTION_LIMITS = (8, 160)
 ANSWER_LIMITS = (1, 200)
-CLOZE_LIMITS = (12, 360)
-TOKENS_PER_CARD = 110
+CLOZE_LIMITS = (12, 260)
+TOKENS_PER_CARD = {"basic": 110, "cloze": 150}  # room for the longest fields the schema allows
+NOTES_CHARACTERS_PER_TOKEN = 8  # notes longer than 8 characters per context token cannot fit: refused uncounted
 # The grammar for a cloze text: plain characters, one {{c1::...}} deletion, plain characters.
 _PLAIN = r'[^{}"\\\n\r\t]'
-CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,150}}\\{{\\{{c1::{_PLAIN}{{1,60}}\\}}\\}}{_PLAIN}{{0,140}}$"  # <= CLOZE_LIMITS
-CLOZE_ILLUSTRATION = "Water boils at {{c1::100}} degrees Celsius at sea level."
-PLACEHOLDER_TERMS = frozenset({"term", "key term", "fact", "answer", "word", "x"})  # copied from the rules
+CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,120}}\\{{\\{{c1::{_PLAIN}{{1,40}}\\}}\\}}{_PLAIN}{{0,90}}$"  # <= CLOZE_LIMITS
+PLACEHOLDER_TERMS = frozenset({"", "term", "key term", "fact", "answer", "word", "x"})  # copied from the rules
 LEADING_NUMBER = re.compile(r"^\s*\d{1,2}[.)]\s+")
 WORD = re.compile(r"[^\W_]+")
 STOPWORDS = frozenset(
@@ -61,8 +62,14 @@ class CardRequest:
 
     @property
     def deck_name(self) -> str:
-        """The deck name given, else one made from the topic."""
-        return self.deck.strip() or (f"Study cards: {self.topic.strip()}" if self.topic.strip() else "Study cards")
+        """The deck name given, else one made from the topic or the notes' first words.
+
+        Decks must not share a default name: the name decides the deck id and the note GUIDs.
+        """
+        if self.deck.strip():
+            return self.deck.strip()
+        subject = self.topic.strip() or " ".join(self.notes.split()[:6])
+        return f"Study cards: {subject[:60]}"
 
 
 def validate_request(request: CardRequest) -> CardRequest:
@@ -105,7 +112,7 @@ def build_messages(request: CardRequest, count: int, avoid: Iterable[str] = ()) 
     if request.card_type == "cloze":
         shape = '{"cards": [{"text": "...", "extra": "..."}]}'
         rules = [
-            f"each text is one sentence about the topic with its key term hidden in double braces, as in: {CLOZE_ILLUSTRATION}",
+            "each text is one sentence about the topic whose most important word is wrapped in a c1 cloze deletion",
             "hide a term worth remembering, never a filler word",
             "extra is an optional short hint or context",
         ]
@@ -149,7 +156,7 @@ def _salvage_objects(text: str) -> list[Any]:
             break
         try:
             value, end = decoder.raw_decode(text, index)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
             found.append(value)
@@ -167,7 +174,7 @@ def raw_cards(text: str) -> tuple[list[Any], str | None]:
     """The card objects a reply holds, and how it was read if not as clean JSON."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         salvaged = _salvage_objects(text)
         if salvaged:
             return salvaged, "cut-off JSON"
@@ -201,20 +208,21 @@ def _card_from(item: Any, card_type: str) -> tuple[Card | None, str | None]:
     if not isinstance(front, str) or not isinstance(back, (str, type(None))):
         return None, "not text"
     front, back = LEADING_NUMBER.sub("", front.strip()), _tidy((back or "").strip(), ANSWER_LIMITS[1])
-    if not front or (card_type == "basic" and not back):
+    if not normalize(front) or (card_type == "basic" and not normalize(back)):
         return None, "empty field"
+    if len(front) < limits[0]:
+        return None, "too short"
     if len(front) > limits[1] or len(back) > ANSWER_LIMITS[1]:
         return None, "too long"
     if card_type == "cloze":
         deletions = CLOZE_DELETION.findall(front)
         if not deletions:
             return None, "no cloze deletion"
-        copied = PLACEHOLDER_TERMS | {normalize(term) for term in CLOZE_DELETION.findall(CLOZE_ILLUSTRATION)}
-        if any(normalize(term) in copied for term in deletions):
+        if any(normalize(term) in PLACEHOLDER_TERMS for term in deletions):
             return None, "copied the rules' example"
     if card_type == "basic":
         answer = normalize(back)
-        if len(answer) >= 3 and answer in normalize(front):
+        if len(answer) >= 3 and f" {answer} " in f" {normalize(front)} ":
             return None, "answer in the question"
     return Card(front=front, back=back), None
 
@@ -263,6 +271,7 @@ class CardResult:
     tokens: int = 0
     seconds: float = 0.0
     grounded: int | None = None
+    error: str | None = None
 
     def summary(self) -> str:
         """One line: made, dropped and why, attempts, grounding."""
@@ -271,6 +280,8 @@ class CardResult:
             line += "; dropped " + ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common())
         if self.grounded is not None and self.cards:
             line += f"; {self.grounded} of {len(self.cards)} answers share their content with the notes"
+        if self.error:
+            line += f"; stopped early: {self.error}"
         return line
 
 
@@ -278,7 +289,7 @@ def prompt_room(model: Any, request: CardRequest) -> tuple[int, int]:
     """Tokens the notes take and tokens the context leaves for them after the prompt and reply."""
     frame = build_messages(dataclasses.replace(request, notes="."), request.count)
     overhead = sum(model.count_tokens(m["content"]) for m in frame) + 32
-    available = model.context - overhead - TOKENS_PER_CARD * request.count
+    available = model.context - overhead - TOKENS_PER_CARD[request.card_type] * request.count
     return model.count_tokens(request.notes), available
 
 
@@ -286,6 +297,11 @@ def check_notes_fit(model: Any, request: CardRequest) -> None:
     """CardRequestError when the notes do not fit the model's context, saying how much does."""
     if not request.notes.strip():
         return
+    if len(request.notes) > NOTES_CHARACTERS_PER_TOKEN * model.context:
+        raise CardRequestError({
+            "notes": f"the notes are {len(request.notes):,} characters, far more than this model's context of "
+            f"{model.context} tokens holds: make cards from one part at a time"
+        })
     needed, available = prompt_room(model, request)
     if needed > available:
         share = max(0, available) / needed
@@ -294,6 +310,19 @@ def check_notes_fit(model: Any, request: CardRequest) -> None:
             f"({model.context} tokens, with room left for {request.count} cards): about "
             f"{share:.0%} of them. Shorten them, ask for fewer cards, or make cards from one part at a time."
         })
+
+
+def fitting_fronts(model: Any, request: CardRequest, count: int, fronts: list[str], max_tokens: int) -> list[str]:
+    """The most recent fronts to list as "do not repeat" that still leave room for the reply."""
+    base = sum(model.count_tokens(m["content"]) for m in build_messages(request, count)) + 32
+    room = model.context - max_tokens - base
+    kept: list[str] = []
+    for front in reversed(fronts):
+        room -= model.count_tokens(front) + 2
+        if room < 0:
+            break
+        kept.append(front)
+    return kept[::-1]
 
 
 def generate_cards(
@@ -322,14 +351,20 @@ def generate_cards(
             if on_progress:
                 on_progress(f"attempt {attempt}: writing {missing} card(s), {tokens} tokens so far")
 
-        reply = model.chat(
-            build_messages(request, missing, [card.front for card in avoided + result.cards]),
-            schema=card_schema(missing, request.card_type),
-            max_tokens=TOKENS_PER_CARD * missing + 64,
-            temperature=0.7 if attempt == 1 else 0.9,
-            seed=None if seed is None else seed + attempt,
-            on_token=report,
-        )
+        max_tokens = TOKENS_PER_CARD[request.card_type] * missing + 64
+        fronts = fitting_fronts(model, request, missing, [card.front for card in avoided + result.cards], max_tokens)
+        try:
+            reply = model.chat(
+                build_messages(request, missing, fronts),
+                schema=card_schema(missing, request.card_type),
+                max_tokens=max_tokens,
+                temperature=0.7 if attempt == 1 else 0.9,
+                seed=None if seed is None else seed + attempt,
+                on_token=report,
+            )
+        except ModelError as exc:  # the cards accepted so far are kept
+            result.error = str(exc)
+            break
         result.raw_outputs.append(reply.text)
         result.tokens += reply.tokens
         result.seconds += reply.seconds

@@ -257,13 +257,16 @@ def _cards(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read notes {args.notes}: {exc}") from None
     request = CardRequest(topic=args.topic or "", notes=notes, count=args.count, difficulty=args.difficulty,
-                          card_type=args.type, deck=args.deck or "", tags=tuple(args.tags))
+                          card_type=args.type, deck=args.deck or "",
+                          tags=tuple(tag for text in args.tags for tag in text.split(",")))
     try:
         validate_request(request)
         resolved = resolve_model(_model_choice(args.model))
         if resolved.notice:
             print(f"note: {resolved.notice}", file=sys.stderr)
         result = generate_cards(CardModel(resolved.path), request, seed=args.seed)
+        if result.error:
+            print(f"warning: {result.error}", file=sys.stderr)
     except (CardRequestError, ModelError) as exc:
         raise CommandError(str(exc)) from None
     print(f"{result.summary()} ({resolved.choice.label})", file=sys.stderr)
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     cards.add_argument("--difficulty", default="beginner", help="beginner, intermediate or advanced")
     cards.add_argument("--type", default="basic", help="basic (question/answer) or cloze")
     cards.add_argument("--deck", help="deck name (default: from the topic)")
-    cards.add_argument("--tags", nargs="*", default=[], help="tags for every card")
+    cards.add_argument("--tags", nargs="*", default=[], help="tags for every card (space- or comma-separated)")
     cards.add_argument("--model", default="hub",
                        help="hub (the lab's model; falls back to the bundled one offline), bundled, or a GGUF path")
     cards.add_argument("--seed", type=int, help="sampling seed, for repeatable decks")

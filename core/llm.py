@@ -76,7 +76,7 @@ def bundled_path() -> Path | None:
 
 def bundled_choice() -> ModelChoice:
     """The offline fallback."""
-    return ModelChoice("bundled", "SmolLM2-135M-Instruct (bundled, offline)", path=str(bundled_path() or ""))
+    return ModelChoice("bundled", "SmolLM2-135M-Instruct (bundled, offline)")
 
 
 def run_choices(root: Path) -> list[ModelChoice]:
@@ -164,6 +164,7 @@ class CardModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {path.name}: {exc}") from None
         self.path = path
+        self.key = file_key(path)
         self.lock = threading.Lock()
 
     @property
@@ -200,11 +201,44 @@ class CardModel:
         started = time.monotonic()
         with self.lock:
             pieces, generated = [], 0
-            for chunk in self.llama.create_chat_completion(stream=True, **options):
-                delta = chunk["choices"][0].get("delta", {}).get("content")
-                if delta:
-                    pieces.append(delta)
-                    generated += 1
-                    if on_token:
-                        on_token(generated)
+            try:
+                for chunk in self.llama.create_chat_completion(stream=True, **options):
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        pieces.append(delta)
+                        generated += 1
+                        if on_token:
+                            on_token(generated)
+            except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the context
+                raise ModelError(f"llama.cpp could not answer: {exc}") from None
         return ChatResult("".join(pieces), generated, time.monotonic() - started)
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """What identifies a model file's content: path, modification time and size."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+class ModelSlot:
+    """Holds the one model a process keeps loaded, shared by every session of the app.
+
+    Asking for another file replaces the model, but never while a session is generating
+    with it: two models in memory at once can exceed a small machine's memory.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.model: CardModel | None = None
+
+    def get(self, path: Path) -> CardModel:
+        """The loaded model for `path`, loading it in place of the current one if needed."""
+        with self.lock:
+            current = self.model
+            if current is not None and current.key == file_key(path):
+                return current
+            if current is not None and current.lock.locked():
+                raise ModelError(f"another session is generating with {current.path.name}; try again in a moment")
+            self.model = None  # let the old model go before the new one loads
+            self.model = CardModel(path)
+            return self.model

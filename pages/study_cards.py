@@ -1,23 +1,40 @@
 """Study cards: a topic or notes become flashcards, edited here and downloaded for Anki."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv, normalize_tags, slugify_tag
+from core.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv
 from core.cards import DIFFICULTIES, MAX_CARDS, CardRequest, CardRequestError, generate_cards, validate_request
-from core.llm import CardModel, ModelError, bundled_choice, hub_choice, local_choice, resolve_model, run_choices
+from core.llm import (
+    ModelChoice,
+    ModelError,
+    ModelSlot,
+    ResolvedModel,
+    bundled_choice,
+    hub_choice,
+    local_choice,
+    resolve_model,
+    run_choices,
+)
 from core.paths import runs_root
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
 
-@st.cache_resource(max_entries=1, show_spinner="Loading the model...")
-def loaded_model(path: str) -> CardModel:
-    """One model per process; a new choice replaces the old one."""
-    return CardModel(Path(path))
+@st.cache_resource
+def model_slot() -> ModelSlot:
+    """The process's one loaded model, shared by every session."""
+    return ModelSlot()
+
+
+@st.cache_data(ttl=600, show_spinner="Fetching the model...")
+def resolved(choice: ModelChoice) -> ResolvedModel:
+    """A model choice resolved to a file, remembered for 10 minutes (a Hub check per click is slow)."""
+    return resolve_model(choice)
 
 
 def secrets() -> dict:
@@ -71,23 +88,31 @@ with st.form("card_request"):
     deck = st.text_input("Deck name", placeholder="Study cards: <topic>")
     tags = st.text_input("Tags", placeholder="biology, exam 1", help="Comma-separated; spaces become _ (Anki tags have none)")
     submitted = st.form_submit_button("Generate", type="primary")
+if card_type == "cloze" and model_label == bundled_choice().label:
+    st.info("The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better.")
 
-if submitted:
-    text = notes
-    if upload is not None:
-        try:
-            text = (notes + "\n\n" + upload.getvalue().decode("utf-8-sig")).strip()
-        except UnicodeDecodeError:
-            st.error(f"{upload.name} is not UTF-8 text; paste the notes instead.")
-            st.stop()
-    request = CardRequest(topic=topic, notes=text, count=count, difficulty=difficulty, card_type=card_type,
-                          deck=deck, tags=normalize_tags(tags.split(",")))
+def uploaded_text() -> str | None:
+    """The uploaded notes file as text; None (after saying why) when it is not UTF-8 text."""
+    if upload is None:
+        return ""
+    try:
+        return upload.getvalue().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        st.error(f"{upload.name} is not UTF-8 text; paste the notes instead.")
+        return None
+
+
+file_text = uploaded_text() if submitted else None
+if submitted and file_text is not None:
+    request = CardRequest(topic=topic, notes=(notes + "\n\n" + file_text).strip(), count=count,
+                          difficulty=difficulty, card_type=card_type, deck=deck, tags=tuple(tags.split(",")))
     try:
         validate_request(request)
         choice = local_choice(local_path) if model_label == LOCAL_FILE else choices[model_label]
-        resolved = resolve_model(choice)
-        model = loaded_model(str(resolved.path))
-        with st.status(f"Writing {count} cards with {resolved.choice.label}...") as progress:
+        source = resolved(choice)
+        with st.spinner(f"Loading {source.path.name}..."):
+            model = model_slot().get(source.path)
+        with st.status(f"Writing {count} cards with {source.choice.label}...") as progress:
             line = st.empty()
             result = generate_cards(model, request, on_progress=line.caption)
             progress.update(label=result.summary(), state="complete")
@@ -95,8 +120,8 @@ if submitted:
         for problem in getattr(exc, "problems", {"model": str(exc)}).items():
             st.error(f"{problem[0].capitalize()}: {problem[1]}")
     else:
-        state.update(cards=result.cards, request=request, result=result, notice=resolved.notice,
-                     model_path=str(resolved.path), card_version=state.card_version + 1)
+        state.update(cards=result.cards, request=request, result=result, notice=source.notice,
+                     model_path=str(source.path), card_version=state.card_version + 1)
 
 if "cards" in state:
     request, result = state.request, state.result
@@ -111,10 +136,12 @@ if "cards" in state:
     number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
     if button_column.button("Regenerate", disabled=not cards):
         try:  # the new card must differ from every card in the deck, the one it replaces included
-            single = generate_cards(loaded_model(state.model_path), dataclasses.replace(request, count=1), avoid=cards)
-        except (CardRequestError, ModelError) as exc:
+            single = generate_cards(model_slot().get(Path(state.model_path)), dataclasses.replace(request, count=1),
+                                    avoid=cards)
+        except (CardRequestError, ModelError, OSError) as exc:
             st.error(str(exc))
         else:
+            result.raw_outputs.extend(single.raw_outputs)
             if single.cards:
                 cards[number - 1] = single.cards[0]
                 state.update(cards=cards, card_version=state.card_version + 1)
@@ -133,7 +160,7 @@ if "cards" in state:
         st.error(f"Cannot export the deck yet: {exc}")
     else:
         csv_column, apkg_column = st.columns(2)
-        name = slugify_tag(request.deck_name) or "study_cards"
+        name = re.sub(r"[^\w-]+", "_", request.deck_name).strip("_") or "study_cards"
         csv_column.download_button("Download CSV for Anki", csv_text, file_name=f"{name}.csv", mime="text/csv")
         apkg_column.download_button("Download Anki package (.apkg)", package, file_name=f"{name}.apkg",
                                     mime="application/octet-stream")

@@ -135,20 +135,20 @@ def test_csv_basic_headers_rows_escaping_tags_and_guids():
     header, rows = parse_csv(cards_to_csv(BASIC, "Biology", "basic", ["Cell Biology", "exam 1", "cell biology"]))
     assert header == [
         "#separator:Comma", "#html:true", "#notetype:Basic", "#deck:Biology",
-        "#columns:Front,Back,Tags,GUID", "#tags column:3", "#guid column:4",
+        "#columns:Front,Back,Tags,GUID,Deck", "#tags column:3", "#guid column:4", "#deck column:5",
     ]
     assert rows == [
         ["a &lt; b &amp; &quot;c&quot;, d<br>second line", "it&#x27;s &lt;b&gt;bold&lt;/b&gt;?",
-         "cell_biology exam_1", note_guid("Biology", TRICKY)],
-        ["Capital of France?", "Paris", "cell_biology exam_1", note_guid("Biology", "Capital of France?")],
+         "cell_biology exam_1", note_guid("Biology", TRICKY), "Biology"],
+        ["Capital of France?", "Paris", "cell_biology exam_1", note_guid("Biology", "Capital of France?"), "Biology"],
     ]
 
 
 def test_csv_cloze_headers_keep_markers():
     header, rows = parse_csv(cards_to_csv(CLOZE, "Biology", "cloze", []))
-    assert "#notetype:Cloze" in header and "#columns:Text,Back Extra,Tags,GUID" in header
+    assert "#notetype:Cloze" in header and "#columns:Text,Back Extra,Tags,GUID,Deck" in header
     assert rows[0] == ["The {{c1::mitochondria}} is the {{c2::powerhouse}}.", "Biology 101", "",
-                       note_guid("Biology", CLOZE[0].front)]
+                       note_guid("Biology", CLOZE[0].front), "Biology"]
     assert rows[1][:2] == ["{{c1::H2O}} is water", ""]
 
 
@@ -156,15 +156,16 @@ def test_csv_deck_name_cannot_break_the_header():
     text = cards_to_csv(BASIC, "  Bio\n#notetype:Cloze\r\nlogy #1\u2028x ", "basic", [])
     header, rows = parse_csv(text)
     assert header[3] == "#deck:Bio #notetype:Cloze logy #1 x"
-    assert len(header) == 7 and header[2] == "#notetype:Basic" and len(rows) == 2
+    assert len(header) == 8 and header[2] == "#notetype:Basic" and len(rows) == 2
     assert rows[0][3] == note_guid("Bio #notetype:Cloze logy #1 x", TRICKY)
+    assert rows[0][4] == "Bio #notetype:Cloze logy #1 x"
 
 
 def test_csv_rows_never_start_with_a_comment_marker():
     # Anki's CSV reader skips every line starting with "#", also after the header.
     text = cards_to_csv([Card("# of legs on a spider?", "8")], "Zoo", "basic", [])
-    data_lines = text.splitlines()[7:]
-    assert data_lines == [f'"# of legs on a spider?","8","","{note_guid("Zoo", "# of legs on a spider?")}"']
+    data_lines = text.splitlines()[8:]
+    assert data_lines == [f'"# of legs on a spider?","8","","{note_guid("Zoo", "# of legs on a spider?")}","Zoo"']
 
 
 # --- .apkg -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from core.llm import (
     LAB_REPO,
     CardModel,
     ModelError,
+    ModelSlot,
     bundled_choice,
     bundled_path,
     hub_choice,
@@ -68,3 +69,16 @@ def test_the_model_counts_tokens_and_streams_progress():
     seen = []
     result = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, on_token=seen.append)
     assert result.text and result.tokens == len(seen) == seen[-1] <= 8
+
+
+def test_one_model_per_process_replaced_only_when_idle(tmp_path):
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(bundled_path().read_bytes())
+    slot = ModelSlot()
+    first = slot.get(bundled_path())
+    assert slot.get(bundled_path()) is first  # loaded once
+    with first.lock:  # another session is generating
+        with pytest.raises(ModelError, match="another session is generating with SmolLM2"):
+            slot.get(copy)
+    second = slot.get(copy)
+    assert second is not first and slot.model is second and second.path == copy
