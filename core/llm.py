@@ -128,7 +128,8 @@ def resolve_model(choice: ModelChoice) -> ResolvedModel:
             path = Path(hf_hub_download(repo_id=choice.repo, filename=choice.filename))
         except Exception as exc:  # offline, 404, auth, network: all mean "not from the Hub now"
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return _bundled_fallback(f"Could not fetch {choice.repo}/{choice.filename} from the Hub ({first_line[:160]})")
+            reason = first_line if len(first_line) <= 160 else first_line[:159].rstrip() + "…"
+            return _bundled_fallback(f"Could not fetch {choice.repo}/{choice.filename} from the Hub ({reason})")
         check_gguf(path)
         return ResolvedModel(path, choice)
     if choice.kind == "bundled":
