@@ -285,10 +285,14 @@ class CardResult:
         return line
 
 
+def _prompt_tokens(model: Any, messages: list[dict[str, str]]) -> int:
+    """Tokens a chat takes, with a margin for the template's role headers."""
+    return sum(model.count_tokens(m["content"]) for m in messages) + 32
+
+
 def prompt_room(model: Any, request: CardRequest) -> tuple[int, int]:
     """Tokens the notes take and tokens the context leaves for them after the prompt and reply."""
-    frame = build_messages(dataclasses.replace(request, notes="."), request.count)
-    overhead = sum(model.count_tokens(m["content"]) for m in frame) + 32
+    overhead = _prompt_tokens(model, build_messages(dataclasses.replace(request, notes="."), request.count))
     available = model.context - overhead - TOKENS_PER_CARD[request.card_type] * request.count
     return model.count_tokens(request.notes), available
 
@@ -314,7 +318,7 @@ def check_notes_fit(model: Any, request: CardRequest) -> None:
 
 def fitting_fronts(model: Any, request: CardRequest, count: int, fronts: list[str], max_tokens: int) -> list[str]:
     """The most recent fronts to list as "do not repeat" that still leave room for the reply."""
-    base = sum(model.count_tokens(m["content"]) for m in build_messages(request, count)) + 32
+    base = _prompt_tokens(model, build_messages(request, count))
     room = model.context - max_tokens - base
     kept: list[str] = []
     for front in reversed(fronts):

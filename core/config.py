@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -138,7 +138,7 @@ def with_resolved_paths(config: RunConfig) -> RunConfig:
     return dataclasses.replace(
         config,
         dataset=stable(config.dataset),
-        base_model=stable(config.base_model) if is_local_model(config.base_model) else config.base_model,
+        base_model=stable(config.base_model),
         chat_template=stable(config.chat_template) if config.chat_template.endswith(".jinja") else config.chat_template,
     )
 

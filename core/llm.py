@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from core.errors import first_line
 from core.runs import list_runs
 
 LAB_REPO = "dnagard/PEFT-optimization"
@@ -127,8 +128,8 @@ def resolve_model(choice: ModelChoice) -> ResolvedModel:
 
             path = Path(hf_hub_download(repo_id=choice.repo, filename=choice.filename))
         except Exception as exc:  # offline, 404, auth, network: all mean "not from the Hub now"
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            reason = first_line if len(first_line) <= 160 else first_line[:159].rstrip() + "…"
+            line = first_line(exc) or type(exc).__name__
+            reason = line if len(line) <= 160 else line[:159].rstrip() + "…"
             return _bundled_fallback(f"Could not fetch {choice.repo}/{choice.filename} from the Hub ({reason})")
         check_gguf(path)
         return ResolvedModel(path, choice)

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.backends import named_template
 from core.config import RunConfig
+from core.errors import describe
 from core.installed import package_version
 from core.tiny import TINY_MODEL_ID
 
@@ -64,7 +65,7 @@ def _unsloth_import_error() -> str | None:
     try:
         import unsloth  # noqa: F401
     except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return describe(exc)
     return None
 
 

@@ -32,6 +32,12 @@ class Preset:
         return {**default_config(), **self.settings}
 
 
+def lab_settings(split: str, max_steps: int, rank: int = 16, base_model: str = LAB_1B, **extra: Any) -> dict[str, Any]:
+    """A lab experiment's settings: FineTome-100k, a 4-bit Llama 3.2, LoRA alpha equal to r."""
+    return {"base_model": base_model, "dataset": LAB_DATASET, "split": split, "max_steps": max_steps,
+            "lora_r": rank, "lora_alpha": rank, **extra}
+
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -56,37 +62,37 @@ PRESETS: dict[str, Preset] = {
             "pipeline_test",
             "Experiment 1: pipeline test",
             "64 samples of FineTome-100k, one step: data loading, formatting, LoRA and saving work.",
-            {"split": "train[:64]", "max_steps": 1, "warmup_steps": 0, "base_model": LAB_1B, "dataset": LAB_DATASET},
+            lab_settings("train[:64]", 1, warmup_steps=0),
         ),
         Preset(
             "smoke",
             "Experiment 2: smoke test",
             "10k samples, 50 steps, a checkpoint every 10 steps: the full pipeline on a realistic slice.",
-            {"split": "train[:10000]", "max_steps": 50, "save_steps": 10, "base_model": LAB_1B, "dataset": LAB_DATASET},
+            lab_settings("train[:10000]", 50, save_steps=10),
         ),
         Preset(
             "t1_baseline",
             "T1: fine-tuned baseline (1B, r=16, 10k, 600 steps)",
             "The lab's baseline_1B_r16_10k_600steps.",
-            {"split": "train[:10000]", "max_steps": 600, "lora_r": 16, "lora_alpha": 16, "base_model": LAB_1B},
+            lab_settings("train[:10000]", 600),
         ),
         Preset(
             "t2_model_centric",
             "T2: model-centric (1B, r=64, 10k, 600 steps)",
             "The lab's model_centric_1B_r64_10k_600steps: a higher-rank adapter.",
-            {"split": "train[:10000]", "max_steps": 600, "lora_r": 64, "lora_alpha": 64, "base_model": LAB_1B},
+            lab_settings("train[:10000]", 600, rank=64),
         ),
         Preset(
             "t3_data_centric",
             "T3: data-centric (1B, r=64, 30k, 600 steps)",
             "The lab's data_centric_1B_r64_30k_600steps: three times the data.",
-            {"split": "train[:30000]", "max_steps": 600, "lora_r": 64, "lora_alpha": 64, "base_model": LAB_1B},
+            lab_settings("train[:30000]", 600, rank=64),
         ),
         Preset(
             "t4_3b",
             "T4: larger model (3B, r=64, 30k, 400 steps)",
             "The lab's model2_3B_r64_30k_400steps: the 3B base model.",
-            {"split": "train[:30000]", "max_steps": 400, "lora_r": 64, "lora_alpha": 64, "base_model": LAB_3B},
+            lab_settings("train[:30000]", 400, rank=64, base_model=LAB_3B),
         ),
     )
 }

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.config import ConfigError, RunConfig, parse_config
+from core.errors import describe
 from core.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from core.installed import package_version
 from core.processes import job_alive, job_identity
@@ -31,6 +32,7 @@ from core.runs import (
     checkpoint_step,
     latest_checkpoint,
     now_iso,
+    Run,
     read_run_folder,
     remove_incomplete_checkpoints,
     update_status,
@@ -66,8 +68,7 @@ class StopRequest:
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and first line, with a hint for out-of-memory."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    line = describe(exc)
     if "out of memory" in line.lower():
         line += " (try a smaller batch_size or max_seq_length, or load_in_4bit=true)"
     return line[:500]
@@ -84,7 +85,11 @@ def log_tail(run_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 def check_trainable(run_path: Path, *, resume: bool) -> RunConfig:
     """The run's config if it may be trained (or resumed) now; TrainingError saying why not."""
-    run = read_run_folder(run_path)
+    return trainable_config(read_run_folder(run_path), resume=resume)
+
+
+def trainable_config(run: Run, *, resume: bool) -> RunConfig:
+    """`run`'s config if it may be trained (or resumed) now; TrainingError saying why not."""
     if run.broken:
         raise TrainingError(f"run {run.name} is broken: {'; '.join(run.problems)}")
     if run.imported:
@@ -297,19 +302,18 @@ def train_run(run_path: Path, *, resume: bool = False) -> str:
     """
     lock = _lock_run(run_path)
     try:
-        config = check_trainable(run_path, resume=resume)
-        return _run_locked(run_path, config, resume)
+        run = read_run_folder(run_path)
+        return _run_locked(run_path, trainable_config(run, resume=resume), run.status, resume)
     finally:
         lock.close()
 
 
-def _run_locked(run_path: Path, config: RunConfig, resume: bool) -> str:
+def _run_locked(run_path: Path, config: RunConfig, previous: dict[str, Any], resume: bool) -> str:
     if not sys.stderr.isatty():  # progress bars would fill train.log with carriage returns
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     removed = remove_incomplete_checkpoints(run_path) if resume else []
     checkpoint = latest_checkpoint(run_path) if resume else None
-    previous = read_run_folder(run_path).status
     handlers, propagate = _start_logging(run_path), JOB_LOG.propagate
     if removed:
         log.info("removed checkpoints a crash left incomplete: %s", ", ".join(removed))

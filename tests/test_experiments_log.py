@@ -11,7 +11,6 @@ from core.experiments_log import (
     LogFormatError,
     export_log,
     import_log,
-    log_row,
     parse_log,
 )
 from core.runs import create_run, initial_status, list_runs, load_run

@@ -1,0 +1,15 @@
+"""Exceptions as the one line a status file, a log or a page shows."""
+
+from __future__ import annotations
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or "" when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def describe(exc: BaseException) -> str:
+    """The exception's type and the first line of its message."""
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
