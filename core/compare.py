@@ -1,0 +1,644 @@
+"""Comparing runs: picks, loss curves, metrics against a baseline, config diff, answers side by side.
+
+Everything the Compare page shows is computed here from run folders (core/runs.py) and the
+evaluation results of core/evaluate.py, as plain data; the page only lays it out. File
+signatures (path, mtime_ns, size) let a caller cache reads and notice when a file changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.files import read_jsonl
+from core.runs import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATUS_FILE, Run
+
+FileKey = tuple[str, int, int]
+
+EVAL_DIR = "eval"
+RATINGS_FILE = "ratings.json"
+CURVE_AXES = {"step": "Step", "tokens_seen": "Tokens seen", "elapsed_s": "Time (s)"}
+MAX_CURVE_POINTS = 500
+MAX_CURVE_RUNS = 10
+MAX_MATRIX_COLUMNS = 8
+MISSING = "—"
+# Not training choices: where an imported run came from and the free-text note.
+CONFIG_DIFF_IGNORED = ("imported_from", "note")
+MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}
+VARIANT_ORDER = ("adapter", "gguf-", "base")
+
+
+# --- reading, with cache keys -------------------------------------------------------------
+
+
+def file_key(path: Path) -> FileKey | None:
+    """(path, mtime_ns, size) of a file: a cache key that changes with the file; None when absent."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (str(path), info.st_mtime_ns, info.st_size)
+
+
+def root_signature(root: Path) -> tuple[tuple[str, tuple[FileKey | None, ...]], ...]:
+    """The keys of every folder's config, status and metrics under `root`.
+
+    It changes whenever core.runs.list_runs(root) would read something different, so a
+    cache of list_runs keyed by it is never stale. An unreadable root signs as empty.
+    """
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return ()
+    return tuple(
+        (entry.name, tuple(file_key(Path(entry.path, name)) for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)))
+        for entry in entries
+        if entry.is_dir()
+    )
+
+
+def eval_signature(run_path: Path) -> tuple[FileKey | None, ...]:
+    """The keys of a run's eval/*.jsonl files and of its ratings.json."""
+    try:
+        results = sorted(entry.path for entry in os.scandir(run_path / EVAL_DIR) if entry.name.endswith(".jsonl"))
+    except OSError:
+        results = []
+    return (*(file_key(Path(path)) for path in results), file_key(run_path / RATINGS_FILE))
+
+
+def _number(value: Any) -> float | None:
+    """A finite number as float, else None (booleans, text and NaN are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+# --- loss curves ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A run's logged training loss, one point per step in step order.
+
+    When a step was logged twice (a resumed run repeats the steps after its checkpoint),
+    the later record wins. Unknown tokens or times are NaN. `skipped` counts lines of
+    events.jsonl that were unreadable or had no step or loss.
+    """
+
+    step: np.ndarray
+    loss: np.ndarray
+    tokens_seen: np.ndarray
+    elapsed_s: np.ndarray
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+def read_curve(events_path: Path) -> Curve:
+    """Read a run's events.jsonl into a Curve; a missing file gives an empty one."""
+    records, skipped = read_jsonl(events_path)
+    by_step: dict[float, tuple[float, float, float]] = {}
+    for record in records:
+        step, loss = _number(record.get("step")), _number(record.get("loss"))
+        if step is None or loss is None:
+            skipped += 1
+            continue
+        tokens, elapsed = _number(record.get("tokens_seen")), _number(record.get("elapsed_s"))
+        by_step[step] = (loss, math.nan if tokens is None else tokens, math.nan if elapsed is None else elapsed)
+    steps = sorted(by_step)
+    values = np.array([by_step[step] for step in steps], dtype=float).reshape(-1, 3)
+    return Curve(np.array(steps, dtype=float), values[:, 0], values[:, 1], values[:, 2], skipped)
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0.
+
+    smoothed[i] = sum(weight**k * values[i-k]) / sum(weight**k) over k = 0..i, which is what
+    TensorBoard computes as `last = last * weight + (1 - weight) * value; last / (1 - weight**(i+1))`.
+    `weight` is in [0, 1); 0 returns the values unchanged.
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), not {weight}")
+    values = np.asarray(values, dtype=float)
+    if weight == 0 or len(values) < 2:
+        return values.copy()
+    return pd.Series(values).ewm(alpha=1 - weight, adjust=True).mean().to_numpy()
+
+
+def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_points` points of a curve, in order, that keep its shape.
+
+    The points are cut into equal buckets; each keeps its lowest and its highest point, so
+    spikes survive. The first and the last point are always kept.
+    """
+    count = len(x)
+    if count <= max_points:
+        return x, y
+    size = math.ceil(count / max(1, (max_points - 2) // 2))
+    buckets = math.ceil(count / size)
+    padded = np.concatenate([y, np.full(buckets * size - count, y[-1])]).reshape(buckets, size)
+    starts = np.arange(buckets) * size
+    keep = np.concatenate([starts + padded.argmin(axis=1), starts + padded.argmax(axis=1), [0, count - 1]])
+    keep = np.unique(np.minimum(keep, count - 1))
+    return x[keep], y[keep]
+
+
+def curve_points(
+    curve: Curve, axis: str, weight: float, max_points: int = MAX_CURVE_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, smoothed loss) points to plot against `axis` (a CURVE_AXES key).
+
+    Points without an x value are left out; so is the whole curve when a time or token
+    axis was never recorded (all zero). Smoothing runs before downsampling.
+    """
+    x = getattr(curve, axis)
+    known = np.isfinite(x)
+    if axis != "step" and not np.any(x[known] > 0):
+        known[:] = False
+    x, loss = x[known], curve.loss[known]
+    return downsample(x, smooth(loss, weight), max_points)
+
+
+# --- picking runs ---------------------------------------------------------------------------
+
+
+def selectable_runs(runs: Iterable[Run]) -> list[Run]:
+    """The runs that can be compared: every readable one, in the given order."""
+    return [run for run in runs if not run.broken]
+
+
+def default_runs(runs: Iterable[Run]) -> list[str]:
+    """The runs picked by default: every completed one, imported (seed) runs included."""
+    return [run.name for run in runs if not run.broken and run.state == "completed"]
+
+
+def default_baseline(runs: Sequence[Run]) -> str | None:
+    """The default baseline among the picked runs: one named like a baseline, else the oldest."""
+    if not runs:
+        return None
+    named = [run for run in runs if "baseline" in run.name.lower()]
+    if named:
+        return named[0].name
+    return min(runs, key=lambda run: (str(run.status.get("created_at") or ""), run.name)).name
+
+
+def default_curve_runs(names_with_curves: Sequence[str], baseline: str | None, limit: int = MAX_CURVE_RUNS) -> list[str]:
+    """The runs drawn in the curve chart by default: the baseline first, then the others in order, at most `limit`."""
+    ordered = ([baseline] if baseline in names_with_curves else []) + [n for n in names_with_curves if n != baseline]
+    return ordered[:limit]
+
+
+# --- metrics against a baseline -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number of metrics.json shown in the comparison; `better` is "lower", "higher" or None."""
+
+    key: str
+    label: str
+    better: str | None
+    digits: int
+    memory: bool = False
+
+
+METRICS = (
+    Metric("train_loss", "Train loss (mean)", "lower", 4),
+    Metric("final_loss", "Final loss", "lower", 4),
+    Metric("train_runtime_s", "Runtime (s)", "lower", 1),
+    Metric("tokens_per_s", "Tokens/s", "higher", 1),
+    Metric("peak_memory_gb", "Peak memory (GB)", "lower", 3, memory=True),
+    Metric("lora_memory_gb", "LoRA memory (GB)", "lower", 3, memory=True),
+    Metric("steps", "Steps", None, 0),
+)
+METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
+
+
+def metric_value(run: Run, key: str) -> float | None:
+    """The run's value of a METRICS key; steps fall back to the status of an imported run."""
+    value = _number(run.metrics.get(key))
+    if value is None and key == "steps":
+        value = _number(run.status.get("step")) if run.state == "completed" else None
+    return value
+
+
+def memory_measure(run: Run) -> str | None:
+    """What the run's memory figures measure: "GPU reserved", "CPU RSS" or None when unknown."""
+    return MEMORY_MEASURES.get(str(run.metrics.get("memory_measure")))
+
+
+def device_share(run: Run, key: str) -> float | None:
+    """A GPU memory metric as % of the device's memory, where the run recorded that memory."""
+    value, device = metric_value(run, key), _number(run.metrics.get("device_memory_gb"))
+    if value is None or not device or device <= 0 or run.metrics.get("memory_measure") != "cuda_reserved":
+        return None
+    return 100 * value / device
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A value against the baseline's.
+
+    `verdict` is one of "baseline", "better", "worse", "same", "changed" (no better
+    direction), "missing" (a value is unknown) or "not comparable" (memory measured
+    differently: GPU reserved against CPU RSS).
+    """
+
+    verdict: str
+    difference: float | None = None
+    percent: float | None = None
+
+    def text(self, digits: int) -> str:
+        """The delta as the tables show it: an arrow, the difference and the relative change."""
+        if self.difference is None:
+            return {"baseline": "baseline", "not comparable": "not comparable"}.get(self.verdict, MISSING)
+        if self.verdict == "same":
+            return "= 0"
+        arrow = "▲" if self.difference > 0 else "▼"
+        percent = "" if self.percent is None else f" ({self.percent:+.1f}%)"
+        return f"{arrow} {self.difference:+.{digits}f}{percent}"
+
+
+def delta(metric: Metric, value: float | None, base: float | None, *, comparable: bool = True) -> Delta:
+    """Compare `value` with the baseline's `base`: the difference, % of the base, and which is better.
+
+    Differences below the metric's shown precision count as the same.
+    """
+    if value is None or base is None:
+        return Delta("missing")
+    if not comparable:
+        return Delta("not comparable")
+    difference = value - base
+    percent = 100 * difference / abs(base) if base else None
+    if abs(difference) < 0.5 * 10 ** -metric.digits:
+        return Delta("same", 0.0, 0.0 if base else None)
+    if metric.better is None:
+        verdict = "changed"
+    else:
+        verdict = "better" if (difference < 0) == (metric.better == "lower") else "worse"
+    return Delta(verdict, difference, percent)
+
+
+@dataclass(frozen=True)
+class MetricsRow:
+    """One run's metrics and their deltas against the baseline."""
+
+    run: str
+    measure: str | None
+    values: dict[str, float | None]
+    deltas: dict[str, Delta]
+    peak_share: float | None
+
+
+def metrics_rows(runs: Sequence[Run], baseline: str | None) -> list[MetricsRow]:
+    """A row per run with every METRICS value and its delta against the `baseline` run."""
+    base = next((run for run in runs if run.name == baseline), None)
+    rows = []
+    for run in runs:
+        values = {metric.key: metric_value(run, metric.key) for metric in METRICS}
+        deltas = {}
+        for metric in METRICS:
+            if base is None:
+                deltas[metric.key] = Delta("missing")
+            elif run is base:
+                deltas[metric.key] = Delta("baseline")
+            else:
+                comparable = not metric.memory or memory_measure(run) == memory_measure(base)
+                deltas[metric.key] = delta(metric, values[metric.key], metric_value(base, metric.key), comparable=comparable)
+        rows.append(MetricsRow(run.name, memory_measure(run), values, deltas, device_share(run, "peak_memory_gb")))
+    return rows
+
+
+def delta_column(metric: Metric) -> str:
+    """The metrics table's column name of a metric's delta."""
+    return f"Δ {metric.label}"
+
+
+def metrics_frame(rows: Sequence[MetricsRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics table (values and delta texts) and, cell for cell, each delta's verdict ("" elsewhere)."""
+    table: list[dict[str, Any]] = []
+    verdicts: list[dict[str, str]] = []
+    for row in rows:
+        cells: dict[str, Any] = {"Run": row.run, "Memory measure": row.measure or MISSING}
+        marks: dict[str, str] = {"Run": "", "Memory measure": ""}
+        for metric in METRICS:
+            cells[metric.label] = row.values[metric.key]
+            cells[delta_column(metric)] = row.deltas[metric.key].text(metric.digits)
+            marks[metric.label], marks[delta_column(metric)] = "", row.deltas[metric.key].verdict
+        cells["Peak % of device"] = row.peak_share
+        marks["Peak % of device"] = ""
+        table.append(cells)
+        verdicts.append(marks)
+    return pd.DataFrame(table), pd.DataFrame(verdicts)
+
+
+# --- config diff ----------------------------------------------------------------------------
+
+
+def _config_text(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def config_diff(runs: Sequence[Run]) -> pd.DataFrame:
+    """The config fields whose values differ between `runs`: a row per run, a column per field.
+
+    A field a run does not have counts as a difference (shown as "—"); where a run was
+    imported from and its note are not compared (CONFIG_DIFF_IGNORED).
+    """
+    fields: list[str] = []
+    for run in runs:
+        fields += [key for key in run.config if key not in fields and key not in CONFIG_DIFF_IGNORED]
+    differing = [
+        key for key in fields
+        if len({json.dumps(run.config.get(key), sort_keys=True, default=str) for run in runs}) > 1
+    ]
+    frame = pd.DataFrame(
+        [{key: _config_text(run.config.get(key)) for key in differing} for run in runs],
+        index=pd.Index([run.name for run in runs], name="Run"),
+        columns=differing,
+    )
+    return frame
+
+
+# --- the prompt x run matrix ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One answering model in the matrix: a run's variant (adapter, base, gguf-<file>)."""
+
+    run: str
+    variant: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.run} · {self.variant}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One answer: its checks, latency and a person's rating."""
+
+    answer: str
+    passed: bool | None
+    checks: tuple[dict[str, Any], ...]
+    latency_s: float | None
+    new_tokens: float | None
+    rating: int | None
+    note: str
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [str(check.get("name")) for check in self.checks if check.get("passed") is False]
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One prompt and the answers of every column that answered it."""
+
+    prompt_set: str
+    prompt_id: str
+    prompt: str
+    cells: dict[Column, Cell]
+
+    @property
+    def disagrees(self) -> bool:
+        """True when the columns that answered differ in pass/fail."""
+        return len({cell.passed for cell in self.cells.values() if cell.passed is not None}) > 1
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Prompts (rows) by answering columns."""
+
+    columns: tuple[Column, ...]
+    prompts: tuple[PromptRow, ...]
+
+    def pass_counts(self) -> dict[Column, tuple[int, int]]:
+        """Per column: answers that passed every check, and answers given."""
+        counts = {}
+        for column in self.columns:
+            cells = [row.cells[column] for row in self.prompts if column in row.cells]
+            counts[column] = (sum(cell.passed is True for cell in cells), len(cells))
+        return counts
+
+    def disagreements(self) -> Matrix:
+        """The same matrix with only the prompts whose answers differ in pass/fail."""
+        return Matrix(self.columns, tuple(row for row in self.prompts if row.disagrees))
+
+
+def _variant_rank(variant: str) -> tuple[int, str]:
+    rank = next((i for i, prefix in enumerate(VARIANT_ORDER) if variant.startswith(prefix)), len(VARIANT_ORDER))
+    return rank, variant
+
+
+def matrix_columns(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[Column]:
+    """Every (run, variant) with results: runs in the given order, adapter then GGUF files then base."""
+    return [
+        Column(run, variant)
+        for run, variants in results.items()
+        for variant in sorted(variants, key=_variant_rank)
+        if variants[variant]
+    ]
+
+
+def prompt_sets(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[str]:
+    """The prompt sets answered in `results`, in order of first appearance."""
+    names = (str(row.get("prompt_set")) for variants in results.values() for rows in variants.values() for row in rows)
+    return list(dict.fromkeys(names))
+
+
+def default_matrix_columns(columns: Sequence[Column], baseline: str | None, limit: int = MAX_MATRIX_COLUMNS) -> list[Column]:
+    """The columns shown by default: the baseline's first, then the others in order, at most `limit`."""
+    ordered = [c for c in columns if c.run == baseline] + [c for c in columns if c.run != baseline]
+    return ordered[:limit]
+
+
+def _rating(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5 else None
+
+
+def build_matrix(
+    results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
+    ratings: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    columns: Sequence[Column],
+    prompt_set: str | None,
+) -> Matrix:
+    """The prompt x column matrix of one prompt set.
+
+    `results` maps run -> variant -> eval rows (core.evaluate.load_eval_results per run),
+    `ratings` maps run -> variant -> prompt id -> {"rating", "note"} (core.evaluate.load_ratings).
+    Prompts come in the order the results list them.
+    """
+    prompts: dict[str, dict[str, Any]] = {}
+    cells: dict[str, dict[Column, Cell]] = {}
+    for column in columns:
+        rated = ratings.get(column.run, {}).get(column.variant, {})
+        for row in results.get(column.run, {}).get(column.variant, ()):
+            prompt_id = row.get("prompt_id")
+            if not isinstance(prompt_id, str) or (prompt_set is not None and row.get("prompt_set") != prompt_set):
+                continue
+            prompts.setdefault(prompt_id, row)
+            checks = tuple(check for check in row.get("checks") or () if isinstance(check, dict))
+            rating = rated.get(prompt_id) if isinstance(rated.get(prompt_id), dict) else {}
+            passed = row.get("passed")
+            cells.setdefault(prompt_id, {})[column] = Cell(
+                answer=str(row.get("answer") or ""),
+                passed=passed if isinstance(passed, bool) else None,
+                checks=checks,
+                latency_s=_number(row.get("latency_s")),
+                new_tokens=_number(row.get("new_tokens")),
+                rating=_rating(rating.get("rating")),
+                note=str(rating.get("note") or ""),
+            )
+    rows = tuple(
+        PromptRow(str(first.get("prompt_set")), prompt_id, str(first.get("prompt") or ""), cells[prompt_id])
+        for prompt_id, first in prompts.items()
+    )
+    return Matrix(tuple(columns), rows)
+
+
+def cell_summary(cell: Cell | None) -> str:
+    """A matrix cell in one short line: pass mark, failed checks, latency."""
+    if cell is None:
+        return MISSING
+    mark = {True: "✅", False: "❌", None: "❔"}[cell.passed]
+    failed = f" {', '.join(cell.failed_checks)}" if cell.failed_checks else ""
+    latency = f" · {cell.latency_s:.1f} s" if cell.latency_s is not None else ""
+    return f"{mark}{failed}{latency}"
+
+
+def matrix_frame(matrix: Matrix) -> pd.DataFrame:
+    """The matrix as a table: a row per prompt, a column per answering column, cells as cell_summary."""
+    return pd.DataFrame(
+        [
+            {"Prompt": row.prompt_id, **{c.label: cell_summary(row.cells.get(c)) for c in matrix.columns}}
+            for row in matrix.prompts
+        ],
+        columns=["Prompt", *(c.label for c in matrix.columns)],
+    )
+
+
+def pass_counts_frame(matrix: Matrix) -> pd.DataFrame:
+    """Per column: run, variant, prompts passed, answered, and the pass rate in %."""
+    return pd.DataFrame(
+        [
+            {"Run": c.run, "Variant": c.variant, "Passed": passed, "Answered": answered,
+             "Pass rate (%)": round(100 * passed / answered, 1) if answered else None}
+            for c, (passed, answered) in matrix.pass_counts().items()
+        ],
+        columns=["Run", "Variant", "Passed", "Answered", "Pass rate (%)"],
+    )
+
+
+# --- exports --------------------------------------------------------------------------------
+
+ANSWER_COLUMNS = (
+    "run", "variant", "prompt_set", "prompt_id", "prompt", "passed", "failed_checks",
+    "latency_s", "new_tokens", "rating", "note", "answer",
+)
+
+
+def answers_csv(matrix: Matrix) -> str:
+    """Every answer of the matrix as CSV, one row per prompt and column (ANSWER_COLUMNS)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ANSWER_COLUMNS)
+    for row in matrix.prompts:
+        for column in matrix.columns:
+            cell = row.cells.get(column)
+            if cell is None:
+                continue
+            writer.writerow([
+                column.run, column.variant, row.prompt_set, row.prompt_id, row.prompt,
+                "" if cell.passed is None else str(cell.passed).lower(), ";".join(cell.failed_checks),
+                "" if cell.latency_s is None else cell.latency_s,
+                "" if cell.new_tokens is None else int(cell.new_tokens),
+                "" if cell.rating is None else cell.rating, cell.note, cell.answer,
+            ])
+    return buffer.getvalue()
+
+
+def _markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """A pandas table as a Markdown (GitHub) table; pipes and line breaks in cells are escaped."""
+    if index:
+        frame = frame.reset_index()
+    lines = [
+        "| " + " | ".join(_markdown_cell(c) for c in frame.columns) + " |",
+        "|" + "---|" * len(frame.columns),
+    ]
+    lines += ["| " + " | ".join(_markdown_cell(v) for v in values) + " |" for values in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _report_metrics(rows: Sequence[MetricsRow]) -> pd.DataFrame:
+    table = []
+    for row in rows:
+        cells: dict[str, Any] = {"Run": row.run, "Memory": row.measure}
+        for metric in METRICS:
+            value, change = row.values[metric.key], row.deltas[metric.key]
+            text = MISSING if value is None else f"{value:.{metric.digits}f}"
+            if change.difference is not None and change.verdict != "same":
+                text += f" {change.text(metric.digits)}" + (f" {change.verdict}" if metric.better else "")
+            elif change.verdict == "not comparable":
+                text += " (not comparable)"
+            cells[metric.label] = text
+        table.append(cells)
+    return pd.DataFrame(table)
+
+
+def markdown_report(
+    runs: Sequence[Run],
+    baseline: str | None,
+    matrix: Matrix | None,
+    broken: Sequence[Run] = (),
+    generated_at: str = "",
+) -> str:
+    """The comparison as a Markdown document: metrics with deltas, config diff, check summary."""
+    parts = [
+        "# Run comparison",
+        f"{len(runs)} run(s){', baseline **' + baseline + '**' if baseline else ''}"
+        f"{', generated ' + generated_at if generated_at else ''}.",
+        "## Metrics",
+        "Against the baseline: lower loss, runtime and memory are better, higher tokens/s is better. "
+        "Memory is GPU reserved memory, or the process's resident memory (CPU RSS) for runs on a CPU; "
+        "the two are not compared.",
+        markdown_table(_report_metrics(metrics_rows(runs, baseline))),
+        "## Config differences",
+    ]
+    diff = config_diff(runs)
+    parts.append(markdown_table(diff, index=True) if len(diff.columns) else "The runs' configs do not differ.")
+    parts.append("## Checks")
+    if matrix is None or not matrix.prompts:
+        parts.append("No evaluation results for these runs.")
+    else:
+        parts.append(markdown_table(pass_counts_frame(matrix)))
+        disagreeing = sum(row.disagrees for row in matrix.prompts)
+        parts.append(f"### Per prompt ({disagreeing} of {len(matrix.prompts)} prompts with differing results)")
+        parts.append(markdown_table(matrix_frame(matrix)))
+    if broken:
+        parts.append("## Runs that could not be read")
+        parts.append("\n".join(f"- **{run.name}**: {'; '.join(run.problems)}" for run in broken))
+    return "\n\n".join(parts) + "\n"
