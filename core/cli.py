@@ -21,7 +21,9 @@ from core.config import (
     resolve_local_file,
     with_resolved_paths,
 )
+from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job
 from core.plan import PlanError
+from core.processes import job_identity
 from core.training import TrainingError
 from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
@@ -36,6 +38,7 @@ from core.runs import (
     list_runs,
     load_run,
     run_summary,
+    update_status,
     validate_run_name,
 )
 from core.seed import import_seed_runs
@@ -226,11 +229,33 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if creating:
         create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
-    state = train_run(path, resume=args.resume)
+
+    def queued(holder: str) -> None:
+        update_status(path, state="queued", waiting_for=holder, **job_identity())
+        print(f"waiting for {holder} to finish (one job at a time per machine)", file=sys.stderr, flush=True)
+
+    with job_slot(f"training {name}", queued):
+        state = train_run(path, resume=args.resume)
     status = load_run(root, name).status
     if state == "failed":
         raise CommandError(f"training {name} failed: {status.get('error')} (see {path / TRAIN_LOG})")
     print(f"{name}: {state} at step {status.get('step')}/{status.get('max_steps')}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    root = runs_root(args.runs_dir)
+    path = load_run(root, args.name).path
+    try:
+        view = request_stop(path, args.job)
+    except JobError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"asked the {args.job} job of {args.name} (pid {view.pid}) to stop", file=sys.stderr)
+    if args.wait:
+        view = wait_for_job(path, args.job, args.wait)
+        if view.active:
+            raise CommandError(f"the {args.job} job of {args.name} is still {view.state} after {args.wait:g} s")
+        print(f"{args.name}: {args.job} job {view.state}")
     return 0
 
 
@@ -325,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.set_defaults(handler=_train)
 
+    stop = commands.add_parser(
+        "stop", help="stop a run's job (training saves a checkpoint first)",
+        description="Send the job a stop request (SIGTERM). Training saves a checkpoint at its current step and ends "
+        "stopped, to be resumed with train NAME --resume. A job that has not stopped 30 s after the request is "
+        "killed the next time its run is looked at.",
+    )
+    stop.add_argument("name", help="run name")
+    stop.add_argument("--job", choices=JOB_KINDS, default="train", help="which job of the run (default: train)")
+    stop.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the job to end")
+    stop.set_defaults(handler=_stop)
+
     cards = commands.add_parser(
         "cards", help="make study cards from a topic or notes and write them for Anki",
         description="Generate flashcards with a GGUF model on the CPU and write them as an Anki CSV and/or .apkg.",
@@ -351,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, OSError, ValueError) as exc:
+    except JobStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 1
+    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, JobError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
