@@ -1,0 +1,370 @@
+"""The automatic checks on answers that must pass and answers that must fail.
+
+The answers are written the way small instruct models answer the lab's prompts (intro and
+closing lines, Markdown bold and headings, nested bullets). The code checks run the answers'
+code in the real sandbox.
+"""
+
+import json
+
+import pytest
+
+from core.checks import (
+    CHECK_TYPES,
+    CheckSpecError,
+    check_answer,
+    count_items,
+    extract_code,
+    leakage_check,
+    run_check,
+    section_items,
+    validate_check,
+)
+from core.paths import DATA_DIR
+
+LAB = {p["id"]: p for p in json.loads((DATA_DIR / "eval_prompts.json").read_text(encoding="utf-8"))["prompts"]}
+
+
+def results(prompt_id: str, answer: str) -> dict[str, tuple[bool, str]]:
+    prompt = LAB[prompt_id]
+    return {r.name: (r.passed, r.detail) for r in check_answer(prompt["checks"], answer, prompt["prompt"])}
+
+
+def all_pass(prompt_id: str, answer: str) -> bool:
+    found = results(prompt_id, answer)
+    assert all(passed for passed, _ in found.values()), found
+    return True
+
+
+def failing(prompt_id: str, answer: str) -> dict[str, str]:
+    return {name: detail for name, (passed, detail) in results(prompt_id, answer).items() if not passed}
+
+
+VPN_GOOD = (
+    "A VPN (Virtual Private Network) creates an encrypted tunnel between your device and a server run by the "
+    "VPN provider. Your internet traffic travels through this tunnel, so anyone on the local network, such as "
+    "your ISP or someone on public Wi-Fi, sees only scrambled data, and the websites you visit see the VPN "
+    "server's IP address instead of yours."
+)
+
+
+def test_vpn_one_short_paragraph():
+    assert all_pass("vpn", VPN_GOOD)
+    assert set(failing("vpn", VPN_GOOD + "\n\nIn summary, a VPN keeps you private online.")) == {"paragraphs"}
+    assert failing("vpn", "A VPN hides you.") == {"words": "4 words, wanted 20-150"}
+    assert set(failing("vpn", " ".join([VPN_GOOD] * 3))) == {"words"}
+    assert failing("vpn", "")["words"] == "0 words, wanted 20-150 (empty answer)"
+
+
+ML_THREE = """Here are three key differences between supervised and unsupervised learning:
+
+1. **Labeled data**: Supervised learning trains on labeled examples, while unsupervised learning works with
+   unlabeled data.
+   - Supervised: input-output pairs
+   - Unsupervised: inputs only
+2. **Goal**: Supervised learning predicts an output; unsupervised learning finds structure such as clusters.
+3. **Evaluation**: Supervised models are scored against known answers; unsupervised results are harder to judge.
+
+In short, the presence of labels is the main difference."""
+
+
+def test_three_differences_count_top_level_items_only():
+    assert all_pass("ml_differences", ML_THREE)
+    four = ML_THREE.replace("In short", "4. **Algorithms**: regression versus k-means.\n\nIn short")
+    assert failing("ml_differences", four) == {"items": "4 items, wanted exactly 3 (numbered items)"}
+    assert failing("ml_differences", "Supervised learning uses labels.")["items"].startswith("0 items")
+
+
+@pytest.mark.parametrize("answer", [
+    "Differences:\n- Labels: yes vs no\n- Goal: predict vs discover\n- Feedback: direct vs none\nHope this helps!",
+    "Differences:\n* Labels\n* Goal\n* Feedback",
+    "• Labels\n• Goal\n• Feedback",
+    "1) Labels\n2) Goal\n3) Feedback",
+    "### 1. Labels\nText.\n### 2. Goal\nText.\n### 3. Feedback\nText.",
+    "**1. Labels** text\n**2. Goal** text\n**3. Feedback** text",
+    "| Aspect | Supervised | Unsupervised |\n|---|---|---|\n| Labels | yes | no |\n| Goal | predict | discover |\n"
+    "| Feedback | direct | none |",
+    "First, supervised learning uses labels. Second, it predicts outputs. Third, it gets direct feedback.",
+])
+def test_list_styles_are_counted(answer):
+    assert count_items(answer)[0] == 3, count_items(answer)
+
+
+def test_numbers_in_text_and_code_are_not_items():
+    assert count_items("1.5 GB of memory is used.\nIt costs 2) dollars")[0] == 0
+    assert count_items("```python\n# 1. not an item\n- x\n```\nNo list here.")[0] == 0
+
+
+EMAIL = """Here is a polite email you can send:
+
+Subject: Request for Feedback on My Interview
+
+Dear Ms. Johnson,
+
+Thank you for the opportunity to interview for the Data Analyst position last week. I enjoyed learning about
+the team. I would be grateful for any feedback you could share on my interview, as I am keen to improve.
+
+Thank you for your time and consideration.
+
+Best regards,
+Alex Smith
+alex.smith@example.com
+
+Feel free to adjust the details."""
+
+
+def test_email_greeting_and_sign_off():
+    assert all_pass("feedback_email", EMAIL)
+    body = "I would like feedback on my interview. Please let me know what I could improve."
+    assert set(failing("feedback_email", body)) == {"greeting", "sign_off"}
+    assert set(failing("feedback_email", "Hi Sam,\n\n" + body)) == {"sign_off"}
+    assert set(failing("feedback_email", body + "\n\nSincerely,\n[Your Name]")) == {"greeting"}
+
+
+PASTA = """Here's a simple garlic pasta recipe that uses only 5 ingredients:
+
+**Ingredients:**
+
+- 200 g spaghetti
+- 3 cloves garlic, sliced
+- 4 tbsp olive oil
+- 1/2 tsp red pepper flakes
+- Grated parmesan
+
+**Instructions:**
+
+1. Boil the spaghetti in salted water until al dente.
+2. Warm the oil and fry the garlic and pepper flakes for 1 minute.
+3. Toss the pasta in the oil and top with parmesan.
+
+Enjoy your meal!"""
+
+
+def test_pasta_at_most_five_ingredients():
+    assert all_pass("pasta_recipe", PASTA)
+    six = PASTA.replace("- Grated parmesan", "- Grated parmesan\n- Fresh parsley")
+    assert failing("pasta_recipe", six) == {"ingredients": "6 items, wanted 1-5 under 'Ingredients:'"}
+    assert all_pass("pasta_recipe", "Ingredients: spaghetti, garlic, olive oil, chili flakes and parmesan.\n"
+                                    "Cook the pasta and toss it with the rest.")
+    assert all_pass("pasta_recipe", "You will need:\n200 g penne\n1 jar tomato sauce\nBasil\n\nBoil and mix.")
+    assert failing("pasta_recipe", "Boil pasta, add sauce, eat.") == {
+        "ingredients": "no heading naming ingredients / ingredient / you will need / you'll need"}
+
+
+@pytest.mark.parametrize("answer", [
+    "Kaffet är för varmt för att dricka.",
+    'The Swedish translation is: "Kaffet är för varmt för att dricka."',
+    "Here is the translation:\n\nKAFFET ÄR FÖR VARMT FÖR ATT DRICKA!\n\n(Literally: the coffee is too hot to drink.)",
+    "Kaffet är för varmt att dricka.",  # a dropped word: close enough (similarity 0.94)
+])
+def test_swedish_translations_that_pass(answer):
+    assert all_pass("swedish", answer)
+
+
+@pytest.mark.parametrize("answer", [
+    "Kaffen er for varm til å drikke.",  # Norwegian
+    "The coffee is too hot to drink.",
+    "Te är för kallt för att äta.",
+    "",
+])
+def test_wrong_translations_fail(answer):
+    assert set(failing("swedish", answer)) == {"translation"}
+
+
+def test_translation_records_its_similarity():
+    spec = LAB["swedish"]["checks"][0]
+    exact = run_check(spec, "Kaffet är för varmt för att dricka.")
+    close = run_check(spec, "Kaffet är för varmt att dricka.")
+    wrong = run_check(spec, "Kaffen er for varm til å drikke.")
+    assert exact.score == 1.0 and exact.detail == "matches the reference"
+    assert 0.85 <= close.score < 1.0 and wrong.score < 0.85
+    assert "similarity" in wrong.detail and wrong.as_dict()["score"] == wrong.score
+
+
+RENEWABLE = """Here are two advantages and two disadvantages of renewable energy:
+
+**Advantages:**
+
+1. **Sustainability:** Renewable sources such as sun and wind will not run out.
+2. **Lower emissions:** They produce little or no greenhouse gas while generating power.
+
+**Disadvantages:**
+
+1. **Intermittency:** Solar and wind depend on the weather, so storage is needed.
+2. **High upfront cost:** Building solar farms and wind turbines is expensive.
+
+Overall, the benefits outweigh the drawbacks for most countries."""
+
+
+def test_two_advantages_and_two_disadvantages():
+    assert all_pass("renewable", RENEWABLE)
+    nested = ("1. Advantages:\n   - Clean\n   - Renewable\n2. Disadvantages:\n   - Intermittent\n   - Costly\n")
+    assert all_pass("renewable", nested)
+    three_cons = RENEWABLE.replace("\n\nOverall", "\n3. **Land use:** Large areas are needed.\n\nOverall")
+    assert set(failing("renewable", three_cons)) == {"disadvantages"}
+    only_pros = RENEWABLE.split("**Disadvantages:**")[0]
+    assert set(failing("renewable", only_pros)) == {"disadvantages"}
+
+
+def test_advantages_heading_does_not_match_disadvantages():
+    heading, count = section_items("Disadvantages:\n- a\n- b\n- c", ["advantages"])
+    assert (heading, count) == (None, 0)
+
+
+REVERSE_GOOD = """Here is a short Python function that reverses a string:
+
+```python
+def reverse_string(s: str) -> str:
+    \"\"\"Return the string reversed.\"\"\"
+    return s[::-1]
+
+print(reverse_string("hello"))  # olleh
+```
+
+This uses slicing with a step of -1."""
+
+
+def test_reverse_function_runs_in_the_sandbox():
+    assert all_pass("reverse_string", REVERSE_GOOD)
+    bare = "def reverse(text):\n    return ''.join(reversed(text))\n\nThis joins the reversed characters."
+    assert all_pass("reverse_string", bare)
+    loop = "```python\ndef rev(s):\n    out = ''\n    for c in s:\n        out = c + out\n    return out\n```"
+    assert all_pass("reverse_string", loop)
+
+
+def test_wrong_or_dangerous_code_fails(tmp_path):
+    wrong = "```python\ndef reverse_string(s):\n    return s[1:][::-1]\n```"
+    assert failing("reverse_string", wrong) == {
+        "python_function": "wrong output: reverse_string('abc') returned 'cb', expected 'cba'"}
+    words = "```python\ndef reverse_words(s):\n    return ' '.join(s.split()[::-1])\n```"
+    assert failing("reverse_string", words) == {
+        "python_function": "wrong output: reverse_words('abc') returned 'abc', expected 'cba'"}
+
+    forever = "```python\ndef reverse_string(s):\n    while True:\n        pass\n```"
+    spec = {**LAB["reverse_string"]["checks"][0], "timeout_s": 1}
+    result = run_check(spec, forever)
+    assert not result.passed and ("timed out" in result.detail or "CPU time" in result.detail), result.detail
+
+    sentinel = tmp_path / "keep.txt"
+    sentinel.write_text("still here")
+    deleting = f"```python\nimport os\ndef reverse_string(s):\n    os.remove({str(sentinel)!r})\n    return s[::-1]\n```"
+    result = run_check(spec, deleting)
+    assert not result.passed and result.detail.startswith("refused: os.remove outside the sandbox"), result.detail
+    assert sentinel.read_text() == "still here"
+
+    assert failing("reverse_string", "Use s[::-1] to reverse a string.") == {
+        "python_function": "no Python code in the answer"}
+
+
+def test_code_extraction():
+    assert extract_code(REVERSE_GOOD).startswith("def reverse_string(s: str) -> str:")
+    assert extract_code("```\ndef f(s):\n    return s[::-1]\n```") == "def f(s):\n    return s[::-1]"
+    truncated = "```python\ndef f(s):\n    return s[::-1]"  # cut off by max_new_tokens
+    assert extract_code(truncated) == "def f(s):\n    return s[::-1]"
+    bare = "Sure.\ndef f(s):\n\n    return s[::-1]\nThat is all."
+    assert extract_code(bare) == "def f(s):\n\n    return s[::-1]"
+    assert extract_code("No code here.") is None
+
+
+def test_study_tips_is_a_list():
+    tips = "Here are some tips:\n\n* Start early\n* Make a schedule\n* Sleep well\n* Practise old exams\n\nGood luck!"
+    assert all_pass("study_tips", tips)
+    assert set(failing("study_tips", "Study hard and sleep well before the exam.")) == {"items"}
+
+
+def test_overfitting_analogy_length():
+    analogy = ("Overfitting is like a student who memorizes the answers to last year's exam instead of learning the "
+               "subject: they score perfectly on those exact questions but struggle when the questions change. A "
+               "model that overfits has learned its training data, noise included, and fails on new data.")
+    assert all_pass("overfitting", analogy)
+    assert set(failing("overfitting", "")) == {"words"}
+    assert set(failing("overfitting", "word " * 300)) == {"words"}
+
+
+ADA = """Ada Lovelace (1815-1852) was an English mathematician and writer. Here are three key points:
+
+1. **First programmer**: She wrote what is considered the first algorithm meant for a machine.
+2. **Analytical Engine**: She worked with Charles Babbage on his proposed general-purpose computer.
+3. **Vision**: She foresaw that computers could do more than calculate, such as compose music.
+
+She is celebrated every year on Ada Lovelace Day."""
+
+
+def test_ada_lovelace_three_points():
+    assert all_pass("ada_lovelace", ADA)
+    four = ADA.replace("\n\nShe is", "\n4. **Legacy**: the Ada language is named after her.\n\nShe is")
+    assert failing("ada_lovelace", four) == {"items": "4 items, wanted exactly 3 (numbered items)"}
+
+
+LAB_LEAK = ("system\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nuser\n\n"
+            "Explain how a VPN works in one short paragraph.assistant\n\n" + VPN_GOOD)
+
+
+@pytest.mark.parametrize(("answer", "found"), [
+    (LAB_LEAK, "system header text"),
+    ("<|start_header_id|>assistant<|end_header_id|>\n\n" + VPN_GOOD, "template tokens <|start_header_id|>"),
+    (VPN_GOOD + "<|eot_id|>", "template tokens <|eot_id|>"),
+    ("<|begin_of_text|>" + VPN_GOOD, "template tokens <|begin_of_text|>"),
+    ("assistant\n\n" + VPN_GOOD, "role name 'assistant' at line 1"),
+    (VPN_GOOD + "\nuser: thanks", "role name 'user' at line 2"),
+    ("Explain how a VPN works in one short paragraph.\n\n" + VPN_GOOD, "the prompt is echoed"),
+    ("EXPLAIN how a VPN works, in one short paragraph? " + VPN_GOOD, "the prompt is echoed"),
+])
+def test_leakage_is_found(answer, found):
+    result = leakage_check(answer, LAB["vpn"]["prompt"])
+    assert not result.passed and found in result.detail, result.detail
+    assert "leakage" in failing("vpn", answer)
+
+
+def test_the_lab_leak_names_everything():
+    detail = leakage_check(LAB_LEAK, LAB["vpn"]["prompt"]).detail
+    assert "role name 'system' at line 1" in detail and "the prompt is echoed" in detail
+
+
+@pytest.mark.parametrize("prompt_id", sorted(LAB))
+def test_clean_answers_do_not_leak(prompt_id):
+    answers = {"vpn": VPN_GOOD, "ml_differences": ML_THREE, "feedback_email": EMAIL, "pasta_recipe": PASTA,
+               "swedish": "Kaffet är för varmt för att dricka.", "renewable": RENEWABLE,
+               "reverse_string": REVERSE_GOOD, "study_tips": "- Sleep\n- Plan\n- Practise",
+               "overfitting": "Like a student who memorizes the exam answers instead of the subject, an overfit "
+                              "model learns its training data by heart and then fails on anything new.",
+               "ada_lovelace": ADA}
+    assert all_pass(prompt_id, answers[prompt_id])
+    assert leakage_check("System requirements: a user account. The assistant manager agreed.",
+                         LAB["vpn"]["prompt"]).passed
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"type": "wordz"}, "unknown check type 'wordz'; known: paragraphs, words"),
+    ({"type": "leakage"}, "leakage is checked on every answer"),
+    ({"type": "words", "mx": 3}, "words: unknown parameter 'mx' (did you mean max?)"),
+    ({"type": "words", "min": -1}, "words: min must be a whole number >= 0 (got -1)"),
+    ({"type": "words", "min": True}, "words: min must be a whole number >= 0 (got True)"),
+    ({"type": "items", "min": 4, "max": 3}, "items: min (4) is above max (3)"),
+    ({"type": "translation"}, "translation: reference is required"),
+    ({"type": "translation", "reference": "x", "threshold": 1.5}, "threshold must be a number above 0 and at most 1"),
+    ({"type": "section_items", "headings": []}, "headings must be a non-empty list of non-empty strings"),
+    ({"type": "python_function", "cases": [{"args": "abc", "expected": "cba"}]}, "cases 1 must be"),
+    ({"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}], "function": "1x"}, "Python identifier"),
+    ({"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}, {"args": [], "expected": ""}]},
+     "same number of args"),
+    ({"type": "greeting", "name": "bad name"}, "greeting: name must be"),
+    (["words"], "must be a JSON object"),
+])
+def test_bad_check_specs_are_refused_with_the_reason(spec, message):
+    with pytest.raises(CheckSpecError) as error:
+        validate_check(spec)
+    assert message in str(error.value), str(error.value)
+
+
+def test_every_lab_check_is_valid_and_every_type_is_used():
+    used = set()
+    for prompt in LAB.values():
+        for spec in prompt["checks"]:
+            validate_check(spec)
+            used.add(spec["type"])
+    assert used == set(CHECK_TYPES)
+    reverse = LAB["reverse_string"]["checks"][0]["cases"]
+    assert all(case["expected"] == case["args"][0][::-1] for case in reverse)
+    assert {"", "abc"} <= {case["args"][0] for case in reverse}
+    assert any(not case["args"][0].isascii() for case in reverse)
