@@ -1,0 +1,277 @@
+"""Compare: picked runs side by side — loss curves, cost, metrics against a baseline, config diff, answers."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import compare
+from core.compare import CURVE_AXES, Column, Curve, FileKey
+from core.errors import describe
+from core.paths import runs_root
+from core.runs import EVENTS_FILE, Run, list_runs
+from core.seed import prepare_runs_root
+
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
+VERDICT_STYLES = {"better": "color: #1a7f37; font-weight: 600", "worse": "color: #cf222e; font-weight: 600"}
+RSS_PATTERN = "/"
+COLUMNS_PER_ROW = 4
+RATINGS = (None, 1, 2, 3, 4, 5)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_runs(root: str, signature: tuple) -> list[Run]:
+    """list_runs, read again only when some run's config, status or metrics file changes."""
+    return list_runs(Path(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def cached_curve(key: FileKey) -> Curve:
+    """A run's events.jsonl as a curve, read again only when the file changes."""
+    return compare.read_curve(Path(key[0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def cached_evaluation(run_path: str, signature: tuple) -> tuple[dict, dict]:
+    """A run's eval results and ratings, read again only when one of their files changes."""
+    from core.evaluate import load_eval_results, load_ratings
+
+    return load_eval_results(Path(run_path)), load_ratings(Path(run_path))
+
+
+def save_rating(run_path: Path, column: Column, prompt_id: str, key: str) -> None:
+    """Form callback: store the rating and note the person entered (before the page reruns)."""
+    from core.evaluate import save_rating as store
+
+    try:
+        store(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"], st.session_state[f"{key}:note"])
+    except (OSError, ValueError) as exc:
+        st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
+    else:
+        st.session_state["rating_saved"] = f"Saved the rating of {column.label} on {prompt_id}."
+
+
+def bar_chart(names: list[str], values: list[float | None], title: str, colours: dict[str, str]) -> go.Figure | None:
+    """One bar per run that has a value; None when none has."""
+    known = [(name, value) for name, value in zip(names, values) if value is not None]
+    if not known:
+        return None
+    figure = go.Figure(go.Bar(x=[n for n, _ in known], y=[v for _, v in known],
+                              marker_color=[colours[n] for n, _ in known]))
+    figure.update_layout(title=title, height=320, margin=dict(t=40, b=10, l=10, r=10))
+    return figure
+
+
+root = runs_root()
+st.title("Compare runs")
+st.caption("Loss curves, what each run cost, metrics against a baseline, config differences and answers side by side.")
+
+try:
+    prepare_runs_root(root)
+except OSError as exc:
+    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
+try:
+    runs = cached_runs(str(root), compare.root_signature(root))
+except OSError as exc:
+    st.error(f"Cannot read the runs folder {root}: {exc}")
+    runs = []
+
+broken = [run for run in runs if run.broken]
+for run in broken:
+    st.warning(f"**{run.name}** cannot be read and is left out: {'; '.join(run.problems)}")
+candidates = compare.selectable_runs(runs)
+if not candidates:
+    st.info(f"No runs to compare in `{root}`. Train a run, or import an experiments_log.csv on Home.")
+    st.stop()
+
+by_name = {run.name: run for run in candidates}
+picked_names = st.multiselect(
+    "Runs", list(by_name), default=compare.default_runs(candidates),
+    help="Every completed run is picked at first, the lab's recorded runs included.",
+)
+picked = [run for run in candidates if run.name in set(picked_names)]
+if not picked:
+    st.info("Pick at least one run.")
+    st.stop()
+names = [run.name for run in picked]
+baseline = st.selectbox("Baseline", names, index=names.index(compare.default_baseline(picked)),
+                        help="Deltas in the metrics table are against this run.")
+colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
+
+st.subheader("Loss curves")
+curve_keys = {run.name: compare.file_key(run.path / EVENTS_FILE) for run in picked}
+with_curves = [name for name in names if curve_keys[name] is not None]
+without_curves = [name for name in names if curve_keys[name] is None]
+if with_curves:
+    axis_column, smoothing_column = st.columns(2)
+    axis = axis_column.radio("x axis", list(CURVE_AXES), format_func=CURVE_AXES.get, horizontal=True)
+    smoothing = smoothing_column.slider("Smoothing", 0.0, 0.99, 0.6, 0.01,
+                                        help="TensorBoard's exponential moving average, debiased at the start.")
+    charted = with_curves
+    if len(with_curves) > compare.MAX_CURVE_RUNS:
+        st.info(f"{len(with_curves)} picked runs have loss curves; the chart shows {compare.MAX_CURVE_RUNS} of them "
+                "at first (more are hard to tell apart). Choose which below.")
+        charted = st.multiselect("Runs in the chart", with_curves,
+                                 default=compare.default_curve_runs(with_curves, baseline))
+    figure = go.Figure()
+    unplotted, skipped = [], []
+    for name in charted:
+        curve = cached_curve(curve_keys[name])
+        x, y = compare.curve_points(curve, axis, smoothing)
+        if curve.skipped:
+            skipped.append(f"{name} ({curve.skipped})")
+        if not len(x):
+            unplotted.append(name)
+            continue
+        figure.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
+                                    line=dict(color=colours[name], width=3 if name == baseline else 1.5)))
+    if figure.data:
+        figure.update_layout(xaxis_title=CURVE_AXES[axis], yaxis_title="training loss", height=420,
+                             margin=dict(t=10, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.2))
+        st.plotly_chart(figure, key="curves")
+    if unplotted:
+        st.info(f"Nothing to draw against {CURVE_AXES[axis].lower()} for {', '.join(unplotted)}.")
+    if skipped:
+        st.caption(f"Unreadable lines skipped in events.jsonl: {', '.join(skipped)}.")
+if without_curves:
+    st.info(f"No loss curve for {', '.join(without_curves)}: no steps were logged (imported runs, such as "
+            "the lab's, hold final metrics only). They are in the tables and bars below.")
+
+st.subheader("Cost")
+rows = compare.metrics_rows(picked, baseline)
+rss = [row.run for row in rows if row.measure == "CPU RSS"]
+memory = go.Figure()
+for key, label in (("peak_memory_gb", "Peak memory"), ("lora_memory_gb", "LoRA memory")):
+    shown = [row for row in rows if row.values[key] is not None]
+    shares = [compare.device_share(by_name[row.run], key) for row in shown]
+    memory.add_trace(go.Bar(
+        x=[row.run for row in shown], y=[row.values[key] for row in shown], name=label,
+        text=[f"{share:.0f}% of device" if share is not None else "" for share in shares],
+        customdata=[row.measure or "unknown measure" for row in shown],
+        hovertemplate="%{x}<br>%{y:.3f} GB (%{customdata})<br>%{text}<extra>" + label + "</extra>",
+        marker_pattern_shape=[RSS_PATTERN if row.run in rss else "" for row in shown],
+    ))
+if memory.data:
+    memory.update_layout(barmode="group", yaxis_title="GB", height=360, margin=dict(t=10, b=10, l=10, r=10))
+    st.plotly_chart(memory, key="memory")
+if rss:
+    st.caption(f"Hatched: {', '.join(rss)} ran on a CPU; their memory is the process's resident memory (RSS), "
+               "not GPU memory. Bars of GPU runs say what share of the device's memory they took, where it is known.")
+runtime_column, speed_column = st.columns(2)
+for slot, key, title in ((runtime_column, "train_runtime_s", "Runtime (s)"), (speed_column, "tokens_per_s", "Tokens/s")):
+    chart = bar_chart(names, [row.values[key] for row in rows], title, colours)
+    with slot:
+        if chart is None:
+            st.caption(f"No run records {title.lower()}.")
+        else:
+            st.plotly_chart(chart, key=f"bar-{key}")
+
+cost_column, loss_column = st.columns(2)
+cost_key = cost_column.radio("Cost", ["train_runtime_s", "peak_memory_gb"], horizontal=True,
+                             format_func=lambda key: compare.METRIC_BY_KEY[key].label)
+loss_keys = ["final_loss", "train_loss"]
+any_final = any(row.values["final_loss"] is not None for row in rows)
+loss_key = loss_column.radio("Loss", loss_keys, index=0 if any_final else 1, horizontal=True,
+                             format_func=lambda key: compare.METRIC_BY_KEY[key].label,
+                             help="Final loss is the last logged step's; imported runs only have the mean.")
+points = [row for row in rows if row.values[cost_key] is not None and row.values[loss_key] is not None]
+if points:
+    scatter = go.Figure(go.Scatter(
+        x=[row.values[cost_key] for row in points], y=[row.values[loss_key] for row in points],
+        mode="markers+text", text=[row.run for row in points], textposition="top center",
+        marker=dict(size=[16 if row.run == baseline else 11 for row in points],
+                    symbol=["star" if row.run == baseline else "circle" for row in points],
+                    color=[colours[row.run] for row in points]),
+    ))
+    scatter.update_layout(xaxis_title=compare.METRIC_BY_KEY[cost_key].label,
+                          yaxis_title=compare.METRIC_BY_KEY[loss_key].label, height=400,
+                          margin=dict(t=10, b=10, l=10, r=10))
+    st.plotly_chart(scatter, key="scatter")
+missing_points = [row.run for row in rows if row not in points]
+if missing_points:
+    st.caption(f"Not in the scatter (a value is missing): {', '.join(missing_points)}.")
+
+st.subheader("Metrics against the baseline")
+table, verdicts = compare.metrics_frame(rows)
+formats = {metric.label: f"{{:.{metric.digits}f}}" for metric in compare.METRICS}
+styled = (table.style.apply(lambda _: verdicts.map(lambda verdict: VERDICT_STYLES.get(verdict, "")), axis=None)
+          .format({**formats, "Peak % of device": "{:.0f}%"}, na_rep=compare.MISSING))
+st.dataframe(styled, hide_index=True, column_config={"Run": st.column_config.Column(pinned=True)})
+st.caption(f"Against **{baseline}**: ▲/▼ is up or down, green is better and red worse (lower loss, runtime and "
+           "memory, higher tokens/s). CPU RSS memory is not compared with GPU memory.")
+
+st.subheader("Config differences")
+diff = compare.config_diff(picked)
+if diff.columns.empty:
+    st.caption("The picked runs' configs do not differ.")
+else:
+    st.dataframe(diff)
+
+st.subheader("Answers")
+results, ratings = {}, {}
+for run in picked:
+    run_results, run_ratings = cached_evaluation(str(run.path), compare.eval_signature(run.path))
+    if any(run_results.values()):
+        results[run.name], ratings[run.name] = run_results, run_ratings
+matrix = None
+if not results:
+    st.info("No evaluation results for the picked runs yet. Evaluate a run with `python -m core eval RUN` "
+            "(its adapter, its GGUF files or the base model).")
+else:
+    sets = compare.prompt_sets(results)
+    prompt_set = st.selectbox("Prompt set", sets) if len(sets) > 1 else sets[0]
+    columns = compare.matrix_columns(results)
+    chosen = st.multiselect("Answer columns", columns, default=compare.default_matrix_columns(columns, baseline),
+                            format_func=lambda column: column.label, help="One column per run and variant.")
+    matrix = compare.build_matrix(results, ratings, chosen, prompt_set)
+    st.dataframe(compare.pass_counts_frame(matrix), hide_index=True)
+    only_disagreements = st.toggle("Only prompts where the answers disagree",
+                                   help="Prompts where some columns pass every check and others do not.")
+    shown_matrix = matrix.disagreements() if only_disagreements else matrix
+    st.dataframe(compare.matrix_frame(shown_matrix), hide_index=True,
+                 column_config={"Prompt": st.column_config.Column(pinned=True)})
+    if not shown_matrix.prompts:
+        st.info("No prompt where the chosen answers disagree." if only_disagreements else "No answers to show.")
+    else:
+        by_id = {row.prompt_id: row for row in shown_matrix.prompts}
+        prompt_id = st.selectbox("Prompt", list(by_id), format_func=lambda pid: f"{pid}: {by_id[pid].prompt}")
+        row = by_id[prompt_id]
+        st.markdown(f"**{row.prompt}**")
+        if problem := st.session_state.pop("rating_problem", None):
+            st.error(problem)
+        if saved := st.session_state.pop("rating_saved", None):
+            st.success(saved)
+        for start in range(0, len(chosen), COLUMNS_PER_ROW):
+            for column, slot in zip(chosen[start:start + COLUMNS_PER_ROW], st.columns(COLUMNS_PER_ROW)):
+                cell = row.cells.get(column)
+                with slot:
+                    st.markdown(f"**{column.run}**  \n`{column.variant}`")
+                    if cell is None:
+                        st.caption("No answer to this prompt.")
+                        continue
+                    st.markdown("  \n".join(
+                        f"{'✅' if check.get('passed') else '❌'} {check.get('name')}: {check.get('detail', '')}"
+                        for check in cell.checks
+                    ) or "no checks")
+                    st.code(cell.answer, language=None, wrap_lines=True)
+                    latency = f"{cell.latency_s:.2f} s" if cell.latency_s is not None else "latency unknown"
+                    tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""
+                    st.caption(latency + tokens)
+                    key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}"
+                    with st.form(key, border=False):
+                        st.selectbox("Rating", RATINGS, index=RATINGS.index(cell.rating), key=f"{key}:rating",
+                                     format_func=lambda value: "not rated" if value is None else "★" * value)
+                        st.text_input("Note", value=cell.note, key=f"{key}:note")
+                        st.form_submit_button("Save rating", key=f"{key}:save", on_click=save_rating,
+                                              args=(by_name[column.run].path, column, row.prompt_id, key))
+
+st.subheader("Export")
+stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+report_column, answers_column = st.columns(2)
+report_column.download_button("Download the comparison (Markdown)",
+                              compare.markdown_report(picked, baseline, matrix, broken, stamp),
+                              file_name="comparison.md", mime="text/markdown")
+if matrix is not None:
+    answers_column.download_button("Download the answers (CSV)", compare.answers_csv(matrix),
+                                   file_name="answers.csv", mime="text/csv")
