@@ -34,7 +34,6 @@ MISSING = "—"
 # Not training choices: where an imported run came from and the free-text note.
 CONFIG_DIFF_IGNORED = ("imported_from", "note")
 MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}
-VARIANT_ORDER = ("adapter", "gguf-", "base")
 
 
 # --- reading, with cache keys -------------------------------------------------------------
@@ -443,19 +442,9 @@ class Matrix:
         return Matrix(self.columns, tuple(row for row in self.prompts if row.disagrees))
 
 
-def _variant_rank(variant: str) -> tuple[int, str]:
-    rank = next((i for i, prefix in enumerate(VARIANT_ORDER) if variant.startswith(prefix)), len(VARIANT_ORDER))
-    return rank, variant
-
-
 def matrix_columns(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[Column]:
-    """Every (run, variant) with results: runs in the given order, adapter then GGUF files then base."""
-    return [
-        Column(run, variant)
-        for run, variants in results.items()
-        for variant in sorted(variants, key=_variant_rank)
-        if variants[variant]
-    ]
+    """Every (run, variant) with results, in the given order (load_eval_results lists adapter, GGUF files, base)."""
+    return [Column(run, variant) for run, variants in results.items() for variant, rows in variants.items() if rows]
 
 
 def prompt_sets(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[str]:
