@@ -16,7 +16,6 @@ from core.config import (
     ConfigError,
     RunConfig,
     apply_overrides,
-    default_config,
     parse_config,
     resolve_local_file,
     with_resolved_paths,
@@ -28,7 +27,7 @@ from core.training import TrainingError
 from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
 from core.paths import runs_root
-from core.presets import PRESETS, PresetError, get_preset, overrides_from
+from core.presets import PRESETS, PresetError, get_preset, train_command
 from core.runs import (
     RUN_TABLE_COLUMNS,
     TRAIN_LOG,
@@ -212,13 +211,12 @@ def _train(args: argparse.Namespace) -> int:
     if problem and not args.dry_run:
         raise CommandError(problem)
     if args.dry_run:
-        command = ["python", "-m", "core", *(["--runs-dir", args.runs_dir] if args.runs_dir else []), "train", name]
         if creating:
-            command += ["--preset", args.preset] if args.preset else ["--config", args.config]
-            for assignment in overrides_from(config.to_dict(), {**default_config(), **base}):
-                command += ["--set", assignment]
-        elif args.resume:
-            command.append("--resume")
+            command = train_command(name, config.to_dict(), preset=args.preset, config_file=args.config, base=base,
+                                    runs_dir=args.runs_dir)
+        else:
+            command = ["python", "-m", "core", *(["--runs-dir", args.runs_dir] if args.runs_dir else []), "train", name,
+                       *(["--resume"] if args.resume else [])]
         plan_document = plan.to_dict() if plan else {"error": f"cannot train here: {problem}"}
         print(json.dumps({"run": name, "config": config.to_dict(), "plan": plan_document,
                           "command": shlex.join(command)}, indent=2))

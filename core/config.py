@@ -249,28 +249,38 @@ FILE_CHECKS: dict[str, Any] = {
     "dataset": _check_dataset,
     "chat_template": _check_template,
 }
+WHOLE_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "max_seq_length": (16, 131072),
+    "lora_r": (1, 1024),
+    "lora_alpha": (1, 4096),
+    "batch_size": (1, 1024),
+    "gradient_accumulation_steps": (1, 1024),
+    "warmup_steps": (0, None),
+    "max_steps": (1, 1_000_000),
+    "seed": (0, 2**32 - 1),
+    "save_steps": (1, None),
+    "save_total_limit": (1, 1000),
+    "logging_steps": (1, None),
+}
+"""Bounds of the whole-number fields (None: unbounded); save_total_limit may also be None."""
+NUMBER_BOUNDS: dict[str, tuple[float, float, dict[str, bool]]] = {
+    "lora_dropout": (0.0, 1.0, {"high_open": True}),
+    "learning_rate": (0.0, 1.0, {"low_open": True}),
+    "weight_decay": (0.0, 1.0, {}),
+}
+"""Bounds of the real-number fields, and which ends are open."""
 CHECKS: dict[str, Any] = {
+    **{key: (lambda v, low=low, high=high: _whole(v, low, high)) for key, (low, high) in WHOLE_BOUNDS.items()},
+    **{key: (lambda v, low=low, high=high, open_ends=open_ends: _number(v, low, high, **open_ends))
+       for key, (low, high, open_ends) in NUMBER_BOUNDS.items()},
+    "save_total_limit": lambda v: None if v is None else _whole(v, *WHOLE_BOUNDS["save_total_limit"]),
     "split": _check_split,
-    "max_seq_length": lambda v: _whole(v, 16, 131072),
-    "lora_r": lambda v: _whole(v, 1, 1024),
-    "lora_alpha": lambda v: _whole(v, 1, 4096),
-    "lora_dropout": lambda v: _number(v, 0.0, 1.0, high_open=True),
     "target_modules": _check_modules,
     "use_rslora": _check_bool,
     "load_in_4bit": _check_bool,
-    "batch_size": lambda v: _whole(v, 1, 1024),
-    "gradient_accumulation_steps": lambda v: _whole(v, 1, 1024),
-    "warmup_steps": lambda v: _whole(v, 0, None),
-    "max_steps": lambda v: _whole(v, 1, 1_000_000),
-    "learning_rate": lambda v: _number(v, 0.0, 1.0, low_open=True),
-    "weight_decay": lambda v: _number(v, 0.0, 1.0),
     "lr_scheduler": lambda v: _choice(v, SCHEDULERS),
     "optimizer": lambda v: _choice(v, OPTIMIZERS),
-    "seed": lambda v: _whole(v, 0, 2**32 - 1),
     "packing": _check_bool,
-    "save_steps": lambda v: _whole(v, 1, None),
-    "save_total_limit": lambda v: None if v is None else _whole(v, 1, 1000),
-    "logging_steps": lambda v: _whole(v, 1, None),
     "train_on_responses_only": _check_bool,
     "backend": lambda v: _choice(v, BACKENDS),
     "note": lambda v: _text(v, required=False, limit=2000),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -452,3 +453,17 @@ def active_jobs(run_paths: list[Path]) -> list[tuple[Path, JobView]]:
             if view.active:
                 found.append((path, view))
     return found
+
+
+def delete_run(run_path: Path) -> None:
+    """Delete a run folder; JobError while any of its jobs is queued or running.
+
+    The folder is first renamed to a hidden name, so it leaves the runs list at once and a
+    failure half-way leaves no half-deleted run behind.
+    """
+    busy = [view.kind for kind in JOB_KINDS if (view := job_view(run_path, kind)).active]
+    if busy:
+        raise JobError(f"run {run_path.name} has a {busy[0]} job {job_view(run_path, busy[0]).state}: stop it first")
+    doomed = run_path.with_name(f".deleting-{run_path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(run_path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

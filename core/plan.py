@@ -14,6 +14,7 @@ from core.backends import named_template
 from core.config import RunConfig
 from core.errors import describe
 from core.installed import package_version
+from core.system import Gpu
 from core.tiny import TINY_MODEL_ID
 
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
@@ -90,6 +91,17 @@ def detect_device() -> DeviceFacts:
         unsloth_installed=unsloth,
         unsloth_error=_unsloth_import_error() if unsloth else None,
     )
+
+
+def device_facts_from(gpus: list[Gpu]) -> DeviceFacts:
+    """What a training job here would find, from nvidia-smi and the installed packages, without
+    importing torch (pages use it to show what will run; the job itself asks torch)."""
+    unsloth = package_version("unsloth") is not None
+    if not gpus or package_version("torch") is None:
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    gpu = gpus[0]
+    return DeviceFacts(cuda=True, bf16=(gpu.compute_capability or 0) >= 8.0, gpu_name=gpu.name,
+                       gpu_memory_gb=gpu.memory_gb, unsloth_installed=unsloth)
 
 
 def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:

@@ -6,6 +6,7 @@ write-up is the source of every number here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,61 @@ def format_setting(value: Any) -> str:
 def overrides_from(config: dict[str, Any], base: dict[str, Any]) -> list[str]:
     """The `key=value` assignments that turn `base` into `config`."""
     return [f"{key}={format_setting(value)}" for key, value in config.items() if base.get(key) != value]
+
+
+NAME_PREFIXES = {
+    "cpu_smoke": "smoke_cpu",
+    "pipeline_test": "pipeline",
+    "smoke": "smoke",
+    "t1_baseline": "baseline",
+    "t2_model_centric": "model_centric",
+    "t3_data_centric": "data_centric",
+    "t4_3b": "model2",
+}
+MODEL_SIZE = re.compile(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])")
+SLICE_STOP = re.compile(r"\[[^:\]]*:(\d+)(%?)\]")
+
+
+def _size_label(base_model: str) -> str:
+    if base_model == TINY_MODEL_ID:
+        return "tiny"
+    found = MODEL_SIZE.search(base_model.rsplit("/", 1)[-1])
+    return f"{found.group(1)}B" if found else re.sub(r"[^A-Za-z0-9]+", "-", base_model.rsplit("/", 1)[-1])[:16]
+
+
+def _data_label(split: str) -> str:
+    found = SLICE_STOP.search(split)
+    if not found:
+        return "all"
+    number, percent = int(found.group(1)), found.group(2)
+    if percent:
+        return f"{number}pct"
+    return f"{number // 1000}k" if number >= 1000 and number % 1000 == 0 else str(number)
+
+
+def propose_run_name(config: dict[str, Any], preset: str | None, taken: set[str] = frozenset()) -> str:
+    """A run name that says what the run is, the lab's way (`baseline_1B_r16_10k_600steps`),
+    with `_2`, `_3`, ... added when it is in `taken`."""
+    prefix = NAME_PREFIXES.get(preset or "", "run")
+    name = (f"{prefix}_{_size_label(str(config.get('base_model', '')))}_r{config.get('lora_r')}_"
+            f"{_data_label(str(config.get('split', '')))}_{config.get('max_steps')}steps")
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:60]
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name}_{number}", number + 1
+    return candidate
+
+
+def train_command(name: str, config: dict[str, Any], *, preset: str | None = None, config_file: str | None = None,
+                  base: dict[str, Any] | None = None, runs_dir: str | None = None) -> list[str]:
+    """The `python -m core train` command line that creates and trains this run: the preset
+    (or config file) plus a `--set` for every field that differs from it."""
+    command = ["python", "-m", "core", *(["--runs-dir", runs_dir] if runs_dir else []), "train", name]
+    if preset:
+        command += ["--preset", preset]
+        base = get_preset(preset).config()
+    elif config_file:
+        command += ["--config", config_file]
+    for assignment in overrides_from(config, {**default_config(), **(base or {})}):
+        command += ["--set", assignment]
+    return command

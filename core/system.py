@@ -29,6 +29,7 @@ class Gpu:
 
     name: str
     memory_gb: float
+    compute_capability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,29 @@ class SystemReport:
     capabilities: list[Capability]
 
 
+def _nvidia_smi(query: str) -> str:
+    """nvidia-smi's CSV answer to a --query-gpu, or "" when it fails."""
+    try:
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def detect_gpus() -> list[Gpu]:
     """CUDA GPUs listed by nvidia-smi; empty when there is none or no driver."""
     if shutil.which("nvidia-smi") is None:
         return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
+    out = _nvidia_smi("name,memory.total,compute_cap") or _nvidia_smi("name,memory.total")  # old drivers lack compute_cap
     gpus = []
     for line in out.strip().splitlines():
-        name, _, memory_mib = line.rpartition(",")
+        fields = [field.strip() for field in line.split(",")]
         try:
-            gpus.append(Gpu(name=name.strip(), memory_gb=round(float(memory_mib) / 1024, 1)))
-        except ValueError:
+            capability = float(fields[2]) if len(fields) > 2 else None
+            gpus.append(Gpu(name=fields[0], memory_gb=round(float(fields[1]) / 1024, 1), compute_capability=capability))
+        except (ValueError, IndexError):
             continue
     return gpus
 

@@ -1,0 +1,304 @@
+"""Train: configure a run from a preset, start it as a job, and watch, stop, resume or delete runs."""
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import downsample, read_curve, smooth
+from core.config import (
+    BACKENDS,
+    FIELD_HELP,
+    NUMBER_BOUNDS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    WHOLE_BOUNDS,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    default_config,
+    parse_config,
+    with_resolved_paths,
+)
+from core.estimate import estimate_memory
+from core.files import read_jsonl
+from core.jobs import JobError, delete_run, job_view, request_stop, start_training
+from core.paths import runs_root
+from core.plan import PlanError, device_facts_from, plan_training
+from core.presets import PRESETS, propose_run_name, train_command
+from core.progress import format_duration, training_progress
+from core.runs import (
+    EVENTS_FILE,
+    STATE_ICONS,
+    RunExistsError,
+    RunNameError,
+    create_run,
+    initial_status,
+    latest_checkpoint,
+    list_runs,
+    read_run_folder,
+    validate_run_name,
+)
+from core.system import detect_gpus, training_capability
+
+FIELD_GROUPS = {
+    "Model and data": ("base_model", "dataset", "split", "max_seq_length", "chat_template", "load_in_4bit", "backend"),
+    "LoRA": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"),
+    "Training": ("max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_steps",
+                 "lr_scheduler", "optimizer", "weight_decay", "seed", "packing", "train_on_responses_only"),
+    "Checkpoints and logging": ("save_steps", "save_total_limit", "logging_steps", "note"),
+}
+CHOICES = {"lr_scheduler": SCHEDULERS, "optimizer": OPTIMIZERS, "backend": BACKENDS}
+POLL_SECONDS = 2.0
+VIEWS = ("New run", "Runs")
+
+@st.cache_data(ttl=300, show_spinner=False)
+def gpus() -> list:
+    return detect_gpus()
+
+def key(field: str) -> str:
+    return f"train_field_{field}"
+
+def widget_value(value):
+    """A config value as its widget holds it."""
+    return ", ".join(value) if isinstance(value, (list, tuple)) else value
+
+def fill_form(preset_name: str) -> None:
+    for field, value in PRESETS[preset_name].config().items():
+        st.session_state[key(field)] = widget_value(value)
+
+def on_preset_change() -> None:
+    fill_form(st.session_state["train_preset"])
+
+def field_widget(field: str, problem: str | None) -> None:
+    label, help_text = field.replace("_", " ").capitalize(), FIELD_HELP[field]
+    default = getattr(RunConfig(), field)
+    if field in CHOICES:
+        st.selectbox(label, CHOICES[field], key=key(field), help=help_text)
+    elif isinstance(default, bool):
+        st.checkbox(label, key=key(field), help=help_text)
+    elif field in WHOLE_BOUNDS:
+        low, high = WHOLE_BOUNDS[field]
+        st.number_input(label, min_value=low, max_value=high, step=1, key=key(field), help=help_text,
+                        placeholder="keep all" if field == "save_total_limit" else None)
+    elif field in NUMBER_BOUNDS:
+        low, high, _ = NUMBER_BOUNDS[field]
+        if field == "learning_rate":
+            st.number_input(label, min_value=1e-8, max_value=high, step=1e-5, format="%.1e", key=key(field),
+                            help=help_text)
+        else:
+            st.number_input(label, min_value=low, max_value=0.99 if field == "lora_dropout" else high, step=0.01,
+                            key=key(field), help=help_text)
+    elif field == "note":
+        st.text_area(label, key=key(field), help=help_text, height=68)
+    else:
+        st.text_input(label, key=key(field), help=help_text)
+    if problem:
+        st.error(problem, icon=":material/error:")
+
+def form_document() -> dict:
+    """The config document the form holds, with text fields typed as `--set` types them."""
+    document = {field: st.session_state.get(key(field)) for field in default_config()}
+    text_modules = document.get("target_modules")
+    if isinstance(text_modules, str):
+        document["target_modules"] = apply_overrides({}, [f"target_modules={text_modules}"])["target_modules"]
+    return document
+
+def new_run_form(root, can_train: bool, training_detail: str) -> None:
+    if "train_preset" not in st.session_state:
+        st.session_state["train_preset"] = "t1_baseline" if gpus() else "cpu_smoke"
+        fill_form(st.session_state["train_preset"])
+    preset = st.selectbox("Start from", list(PRESETS), key="train_preset", on_change=on_preset_change,
+                          format_func=lambda name: PRESETS[name].title)
+    st.caption(PRESETS[preset].description)
+
+    document = form_document()
+    try:
+        config, problems = with_resolved_paths(parse_config(document)), {}
+    except ConfigError as exc:
+        config, problems = None, exc.problems
+
+    taken = {path.name for path in root.iterdir()} if root.is_dir() else set()
+    proposal = propose_run_name(document, preset, taken)
+    if st.session_state.get("train_run_name") in (None, "", st.session_state.get("train_name_proposal")):
+        st.session_state["train_run_name"] = proposal
+    st.session_state["train_name_proposal"] = proposal
+    name = st.text_input("Run name", key="train_run_name",
+                         help="1-64 letters, digits, '.', '_' or '-'; proposed from the config until you edit it")
+    try:
+        validate_run_name(name)
+        if name in taken:
+            problems["name"] = f"a run named {name} already exists: pick another name"
+    except RunNameError as exc:
+        problems["name"] = str(exc)
+    if "name" in problems:
+        st.error(problems["name"], icon=":material/error:")
+
+    for group, fields in FIELD_GROUPS.items():
+        with st.expander(group, expanded=group != "Checkpoints and logging"):
+            columns = st.columns(2)
+            for index, field in enumerate(fields):
+                with columns[index % 2]:
+                    field_widget(field, problems.get(field))
+    for field in set(problems) - {"name"} - set(default_config()):
+        st.error(f"{field}: {problems[field]}")
+
+    st.subheader("What will run")
+    plan, plan_problem = None, None
+    if config is not None:
+        try:
+            plan = plan_training(config, device_facts_from(gpus()))
+        except PlanError as exc:
+            plan_problem = str(exc)
+    columns = st.columns(3)
+    if plan:
+        columns[0].metric("Device", plan.device.upper(), help=f"backend {plan.backend}, optimizer {plan.optimizer}, "
+                          f"precision {plan.precision}")
+        columns[1].metric("Backend", plan.backend)
+    estimate = estimate_memory(config) if config else None
+    if estimate:
+        columns[2].metric("Peak GPU memory (estimate)", f"≈ {estimate.peak_gb:.1f} GB",
+                          help=f"weights {estimate.weights_gb:.2f} GB + training {estimate.training_gb:.2f} GB, "
+                          "scaled from the lab's T4 measurements; a rough guide, not a promise")
+    elif config is not None:
+        columns[2].metric("Peak memory (estimate)", "–", help="only the lab's Llama 3.2 1B/3B can be estimated")
+    for warning in plan.warnings if plan else ():
+        st.warning(warning)
+    if plan_problem:
+        st.warning(f"This config cannot run here: {plan_problem}. The command below runs it where it can.")
+    if config is not None and "name" not in problems:
+        st.code(" ".join(train_command(name, config.to_dict(), preset=preset)), language="bash")
+    if not can_train:
+        st.info(f"Training is not available in this installation ({training_detail}). Run the command above on "
+                "a machine with `pip install -r requirements-train.txt` and a GPU; copy its run folder into the "
+                "runs folder to see it here.")
+
+    if st.button("Start training", type="primary", disabled=not can_train):
+        if problems or config is None:
+            st.error("Fix the problems marked above; nothing was created.")
+        elif plan_problem:
+            st.error(f"Cannot train here: {plan_problem}. Nothing was created.")
+        else:
+            try:
+                path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+                start_training(path)
+            except (RunExistsError, RunNameError, JobError, OSError) as exc:
+                st.error(f"Could not start: {exc}")
+            else:
+                st.session_state["train_pending"] = {"view": "Runs", "run": name}
+                st.rerun()
+
+def loss_chart(path, weight: float) -> None:
+    curve = read_curve(path / EVENTS_FILE)
+    if not len(curve):
+        st.caption("The loss chart appears with the first logged step.")
+        return
+    steps, raw = downsample(curve.step, curve.loss)
+    smoothed_steps, smoothed = downsample(curve.step, smooth(curve.loss, weight))
+    frame = pd.concat([pd.Series(raw, index=steps, name="loss"),
+                       pd.Series(smoothed, index=smoothed_steps, name="smoothed")], axis=1)
+    st.line_chart(frame, x_label="step", y_label="loss", height=260)
+
+def run_panel(path, was_active: bool) -> None:
+    run = read_run_folder(path)
+    view = job_view(path, "train")
+    if view.active != was_active:
+        st.rerun()  # start or stop polling
+    state = run.state
+    st.markdown(f"### {STATE_ICONS.get(state, '')} {run.name} · {state}")
+    if view.waiting_for:
+        st.info(f"Queued: waiting for {view.waiting_for} to finish (one job at a time on this machine).")
+    elif state == "queued" and not view.active:
+        st.info("Queued but not started.")
+    if view.stop_requested:
+        st.warning("Stop requested: the job is saving a checkpoint.")
+    if run.broken:
+        st.error("This run folder is broken: " + "; ".join(run.problems))
+        return
+    if view.error or run.status.get("error"):
+        st.error(view.error or run.status.get("error"))
+
+    events, _ = read_jsonl(path / EVENTS_FILE)
+    progress = training_progress(run.status, events, running=view.active and state == "running")
+    st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}")
+    columns = st.columns(4)
+    columns[0].metric("Elapsed", format_duration(progress.elapsed_s))
+    columns[1].metric("ETA", format_duration(progress.eta_s))
+    columns[2].metric("Loss", "–" if progress.loss is None else f"{progress.loss:.4f}")
+    columns[3].metric("Memory", "–" if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
+                      help="GPU reserved memory on a GPU; process RSS on a CPU")
+    weight = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
+    loss_chart(path, weight)
+    with st.expander("Log (last 20 lines)", expanded=state in ("failed", "running", "queued")):
+        st.code("\n".join(view.tail()) or "(no output yet)", language="log")
+
+    actions = st.columns(4)
+    checkpoint = latest_checkpoint(path)
+    if view.active:
+        if actions[0].button("Stop", type="primary", disabled=view.stop_requested):
+            act(lambda: request_stop(path, "train"))
+    elif state in ("stopped", "failed") and not run.imported:
+        label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
+        if actions[0].button(label, type="primary"):
+            act(lambda: start_training(path, resume=True))
+    elif state == "queued":
+        if actions[0].button("Start", type="primary"):
+            act(lambda: start_training(path))
+    if not view.active and actions[3].button("Delete…"):
+        st.session_state["train_confirm_delete"] = run.name
+    if st.session_state.get("train_confirm_delete") == run.name and not view.active:
+        st.warning(f"Delete {run.name} and everything in its folder (checkpoints, adapter, exports)?")
+        confirm, cancel = st.columns(2)
+        if confirm.button(f"Yes, delete {run.name}", type="primary"):
+            st.session_state.pop("train_confirm_delete")
+            act(lambda: delete_run(path))
+        if cancel.button("Cancel"):
+            st.session_state.pop("train_confirm_delete")
+            st.rerun()
+
+    with st.expander("Config"):
+        st.json(run.config, expanded=False)
+    if run.metrics:
+        with st.expander("Metrics"):
+            st.json(run.metrics, expanded=False)
+
+def act(action) -> None:
+    """Run a job action; show why it failed, or rerun the whole page to show its effect."""
+    try:
+        action()
+    except (JobError, OSError) as exc:
+        st.error(str(exc))
+    else:
+        st.rerun()
+
+def runs_view(root) -> None:
+    runs = [run for run in list_runs(root) if not run.imported]
+    if not runs:
+        st.info("No runs trained here yet: start one under **New run**. (Imported runs are on Home and Compare.)")
+        return
+    names = [run.name for run in runs]
+    states = {run.name: run.state for run in runs}
+    if st.session_state.get("train_selected") not in names:
+        st.session_state["train_selected"] = names[0]
+    name = st.selectbox("Run", names, key="train_selected",
+                        format_func=lambda n: f"{STATE_ICONS.get(states[n], '')} {n} · {states[n]}")
+    with st.expander(f"All runs ({len(runs)})"):
+        st.dataframe(pd.DataFrame([{
+            "Run": run.name, "State": f"{STATE_ICONS.get(run.state, '')} {run.state}",
+            "Step": f"{run.status.get('step') or 0}/{run.status.get('max_steps') or '?'}",
+            "Base model": run.config.get("base_model"), "Created": run.status.get("created_at"),
+        } for run in runs]), hide_index=True)
+    path = root / name
+    active = job_view(path, "train").active
+    st.fragment(run_every=POLL_SECONDS if active else None)(run_panel)(path, active)
+
+st.title("Train")
+root = runs_root()
+capability = training_capability(gpus())
+pending = st.session_state.pop("train_pending", None)
+if pending:
+    st.session_state["train_view"] = pending["view"]
+    st.session_state["train_selected"] = pending["run"]
+view_name = st.radio("View", VIEWS, key="train_view", horizontal=True, label_visibility="collapsed")
+if view_name == "New run":
+    new_run_form(root, capability.available, capability.detail)
+else:
+    runs_view(root)

@@ -1,0 +1,141 @@
+"""The Train page through Streamlit's AppTest, starting real training jobs of the tiny Llama.
+
+The jobs are real subprocesses started by the page; the test reruns the page as the live
+view's timer would, and reads what it shows.
+"""
+
+import time
+
+from conftest import PROJECT_DIR
+from streamlit.testing.v1 import AppTest
+
+from core.files import read_json_object
+from core.jobs import job_view
+from core.presets import LAB_1B
+
+
+def open_page() -> AppTest:
+    app = AppTest.from_file(str(PROJECT_DIR / "pages" / "train.py"), default_timeout=30)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def widget(app: AppTest, field: str):
+    return app.session_state[f"train_field_{field}"]
+
+
+def set_field(app: AppTest, kind: str, field: str, value) -> None:
+    getattr(app, kind)(key=f"train_field_{field}").set_value(value)
+
+
+def button(app: AppTest, label: str):
+    return next(b for b in app.button if b.label.startswith(label))
+
+
+def rerun_until(app: AppTest, condition, timeout: float = 120.0) -> None:
+    """Rerun the page (as its live view's timer does) until `condition(app)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        app.run()
+        assert not app.exception, app.exception
+        if condition(app):
+            return
+        assert time.monotonic() < deadline, [m.value for m in app.markdown][:3]
+        time.sleep(0.5)
+
+
+def heading(app: AppTest) -> str:
+    return next(m.value for m in app.markdown if m.value.startswith("### "))
+
+
+def start_smoke_run(app: AppTest, max_steps: int) -> str:
+    set_field(app, "number_input", "max_steps", max_steps)
+    set_field(app, "number_input", "warmup_steps", 0)
+    app.run()
+    name = app.text_input(key="train_run_name").value
+    button(app, "Start training").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.radio(key="train_view").value == "Runs"
+    return name
+
+
+def test_a_preset_fills_the_form_and_shows_what_will_run(runs_root):
+    app = open_page()
+    assert app.selectbox(key="train_preset").value == "cpu_smoke"  # no GPU here
+    assert widget(app, "base_model") == "tiny-llama"
+    app.selectbox(key="train_preset").select("t2_model_centric").run()
+    assert (widget(app, "base_model"), widget(app, "lora_r"), widget(app, "lora_alpha")) == (LAB_1B, 64, 64)
+    assert widget(app, "split") == "train[:10000]" and widget(app, "max_steps") == 600
+    assert app.text_input(key="train_run_name").value == "model_centric_1B_r64_10k_600steps"
+    assert "python -m core train model_centric_1B_r64_10k_600steps --preset t2_model_centric" in app.code[0].value
+    assert any("cannot run here" in w.value and "load_in_4bit" in w.value for w in app.warning)
+    estimate = next(m for m in app.metric if m.label.startswith("Peak GPU memory"))
+    assert estimate.value == "≈ 3.0 GB"  # the lab measured 2.96 GB for this run on a T4
+
+    set_field(app, "number_input", "lora_r", 32)
+    app.run()
+    assert app.text_input(key="train_run_name").value == "model_centric_1B_r32_10k_600steps"
+    assert "--set lora_r=32" in app.code[0].value
+
+
+def test_invalid_input_shows_errors_next_to_fields_and_creates_nothing(runs_root):
+    app = open_page()
+    set_field(app, "text_input", "split", "train[:abc]")
+    set_field(app, "text_input", "dataset", "data/missing.jsonl")
+    app.text_input(key="train_run_name").set_value("bad name!")
+    app.run()
+    errors = [e.value for e in app.error]
+    assert any("not a split" in e for e in errors) and any("no such file: data/missing.jsonl" in e for e in errors)
+    assert any("Invalid run name 'bad name!'" in e for e in errors)
+    button(app, "Start training").click().run()
+    assert "Fix the problems marked above; nothing was created." in [e.value for e in app.error]
+    assert not runs_root.exists() or not any(runs_root.iterdir())
+
+
+def test_a_cpu_smoke_run_starts_as_a_job_and_the_page_follows_it_to_completion(runs_root, tiny_model):
+    app = open_page()
+    name = start_smoke_run(app, max_steps=12)
+    assert job_view(runs_root / name, "train").pid is not None
+    rerun_until(app, lambda a: "completed" in heading(a))
+    assert heading(app) == f"### ✅ {name} · completed"
+    assert app.get("progress")[0].proto.text == "step 12/12"
+    loss = next(m for m in app.metric if m.label == "Loss")
+    events = read_json_object(runs_root / name / "metrics.json")
+    assert float(loss.value) == round(events["final_loss"], 4)
+    assert app.get("vega_lite_chart"), "no loss chart"
+    assert not [b for b in app.button if b.label in ("Stop",) or b.label.startswith("Resume")]
+
+
+def test_stop_ends_a_running_job_stopped_and_resume_continues_it(runs_root, tiny_model):
+    app = open_page()
+    set_field(app, "number_input", "save_steps", 1000)
+    name = start_smoke_run(app, max_steps=45)
+    rerun_until(app, lambda a: (read_json_object(runs_root / name / "status.json").get("step") or 0) >= 3)
+    button(app, "Stop").click().run()
+    rerun_until(app, lambda a: "stopped" in heading(a), timeout=60)
+    stopped_at = read_json_object(runs_root / name / "status.json")["step"]
+    assert button(app, "Resume from").label == f"Resume from checkpoint-{stopped_at}"
+
+    button(app, "Resume from").click().run()
+    rerun_until(app, lambda a: "completed" in heading(a))
+    status = read_json_object(runs_root / name / "status.json")
+    assert (status["step"], status["resumes"]) == (45, 1)
+
+
+def test_delete_asks_first_and_never_touches_a_running_job(runs_root, tiny_model):
+    app = open_page()
+    name = start_smoke_run(app, max_steps=400)
+    rerun_until(app, lambda a: "running" in heading(a))
+    assert not [b for b in app.button if b.label == "Delete…"]  # not while it runs
+    button(app, "Stop").click().run()
+    rerun_until(app, lambda a: "stopped" in heading(a), timeout=60)
+
+    button(app, "Delete…").click().run()
+    assert any(f"Delete {name}" in w.value for w in app.warning)
+    button(app, "Cancel").click().run()
+    assert (runs_root / name).is_dir()
+    button(app, "Delete…").click().run()
+    button(app, f"Yes, delete {name}").click().run()
+    assert not (runs_root / name).exists()
+    assert any("No runs trained here yet" in i.value for i in app.info)
