@@ -20,7 +20,7 @@ from core.config import (
     resolve_local_file,
     with_resolved_paths,
 )
-from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job
+from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job, with_live_states
 from core.plan import PlanError
 from core.processes import job_identity
 from core.training import TrainingError
@@ -75,7 +75,7 @@ def _print_report(report: ImportReport, source: str, root: Path) -> int:
 
 def _runs_list(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
-    summaries = [run_summary(run) for run in list_runs(root)]
+    summaries = [run_summary(run) for run in with_live_states(list_runs(root))]
     if args.json:
         print(json.dumps(summaries, indent=2))
     elif not summaries:
@@ -309,6 +309,46 @@ def _cards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from core.evaluate import check_request, evaluate_run, resolve_prompt_set, summary_line
+    from core.jobs import recorded_job
+
+    root = runs_root(args.runs_dir)
+    run = load_run(root, args.name)
+    prompt_set = resolve_prompt_set(root, args.prompts)
+    check_request(run.path, args.variant, args.max_new_tokens)
+    with recorded_job(run.path, "eval") as job:
+        rows = evaluate_run(run.path, args.variant, prompt_set, args.max_new_tokens, progress=job.stage)
+    print(summary_line(rows))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from core.export import DEFAULT_QUANTS, delete_merged, export_run, file_verdict, validate_quants
+    from core.hub import hub_token, push_export, validate_repo_id
+    from core.inference import check_adapter
+    from core.jobs import recorded_job
+
+    run = load_run(runs_root(args.runs_dir), validate_run_name(args.name))
+    quants = validate_quants(args.quant or list(DEFAULT_QUANTS))
+    check_adapter(run.path)
+    if args.push:
+        validate_repo_id(args.push)
+        hub_token()  # the token is read again by the push: it is never passed around or printed
+    with recorded_job(run.path, "export") as job:
+        document = export_run(run.path, quants, job.stage)
+        hub = push_export(run.path, args.push, say=lambda line: job.stage(line, 0.97)) if args.push else None
+        if args.delete_merged:
+            freed = delete_merged(run.path)
+            job.stage(f"deleted merged/ ({freed / 1e6:.1f} MB)", 1.0)
+    for entry in document["files"]:
+        if entry["quant"] in quants:
+            print(f"{entry['file']}  {entry['size'] / 1e6:.1f} MB  {file_verdict(entry['verification'])}")
+    if hub:
+        print(f"pushed to {hub['url']} (commit {hub['commit']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m core", description="PEFT dashboard command line.")
@@ -376,6 +416,35 @@ def build_parser() -> argparse.ArgumentParser:
     cards.add_argument("--csv", help="write an Anki CSV here")
     cards.add_argument("--apkg", help="write an Anki package here")
     cards.set_defaults(handler=_cards)
+
+    evaluation = commands.add_parser(
+        "eval", help="answer a prompt set with a run's adapter, base model or GGUF, and check the answers",
+        description="Greedy answers to every prompt of a set, checked automatically, written to "
+        "<run>/eval/<variant>.jsonl (an earlier evaluation of the variant is replaced). Exit status 0 when the "
+        "evaluation ran, whatever the checks say.",
+    )
+    evaluation.add_argument("name", help="run name")
+    evaluation.add_argument("--variant", default="adapter",
+                            help="adapter (default), base (the base model alone) or gguf:FILE (a file in the run's "
+                            "gguf/ folder, or a path)")
+    evaluation.add_argument("--prompts", help="a prompt set: lab (default), a saved set's name, or a .json file")
+    evaluation.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
+    evaluation.set_defaults(handler=_eval)
+
+    export = commands.add_parser(
+        "export", help="merge a run's adapter, convert it to GGUF, verify the files and optionally push them",
+        description="Merge the run's LoRA adapter into its base model in 16-bit (merged/), convert it to GGUF with "
+        "llama.cpp's converter (f16, q8_0) or quantizer (k-quants), verify every file against the merged model, and "
+        "record lineage in export.json. --push uploads the adapter, the GGUF files and a model card to the Hugging "
+        "Face Hub with the token in $HF_TOKEN.",
+    )
+    export.add_argument("name", help="run name")
+    export.add_argument("--quant", action="append", default=[], metavar="QUANT",
+                        help="a GGUF type, repeatable: f16, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k "
+                        "(default: q8_0, what the lab shipped)")
+    export.add_argument("--push", metavar="REPO_ID", help="push to this Hub model repo (owner/name), created if missing")
+    export.add_argument("--delete-merged", action="store_true", help="delete merged/ afterwards (the GGUF files stay)")
+    export.set_defaults(handler=_export)
     return parser
 
 

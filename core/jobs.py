@@ -40,6 +40,7 @@ from core.processes import job_alive, job_identity, process_start
 from core.runs import (
     STATUS_FILE,
     TRAIN_LOG,
+    Run,
     now_iso,
     read_run_folder,
     update_status,
@@ -467,3 +468,13 @@ def delete_run(run_path: Path) -> None:
     doomed = run_path.with_name(f".deleting-{run_path.name}-{os.getpid()}-{time.monotonic_ns()}")
     os.rename(run_path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def with_live_states(runs: list[Run]) -> list[Run]:
+    """`runs` with every queued or running training job checked against its process; a job
+    found dead is recorded as ended (see job_view) and its run read again."""
+    return [
+        read_run_folder(run.path) if run.state in ACTIVE_STATES and job_view(run.path, "train").state != run.state
+        else run
+        for run in runs
+    ]

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.experiments_log import LogFormatError, export_log, import_log
+from core.jobs import with_live_states
 from core.paths import runs_root
 from core.runs import RUN_TABLE_COLUMNS, STATE_ICONS, list_runs, run_summary
 from core.seed import prepare_runs_root
@@ -40,7 +41,7 @@ with st.expander("Import or export an experiments_log.csv"):
                     st.warning(f"Skipped {problem}")
 
 try:
-    runs = list_runs(root)
+    runs = with_live_states(list_runs(root))
 except OSError as exc:
     st.error(f"Cannot read the runs folder {root}: {exc}")
     runs = []

@@ -20,7 +20,7 @@ from core.config import (
 )
 from core.estimate import estimate_memory
 from core.files import read_jsonl
-from core.jobs import JobError, delete_run, job_view, request_stop, start_training
+from core.jobs import JobError, delete_run, job_view, request_stop, start_training, with_live_states
 from core.paths import runs_root
 from core.plan import PlanError, device_facts_from, plan_training
 from core.presets import PRESETS, propose_run_name, train_command
@@ -270,7 +270,7 @@ def act(action) -> None:
         st.rerun()
 
 def runs_view(root) -> None:
-    runs = [run for run in list_runs(root) if not run.imported]
+    runs = [run for run in with_live_states(list_runs(root)) if not run.imported]
     if not runs:
         st.info("No runs trained here yet: start one under **New run**. (Imported runs are on Home and Compare.)")
         return

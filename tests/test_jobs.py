@@ -18,8 +18,8 @@ from conftest import PROJECT_DIR
 from core import jobs
 from core.files import read_json_object, write_json_atomic
 from core.presets import get_preset
-from core.processes import process_start
-from core.runs import create_run, initial_status, latest_checkpoint, load_run
+from core.processes import pid_alive, process_start
+from core.runs import create_run, initial_status, latest_checkpoint, list_runs, load_run
 from core.training import LOCK_FILE
 
 
@@ -66,7 +66,9 @@ def test_a_killed_job_is_reported_dead_and_resumes_from_its_checkpoint(runs_root
     pid = jobs.start_training(run)
     wait_until(lambda: latest_checkpoint(run) is not None and step_of(run) >= 4)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not jobs.job_view(run, "train").alive)
+    wait_until(lambda: not pid_alive(pid))
+    assert read_json_object(run / "status.json")["state"] == "running"  # as the dead job left it
+    assert [r.state for r in jobs.with_live_states(list_runs(runs_root))] == ["failed"]
 
     view = jobs.job_view(run, "train")
     assert view.state == "failed" and view.error.startswith("process died"), view.status
