@@ -1,0 +1,538 @@
+"""Export a run: merge its LoRA adapter into the base model in 16-bit, convert the merged model
+to GGUF with llama.cpp's own converter, make k-quants with llama.cpp's quantizer, verify every
+file against the merged model, and record the lineage in `<run>/export.json`.
+
+Layout in the run folder: `merged/` (the merged float16 model with its tokenizer and chat
+template), `gguf/<run>-<quant>.gguf`, `export.json`. Everything is built under a temporary
+name and renamed when whole; a GGUF that fails verification is deleted, never left under its
+final name. The converter and the quantizer run in child processes (their logging, their
+sys.path and a crash in C code stay out of this one). Unsloth's GGUF saver is never used.
+
+Quants: `f16` and `q8_0` come from convert_hf_to_gguf.py; the k-quants from the f16 file
+with `llama_cpp.llama_model_quantize`. Verification: the file loads in llama-cpp, its chat
+template is the run's and its end-of-turn token ends generation, and its greedy answers to
+fixed prompts equal the merged model's in transformers token for token. For f16 and q8_0 this
+is required, except where the answers part at a near-tie: the GGUF's token is among the merged
+model's best and within a small logit distance of its choice (quantization noise can flip such
+a tie; a broken conversion picks tokens far from it). For k-quants the agreement is measured
+and recorded, not required.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core.converter import LLAMA_CPP_DIR_ENV, ConverterLocation, fetch_converter
+from core.files import FileProblem, read_json_object, write_json_atomic
+from core.inference import (
+    END_OF_TURN,
+    Generation,
+    check_adapter,
+    greedy_generate,
+    gguf_greedy_with,
+    load_run_model,
+    render_prompt,
+    run_base_model,
+)
+from core.installed import package_version
+from core.paths import PROJECT_DIR
+from core.runs import ADAPTER_DIR, CONFIG_FILE, STATUS_FILE, now_iso
+from core.tiny import TINY_MODEL_ID
+
+Progress = Callable[[str, "float | None"], None]
+
+EXPORT_FILE = "export.json"
+MERGED_DIR = "merged"
+GGUF_DIR = "gguf"
+MERGED_DTYPE = "float16"  # the lab's merge (fp16 on a T4); f16 GGUF weights are then exactly merged/'s
+CONVERTER_QUANTS = ("f16", "q8_0")
+# k-quants made from the f16 file, with the llama_cpp ftype constant of each.
+K_QUANTS = {
+    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}
+QUANTS = CONVERTER_QUANTS + tuple(K_QUANTS)
+DEFAULT_QUANTS = ("q8_0",)  # what the lab shipped
+EXACT_QUANTS = CONVERTER_QUANTS
+# How far below the merged model's choice (in logits) a token may be for a divergence to count
+# as a near-tie, per quant that must match exactly; the candidates considered are its top ones.
+NEAR_TIE_LOGITS = {"f16": 0.1, "q8_0": 0.5}
+NEAR_TIE_CANDIDATES = 8
+# Bytes per parameter of each file, rounded up, for the free-disk check.
+BYTES_PER_PARAMETER = {"f16": 2.0, "q8_0": 1.1, "q6_k": 0.85, "q5_k_m": 0.75, "q5_k_s": 0.72, "q4_k_m": 0.65,
+                       "q4_k_s": 0.62, "q3_k_m": 0.55, "q2_k": 0.45}
+DISK_MARGIN = 1.1
+DISK_SLACK_BYTES = 64 * 2**20
+# The tiny model's tokenizer is Llama 3's split regex on a locally trained vocabulary: its
+# pre-tokenizer hash is unknown to llama.cpp, and the right pre-tokenizer is Llama 3's.
+PRE_TOKENIZER_OVERRIDES = {TINY_MODEL_ID: "llama-bpe"}
+VERIFY_PROMPTS: tuple[tuple[dict[str, str], ...], ...] = (
+    ({"role": "user", "content": "What colour is the sky?"},),
+    ({"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a fruit."}),
+    ({"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"},
+     {"role": "user", "content": "Explain in one sentence why leaves are green."}),
+)
+VERIFY_TOKENS = 32
+VERIFY_CONTEXT = 1024
+TOOL_TIMEOUT_S = 6 * 3600
+
+
+class ExportError(ValueError):
+    """An export that cannot be done or did not verify; the message says why and what to do."""
+
+
+def validate_quants(quants: list[str]) -> list[str]:
+    """The requested quants, lower-cased, without repeats; ExportError for an unknown one."""
+    chosen: list[str] = []
+    for quant in quants:
+        name = quant.strip().lower()
+        if name not in QUANTS:
+            raise ExportError(f"unknown quant {quant!r}; choose from {', '.join(QUANTS)}")
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise ExportError(f"no quant asked for; choose from {', '.join(QUANTS)}")
+    return chosen
+
+
+def gguf_name(run_name: str, quant: str) -> str:
+    """The file name of a run's GGUF: `<run>-<quant>.gguf`."""
+    return f"{run_name}-{quant}.gguf"
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds `path`."""
+    return shutil.disk_usage(path).free
+
+
+def bytes_needed(parameters: int, quants: list[str]) -> int:
+    """Disk an export of a model of `parameters` needs: the merged model, the GGUF files
+    (and the f16 file that k-quants are made from), with a margin."""
+    files = set(quants) | ({"f16"} if any(q in K_QUANTS for q in quants) else set())
+    per_parameter = 2.0 + sum(BYTES_PER_PARAMETER[q] for q in files)
+    return int(parameters * per_parameter * DISK_MARGIN) + DISK_SLACK_BYTES
+
+
+def check_disk(run_path: Path, parameters: int, quants: list[str]) -> None:
+    """ExportError when the run folder's disk cannot hold the export."""
+    needed = bytes_needed(parameters, quants)
+    free = free_disk_bytes(run_path)
+    if free < needed:
+        raise ExportError(
+            f"not enough free disk for the export: it needs about {needed / 1e9:.2f} GB (a {parameters / 1e6:.1f}M-parameter "
+            f"model in 16-bit plus {', '.join(quants)}), and {run_path} has {free / 1e9:.2f} GB free; free some space "
+            "(delete other runs' merged/ folders) and try again"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's content, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _staging(folder: Path, name: str) -> Path:
+    """A temporary name beside `folder/name` that no reader mistakes for the real thing."""
+    return folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Put the folder `staging` at `target`, replacing what was there."""
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def delete_merged(run_path: Path) -> int:
+    """Delete the run's merged/ model (the GGUF files stay); return the bytes freed."""
+    folder = run_path / MERGED_DIR
+    if not folder.is_dir():
+        return 0
+    size = folder_size(folder)
+    shutil.rmtree(folder)
+    return size
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes taken by the files in `folder`, or 0 when there is none."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def read_export(run_path: Path) -> dict[str, Any] | None:
+    """The run's export.json, or None when it has not been exported (or the file is unreadable)."""
+    try:
+        return read_json_object(run_path / EXPORT_FILE)
+    except FileProblem:
+        return None
+
+
+def converter_record(location: ConverterLocation) -> dict[str, Any]:
+    """Where the converter came from and its version, for export.json."""
+    folder = location.script.parent
+    if os.environ.get(LLAMA_CPP_DIR_ENV):
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        version = f"llama.cpp {done.stdout.strip()}" if done.returncode == 0 else "llama.cpp checkout (no git revision)"
+        source = f"${LLAMA_CPP_DIR_ENV}"
+    else:
+        version = f"llama-cpp-python {package_version('llama_cpp_python')}"
+        source = "llama-cpp-python sdist"
+    return {"source": source, "path": str(folder), "version": version, "explanation": location.explanation}
+
+
+def _run_tool(arguments: list[str], what: str) -> None:
+    """Run `python -c` a tool entry point of this module in a child process; ExportError on failure."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), environment.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", "import sys, core.export as e; e.tool_main(sys.argv[1:])", *arguments],
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=environment)
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        tail = lines[-1] if lines else f"exit status {done.returncode}"
+        sys.stderr.write("".join(f"  | {line}\n" for line in lines[-15:]))
+        raise ExportError(f"{what} failed: {tail}")
+
+
+def tool_main(argv: list[str]) -> None:
+    """Child-process entry point: `convert SCRIPT PRE_TOKENIZER ARGS...` or `quantize SRC DST QUANT`."""
+    if argv[0] == "convert":
+        import runpy
+
+        script, pre_tokenizer, rest = Path(argv[1]), argv[2], argv[3:]
+        # The converter's own gguf-py first: the registry's gguf lacks names it needs.
+        sys.path[:0] = [str(script.parent / "gguf-py"), str(script.parent)]
+        if pre_tokenizer:
+            from conversion.base import TextModel
+
+            TextModel.get_vocab_base_pre = lambda self, tokenizer: pre_tokenizer
+        sys.argv = [str(script), *rest]
+        runpy.run_path(str(script), run_name="__main__")
+    elif argv[0] == "quantize":
+        import llama_cpp
+
+        source, target, quant = argv[1:4]
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, K_QUANTS[quant])
+        params.nthread = os.cpu_count() or 1
+        if llama_cpp.llama_model_quantize(source.encode(), target.encode(), params) != 0:
+            raise SystemExit(f"llama_model_quantize could not make {quant} from {Path(source).name}")
+    else:
+        raise SystemExit(f"unknown tool {argv[0]!r}")
+
+
+def convert(script: Path, merged: Path, outtype: str, target: Path, *, pre_tokenizer: str | None, model_name: str) -> None:
+    """convert_hf_to_gguf.py on the merged model into `target` (f16 or q8_0)."""
+    _run_tool(["convert", str(script), pre_tokenizer or "", str(merged), "--outtype", outtype,
+               "--outfile", str(target), "--model-name", model_name], f"converting to {outtype}")
+    if not target.is_file():
+        raise ExportError(f"converting to {outtype} wrote no file")
+
+
+def quantize(source: Path, target: Path, quant: str) -> None:
+    """A k-quant of the f16 GGUF `source` into `target` with llama.cpp's quantizer."""
+    _run_tool(["quantize", str(source), str(target), quant], f"quantizing to {quant}")
+    if not target.is_file():
+        raise ExportError(f"quantizing to {quant} wrote no file")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The merged model's greedy answer to one verification prompt, with its candidates at each
+    position: token id -> logits below the best, for its top tokens (the stop token included)."""
+
+    messages: tuple[dict[str, str], ...]
+    answer: Generation
+    sequence: list[int]
+    candidates: list[dict[int, float]]
+
+
+def answered_sequence(answer: Generation, stop_id: int) -> list[int]:
+    """An answer's tokens with the stop token that ended it (none when it ran to the token limit)."""
+    return answer.token_ids + ([stop_id] if len(answer.token_ids) < VERIFY_TOKENS else [])
+
+
+def reference_answer(model: Any, tokenizer: Any, messages: tuple[dict[str, str], ...], stop_id: int) -> Reference:
+    """The merged model's greedy answer and, from one forward pass over it, its candidates at each position."""
+    import torch
+
+    answer = greedy_generate(model, tokenizer, list(messages), VERIFY_TOKENS)
+    sequence = answered_sequence(answer, stop_id)
+    prompt = tokenizer(render_prompt(tokenizer, list(messages)), add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + sequence])).logits[0, len(prompt) - 1: len(prompt) - 1 + len(sequence)]
+    candidates = []
+    for row in logits.float():
+        values, ids = row.topk(NEAR_TIE_CANDIDATES)
+        candidates.append({int(i): round(float(values[0] - v), 4) for v, i in zip(values, ids)})
+    return Reference(messages, answer, sequence, candidates)
+
+
+def first_difference(reference: list[int], tokens: list[int]) -> int | None:
+    """The first position where two token sequences differ, or None when they are equal."""
+    for position, (left, right) in enumerate(zip(reference, tokens)):
+        if left != right:
+            return position
+    return None if len(reference) == len(tokens) else min(len(reference), len(tokens))
+
+
+def _agreement(reference: list[int], tokens: list[int]) -> float:
+    """The share of the longer answer that both answers share from the start (1.0 when equal)."""
+    longest = max(len(reference), len(tokens))
+    if longest == 0:
+        return 1.0
+    shared = 0
+    for left, right in zip(reference, tokens):
+        if left != right:
+            break
+        shared += 1
+    return shared / longest
+
+
+def verify_gguf(path: Path, quant: str, references: list[Reference], chat_template: str, end_of_turn: str,
+                special_tokens: list[str]) -> dict[str, Any]:
+    """Check a GGUF file against the merged model's answers; return the verification record."""
+    import llama_cpp
+
+    from core.llm import CardModel, ModelError
+
+    started = time.monotonic()
+    record: dict[str, Any] = {"passed": False, "loads": False, "chat_template": False, "end_of_turn": None,
+                              "exact_required": quant in EXACT_QUANTS, "prompts": len(references), "exact_matches": 0,
+                              "near_ties": 0, "agreement": 0.0, "answers": [], "problems": []}
+    try:
+        model = CardModel(path, context=VERIFY_CONTEXT)
+    except ModelError as exc:
+        record["problems"].append(str(exc))
+        return record
+    record["loads"] = True
+    llama = model.llama
+    stored = llama.metadata.get("tokenizer.chat_template")
+    record["chat_template"] = stored == chat_template
+    if not stored:
+        record["problems"].append("no chat template in the GGUF metadata")
+    elif stored != chat_template:
+        record["problems"].append("the GGUF's chat template differs from the run's")
+    ids = llama.tokenize(end_of_turn.encode("utf-8"), add_bos=False, special=True)
+    if len(ids) == 1 and llama_cpp.llama_vocab_is_eog(llama._model.vocab, ids[0]):
+        record["end_of_turn"] = end_of_turn
+    else:
+        record["problems"].append(f"{end_of_turn} is not an end-of-generation token in the GGUF")
+    agreements, stop_id = [], ids[0] if len(ids) == 1 else -1
+    tolerance = NEAR_TIE_LOGITS.get(quant)
+    for reference in references:
+        answer = gguf_greedy_with(model, list(reference.messages), VERIFY_TOKENS)
+        sequence = answered_sequence(answer, stop_id)
+        position = first_difference(reference.sequence, sequence)
+        gap = None
+        if position is not None and position < min(len(reference.sequence), len(sequence)):
+            gap = reference.candidates[position].get(sequence[position])
+        near_tie = position is not None and gap is not None and tolerance is not None and gap <= tolerance
+        agreements.append(_agreement(reference.answer.token_ids, answer.token_ids))
+        leaks = [token for token in special_tokens if token in answer.text]
+        if leaks:
+            record["problems"].append(f"template text in an answer: {', '.join(leaks)}")
+        record["exact_matches"] += position is None
+        record["near_ties"] += near_tie
+        record["answers"].append({"prompt": reference.messages[-1]["content"], "reference": reference.answer.text,
+                                  "gguf": answer.text, "exact": position is None, "first_difference": position,
+                                  "logit_gap": gap, "near_tie": near_tie, "agreement": round(agreements[-1], 4)})
+    record["agreement"] = round(sum(agreements) / len(agreements), 4) if agreements else 0.0
+    apart = len(references) - record["exact_matches"] - record["near_ties"]
+    if record["exact_required"] and apart:
+        record["problems"].append(
+            f"greedy tokens differ from the merged model's on {apart} of {len(references)} prompts beyond a near-tie "
+            f"(agreement {record['agreement']:.2f})"
+        )
+    record["passed"] = record["loads"] and record["chat_template"] and bool(record["end_of_turn"]) and not record["problems"]
+    record["seconds"] = round(time.monotonic() - started, 3)
+    del model
+    return record
+
+
+def _adapter_record(run_path: Path) -> dict[str, Any]:
+    folder = check_adapter(run_path)
+    weights = next(p for p in sorted(folder.iterdir()) if p.name.startswith("adapter_model."))
+    try:
+        step = read_json_object(run_path / STATUS_FILE).get("step")
+    except FileProblem:
+        step = None
+    return {"path": ADAPTER_DIR, "step": step, "weights": weights.name, "sha256": sha256_file(weights)}
+
+
+def _previous_files(run_path: Path, quants: list[str]) -> list[dict[str, Any]]:
+    """Files of earlier exports that this one does not redo and that are still on disk, unchanged in size."""
+    previous = read_export(run_path) or {}
+    kept = []
+    for entry in previous.get("files") or []:
+        if not isinstance(entry, dict) or entry.get("quant") in quants:
+            continue
+        path = run_path / str(entry.get("file", ""))
+        if path.is_file() and path.stat().st_size == entry.get("size"):
+            kept.append(entry)
+    return kept
+
+
+def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[str, float]) -> tuple[Any, Any, int]:
+    """Load, disk-check and merge; save merged/; return the merged model, tokenizer and parameter count."""
+    started = time.monotonic()
+    progress("loading the base model in 16-bit with the run's adapter", 0.08)
+    model, tokenizer = load_run_model(run_path, adapter=True, merge=False, dtype=MERGED_DTYPE)
+    parameters = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+    check_disk(run_path, parameters, quants)
+    progress("merging the adapter into the base model", 0.15)
+    model = model.merge_and_unload()
+    staging = _staging(run_path, MERGED_DIR)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _replace_folder(staging, run_path / MERGED_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    timings["merge_s"] = round(time.monotonic() - started, 3)
+    return model, tokenizer, parameters
+
+
+def _make_file(quant: str, run_path: Path, script: Path, pre_tokenizer: str | None, f16_source: Callable[[], Path],
+               target: Path) -> str:
+    """Write the GGUF for `quant` at `target`; return how it was made."""
+    if quant in CONVERTER_QUANTS:
+        convert(script, run_path / MERGED_DIR, quant, target, pre_tokenizer=pre_tokenizer, model_name=run_path.name)
+        return "convert_hf_to_gguf"
+    quantize(f16_source(), target, quant)
+    return "llama_model_quantize"
+
+
+def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[str, Any]:
+    """Export the run: merged/, verified GGUF files in gguf/, and export.json; return export.json's document.
+
+    Raises ExportError (or InferenceError, a ValueError too) before any work for an unknown
+    quant, a run without a usable adapter, no converter or too little disk; a file that fails
+    verification is deleted, the others are kept, export.json records all of it (state
+    failed) and ExportError says which failed.
+    """
+    quants = validate_quants(quants)
+    run_path = Path(run_path)
+    adapter = _adapter_record(run_path)
+    config = read_json_object(run_path / CONFIG_FILE)
+    base = str(config.get("base_model"))
+    location = fetch_converter(lambda line: progress(line, 0.02))
+    pre_tokenizer = PRE_TOKENIZER_OVERRIDES.get(base)
+    timings: dict[str, float] = {}
+    model, tokenizer, parameters = _merge(run_path, progress, quants, timings)
+
+    progress("answering the verification prompts with the merged model in transformers", 0.3)
+    started = time.monotonic()
+    model = model.float()  # the merged float16 weights, computed in float32 as llama.cpp does on the CPU
+    end_of_turn = END_OF_TURN if END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
+    stop_id = tokenizer.get_vocab()[end_of_turn]
+    references = [reference_answer(model, tokenizer, messages, stop_id) for messages in VERIFY_PROMPTS]
+    timings["reference_s"] = round(time.monotonic() - started, 3)
+    special_tokens = [token for token in tokenizer.all_special_tokens if token]
+    chat_template = tokenizer.chat_template
+    del model
+    gc.collect()
+
+    folder = run_path / GGUF_DIR
+    folder.mkdir(exist_ok=True)
+    document: dict[str, Any] = {
+        "run": run_path.name, "state": "running", "error": None, "base_model": base,
+        "merged_from": run_base_model(run_path), "adapter": adapter,
+        "merged": {"path": MERGED_DIR, "dtype": MERGED_DTYPE, "parameters": parameters},
+        "converter": {**converter_record(location), "pre_tokenizer_override": pre_tokenizer},
+        "verification": {"prompts": len(VERIFY_PROMPTS), "max_new_tokens": VERIFY_TOKENS,
+                         "exact_required_for": list(EXACT_QUANTS), "near_tie_logits": NEAR_TIE_LOGITS},
+        "files": [], "hub": None, "timings": timings, "created_at": now_iso(),
+    }
+    f16_scratch: list[Path] = []
+
+    def f16_source() -> Path:
+        final = folder / gguf_name(run_path.name, "f16")
+        if "f16" in quants and final.is_file():
+            return final
+        if not f16_scratch:
+            f16_scratch.append(_staging(folder, "f16-for-quantizing"))
+            convert(location.script, run_path / MERGED_DIR, "f16", f16_scratch[0], pre_tokenizer=pre_tokenizer,
+                    model_name=run_path.name)
+        return f16_scratch[0]
+
+    failed = []
+    order = sorted(quants, key=QUANTS.index)  # f16 first: the k-quants are made from it
+    try:
+        for number, quant in enumerate(order):
+            share = 0.35 + 0.6 * number / len(order)
+            name = gguf_name(run_path.name, quant)
+            final, partial = folder / name, _staging(folder, name)
+            try:
+                progress(f"making {name}", share)
+                started = time.monotonic()
+                method = _make_file(quant, run_path, location.script, pre_tokenizer, f16_source, partial)
+                made_s = time.monotonic() - started
+                progress(f"verifying {name} in llama-cpp", share + 0.3 / len(order))
+                verification = verify_gguf(partial, quant, references, chat_template, end_of_turn, special_tokens)
+                entry = {"quant": quant, "file": f"{GGUF_DIR}/{name}", "method": method, "size": partial.stat().st_size,
+                         "sha256": sha256_file(partial), "seconds": round(made_s, 3), "verification": verification}
+                if verification["passed"]:
+                    os.replace(partial, final)
+                else:
+                    final.unlink(missing_ok=True)  # an older file of this quant must not pass for this export's
+                    failed.append(f"{quant} ({'; '.join(verification['problems'])})")
+                    entry["file"] = None
+                document["files"].append(entry)
+            finally:
+                partial.unlink(missing_ok=True)
+    except BaseException as exc:
+        document["state"], document["error"] = "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise
+    else:
+        if failed:
+            document["state"], document["error"] = "failed", "verification failed: " + ", ".join(failed)
+        else:
+            document["state"] = "completed"
+    finally:
+        for scratch in f16_scratch:
+            scratch.unlink(missing_ok=True)
+        document["files"] = _previous_files(run_path, [e["quant"] for e in document["files"]]) + document["files"]
+        document["finished_at"] = now_iso()
+        write_json_atomic(run_path / EXPORT_FILE, document)
+    if failed:
+        raise ExportError(document["error"])
+    progress("export done", 1.0)
+    return document
+
+
+def record_push(run_path: Path, hub: dict[str, Any]) -> dict[str, Any]:
+    """Add the Hub repo and commit of a push to export.json; return the new document."""
+    document = read_json_object(run_path / EXPORT_FILE)
+    document["hub"] = hub
+    write_json_atomic(run_path / EXPORT_FILE, document)
+    return document
+
+
+def file_verdict(verification: dict[str, Any]) -> str:
+    """One line on a file's verification: passed or failed, exact matches, near-ties, agreement."""
+    counts = f"{verification.get('exact_matches', 0)}/{verification.get('prompts', 0)} greedy answers exact"
+    if verification.get("near_ties"):
+        counts += f", {verification['near_ties']} apart at a near-tie"
+    counts += f", token agreement {verification.get('agreement', 0.0):.2f}"
+    if verification.get("passed"):
+        return f"verified ({counts})"
+    return f"FAILED verification: {'; '.join(verification.get('problems') or ['see export.json'])} ({counts})"
