@@ -343,7 +343,7 @@ def _export(args: argparse.Namespace) -> int:
             job.stage(f"deleted merged/ ({freed / 1e6:.1f} MB)", 1.0)
     for entry in document["files"]:
         if entry["quant"] in quants:
-            print(f"{entry['file']}  {entry['size'] / 1e6:.1f} MB  {file_verdict(entry['verification'])}")
+            print(f"{entry['file']}  {entry['size'] / 1e6:.2f} MB  {file_verdict(entry['verification'])}")
     if hub:
         print(f"pushed to {hub['url']} (commit {hub['commit']})")
     return 0
