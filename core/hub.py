@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from core.config import HUB_ID_PATTERN
+from core.config import DATASET_SUFFIXES, HUB_ID_PATTERN
 from core.errors import first_line
 from core.export import EXPORT_FILE, read_export, record_push, sha256_file
 from core.files import FileProblem, read_json_object, read_jsonl
@@ -105,7 +105,10 @@ def eval_summary(run_path: Path) -> dict[str, tuple[int, int]]:
 
 
 def _hub_id(value: object) -> str | None:
-    return value if isinstance(value, str) and HUB_ID_PATTERN.fullmatch(value) else None
+    """`value` when it names a Hub repo (owner/name), not a local file or folder."""
+    if not isinstance(value, str) or not HUB_ID_PATTERN.fullmatch(value) or value.endswith(DATASET_SUFFIXES):
+        return None
+    return None if Path(value).expanduser().exists() else value
 
 
 def _number(value: object, digits: int = 4) -> str:
