@@ -238,8 +238,12 @@ def recorded_job(run_path: Path, kind: str) -> Iterator[JobHandle]:
 # --- launching, watching and stopping ----------------------------------------------------
 
 
-def _launch(run_path: Path, kind: str, arguments: list[str]) -> int:
-    """Start `python -m core --runs-dir ROOT <arguments>` as its own session; return its pid."""
+def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None) -> int:
+    """Start `python -m core --runs-dir ROOT <arguments>` as its own session; return its pid.
+
+    `secrets` (a Hub token, say) reach the job through its environment only: they are in no
+    file, no command line and no log.
+    """
     command = [sys.executable, "-m", "core", "--runs-dir", str(run_path.parent), *arguments]
     log = log_path(run_path, kind)
     (run_path / JOBS_DIR).mkdir(exist_ok=True)
@@ -248,7 +252,7 @@ def _launch(run_path: Path, kind: str, arguments: list[str]) -> int:
         output.flush()
         process = subprocess.Popen(
             command, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True, env={**os.environ, **(secrets or {}), "PYTHONUNBUFFERED": "1"},
         )
     write_json_atomic(launch_path(run_path, kind), {
         **job_identity(), "pid": process.pid, "pid_start": process_start(process.pid),
@@ -282,18 +286,20 @@ def start_training(run_path: Path, *, resume: bool = False) -> int:
     return _launch(run_path, "train", ["train", run.name, *(["--resume"] if resume else [])])
 
 
-def start_job(run_path: Path, kind: str, arguments: list[str]) -> int:
-    """Start an eval or export job of the run with extra command-line `arguments`; return its pid."""
+def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None) -> int:
+    """Start an eval or export job of the run with extra command-line `arguments` (and `secrets`
+    in its environment); return its pid."""
     if _check_kind(kind) == "train":
         raise JobError("use start_training for training jobs")
     if not run_path.is_dir():
         raise JobError(f"no run folder at {run_path}")
     _refuse_if_active(run_path, kind)
+    (run_path / JOBS_DIR).mkdir(exist_ok=True)
     write_json_atomic(state_path(run_path, kind), {
         "state": "queued", "pid": None, "created_at": now_iso(), "updated_at": now_iso(), "started_at": None,
         "ended_at": None, "error": None, "stage": "starting", "fraction": None, "waiting_for": None,
     })
-    return _launch(run_path, kind, [kind, run_path.name, *arguments])
+    return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from core.llm import (
     run_choices,
 )
 from core.paths import runs_root
+from core.settings import secrets_dict
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
@@ -35,14 +36,6 @@ def model_slot() -> ModelSlot:
 def resolved(choice: ModelChoice) -> ResolvedModel:
     """A model choice resolved to a file, remembered for 10 minutes (a Hub check per click is slow)."""
     return resolve_model(choice)
-
-
-def secrets() -> dict:
-    """Streamlit secrets as a dict, or nothing when the app has none."""
-    try:
-        return dict(st.secrets)
-    except Exception:  # no secrets.toml: Streamlit raises its own error type
-        return {}
 
 
 def cards_frame(cards: list[Card]) -> pd.DataFrame:
@@ -70,7 +63,7 @@ st.caption("A topic or your notes become flashcards for Anki, written by a GGUF 
 state = st.session_state
 state.setdefault("card_version", 0)
 
-choices = {c.label: c for c in [hub_choice(secrets()), bundled_choice(), *run_choices(runs_root())]}
+choices = {c.label: c for c in [hub_choice(secrets_dict(lambda: st.secrets)), bundled_choice(), *run_choices(runs_root())]}
 model_column, path_column = st.columns(2)
 model_label = model_column.selectbox("Model", [*choices, LOCAL_FILE],
                                      help="Without the Hub the bundled SmolLM2 model is used, and you are told so.")

@@ -20,12 +20,46 @@ from core.config import (
 )
 from core.estimate import estimate_memory
 from core.files import read_jsonl
-from core.jobs import JobError, delete_run, job_view, request_stop, start_training, with_live_states
+from core.evaluate import (
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_LIMIT,
+    EvalError,
+    PromptSetError,
+    check_request,
+    list_prompt_sets,
+    load_eval_results,
+    save_prompt_set,
+)
+from core.export import (
+    DEFAULT_QUANTS,
+    GGUF_DIR,
+    MERGED_DIR,
+    QUANTS,
+    ExportError,
+    delete_merged,
+    file_verdict,
+    folder_size,
+    read_export,
+    validate_quants,
+)
+from core.hub import HubError, hub_token, validate_repo_id
+from core.inference import InferenceError, check_adapter
+from core.jobs import (
+    JOB_KINDS,
+    JobError,
+    delete_run,
+    job_view,
+    request_stop,
+    start_job,
+    start_training,
+    with_live_states,
+)
 from core.paths import runs_root
 from core.plan import PlanError, device_facts_from, plan_training
 from core.presets import PRESETS, propose_run_name, train_command
 from core.progress import format_duration, training_progress
 from core.runs import (
+    ADAPTER_DIR,
     EVENTS_FILE,
     STATE_ICONS,
     RunExistsError,
@@ -37,6 +71,7 @@ from core.runs import (
     read_run_folder,
     validate_run_name,
 )
+from core.settings import secrets_dict
 from core.system import detect_gpus, training_capability
 
 FIELD_GROUPS = {
@@ -197,10 +232,120 @@ def loss_chart(path, weight: float) -> None:
                        pd.Series(smoothed, index=smoothed_steps, name="smoothed")], axis=1)
     st.line_chart(frame, x_label="step", y_label="loss", height=260)
 
+def any_job_active(path) -> bool:
+    return any(job_view(path, kind).active for kind in JOB_KINDS)
+
+
+def job_state(path, kind: str, title: str):
+    """The eval or export job's state, progress, error and log; its Stop button."""
+    view = job_view(path, kind)
+    if view.state is None:
+        return view
+    icon, stage = STATE_ICONS.get(view.state, ""), view.status.get("stage") or ""
+    if view.active:
+        waiting = f" (waiting for {view.waiting_for})" if view.waiting_for else ""
+        st.progress(float(view.status.get("fraction") or 0.0), text=f"{icon} {title} {view.state}: {stage}{waiting}")
+        if st.button(f"Stop {title.lower()}", key=f"train_stop_{kind}", disabled=view.stop_requested):
+            act(lambda: request_stop(path, kind))
+    else:
+        st.caption(f"Last {title.lower()}: {icon} {view.state}, ended {view.status.get('ended_at') or '?'}")
+        if view.error and view.state != "completed":
+            st.error(view.error)
+    with st.expander(f"{title} log"):
+        st.code("\n".join(view.tail()) or "(no output yet)", language="log")
+    return view
+
+
+def eval_panel(root, path) -> None:
+    st.markdown("#### Evaluate")
+    st.caption("Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**.")
+    view = job_state(path, "eval", "Evaluation")
+    ggufs = sorted((path / GGUF_DIR).glob("*.gguf")) if (path / GGUF_DIR).is_dir() else []
+    variants = ["adapter", "base", *(f"gguf:{gguf.name}" for gguf in ggufs)]
+    sets = list_prompt_sets(root)
+    columns = st.columns(3)
+    variant = columns[0].selectbox("Answer with", variants, key="eval_variant",
+                                   help="the run's adapter on its base model, the base model alone, or an exported GGUF")
+    usable = [entry.name for entry in sets if entry.prompt_set]
+    prompt_set = columns[1].selectbox("Prompt set", usable, key="eval_prompt_set")
+    max_new_tokens = columns[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS_LIMIT, DEFAULT_MAX_NEW_TOKENS,
+                                             key="eval_max_new_tokens")
+    for entry in sets:
+        if entry.problem:
+            st.warning(f"Prompt set {entry.name} cannot be used: {entry.problem}")
+    if st.button("Evaluate", disabled=view.active, key="eval_start"):
+        try:
+            check_request(path, variant, int(max_new_tokens))
+        except (EvalError, PromptSetError) as exc:
+            st.error(str(exc))
+        else:
+            act(lambda: start_job(path, "eval", ["--variant", variant, "--prompts", prompt_set,
+                                                 "--max-new-tokens", str(int(max_new_tokens))]))
+    results = load_eval_results(path)
+    if results:
+        st.dataframe(pd.DataFrame([{
+            "Variant": name,
+            "Prompt set": rows[0].get("prompt_set"),
+            "Passed all checks": f"{sum(bool(row.get('passed')) for row in rows)}/{len(rows)}",
+            "Mean latency (s)": round(sum(row.get("latency_s") or 0 for row in rows) / len(rows), 2),
+            "Evaluated": rows[0].get("created_at"),
+        } for name, rows in results.items() if rows]), hide_index=True)
+    with st.expander("Add a prompt set"):
+        st.caption("JSON in the schema of data/eval_prompts.json: a name, a title and prompts with their checks.")
+        upload = st.file_uploader("Prompt set (.json)", type=["json"], key="eval_upload")
+        set_name = st.text_input("Save as", key="eval_set_name", placeholder="my_prompts")
+        if st.button("Save prompt set", key="eval_save_set") and upload is not None:
+            try:
+                saved = save_prompt_set(root, set_name, upload.getvalue().decode("utf-8-sig"))
+            except (PromptSetError, UnicodeDecodeError) as exc:
+                st.error(f"Not saved: {exc}")
+            else:
+                st.success(f"Saved {set_name}: {len(saved.prompts)} prompts.")
+
+
+def export_panel(path) -> None:
+    st.markdown("#### Export to GGUF")
+    st.caption("Merge the adapter into the base model in 16-bit, convert with llama.cpp, verify every file "
+               "against the merged model, and optionally push to the Hugging Face Hub.")
+    view = job_state(path, "export", "Export")
+    columns = st.columns([2, 2, 1])
+    quants = columns[0].multiselect("GGUF types", QUANTS, default=list(DEFAULT_QUANTS), key="export_quants",
+                                    help="q8_0 is what the lab shipped; k-quants are made from f16 by llama.cpp's quantizer")
+    repo = columns[1].text_input("Push to Hub repo (optional)", key="export_repo", placeholder="your-user/my-model")
+    delete_after = columns[2].checkbox("Delete merged/ after", key="export_delete_merged")
+    if st.button("Export", disabled=view.active, key="export_start"):
+        try:
+            arguments = [part for quant in validate_quants(quants) for part in ("--quant", quant)]
+            check_adapter(path)
+            secrets = None
+            if repo.strip():
+                arguments += ["--push", validate_repo_id(repo.strip())]
+                secrets = {"HF_TOKEN": hub_token(secrets_dict(lambda: st.secrets).get("HF_TOKEN"))}
+        except (ExportError, InferenceError, HubError) as exc:
+            st.error(str(exc))
+        else:
+            act(lambda: start_job(path, "export", arguments + (["--delete-merged"] if delete_after else []), secrets))
+    export = read_export(path)
+    if export:
+        st.dataframe(pd.DataFrame([{
+            "File": entry.get("file"), "Type": entry.get("quant"),
+            "Size (MB)": round((entry.get("size") or 0) / 1e6, 2), "sha256": str(entry.get("sha256", ""))[:12],
+            "Verification": file_verdict(entry.get("verification") or {}),
+        } for entry in export.get("files", [])]), hide_index=True)
+        hub = export.get("hub") or {}
+        if hub.get("url"):
+            st.markdown(f"Pushed to [{hub.get('repo_id', hub['url'])}]({hub['url']}) (commit `{hub.get('commit')}`).")
+        st.caption(f"Files in {path / GGUF_DIR}. Converter: {(export.get('converter') or {}).get('version', '?')}.")
+    merged = path / MERGED_DIR
+    if merged.is_dir() and not view.active:
+        if st.button(f"Delete merged/ ({folder_size(merged) / 1e6:.0f} MB)", key="export_delete_now"):
+            act(lambda: delete_merged(path))
+
+
 def run_panel(path, was_active: bool) -> None:
     run = read_run_folder(path)
     view = job_view(path, "train")
-    if view.active != was_active:
+    if any_job_active(path) != was_active:
         st.rerun()  # start or stop polling
     state = run.state
     st.markdown(f"### {STATE_ICONS.get(state, '')} {run.name} · {state}")
@@ -242,7 +387,7 @@ def run_panel(path, was_active: bool) -> None:
     elif state == "queued":
         if actions[0].button("Start", type="primary"):
             act(lambda: start_training(path))
-    if not view.active and actions[3].button("Delete…"):
+    if not any_job_active(path) and actions[3].button("Delete…"):
         st.session_state["train_confirm_delete"] = run.name
     if st.session_state.get("train_confirm_delete") == run.name and not view.active:
         st.warning(f"Delete {run.name} and everything in its folder (checkpoints, adapter, exports)?")
@@ -259,6 +404,11 @@ def run_panel(path, was_active: bool) -> None:
     if run.metrics:
         with st.expander("Metrics"):
             st.json(run.metrics, expanded=False)
+    if state == "completed" and (path / ADAPTER_DIR).is_dir():
+        st.divider()
+        eval_panel(path.parent, path)
+        st.divider()
+        export_panel(path)
 
 def act(action) -> None:
     """Run a job action; show why it failed, or rerun the whole page to show its effect."""
@@ -287,7 +437,7 @@ def runs_view(root) -> None:
             "Base model": run.config.get("base_model"), "Created": run.status.get("created_at"),
         } for run in runs]), hide_index=True)
     path = root / name
-    active = job_view(path, "train").active
+    active = any_job_active(path)
     st.fragment(run_every=POLL_SECONDS if active else None)(run_panel)(path, active)
 
 st.title("Train")

@@ -4,9 +4,10 @@ The jobs are real subprocesses started by the page; the test reruns the page as 
 view's timer would, and reads what it shows.
 """
 
+import json
 import time
 
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, run_core
 from streamlit.testing.v1 import AppTest
 
 from core.files import read_json_object
@@ -139,3 +140,38 @@ def test_delete_asks_first_and_never_touches_a_running_job(runs_root, tiny_model
     button(app, f"Yes, delete {name}").click().run()
     assert not (runs_root / name).exists()
     assert any("No runs trained here yet" in i.value for i in app.info)
+
+
+def test_a_completed_run_is_evaluated_from_its_view_as_a_job(runs_root, tiny_model):
+    done = run_core("train", "evalme", "--preset", "cpu_smoke", "--set", "max_steps=4", "--set", "warmup_steps=0",
+                    runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    app = open_page()
+    app.radio(key="train_view").set_value("Runs").run()
+    assert [m.value for m in app.markdown if m.value.startswith("####")] == ["#### Evaluate", "#### Export to GGUF"]
+    app.number_input(key="eval_max_new_tokens").set_value(8).run()
+    button(app, "Evaluate").click().run()
+    assert not app.error, [e.value for e in app.error]
+    rerun_until(app, lambda a: read_json_object(runs_root / "evalme" / "jobs" / "eval.json")["state"] == "completed")
+    app.run()
+    table = app.dataframe[-1].value
+    assert list(table["Variant"]) == ["adapter"] and table["Passed all checks"][0].endswith("/10")
+    assert any(c.value.startswith("Last evaluation: ✅ completed") for c in app.caption)
+    rows = [json.loads(line) for line in (runs_root / "evalme" / "eval" / "adapter.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(row["max_new_tokens"] == 8 for row in rows)
+
+
+def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_model, monkeypatch):
+    done = run_core("train", "exportme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
+                    runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    app = open_page()
+    app.radio(key="train_view").set_value("Runs").run()
+    app.text_input(key="export_repo").input("not a repo").run()
+    button(app, "Export").click().run()
+    assert any("invalid repo id 'not a repo'" in e.value for e in app.error)
+    app.text_input(key="export_repo").input("someone/tiny").run()
+    button(app, "Export").click().run()
+    assert any("no Hugging Face token" in e.value for e in app.error)
+    assert not (runs_root / "exportme" / "jobs" / "export.json").exists()
