@@ -19,13 +19,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from core.evaluate import EVAL_DIR, RATINGS_FILE
 from core.files import read_jsonl
-from core.runs import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, STATUS_FILE, Run
+from core.runs import CONFIG_FILE, METRICS_FILE, STATUS_FILE, Run
 
 FileKey = tuple[str, int, int]
 
-EVAL_DIR = "eval"
-RATINGS_FILE = "ratings.json"
 CURVE_AXES = {"step": "Step", "tokens_seen": "Tokens seen", "elapsed_s": "Time (s)"}
 MAX_CURVE_POINTS = 500
 MAX_CURVE_RUNS = 10
@@ -34,6 +33,7 @@ MISSING = "—"
 # Not training choices: where an imported run came from and the free-text note.
 CONFIG_DIFF_IGNORED = ("imported_from", "note")
 MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}
+VERDICT_MARKS = {"better": "🟢", "worse": "🔴"}
 
 
 # --- reading, with cache keys -------------------------------------------------------------
@@ -323,22 +323,19 @@ def delta_column(metric: Metric) -> str:
     return f"Δ {metric.label}"
 
 
-def metrics_frame(rows: Sequence[MetricsRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The metrics table (values and delta texts) and, cell for cell, each delta's verdict ("" elsewhere)."""
+def metrics_frame(rows: Sequence[MetricsRow]) -> pd.DataFrame:
+    """The metrics table: per run its values and, next to each, the delta marked 🟢 better or 🔴 worse."""
     table: list[dict[str, Any]] = []
-    verdicts: list[dict[str, str]] = []
     for row in rows:
         cells: dict[str, Any] = {"Run": row.run, "Memory measure": row.measure or MISSING}
-        marks: dict[str, str] = {"Run": "", "Memory measure": ""}
         for metric in METRICS:
+            change = row.deltas[metric.key]
+            mark = VERDICT_MARKS.get(change.verdict)
             cells[metric.label] = row.values[metric.key]
-            cells[delta_column(metric)] = row.deltas[metric.key].text(metric.digits)
-            marks[metric.label], marks[delta_column(metric)] = "", row.deltas[metric.key].verdict
+            cells[delta_column(metric)] = f"{mark} {change.text(metric.digits)}" if mark else change.text(metric.digits)
         cells["Peak % of device"] = row.peak_share
-        marks["Peak % of device"] = ""
         table.append(cells)
-        verdicts.append(marks)
-    return pd.DataFrame(table), pd.DataFrame(verdicts)
+    return pd.DataFrame(table)
 
 
 # --- config diff ----------------------------------------------------------------------------
@@ -360,19 +357,10 @@ def config_diff(runs: Sequence[Run]) -> pd.DataFrame:
     A field a run does not have counts as a difference (shown as "—"); where a run was
     imported from and its note are not compared (CONFIG_DIFF_IGNORED).
     """
-    fields: list[str] = []
-    for run in runs:
-        fields += [key for key in run.config if key not in fields and key not in CONFIG_DIFF_IGNORED]
-    differing = [
-        key for key in fields
-        if len({json.dumps(run.config.get(key), sort_keys=True, default=str) for run in runs}) > 1
-    ]
-    frame = pd.DataFrame(
-        [{key: _config_text(run.config.get(key)) for key in differing} for run in runs],
-        index=pd.Index([run.name for run in runs], name="Run"),
-        columns=differing,
-    )
-    return frame
+    fields = dict.fromkeys(key for run in runs for key in run.config if key not in CONFIG_DIFF_IGNORED)
+    texts = {key: [_config_text(run.config.get(key)) for run in runs] for key in fields}
+    differing = {key: values for key, values in texts.items() if len(set(values)) > 1}
+    return pd.DataFrame(differing, index=pd.Index([run.name for run in runs], name="Run"), columns=list(differing))
 
 
 # --- the prompt x run matrix ----------------------------------------------------------------
@@ -599,25 +587,27 @@ def _report_metrics(rows: Sequence[MetricsRow]) -> pd.DataFrame:
 
 
 def markdown_report(
-    runs: Sequence[Run],
-    baseline: str | None,
+    rows: Sequence[MetricsRow],
+    diff: pd.DataFrame,
     matrix: Matrix | None,
+    *,
+    baseline: str | None,
     broken: Sequence[Run] = (),
     generated_at: str = "",
 ) -> str:
-    """The comparison as a Markdown document: metrics with deltas, config diff, check summary."""
+    """The comparison as a Markdown document: metrics with deltas (metrics_rows), the config
+    diff (config_diff), the check summary of `matrix`, and the runs that could not be read."""
     parts = [
         "# Run comparison",
-        f"{len(runs)} run(s){', baseline **' + baseline + '**' if baseline else ''}"
+        f"{len(rows)} run(s){', baseline **' + baseline + '**' if baseline else ''}"
         f"{', generated ' + generated_at if generated_at else ''}.",
         "## Metrics",
         "Against the baseline: lower loss, runtime and memory are better, higher tokens/s is better. "
         "Memory is GPU reserved memory, or the process's resident memory (CPU RSS) for runs on a CPU; "
         "the two are not compared.",
-        markdown_table(_report_metrics(metrics_rows(runs, baseline))),
+        markdown_table(_report_metrics(rows)),
         "## Config differences",
     ]
-    diff = config_diff(runs)
     parts.append(markdown_table(diff, index=True) if len(diff.columns) else "The runs' configs do not differ.")
     parts.append("## Checks")
     if matrix is None or not matrix.prompts:

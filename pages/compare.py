@@ -6,7 +6,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare
+from core import compare, evaluate
 from core.compare import CURVE_AXES, Column, Curve, FileKey
 from core.errors import describe
 from core.paths import runs_root
@@ -14,15 +14,18 @@ from core.runs import EVENTS_FILE, Run, list_runs
 from core.seed import prepare_runs_root
 
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
-VERDICT_STYLES = {"better": "color: #1a7f37; font-weight: 600", "worse": "color: #cf222e; font-weight: 600"}
 RSS_PATTERN = "/"
 COLUMNS_PER_ROW = 4
 RATINGS = (None, 1, 2, 3, 4, 5)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def cached_runs(root: str, signature: tuple) -> list[Run]:
-    """list_runs, read again only when some run's config, status or metrics file changes."""
+def cached_runs(root: str, signature: str) -> list[Run]:
+    """list_runs, read again only when some run's config, status or metrics file changes.
+
+    The signature comes as text (repr of compare.root_signature): Streamlit hashes a string
+    much faster than hundreds of nested tuples.
+    """
     return list_runs(Path(root))
 
 
@@ -32,20 +35,20 @@ def cached_curve(key: FileKey) -> Curve:
     return compare.read_curve(Path(key[0]))
 
 
-@st.cache_data(show_spinner=False, max_entries=2000)
-def cached_evaluation(run_path: str, signature: tuple) -> tuple[dict, dict]:
-    """A run's eval results and ratings, read again only when one of their files changes."""
-    from core.evaluate import load_eval_results, load_ratings
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_evaluations(run_paths: tuple[str, ...], signature: str) -> dict[str, tuple[dict, dict]]:
+    """Eval results and ratings of the runs, read again when one of their files changes.
 
-    return load_eval_results(Path(run_path)), load_ratings(Path(run_path))
+    One cache entry for all picked runs (repr of their compare.eval_signature): one lookup
+    instead of hundreds.
+    """
+    return {path: (evaluate.load_eval_results(Path(path)), evaluate.load_ratings(Path(path))) for path in run_paths}
 
 
 def save_rating(run_path: Path, column: Column, prompt_id: str, key: str) -> None:
     """Form callback: store the rating and note the person entered (before the page reruns)."""
-    from core.evaluate import save_rating as store
-
     try:
-        store(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"], st.session_state[f"{key}:note"])
+        evaluate.save_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"], st.session_state[f"{key}:note"])
     except (OSError, ValueError) as exc:
         st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
     else:
@@ -72,7 +75,7 @@ try:
 except OSError as exc:
     st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
 try:
-    runs = cached_runs(str(root), compare.root_signature(root))
+    runs = cached_runs(str(root), repr(compare.root_signature(root)))
 except OSError as exc:
     st.error(f"Cannot read the runs folder {root}: {exc}")
     runs = []
@@ -193,13 +196,13 @@ if missing_points:
     st.caption(f"Not in the scatter (a value is missing): {', '.join(missing_points)}.")
 
 st.subheader("Metrics against the baseline")
-table, verdicts = compare.metrics_frame(rows)
-formats = {metric.label: f"{{:.{metric.digits}f}}" for metric in compare.METRICS}
-styled = (table.style.apply(lambda _: verdicts.map(lambda verdict: VERDICT_STYLES.get(verdict, "")), axis=None)
-          .format({**formats, "Peak % of device": "{:.0f}%"}, na_rep=compare.MISSING))
-st.dataframe(styled, hide_index=True, column_config={"Run": st.column_config.Column(pinned=True)})
-st.caption(f"Against **{baseline}**: ▲/▼ is up or down, green is better and red worse (lower loss, runtime and "
-           "memory, higher tokens/s). CPU RSS memory is not compared with GPU memory.")
+number_columns = {metric.label: st.column_config.NumberColumn(format=f"%.{metric.digits}f") for metric in compare.METRICS}
+st.dataframe(compare.metrics_frame(rows), hide_index=True, column_config={
+    "Run": st.column_config.Column(pinned=True), **number_columns,
+    "Peak % of device": st.column_config.NumberColumn(format="%.0f%%"),
+})
+st.caption(f"Against **{baseline}**: ▲/▼ is up or down, 🟢 better and 🔴 worse (lower loss, runtime and memory, "
+           "higher tokens/s). CPU RSS memory is not compared with GPU memory.")
 
 st.subheader("Config differences")
 diff = compare.config_diff(picked)
@@ -210,8 +213,10 @@ else:
 
 st.subheader("Answers")
 results, ratings = {}, {}
+paths = tuple(str(run.path) for run in picked)
+evaluations = cached_evaluations(paths, repr([compare.eval_signature(Path(path)) for path in paths]))
 for run in picked:
-    run_results, run_ratings = cached_evaluation(str(run.path), compare.eval_signature(run.path))
+    run_results, run_ratings = evaluations[str(run.path)]
     if any(run_results.values()):
         results[run.name], ratings[run.name] = run_results, run_ratings
 matrix = None
@@ -270,7 +275,8 @@ st.subheader("Export")
 stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 report_column, answers_column = st.columns(2)
 report_column.download_button("Download the comparison (Markdown)",
-                              compare.markdown_report(picked, baseline, matrix, broken, stamp),
+                              compare.markdown_report(rows, diff, matrix, baseline=baseline, broken=broken,
+                                                      generated_at=stamp),
                               file_name="comparison.md", mime="text/markdown")
 if matrix is not None:
     answers_column.download_button("Download the answers (CSV)", compare.answers_csv(matrix),

@@ -129,10 +129,12 @@ def test_metrics_against_the_lab_baseline(runs_root):
     assert rows["exp3_1B_10k_600steps"].deltas["train_loss"].verdict == "missing"
     assert rows["baseline_1B_r16_10k_600steps"].deltas["train_loss"].verdict == "baseline"
     assert t2.values["steps"] == 600 and t2.measure == "GPU reserved"
-    table, verdicts = compare.metrics_frame(list(rows.values()))
-    row = table.set_index("Run").loc["model_centric_1B_r64_10k_600steps"]
-    assert row["Train loss (mean)"] == 0.8806 and row["Δ Train loss (mean)"] == "▼ -0.0112 (-1.3%)"
-    assert verdicts.loc[table["Run"] == "model_centric_1B_r64_10k_600steps", "Δ Runtime (s)"].item() == "worse"
+    table = compare.metrics_frame(list(rows.values())).set_index("Run")
+    row = table.loc["model_centric_1B_r64_10k_600steps"]
+    assert row["Train loss (mean)"] == 0.8806 and row["Δ Train loss (mean)"] == "🟢 ▼ -0.0112 (-1.3%)"
+    assert row["Δ Runtime (s)"] == "🔴 ▲ +55.7 (+2.1%)" and row["Δ Steps"] == "= 0"
+    assert table.loc["model2_3B_r64_30k_400steps", "Δ Steps"] == "▼ -200 (-33.3%)"  # no better direction, no mark
+    assert table.loc["baseline_1B_r16_10k_600steps", "Δ Runtime (s)"] == "baseline"
 
 
 def cpu_run(root, name, **metrics):
@@ -236,7 +238,9 @@ def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
     broken.mkdir()
     (broken / "status.json").write_text('{"state": "runn')
     matrix = build_matrix(RESULTS, {}, [Column("r16", "adapter"), Column("r64", "adapter")], "lab")
-    report = compare.markdown_report(runs, "baseline_1B_r16_10k_600steps", matrix, [read_run_folder(broken)], "2026-11-28")
+    report = compare.markdown_report(metrics_rows(runs, "baseline_1B_r16_10k_600steps"), compare.config_diff(runs), matrix,
+                                     baseline="baseline_1B_r16_10k_600steps", broken=[read_run_folder(broken)],
+                                     generated_at="2026-11-28")
     lines = report.splitlines()
     assert lines[0] == "# Run comparison"
     assert "5 run(s), baseline **baseline_1B_r16_10k_600steps**, generated 2026-11-28." in lines
@@ -249,7 +253,7 @@ def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
     assert any(line.startswith("- **half**: config.json is missing; status.json is not valid JSON") for line in lines)
     header = next(line for line in lines if line.startswith("| Run | Memory |"))
     assert all(line.count(" | ") == header.count(" | ") for line in lines if "| GPU reserved |" in line)
-    no_eval = compare.markdown_report(runs[:1], None, None)
+    no_eval = compare.markdown_report(metrics_rows(runs[:1], None), compare.config_diff(runs[:1]), None, baseline=None)
     assert "No evaluation results for these runs." in no_eval and "do not differ" in no_eval
 
 

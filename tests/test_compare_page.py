@@ -12,6 +12,8 @@ import io
 import json
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -220,8 +222,8 @@ def test_seed_runs_only(runs_root, downloads):
     assert sorted(figures["scatter"]["data"][0]["text"]) == sorted(SEED_NAMES - {"exp3_1B_10k_600steps"})
     metrics = table(app, "Run").set_index("Run")
     t2 = metrics.loc["model_centric_1B_r64_10k_600steps"]
-    assert (t2["Train loss (mean)"], t2["Δ Train loss (mean)"]) == (0.8806, "▼ -0.0112 (-1.3%)")
-    assert t2["Δ Peak memory (GB)"] == "▲ +0.391 (+15.2%)" and t2["Memory measure"] == "GPU reserved"
+    assert (t2["Train loss (mean)"], t2["Δ Train loss (mean)"]) == (0.8806, "🟢 ▼ -0.0112 (-1.3%)")
+    assert t2["Δ Peak memory (GB)"] == "🔴 ▲ +0.391 (+15.2%)" and t2["Memory measure"] == "GPU reserved"
     assert metrics.loc["baseline_1B_r16_10k_600steps", "Δ Runtime (s)"] == "baseline"
     diff = next(frame.value for frame in app.dataframe if frame.value.index.name == "Run")
     assert list(diff.columns) == ["base_model", "split", "lora_r", "lora_alpha", "max_steps"]
@@ -258,13 +260,14 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     assert any("cpu_tiny ran on a CPU" in caption.value and "RSS" in caption.value for caption in app.caption)
 
     metrics = table(app, "Run").set_index("Run")
-    assert metrics.loc["t4_r64", "Δ Peak memory (GB)"] == "▲ +0.750 (+20.0%)"
+    assert metrics.loc["t4_r64", "Δ Peak memory (GB)"] == "🔴 ▲ +0.750 (+20.0%)"
     assert metrics.loc["t4_r64", "Peak % of device"] == 30.0
     assert metrics.loc["cpu_tiny", "Δ Peak memory (GB)"] == "not comparable"
     assert metrics.loc["cpu_tiny", "Memory measure"] == "CPU RSS"
     r16, r64 = (read_json_object(lab_root / name / "metrics.json") for name in ("t4_r16", "t4_r64"))
     change = r64["final_loss"] - r16["final_loss"]
-    assert metrics.loc["t4_r64", "Δ Final loss"] == f"{'▲' if change > 0 else '▼'} {change:+.4f} ({100 * change / r16['final_loss']:+.1f}%)"
+    mark, arrow = ("🔴", "▲") if change > 0 else ("🟢", "▼")
+    assert metrics.loc["t4_r64", "Δ Final loss"] == f"{mark} {arrow} {change:+.4f} ({100 * change / r16['final_loss']:+.1f}%)"
 
     passes = next(frame.value for frame in app.dataframe if "Pass rate (%)" in frame.value.columns)
     assert passes.set_index(["Run", "Variant"])["Passed"].to_dict() == {
@@ -355,4 +358,29 @@ def test_a_real_tiny_training_run_is_drawn_from_its_own_events(runs_root, tiny_m
     row = table(app, "Run").set_index("Run").loc["tiny_real"]
     assert row["Memory measure"] == "CPU RSS" and row["Final loss"] == metrics["final_loss"]
     assert row["Δ Peak memory (GB)"] == "not comparable"
-    assert row["Δ Train loss (mean)"].startswith("▲")  # the tiny model's loss is far above the lab's
+    assert row["Δ Train loss (mean)"].startswith("🔴 ▲")  # the tiny model's loss is far above the lab's
+
+
+def test_home_navigates_to_compare(runs_root):
+    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=60)
+    app.run()
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Compare runs"
+    assert "baseline_1B_r16_10k_600steps" in widget(app.multiselect, "Runs").value
+
+
+def test_the_page_imports_no_training_or_inference_library(lab_root):
+    """The page renders on an app-only install: neither it nor what it imports loads torch & co."""
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"app = AppTest.from_file({str(PROJECT_DIR / 'pages' / 'compare.py')!r}, default_timeout=60)\n"
+        "app.run()\n"
+        "assert not app.exception, app.exception\n"
+        "assert app.get('plotly_chart') and app.dataframe\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'llama_cpp') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
