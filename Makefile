@@ -44,6 +44,7 @@ test: $(VENV)/.dev-deps
 # Benchmarks print ratios against a baseline measured in the same run; not part of the tests.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/cards.py
+	$(BIN)/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output
