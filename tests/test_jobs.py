@@ -182,3 +182,15 @@ def test_recorded_job_records_each_ending(tmp_path):
             time.sleep(5)
     assert read_json_object(run / "jobs" / "export.json")["state"] == "stopped"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+
+
+def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, tiny_model):
+    run = queued_run(runs_root, "waiting", max_steps=4)
+    with jobs.job_slot("a job held by this test", lambda holder: None):
+        jobs.start_training(run)
+        wait_until(lambda: jobs.job_view(run, "train").waiting_for is not None)
+        assert jobs.job_view(run, "train").waiting_for.startswith("a job held by this test")
+        jobs.request_stop(run, "train")
+        view = jobs.wait_for_job(run, "train", timeout_s=30)
+    assert (view.state, view.alive) == ("stopped", False)
+    assert not (run / "events.jsonl").exists()  # it never trained
