@@ -100,3 +100,15 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
 def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace `path` with these JSON-lines records in one step."""
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def tail_lines(path: Path, lines: int = 20) -> list[str]:
+    """The last `lines` lines of a log file (none if it is missing)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip("\r") for line in text.splitlines()[-lines:]]

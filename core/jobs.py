@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core.errors import describe
-from core.files import FileProblem, read_json_object, write_json_atomic
+from core.files import FileProblem, read_json_object, tail_lines, write_json_atomic
 from core.paths import PROJECT_DIR, cache_dir
 from core.processes import job_alive, job_identity, process_start
 from core.runs import (
@@ -51,7 +51,6 @@ JOBS_DIR = "jobs"
 SLOT_FILE = "job-slot.lock"
 ACTIVE_STATES = ("queued", "running")
 STOP_GRACE_S = 30.0
-LOG_TAIL_LINES = 20
 
 
 class JobError(RuntimeError):
@@ -96,18 +95,6 @@ def _merge(path: Path, **changes: Any) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, document)
     return document
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last `lines` lines of a log file (none if it is missing)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64 * 1024))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return [line.rstrip("\r") for line in text.splitlines()[-lines:]]
 
 
 # --- the machine's job slot --------------------------------------------------------------
@@ -334,9 +321,9 @@ class JobView:
         """The error the job ended with, if any."""
         return self.status.get("error")
 
-    def tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
+    def tail(self, lines: int = 20) -> list[str]:
         """The last lines of the job's output."""
-        return log_tail(self.log, lines)
+        return tail_lines(self.log, lines)
 
 
 def _process_of(status: dict[str, Any], launch: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +347,7 @@ def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: d
         if request.get("killed_at"):
             changes["error"] = f"killed: it did not stop within {STOP_GRACE_S:.0f} s of the stop request"
     else:
-        tail = log_tail(log_path(run_path, kind))
+        tail = tail_lines(log_path(run_path, kind))
         last = next((line for line in reversed(tail) if line.strip() and not line.startswith("===")), None)
         started = status.get("state") == "running"
         reason = "process died" if started else "the job exited before it started"

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from core.config import ConfigError, RunConfig, parse_config
 from core.errors import describe
-from core.files import read_jsonl, write_json_atomic, write_jsonl_atomic
+from core.files import read_jsonl, tail_lines, write_json_atomic, write_jsonl_atomic
 from core.installed import package_version
 from core.processes import job_alive, job_identity
 from core.runs import (
@@ -40,7 +40,6 @@ from core.runs import (
 
 JOB_LOG = logging.getLogger("core")  # the job's stage lines come from core.training, core.tiny, ...
 log = logging.getLogger(__name__)
-LOG_TAIL_LINES = 20
 VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOCK_FILE = ".lock"
@@ -72,15 +71,6 @@ def one_line(exc: BaseException) -> str:
     if "out of memory" in line.lower():
         line += " (try a smaller batch_size or max_seq_length, or load_in_4bit=true)"
     return line[:500]
-
-
-def log_tail(run_path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last lines of the run's train.log."""
-    try:
-        text = (run_path / TRAIN_LOG).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    return [line.rstrip("\r") for line in text.splitlines()[-lines:]]
 
 
 def check_trainable(run_path: Path, *, resume: bool) -> RunConfig:
@@ -346,7 +336,7 @@ def _run_locked(run_path: Path, config: RunConfig, previous: dict[str, Any], res
     except Exception as exc:
         log.exception("training failed")
         state = "failed"
-        update_status(run_path, state=state, ended_at=now_iso(), error=one_line(exc), log_tail=log_tail(run_path))
+        update_status(run_path, state=state, ended_at=now_iso(), error=one_line(exc), log_tail=tail_lines(run_path / TRAIN_LOG))
     finally:
         restore_signals()
         for handler in handlers:
