@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_DIR, run_core, write_conversations
+from test_export import converter_dir  # noqa: F401  (a session fixture; belongs in conftest.py)
 
 from core import tiny
 from core.checks import leakage_check
@@ -54,22 +55,22 @@ ROW_KEYS = {"variant", "prompt_set", "prompt_id", "prompt", "answer", "checks", 
 TOKENS = 48
 
 
+def cache_with_tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> Path:
+    """A cache folder where `tiny-llama` resolves to the session's tiny model."""
+    cache = tmp_path_factory.mktemp("eval-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_CACHE_DIR", str(cache))
+        tiny.tiny_model_dir().parent.mkdir(parents=True)
+        tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
+    return cache
+
+
 @pytest.fixture(scope="module")
 def lab_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> Path:
     """A runs root with `taught` (trained to answer three lab prompts), `untrained` (queued, no
     adapter) and the lab's imported metrics-only runs."""
     root = tmp_path_factory.mktemp("eval-runs")
-    cache = tmp_path_factory.mktemp("eval-cache")
-    previous = os.environ.get("PEFT_CACHE_DIR")
-    os.environ["PEFT_CACHE_DIR"] = str(cache)
-    try:
-        tiny.tiny_model_dir().parent.mkdir(parents=True)
-        tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
-    finally:
-        if previous is None:
-            del os.environ["PEFT_CACHE_DIR"]
-        else:
-            os.environ["PEFT_CACHE_DIR"] = previous
+    cache = cache_with_tiny_model(tmp_path_factory, tiny_model_build)
     work = tmp_path_factory.mktemp("eval-data")
     data = write_conversations(work / "taught.jsonl", [[("human", q), ("gpt", a)] for q, a in TAUGHT.values()]
                                + [[("human", "What colour is the sky?"), ("gpt", "The sky is blue.")]])
@@ -83,6 +84,23 @@ def lab_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -
     assert done.returncode == 0, done.stderr
     create_run(root, "untrained", get_preset("cpu_smoke").config(), status=initial_status("queued", 60))
     import_seed_runs(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, lab_runs: Path,
+                  converter_dir: Path) -> Path:  # noqa: F811
+    """A runs root holding `taught` exported to q8_0 by `python -m core export`."""
+    root = tmp_path_factory.mktemp("eval-export") / "runs"
+    root.mkdir()
+    shutil.copytree(lab_runs / "taught", root / "taught")
+    cache = cache_with_tiny_model(tmp_path_factory, tiny_model_build)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(root), "export", "taught", "--quant", "q8_0"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PEFT_CACHE_DIR": str(cache), "LLAMA_CPP_DIR": str(converter_dir)},
+    )
+    assert done.returncode == 0, done.stderr
     return root
 
 
@@ -219,6 +237,34 @@ def test_a_stopped_eval_leaves_the_earlier_results_alone(runs):
     assert read_json_object(results.parent / "jobs" / "eval.json")["state"] == "stopped"
     assert (results / "adapter.jsonl").read_text() == '{"prompt_id": "earlier"}\n'
     assert sorted(p.name for p in results.iterdir()) == ["adapter.jsonl"]
+
+
+def test_the_gguf_file_answers_like_the_adapter_with_no_template_text(capsys, exported_runs, runs_root, tiny_model):
+    shutil.copytree(exported_runs, runs_root, dirs_exist_ok=True)
+    run = runs_root / "taught"
+    gguf = run / "gguf" / "taught-q8_0.gguf"
+    assert sorted(p.name for p in (run / "gguf").iterdir()) == [gguf.name]
+    lab = resolve_prompt_set(runs_root, None)
+    started = time.monotonic()
+    rows = evaluate_run(run, f"gguf:{gguf.name}", lab, max_new_tokens=TOKENS)
+    gguf_s = time.monotonic() - started
+    adapter = evaluate_run(run, "adapter", lab, max_new_tokens=TOKENS)
+    assert {row["variant"] for row in rows} == {"gguf-taught-q8_0"} and rows[0]["model"] == str(gguf)
+    assert all(row["checks"][-1] == {"name": "leakage", "passed": True, "detail": "no template or prompt text"}
+               for row in rows)
+    by_id = {row["prompt_id"]: row for row in rows}
+    for prompt_id, (_, answer) in TAUGHT.items():
+        assert by_id[prompt_id]["answer"] == answer and by_id[prompt_id]["passed"], by_id[prompt_id]
+    same = sum(a["answer"] == g["answer"] for a, g in zip(adapter, rows))
+    assert same >= 3
+    assert list(load_eval_results(run)) == ["adapter", "gguf-taught-q8_0"]
+    # The same file named three other ways, and by the command line.
+    for spec in ("gguf", "gguf:taught-q8_0", f"gguf:{gguf}"):
+        (row,) = evaluate_run(run, spec, parse_prompt_set(taught_set("swedish")), max_new_tokens=TOKENS)
+        assert (row["variant"], row["answer"]) == ("gguf-taught-q8_0", SWEDISH)
+    code, out, err = command(capsys, runs_root, "taught", "--variant", f"gguf:{gguf.name}", "--max-new-tokens", "48")
+    assert code == 0 and out.startswith("gguf-taught-q8_0: ") and out.endswith("/10 prompts passed all checks\n"), err
+    print(f"lab set, {TOKENS} new tokens: gguf {gguf_s:.2f} s; {same}/10 answers equal to the adapter's")
 
 
 def command(capsys, root: Path, *args: str) -> tuple[int, str, str]:
