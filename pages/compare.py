@@ -150,17 +150,19 @@ for key, label in (("peak_memory_gb", "Peak memory"), ("lora_memory_gb", "LoRA m
     shares = [compare.device_share(by_name[row.run], key) for row in shown]
     memory.add_trace(go.Bar(
         x=[row.run for row in shown], y=[row.values[key] for row in shown], name=label,
-        text=[f"{share:.0f}% of device" if share is not None else "" for share in shares],
+        text=[f"{share:.0f}%" if share is not None else "" for share in shares], textposition="outside", cliponaxis=False,
         customdata=[row.measure or "unknown measure" for row in shown],
-        hovertemplate="%{x}<br>%{y:.3f} GB (%{customdata})<br>%{text}<extra>" + label + "</extra>",
+        hovertemplate="%{x}<br>%{y:.3f} GB (%{customdata})<br>%{text} of the device<extra>" + label + "</extra>",
         marker_pattern_shape=[RSS_PATTERN if row.run in rss else "" for row in shown],
     ))
 if memory.data:
-    memory.update_layout(barmode="group", yaxis_title="GB", height=360, margin=dict(t=10, b=10, l=10, r=10))
+    memory.update_layout(barmode="group", yaxis_title="GB", height=360, margin=dict(t=30, b=10, l=10, r=10))
     st.plotly_chart(memory, key="memory")
 if rss:
     st.caption(f"Hatched: {', '.join(rss)} ran on a CPU; their memory is the process's resident memory (RSS), "
-               "not GPU memory. Bars of GPU runs say what share of the device's memory they took, where it is known.")
+               "not GPU memory.")
+if any(row.peak_share is not None for row in rows):
+    st.caption("% over a bar: the share of the GPU's memory, where the run recorded it.")
 runtime_column, speed_column = st.columns(2)
 for slot, key, title in ((runtime_column, "train_runtime_s", "Runtime (s)"), (speed_column, "tokens_per_s", "Tokens/s")):
     chart = bar_chart(names, [row.values[key] for row in rows], title, colours)
@@ -197,7 +199,7 @@ if missing_points:
 
 st.subheader("Metrics against the baseline")
 number_columns = {metric.label: st.column_config.NumberColumn(format=f"%.{metric.digits}f") for metric in compare.METRICS}
-st.dataframe(compare.metrics_frame(rows), hide_index=True, column_config={
+st.dataframe(compare.metrics_frame(rows), hide_index=True, placeholder=compare.MISSING, column_config={
     "Run": st.column_config.Column(pinned=True), **number_columns,
     "Peak % of device": st.column_config.NumberColumn(format="%.0f%%"),
 })

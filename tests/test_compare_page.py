@@ -254,7 +254,7 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
 
     memory = {trace["name"]: trace for trace in charts(app)["memory"]["data"]}
     peak = dict(zip(memory["Peak memory"]["x"], memory["Peak memory"]["text"]))
-    assert peak["t4_r16"] == "25% of device" and peak["t4_r64"] == "30% of device" and peak["cpu_tiny"] == ""
+    assert peak["t4_r16"] == "25%" and peak["t4_r64"] == "30%" and peak["cpu_tiny"] == ""
     hatched = dict(zip(memory["Peak memory"]["x"], memory["Peak memory"]["marker"]["pattern"]["shape"]))
     assert hatched["cpu_tiny"] == "/" and hatched["t4_r16"] == ""
     assert any("cpu_tiny ran on a CPU" in caption.value and "RSS" in caption.value for caption in app.caption)
