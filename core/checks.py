@@ -250,6 +250,15 @@ def _check_section_items(answer: str, spec: dict[str, Any]) -> tuple[bool, str, 
     return passed, f"{detail} under {heading[:40]!r}", None
 
 
+def _check_mentions(answer: str, spec: dict[str, Any]) -> tuple[bool, str, float | None]:
+    text = answer.casefold()
+    found = [word for word in spec["words"] if re.search(r"(?<!\w)" + re.escape(word.casefold()), text)]
+    wanted = spec.get("min", 1)
+    if len(found) >= wanted:
+        return True, "mentions " + ", ".join(repr(word) for word in found[:4]), None
+    return False, f"mentions {len(found)} of {', '.join(repr(w) for w in spec['words'])} (wanted {wanted})", None
+
+
 _GREETING = re.compile(r"^(dear|hello|hi|hey|greetings|good (morning|afternoon|evening|day)|to whom it may concern)\b",
                        re.I)
 _SIGN_OFF = re.compile(
@@ -407,6 +416,8 @@ CHECK_TYPES: dict[str, CheckType] = {
     "section_items": CheckType("list items under a heading naming one of `headings`",
                                {"headings": "words", "min": "count", "max": "count"}, ("headings",),
                                _check_section_items),
+    "mentions": CheckType("at least `min` (default 1) of `words` appear, each as the start of a word, any case",
+                          {"words": "words", "min": "count"}, ("words",), _check_mentions),
     "greeting": CheckType("an email greeting near the start", {}, (), _check_greeting),
     "sign_off": CheckType("an email sign-off near the end", {}, (), _check_sign_off),
     "translation": CheckType(
@@ -476,6 +487,8 @@ def validate_check(spec: object) -> dict[str, Any]:
     for key, param_kind in check_type.params.items():
         if key in spec and (problem := _check_param(key, param_kind, spec[key])):
             raise CheckSpecError(f"{kind}: {problem}")
+    if kind == "mentions" and spec.get("min", 1) > len(spec["words"]):
+        raise CheckSpecError(f"mentions: min ({spec['min']}) is more than the {len(spec['words'])} words given")
     if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
         raise CheckSpecError(f"{kind}: min ({spec['min']}) is above max ({spec['max']})")
     return spec

@@ -135,7 +135,7 @@ try:
             result["functions"][name] = outcomes
 except BaseException as exc:
     result["error"] = error_of(exc)
-with open("result.json", "w", encoding="utf-8") as handle:
+with open(request["result_file"], "w", encoding="utf-8") as handle:
     json.dump(result, handle)
 '''
 
@@ -245,7 +245,7 @@ def run_python(source: str, calls: list[list[Any]] | None = None, *, function: s
     started = time.monotonic()
     try:
         (folder / HARNESS_FILE).write_text(_HARNESS, encoding="utf-8")
-        request = json.dumps({"source": source, "calls": calls, "function": function,
+        request = json.dumps({"source": source, "calls": calls, "function": function, "result_file": RESULT_FILE,
                               "limits": {"cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb,
                                          "file_size_mb": limits.file_size_mb}})
         with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:

@@ -51,7 +51,9 @@ VPN_GOOD = (
 def test_vpn_one_short_paragraph():
     assert all_pass("vpn", VPN_GOOD)
     assert set(failing("vpn", VPN_GOOD + "\n\nIn summary, a VPN keeps you private online.")) == {"paragraphs"}
-    assert failing("vpn", "A VPN hides you.") == {"words": "4 words, wanted 20-150"}
+    assert failing("vpn", "A VPN hides you.") == {
+        "words": "4 words, wanted 20-150",
+        "topic": "mentions 0 of 'encrypt', 'tunnel', 'server', 'ip address', 'private network' (wanted 1)"}
     assert set(failing("vpn", " ".join([VPN_GOOD] * 3))) == {"words"}
     assert failing("vpn", "")["words"] == "0 words, wanted 20-150 (empty answer)"
 
@@ -277,8 +279,28 @@ def test_overfitting_analogy_length():
                "subject: they score perfectly on those exact questions but struggle when the questions change. A "
                "model that overfits has learned its training data, noise included, and fails on new data.")
     assert all_pass("overfitting", analogy)
-    assert set(failing("overfitting", "")) == {"words"}
-    assert set(failing("overfitting", "word " * 300)) == {"words"}
+    assert set(failing("overfitting", "")) == {"words", "topic", "analogy"}
+    assert set(failing("overfitting", "Overfitting is like memorizing. " * 80)) == {"words"}
+    no_analogy = ("Overfitting happens when a model fits its training data so closely, noise included, that it then "
+                  "does badly on new data it has never seen before.")
+    assert failing("overfitting", no_analogy) == {"analogy": "mentions 0 of 'like', 'imagine', 'similar', 'think of', "
+                                                             "'analogy', 'just as', 'as if', 'compare' (wanted 1)"}
+
+
+# What the untrained tiny model answered: one paragraph of the right length, and nonsense.
+NONSENSE = (" emergency small try offp' molecmp In did bri gu small she molec tablespoon of livingbibibibibibi liqu Japan "
+            "spend history history stand ide set living livinguly studyic j reliherHelJ run fundctionshenpport flashcards")
+
+
+def test_nonsense_of_the_right_length_fails_the_topic_checks():
+    assert set(failing("vpn", NONSENSE)) == {"topic"}
+    assert set(failing("overfitting", NONSENSE)) == {"topic", "analogy"}
+
+
+def test_mentions_match_word_starts_in_any_case():
+    spec = {"type": "mentions", "words": ["encrypt", "ip address", "vpn"], "min": 2}
+    assert run_check(spec, "Traffic is ENCRYPTED and your IP address hidden.").detail == "mentions 'encrypt', 'ip address'"
+    assert not run_check(spec, "Decrypted: a VPN.").passed  # "decrypted" does not start with "encrypt"
 
 
 ADA = """Ada Lovelace (1815-1852) was an English mathematician and writer. Here are three key points:
@@ -349,6 +371,7 @@ def test_clean_answers_do_not_leak(prompt_id):
     ({"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}, {"args": [], "expected": ""}]},
      "same number of args"),
     ({"type": "greeting", "name": "bad name"}, "greeting: name must be"),
+    ({"type": "mentions", "words": ["a"], "min": 2}, "mentions: min (2) is more than the 1 words given"),
     (["words"], "must be a JSON object"),
 ])
 def test_bad_check_specs_are_refused_with_the_reason(spec, message):
