@@ -154,13 +154,11 @@ def parse_prompt_set(data: object) -> PromptSet:
     return PromptSet(name, title.strip() or name, tuple(_parse_prompt(p, n, seen) for n, p in enumerate(prompts, 1)))
 
 
-def parse_prompt_set_text(text: str) -> PromptSet:
-    """A validated PromptSet from JSON text."""
+def _json(text: str) -> object:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PromptSetError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    return parse_prompt_set(data)
 
 
 def load_prompt_set(path: Path) -> PromptSet:
@@ -170,7 +168,7 @@ def load_prompt_set(path: Path) -> PromptSet:
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptSetError(f"cannot read {path}: {exc}") from None
     try:
-        return parse_prompt_set_text(text)
+        return parse_prompt_set(_json(text))
     except PromptSetError as exc:
         raise PromptSetError(f"{path.name}: {exc}") from None
 
@@ -218,10 +216,7 @@ def save_prompt_set(runs_root: Path, name: str, text: str) -> PromptSet:
         raise PromptSetError(f"set name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
     if name == LAB_SET_NAME:
         raise PromptSetError(f"{LAB_SET_NAME!r} is the bundled set's name; choose another")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PromptSetError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    data = _json(text)
     if isinstance(data, dict):
         data = {**data, "name": name}
     prompt_set = parse_prompt_set(data)
