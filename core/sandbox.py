@@ -33,12 +33,19 @@ import inspect, json, os, resource, sys
 request = json.loads(sys.stdin.readline())
 root = os.path.realpath(os.getcwd())
 limits = request["limits"]
-memory = limits["memory_mb"] * 2**20
-resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1))
-size = limits["file_size_mb"] * 2**20
-resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+
+
+def limit(kind, soft, hard):
+    current = resource.getrlimit(kind)[1]
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
+
+
+limit(resource.RLIMIT_AS, limits["memory_mb"] * 2**20, limits["memory_mb"] * 2**20)
+limit(resource.RLIMIT_CPU, limits["cpu_s"], limits["cpu_s"] + 1)
+limit(resource.RLIMIT_FSIZE, limits["file_size_mb"] * 2**20, limits["file_size_mb"] * 2**20)
+limit(resource.RLIMIT_NPROC, 0, 0)
 
 refused = []
 REFUSED = ("socket.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
