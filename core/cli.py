@@ -337,7 +337,9 @@ def _export(args: argparse.Namespace) -> int:
         hub_token()  # the token is read again by the push: it is never passed around or printed
     with recorded_job(run.path, "export") as job:
         document = export_run(run.path, quants, job.stage)
-        hub = push_export(run.path, args.push, say=lambda line: job.stage(line, 0.97)) if args.push else None
+        hub = None
+        if args.push:
+            hub = push_export(run.path, args.push, private=args.private, say=lambda line: job.stage(line, 0.97))
         if args.delete_merged:
             freed = delete_merged(run.path)
             job.stage(f"deleted merged/ ({freed / 1e6:.1f} MB)", 1.0)
@@ -443,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a GGUF type, repeatable: f16, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k "
                         "(default: q8_0, what the lab shipped)")
     export.add_argument("--push", metavar="REPO_ID", help="push to this Hub model repo (owner/name), created if missing")
+    export.add_argument("--private", action="store_true",
+                        help="create the Hub repo private (an existing repo keeps its visibility)")
     export.add_argument("--delete-merged", action="store_true", help="delete merged/ afterwards (the GGUF files stay)")
     export.set_defaults(handler=_export)
     return parser

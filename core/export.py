@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.converter import LLAMA_CPP_DIR_ENV, ConverterLocation, fetch_converter
+from core.errors import first_line
 from core.files import FileProblem, read_json_object, write_json_atomic
 from core.inference import (
     END_OF_TURN,
@@ -45,6 +46,7 @@ from core.inference import (
     run_base_model,
 )
 from core.installed import package_version
+from core.jobs import JobStopped
 from core.paths import PROJECT_DIR
 from core.runs import ADAPTER_DIR, CONFIG_FILE, STATUS_FILE, now_iso
 from core.tiny import TINY_MODEL_ID
@@ -265,6 +267,17 @@ class Reference:
     candidates: list[dict[int, float]]
 
 
+@dataclass(frozen=True)
+class Expectations:
+    """What every GGUF of the export must show: the merged model's answers, its chat template,
+    its end-of-turn token, and the special tokens that must never appear in an answer."""
+
+    references: list[Reference]
+    chat_template: str
+    end_of_turn: str
+    special_tokens: list[str]
+
+
 def answered_sequence(answer: Generation, stop_id: int) -> list[int]:
     """An answer's tokens with the stop token that ended it (none when it ran to the token limit)."""
     return answer.token_ids + ([stop_id] if len(answer.token_ids) < VERIFY_TOKENS else [])
@@ -278,12 +291,33 @@ def reference_answer(model: Any, tokenizer: Any, messages: tuple[dict[str, str],
     sequence = answered_sequence(answer, stop_id)
     prompt = tokenizer(render_prompt(tokenizer, list(messages)), add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
-        logits = model(torch.tensor([prompt + sequence])).logits[0, len(prompt) - 1: len(prompt) - 1 + len(sequence)]
+        ids = torch.tensor([prompt + sequence], device=model.device)
+        logits = model(ids).logits[0, len(prompt) - 1: len(prompt) - 1 + len(sequence)]
     candidates = []
     for row in logits.float():
-        values, ids = row.topk(NEAR_TIE_CANDIDATES)
-        candidates.append({int(i): round(float(values[0] - v), 4) for v, i in zip(values, ids)})
+        values, tokens = row.topk(NEAR_TIE_CANDIDATES)
+        candidates.append({int(t): round(float(values[0] - v), 4) for v, t in zip(values, tokens)})
     return Reference(messages, answer, sequence, candidates)
+
+
+def reference_device() -> str:
+    """Where the merged model answers the verification prompts: a CUDA GPU when there is one (a 3B
+    model in float32 takes 13 GB, more than a Colab machine's memory), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def merged_expectations(model: Any, tokenizer: Any) -> Expectations:
+    """The merged model's answers to the verification prompts, in float32 (as llama.cpp computes)."""
+    import torch
+
+    model = model.to(reference_device(), dtype=torch.float32)
+    end_of_turn = END_OF_TURN if END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
+    stop_id = tokenizer.get_vocab()[end_of_turn]
+    references = [reference_answer(model, tokenizer, messages, stop_id) for messages in VERIFY_PROMPTS]
+    special = [token for token in tokenizer.all_special_tokens if token]
+    return Expectations(references, tokenizer.chat_template, end_of_turn, special)
 
 
 def first_difference(reference: list[int], tokens: list[int]) -> int | None:
@@ -307,14 +341,30 @@ def _agreement(reference: list[int], tokens: list[int]) -> float:
     return shared / longest
 
 
-def verify_gguf(path: Path, quant: str, references: list[Reference], chat_template: str, end_of_turn: str,
-                special_tokens: list[str]) -> dict[str, Any]:
-    """Check a GGUF file against the merged model's answers; return the verification record."""
+def _compare_answer(model: Any, reference: Reference, stop_id: int, quant: str, special_tokens: list[str]) -> dict[str, Any]:
+    """The GGUF's greedy answer to one verification prompt, compared with the merged model's."""
+    answer = gguf_greedy_with(model, list(reference.messages), VERIFY_TOKENS)
+    sequence = answered_sequence(answer, stop_id)
+    position = first_difference(reference.sequence, sequence)
+    gap = None
+    if position is not None and position < min(len(reference.sequence), len(sequence)):
+        gap = reference.candidates[position].get(sequence[position])
+    tolerance = NEAR_TIE_LOGITS.get(quant)
+    return {"prompt": reference.messages[-1]["content"], "reference": reference.answer.text, "gguf": answer.text,
+            "exact": position is None, "first_difference": position, "logit_gap": gap,
+            "near_tie": position is not None and gap is not None and tolerance is not None and gap <= tolerance,
+            "agreement": round(_agreement(reference.answer.token_ids, answer.token_ids), 4),
+            "leaks": [token for token in special_tokens if token in answer.text]}
+
+
+def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any]:
+    """Check a GGUF file against the merged model; return the verification record."""
     import llama_cpp
 
     from core.llm import CardModel, ModelError
 
     started = time.monotonic()
+    references = expected.references
     record: dict[str, Any] = {"passed": False, "loads": False, "chat_template": False, "end_of_turn": None,
                               "exact_required": quant in EXACT_QUANTS, "prompts": len(references), "exact_matches": 0,
                               "near_ties": 0, "agreement": 0.0, "answers": [], "problems": []}
@@ -324,47 +374,33 @@ def verify_gguf(path: Path, quant: str, references: list[Reference], chat_templa
         record["problems"].append(str(exc))
         return record
     record["loads"] = True
-    llama = model.llama
+    llama, problems = model.llama, record["problems"]
     stored = llama.metadata.get("tokenizer.chat_template")
-    record["chat_template"] = stored == chat_template
+    record["chat_template"] = stored == expected.chat_template
     if not stored:
-        record["problems"].append("no chat template in the GGUF metadata")
-    elif stored != chat_template:
-        record["problems"].append("the GGUF's chat template differs from the run's")
-    ids = llama.tokenize(end_of_turn.encode("utf-8"), add_bos=False, special=True)
+        problems.append("no chat template in the GGUF metadata")
+    elif stored != expected.chat_template:
+        problems.append("the GGUF's chat template differs from the run's")
+    ids = llama.tokenize(expected.end_of_turn.encode("utf-8"), add_bos=False, special=True)
     if len(ids) == 1 and llama_cpp.llama_vocab_is_eog(llama._model.vocab, ids[0]):
-        record["end_of_turn"] = end_of_turn
+        record["end_of_turn"] = expected.end_of_turn
     else:
-        record["problems"].append(f"{end_of_turn} is not an end-of-generation token in the GGUF")
-    agreements, stop_id = [], ids[0] if len(ids) == 1 else -1
-    tolerance = NEAR_TIE_LOGITS.get(quant)
-    for reference in references:
-        answer = gguf_greedy_with(model, list(reference.messages), VERIFY_TOKENS)
-        sequence = answered_sequence(answer, stop_id)
-        position = first_difference(reference.sequence, sequence)
-        gap = None
-        if position is not None and position < min(len(reference.sequence), len(sequence)):
-            gap = reference.candidates[position].get(sequence[position])
-        near_tie = position is not None and gap is not None and tolerance is not None and gap <= tolerance
-        agreements.append(_agreement(reference.answer.token_ids, answer.token_ids))
-        leaks = [token for token in special_tokens if token in answer.text]
-        if leaks:
-            record["problems"].append(f"template text in an answer: {', '.join(leaks)}")
-        record["exact_matches"] += position is None
-        record["near_ties"] += near_tie
-        record["answers"].append({"prompt": reference.messages[-1]["content"], "reference": reference.answer.text,
-                                  "gguf": answer.text, "exact": position is None, "first_difference": position,
-                                  "logit_gap": gap, "near_tie": near_tie, "agreement": round(agreements[-1], 4)})
-    record["agreement"] = round(sum(agreements) / len(agreements), 4) if agreements else 0.0
-    apart = len(references) - record["exact_matches"] - record["near_ties"]
+        problems.append(f"{expected.end_of_turn} is not an end-of-generation token in the GGUF")
+    stop_id = ids[0] if len(ids) == 1 else -1
+    answers = [_compare_answer(model, reference, stop_id, quant, expected.special_tokens) for reference in references]
+    record["answers"] = answers
+    record["exact_matches"] = sum(answer["exact"] for answer in answers)
+    record["near_ties"] = sum(answer["near_tie"] for answer in answers)
+    record["agreement"] = round(sum(answer["agreement"] for answer in answers) / len(answers), 4) if answers else 0.0
+    leaks = sorted({token for answer in answers for token in answer["leaks"]})
+    if leaks:
+        problems.append(f"template text in an answer: {', '.join(leaks)}")
+    apart = len(answers) - record["exact_matches"] - record["near_ties"]
     if record["exact_required"] and apart:
-        record["problems"].append(
-            f"greedy tokens differ from the merged model's on {apart} of {len(references)} prompts beyond a near-tie "
-            f"(agreement {record['agreement']:.2f})"
-        )
-    record["passed"] = record["loads"] and record["chat_template"] and bool(record["end_of_turn"]) and not record["problems"]
+        problems.append(f"greedy tokens differ from the merged model's on {apart} of {len(answers)} prompts beyond a "
+                        f"near-tie (agreement {record['agreement']:.2f})")
+    record["passed"] = not problems
     record["seconds"] = round(time.monotonic() - started, 3)
-    del model
     return record
 
 
@@ -386,7 +422,7 @@ def _previous_files(run_path: Path, quants: list[str]) -> list[dict[str, Any]]:
         if not isinstance(entry, dict) or entry.get("quant") in quants:
             continue
         path = run_path / str(entry.get("file", ""))
-        if path.is_file() and path.stat().st_size == entry.get("size"):
+        if entry.get("file") and path.is_file() and path.stat().st_size == entry.get("size"):
             kept.append(entry)
     return kept
 
@@ -411,14 +447,65 @@ def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[
     return model, tokenizer, parameters
 
 
-def _make_file(quant: str, run_path: Path, script: Path, pre_tokenizer: str | None, f16_source: Callable[[], Path],
-               target: Path) -> str:
-    """Write the GGUF for `quant` at `target`; return how it was made."""
-    if quant in CONVERTER_QUANTS:
-        convert(script, run_path / MERGED_DIR, quant, target, pre_tokenizer=pre_tokenizer, model_name=run_path.name)
-        return "convert_hf_to_gguf"
-    quantize(f16_source(), target, quant)
-    return "llama_model_quantize"
+class FileMaker:
+    """Makes the export's GGUF files from merged/: f16 and q8_0 by the converter, k-quants from an
+    f16 file (this export's verified one, else a scratch one converted once and removed by `cleanup`)."""
+
+    def __init__(self, run_path: Path, location: ConverterLocation, pre_tokenizer: str | None):
+        self.run_path, self.script, self.pre_tokenizer = run_path, location.script, pre_tokenizer
+        self.folder = run_path / GGUF_DIR
+        self.verified_f16: Path | None = None
+        self.scratch: Path | None = None
+
+    def _convert(self, outtype: str, target: Path) -> None:
+        convert(self.script, self.run_path / MERGED_DIR, outtype, target, pre_tokenizer=self.pre_tokenizer,
+                model_name=self.run_path.name)
+
+    def _f16(self) -> Path:
+        if self.verified_f16 is not None:
+            return self.verified_f16
+        if self.scratch is None:
+            self.scratch = _staging(self.folder, "f16-for-quantizing")
+            self._convert("f16", self.scratch)
+        return self.scratch
+
+    def make(self, quant: str, target: Path) -> str:
+        """Write the GGUF for `quant` at `target`; return how it was made."""
+        if quant in CONVERTER_QUANTS:
+            self._convert(quant, target)
+            return "convert_hf_to_gguf"
+        quantize(self._f16(), target, quant)
+        return "llama_model_quantize"
+
+    def cleanup(self) -> None:
+        """Remove the scratch f16 file, if one was made."""
+        if self.scratch is not None:
+            self.scratch.unlink(missing_ok=True)
+
+
+def _export_file(quant: str, maker: FileMaker, expected: Expectations, progress: Progress, share: float) -> dict[str, Any]:
+    """Make, verify and place one GGUF file; return its export.json entry (file None when it failed)."""
+    name = gguf_name(maker.run_path.name, quant)
+    final, partial = maker.folder / name, _staging(maker.folder, name)
+    try:
+        progress(f"making {name}", share)
+        started = time.monotonic()
+        method = maker.make(quant, partial)
+        made_s = round(time.monotonic() - started, 3)
+        progress(f"verifying {name} in llama-cpp", None)
+        verification = verify_gguf(partial, quant, expected)
+        entry = {"quant": quant, "file": f"{GGUF_DIR}/{name}", "method": method, "size": partial.stat().st_size,
+                 "sha256": sha256_file(partial), "seconds": made_s, "verification": verification}
+        if verification["passed"]:
+            os.replace(partial, final)
+            if quant == "f16":
+                maker.verified_f16 = final
+        else:
+            final.unlink(missing_ok=True)  # an older file of this quant must not pass for this export's
+            entry["file"] = None
+        return entry
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[str, Any]:
@@ -432,27 +519,19 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
     quants = validate_quants(quants)
     run_path = Path(run_path)
     adapter = _adapter_record(run_path)
-    config = read_json_object(run_path / CONFIG_FILE)
-    base = str(config.get("base_model"))
+    base = str(read_json_object(run_path / CONFIG_FILE).get("base_model"))
     location = fetch_converter(lambda line: progress(line, 0.02))
     pre_tokenizer = PRE_TOKENIZER_OVERRIDES.get(base)
     timings: dict[str, float] = {}
     model, tokenizer, parameters = _merge(run_path, progress, quants, timings)
-
     progress("answering the verification prompts with the merged model in transformers", 0.3)
     started = time.monotonic()
-    model = model.float()  # the merged float16 weights, computed in float32 as llama.cpp does on the CPU
-    end_of_turn = END_OF_TURN if END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
-    stop_id = tokenizer.get_vocab()[end_of_turn]
-    references = [reference_answer(model, tokenizer, messages, stop_id) for messages in VERIFY_PROMPTS]
+    expected = merged_expectations(model, tokenizer)
     timings["reference_s"] = round(time.monotonic() - started, 3)
-    special_tokens = [token for token in tokenizer.all_special_tokens if token]
-    chat_template = tokenizer.chat_template
     del model
     gc.collect()
 
-    folder = run_path / GGUF_DIR
-    folder.mkdir(exist_ok=True)
+    (run_path / GGUF_DIR).mkdir(exist_ok=True)
     document: dict[str, Any] = {
         "run": run_path.name, "state": "running", "error": None, "base_model": base,
         "merged_from": run_base_model(run_path), "adapter": adapter,
@@ -462,58 +541,25 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
                          "exact_required_for": list(EXACT_QUANTS), "near_tie_logits": NEAR_TIE_LOGITS},
         "files": [], "hub": None, "timings": timings, "created_at": now_iso(),
     }
-    f16_scratch: list[Path] = []
-
-    def f16_source() -> Path:
-        final = folder / gguf_name(run_path.name, "f16")
-        if "f16" in quants and final.is_file():
-            return final
-        if not f16_scratch:
-            f16_scratch.append(_staging(folder, "f16-for-quantizing"))
-            convert(location.script, run_path / MERGED_DIR, "f16", f16_scratch[0], pre_tokenizer=pre_tokenizer,
-                    model_name=run_path.name)
-        return f16_scratch[0]
-
-    failed = []
+    maker = FileMaker(run_path, location, pre_tokenizer)
     order = sorted(quants, key=QUANTS.index)  # f16 first: the k-quants are made from it
     try:
         for number, quant in enumerate(order):
-            share = 0.35 + 0.6 * number / len(order)
-            name = gguf_name(run_path.name, quant)
-            final, partial = folder / name, _staging(folder, name)
-            try:
-                progress(f"making {name}", share)
-                started = time.monotonic()
-                method = _make_file(quant, run_path, location.script, pre_tokenizer, f16_source, partial)
-                made_s = time.monotonic() - started
-                progress(f"verifying {name} in llama-cpp", share + 0.3 / len(order))
-                verification = verify_gguf(partial, quant, references, chat_template, end_of_turn, special_tokens)
-                entry = {"quant": quant, "file": f"{GGUF_DIR}/{name}", "method": method, "size": partial.stat().st_size,
-                         "sha256": sha256_file(partial), "seconds": round(made_s, 3), "verification": verification}
-                if verification["passed"]:
-                    os.replace(partial, final)
-                else:
-                    final.unlink(missing_ok=True)  # an older file of this quant must not pass for this export's
-                    failed.append(f"{quant} ({'; '.join(verification['problems'])})")
-                    entry["file"] = None
-                document["files"].append(entry)
-            finally:
-                partial.unlink(missing_ok=True)
+            document["files"].append(_export_file(quant, maker, expected, progress, 0.35 + 0.6 * number / len(order)))
     except BaseException as exc:
-        document["state"], document["error"] = "failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        document["state"] = "stopped" if isinstance(exc, (JobStopped, KeyboardInterrupt)) else "failed"
+        document["error"] = first_line(exc) or type(exc).__name__
         raise
     else:
-        if failed:
-            document["state"], document["error"] = "failed", "verification failed: " + ", ".join(failed)
-        else:
-            document["state"] = "completed"
+        failed = [f"{e['quant']} ({'; '.join(e['verification']['problems'])})" for e in document["files"] if not e["file"]]
+        document["state"] = "failed" if failed else "completed"
+        document["error"] = "verification failed: " + ", ".join(failed) if failed else None
     finally:
-        for scratch in f16_scratch:
-            scratch.unlink(missing_ok=True)
+        maker.cleanup()
         document["files"] = _previous_files(run_path, [e["quant"] for e in document["files"]]) + document["files"]
         document["finished_at"] = now_iso()
         write_json_atomic(run_path / EXPORT_FILE, document)
-    if failed:
+    if document["error"]:
         raise ExportError(document["error"])
     progress("export done", 1.0)
     return document

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.backends import resolve_base_model
+from core.errors import first_line
 from core.files import FileProblem, read_json_object
 from core.runs import ADAPTER_DIR, ADAPTER_WEIGHTS, CONFIG_FILE
 
@@ -110,7 +111,7 @@ def load_base_model(base: str, dtype: str) -> Any:
         return AutoModelForCausalLM.from_pretrained(resolve_base_model(base), dtype=torch_dtype)
     except OSError as exc:
         raise InferenceError(
-            f"base model {base} cannot be loaded ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); "
+            f"base model {base} cannot be loaded ({first_line(exc) or type(exc).__name__}); "
             "if this machine is offline, download it into the Hugging Face cache first"
         ) from None
 
@@ -131,8 +132,9 @@ def load_run_model(run_path: Path, *, adapter: bool = True, merge: bool = False,
         try:
             model = PeftModel.from_pretrained(model, str(adapter_dir))
         except Exception as exc:  # safetensors, torch and peft each raise their own kind for a bad file
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InferenceError(f"run {run_path.name} has a broken adapter: {line}") from None
+            raise InferenceError(
+                f"run {run_path.name} has a broken adapter: {first_line(exc) or type(exc).__name__}"
+            ) from None
         if merge:
             model = model.merge_and_unload()
     model.eval()
@@ -164,7 +166,7 @@ def greedy_generate(model: Any, tokenizer: Any, messages: list[dict], max_new_to
 
     prompt = render_prompt(tokenizer, messages)
     # The template writes BOS itself: adding special tokens again would double it.
-    encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
     stops = stop_token_ids(tokenizer)
     started = time.monotonic()
     with torch.inference_mode():

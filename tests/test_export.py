@@ -25,7 +25,7 @@ from core import export, tiny
 from core.cli import main
 from core.converter import ConverterError, fetch_converter, sdist_llama_cpp_dir
 from core.files import read_json_object
-from core.inference import gguf_greedy_generate, greedy_generate, load_run_model
+from core.inference import InferenceError, full_precision_base, gguf_greedy_generate, greedy_generate, load_run_model
 from core.installed import package_version
 from core.presets import get_preset
 from core.runs import create_run, initial_status
@@ -306,3 +306,22 @@ def test_a_llama_cpp_dir_without_the_converter_is_a_clear_error(tmp_path, monkey
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(ConverterError, match=f"LLAMA_CPP_DIR is {tmp_path}, which has no convert_hf_to_gguf.py"):
         fetch_converter(lambda line: None)
+
+
+@pytest.mark.parametrize(("configured", "full"), [
+    ("unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "unsloth/Llama-3.2-1B-Instruct"),
+    ("unsloth/Llama-3.2-3B-Instruct-unsloth-bnb-4bit", "unsloth/Llama-3.2-3B-Instruct"),
+    ("meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
+    ("tiny-llama", "tiny-llama"),
+])
+def test_a_4bit_base_is_merged_on_its_full_precision_original(configured, full):
+    assert full_precision_base(configured) == full
+
+
+def test_a_base_model_that_is_not_here_offline_is_a_clear_error(runs_root, exported):
+    run = copy_trained_run(exported, runs_root, "elsewhere")
+    config = read_json_object(run / "config.json")
+    (run / "config.json").write_text(json.dumps({**config, "base_model": "nobody/not-downloaded-bnb-4bit"}))
+    with pytest.raises(InferenceError, match="base model nobody/not-downloaded cannot be loaded .*if this machine is "
+                                             "offline, download it into the Hugging Face cache first"):
+        load_run_model(run)
