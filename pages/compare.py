@@ -17,6 +17,7 @@ PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#F
 RSS_PATTERN = "/"
 COLUMNS_PER_ROW = 4
 RATINGS = (None, 1, 2, 3, 4, 5)
+MAX_SCATTER_LABELS = 25  # more run names over the points are unreadable: hover shows them
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -184,7 +185,8 @@ points = [row for row in rows if row.values[cost_key] is not None and row.values
 if points:
     scatter = go.Figure(go.Scatter(
         x=[row.values[cost_key] for row in points], y=[row.values[loss_key] for row in points],
-        mode="markers+text", text=[row.run for row in points], textposition="top center",
+        mode="markers+text" if len(points) <= MAX_SCATTER_LABELS else "markers", text=[row.run for row in points],
+        textposition="top center", hovertemplate="%{text}<br>%{x}<br>%{y}<extra></extra>",
         marker=dict(size=[16 if row.run == baseline else 11 for row in points],
                     symbol=["star" if row.run == baseline else "circle" for row in points],
                     color=[colours[row.run] for row in points]),

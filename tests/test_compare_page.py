@@ -220,6 +220,7 @@ def test_seed_runs_only(runs_root, downloads):
     assert [trace["name"] for trace in memory] == ["Peak memory", "LoRA memory"] and len(memory[0]["x"]) == 5
     assert widget(app.radio, "Loss").value == "train_loss"  # the seed runs have no final loss
     assert sorted(figures["scatter"]["data"][0]["text"]) == sorted(SEED_NAMES - {"exp3_1B_10k_600steps"})
+    assert figures["scatter"]["data"][0]["mode"] == "markers+text"  # few points: names beside them
     metrics = table(app, "Run").set_index("Run")
     t2 = metrics.loc["model_centric_1B_r64_10k_600steps"]
     assert (t2["Train loss (mean)"], t2["Δ Train loss (mean)"]) == (0.8806, "🟢 ▼ -0.0112 (-1.3%)")
