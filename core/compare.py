@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from core.errors import describe
 from core.evaluate import EVAL_DIR, RATINGS_FILE
 from core.files import read_jsonl
 from core.runs import CONFIG_FILE, METRICS_FILE, STATUS_FILE, Run
@@ -90,7 +91,8 @@ class Curve:
 
     When a step was logged twice (a resumed run repeats the steps after its checkpoint),
     the later record wins. Unknown tokens or times are NaN. `skipped` counts lines of
-    events.jsonl that were unreadable or had no step or loss.
+    events.jsonl that were unreadable or had no step or loss; `problem` says why the file
+    could not be read at all.
     """
 
     step: np.ndarray
@@ -98,14 +100,19 @@ class Curve:
     tokens_seen: np.ndarray
     elapsed_s: np.ndarray
     skipped: int = 0
+    problem: str = ""
 
     def __len__(self) -> int:
         return len(self.step)
 
 
 def read_curve(events_path: Path) -> Curve:
-    """Read a run's events.jsonl into a Curve; a missing file gives an empty one."""
-    records, skipped = read_jsonl(events_path)
+    """Read a run's events.jsonl into a Curve; a missing or unreadable file gives an empty one."""
+    try:
+        records, skipped = read_jsonl(events_path)
+    except OSError as exc:
+        empty = np.empty(0)
+        return Curve(empty, empty, empty, empty, problem=f"{events_path.name} cannot be read ({describe(exc)})")
     by_step: dict[float, tuple[float, float, float]] = {}
     for record in records:
         step, loss = _number(record.get("step")), _number(record.get("loss"))

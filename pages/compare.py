@@ -125,6 +125,8 @@ if with_curves:
         x, y = compare.curve_points(curve, axis, smoothing)
         if curve.skipped:
             skipped.append(f"{name} ({curve.skipped})")
+        if curve.problem:
+            st.warning(f"No loss curve for **{name}**: {curve.problem}")
         if not len(x):
             unplotted.append(name)
             continue

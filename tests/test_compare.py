@@ -68,6 +68,9 @@ def test_read_curve_keeps_the_later_record_of_a_repeated_step_and_skips_bad_line
     assert list(curve.tokens_seen) == [100, 200, 300] and curve.elapsed_s[-1] == 5.0
     assert curve.skipped == 2
     assert len(compare.read_curve(tmp_path / "absent.jsonl")) == 0
+    (tmp_path / "folder.jsonl").mkdir()
+    unreadable = compare.read_curve(tmp_path / "folder.jsonl")
+    assert len(unreadable) == 0 and unreadable.problem.startswith("folder.jsonl cannot be read (IsADirectoryError")
 
 
 def test_curve_points_leave_out_an_axis_that_was_never_recorded(tmp_path):

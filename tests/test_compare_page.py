@@ -315,6 +315,11 @@ def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_
     (lab_root / "t4_r64" / "metrics.json").write_text("[]")
     with (lab_root / "cpu_tiny" / EVENTS_FILE).open("a") as handle:
         handle.write("not json\n{\"step\": 61, \"lo")
+    unreadable = trained_run(lab_root, "unreadable_events", config={"max_steps": 5}, device="cpu", peak=0.5, lora=0.05,
+                             events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100,
+                                                    memory_gb=0.5, seed=4))
+    (unreadable / EVENTS_FILE).unlink()
+    (unreadable / EVENTS_FILE).mkdir()  # stat works, reading fails (as root, a chmod would not stop it)
     app = open_page()
     warnings = [warning.value for warning in app.warning]
     assert any(w.startswith("**half_written** cannot be read") and "status.json is not valid JSON" in w for w in warnings)
@@ -324,6 +329,9 @@ def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_
     assert set(trace["name"] for trace in charts(app)["curves"]["data"]) == {"t4_r16", "cpu_tiny"}
     assert "Unreadable lines skipped in events.jsonl: cpu_tiny (2)." in [caption.value for caption in app.caption]
     assert "t4_r64" not in set(table(app, "Run")["Run"])
+    assert any(w.startswith("No loss curve for **unreadable_events**: events.jsonl cannot be read (IsADirectoryError")
+               for w in warnings)
+    assert "unreadable_events" in set(table(app, "Run")["Run"])  # still in the tables
 
 
 def test_with_more_runs_than_the_chart_shows_it_says_so_and_lets_you_choose(runs_root):
