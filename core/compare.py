@@ -479,7 +479,8 @@ def build_matrix(
             if not isinstance(prompt_id, str) or (prompt_set is not None and row.get("prompt_set") != prompt_set):
                 continue
             prompts.setdefault(prompt_id, row)
-            checks = tuple(check for check in row.get("checks") or () if isinstance(check, dict))
+            listed = row.get("checks")
+            checks = tuple(check for check in listed if isinstance(check, dict)) if isinstance(listed, list) else ()
             rating = rated.get(prompt_id) if isinstance(rated.get(prompt_id), dict) else {}
             passed = row.get("passed")
             cells.setdefault(prompt_id, {})[column] = Cell(

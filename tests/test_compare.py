@@ -213,6 +213,15 @@ def test_matrix_columns_prompt_sets_and_pass_counts():
     assert matrix.prompts[1].cells[Column("r16", "adapter")].failed_checks == ["leakage"]
 
 
+def test_odd_rows_make_cells_that_say_what_is_unknown():
+    odd = {"x": {"adapter": [{"prompt_set": "lab", "prompt_id": "vpn", "answer": None, "checks": 5, "passed": "yes",
+                              "latency_s": "fast"}, {"prompt_set": "lab", "prompt_id": 7}]}}
+    matrix = build_matrix(odd, {"x": {"adapter": {"vpn": "five"}}}, [Column("x", "adapter")], "lab")
+    cell = matrix.prompts[0].cells[Column("x", "adapter")]
+    assert (cell.answer, cell.checks, cell.passed, cell.latency_s, cell.rating) == ("", (), None, None, None)
+    assert len(matrix.prompts) == 1 and compare.cell_summary(cell) == "❔" and not matrix.prompts[0].disagrees
+
+
 def test_disagreement_filter_keeps_prompts_whose_pass_fail_differ():
     adapters = [Column("r16", "adapter"), Column("r64", "adapter")]
     matrix = build_matrix(RESULTS, {}, adapters, "lab")
