@@ -79,14 +79,32 @@ def tiny_model(tiny_model_build: Path, private_cache: None) -> Path:
     return target
 
 
+MEMORIZE_CONVERSATIONS = [
+    [("human", "What colour is the sky?"), ("gpt", "The sky is blue.")],
+    [("human", "Name a fruit."), ("gpt", "An apple is a fruit.")],
+    [("system", "Answer briefly."), ("human", "What is two plus two?"), ("gpt", "Two plus two is four.")],
+    [("human", "Say hello."), ("gpt", "Hello there!"), ("human", "Say bye."), ("gpt", "Goodbye!")],
+    [("human", "Where do fish live?"), ("gpt", "Fish live in water.")],
+    [("human", "What do cows eat?"), ("gpt", "Cows eat grass.")],
+]
+"""Six short conversations to memorize, one with a system turn, one with two exchanges."""
+
+
 @pytest.fixture
 def memorize_data(tmp_path: Path) -> Path:
-    """Six short conversations to memorize, one with a system turn, one with two exchanges."""
-    return write_conversations(tmp_path / "memorize.jsonl", [
-        [("human", "What colour is the sky?"), ("gpt", "The sky is blue.")],
-        [("human", "Name a fruit."), ("gpt", "An apple is a fruit.")],
-        [("system", "Answer briefly."), ("human", "What is two plus two?"), ("gpt", "Two plus two is four.")],
-        [("human", "Say hello."), ("gpt", "Hello there!"), ("human", "Say bye."), ("gpt", "Goodbye!")],
-        [("human", "Where do fish live?"), ("gpt", "Fish live in water.")],
-        [("human", "What do cows eat?"), ("gpt", "Cows eat grass.")],
-    ])
+    """MEMORIZE_CONVERSATIONS as a ShareGPT file."""
+    return write_conversations(tmp_path / "memorize.jsonl", MEMORIZE_CONVERSATIONS)
+
+
+@pytest.fixture(scope="session")
+def converter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """llama.cpp's converter, fetched by the export's own fetch once per session: pip downloads the
+    llama-cpp-python source from the package registry (a package, not a model or data set)."""
+    from core.converter import fetch_converter
+
+    cache = tmp_path_factory.mktemp("converter-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_CACHE_DIR", str(cache))
+        patch.delenv("LLAMA_CPP_DIR", raising=False)
+        location = fetch_converter(lambda line: None)
+    return location.script.parent

