@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import describe
-from core.evaluate import EVAL_DIR, RATINGS_FILE
 from core.files import read_jsonl
-from core.runs import CONFIG_FILE, METRICS_FILE, STATUS_FILE, Run
+from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
 
 FileKey = tuple[str, int, int]
 

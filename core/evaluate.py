@@ -33,24 +33,21 @@ from core.inference import (
     load_run_model,
     run_base_model,
 )
+from core.jobs import Progress
 from core.llm import CardModel, ModelError
 from core.paths import DATA_DIR
-from core.runs import now_iso, read_run_folder
+from core.runs import EVAL_DIR, GGUF_DIR, RATINGS_FILE, RUN_NAME_PATTERN, now_iso, read_run_folder
 
-Progress = Callable[[str, "float | None"], None]
 
 LAB_SET_FILE = DATA_DIR / "eval_prompts.json"
 LAB_SET_NAME = "lab"
 PROMPT_SETS_DIR = ".prompt_sets"
-EVAL_DIR = "eval"
-RATINGS_FILE = "ratings.json"
-GGUF_DIR = "gguf"
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_NOTE_CHARS = 2000
 MAX_PROMPTS = 200
 MAX_PROMPT_CHARS = 4000
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_PATTERN = RUN_NAME_PATTERN  # prompt set names are file names too
 VARIANT_FILE_PATTERN = re.compile(r"adapter|base|gguf-[A-Za-z0-9._-]{1,120}")
 
 

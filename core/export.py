@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.converter import LLAMA_CPP_DIR_ENV, ConverterLocation, fetch_converter
 from core.errors import first_line
@@ -46,16 +46,12 @@ from core.inference import (
     run_base_model,
 )
 from core.installed import package_version
-from core.jobs import JobStopped
+from core.jobs import JobStopped, Progress
 from core.paths import PROJECT_DIR
-from core.runs import ADAPTER_DIR, CONFIG_FILE, STATUS_FILE, now_iso
+from core.runs import ADAPTER_DIR, CONFIG_FILE, EXPORT_FILE, GGUF_DIR, MERGED_DIR, STATUS_FILE, now_iso
 from core.tiny import TINY_MODEL_ID
 
-Progress = Callable[[str, "float | None"], None]
 
-EXPORT_FILE = "export.json"
-MERGED_DIR = "merged"
-GGUF_DIR = "gguf"
 MERGED_DTYPE = "float16"  # the lab's merge (fp16 on a T4); f16 GGUF weights are then exactly merged/'s
 CONVERTER_QUANTS = ("f16", "q8_0")
 # k-quants made from the f16 file, with the llama_cpp ftype constant of each.

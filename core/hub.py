@@ -17,13 +17,12 @@ from typing import Any, Callable
 
 from core.config import DATASET_SUFFIXES, HUB_ID_PATTERN
 from core.errors import first_line
-from core.export import EXPORT_FILE, read_export, record_push, sha256_file
+from core.export import read_export, record_push, sha256_file
 from core.files import FileProblem, read_json_object, read_jsonl
-from core.runs import ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, now_iso
+from core.runs import ADAPTER_DIR, CONFIG_FILE, EVAL_DIR, EXPORT_FILE, METRICS_FILE, now_iso
 
 TOKEN_ENV = "HF_TOKEN"
 CARD_FILE = "README.md"
-EVAL_DIR = "eval"
 # The Hub's rule for a repo id: owner/name, each 1-96 of letters, digits, '-', '_', '.';
 # no '--' or '..', not starting or ending with '-' or '.', and no '.git' at the end.
 REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")

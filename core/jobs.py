@@ -53,6 +53,10 @@ ACTIVE_STATES = ("queued", "running")
 STOP_GRACE_S = 30.0
 
 
+Progress = Callable[[str, "float | None"], None]
+"""What a job's work reports its stage with: JobHandle.stage, or any function of (text, fraction)."""
+
+
 class JobError(RuntimeError):
     """A job cannot be started or stopped now; the message says why."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from core.errors import first_line
-from core.runs import list_runs
+from core.runs import GGUF_DIR, list_runs
 
 LAB_REPO = "dnagard/PEFT-optimization"
 LAB_FILE = "llama-3.2-1b-finetuned-q8_0_v2.gguf"
@@ -84,7 +84,7 @@ def run_choices(root: Path) -> list[ModelChoice]:
     """Every GGUF file that a run's export wrote, newest run first."""
     choices = []
     for run in list_runs(root):
-        for path in sorted((run.path / "gguf").glob("*.gguf")):
+        for path in sorted((run.path / GGUF_DIR).glob("*.gguf")):
             choices.append(ModelChoice("run", f"{run.name} / {path.name} (exported run)", path=str(path)))
     return choices
 

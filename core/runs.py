@@ -38,6 +38,11 @@ EVENTS_FILE = "events.jsonl"
 TRAIN_LOG = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
+EVAL_DIR = "eval"
+RATINGS_FILE = "ratings.json"
+MERGED_DIR = "merged"
+GGUF_DIR = "gguf"
+EXPORT_FILE = "export.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
