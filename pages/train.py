@@ -32,8 +32,6 @@ from core.evaluate import (
 )
 from core.export import (
     DEFAULT_QUANTS,
-    GGUF_DIR,
-    MERGED_DIR,
     QUANTS,
     ExportError,
     delete_merged,
@@ -61,6 +59,8 @@ from core.progress import format_duration, training_progress
 from core.runs import (
     ADAPTER_DIR,
     EVENTS_FILE,
+    GGUF_DIR,
+    MERGED_DIR,
     STATE_ICONS,
     RunExistsError,
     RunNameError,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from core.export import EXPORT_FILE
+from core.runs import EXPORT_FILE
 from core.files import write_json_atomic
 from core.hub import (
     HubError,
