@@ -1,6 +1,7 @@
 """Train: configure a run from a preset, start it as a job, and watch, stop, resume or delete runs."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.compare import downsample, read_curve, smooth
@@ -226,11 +227,16 @@ def loss_chart(path, weight: float) -> None:
     if not len(curve):
         st.caption("The loss chart appears with the first logged step.")
         return
+    figure = go.Figure()
     steps, raw = downsample(curve.step, curve.loss)
-    smoothed_steps, smoothed = downsample(curve.step, smooth(curve.loss, weight))
-    frame = pd.concat([pd.Series(raw, index=steps, name="loss"),
-                       pd.Series(smoothed, index=smoothed_steps, name="smoothed")], axis=1)
-    st.line_chart(frame, x_label="step", y_label="loss", height=260)
+    figure.add_trace(go.Scatter(x=steps, y=raw, mode="lines", name="loss", line={"color": "#9ecae1", "width": 1}))
+    steps, smoothed = downsample(curve.step, smooth(curve.loss, weight))
+    figure.add_trace(go.Scatter(x=steps, y=smoothed, mode="lines", name=f"smoothed ({weight:.2f})",
+                                line={"color": "#08519c", "width": 2}))
+    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="step",
+                         yaxis_title="training loss", legend={"orientation": "h", "y": -0.25})
+    st.plotly_chart(figure, key="train_loss_chart")
+
 
 def any_job_active(path) -> bool:
     return any(job_view(path, kind).active for kind in JOB_KINDS)
@@ -399,16 +405,17 @@ def run_panel(path, was_active: bool) -> None:
             st.session_state.pop("train_confirm_delete")
             st.rerun()
 
-    with st.expander("Config"):
-        st.json(run.config, expanded=False)
-    if run.metrics:
-        with st.expander("Metrics"):
-            st.json(run.metrics, expanded=False)
     if state == "completed" and (path / ADAPTER_DIR).is_dir():
         st.divider()
         eval_panel(path.parent, path)
         st.divider()
         export_panel(path)
+        st.divider()
+    with st.expander("Config"):
+        st.json(run.config, expanded=False)
+    if run.metrics:
+        with st.expander("Metrics"):
+            st.json(run.metrics, expanded=False)
 
 def act(action) -> None:
     """Run a job action; show why it failed, or rerun the whole page to show its effect."""

@@ -11,11 +11,13 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[variable] = "1"
 
+import base64  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -108,3 +110,19 @@ def converter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         patch.delenv("LLAMA_CPP_DIR", raising=False)
         location = fetch_converter(lambda line: None)
     return location.script.parent
+
+
+def plain(values):
+    """A trace's x or y as a list: plotly sends numpy arrays as base64 typed arrays."""
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return values
+
+
+def charts(app) -> dict[str, dict]:
+    """The page's plotly figures by key (curves, memory, scatter, bar-...), with x and y as lists."""
+    figures = {chart.key: json.loads(chart.proto.spec) for chart in app.get("plotly_chart")}
+    for figure in figures.values():
+        for trace in figure["data"]:
+            trace.update({axis: plain(trace[axis]) for axis in ("x", "y") if axis in trace})
+    return figures

@@ -6,7 +6,6 @@ status.json, metrics.json, events.jsonl, eval/<variant>.jsonl, ratings.json), as
 training and eval jobs write them; one test trains a real run through the CLI.
 """
 
-import base64
 import csv
 import io
 import json
@@ -15,10 +14,9 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import streamlit as st
-from conftest import PROJECT_DIR, run_core
+from conftest import PROJECT_DIR, charts, run_core
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
@@ -74,22 +72,6 @@ def rerun(app: AppTest) -> AppTest:
 
 def widget(elements, label):
     return next(element for element in elements if element.label == label)
-
-
-def plain(values):
-    """A trace's x or y as a list: plotly sends numpy arrays as base64 typed arrays."""
-    if isinstance(values, dict) and "bdata" in values:
-        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
-    return values
-
-
-def charts(app: AppTest) -> dict[str, dict]:
-    """The page's plotly figures by key (curves, memory, scatter, bar-...), with x and y as lists."""
-    figures = {chart.key: json.loads(chart.proto.spec) for chart in app.get("plotly_chart")}
-    for figure in figures.values():
-        for trace in figure["data"]:
-            trace.update({axis: plain(trace[axis]) for axis in ("x", "y") if axis in trace})
-    return figures
 
 
 def table(app: AppTest, first_column: str):

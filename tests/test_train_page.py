@@ -7,7 +7,9 @@ view's timer would, and reads what it shows.
 import json
 import time
 
-from conftest import PROJECT_DIR, run_core
+import pytest
+
+from conftest import PROJECT_DIR, charts, run_core
 from streamlit.testing.v1 import AppTest
 
 from core.files import read_json_object
@@ -104,7 +106,9 @@ def test_a_cpu_smoke_run_starts_as_a_job_and_the_page_follows_it_to_completion(r
     loss = next(m for m in app.metric if m.label == "Loss")
     events = read_json_object(runs_root / name / "metrics.json")
     assert float(loss.value) == round(events["final_loss"], 4)
-    assert app.get("vega_lite_chart"), "no loss chart"
+    chart = charts(app)["train_loss_chart"]
+    assert [trace["name"] for trace in chart["data"]] == ["loss", "smoothed (0.60)"]
+    assert chart["data"][0]["y"][-1] == pytest.approx(events["final_loss"])
     assert not [b for b in app.button if b.label in ("Stop",) or b.label.startswith("Resume")]
 
 
