@@ -39,16 +39,17 @@ from core.inference import (
     END_OF_TURN,
     Generation,
     check_adapter,
+    configured_base_model,
+    full_precision_base,
     greedy_generate,
     gguf_greedy_with,
     load_run_model,
     render_prompt,
-    run_base_model,
 )
 from core.installed import package_version
 from core.jobs import JobStopped, Progress
 from core.paths import PROJECT_DIR
-from core.runs import ADAPTER_DIR, CONFIG_FILE, EXPORT_FILE, GGUF_DIR, MERGED_DIR, STATUS_FILE, now_iso
+from core.runs import ADAPTER_DIR, EXPORT_FILE, GGUF_DIR, MERGED_DIR, STATUS_FILE, now_iso
 from core.tiny import TINY_MODEL_ID
 
 
@@ -201,8 +202,12 @@ def _run_tool(arguments: list[str], what: str) -> None:
     """Run `python -c` a tool entry point of this module in a child process; ExportError on failure."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), environment.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", "import sys, core.export as e; e.tool_main(sys.argv[1:])", *arguments],
-                          capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=environment)
+    try:
+        done = subprocess.run([sys.executable, "-c", "import sys, core.export as e; e.tool_main(sys.argv[1:])", *arguments],
+                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=environment)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"{what} did not finish within {TOOL_TIMEOUT_S:g} s and was stopped; "
+                          "check the machine's load and free memory, then try again") from None
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         tail = lines[-1] if lines else f"exit status {done.returncode}"
@@ -304,13 +309,27 @@ def reference_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def end_of_turn_token(tokenizer: Any) -> str:
+    """The token that ends an answer: `<|eot_id|>` when the vocabulary has it, else the EOS token;
+    ExportError when there is neither (the GGUF could not be checked to stop)."""
+    vocabulary = tokenizer.get_vocab()
+    if END_OF_TURN in vocabulary:
+        return END_OF_TURN
+    if tokenizer.eos_token and tokenizer.eos_token in vocabulary:
+        return tokenizer.eos_token
+    raise ExportError(
+        f"the run's tokenizer has neither {END_OF_TURN} nor an EOS token in its vocabulary, so nothing would end "
+        "the model's answers; set eos_token in the adapter's tokenizer_config.json to its end-of-turn token"
+    )
+
+
 def merged_expectations(model: Any, tokenizer: Any) -> Expectations:
     """The merged model's answers to the verification prompts, in float32 (as llama.cpp computes)."""
     import torch
 
-    model = model.to(reference_device(), dtype=torch.float32)
-    end_of_turn = END_OF_TURN if END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
+    end_of_turn = end_of_turn_token(tokenizer)
     stop_id = tokenizer.get_vocab()[end_of_turn]
+    model = model.to(reference_device(), dtype=torch.float32)
     references = [reference_answer(model, tokenizer, messages, stop_id) for messages in VERIFY_PROMPTS]
     special = [token for token in tokenizer.all_special_tokens if token]
     return Expectations(references, tokenizer.chat_template, end_of_turn, special)
@@ -428,6 +447,7 @@ def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[
     started = time.monotonic()
     progress("loading the base model in 16-bit with the run's adapter", 0.08)
     model, tokenizer = load_run_model(run_path, adapter=True, merge=False, dtype=MERGED_DTYPE)
+    end_of_turn_token(tokenizer)  # refused here, before the merge writes anything, rather than after it
     parameters = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
     check_disk(run_path, parameters, quants)
     progress("merging the adapter into the base model", 0.15)
@@ -508,14 +528,16 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
     """Export the run: merged/, verified GGUF files in gguf/, and export.json; return export.json's document.
 
     Raises ExportError (or InferenceError, a ValueError too) before any work for an unknown
-    quant, a run without a usable adapter, no converter or too little disk; a file that fails
+    quant, a run without a usable adapter or config.json, no converter, a tokenizer with no
+    end-of-turn token or too little disk; a converter or quantizer that fails or runs past
+    TOOL_TIMEOUT_S is an ExportError too (export.json records it, state failed); a file that fails
     verification is deleted, the others are kept, export.json records all of it (state
     failed) and ExportError says which failed.
     """
     quants = validate_quants(quants)
     run_path = Path(run_path)
     adapter = _adapter_record(run_path)
-    base = str(read_json_object(run_path / CONFIG_FILE).get("base_model"))
+    base = configured_base_model(run_path)
     location = fetch_converter(lambda line: progress(line, 0.02))
     pre_tokenizer = PRE_TOKENIZER_OVERRIDES.get(base)
     timings: dict[str, float] = {}
@@ -530,7 +552,7 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
     (run_path / GGUF_DIR).mkdir(exist_ok=True)
     document: dict[str, Any] = {
         "run": run_path.name, "state": "running", "error": None, "base_model": base,
-        "merged_from": run_base_model(run_path), "adapter": adapter,
+        "merged_from": full_precision_base(base), "adapter": adapter,
         "merged": {"path": MERGED_DIR, "dtype": MERGED_DTYPE, "parameters": parameters},
         "converter": {**converter_record(location), "pre_tokenizer_override": pre_tokenizer},
         "verification": {"prompts": len(VERIFY_PROMPTS), "max_new_tokens": VERIFY_TOKENS,

@@ -53,16 +53,22 @@ def full_precision_base(base_model: str) -> str:
     return base_model
 
 
-def run_base_model(run_path: Path) -> str:
-    """The run's base model (config.json `base_model`) in its full-precision form."""
+def configured_base_model(run_path: Path) -> str:
+    """The run's base model as its config.json names it (possibly a 4-bit one); InferenceError when
+    config.json is missing, unreadable or names none."""
     try:
         config = read_json_object(run_path / CONFIG_FILE)
     except FileProblem as exc:
         raise InferenceError(f"run {run_path.name}: {exc}") from None
     base = config.get("base_model")
     if not isinstance(base, str) or not base:
-        raise InferenceError(f"run {run_path.name}: config.json has no base_model")
-    return full_precision_base(base)
+        raise InferenceError(f"run {run_path.name}: {CONFIG_FILE} has no base_model")
+    return base
+
+
+def run_base_model(run_path: Path) -> str:
+    """The run's base model (config.json `base_model`) in its full-precision form."""
+    return full_precision_base(configured_base_model(run_path))
 
 
 def check_adapter(run_path: Path) -> Path:

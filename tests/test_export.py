@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -231,6 +232,45 @@ def test_a_corrupt_adapter_fails_the_job_and_leaves_nothing(capsys, runs_root, e
     assert left_behind(run) == []
     job = read_json_object(run / "jobs" / "export.json")
     assert job["state"] == "failed" and "broken adapter" in job["error"]
+
+
+def test_a_run_without_config_json_is_a_one_line_error(capsys, runs_root, exported, export_env):
+    run = copy_trained_run(exported, runs_root, "noconfig")
+    (run / "config.json").unlink()
+    code, out, err = command(capsys, runs_root, "export", "noconfig")
+    assert (code, out) == (1, "") and err.splitlines()[-1] == "error: run noconfig: config.json is missing", err
+    assert left_behind(run) == []
+    assert read_json_object(run / "jobs" / "export.json")["state"] == "failed"
+
+
+def test_a_tokenizer_without_an_end_of_turn_token_is_refused_before_the_merge(capsys, runs_root, exported, export_env):
+    """The run's saved tokenizer with <|eot_id|> renamed and no eos_token: no token would end an answer."""
+    run = copy_trained_run(exported, runs_root, "noeos")
+    tokenizer_file = run / "adapter" / "tokenizer.json"
+    tokenizer_file.write_text(tokenizer_file.read_text().replace("<|eot_id|>", "<|end|>"))
+    settings = read_json_object(run / "adapter" / "tokenizer_config.json")
+    (run / "adapter" / "tokenizer_config.json").write_text(json.dumps({**settings, "eos_token": None}))
+    code, out, err = command(capsys, runs_root, "export", "noeos")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == ("error: the run's tokenizer has neither <|eot_id|> nor an EOS token in its "
+                                    "vocabulary, so nothing would end the model's answers; set eos_token in the "
+                                    "adapter's tokenizer_config.json to its end-of-turn token"), err
+    assert left_behind(run) == []
+
+
+def write_script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_converter_that_runs_past_the_time_limit_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    """A converter script that hangs (it sleeps), run by the export's own child-process runner."""
+    script = write_script(tmp_path / "convert_hf_to_gguf.py", "import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(export, "TOOL_TIMEOUT_S", 1)
+    started = time.monotonic()
+    with pytest.raises(export.ExportError, match=r"^converting to f16 did not finish within 1 s and was stopped; "):
+        export.convert(script, tmp_path, "f16", tmp_path / "out.gguf", pre_tokenizer=None, model_name="m")
+    assert time.monotonic() - started < 30
 
 
 def test_too_little_disk_is_refused_before_the_merge_writes_anything(capsys, runs_root, exported, export_env,
