@@ -89,6 +89,7 @@ VERIFY_PROMPTS: tuple[tuple[dict[str, str], ...], ...] = (
 VERIFY_TOKENS = 32
 VERIFY_CONTEXT = 1024
 TOOL_TIMEOUT_S = 6 * 3600
+GIT_TIMEOUT_S = 30
 
 
 class ExportError(ValueError):
@@ -185,12 +186,23 @@ def read_export(run_path: Path) -> dict[str, Any] | None:
         return None
 
 
+def git_revision(folder: Path) -> str | None:
+    """The short git revision of the checkout at `folder`; None when it is not one or git is not installed."""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=GIT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = done.stdout.strip()
+    return revision if done.returncode == 0 and revision else None
+
+
 def converter_record(location: ConverterLocation) -> dict[str, Any]:
     """Where the converter came from and its version, for export.json."""
     folder = location.script.parent
     if os.environ.get(LLAMA_CPP_DIR_ENV):
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        version = f"llama.cpp {done.stdout.strip()}" if done.returncode == 0 else "llama.cpp checkout (no git revision)"
+        revision = git_revision(folder)
+        version = f"llama.cpp {revision}" if revision else "llama.cpp checkout (no git revision)"
         source = f"${LLAMA_CPP_DIR_ENV}"
     else:
         version = f"llama-cpp-python {package_version('llama_cpp_python')}"
@@ -540,6 +552,7 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
     base = configured_base_model(run_path)
     location = fetch_converter(lambda line: progress(line, 0.02))
     pre_tokenizer = PRE_TOKENIZER_OVERRIDES.get(base)
+    converter = {**converter_record(location), "pre_tokenizer_override": pre_tokenizer}
     timings: dict[str, float] = {}
     model, tokenizer, parameters = _merge(run_path, progress, quants, timings)
     progress("answering the verification prompts with the merged model in transformers", 0.3)
@@ -554,7 +567,7 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
         "run": run_path.name, "state": "running", "error": None, "base_model": base,
         "merged_from": full_precision_base(base), "adapter": adapter,
         "merged": {"path": MERGED_DIR, "dtype": MERGED_DTYPE, "parameters": parameters},
-        "converter": {**converter_record(location), "pre_tokenizer_override": pre_tokenizer},
+        "converter": converter,
         "verification": {"prompts": len(VERIFY_PROMPTS), "max_new_tokens": VERIFY_TOKENS,
                          "exact_required_for": list(EXACT_QUANTS), "near_tie_logits": NEAR_TIE_LOGITS},
         "files": [], "hub": None, "timings": timings, "created_at": now_iso(),

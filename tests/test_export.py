@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from test_hub import TOKEN, FakeHub, push_requests_authorized
 
 from core import export, tiny
 from core.cli import main
-from core.converter import ConverterError, fetch_converter, sdist_llama_cpp_dir
+from core.converter import ConverterError, ConverterLocation, fetch_converter, sdist_llama_cpp_dir
 from core.files import read_json_object
 from core.inference import InferenceError, full_precision_base, gguf_greedy_generate, greedy_generate, load_run_model
 from core.installed import package_version
@@ -271,6 +272,27 @@ def test_a_converter_that_runs_past_the_time_limit_is_stopped_with_a_clear_error
     with pytest.raises(export.ExportError, match=r"^converting to f16 did not finish within 1 s and was stopped; "):
         export.convert(script, tmp_path, "f16", tmp_path / "out.gguf", pre_tokenizer=None, model_name="m")
     assert time.monotonic() - started < 30
+
+
+def test_the_converter_record_names_the_checkout_revision_or_says_there_is_none(tmp_path, monkeypatch):
+    """A real git checkout made here holds the converter; "no git installed" is a PATH without git."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed here")
+    checkout = tmp_path / "llama.cpp"
+    checkout.mkdir()
+    location = ConverterLocation(write_script(checkout / "convert_hf_to_gguf.py", "\n"), "a checkout")
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(checkout))
+    assert export.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"  # not git yet
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "converter"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    revision = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    record = export.converter_record(location)
+    assert (record["source"], record["version"], record["path"]) == ("$LLAMA_CPP_DIR", f"llama.cpp {revision}",
+                                                                     str(checkout))
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no git on this machine
+    assert export.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"
 
 
 def test_too_little_disk_is_refused_before_the_merge_writes_anything(capsys, runs_root, exported, export_env,
