@@ -90,6 +90,8 @@ VERIFY_TOKENS = 32
 VERIFY_CONTEXT = 1024
 TOOL_TIMEOUT_S = 6 * 3600
 GIT_TIMEOUT_S = 30
+# Hugging Face token variables, kept from the converter and the quantizer, which never need them.
+HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 class ExportError(ValueError):
@@ -210,13 +212,19 @@ def converter_record(location: ConverterLocation) -> dict[str, Any]:
     return {"source": source, "path": str(folder), "version": version, "explanation": location.explanation}
 
 
+def tool_environment(environment: dict[str, str]) -> dict[str, str]:
+    """The environment of a converter or quantizer child: `environment` without the Hub tokens (they
+    read local files only) and with this project on PYTHONPATH."""
+    child = {name: value for name, value in environment.items() if name not in HUB_TOKEN_VARIABLES}
+    child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), environment.get("PYTHONPATH")]))
+    return child
+
+
 def _run_tool(arguments: list[str], what: str) -> None:
     """Run `python -c` a tool entry point of this module in a child process; ExportError on failure."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_DIR), environment.get("PYTHONPATH")]))
     try:
         done = subprocess.run([sys.executable, "-c", "import sys, core.export as e; e.tool_main(sys.argv[1:])", *arguments],
-                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=environment)
+                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=tool_environment(dict(os.environ)))
     except subprocess.TimeoutExpired:
         raise ExportError(f"{what} did not finish within {TOOL_TIMEOUT_S:g} s and was stopped; "
                           "check the machine's load and free memory, then try again") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -272,6 +273,27 @@ def test_a_converter_that_runs_past_the_time_limit_is_stopped_with_a_clear_error
     with pytest.raises(export.ExportError, match=r"^converting to f16 did not finish within 1 s and was stopped; "):
         export.convert(script, tmp_path, "f16", tmp_path / "out.gguf", pre_tokenizer=None, model_name="m")
     assert time.monotonic() - started < 30
+
+
+def test_the_converter_and_quantizer_children_never_see_the_hub_token(tmp_path, monkeypatch):
+    """A converter script that writes what its process's environment holds into its --outfile, run by
+    the export's own child-process runner with the Hub token set here."""
+    script = write_script(tmp_path / "convert_hf_to_gguf.py", (
+        "import json, os, sys\n"
+        "names = ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'PEFT_TEST_MARKER')\n"
+        "target = sys.argv[sys.argv.index('--outfile') + 1]\n"
+        "open(target, 'w').write(json.dumps({name: os.environ.get(name) for name in names}))\n"
+    ))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", TOKEN)
+    monkeypatch.setenv("PEFT_TEST_MARKER", "passed on")
+    target = tmp_path / "out.gguf"
+    export.convert(script, tmp_path, "f16", target, pre_tokenizer=None, model_name="m")
+    seen = json.loads(target.read_text())
+    assert seen == {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "PEFT_TEST_MARKER": "passed on"}
+    child = export.tool_environment({"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "PYTHONPATH": "/elsewhere",
+                                     "HOME": "/home/u"})
+    assert child == {"HOME": "/home/u", "PYTHONPATH": f"{export.PROJECT_DIR}{os.pathsep}/elsewhere"}
 
 
 def test_the_converter_record_names_the_checkout_revision_or_says_there_is_none(tmp_path, monkeypatch):
