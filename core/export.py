@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,8 @@ VERIFY_PROMPTS: tuple[tuple[dict[str, str], ...], ...] = (
 VERIFY_TOKENS = 32
 VERIFY_CONTEXT = 1024
 TOOL_TIMEOUT_S = 6 * 3600
+# How export.json names a GGUF file: gguf/<run>-<quant>.gguf, nothing that leads elsewhere.
+GGUF_ENTRY = re.compile(rf"{GGUF_DIR}/[A-Za-z0-9][A-Za-z0-9._-]*\.gguf")
 GIT_TIMEOUT_S = 30
 # Hugging Face token variables, kept from the converter and the quantizer, which never need them.
 HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -197,6 +200,15 @@ def git_revision(folder: Path) -> str | None:
         return None
     revision = done.stdout.strip()
     return revision if done.returncode == 0 and revision else None
+
+
+def gguf_file_path(run_path: Path, name: object) -> Path | None:
+    """The file an export.json entry's `file` names, when that is `gguf/<name>.gguf` (a plain file
+    name) and the file, links resolved, lies inside the run folder; else None."""
+    if not isinstance(name, str) or not GGUF_ENTRY.fullmatch(name):
+        return None
+    path = run_path / name
+    return path if path.resolve().is_relative_to(run_path.resolve()) else None
 
 
 def converter_record(location: ConverterLocation) -> dict[str, Any]:
@@ -456,8 +468,8 @@ def _previous_files(run_path: Path, quants: list[str]) -> list[dict[str, Any]]:
     for entry in previous.get("files") or []:
         if not isinstance(entry, dict) or entry.get("quant") in quants:
             continue
-        path = run_path / str(entry.get("file", ""))
-        if entry.get("file") and path.is_file() and path.stat().st_size == entry.get("size"):
+        path = gguf_file_path(run_path, entry.get("file"))
+        if path is not None and path.is_file() and path.stat().st_size == entry.get("size"):
             kept.append(entry)
     return kept
 

@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from core.config import DATASET_SUFFIXES, HUB_ID_PATTERN
 from core.errors import first_line
-from core.export import read_export, record_push, sha256_file
+from core.export import gguf_file_path, read_export, record_push, sha256_file
 from core.files import FileProblem, read_json_object, read_jsonl
-from core.runs import ADAPTER_DIR, CONFIG_FILE, EVAL_DIR, EXPORT_FILE, METRICS_FILE, now_iso
+from core.runs import ADAPTER_DIR, CONFIG_FILE, EVAL_DIR, EXPORT_FILE, GGUF_DIR, METRICS_FILE, now_iso
 
 TOKEN_ENV = "HF_TOKEN"
 CARD_FILE = "README.md"
@@ -41,6 +41,7 @@ class UploadFile:
     local: Path
     path_in_repo: str
     size: int
+    sha256: str | None = None  # a GGUF file's, as export.json recorded it when the file was verified
 
 
 @dataclass(frozen=True)
@@ -209,27 +210,40 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
     return "\n".join(lines)
 
 
+def adapter_files(run_path: Path) -> list[UploadFile]:
+    """The files of the run's adapter/ to push (peft's README.md left out); HubError for a missing
+    folder or a symbolic link in it (what it points to may lie anywhere and is never pushed)."""
+    adapter = run_path / ADAPTER_DIR
+    if not adapter.is_dir():
+        raise HubError(f"run {run_path.name} has no {ADAPTER_DIR}/ folder to push")
+    files = []
+    for path in [adapter, *sorted(adapter.iterdir())]:
+        if path.is_symlink():
+            raise HubError(f"{path.relative_to(run_path).as_posix()} is a symbolic link: only what lies inside the run "
+                           "folder is pushed; replace the link with a copy of what it points to")
+        if path.is_file() and path.name not in ADAPTER_SKIP:
+            files.append(UploadFile(path, f"{ADAPTER_DIR}/{path.name}", path.stat().st_size))
+    return files
+
+
 def upload_plan(run_path: Path, repo_id: str) -> UploadPlan:
     """What a push of the run's export sends: adapter/, the verified GGUF files at the top, README.md."""
     repo_id = validate_repo_id(repo_id)
     export = read_export(run_path)
     if export is None:
         raise HubError(f"run {run_path.name} has no {EXPORT_FILE}: export it first")
-    files: list[UploadFile] = []
-    adapter = run_path / ADAPTER_DIR
-    if not adapter.is_dir():
-        raise HubError(f"run {run_path.name} has no {ADAPTER_DIR}/ folder to push")
-    for path in sorted(adapter.iterdir()):
-        if path.is_file() and path.name not in ADAPTER_SKIP:
-            files.append(UploadFile(path, f"{ADAPTER_DIR}/{path.name}", path.stat().st_size))
+    files = adapter_files(run_path)
     gguf_files = []
     for entry in export.get("files") or []:
-        if not entry.get("file") or not (entry.get("verification") or {}).get("passed"):
+        if not isinstance(entry, dict) or not entry.get("file") or not (entry.get("verification") or {}).get("passed"):
             continue
-        path = run_path / entry["file"]
-        if not path.is_file() or path.stat().st_size != entry.get("size"):
+        path = gguf_file_path(run_path, entry["file"])
+        if path is None:
+            raise HubError(f"{EXPORT_FILE} names {entry['file']!r} as a GGUF file, which is not {GGUF_DIR}/<name>.gguf "
+                           "inside the run folder: refusing to push it; export the run again")
+        if not path.is_file() or path.stat().st_size != entry.get("size") or not isinstance(entry.get("sha256"), str):
             raise HubError(f"{entry['file']} is missing or changed since the export: export the run again")
-        files.append(UploadFile(path, path.name, entry["size"]))
+        files.append(UploadFile(path, path.name, entry["size"], entry["sha256"]))
         gguf_files.append(entry)
     if not gguf_files:
         raise HubError(f"run {run_path.name} has no verified GGUF file to push: export it first")
@@ -304,10 +318,8 @@ def push_export(run_path: Path, repo_id: str, *, token: str | None = None, endpo
     """
     plan = upload_plan(run_path, repo_id)
     secret = hub_token(token)
-    export = read_export(run_path) or {}
-    expected = {Path(e["file"]).name: e["sha256"] for e in export.get("files") or [] if e.get("file")}
     for upload in plan.files:
-        if upload.path_in_repo in expected and sha256_file(upload.local) != expected[upload.path_in_repo]:
+        if upload.sha256 is not None and sha256_file(upload.local) != upload.sha256:
             raise HubError(f"{upload.path_in_repo} changed since it was verified (sha256 differs): export the run again")
     hub = push_plan(plan, secret, endpoint=endpoint, private=private, say=say)
     record_push(run_path, hub)

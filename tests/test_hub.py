@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from core import export
 from core.runs import EXPORT_FILE
 from core.files import write_json_atomic
 from core.hub import (
@@ -263,6 +264,79 @@ def test_a_plan_is_refused_for_bad_ids_unexported_runs_and_changed_files(tmp_pat
         upload_plan(run, "tester/x")
     (run / EXPORT_FILE).unlink()
     with pytest.raises(HubError, match="has no export.json: export it first"):
+        upload_plan(run, "tester/x")
+
+
+def test_a_gguf_changed_since_its_verification_is_not_pushed(tmp_path):
+    """Same size, other bytes: the sha256 check stops the push before any request (none could reach a Hub here)."""
+    run = exported_run(tmp_path)
+    gguf = run / "gguf" / "r1-q8_0.gguf"
+    gguf.write_bytes(gguf.read_bytes()[::-1])
+    with pytest.raises(HubError, match=r"^r1-q8_0.gguf changed since it was verified \(sha256 differs\)"):
+        push_export(run, "tester/x", token=TOKEN)
+    document = json.loads((run / EXPORT_FILE).read_text())
+    del document["files"][0]["sha256"]
+    write_json_atomic(run / EXPORT_FILE, document)
+    with pytest.raises(HubError, match="gguf/r1-q8_0.gguf is missing or changed since the export"):
+        upload_plan(run, "tester/x")
+
+
+def secret_file(tmp_path: Path) -> Path:
+    """A file outside the run folder that must never be pushed (a private key, say)."""
+    secret = tmp_path / "home" / ".ssh" / "id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    return secret
+
+
+def point_entry_at(run: Path, name: str, target: Path) -> None:
+    """Make export.json's verified q8_0 entry name `name`, with the size and sha256 of `target`."""
+    document = json.loads((run / EXPORT_FILE).read_text())
+    document["files"][0].update(file=name, size=target.stat().st_size,
+                                sha256=hashlib.sha256(target.read_bytes()).hexdigest())
+    write_json_atomic(run / EXPORT_FILE, document)
+
+
+def test_a_gguf_entry_that_leads_out_of_the_run_folder_is_never_pushed(tmp_path):
+    """export.json of a run folder from elsewhere, naming a file outside it with a matching size and sha256."""
+    runs = tmp_path / "runs"
+    secret = secret_file(tmp_path)
+    for number, name in enumerate(["../../home/.ssh/id_rsa", str(secret), "gguf/../../../home/.ssh/id_rsa",
+                                   "gguf/sub/r.gguf", "r1-q8_0.gguf", "gguf/.gguf"]):
+        run = exported_run(runs, f"r{number}")
+        point_entry_at(run, name, secret)
+        with pytest.raises(HubError, match="refusing to push it"):
+            upload_plan(run, "tester/x")
+    run = exported_run(runs, "linked")  # gguf/<name>.gguf itself a link to the key
+    (run / "gguf" / "linked-q8_0.gguf").unlink()
+    (run / "gguf" / "linked-q8_0.gguf").symlink_to(secret)
+    point_entry_at(run, "gguf/linked-q8_0.gguf", secret)
+    with pytest.raises(HubError, match="'gguf/linked-q8_0.gguf' as a GGUF file, which is not gguf/<name>.gguf inside "
+                                       "the run folder: refusing to push it; export the run again"):
+        upload_plan(run, "tester/x")
+    run = exported_run(runs, "folder")  # gguf/ a link to a folder elsewhere
+    elsewhere = tmp_path / "elsewhere"
+    (run / "gguf").rename(elsewhere)
+    (run / "gguf").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(HubError, match="refusing to push it"):
+        upload_plan(run, "tester/x")
+    assert export.gguf_file_path(run, "gguf/folder-q8_0.gguf") is None
+    run = exported_run(runs, "plain")
+    assert export.gguf_file_path(run, "gguf/plain-q8_0.gguf") == run / "gguf" / "plain-q8_0.gguf"
+
+
+def test_symbolic_links_in_the_adapter_folder_are_refused(tmp_path):
+    runs = tmp_path / "runs"
+    secret = secret_file(tmp_path)
+    run = exported_run(runs, "r1")
+    (run / "adapter" / "extra.json").symlink_to(secret)
+    with pytest.raises(HubError, match="^adapter/extra.json is a symbolic link: only what lies inside the run folder "
+                                       "is pushed; replace the link with a copy of what it points to$"):
+        upload_plan(run, "tester/x")
+    run = exported_run(runs, "r2")
+    (run / "adapter").rename(tmp_path / "adapter-elsewhere")
+    (run / "adapter").symlink_to(tmp_path / "adapter-elsewhere", target_is_directory=True)
+    with pytest.raises(HubError, match="^adapter is a symbolic link"):
         upload_plan(run, "tester/x")
 
 
