@@ -39,6 +39,7 @@ from core.files import FileProblem, read_json_object, write_json_atomic
 from core.inference import (
     END_OF_TURN,
     Generation,
+    adapter_weights,
     check_adapter,
     configured_base_model,
     full_precision_base,
@@ -451,9 +452,10 @@ def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any
     return record
 
 
-def _adapter_record(run_path: Path) -> dict[str, Any]:
-    folder = check_adapter(run_path)
-    weights = next(p for p in sorted(folder.iterdir()) if p.name.startswith("adapter_model."))
+def adapter_record(run_path: Path) -> dict[str, Any]:
+    """The adapter the export merges, for export.json: its folder, training step, and the weights
+    file peft loads (safetensors before bin) with its sha256."""
+    weights = adapter_weights(check_adapter(run_path))
     try:
         step = read_json_object(run_path / STATUS_FILE).get("step")
     except FileProblem:
@@ -568,7 +570,7 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
     """
     quants = validate_quants(quants)
     run_path = Path(run_path)
-    adapter = _adapter_record(run_path)
+    adapter = adapter_record(run_path)
     base = configured_base_model(run_path)
     location = fetch_converter(lambda line: progress(line, 0.02))
     pre_tokenizer = PRE_TOKENIZER_OVERRIDES.get(base)

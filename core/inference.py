@@ -71,6 +71,11 @@ def run_base_model(run_path: Path) -> str:
     return full_precision_base(configured_base_model(run_path))
 
 
+def adapter_weights(folder: Path) -> Path | None:
+    """The adapter weights file peft loads from `folder` (safetensors before bin), or None when there is none."""
+    return next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+
+
 def check_adapter(run_path: Path) -> Path:
     """The run's adapter folder, after checking that its config reads and its weights are there."""
     folder = run_path / ADAPTER_DIR
@@ -80,7 +85,7 @@ def check_adapter(run_path: Path) -> Path:
         read_json_object(folder / "adapter_config.json")
     except FileProblem as exc:
         raise InferenceError(f"run {run_path.name} has a broken adapter: {exc}") from None
-    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+    if adapter_weights(folder) is None:
         raise InferenceError(f"run {run_path.name} has a broken adapter: no {' or '.join(ADAPTER_WEIGHTS)}")
     return folder
 

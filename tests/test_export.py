@@ -367,6 +367,19 @@ def test_delete_merged_frees_the_merged_model_and_keeps_the_gguf_files(tmp_path,
     assert len(list((run / "gguf").glob("*.gguf"))) == 3
 
 
+def test_the_adapter_record_names_the_weights_peft_loads(runs_root, exported, tiny_model):
+    """With both weights files in adapter/, peft loads the safetensors one (a broken .bin beside it does not
+    matter): export.json must name that file and its sha256."""
+    run = copy_trained_run(exported, runs_root, "both")
+    (run / "adapter" / "adapter_model.bin").write_bytes(b"not a torch file")
+    load_run_model(run)  # peft reads the safetensors file: the broken .bin is never opened
+    record = export.adapter_record(run)
+    assert record["weights"] == "adapter_model.safetensors"
+    assert record["sha256"] == sha256(run / "adapter" / "adapter_model.safetensors")
+    (run / "adapter" / "adapter_model.safetensors").unlink()
+    assert export.adapter_record(run)["weights"] == "adapter_model.bin"
+
+
 def test_a_llama_cpp_dir_without_the_converter_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(ConverterError, match=f"LLAMA_CPP_DIR is {tmp_path}, which has no convert_hf_to_gguf.py"):
