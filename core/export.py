@@ -160,12 +160,18 @@ def _staging(folder: Path, name: str) -> Path:
     return folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Put the folder `staging` at `target`, replacing what was there."""
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the folder `staging` at `target`, replacing what was there; when that fails, the old
+    folder is put back at `target` and the error raised."""
     old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     if target.exists():
         target.rename(old)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if old.exists():
+            old.rename(target)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -490,7 +496,7 @@ def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        _replace_folder(staging, run_path / MERGED_DIR)
+        replace_folder(staging, run_path / MERGED_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     timings["merge_s"] = round(time.monotonic() - started, 3)

@@ -380,6 +380,23 @@ def test_the_adapter_record_names_the_weights_peft_loads(runs_root, exported, ti
     assert export.adapter_record(run)["weights"] == "adapter_model.bin"
 
 
+def test_a_failed_folder_replacement_puts_the_old_folder_back(tmp_path):
+    """The new folder cannot be moved in (it is gone): merged/ must stay as it was, with no hidden .old copy."""
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "model.safetensors").write_text("the earlier merge")
+    with pytest.raises(FileNotFoundError):
+        export.replace_folder(tmp_path / ".merged.gone.partial", merged)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert (merged / "model.safetensors").read_text() == "the earlier merge"
+    staging = tmp_path / ".merged.new.partial"
+    staging.mkdir()
+    (staging / "model.safetensors").write_text("this merge")
+    export.replace_folder(staging, merged)
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert (merged / "model.safetensors").read_text() == "this merge"
+
+
 def test_a_llama_cpp_dir_without_the_converter_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(ConverterError, match=f"LLAMA_CPP_DIR is {tmp_path}, which has no convert_hf_to_gguf.py"):
