@@ -20,14 +20,14 @@ from core.config import (
     resolve_local_file,
     with_resolved_paths,
 )
-from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job, with_live_states
-from core.plan import PlanError
-from core.processes import job_identity
-from core.training import TrainingError
+from core.errors import describe
 from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
 from core.files import write_text_atomic
+from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job, with_live_states
 from core.paths import runs_root
+from core.plan import PlanError
 from core.presets import PRESETS, PresetError, get_preset, train_command
+from core.processes import job_identity
 from core.runs import (
     RUN_TABLE_COLUMNS,
     TRAIN_LOG,
@@ -41,6 +41,7 @@ from core.runs import (
     validate_run_name,
 )
 from core.seed import import_seed_runs
+from core.training import TrainingError
 
 
 class CommandError(Exception):
@@ -211,12 +212,9 @@ def _train(args: argparse.Namespace) -> int:
     if problem and not args.dry_run:
         raise CommandError(problem)
     if args.dry_run:
-        if creating:
-            command = train_command(name, config.to_dict(), preset=args.preset, config_file=args.config, base=base,
-                                    runs_dir=args.runs_dir)
-        else:
-            command = ["python", "-m", "core", *(["--runs-dir", args.runs_dir] if args.runs_dir else []), "train", name,
-                       *(["--resume"] if args.resume else [])]
+        command = train_command(name, config.to_dict() if creating else None, preset=args.preset,
+                                config_file=args.config, base=base if creating else None, runs_dir=args.runs_dir,
+                                resume=args.resume)
         plan_document = plan.to_dict() if plan else {"error": f"cannot train here: {problem}"}
         print(json.dumps({"run": name, "config": config.to_dict(), "plan": plan_document,
                           "command": shlex.join(command)}, indent=2))
@@ -463,4 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, JobError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else still ends in one line, never a traceback
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 1

@@ -54,6 +54,14 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_json_or_empty(path: Path) -> dict[str, Any]:
+    """The JSON object at `path`, or {} when it is missing or unreadable."""
+    try:
+        return read_json_object(path)
+    except FileProblem:
+        return {}
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON record as a line; a crash mid-write leaves at most a torn last line.
 

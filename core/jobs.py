@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core.errors import describe
-from core.files import FileProblem, read_json_object, tail_lines, write_json_atomic
+from core.files import read_json_or_empty, tail_lines, write_json_atomic
 from core.paths import PROJECT_DIR, cache_dir
 from core.processes import job_alive, job_identity, process_start
 from core.runs import (
     STATUS_FILE,
     TRAIN_LOG,
     Run,
+    merge_document,
     now_iso,
     read_run_folder,
     update_status,
@@ -86,19 +87,21 @@ def launch_path(run_path: Path, kind: str) -> Path:
     return run_path / JOBS_DIR / f"{_check_kind(kind)}.launch.json"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return read_json_object(path)
-    except FileProblem:
-        return {}
-
-
 def _merge(path: Path, **changes: Any) -> dict[str, Any]:
     """Merge `changes` into the JSON object at `path` (stamping updated_at) and return it."""
-    document = {**_read(path), **changes, "updated_at": now_iso()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, document)
-    return document
+    return merge_document(path, {}, **changes)
+
+
+@contextmanager
+def _control(run_path: Path, kind: str) -> Iterator[None]:
+    """Serialize those who launch, stop or record the end of a run's job of this kind (not the
+    job itself): a launch's reset-start-record and a dead job's recording never interleave."""
+    path = run_path / JOBS_DIR / f".{kind}.control"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 # --- the machine's job slot --------------------------------------------------------------
@@ -107,21 +110,6 @@ def _merge(path: Path, **changes: Any) -> dict[str, Any]:
 def slot_path() -> Path:
     """The lock file that admits one job at a time on this machine."""
     return cache_dir() / SLOT_FILE
-
-
-def slot_holder() -> str | None:
-    """What holds the job slot now, or None when it is free."""
-    path = slot_path()
-    if not path.exists():
-        return None
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            return handle.read().strip() or "another job"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
 
 
 @contextmanager
@@ -252,10 +240,15 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
     return process.pid
 
 
-def _refuse_if_active(run_path: Path, kind: str) -> None:
-    view = job_view(run_path, kind)
-    if view.active:
-        raise JobError(f"a {kind} job of run {run_path.name} is already {view.state}")
+@contextmanager
+def _launching(run_path: Path, kind: str) -> Iterator[None]:
+    """Hold the run's control lock for a launch, refusing while a job of this kind lives."""
+    job_view(run_path, kind)  # records a job found dead, outside the lock it takes
+    with _control(run_path, kind):
+        view = job_view(run_path, kind, reconcile=False)
+        if view.active:
+            raise JobError(f"a {kind} job of run {run_path.name} is already {view.state}")
+        yield
 
 
 def start_training(run_path: Path, *, resume: bool = False) -> int:
@@ -265,16 +258,16 @@ def start_training(run_path: Path, *, resume: bool = False) -> int:
     """
     from core.training import TrainingError, trainable_config
 
-    run = read_run_folder(run_path)
-    _refuse_if_active(run_path, "train")
-    try:
-        trainable_config(run, resume=resume)
-    except TrainingError as exc:
-        raise JobError(str(exc)) from None
-    if resume:
-        update_status(run_path, state="queued", pid=None, host=None, pid_start=None, ended_at=None, error=None,
-                      log_tail=None, waiting_for=None)
-    return _launch(run_path, "train", ["train", run.name, *(["--resume"] if resume else [])])
+    with _launching(run_path, "train"):
+        run = read_run_folder(run_path)
+        try:
+            trainable_config(run, resume=resume)
+        except TrainingError as exc:
+            raise JobError(str(exc)) from None
+        if resume:
+            update_status(run_path, state="queued", pid=None, host=None, pid_start=None, ended_at=None, error=None,
+                          log_tail=None, waiting_for=None)
+        return _launch(run_path, "train", ["train", run.name, *(["--resume"] if resume else [])])
 
 
 def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None) -> int:
@@ -284,13 +277,12 @@ def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str
         raise JobError("use start_training for training jobs")
     if not run_path.is_dir():
         raise JobError(f"no run folder at {run_path}")
-    _refuse_if_active(run_path, kind)
-    (run_path / JOBS_DIR).mkdir(exist_ok=True)
-    write_json_atomic(state_path(run_path, kind), {
-        "state": "queued", "pid": None, "created_at": now_iso(), "updated_at": now_iso(), "started_at": None,
-        "ended_at": None, "error": None, "stage": "starting", "fraction": None, "waiting_for": None,
-    })
-    return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
+    with _launching(run_path, kind):
+        write_json_atomic(state_path(run_path, kind), {
+            "state": "queued", "pid": None, "created_at": now_iso(), "updated_at": now_iso(), "started_at": None,
+            "ended_at": None, "error": None, "stage": "starting", "fraction": None, "waiting_for": None,
+        })
+        return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
 
 
 @dataclass(frozen=True)
@@ -318,7 +310,7 @@ class JobView:
     @property
     def stop_requested(self) -> bool:
         """Whether a stop was asked for and the job has not ended yet."""
-        return self.active and _stop_request(self.launch, self.pid) is not None
+        return self.active and _stop_request(self.launch, _process_of(self.status, self.launch)) is not None
 
     @property
     def error(self) -> str | None:
@@ -335,17 +327,20 @@ def _process_of(status: dict[str, Any], launch: dict[str, Any]) -> dict[str, Any
     return status if status.get("pid") else launch
 
 
-def _stop_request(launch: dict[str, Any], pid: object) -> dict[str, Any] | None:
-    """The stop request recorded for the process `pid`, if there is one (older ones were for
-    earlier jobs of the run)."""
+def _stop_request(launch: dict[str, Any], process: dict[str, Any]) -> dict[str, Any] | None:
+    """The stop request recorded for this process (pid and start time), if there is one; older
+    requests were for earlier jobs of the run."""
     request = launch.get("stop")
-    return request if isinstance(request, dict) and pid is not None and request.get("pid") == pid else None
+    if not isinstance(request, dict) or process.get("pid") is None:
+        return None
+    same = request.get("pid") == process.get("pid") and request.get("pid_start") == process.get("pid_start")
+    return request if same else None
 
 
 def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     """Record a job whose process is gone while its state says queued or running."""
     changes: dict[str, Any] = {"ended_at": now_iso()}
-    request = _stop_request(launch, _process_of(status, launch).get("pid"))
+    request = _stop_request(launch, _process_of(status, launch))
     if request:
         changes["state"] = "stopped"
         if request.get("killed_at"):
@@ -362,30 +357,38 @@ def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: d
     return _merge(state_path(run_path, kind), **changes)
 
 
-def job_view(run_path: Path, kind: str) -> JobView:
+def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
+    """The job's state and launch records, its process identity, and whether that process lives."""
+    status, launch = read_json_or_empty(state_path(run_path, kind)), read_json_or_empty(launch_path(run_path, kind))
+    process = _process_of(status, launch)
+    return status, launch, process, job_alive(process) if process.get("pid") else False
+
+
+def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
     """The job's state, checked against its process.
 
-    A job that is queued or running by its files but whose process is gone on this machine
-    is recorded as ended here, so every reader agrees: `stopped` when a stop was requested,
-    else `failed` ("process died"). A stop request older than the grace period is enforced
-    with SIGKILL. Jobs on another host are reported as their files say.
+    With `reconcile`, a job that is queued or running by its files but whose process is gone
+    on this machine is recorded as ended here, so every reader agrees: `stopped` when a stop
+    was requested, else `failed` ("process died"); and a stop request older than the grace
+    period is enforced with SIGKILL. The recording happens under the run's control lock
+    after reading the files again: a death is final, so what is read then is what the job
+    left, and a launch in progress is waited for. Jobs on another host are reported as their
+    files say.
     """
-    status, launch = _read(state_path(run_path, kind)), _read(launch_path(run_path, kind))
-    state = status.get("state")
-    process = _process_of(status, launch)
-    alive = job_alive(process) if process.get("pid") else False
-    if state in ACTIVE_STATES:
-        request = _stop_request(launch, process.get("pid"))
+    status, launch, process, alive = _look(run_path, kind)
+    if reconcile and status.get("state") in ACTIVE_STATES and process.get("pid"):
+        request = _stop_request(launch, process)
         if alive and request and not request.get("killed_at"):
             alive = _enforce_stop(run_path, kind, launch, process)
-            launch = _read(launch_path(run_path, kind))
         foreign = process.get("host") not in (None, job_identity()["host"])
-        launched_only = not process.get("pid")
-        if not alive and not foreign and not launched_only:
-            status = _ended_by_death(run_path, kind, launch, status)
-            state = status.get("state")
+        if not alive and not foreign:
+            with _control(run_path, kind):
+                status, launch, process, alive = _look(run_path, kind)
+                if status.get("state") in ACTIVE_STATES and process.get("pid") and not alive:
+                    status = _ended_by_death(run_path, kind, launch, status)
     pid = process.get("pid")
-    return JobView(kind, state, alive, pid if isinstance(pid, int) else None, status, launch, log_path(run_path, kind))
+    return JobView(kind, status.get("state"), alive, pid if isinstance(pid, int) else None, status, launch,
+                   log_path(run_path, kind))
 
 
 def _signal_job(process: dict[str, Any], signum: int) -> None:
@@ -406,7 +409,8 @@ def _enforce_stop(run_path: Path, kind: str, launch: dict[str, Any], process: di
     if time.time() - float(request.get("requested_s") or 0) < STOP_GRACE_S:
         return True
     _signal_job(process, signal.SIGKILL)
-    _merge(launch_path(run_path, kind), stop={**request, "killed_at": now_iso()})
+    with _control(run_path, kind):
+        _merge(launch_path(run_path, kind), stop={**request, "killed_at": now_iso()})
     for _ in range(50):
         if not job_alive(process):
             return False
@@ -424,7 +428,9 @@ def request_stop(run_path: Path, kind: str) -> JobView:
     if not view.active:
         raise JobError(f"run {run_path.name} has no {kind} job running")
     process = _process_of(view.status, view.launch)
-    _merge(launch_path(run_path, kind), stop={"pid": view.pid, "requested_at": now_iso(), "requested_s": time.time(),
+    with _control(run_path, kind):
+        _merge(launch_path(run_path, kind), stop={"pid": view.pid, "pid_start": process.get("pid_start"),
+                                                   "requested_at": now_iso(), "requested_s": time.time(),
                                                    "killed_at": None})
     _signal_job(process, signal.SIGTERM)
     return job_view(run_path, kind)
@@ -438,19 +444,6 @@ def wait_for_job(run_path: Path, kind: str, timeout_s: float, poll_s: float = 0.
         time.sleep(poll_s)
         view = job_view(run_path, kind)
     return view
-
-
-def active_jobs(run_paths: list[Path]) -> list[tuple[Path, JobView]]:
-    """The queued and running jobs among these runs."""
-    found = []
-    for path in run_paths:
-        for kind in JOB_KINDS:
-            if kind != "train" and not (path / JOBS_DIR).is_dir():
-                continue
-            view = job_view(path, kind)
-            if view.active:
-                found.append((path, view))
-    return found
 
 
 def delete_run(run_path: Path) -> None:

@@ -173,11 +173,15 @@ def propose_run_name(config: dict[str, Any], preset: str | None, taken: set[str]
     return candidate
 
 
-def train_command(name: str, config: dict[str, Any], *, preset: str | None = None, config_file: str | None = None,
-                  base: dict[str, Any] | None = None, runs_dir: str | None = None) -> list[str]:
-    """The `python -m core train` command line that creates and trains this run: the preset
-    (or config file) plus a `--set` for every field that differs from it."""
+def train_command(name: str, config: dict[str, Any] | None = None, *, preset: str | None = None,
+                  config_file: str | None = None, base: dict[str, Any] | None = None, runs_dir: str | None = None,
+                  resume: bool = False) -> list[str]:
+    """The `python -m core train` command line for this run: with a config, the preset (or
+    config file) plus a `--set` for every field that differs from it; without, the command
+    that trains (or with `resume` continues) the existing run."""
     command = ["python", "-m", "core", *(["--runs-dir", runs_dir] if runs_dir else []), "train", name]
+    if config is None:
+        return command + (["--resume"] if resume else [])
     if preset:
         command += ["--preset", preset]
         base = get_preset(preset).config()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -35,31 +36,42 @@ def _since(timestamp: Any) -> float | None:
     return max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
 
 
+def _finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite number, else None (files from elsewhere may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, running: bool) -> TrainingProgress:
     """The progress of a run from its status.json and events.jsonl records.
 
     Elapsed time is training time (earlier attempts included); before the first step of a
     running job it is the time since the job started. The ETA uses the step rate of the
-    last RATE_WINDOW logged steps and is given only while the job runs.
+    last RATE_WINDOW logged steps and is given only while the job runs. Values that are not
+    numbers are treated as unknown.
     """
-    step = int(status.get("step") or 0)
-    max_steps = status.get("max_steps")
+    step = int(_finite(status.get("step")) or 0)
+    max_steps = _finite(status.get("max_steps"))
+    max_steps = int(max_steps) if max_steps and max_steps >= 1 else None
+    timed = [(s, e) for event in events if (s := _finite(event.get("step"))) is not None
+             and (e := _finite(event.get("elapsed_s"))) is not None]
     last = events[-1] if events else {}
-    elapsed = status.get("training_s") or last.get("elapsed_s")
+    elapsed = _finite(status.get("training_s")) or (timed[-1][1] if timed else None)
     if elapsed is None and running:
         elapsed = _since(status.get("started_at"))
     rate = None
-    window = [e for e in events[-RATE_WINDOW:] if isinstance(e.get("elapsed_s"), (int, float))]
-    if len(window) >= 2 and window[-1]["step"] > window[0]["step"]:
-        rate = (window[-1]["elapsed_s"] - window[0]["elapsed_s"]) / (window[-1]["step"] - window[0]["step"])
+    window = timed[-RATE_WINDOW:]
+    if len(window) >= 2 and window[-1][0] > window[0][0]:
+        rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
     eta = rate * max(0, max_steps - step) if running and rate is not None and max_steps else None
     return TrainingProgress(
         step=step,
-        max_steps=max_steps if isinstance(max_steps, int) else None,
-        elapsed_s=float(elapsed) if elapsed is not None else None,
+        max_steps=max_steps,
+        elapsed_s=elapsed,
         eta_s=eta,
-        loss=last.get("loss"),
-        memory_gb=last.get("memory_gb"),
+        loss=_finite(last.get("loss")),
+        memory_gb=_finite(last.get("memory_gb")),
         seconds_per_step=rate,
     )
 

@@ -136,19 +136,26 @@ def create_run(
     return final
 
 
-def update_status(path: Path, **changes: Any) -> dict[str, Any]:
-    """Merge `changes` into the run's status.json (stamping updated_at); return the new status.
-
-    Only the run's job writes its status, so read-modify-write needs no lock.
-    """
+def merge_document(path: Path, fallback: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into the JSON object at `path` (or into `fallback` when it is missing or
+    unreadable), stamp updated_at, write it atomically and return it."""
     try:
-        status = read_json_object(path / STATUS_FILE)
+        document = read_json_object(path)
     except FileProblem:
-        status = initial_status()
-    status.update(changes)
-    status["updated_at"] = now_iso()
-    write_json_atomic(path / STATUS_FILE, status)
-    return status
+        document = dict(fallback)
+    document.update(changes)
+    document["updated_at"] = now_iso()
+    write_json_atomic(path, document)
+    return document
+
+
+def update_status(path: Path, **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into the run's status.json; return the new status.
+
+    The job writes its status while it lives; a launcher writes it only before the job
+    starts, and core.jobs records a job found dead under its control lock.
+    """
+    return merge_document(path / STATUS_FILE, initial_status(), **changes)
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

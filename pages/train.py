@@ -1,5 +1,7 @@
 """Train: configure a run from a preset, start it as a job, and watch, stop, resume or delete runs."""
 
+import shlex
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -201,7 +203,7 @@ def new_run_form(root, can_train: bool, training_detail: str) -> None:
     if plan_problem:
         st.warning(f"This config cannot run here: {plan_problem}. The command below runs it where it can.")
     if config is not None and "name" not in problems:
-        st.code(" ".join(train_command(name, config.to_dict(), preset=preset)), language="bash")
+        st.code(shlex.join(train_command(name, config.to_dict(), preset=preset)), language="bash")
     if not can_train:
         st.info(f"Training is not available in this installation ({training_detail}). Run the command above on "
                 "a machine with `pip install -r requirements-train.txt` and a GPU; copy its run folder into the "
@@ -215,9 +217,14 @@ def new_run_form(root, can_train: bool, training_detail: str) -> None:
         else:
             try:
                 path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+            except (RunExistsError, RunNameError, OSError) as exc:
+                st.error(f"Could not create the run: {exc}")
+                return
+            try:
                 start_training(path)
-            except (RunExistsError, RunNameError, JobError, OSError) as exc:
-                st.error(f"Could not start: {exc}")
+            except (JobError, OSError) as exc:
+                delete_run(path)
+                st.error(f"Could not start the job ({exc}); the run was not kept.")
             else:
                 st.session_state["train_pending"] = {"view": "Runs", "run": name}
                 st.rerun()
@@ -262,12 +269,17 @@ def job_state(path, kind: str, title: str):
     return view
 
 
-def eval_panel(root, path) -> None:
+def eval_panel(root, path, models_here: bool) -> None:
     st.markdown("#### Evaluate")
     st.caption("Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**.")
     view = job_state(path, "eval", "Evaluation")
     ggufs = sorted((path / GGUF_DIR).glob("*.gguf")) if (path / GGUF_DIR).is_dir() else []
-    variants = ["adapter", "base", *(f"gguf:{gguf.name}" for gguf in ggufs)]
+    variants = [*(["adapter", "base"] if models_here else []), *(f"gguf:{gguf.name}" for gguf in ggufs)]
+    if not models_here:
+        st.info("The adapter and the base model need the training stack (torch, transformers, peft), which this "
+                "installation lacks; exported GGUF files can be evaluated here.")
+    if not variants:
+        return
     sets = list_prompt_sets(root)
     columns = st.columns(3)
     variant = columns[0].selectbox("Answer with", variants, key="eval_variant",
@@ -309,17 +321,20 @@ def eval_panel(root, path) -> None:
                 st.success(f"Saved {set_name}: {len(saved.prompts)} prompts.")
 
 
-def export_panel(path) -> None:
+def export_panel(path, models_here) -> None:
     st.markdown("#### Export to GGUF")
     st.caption("Merge the adapter into the base model in 16-bit, convert with llama.cpp, verify every file "
                "against the merged model, and optionally push to the Hugging Face Hub.")
     view = job_state(path, "export", "Export")
+    if not models_here.available:
+        st.info(f"Exporting needs the training stack here ({models_here.detail}). Run "
+                f"`python -m core export {path.name}` where it is installed.")
     columns = st.columns([2, 2, 1])
     quants = columns[0].multiselect("GGUF types", QUANTS, default=list(DEFAULT_QUANTS), key="export_quants",
                                     help="q8_0 is what the lab shipped; k-quants are made from f16 by llama.cpp's quantizer")
     repo = columns[1].text_input("Push to Hub repo (optional)", key="export_repo", placeholder="your-user/my-model")
     delete_after = columns[2].checkbox("Delete merged/ after", key="export_delete_merged")
-    if st.button("Export", disabled=view.active, key="export_start"):
+    if st.button("Export", disabled=view.active or not models_here.available, key="export_start"):
         try:
             arguments = [part for quant in validate_quants(quants) for part in ("--quant", quant)]
             check_adapter(path)
@@ -363,13 +378,15 @@ def run_panel(path, was_active: bool) -> None:
         st.warning("Stop requested: the job is saving a checkpoint.")
     if run.broken:
         st.error("This run folder is broken: " + "; ".join(run.problems))
+        delete_controls(path, run.name, st.columns(4)[3])
         return
     if view.error or run.status.get("error"):
         st.error(view.error or run.status.get("error"))
 
     events, _ = read_jsonl(path / EVENTS_FILE)
     progress = training_progress(run.status, events, running=view.active and state == "running")
-    st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}")
+    pace = f" · {progress.seconds_per_step:.2f} s/step" if progress.seconds_per_step else ""
+    st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}{pace}")
     columns = st.columns(4)
     columns[0].metric("Elapsed", format_duration(progress.elapsed_s))
     columns[1].metric("ETA", format_duration(progress.eta_s))
@@ -393,29 +410,36 @@ def run_panel(path, was_active: bool) -> None:
     elif state == "queued":
         if actions[0].button("Start", type="primary"):
             act(lambda: start_training(path))
-    if not any_job_active(path) and actions[3].button("Delete…"):
-        st.session_state["train_confirm_delete"] = run.name
-    if st.session_state.get("train_confirm_delete") == run.name and not view.active:
-        st.warning(f"Delete {run.name} and everything in its folder (checkpoints, adapter, exports)?")
-        confirm, cancel = st.columns(2)
-        if confirm.button(f"Yes, delete {run.name}", type="primary"):
-            st.session_state.pop("train_confirm_delete")
-            act(lambda: delete_run(path))
-        if cancel.button("Cancel"):
-            st.session_state.pop("train_confirm_delete")
-            st.rerun()
+    if not any_job_active(path):
+        delete_controls(path, run.name, actions[3])
 
     if state == "completed" and (path / ADAPTER_DIR).is_dir():
+        models_here = training_capability(gpus())
         st.divider()
-        eval_panel(path.parent, path)
+        eval_panel(path.parent, path, models_here.available)
         st.divider()
-        export_panel(path)
+        export_panel(path, models_here)
         st.divider()
     with st.expander("Config"):
         st.json(run.config, expanded=False)
     if run.metrics:
         with st.expander("Metrics"):
             st.json(run.metrics, expanded=False)
+
+def delete_controls(path, name: str, column) -> None:
+    """Delete…, then a confirmation; only for a run with no job running."""
+    if column.button("Delete…"):
+        st.session_state["train_confirm_delete"] = name
+    if st.session_state.get("train_confirm_delete") == name:
+        st.warning(f"Delete {name} and everything in its folder (checkpoints, adapter, exports)?")
+        confirm, cancel = st.columns(2)
+        if confirm.button(f"Yes, delete {name}", type="primary"):
+            st.session_state.pop("train_confirm_delete")
+            act(lambda: delete_run(path))
+        if cancel.button("Cancel"):
+            st.session_state.pop("train_confirm_delete")
+            st.rerun()
+
 
 def act(action) -> None:
     """Run a job action; show why it failed, or rerun the whole page to show its effect."""
@@ -449,6 +473,9 @@ def runs_view(root) -> None:
 
 st.title("Train")
 root = runs_root()
+for kept in [name for name in st.session_state if name.startswith("train_field_")] + ["train_run_name", "train_preset"]:
+    if kept in st.session_state:  # keep the form while the Runs view is shown (Streamlit drops unrendered widgets)
+        st.session_state[kept] = st.session_state[kept]
 capability = training_capability(gpus())
 pending = st.session_state.pop("train_pending", None)
 if pending:

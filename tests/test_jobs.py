@@ -8,12 +8,13 @@ import fcntl
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, run_core
 
 from core import jobs
 from core.files import read_json_object, write_json_atomic
@@ -135,7 +136,7 @@ def test_start_refuses_runs_that_cannot_train(runs_root):
     stopped = create_run(runs_root, "stopped", smoke_config(), status=initial_status("stopped", 30))
     with pytest.raises(jobs.JobError, match="continue it with --resume"):
         jobs.start_training(stopped)
-    assert not (stopped / "jobs").exists()  # nothing launched
+    assert not (stopped / "jobs" / "train.launch.json").exists()  # nothing launched
 
 
 def test_a_job_that_ignores_its_stop_request_is_killed_after_the_grace_period(tmp_path, monkeypatch):
@@ -176,12 +177,13 @@ def test_recorded_job_records_each_ending(tmp_path):
     record = read_json_object(run / "jobs" / "eval.json")
     assert (record["state"], record["error"]) == ("failed", "ValueError: bad prompt set")
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(jobs.JobStopped):
         with jobs.recorded_job(run, "export"):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert read_json_object(run / "jobs" / "export.json")["state"] == "stopped"
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # restored
 
 
 def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, tiny_model):
@@ -194,3 +196,54 @@ def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, tiny_model):
         view = jobs.wait_for_job(run, "train", timeout_s=30)
     assert (view.state, view.alive) == ("stopped", False)
     assert not (run / "events.jsonl").exists()  # it never trained
+
+
+def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, tiny_model, monkeypatch):
+    """Another reader (a second browser tab, Home, the live view's timer) looks at the run while a
+    resume is being launched, when its status is reset but the new process is not recorded yet."""
+    run = queued_run(runs_root, "relaunch", max_steps=4)
+    finished = subprocess.run([sys.executable, "-c", "pass"])  # the earlier job, long gone
+    write_json_atomic(run / "status.json", {**read_json_object(run / "status.json"), "state": "stopped"})
+    (run / "jobs").mkdir()
+    write_json_atomic(run / "jobs" / "train.launch.json", {"pid": 2**22 - 1, "host": os.uname().nodename,
+                                                         "pid_start": None, "command": finished.args[0]})
+    seen = []
+    real_popen = subprocess.Popen
+
+    def popen_with_a_reader(*args, **kwargs):
+        reader = threading.Thread(target=lambda: seen.append(jobs.job_view(run, "train").state))
+        reader.start()
+        time.sleep(0.5)  # the reader looks while the launch is half done
+        process = real_popen(*args, **kwargs)
+        popen_with_a_reader.reader = reader
+        return process
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen_with_a_reader)
+    jobs.start_training(run, resume=True)
+    popen_with_a_reader.reader.join(timeout=30)
+    assert seen and seen[0] in ("queued", "running")
+    assert jobs.wait_for_job(run, "train", timeout_s=120).state == "completed"
+
+
+def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(runs_root, tiny_model, converter_dir, monkeypatch):
+    """The Hub is a local fake (test_hub.FakeHub): the real one cannot be reached from tests."""
+    from test_hub import TOKEN, FakeHub
+
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(converter_dir))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    trained = run_core("train", "pushme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
+                       runs_root=runs_root)
+    assert trained.returncode == 0, trained.stderr
+    run = runs_root / "pushme"
+    with FakeHub({TOKEN: {"tester"}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+        jobs.start_job(run, "export", ["--quant", "f16", "--push", "tester/pushme"], secrets={"HF_TOKEN": TOKEN})
+        view = jobs.wait_for_job(run, "export", timeout_s=300)
+    assert view.state == "completed", "\n".join(view.tail(40))
+    assert "gguf/pushme-f16.gguf" in hub.repos["tester/pushme"] or "pushme-f16.gguf" in hub.repos["tester/pushme"]
+    assert read_json_object(run / "export.json")["hub"]["repo_id"] == "tester/pushme"
+    files = [path for path in run.rglob("*") if path.is_file()]
+    assert run / "jobs" / "export.log" in files and run / "jobs" / "export.launch.json" in files
+    assert not [path for path in files if TOKEN.encode() in path.read_bytes()]

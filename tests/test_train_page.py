@@ -14,7 +14,12 @@ from streamlit.testing.v1 import AppTest
 
 from core.files import read_json_object
 from core.jobs import job_view
-from core.presets import LAB_1B
+from core.presets import LAB_1B, get_preset
+from core.runs import create_run, initial_status
+
+
+def smoke_config() -> dict:
+    return {**get_preset("cpu_smoke").config(), "warmup_steps": 0}
 
 
 def open_page() -> AppTest:
@@ -199,3 +204,32 @@ def test_a_completed_run_is_exported_from_its_view_as_a_job(runs_root, tiny_mode
     assert "gguf:shipme-f16.gguf" in app.selectbox(key="eval_variant").options
     button(app, "Delete merged/").click().run()
     assert not (runs_root / "shipme" / "merged").exists()
+
+
+def test_the_form_survives_a_look_at_the_runs(runs_root):
+    app = open_page()
+    set_field(app, "number_input", "lora_r", 32)
+    app.text_input(key="train_run_name").set_value("my_own_name")
+    app.run()
+    app.radio(key="train_view").set_value("Runs").run()
+    app.radio(key="train_view").set_value("New run").run()
+    assert widget(app, "lora_r") == 32 and app.text_input(key="train_run_name").value == "my_own_name"
+
+
+def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_deleted(runs_root):
+    odd = create_run(runs_root, "odd", smoke_config(), status={**initial_status("stopped"), "step": "x",
+                                                                "max_steps": "many", "training_s": "long"})
+    (odd / "events.jsonl").write_text('{"loss": "high"}\n{"step": 2, "loss": "nan", "memory_gb": "lots"}\n'
+                                      '{"step": 3, "loss": 6.5, "elapsed_s": 1.5}\n{"torn')
+    broken = create_run(runs_root, "broken", smoke_config())
+    (broken / "status.json").write_text("{not json")
+    app = open_page()
+    app.radio(key="train_view").set_value("Runs").run()
+    assert heading(app).endswith("odd · stopped")
+    assert next(m for m in app.metric if m.label == "Loss").value == "6.5000"
+    app.selectbox(key="train_selected").select("broken").run()
+    assert not app.exception
+    assert any("This run folder is broken" in e.value for e in app.error)
+    button(app, "Delete…").click().run()
+    button(app, "Yes, delete broken").click().run()
+    assert not broken.exists() and odd.exists()
