@@ -235,10 +235,3 @@ def gguf_greedy_with(card_model: Any, messages: list[dict], max_new_tokens: int)
         seconds = time.monotonic() - started
         text = llama.detokenize(new, special=False).decode("utf-8", errors="replace")
     return Generation(text, new, len(prompt), seconds)
-
-
-def gguf_greedy_generate(path: Path, messages: list[dict], max_new_tokens: int) -> Generation:
-    """The greedy answer of the GGUF model at `path` (loaded through core.llm.CardModel)."""
-    from core.llm import CardModel
-
-    return gguf_greedy_with(CardModel(path), messages, max_new_tokens)

@@ -28,8 +28,9 @@ from core import export, tiny
 from core.cli import main
 from core.converter import ConverterError, ConverterLocation, fetch_converter, sdist_llama_cpp_dir
 from core.files import read_json_object
-from core.inference import InferenceError, full_precision_base, gguf_greedy_generate, greedy_generate, load_run_model
+from core.inference import InferenceError, full_precision_base, gguf_greedy_with, greedy_generate, load_run_model
 from core.installed import package_version
+from core.llm import CardModel
 from core.presets import get_preset
 from core.runs import create_run, initial_status
 
@@ -166,11 +167,12 @@ def test_the_gguf_files_answer_as_the_merged_model_with_no_template_text(exporte
          {"role": "user", "content": "Say bye."}],
     ]
     expected = ["The sky is blue.", "Two plus two is four.", "Goodbye!"]
+    gguf_models = {quant: CardModel(exported.run / "gguf" / f"mem-{quant}.gguf") for quant in ("f16", "q8_0")}
     for messages, answer in zip(conversations, expected):
         reference = greedy_generate(model, tokenizer, messages, 24)
         assert reference.text == answer and reference.prompt_tokens > len(reference.token_ids)
-        for quant in ("f16", "q8_0"):
-            generated = gguf_greedy_generate(exported.run / "gguf" / f"mem-{quant}.gguf", messages, 24)
+        for quant, gguf_model in gguf_models.items():
+            generated = gguf_greedy_with(gguf_model, messages, 24)  # as the evaluation's gguf variant answers
             assert generated.token_ids == reference.token_ids, (quant, generated.text)
             assert generated.text == answer and generated.prompt_tokens == reference.prompt_tokens
             assert not any(text in generated.text for text in TEMPLATE_TEXT), generated.text
