@@ -35,7 +35,7 @@ from typing import Any
 
 from core.converter import LLAMA_CPP_DIR_ENV, ConverterLocation, fetch_converter
 from core.errors import first_line
-from core.files import FileProblem, read_json_object, write_json_atomic
+from core.files import read_json_object, read_json_or_empty, write_json_atomic
 from core.inference import (
     END_OF_TURN,
     Generation,
@@ -192,10 +192,7 @@ def folder_size(folder: Path) -> int:
 
 def read_export(run_path: Path) -> dict[str, Any] | None:
     """The run's export.json, or None when it has not been exported (or the file is unreadable)."""
-    try:
-        return read_json_object(run_path / EXPORT_FILE)
-    except FileProblem:
-        return None
+    return read_json_or_empty(run_path / EXPORT_FILE) or None
 
 
 def git_revision(folder: Path) -> str | None:
@@ -462,10 +459,7 @@ def adapter_record(run_path: Path) -> dict[str, Any]:
     """The adapter the export merges, for export.json: its folder, training step, and the weights
     file peft loads (safetensors before bin) with its sha256."""
     weights = adapter_weights(check_adapter(run_path))
-    try:
-        step = read_json_object(run_path / STATUS_FILE).get("step")
-    except FileProblem:
-        step = None
+    step = read_json_or_empty(run_path / STATUS_FILE).get("step")
     return {"path": ADAPTER_DIR, "step": step, "weights": weights.name, "sha256": sha256_file(weights)}
 
 

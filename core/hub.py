@@ -18,7 +18,7 @@ from typing import Any, Callable
 from core.config import DATASET_SUFFIXES, HUB_ID_PATTERN
 from core.errors import first_line
 from core.export import gguf_file_path, read_export, record_push, sha256_file
-from core.files import FileProblem, read_json_object, read_jsonl
+from core.files import read_json_or_empty, read_jsonl
 from core.runs import ADAPTER_DIR, CONFIG_FILE, EVAL_DIR, EXPORT_FILE, GGUF_DIR, METRICS_FILE, now_iso
 
 TOKEN_ENV = "HF_TOKEN"
@@ -88,13 +88,6 @@ def hub_token(explicit: str | None = None) -> str:
     return token
 
 
-def _read_optional(path: Path) -> dict[str, Any]:
-    try:
-        return read_json_object(path)
-    except FileProblem:
-        return {}
-
-
 def eval_summary(run_path: Path) -> dict[str, tuple[int, int]]:
     """Per eval variant (`eval/<variant>.jsonl`): rows with `"passed": true`, and rows."""
     summary = {}
@@ -119,8 +112,8 @@ def _number(value: object, digits: int = 4) -> str:
 
 def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files: list[dict[str, Any]]) -> str:
     """The model card (README.md) of the push: lineage, training, evaluation and how to run it."""
-    config = _read_optional(run_path / CONFIG_FILE)
-    metrics = _read_optional(run_path / METRICS_FILE)
+    config = read_json_or_empty(run_path / CONFIG_FILE)
+    metrics = read_json_or_empty(run_path / METRICS_FILE)
     base = str(export.get("merged_from") or config.get("base_model") or "unknown")
     dataset = str(config.get("dataset") or "unknown")
     front = ["---", "library_name: peft", "tags:", "- lora", "- peft", "- gguf", "- llama-cpp"]
