@@ -42,6 +42,7 @@ from core.runs import EVAL_DIR, GGUF_DIR, RATINGS_FILE, RUN_NAME_PATTERN, now_is
 LAB_SET_FILE = DATA_DIR / "eval_prompts.json"
 LAB_SET_NAME = "lab"
 PROMPT_SETS_DIR = ".prompt_sets"
+JSON_SUFFIX = ".json"
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_NOTE_CHARS = 2000
@@ -186,18 +187,37 @@ class PromptSetEntry:
     bundled: bool
 
 
+def _is_file_spec(spec: str) -> bool:
+    """True when resolve_prompt_set reads `spec` as the path of a JSON file rather than a set name."""
+    return spec.lower().endswith(JSON_SUFFIX) or "/" in spec or "\\" in spec
+
+
+def set_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a user's prompt set, or None when it can.
+
+    A name ending in ".json" is refused: resolve_prompt_set reads such a name as a file path.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return f"set name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})"
+    if name == LAB_SET_NAME:
+        return f"{LAB_SET_NAME!r} is the bundled set's name; choose another"
+    if _is_file_spec(name):
+        return f"set name {name!r} ends in {JSON_SUFFIX}, which names a file; leave the {JSON_SUFFIX} out"
+    return None
+
+
 def list_prompt_sets(runs_root: Path) -> list[PromptSetEntry]:
     """The bundled lab set first, then the users' sets by name; broken files carry their problem."""
     entries = [PromptSetEntry(LAB_SET_NAME, LAB_SET_FILE, load_prompt_set(LAB_SET_FILE), None, True)]
     folder = prompt_sets_dir(runs_root)
-    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    paths = sorted(folder.glob(f"*{JSON_SUFFIX}")) if folder.is_dir() else []
     for path in paths:
         if path.name.startswith("."):
             continue
         name = path.stem
         problem, loaded = None, None
-        if name == LAB_SET_NAME or not NAME_PATTERN.fullmatch(name):
-            problem = f"{path.name}: the file name is not a usable set name"
+        if reason := set_name_problem(name):
+            problem = f"{path.name}: the file name is not a usable set name ({reason})"
         else:
             try:
                 loaded = load_prompt_set(path)
@@ -209,17 +229,15 @@ def list_prompt_sets(runs_root: Path) -> list[PromptSetEntry]:
 
 def save_prompt_set(runs_root: Path, name: str, text: str) -> PromptSet:
     """Validate the JSON `text` and store it as the user's set `name` (the name given wins)."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise PromptSetError(f"set name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
-    if name == LAB_SET_NAME:
-        raise PromptSetError(f"{LAB_SET_NAME!r} is the bundled set's name; choose another")
+    if problem := set_name_problem(name):
+        raise PromptSetError(problem)
     data = _json(text)
     if isinstance(data, dict):
         data = {**data, "name": name}
     prompt_set = parse_prompt_set(data)
     folder = prompt_sets_dir(runs_root)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / f"{name}.json", prompt_set.as_json())
+    write_json_atomic(folder / f"{name}{JSON_SUFFIX}", prompt_set.as_json())
     return prompt_set
 
 
@@ -227,12 +245,13 @@ def resolve_prompt_set(runs_root: Path, spec: str | None) -> PromptSet:
     """The set named `spec` ("lab", a user's set) or in the .json file `spec`; default: the lab's."""
     if not spec or spec == LAB_SET_NAME:
         return load_prompt_set(LAB_SET_FILE)
-    if spec.endswith(".json") or "/" in spec or "\\" in spec:
+    if _is_file_spec(spec):
         return load_prompt_set(Path(spec).expanduser())
-    path = prompt_sets_dir(runs_root) / f"{spec}.json"
+    path = prompt_sets_dir(runs_root) / f"{spec}{JSON_SUFFIX}"
     if NAME_PATTERN.fullmatch(spec) and path.is_file():
         return load_prompt_set(path)
-    known = ", ".join(entry.name for entry in list_prompt_sets(runs_root))
+    known = ", ".join(entry.name for entry in list_prompt_sets(runs_root)
+                      if entry.bundled or not set_name_problem(entry.name))
     raise PromptSetError(f"no prompt set named {spec!r}; sets: {known} (or give the path of a .json file)")
 
 

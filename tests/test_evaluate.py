@@ -356,6 +356,28 @@ def test_prompt_sets_are_listed_saved_and_resolved(runs_root):
         save_prompt_set(runs_root, "../escape", json.dumps(taught_set("swedish")))
 
 
+def test_a_set_name_ending_in_json_is_refused_because_it_would_resolve_as_a_file(runs_root, tmp_path, monkeypatch):
+    """resolve_prompt_set reads "x.json" as a path: a saved set of that name could never be used."""
+    text = json.dumps(taught_set("swedish"))
+    for name in ("prompts.json", "Mine.JSON"):
+        with pytest.raises(PromptSetError, match=f"set name '{name}' ends in .json, which names a file"):
+            save_prompt_set(runs_root, name, text)
+    assert not (runs_root / ".prompt_sets").exists()
+    # A file saved under such a name before is listed as unusable, and is not offered as a set name.
+    folder = runs_root / ".prompt_sets"
+    folder.mkdir(parents=True)
+    (folder / "prompts.json.json").write_text(json.dumps({**taught_set("swedish"), "name": "prompts.json"}))
+    (listed,) = [entry for entry in list_prompt_sets(runs_root) if not entry.bundled]
+    assert listed.name == "prompts.json" and listed.prompt_set is None
+    assert "the file name is not a usable set name (set name 'prompts.json' ends in .json" in listed.problem
+    with pytest.raises(PromptSetError, match="no prompt set named 'mine'; sets: lab \\(or give"):
+        resolve_prompt_set(runs_root, "mine")
+    # The name still means a file, as the command line documents.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.json").write_text(text)
+    assert resolve_prompt_set(runs_root, "prompts.json").prompts[0].id == "swedish"
+
+
 def test_ratings_are_validated_saved_and_removed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
