@@ -34,6 +34,7 @@ MISSING = "—"
 CONFIG_DIFF_IGNORED = ("imported_from", "note")
 MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}
 VERDICT_MARKS = {"better": "🟢", "worse": "🔴"}
+UNNAMED_SET = "(unnamed set)"  # eval rows written without a prompt_set
 
 
 # --- reading, with cache keys -------------------------------------------------------------
@@ -441,9 +442,15 @@ def matrix_columns(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]
     return [Column(run, variant) for run, variants in results.items() for variant, rows in variants.items() if rows]
 
 
+def prompt_set_of(row: Mapping[str, Any]) -> str:
+    """The prompt set an eval row answered; rows without one (or with a non-text one) share UNNAMED_SET."""
+    name = row.get("prompt_set")
+    return name if isinstance(name, str) and name else UNNAMED_SET
+
+
 def prompt_sets(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[str]:
-    """The prompt sets answered in `results`, in order of first appearance."""
-    names = (str(row.get("prompt_set")) for variants in results.values() for rows in variants.values() for row in rows)
+    """The prompt sets answered in `results` (as prompt_set_of names them), in order of first appearance."""
+    names = (prompt_set_of(row) for variants in results.values() for rows in variants.values() for row in rows)
     return list(dict.fromkeys(names))
 
 
@@ -463,7 +470,7 @@ def build_matrix(
     columns: Sequence[Column],
     prompt_set: str | None,
 ) -> Matrix:
-    """The prompt x column matrix of one prompt set.
+    """The prompt x column matrix of one prompt set (a name from prompt_sets; None: every set).
 
     `results` maps run -> variant -> eval rows (core.evaluate.load_eval_results per run),
     `ratings` maps run -> variant -> prompt id -> {"rating", "note"} (core.evaluate.load_ratings).
@@ -475,7 +482,7 @@ def build_matrix(
         rated = ratings.get(column.run, {}).get(column.variant, {})
         for row in results.get(column.run, {}).get(column.variant, ()):
             prompt_id = row.get("prompt_id")
-            if not isinstance(prompt_id, str) or (prompt_set is not None and row.get("prompt_set") != prompt_set):
+            if not isinstance(prompt_id, str) or (prompt_set is not None and prompt_set_of(row) != prompt_set):
                 continue
             prompts.setdefault(prompt_id, row)
             listed = row.get("checks")
@@ -492,7 +499,7 @@ def build_matrix(
                 note=str(rating.get("note") or ""),
             )
     rows = tuple(
-        PromptRow(str(first.get("prompt_set")), prompt_id, str(first.get("prompt") or ""), cells[prompt_id])
+        PromptRow(prompt_set_of(first), prompt_id, str(first.get("prompt") or ""), cells[prompt_id])
         for prompt_id, first in prompts.items()
     )
     return Matrix(tuple(columns), rows)

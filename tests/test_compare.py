@@ -213,6 +213,22 @@ def test_matrix_columns_prompt_sets_and_pass_counts():
     assert matrix.prompts[1].cells[Column("r16", "adapter")].failed_checks == ["leakage"]
 
 
+def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
+    """Eval rows written without prompt_set (or with a non-text one) form one set that the matrix shows."""
+    bare = {"r16": {"adapter": [{k: v for k, v in row.items() if k != "prompt_set"} for row in RESULTS["r16"]["adapter"]]},
+            "r64": {"adapter": [{**row, "prompt_set": None} for row in RESULTS["r64"]["adapter"][:2]]
+                    + [{**RESULTS["r64"]["adapter"][2], "prompt_set": 7}]}}
+    (unnamed,) = compare.prompt_sets(bare)
+    matrix = build_matrix(bare, {}, compare.matrix_columns(bare), unnamed)
+    assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
+    assert {row.prompt_set for row in matrix.prompts} == {unnamed} and unnamed == compare.UNNAMED_SET
+    assert matrix.pass_counts() == {Column("r16", "adapter"): (2, 3), Column("r64", "adapter"): (3, 3)}
+    mixed = {"r16": bare["r16"], "r64": {"adapter": RESULTS["r64"]["adapter"]}}
+    assert compare.prompt_sets(mixed) == [unnamed, "lab", "mine"]
+    assert [row.prompt_id for row in build_matrix(mixed, {}, compare.matrix_columns(mixed), "lab").prompts] == [
+        "vpn", "email", "recipe"]
+
+
 def test_odd_rows_make_cells_that_say_what_is_unknown():
     odd = {"x": {"adapter": [{"prompt_set": "lab", "prompt_id": "vpn", "answer": None, "checks": 5, "passed": "yes",
                               "latency_s": "fast"}, {"prompt_set": "lab", "prompt_id": 7}]}}

@@ -289,6 +289,22 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     assert "baseline **t4_r16**" in report
 
 
+def test_answers_without_a_prompt_set_are_shown(runs_root):
+    """Eval rows without a prompt_set (written before it was recorded) still fill the matrix."""
+    runs_root.mkdir()
+    (runs_root / SEED_MARKER).write_text("")
+    run = trained_run(runs_root, "old_eval", config={"max_steps": 5}, device="cpu", peak=0.5, lora=0.05,
+                      events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5,
+                                             seed=5))
+    rows = eval_rows("adapter", GOOD, failing={"swedish": ("translation", "similarity 0.5 < 0.85")})
+    write_eval(run, "adapter", [{k: v for k, v in row.items() if k != "prompt_set"} for row in rows])
+    app = open_page()
+    assert "No answers to show." not in [info.value for info in app.info]
+    matrix = table(app, "Prompt").set_index("Prompt")
+    assert list(matrix.index) == list(GOOD) and matrix.loc["swedish", "old_eval · adapter"] == "❌ translation · 1.9 s"
+    assert widget(app.selectbox, "Prompt").value == "vpn" and [block.value for block in app.code] == [GOOD["vpn"]]
+
+
 def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_root):
     half = lab_root / "half_written"
     half.mkdir()
