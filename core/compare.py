@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import describe
+from core.evaluate import rating_applies
 from core.files import read_jsonl
 from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
 
@@ -387,7 +388,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Cell:
-    """One answer: its checks, latency and a person's rating."""
+    """One answer: its checks, latency and a person's rating of this answer (None and "" when unrated)."""
 
     answer: str
     passed: bool | None
@@ -473,7 +474,8 @@ def build_matrix(
     """The prompt x column matrix of one prompt set (a name from prompt_sets; None: every set).
 
     `results` maps run -> variant -> eval rows (core.evaluate.load_eval_results per run),
-    `ratings` maps run -> variant -> prompt id -> {"rating", "note"} (core.evaluate.load_ratings).
+    `ratings` maps run -> variant -> prompt id -> {"rating", "note", "answer_sha256"}
+    (core.evaluate.load_ratings); a rating given to another answer than the row's is left out.
     Prompts come in the order the results list them.
     """
     prompts: dict[str, dict[str, Any]] = {}
@@ -487,10 +489,12 @@ def build_matrix(
             prompts.setdefault(prompt_id, row)
             listed = row.get("checks")
             checks = tuple(check for check in listed if isinstance(check, dict)) if isinstance(listed, list) else ()
-            rating = rated.get(prompt_id) if isinstance(rated.get(prompt_id), dict) else {}
+            answer = str(row.get("answer") or "")
+            entry = rated.get(prompt_id)
+            rating = entry if isinstance(entry, dict) and rating_applies(entry, answer) else {}
             passed = row.get("passed")
             cells.setdefault(prompt_id, {})[column] = Cell(
-                answer=str(row.get("answer") or ""),
+                answer=answer,
                 passed=passed if isinstance(passed, bool) else None,
                 checks=checks,
                 latency_s=_number(row.get("latency_s")),

@@ -9,18 +9,26 @@ adapter, in transformers), "base" (the base model alone, the lab's T0 baseline) 
 "gguf:FILE" (a GGUF file from the run's export, or any path, in llama-cpp on the CPU). Every
 answer is greedy, limited to a fixed number of new tokens, and only the new tokens are
 decoded. Results go to `<run>/eval/<variant>.jsonl` (`adapter`, `base`, `gguf-<file stem>`),
-one row per prompt, written whole when the evaluation ends; ratings to `<run>/ratings.json`.
+one row per prompt, written whole when the evaluation ends.
+
+A person's ratings go to `<run>/ratings.json`: variant -> prompt id -> `{"rating": 1-5 or
+null, "note", "answer_sha256"}`, the last being the SHA-256 of the answer text that was rated.
+A rating applies only to that answer: once a new evaluation gives a different answer, the
+rating is no longer shown (rating_applies), though it stays in the file until the person
+rates the new answer. Entries written before answer_sha256 was recorded cannot be matched;
+they apply to whatever answer is there, as they did before.
 """
 
 from __future__ import annotations
 
 import difflib
 import fcntl
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from core.checks import CheckSpecError, check_answer, check_name, validate_check
 from core.errors import first_line
@@ -46,6 +54,7 @@ JSON_SUFFIX = ".json"
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_NOTE_CHARS = 2000
+ANSWER_HASH_FIELD = "answer_sha256"  # in ratings.json: which answer a rating rates
 MAX_PROMPTS = 200
 MAX_PROMPT_CHARS = 4000
 NAME_PATTERN = RUN_NAME_PATTERN  # prompt set names are file names too
@@ -411,16 +420,28 @@ def load_eval_results(run_path: Path) -> dict[str, list[dict[str, Any]]]:
     return dict(sorted(results.items(), key=lambda item: _variant_order(item[0])))
 
 
+def answer_sha256(answer: str) -> str:
+    """What ties a rating to the answer it rates: the SHA-256 (hex) of the answer's UTF-8 text."""
+    return hashlib.sha256(answer.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def rating_applies(entry: Mapping[str, Any], answer: str) -> bool:
+    """True when the rating `entry` (from load_ratings) was given to `answer`, or predates answer_sha256."""
+    rated = entry.get(ANSWER_HASH_FIELD)
+    return rated is None or rated == answer_sha256(answer)
+
+
 def _valid_rating(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
-    rating, note = entry.get("rating"), entry.get("note", "")
+    rating, note, rated = entry.get("rating"), entry.get("note", ""), entry.get(ANSWER_HASH_FIELD)
     rating_ok = rating is None or (isinstance(rating, int) and not isinstance(rating, bool) and 1 <= rating <= 5)
-    return rating_ok and isinstance(note, str)
+    return rating_ok and isinstance(note, str) and (rated is None or isinstance(rated, str))
 
 
 def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """variant -> prompt id -> {"rating": 1-5 or None, "note": str}; a bad file or entry reads as none."""
+    """variant -> prompt id -> {"rating": 1-5 or None, "note": str, "answer_sha256": str (absent in old
+    entries)}; a bad file or entry reads as none. rating_applies says whether one rates a given answer."""
     try:
         data = read_json_object(run_path / RATINGS_FILE)
     except FileProblem:
@@ -429,15 +450,22 @@ def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     for variant, prompts in data.items():
         if not isinstance(prompts, dict):
             continue
-        kept = {prompt_id: {"rating": entry.get("rating"), "note": entry.get("note", "")}
-                for prompt_id, entry in prompts.items() if _valid_rating(entry)}
+        kept = {}
+        for prompt_id, entry in prompts.items():
+            if _valid_rating(entry):
+                kept[prompt_id] = {"rating": entry.get("rating"), "note": entry.get("note", "")}
+                if entry.get(ANSWER_HASH_FIELD) is not None:
+                    kept[prompt_id][ANSWER_HASH_FIELD] = entry[ANSWER_HASH_FIELD]
         if kept:
             ratings[variant] = kept
     return ratings
 
 
-def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str) -> None:
-    """Store a person's rating (1-5, or None) and note for one answer; no rating and no note removes it."""
+def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str, *, answer: str) -> None:
+    """Store a person's rating (1-5, or None) and note for `answer`, the text they rated; no rating
+    and no note removes it."""
+    if not isinstance(answer, str):
+        raise RatingError("the rated answer must be text")
     if not isinstance(variant, str) or not VARIANT_FILE_PATTERN.fullmatch(variant):
         raise RatingError(f"unknown variant {variant!r}: adapter, base or gguf-<file>")
     if not isinstance(prompt_id, str) or not NAME_PATTERN.fullmatch(prompt_id):
@@ -457,5 +485,5 @@ def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None
         if rating is None and not note.strip():
             prompts.pop(prompt_id, None)
         else:
-            prompts[prompt_id] = {"rating": rating, "note": note}
+            prompts[prompt_id] = {"rating": rating, "note": note, ANSWER_HASH_FIELD: answer_sha256(answer)}
         write_json_atomic(run_path / RATINGS_FILE, {v: p for v, p in ratings.items() if p})

@@ -46,10 +46,11 @@ def cached_evaluations(run_paths: tuple[str, ...], signature: str) -> dict[str, 
     return {path: (evaluate.load_eval_results(Path(path)), evaluate.load_ratings(Path(path))) for path in run_paths}
 
 
-def save_rating(run_path: Path, column: Column, prompt_id: str, key: str) -> None:
-    """Form callback: store the rating and note the person entered (before the page reruns)."""
+def save_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
+    """Form callback: store the rating and note the person entered for `answer` (before the page reruns)."""
     try:
-        evaluate.save_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"], st.session_state[f"{key}:note"])
+        evaluate.save_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"],
+                             st.session_state[f"{key}:note"], answer=answer)
     except (OSError, ValueError) as exc:
         st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
     else:
@@ -269,13 +270,15 @@ else:
                     latency = f"{cell.latency_s:.2f} s" if cell.latency_s is not None else "latency unknown"
                     tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""
                     st.caption(latency + tokens)
-                    key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}"
+                    # The answer's hash in the key: a new answer gets fresh widgets, not the old answer's rating.
+                    answer_id = evaluate.answer_sha256(cell.answer)
+                    key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}|{answer_id}"
                     with st.form(key, border=False):
                         st.selectbox("Rating", RATINGS, index=RATINGS.index(cell.rating), key=f"{key}:rating",
                                      format_func=lambda value: "not rated" if value is None else "★" * value)
                         st.text_input("Note", value=cell.note, key=f"{key}:note")
                         st.form_submit_button("Save rating", key=f"{key}:save", on_click=save_rating,
-                                              args=(by_name[column.run].path, column, row.prompt_id, key))
+                                              args=(by_name[column.run].path, column, row.prompt_id, cell.answer, key))
 
 st.subheader("Export")
 stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -9,6 +9,7 @@ import pytest
 
 from core import compare
 from core.compare import Column, build_matrix, delta, metrics_rows
+from core.evaluate import answer_sha256
 from core.files import append_jsonl
 from core.runs import create_run, initial_status, list_runs, read_run_folder
 from core.seed import import_seed_runs
@@ -227,6 +228,23 @@ def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
     assert compare.prompt_sets(mixed) == [unnamed, "lab", "mine"]
     assert [row.prompt_id for row in build_matrix(mixed, {}, compare.matrix_columns(mixed), "lab").prompts] == [
         "vpn", "email", "recipe"]
+
+
+def test_a_rating_is_shown_only_next_to_the_answer_it_rates():
+    """After a re-evaluation, a rating of the earlier answer is left out; one without an answer hash
+    (saved before ratings recorded it) is shown as before."""
+    rated_answer = RESULTS["r64"]["adapter"][1]["answer"]
+    ratings = {"r64": {"adapter": {
+        "email": {"rating": 5, "note": "best email", "answer_sha256": answer_sha256(rated_answer)},
+        "vpn": {"rating": 2, "note": "rated an earlier answer", "answer_sha256": answer_sha256("An earlier answer.")},
+        "recipe": {"rating": 3, "note": "saved before answers were recorded"}}}}
+    matrix = build_matrix(RESULTS, ratings, [Column("r64", "adapter")], "lab")
+    cells = {row.prompt_id: row.cells[Column("r64", "adapter")] for row in matrix.prompts}
+    assert (cells["email"].rating, cells["email"].note) == (5, "best email")
+    assert (cells["vpn"].rating, cells["vpn"].note) == (None, "")
+    assert (cells["recipe"].rating, cells["recipe"].note) == (3, "saved before answers were recorded")
+    exported = {row["prompt_id"]: row for row in csv.DictReader(io.StringIO(compare.answers_csv(matrix)))}
+    assert (exported["vpn"]["rating"], exported["vpn"]["note"]) == ("", "")
 
 
 def test_odd_rows_make_cells_that_say_what_is_unknown():

@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 from core.config import default_config
+from core.evaluate import answer_sha256
 from core.files import read_json_object, read_jsonl, write_json_atomic, write_jsonl_atomic
 from core.runs import EVENTS_FILE, create_run, initial_status
 from core.seed import SEED_MARKER, import_seed_runs
@@ -72,6 +73,11 @@ def rerun(app: AppTest) -> AppTest:
 
 def widget(elements, label):
     return next(element for element in elements if element.label == label)
+
+
+def rating_key(run: str, prompt_id: str, answer: str, variant: str = "adapter") -> str:
+    """The key of the rating form of one answer on the page (it names the answer by its hash)."""
+    return f"rating|{run}|{variant}|lab|{prompt_id}|{answer_sha256(answer)}"
 
 
 def table(app: AppTest, first_column: str):
@@ -270,12 +276,13 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
                                           "t4_r64 · adapter": "✅ · 2.8 s"}]
     assert widget(app.selectbox, "Prompt").value == "swedish"
     assert [block.value for block in app.code] == ["Kaffe är varm.", "Kaffet är för varmt för att dricka."]
-    assert app.selectbox(key="rating|t4_r64|adapter|lab|swedish:rating").value == 4
-    assert app.text_input(key="rating|t4_r64|adapter|lab|swedish:note").value == "natural Swedish"
+    r64_key, r16_key = rating_key("t4_r64", "swedish", GOOD["swedish"]), rating_key("t4_r16", "swedish", "Kaffe är varm.")
+    assert app.selectbox(key=f"{r64_key}:rating").value == 4  # saved without the answer's hash: shown as before
+    assert app.text_input(key=f"{r64_key}:note").value == "natural Swedish"
 
-    app.selectbox(key="rating|t4_r16|adapter|lab|swedish:rating").set_value(2)
-    app.text_input(key="rating|t4_r16|adapter|lab|swedish:note").input("wrong word order")
-    next(button for button in app.button if button.key == "rating|t4_r16|adapter|lab|swedish:save").click()
+    app.selectbox(key=f"{r16_key}:rating").set_value(2)
+    app.text_input(key=f"{r16_key}:note").input("wrong word order")
+    next(button for button in app.button if button.key == f"{r16_key}:save").click()
     rerun(app)
     assert "Saved the rating of t4_r16 · adapter on swedish." in [s.value for s in app.success]
     stored = read_json_object(lab_root / "t4_r16" / "ratings.json")
@@ -303,6 +310,32 @@ def test_answers_without_a_prompt_set_are_shown(runs_root):
     matrix = table(app, "Prompt").set_index("Prompt")
     assert list(matrix.index) == list(GOOD) and matrix.loc["swedish", "old_eval · adapter"] == "❌ translation · 1.9 s"
     assert widget(app.selectbox, "Prompt").value == "vpn" and [block.value for block in app.code] == [GOOD["vpn"]]
+
+
+def test_a_rating_is_not_shown_next_to_a_new_answer(lab_root, downloads):
+    """Rate an answer, re-evaluate (a new answer to the same prompt): the new answer is unrated."""
+    app = open_page()
+    columns = widget(app.multiselect, "Answer columns")
+    columns.set_value([c for c in columns.value if c.run == "t4_r16" and c.variant == "adapter"])
+    widget(app.selectbox, "Prompt").set_value("swedish")
+    rerun(app)
+    old_key = rating_key("t4_r16", "swedish", "Kaffe är varm.")
+    app.selectbox(key=f"{old_key}:rating").set_value(2)
+    app.text_input(key=f"{old_key}:note").input("wrong word order")
+    next(button for button in app.button if button.key == f"{old_key}:save").click()
+    rerun(app)
+    assert "Saved the rating of t4_r16 · adapter on swedish." in [s.value for s in app.success]
+
+    write_eval(lab_root / "t4_r16", "adapter", eval_rows("adapter", GOOD, latency=1.6))  # evaluated again
+    rerun(app)
+    assert [block.value for block in app.code] == [GOOD["swedish"]]
+    new_key = rating_key("t4_r16", "swedish", GOOD["swedish"])
+    assert app.selectbox(key=f"{new_key}:rating").value is None and app.text_input(key=f"{new_key}:note").value == ""
+    answers = list(csv.DictReader(io.StringIO(downloads(app, "Download the answers (CSV)"))))
+    assert [(row["answer"], row["rating"], row["note"]) for row in answers if row["prompt_id"] == "swedish"] == [
+        (GOOD["swedish"], "", "")]
+    stored = read_json_object(lab_root / "t4_r16" / "ratings.json")["adapter"]["swedish"]
+    assert stored["rating"] == 2 and stored["answer_sha256"] == answer_sha256("Kaffe är varm.")  # kept, not shown
 
 
 def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_root):

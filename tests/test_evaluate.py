@@ -6,6 +6,7 @@ Every evaluation generates with the real model; the code check runs the answer's
 the real sandbox.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,11 +27,13 @@ from core.evaluate import (
     EvalError,
     PromptSetError,
     RatingError,
+    answer_sha256,
     evaluate_run,
     list_prompt_sets,
     load_eval_results,
     load_ratings,
     parse_prompt_set,
+    rating_applies,
     resolve_prompt_set,
     save_prompt_set,
     save_rating,
@@ -382,13 +385,16 @@ def test_ratings_are_validated_saved_and_removed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     assert load_ratings(run) == {}
-    save_rating(run, "adapter", "vpn", 4, "clear, a bit long")
-    save_rating(run, "gguf-taught-q8_0", "vpn", None, "only a note")
-    save_rating(run, "adapter", "swedish", 5, "")
-    assert load_ratings(run) == {"adapter": {"vpn": {"rating": 4, "note": "clear, a bit long"},
-                                             "swedish": {"rating": 5, "note": ""}},
-                                 "gguf-taught-q8_0": {"vpn": {"rating": None, "note": "only a note"}}}
-    save_rating(run, "gguf-taught-q8_0", "vpn", None, "  ")
+    save_rating(run, "adapter", "vpn", 4, "clear, a bit long", answer="A VPN tunnels traffic.")
+    save_rating(run, "gguf-taught-q8_0", "vpn", None, "only a note", answer="A VPN.")
+    save_rating(run, "adapter", "swedish", 5, "", answer=SWEDISH)
+    assert load_ratings(run) == {"adapter": {"vpn": {"rating": 4, "note": "clear, a bit long",
+                                                     "answer_sha256": answer_sha256("A VPN tunnels traffic.")},
+                                             "swedish": {"rating": 5, "note": "", "answer_sha256": answer_sha256(SWEDISH)}},
+                                 "gguf-taught-q8_0": {"vpn": {"rating": None, "note": "only a note",
+                                                              "answer_sha256": answer_sha256("A VPN.")}}}
+    assert answer_sha256(SWEDISH) == hashlib.sha256(SWEDISH.encode()).hexdigest()
+    save_rating(run, "gguf-taught-q8_0", "vpn", None, "  ", answer="A VPN.")
     assert "gguf-taught-q8_0" not in load_ratings(run)
     for args, message in [
         (("adapter", "vpn", 6, ""), "a rating is a whole number from 1 to 5, or none (got 6)"),
@@ -398,13 +404,33 @@ def test_ratings_are_validated_saved_and_removed(tmp_path):
         (("adapter", "../x", 3, ""), "invalid prompt id '../x'"),
     ]:
         with pytest.raises(RatingError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            save_rating(run, *args)
+            save_rating(run, *args, answer="x")
+    with pytest.raises(RatingError, match="the rated answer must be text"):
+        save_rating(run, "adapter", "vpn", 3, "", answer=None)
     with pytest.raises(RatingError, match="no run folder"):
-        save_rating(tmp_path / "missing", "adapter", "vpn", 3, "")
-    (run / "ratings.json").write_text('{"adapter": {"vpn": {"rating": 9}, "ok": {"rating": 2, "note": "n"}}, "x": 3}')
+        save_rating(tmp_path / "missing", "adapter", "vpn", 3, "", answer="x")
+    (run / "ratings.json").write_text('{"adapter": {"vpn": {"rating": 9}, "ok": {"rating": 2, "note": "n"}, '
+                                      '"odd": {"rating": 2, "answer_sha256": 5}}, "x": 3}')
     assert load_ratings(run) == {"adapter": {"ok": {"rating": 2, "note": "n"}}}
     (run / "ratings.json").write_text("{torn")
     assert load_ratings(run) == {}
+
+
+def test_a_rating_applies_only_to_the_answer_it_was_given_to(tmp_path):
+    """Re-evaluating a variant changes its answers: a rating of the old answer must not be shown
+    next to the new one. Entries saved before ratings recorded the answer still apply."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_rating(run, "adapter", "swedish", 2, "wrong word order", answer="Kaffe är varm.")
+    entry = load_ratings(run)["adapter"]["swedish"]
+    assert rating_applies(entry, "Kaffe är varm.")
+    assert not rating_applies(entry, SWEDISH) and not rating_applies(entry, "Kaffe är varm")
+    save_rating(run, "adapter", "swedish", 5, "", answer=SWEDISH)  # rating the new answer replaces the old rating
+    entry = load_ratings(run)["adapter"]["swedish"]
+    assert rating_applies(entry, SWEDISH) and not rating_applies(entry, "Kaffe är varm.")
+    (run / "ratings.json").write_text(json.dumps({"adapter": {"swedish": {"rating": 4, "note": "from before"}}}))
+    legacy = load_ratings(run)["adapter"]["swedish"]
+    assert legacy == {"rating": 4, "note": "from before"} and rating_applies(legacy, "any answer at all")
 
 
 def test_results_are_read_tolerantly(tmp_path):
