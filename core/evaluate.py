@@ -28,7 +28,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from core.checks import CheckSpecError, check_answer, check_name, validate_check
 from core.errors import first_line
@@ -37,6 +37,7 @@ from core.inference import (
     InferenceError,
     check_adapter,
     gguf_greedy_with,
+    gguf_prompt_tokens,
     greedy_generate,
     load_run_model,
     run_base_model,
@@ -313,12 +314,38 @@ def parse_variant(run_path: Path, spec: str) -> Variant:
 # --- evaluation --------------------------------------------------------------------------
 
 
-def _answerer(run_path: Path, variant: Variant, max_new_tokens: int) -> tuple[Callable[[list[dict]], Any], str]:
+def _messages(prompt: EvalPrompt) -> list[dict[str, str]]:
+    """The chat a prompt is asked in: the prompt alone, as the user's turn."""
+    return [{"role": "user", "content": prompt.prompt}]
+
+
+def gguf_model_for(path: Path, prompts: Sequence[EvalPrompt], max_new_tokens: int) -> CardModel:
+    """The GGUF model at `path`, loaded with a context that holds its longest prompt (in its chat
+    template) plus `max_new_tokens`.
+
+    Counting a prompt's tokens needs the loaded model: it is loaded again, with that context,
+    when its default context is too small. A GGUF without a chat template keeps the default
+    (every answer then says that the template is missing).
+    """
+    model = CardModel(path)
+    try:
+        longest = max(len(gguf_prompt_tokens(model.llama, _messages(prompt))) for prompt in prompts)
+    except InferenceError:
+        return model
+    needed = longest + max_new_tokens
+    if needed <= model.context:
+        return model
+    model.llama.close()  # one model in memory at a time
+    return CardModel(path, context=needed)
+
+
+def _answerer(run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt],
+              max_new_tokens: int) -> tuple[Callable[[list[dict]], Any], str]:
     """A function from messages to a Generation, and a label of the model that answers."""
     try:
         if variant.kind == "gguf":
             assert variant.gguf_path is not None
-            card_model = CardModel(variant.gguf_path)
+            card_model = gguf_model_for(variant.gguf_path, prompts, max_new_tokens)
             return (lambda messages: gguf_greedy_with(card_model, messages, max_new_tokens)), str(variant.gguf_path)
         model, tokenizer = load_run_model(run_path, adapter=variant.kind == "adapter")
         base = run_base_model(run_path)
@@ -359,14 +386,14 @@ def evaluate_run(run_path: Path, variant: str, prompt_set: PromptSet, max_new_to
     report = progress or (lambda text, fraction: None)
     chosen = check_request(run_path, variant, max_new_tokens)
     report(f"loading the model ({chosen.file_name})", 0.0)
-    answer, model_label = _answerer(run_path, chosen, max_new_tokens)
+    answer, model_label = _answerer(run_path, chosen, prompt_set.prompts, max_new_tokens)
     rows: list[dict[str, Any]] = []
     total = len(prompt_set.prompts)
     for number, prompt in enumerate(prompt_set.prompts, 1):
         row: dict[str, Any] = {"variant": chosen.file_name, "prompt_set": prompt_set.name, "prompt_id": prompt.id,
                                "prompt": prompt.prompt}
         try:
-            generation = answer([{"role": "user", "content": prompt.prompt}])
+            generation = answer(_messages(prompt))
         except InferenceError as exc:
             checks = [{"name": "generation", "passed": False, "detail": str(exc)}]
             row |= {"answer": "", "checks": checks, "passed": False, "latency_s": None, "new_tokens": 0,

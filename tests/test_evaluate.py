@@ -24,11 +24,13 @@ from core.checks import leakage_check
 from core.cli import main
 from core.evaluate import (
     LAB_SET_NAME,
+    MAX_NEW_TOKENS_LIMIT,
     EvalError,
     PromptSetError,
     RatingError,
     answer_sha256,
     evaluate_run,
+    gguf_model_for,
     list_prompt_sets,
     load_eval_results,
     load_ratings,
@@ -267,6 +269,24 @@ def test_the_gguf_file_answers_like_the_adapter_with_no_template_text(capsys, ex
     code, out, err = command(capsys, runs_root, "taught", "--variant", f"gguf:{gguf.name}", "--max-new-tokens", "48")
     assert code == 0 and out.startswith("gguf-taught-q8_0: ") and out.endswith("/10 prompts passed all checks\n"), err
     print(f"lab set, {TOKENS} new tokens: gguf {gguf_s:.2f} s; {same}/10 answers equal to the adapter's")
+
+
+def test_the_gguf_context_holds_the_longest_prompt_and_the_longest_answer(exported_runs, runs_root, tiny_model):
+    """llama.cpp's default context is 4096 tokens; max_new_tokens may be 4096 too."""
+    from core.inference import gguf_prompt_tokens
+    from core.llm import DEFAULT_CONTEXT
+
+    shutil.copytree(exported_runs, runs_root, dirs_exist_ok=True)
+    run = runs_root / "taught"
+    gguf = run / "gguf" / "taught-q8_0.gguf"
+    lab = resolve_prompt_set(runs_root, None)
+    model = gguf_model_for(gguf, lab.prompts, MAX_NEW_TOKENS_LIMIT)
+    longest = max(len(gguf_prompt_tokens(model.llama, [{"role": "user", "content": p.prompt}])) for p in lab.prompts)
+    assert model.context >= longest + MAX_NEW_TOKENS_LIMIT > DEFAULT_CONTEXT
+    assert gguf_model_for(gguf, lab.prompts, TOKENS).context == DEFAULT_CONTEXT  # big enough: loaded once
+    (row,) = evaluate_run(run, f"gguf:{gguf.name}", parse_prompt_set(taught_set("swedish")),
+                          max_new_tokens=MAX_NEW_TOKENS_LIMIT)
+    assert "error" not in row and (row["answer"], row["passed"], row["max_new_tokens"]) == (SWEDISH, True, 4096), row
 
 
 def command(capsys, root: Path, *args: str) -> tuple[int, str, str]:
