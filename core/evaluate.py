@@ -39,6 +39,7 @@ from core.inference import (
     gguf_greedy_with,
     gguf_prompt_tokens,
     greedy_generate,
+    inference_placement,
     load_run_model,
     run_base_model,
 )
@@ -347,7 +348,8 @@ def _answerer(run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt],
             assert variant.gguf_path is not None
             card_model = gguf_model_for(variant.gguf_path, prompts, max_new_tokens)
             return (lambda messages: gguf_greedy_with(card_model, messages, max_new_tokens)), str(variant.gguf_path)
-        model, tokenizer = load_run_model(run_path, adapter=variant.kind == "adapter")
+        device, dtype = inference_placement()
+        model, tokenizer = load_run_model(run_path, adapter=variant.kind == "adapter", dtype=dtype, device=device)
         base = run_base_model(run_path)
     except (InferenceError, ModelError) as exc:
         raise EvalError(first_line(exc)) from None

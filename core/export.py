@@ -45,6 +45,7 @@ from core.inference import (
     full_precision_base,
     greedy_generate,
     gguf_greedy_with,
+    inference_placement,
     load_run_model,
     render_prompt,
 )
@@ -340,9 +341,7 @@ def reference_answer(model: Any, tokenizer: Any, messages: tuple[dict[str, str],
 def reference_device() -> str:
     """Where the merged model answers the verification prompts: a CUDA GPU when there is one (a 3B
     model in float32 takes 13 GB, more than a Colab machine's memory), else the CPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return inference_placement()[0]
 
 
 def end_of_turn_token(tokenizer: Any) -> str:

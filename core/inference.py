@@ -127,11 +127,22 @@ def load_base_model(base: str, dtype: str) -> Any:
         ) from None
 
 
-def load_run_model(run_path: Path, *, adapter: bool = True, merge: bool = False, dtype: str = "float32") -> tuple[Any, Any]:
+def inference_placement() -> tuple[str, str]:
+    """Where and in which dtype a run's model answers prompts: a CUDA GPU in bfloat16 (float16
+    where bfloat16 is only emulated, as on a T4) when there is one, else the CPU in float32."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", "float32"
+    return "cuda", "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
+def load_run_model(run_path: Path, *, adapter: bool = True, merge: bool = False, dtype: str = "float32",
+                   device: str = "cpu") -> tuple[Any, Any]:
     """The run's base model in full precision (never its 4-bit weights) and the run's tokenizer.
 
     With `adapter` the run's LoRA adapter is applied by peft, and with `merge` it is merged
-    into the weights (merge_and_unload). The model is in eval mode on the CPU.
+    into the weights (merge_and_unload). The model is in eval mode on `device`.
     """
     _torch_dtype(dtype)
     adapter_dir = check_adapter(run_path) if adapter else None
@@ -148,6 +159,7 @@ def load_run_model(run_path: Path, *, adapter: bool = True, merge: bool = False,
             ) from None
         if merge:
             model = model.merge_and_unload()
+    model.to(device)
     model.eval()
     return model, tokenizer
 
