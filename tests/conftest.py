@@ -126,3 +126,23 @@ def charts(app) -> dict[str, dict]:
         for trace in figure["data"]:
             trace.update({axis: plain(trace[axis]) for axis in ("x", "y") if axis in trace})
     return figures
+
+
+HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "llama_cpp", "huggingface_hub", "datasets", "accelerate")
+
+
+def heavy_modules_after_rendering(page: str, session_state: dict | None = None) -> list[str]:
+    """The heavy libraries loaded by rendering `page` (a path under the project) in a fresh process:
+    pages must render on an app-only install, so they may import none of them."""
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"app = AppTest.from_file({str(PROJECT_DIR / page)!r}, default_timeout=60)\n"
+        f"for key, value in {session_state or {}!r}.items(): app.session_state[key] = value\n"
+        "app.run()\n"
+        "assert not app.exception, app.exception\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [name for name in done.stdout.strip().split(",") if name]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import PROJECT_DIR, charts, run_core
+from conftest import PROJECT_DIR, charts, heavy_modules_after_rendering, run_core
 from streamlit.testing.v1 import AppTest
 
 from core.files import read_json_object
@@ -233,3 +233,11 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
     button(app, "Delete…").click().run()
     button(app, "Yes, delete broken").click().run()
     assert not broken.exists() and odd.exists()
+
+
+def test_the_page_and_a_completed_runs_view_import_no_training_or_inference_library(runs_root, tiny_model):
+    done = run_core("train", "light", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
+                    runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    assert heavy_modules_after_rendering("pages/train.py") == []
+    assert heavy_modules_after_rendering("pages/train.py", {"train_view": "Runs"}) == []
