@@ -21,17 +21,20 @@ How a verdict comes back, and why the code cannot forge one:
   nothing; replacing their defaults or code is refused.
 - The result travels through a pipe the parent opens (not a file in the folder), prefixed
   with a random nonce that the parent sends on stdin and the harness reads before the code
-  runs (stdin is then at its end). A result.json, or a result written into the pipe, without
-  the nonce counts for nothing.
+  runs (stdin is then at its end), and encoded by json's C encoder bound before the code
+  runs. A result.json, a result written into the pipe without the nonce, or a replaced
+  json.dumps counts for nothing.
 - CPU and memory kills are the kernel's, and the wall clock is the parent's.
 
 What it does not protect against (it is not a security boundary against code written to
 escape it; for that, run the dashboard as an unprivileged user in a container):
 - Code that digs through the interpreter can find the nonce (CPython 3.11 audits neither a
   signal handler's frame argument nor frame.f_back or f_locals, which reach the harness's
-  frames) and send a result of its own. Such a result can only claim what its functions
-  returned, which returning those values would have achieved; the expected values stay in
-  the parent, and the files that hold them are outside what the code may read.
+  frames) and send a result of its own; code that replaces what the harness calls after it
+  (its summary and candidates functions, inspect, builtins) can change the values reported.
+  Either way the result can only claim values its functions could have returned: to pass,
+  the code must know the expected values, which stay in the parent (the files that hold
+  them are outside what it may read); and neither can hide a refusal or outlast the wall clock.
 - Calls that raise no audit event: os.mknod and os.mkfifo (a device node made in the folder
   is refused when opened, but a thread could swap one in between the check and the open),
   os.pidfd_open with signal.pidfd_send_signal, os.setpriority, extension modules loaded by
@@ -62,7 +65,7 @@ from typing import Any
 # before the hook is installed and the answer runs. make_hook and the functions inside it
 # must not read globals, builtins or closure cells (tests/test_sandbox.py checks).
 _HARNESS = r'''
-import _posixsubprocess, inspect, json, os, resource, stat, sys, sysconfig, types
+import _json, _posixsubprocess, inspect, json, os, resource, stat, sys, sysconfig, types
 
 REFUSED = ("socket.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
            "os.forkpty", "os.kill", "os.killpg", "pty.", "ctypes.", "resource.setrlimit", "resource.prlimit",
@@ -264,10 +267,20 @@ def python_folders(root):
     return tuple(dict.fromkeys(os.path.realpath(folder) for folder in folders if folder))
 
 
+def unencodable(value, _error=TypeError):
+    raise _error("not JSON")
+
+
+def encode(value, _make=_json.make_encoder, _default=unencodable, _ascii=_json.encode_basestring_ascii):
+    """`value` as JSON, by json's C encoder, bound before the code runs: code that replaces json's
+    functions cannot change what the harness sends."""
+    return "".join(_make({}, _default, _ascii, None, ":", ",", False, False, True)(value, 0))
+
+
 def summary(value):
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
+        text = encode(value)
+    except (TypeError, ValueError, RecursionError):
         return {"repr": repr(value)[:200]}
     return value if len(text) <= 4000 else {"repr": text[:200] + "..."}
 
@@ -308,7 +321,7 @@ def main():
     nonce, _, body = data.partition(b"\n")
     request = json.loads(body)
     del data, body
-    channel, write = request["channel"], os.write
+    channel, write, send = request["channel"], os.write, encode
     root = os.path.realpath(os.getcwd())
     folders = python_folders(root)
     os.environ["TMPDIR"] = root  # tempfile's first choice: the folder, where writing is allowed
@@ -341,7 +354,7 @@ def main():
                 result["functions"][name] = outcomes
     except BaseException as exc:
         result["error"] = error_of(exc)
-    message = nonce + b" " + json.dumps(result).encode("utf-8") + b"\n"
+    message = nonce + b" " + send(result).encode("utf-8") + b"\n"
     while message:
         message = message[write(channel, message):]
 

@@ -152,6 +152,15 @@ def test_a_result_written_into_the_result_channel_by_the_code_counts_for_nothing
     assert honest.reason == "wrong output: rev('abc') returned 'abc', expected 'cba'"  # the harness's own result
 
 
+def test_replacing_json_does_not_change_the_result_sent():
+    forged = ("import json, json.encoder\n"
+              f"json.dumps = lambda *args, **kwargs: {PASSING!r}\n"
+              "json.encoder.c_make_encoder = json.encoder.encode_basestring_ascii = None\n"
+              "json._default_encoder = None\n")
+    verdict = run_function_cases(WRONG + forged, CASES)
+    assert verdict.reason == "wrong output: rev('abc') returned 'abc', expected 'cba'"
+
+
 def test_a_refusal_cannot_be_caught_cleared_or_outvoted(tmp_path):
     """A refusal ends the process: code after it never runs, a result sent before it does not count."""
     sentinel = tmp_path / "sentinel.txt"
