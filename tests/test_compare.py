@@ -216,7 +216,8 @@ def test_matrix_columns_prompt_sets_and_pass_counts():
 
 def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
     """Eval rows written without prompt_set (or with a non-text one) form one set that the matrix shows."""
-    bare = {"r16": {"adapter": [{k: v for k, v in row.items() if k != "prompt_set"} for row in RESULTS["r16"]["adapter"]]},
+    bare = {"r16": {"adapter": [{k: v for k, v in row.items() if k != "prompt_set"}
+                                for row in RESULTS["r16"]["adapter"]]},
             "r64": {"adapter": [{**row, "prompt_set": None} for row in RESULTS["r64"]["adapter"][:2]]
                     + [{**RESULTS["r64"]["adapter"][2], "prompt_set": 7}]}}
     (unnamed,) = compare.prompt_sets(bare)

@@ -308,7 +308,8 @@ def test_answers_without_a_prompt_set_are_shown(runs_root):
     app = open_page()
     assert "No answers to show." not in [info.value for info in app.info]
     matrix = table(app, "Prompt").set_index("Prompt")
-    assert list(matrix.index) == list(GOOD) and matrix.loc["swedish", "old_eval · adapter"] == "❌ translation · 1.9 s"
+    assert list(matrix.index) == list(GOOD)
+    assert matrix.loc["swedish", "old_eval · adapter"] == "❌ translation · 1.9 s"
     assert widget(app.selectbox, "Prompt").value == "vpn" and [block.value for block in app.code] == [GOOD["vpn"]]
 
 

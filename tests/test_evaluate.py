@@ -410,7 +410,8 @@ def test_ratings_are_validated_saved_and_removed(tmp_path):
     save_rating(run, "adapter", "swedish", 5, "", answer=SWEDISH)
     assert load_ratings(run) == {"adapter": {"vpn": {"rating": 4, "note": "clear, a bit long",
                                                      "answer_sha256": answer_sha256("A VPN tunnels traffic.")},
-                                             "swedish": {"rating": 5, "note": "", "answer_sha256": answer_sha256(SWEDISH)}},
+                                             "swedish": {"rating": 5, "note": "",
+                                                         "answer_sha256": answer_sha256(SWEDISH)}},
                                  "gguf-taught-q8_0": {"vpn": {"rating": None, "note": "only a note",
                                                               "answer_sha256": answer_sha256("A VPN.")}}}
     assert answer_sha256(SWEDISH) == hashlib.sha256(SWEDISH.encode()).hexdigest()
