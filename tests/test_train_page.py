@@ -5,6 +5,7 @@ view's timer would, and reads what it shows.
 """
 
 import json
+import re
 import time
 
 import pytest
@@ -107,7 +108,7 @@ def test_a_cpu_smoke_run_starts_as_a_job_and_the_page_follows_it_to_completion(r
     assert job_view(runs_root / name, "train").pid is not None
     rerun_until(app, lambda a: "completed" in heading(a))
     assert heading(app) == f"### ✅ {name} · completed"
-    assert app.get("progress")[0].proto.text == "step 12/12"
+    assert re.fullmatch(r"step 12/12 · \d+\.\d\d s/step", app.get("progress")[0].proto.text)
     loss = next(m for m in app.metric if m.label == "Loss")
     events = read_json_object(runs_root / name / "metrics.json")
     assert float(loss.value) == round(events["final_loss"], 4)
