@@ -11,12 +11,10 @@ import io
 import json
 import math
 import random
-import subprocess
-import sys
 
 import pytest
 import streamlit as st
-from conftest import PROJECT_DIR, charts, run_core
+from conftest import PROJECT_DIR, charts, heavy_modules_after_rendering, run_core
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
@@ -413,15 +411,4 @@ def test_home_navigates_to_compare(runs_root):
 
 def test_the_page_imports_no_training_or_inference_library(lab_root):
     """The page renders on an app-only install: neither it nor what it imports loads torch & co."""
-    script = (
-        "import sys\n"
-        "from streamlit.testing.v1 import AppTest\n"
-        f"app = AppTest.from_file({str(PROJECT_DIR / 'pages' / 'compare.py')!r}, default_timeout=60)\n"
-        "app.run()\n"
-        "assert not app.exception, app.exception\n"
-        "assert app.get('plotly_chart') and app.dataframe\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'llama_cpp') if m in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert heavy_modules_after_rendering("pages/compare.py") == []
