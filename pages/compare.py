@@ -255,7 +255,7 @@ else:
         if saved := st.session_state.pop("rating_saved", None):
             st.success(saved)
         for start in range(0, len(chosen), COLUMNS_PER_ROW):
-            for column, slot in zip(chosen[start:start + COLUMNS_PER_ROW], st.columns(COLUMNS_PER_ROW)):
+            for column, slot in zip(chosen[start:start + COLUMNS_PER_ROW], st.columns(min(COLUMNS_PER_ROW, len(chosen)))):
                 cell = row.cells.get(column)
                 with slot:
                     st.markdown(f"**{column.run}**  \n`{column.variant}`")
