@@ -21,10 +21,9 @@ import pandas as pd
 
 from core.errors import describe
 from core.evaluate import rating_applies
-from core.files import read_jsonl
+from core.files import FileStamp, file_stamp, read_jsonl
 from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
 
-FileKey = tuple[str, int, int]
 
 CURVE_AXES = {"step": "Step", "tokens_seen": "Tokens seen", "elapsed_s": "Time (s)"}
 MAX_CURVE_POINTS = 500
@@ -41,16 +40,7 @@ UNNAMED_SET = "(unnamed set)"  # eval rows written without a prompt_set
 # --- reading, with cache keys -------------------------------------------------------------
 
 
-def file_key(path: Path) -> FileKey | None:
-    """(path, mtime_ns, size) of a file: a cache key that changes with the file; None when absent."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (str(path), info.st_mtime_ns, info.st_size)
-
-
-def root_signature(root: Path) -> tuple[tuple[str, tuple[FileKey | None, ...]], ...]:
+def root_signature(root: Path) -> tuple[tuple[str, tuple[FileStamp | None, ...]], ...]:
     """The keys of every folder's config, status and metrics under `root`.
 
     It changes whenever core.runs.list_runs(root) would read something different, so a
@@ -61,19 +51,19 @@ def root_signature(root: Path) -> tuple[tuple[str, tuple[FileKey | None, ...]], 
     except OSError:
         return ()
     return tuple(
-        (entry.name, tuple(file_key(Path(entry.path, name)) for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)))
+        (entry.name, tuple(file_stamp(Path(entry.path, name)) for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)))
         for entry in entries
         if entry.is_dir()
     )
 
 
-def eval_signature(run_path: Path) -> tuple[FileKey | None, ...]:
+def eval_signature(run_path: Path) -> tuple[FileStamp | None, ...]:
     """The keys of a run's eval/*.jsonl files and of its ratings.json."""
     try:
         results = sorted(entry.path for entry in os.scandir(run_path / EVAL_DIR) if entry.name.endswith(".jsonl"))
     except OSError:
         results = []
-    return (*(file_key(Path(path)) for path in results), file_key(run_path / RATINGS_FILE))
+    return (*(file_stamp(Path(path)) for path in results), file_stamp(run_path / RATINGS_FILE))
 
 
 def _number(value: Any) -> float | None:

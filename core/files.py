@@ -54,6 +54,19 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+FileStamp = tuple[str, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """(resolved path, mtime_ns, size) of a file: it changes whenever the file does, so it keys
+    caches of what was read from it; None when the file is absent."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), info.st_mtime_ns, info.st_size
+
+
 def read_json_or_empty(path: Path) -> dict[str, Any]:
     """The JSON object at `path`, or {} when it is missing or unreadable."""
     try:

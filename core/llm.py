@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from core.errors import first_line
+from core.files import file_stamp
 from core.runs import GGUF_DIR, list_runs
 
 LAB_REPO = "dnagard/PEFT-optimization"
@@ -166,7 +167,7 @@ class CardModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {path.name}: {exc}") from None
         self.path = path
-        self.key = file_key(path)
+        self.key = file_stamp(path)
         self.lock = threading.Lock()
 
     @property
@@ -216,12 +217,6 @@ class CardModel:
         return ChatResult("".join(pieces), generated, time.monotonic() - started)
 
 
-def file_key(path: Path) -> tuple[str, int, int]:
-    """What identifies a model file's content: path, modification time and size."""
-    stat = path.stat()
-    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
-
-
 class ModelSlot:
     """Holds the one model a process keeps loaded, shared by every session of the app.
 
@@ -237,7 +232,7 @@ class ModelSlot:
         """The loaded model for `path`, loading it in place of the current one if needed."""
         with self.lock:
             current = self.model
-            if current is not None and current.key == file_key(path):
+            if current is not None and current.key == file_stamp(path):
                 return current
             if current is not None and current.lock.locked():
                 raise ModelError(f"another session is generating with {current.path.name}; try again in a moment")

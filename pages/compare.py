@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import compare, evaluate
-from core.compare import CURVE_AXES, Column, Curve, FileKey
+from core.compare import CURVE_AXES, Column, Curve
 from core.errors import describe
+from core.files import FileStamp, file_stamp
 from core.paths import runs_root
 from core.runs import EVENTS_FILE, Run, list_runs
 from core.seed import prepare_runs_root
@@ -31,7 +32,7 @@ def cached_runs(root: str, signature: str) -> list[Run]:
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
-def cached_curve(key: FileKey) -> Curve:
+def cached_curve(key: FileStamp) -> Curve:
     """A run's events.jsonl as a curve, read again only when the file changes."""
     return compare.read_curve(Path(key[0]))
 
@@ -105,7 +106,7 @@ baseline = st.selectbox("Baseline", names, index=names.index(compare.default_bas
 colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
 
 st.subheader("Loss curves")
-curve_keys = {run.name: compare.file_key(run.path / EVENTS_FILE) for run in picked}
+curve_keys = {run.name: file_stamp(run.path / EVENTS_FILE) for run in picked}
 with_curves = [name for name in names if curve_keys[name] is not None]
 without_curves = [name for name in names if curve_keys[name] is None]
 if with_curves:
