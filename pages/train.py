@@ -88,23 +88,29 @@ CHOICES = {"lr_scheduler": SCHEDULERS, "optimizer": OPTIMIZERS, "backend": BACKE
 POLL_SECONDS = 2.0
 VIEWS = ("New run", "Runs")
 
+
 @st.cache_data(ttl=300, show_spinner=False)
 def gpus() -> list:
     return detect_gpus()
 
+
 def key(field: str) -> str:
     return f"train_field_{field}"
+
 
 def widget_value(value):
     """A config value as its widget holds it."""
     return ", ".join(value) if isinstance(value, (list, tuple)) else value
 
+
 def fill_form(preset_name: str) -> None:
     for field, value in PRESETS[preset_name].config().items():
         st.session_state[key(field)] = widget_value(value)
 
+
 def on_preset_change() -> None:
     fill_form(st.session_state["train_preset"])
+
 
 def field_widget(field: str, problem: str | None) -> None:
     label, help_text = field.replace("_", " ").capitalize(), FIELD_HELP[field]
@@ -132,6 +138,7 @@ def field_widget(field: str, problem: str | None) -> None:
     if problem:
         st.error(problem, icon=":material/error:")
 
+
 def form_document() -> dict:
     """The config document the form holds, with text fields typed as `--set` types them."""
     document = {field: st.session_state.get(key(field)) for field in default_config()}
@@ -139,6 +146,7 @@ def form_document() -> dict:
     if isinstance(text_modules, str):
         document["target_modules"] = apply_overrides({}, [f"target_modules={text_modules}"])["target_modules"]
     return document
+
 
 def new_run_form(root, can_train: bool, training_detail: str) -> None:
     if "train_preset" not in st.session_state:
@@ -228,6 +236,7 @@ def new_run_form(root, can_train: bool, training_detail: str) -> None:
             else:
                 st.session_state["train_pending"] = {"view": "Runs", "run": name}
                 st.rerun()
+
 
 def loss_chart(path, weight: float) -> None:
     curve = read_curve(path / EVENTS_FILE)
@@ -426,6 +435,7 @@ def run_panel(path, was_active: bool) -> None:
         with st.expander("Metrics"):
             st.json(run.metrics, expanded=False)
 
+
 def delete_controls(path, name: str, column) -> None:
     """Delete…, then a confirmation; only for a run with no job running."""
     if column.button("Delete…"):
@@ -450,6 +460,7 @@ def act(action) -> None:
     else:
         st.rerun()
 
+
 def runs_view(root) -> None:
     runs = [run for run in with_live_states(list_runs(root)) if not run.imported]
     if not runs:
@@ -470,6 +481,7 @@ def runs_view(root) -> None:
     path = root / name
     active = any_job_active(path)
     st.fragment(run_every=POLL_SECONDS if active else None)(run_panel)(path, active)
+
 
 st.title("Train")
 root = runs_root()
