@@ -57,7 +57,7 @@ from core.jobs import (
 )
 from core.paths import runs_root
 from core.plan import PlanError, device_facts_from, plan_training
-from core.presets import PRESETS, propose_run_name, train_command
+from core.presets import PRESETS, overrides_from, propose_run_name, train_command
 from core.progress import format_duration, training_progress
 from core.runs import (
     ADAPTER_DIR,
@@ -103,13 +103,19 @@ def widget_value(value):
     return ", ".join(value) if isinstance(value, (list, tuple)) else value
 
 
-def fill_form(preset_name: str) -> None:
-    for field, value in PRESETS[preset_name].config().items():
-        st.session_state[key(field)] = widget_value(value)
+def fill_form(config: dict) -> None:
+    for field, value in {**default_config(), **config}.items():
+        if field in default_config():
+            st.session_state[key(field)] = widget_value(value)
+
+
+def closest_preset(config: dict) -> str:
+    """The preset a config differs from in the fewest fields (the base of its command line)."""
+    return min(PRESETS, key=lambda name: len(overrides_from(config, PRESETS[name].config())))
 
 
 def on_preset_change() -> None:
-    fill_form(st.session_state["train_preset"])
+    fill_form(PRESETS[st.session_state["train_preset"]].config())
 
 
 def field_widget(field: str, problem: str | None) -> None:
@@ -151,7 +157,7 @@ def form_document() -> dict:
 def new_run_form(root, can_train: bool, training_detail: str) -> None:
     if "train_preset" not in st.session_state:
         st.session_state["train_preset"] = "t1_baseline" if gpus() else "cpu_smoke"
-        fill_form(st.session_state["train_preset"])
+        fill_form(PRESETS[st.session_state["train_preset"]].config())
     preset = st.selectbox("Start from", list(PRESETS), key="train_preset", on_change=on_preset_change,
                           format_func=lambda name: PRESETS[name].title)
     st.caption(PRESETS[preset].description)
@@ -419,6 +425,10 @@ def run_panel(path, was_active: bool) -> None:
     elif state == "queued":
         if actions[0].button("Start", type="primary"):
             act(lambda: start_training(path))
+    if not run.imported and actions[2].button("New run from this config", help="the form, filled with this run's "
+                                                  "settings, to change and start as a new run"):
+        st.session_state["train_pending"] = {"view": "New run", "config": run.config}
+        st.rerun()
     if not any_job_active(path):
         delete_controls(path, run.name, actions[3])
 
@@ -492,7 +502,12 @@ capability = training_capability(gpus())
 pending = st.session_state.pop("train_pending", None)
 if pending:
     st.session_state["train_view"] = pending["view"]
-    st.session_state["train_selected"] = pending["run"]
+    if "run" in pending:
+        st.session_state["train_selected"] = pending["run"]
+    if "config" in pending:
+        st.session_state["train_preset"] = closest_preset(pending["config"])
+        fill_form(pending["config"])
+        st.session_state["train_run_name"] = ""  # a name proposed for the new config
 view_name = st.radio("View", VIEWS, key="train_view", horizontal=True, label_visibility="collapsed")
 if view_name == "New run":
     new_run_form(root, capability.available, capability.detail)

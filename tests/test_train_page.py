@@ -242,3 +242,16 @@ def test_the_page_and_a_completed_runs_view_import_no_training_or_inference_libr
     assert done.returncode == 0, done.stderr
     assert heavy_modules_after_rendering("pages/train.py") == []
     assert heavy_modules_after_rendering("pages/train.py", {"train_view": "Runs"}) == []
+
+
+def test_a_runs_config_starts_a_new_run_form(runs_root):
+    create_run(runs_root, "t2_try", {**get_preset("t2_model_centric").config(), "lora_r": 128, "note": "wider"},
+               status=initial_status("completed", 600))
+    app = open_page()
+    app.radio(key="train_view").set_value("Runs").run()
+    button(app, "New run from this config").click().run()
+    assert app.radio(key="train_view").value == "New run"
+    assert app.selectbox(key="train_preset").value == "t2_model_centric"
+    assert (widget(app, "lora_r"), widget(app, "note"), widget(app, "split")) == (128, "wider", "train[:10000]")
+    assert app.text_input(key="train_run_name").value == "model_centric_1B_r128_10k_600steps"
+    assert "--preset t2_model_centric --set lora_r=128 --set note=wider" in app.code[0].value
