@@ -58,13 +58,14 @@ FileStamp = tuple[str, int, int]
 
 
 def file_stamp(path: Path) -> FileStamp | None:
-    """(resolved path, mtime_ns, size) of a file: it changes whenever the file does, so it keys
-    caches of what was read from it; None when the file is absent."""
+    """(path, mtime_ns, size) of a file: it changes whenever the file does, so it keys caches of
+    what was read from it; None when the file is absent. One stat call: Compare stamps every
+    run's files on each rerun."""
     try:
         info = path.stat()
     except OSError:
         return None
-    return str(path.resolve()), info.st_mtime_ns, info.st_size
+    return str(path), info.st_mtime_ns, info.st_size
 
 
 def read_json_or_empty(path: Path) -> dict[str, Any]:
