@@ -166,8 +166,10 @@ def make_hook(root, read_roots, channel, refused_exit):
             return False
         return not (_is_reg(mode) or _is_dir(mode))
 
-    def writing(event, path, _plain=plain, _resolve=resolve, _special=special, _below=below, _folder=(root,)):
-        """Why writing `path` is refused, or None: only the folder and what is in it may be changed."""
+    def judge(event, path, roots, where, refuse_proc, _plain=plain, _resolve=resolve, _special=special,
+              _below=below):
+        """Why touching `path` is refused, or None: it must resolve below one of `roots` (`where`
+        names them), be no device or pipe, and with `refuse_proc` lie outside /proc."""
         name = _plain(path)
         if name is True:
             return None
@@ -176,29 +178,21 @@ def make_hook(root, read_roots, channel, refused_exit):
         real = _resolve(name)
         if real is None:
             return f"{event} of a relative path that climbs with '..' ({name!r})"
-        if not _below(real, _folder):
-            return f"{event} outside the sandbox ({name!r})"
+        if refuse_proc and (real == "/proc" or real.startswith("/proc/")):
+            return f"{event} in /proc ({name!r})"
+        if not _below(real, roots):
+            return f"{event} outside {where} ({name!r})"
         if _special(real):
             return f"{event} of a device or pipe ({name!r})"
         return None
 
-    def reading(event, path, _plain=plain, _resolve=resolve, _special=special, _below=below, _roots=read_roots):
+    def writing(event, path, _judge=judge, _folder=(root,)):
+        """Why writing `path` is refused, or None: only the folder and what is in it may be changed."""
+        return _judge(event, path, _folder, "the sandbox", False)
+
+    def reading(event, path, _judge=judge, _roots=read_roots):
         """Why reading `path` is refused, or None: the folder and the Python installation only, never /proc."""
-        name = "." if path is None else _plain(path)
-        if name is True:
-            return None
-        if name is None:
-            return f"{event} with a path that is not text"
-        real = _resolve(name)
-        if real is None:
-            return f"{event} of a relative path that climbs with '..' ({name!r})"
-        if real == "/proc" or real.startswith("/proc/"):
-            return f"{event} in /proc ({name!r})"
-        if not _below(real, _roots):
-            return f"{event} outside the sandbox and the Python installation ({name!r})"
-        if _special(real):
-            return f"{event} of a device or pipe ({name!r})"
-        return None
+        return _judge(event, "." if path is None else path, _roots, "the sandbox and the Python installation", True)
 
     def check(event, args, _refused=REFUSED, _modules=REFUSED_MODULES, _writes=WRITES, _writes_two=WRITES_TWO,
               _reads=READS, _copies=COPIES, _write_flags=WRITE_FLAGS, _writing=writing, _reading=reading,
