@@ -21,7 +21,7 @@ import pandas as pd
 
 from core.errors import describe
 from core.evaluate import rating_applies
-from core.files import FileStamp, file_stamp, read_jsonl
+from core.files import FileStamp, file_stamp, finite_number, read_jsonl
 from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
 
 
@@ -66,13 +66,6 @@ def eval_signature(run_path: Path) -> tuple[FileStamp | None, ...]:
     return (*(file_stamp(Path(path)) for path in results), file_stamp(run_path / RATINGS_FILE))
 
 
-def _number(value: Any) -> float | None:
-    """A finite number as float, else None (booleans, text and NaN are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 # --- loss curves ----------------------------------------------------------------------------
 
 
@@ -106,11 +99,11 @@ def read_curve(events_path: Path) -> Curve:
         return Curve(empty, empty, empty, empty, problem=f"{events_path.name} cannot be read ({describe(exc)})")
     by_step: dict[float, tuple[float, float, float]] = {}
     for record in records:
-        step, loss = _number(record.get("step")), _number(record.get("loss"))
+        step, loss = finite_number(record.get("step")), finite_number(record.get("loss"))
         if step is None or loss is None:
             skipped += 1
             continue
-        tokens, elapsed = _number(record.get("tokens_seen")), _number(record.get("elapsed_s"))
+        tokens, elapsed = finite_number(record.get("tokens_seen")), finite_number(record.get("elapsed_s"))
         by_step[step] = (loss, math.nan if tokens is None else tokens, math.nan if elapsed is None else elapsed)
     steps = sorted(by_step)
     values = np.array([by_step[step] for step in steps], dtype=float).reshape(-1, 3)
@@ -223,9 +216,9 @@ METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 
 def metric_value(run: Run, key: str) -> float | None:
     """The run's value of a METRICS key; steps fall back to the status of an imported run."""
-    value = _number(run.metrics.get(key))
+    value = finite_number(run.metrics.get(key))
     if value is None and key == "steps":
-        value = _number(run.status.get("step")) if run.state == "completed" else None
+        value = finite_number(run.status.get("step")) if run.state == "completed" else None
     return value
 
 
@@ -236,7 +229,7 @@ def memory_measure(run: Run) -> str | None:
 
 def device_share(run: Run, key: str) -> float | None:
     """A GPU memory metric as % of the device's memory, where the run recorded that memory."""
-    value, device = metric_value(run, key), _number(run.metrics.get("device_memory_gb"))
+    value, device = metric_value(run, key), finite_number(run.metrics.get("device_memory_gb"))
     if value is None or not device or device <= 0 or run.metrics.get("memory_measure") != "cuda_reserved":
         return None
     return 100 * value / device
@@ -487,8 +480,8 @@ def build_matrix(
                 answer=answer,
                 passed=passed if isinstance(passed, bool) else None,
                 checks=checks,
-                latency_s=_number(row.get("latency_s")),
-                new_tokens=_number(row.get("new_tokens")),
+                latency_s=finite_number(row.get("latency_s")),
+                new_tokens=finite_number(row.get("new_tokens")),
                 rating=_rating(rating.get("rating")),
                 note=str(rating.get("note") or ""),
             )

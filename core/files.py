@@ -8,6 +8,7 @@ are read tolerantly: a torn or corrupt line is skipped and counted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -52,6 +53,14 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FileProblem(f"{path.name} holds a {type(data).__name__}, not a JSON object")
     return data
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a float when it is a finite number, else None: files from elsewhere may hold
+    anything (text, booleans, NaN) where a number belongs."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 FileStamp = tuple[str, int, int]

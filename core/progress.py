@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from core.files import finite_number
 
 RATE_WINDOW = 20  # events the step rate is measured over
 
@@ -36,13 +37,6 @@ def _since(timestamp: Any) -> float | None:
     return max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
 
 
-def _finite(value: Any) -> float | None:
-    """`value` as a float if it is a finite number, else None (files from elsewhere may hold anything)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, running: bool) -> TrainingProgress:
     """The progress of a run from its status.json and events.jsonl records.
 
@@ -51,13 +45,13 @@ def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, r
     last RATE_WINDOW logged steps and is given only while the job runs. Values that are not
     numbers are treated as unknown.
     """
-    step = int(_finite(status.get("step")) or 0)
-    max_steps = _finite(status.get("max_steps"))
+    step = int(finite_number(status.get("step")) or 0)
+    max_steps = finite_number(status.get("max_steps"))
     max_steps = int(max_steps) if max_steps and max_steps >= 1 else None
-    timed = [(s, e) for event in events if (s := _finite(event.get("step"))) is not None
-             and (e := _finite(event.get("elapsed_s"))) is not None]
+    timed = [(s, e) for event in events if (s := finite_number(event.get("step"))) is not None
+             and (e := finite_number(event.get("elapsed_s"))) is not None]
     last = events[-1] if events else {}
-    elapsed = _finite(status.get("training_s")) or (timed[-1][1] if timed else None)
+    elapsed = finite_number(status.get("training_s")) or (timed[-1][1] if timed else None)
     if elapsed is None and running:
         elapsed = _since(status.get("started_at"))
     rate = None
@@ -70,8 +64,8 @@ def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, r
         max_steps=max_steps,
         elapsed_s=elapsed,
         eta_s=eta,
-        loss=_finite(last.get("loss")),
-        memory_gb=_finite(last.get("memory_gb")),
+        loss=finite_number(last.get("loss")),
+        memory_gb=finite_number(last.get("memory_gb")),
         seconds_per_step=rate,
     )
 
