@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import describe
-from core.evaluate import rating_applies
+from core.evaluate import is_rating, rating_applies
 from core.files import FileStamp, file_stamp, finite_number, read_jsonl
 from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
 
@@ -444,10 +444,6 @@ def default_matrix_columns(columns: Sequence[Column], baseline: str | None, limi
     return ordered[:limit]
 
 
-def _rating(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5 else None
-
-
 def build_matrix(
     results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
     ratings: Mapping[str, Mapping[str, Mapping[str, Any]]],
@@ -482,7 +478,7 @@ def build_matrix(
                 checks=checks,
                 latency_s=finite_number(row.get("latency_s")),
                 new_tokens=finite_number(row.get("new_tokens")),
-                rating=_rating(rating.get("rating")),
+                rating=rating.get("rating") if is_rating(rating.get("rating")) else None,
                 note=str(rating.get("note") or ""),
             )
     rows = tuple(

@@ -460,12 +460,16 @@ def rating_applies(entry: Mapping[str, Any], answer: str) -> bool:
     return rated is None or rated == answer_sha256(answer)
 
 
+def is_rating(value: object) -> bool:
+    """True for a rating: a whole number from 1 to 5."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
+
+
 def _valid_rating(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
     rating, note, rated = entry.get("rating"), entry.get("note", ""), entry.get(ANSWER_HASH_FIELD)
-    rating_ok = rating is None or (isinstance(rating, int) and not isinstance(rating, bool) and 1 <= rating <= 5)
-    return rating_ok and isinstance(note, str) and (rated is None or isinstance(rated, str))
+    return (rating is None or is_rating(rating)) and isinstance(note, str) and (rated is None or isinstance(rated, str))
 
 
 def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -499,7 +503,7 @@ def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None
         raise RatingError(f"unknown variant {variant!r}: adapter, base or gguf-<file>")
     if not isinstance(prompt_id, str) or not NAME_PATTERN.fullmatch(prompt_id):
         raise RatingError(f"invalid prompt id {prompt_id!r}")
-    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+    if rating is not None and not is_rating(rating):
         raise RatingError(f"a rating is a whole number from 1 to 5, or none (got {rating!r})")
     if not isinstance(note, str):
         raise RatingError("a note must be text")
