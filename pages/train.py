@@ -378,7 +378,7 @@ def export_panel(path, models_here) -> None:
             act(lambda: delete_merged(path))
 
 
-def run_panel(path, was_active: bool) -> None:
+def run_panel(path, was_active: bool, models_here) -> None:
     run = read_run_folder(path)
     view = job_view(path, "train")
     if any_job_active(path) != was_active:
@@ -433,7 +433,6 @@ def run_panel(path, was_active: bool) -> None:
         delete_controls(path, run.name, actions[3])
 
     if state == "completed" and (path / ADAPTER_DIR).is_dir():
-        models_here = training_capability(gpus())
         st.divider()
         eval_panel(path.parent, path, models_here.available)
         st.divider()
@@ -471,7 +470,7 @@ def act(action) -> None:
         st.rerun()
 
 
-def runs_view(root) -> None:
+def runs_view(root, models_here) -> None:
     runs = [run for run in with_live_states(list_runs(root)) if not run.imported]
     if not runs:
         st.info("No runs trained here yet: start one under **New run**. (Imported runs are on Home and Compare.)")
@@ -490,7 +489,7 @@ def runs_view(root) -> None:
         } for run in runs]), hide_index=True)
     path = root / name
     active = any_job_active(path)
-    st.fragment(run_every=POLL_SECONDS if active else None)(run_panel)(path, active)
+    st.fragment(run_every=POLL_SECONDS if active else None)(run_panel)(path, active, models_here)
 
 
 st.title("Train")
@@ -512,4 +511,4 @@ view_name = st.radio("View", VIEWS, key="train_view", horizontal=True, label_vis
 if view_name == "New run":
     new_run_form(root, capability.available, capability.detail)
 else:
-    runs_view(root)
+    runs_view(root, capability)
