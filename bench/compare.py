@@ -39,8 +39,9 @@ NOTICEABLE_S = 0.5  # a rerun below half a second reads as immediate on a page o
 
 
 def write_runs(root: Path, count: int, steps: int) -> None:
-    """`count` completed runs with `steps` logged steps each and answers to the lab's 10 prompts."""
-    root.mkdir(parents=True)
+    """`count` completed runs with `steps` logged steps each and answers to the lab's 10 prompts,
+    written into `root` (created if missing; runs already there stay)."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / SEED_MARKER).write_text("")
     rng = np.random.default_rng(0)
     for index in range(count):

@@ -1,0 +1,107 @@
+"""Every page of the dashboard through Streamlit's AppTest, as Streamlit Community Cloud runs it.
+
+Run by tests/test_community_cloud.py with the python of a fresh venv that holds requirements.txt
+only (no torch): `python tests/cloud_pages.py REPORT.json`, from the project folder, with
+$PEFT_RUNS_DIR naming a runs folder that does not exist yet. In one process, as the app runs:
+the entry point and Home (which seed the lab's runs), two completed runs with curves and answers
+added with the Compare bench's writer, Train (New run and Runs), Compare, and Study cards before
+and after a 3-card deck. Writes what a user sees on each page and the process's memory (VmRSS,
+VmHWM) without a card model and with one loaded, as JSON; the test judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from bench.compare import write_runs  # noqa: E402
+from core.llm import DEFAULT_CONTEXT, bundled_path  # noqa: E402
+from core.paths import PROJECT_DIR, runs_root  # noqa: E402
+from core.runs import ADAPTER_DIR  # noqa: E402
+
+COMPARE_RUNS = 2
+COMPARE_STEPS = 60
+DECK_CARDS = 3
+
+
+def memory_mb() -> dict[str, float]:
+    """This process's resident memory now (VmRSS) and at its peak (VmHWM), in MB (10^6 bytes)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {name: round(int(fields[name].split()[0]) * 1024 / 1e6, 1) for name in ("VmRSS", "VmHWM")}  # /proc: KiB
+
+
+def seen(app: AppTest) -> dict[str, Any]:
+    """What a user sees on a rendered page: exceptions, messages, code, buttons, tables, charts, downloads."""
+    return {
+        "exceptions": [exception.value for exception in app.exception],
+        "infos": [info.value for info in app.info],
+        "warnings": [warning.value for warning in app.warning],
+        "errors": [error.value for error in app.error],
+        "code": [code.value for code in app.code],
+        "buttons": {button.label: button.disabled for button in app.button},
+        "tables": [{"columns": [str(c) for c in frame.value.columns],
+                    "first_column": [str(v) for v in frame.value.iloc[:, 0]] if len(frame.value.columns) else []}
+                   for frame in app.dataframe],
+        "charts": [chart.key for chart in app.get("plotly_chart")],
+        "downloads": [button.proto.label for button in app.get("download_button")],
+    }
+
+
+def render(page: str, timeout: float = 120) -> AppTest:
+    """`page` (a path under the project) after its first run."""
+    app = AppTest.from_file(str(PROJECT_DIR / page), default_timeout=timeout)
+    app.run()
+    return app
+
+
+def train_views() -> dict[str, dict[str, Any]]:
+    """The Train page's New run view (its default) and its Runs view."""
+    app = render("pages/train.py")
+    views = {"train_new_run": seen(app)}
+    next(radio for radio in app.radio if radio.label == "View").set_value("Runs").run()
+    views["train_runs"] = seen(app)
+    return views
+
+
+def study_cards_deck() -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """The Study cards page as it opens, then with a deck of DECK_CARDS cards from the default
+    model choice (offline: the bundled model), and the process's memory just before generating."""
+    app = render("pages/study_cards.py", timeout=600)
+    opened = seen(app)
+    before = memory_mb()
+    next(box for box in app.text_input if box.label == "Topic").input("the water cycle")
+    next(slider for slider in app.slider if slider.label == "Cards").set_value(DECK_CARDS)
+    next(button for button in app.button if button.label == "Generate").click().run()
+    deck = seen(app)
+    deck["model"] = next(box for box in app.selectbox if box.label == "Model").value
+    deck["cards"] = [card.front for card in app.session_state["cards"]] if "cards" in app.session_state else []
+    return opened, deck, before
+
+
+def main() -> None:
+    report_path = Path(sys.argv[1])
+    root = runs_root()
+    pages = {"entry": seen(render("Home.py")), "home": seen(render("pages/home.py"))}
+    write_runs(root, COMPARE_RUNS, COMPARE_STEPS)
+    (root / "run_000" / ADAPTER_DIR).mkdir()  # a run copied from a GPU machine brings its adapter
+    pages.update(train_views())
+    pages["compare"] = seen(render("pages/compare.py"))
+    pages["study_cards"], pages["study_cards_deck"], without_model = study_cards_deck()
+    model = bundled_path()
+    report = {
+        "pages": pages,
+        "memory_mb": {"without_model": without_model, "with_model": memory_mb()},
+        "bundled_model": {"file": model.name, "bytes": model.stat().st_size} if model else None,
+        "context_tokens": DEFAULT_CONTEXT,
+    }
+    report_path.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
