@@ -12,9 +12,13 @@ for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"
     os.environ[variable] = "1"
 
 import base64  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
+import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -146,3 +150,32 @@ def heavy_modules_after_rendering(page: str, session_state: dict | None = None) 
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return [name for name in done.stdout.strip().split(",") if name]
+
+
+def parse_csv(text: str) -> tuple[list[str], list[list[str]]]:
+    """The `#` header lines, and the data rows read with csv."""
+    lines = text.splitlines(keepends=True)
+    header = [line.rstrip("\n") for line in lines if line.startswith("#")]
+    body = "".join(lines[len(header):])
+    return header, list(csv.reader(io.StringIO(body)))
+
+
+def read_apkg(data: bytes, tmp_path: Path) -> dict:
+    """Notes, cards, decks and models of a package, read from a copy of its collection.anki2."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert set(archive.namelist()) == {"collection.anki2", "media"}
+        assert json.loads(archive.read("media")) == {}
+        db = tmp_path / f"collection-{len(list(tmp_path.glob('collection-*')))}.anki2"
+        db.write_bytes(archive.read("collection.anki2"))
+    connection = sqlite3.connect(db)
+    try:
+        notes = [
+            {"id": nid, "guid": guid, "mid": mid, "tags": tags.split(), "fields": flds.split("\x1f")}
+            for nid, guid, mid, tags, flds in connection.execute(
+                "SELECT id, guid, mid, tags, flds FROM notes ORDER BY id")
+        ]
+        cards = connection.execute("SELECT nid, did, ord FROM cards ORDER BY nid, ord").fetchall()
+        decks_json, models_json = connection.execute("SELECT decks, models FROM col").fetchone()
+    finally:
+        connection.close()
+    return {"notes": notes, "cards": cards, "decks": json.loads(decks_json), "models": json.loads(models_json)}

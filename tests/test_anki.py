@@ -1,19 +1,15 @@
 """Anki export: CSV headers and rows, .apkg contents read back with sqlite3, stable ids, errors, no temp files."""
 
-import csv
-import io
-import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import genanki
 import pytest
+from conftest import parse_csv, read_apkg
 
 from core.anki import (
     BASIC_MODEL_ID, CARD_TYPES, CLOZE_MODEL_ID, Card, apkg_bytes, cards_to_csv, deck_id, field_html,
@@ -33,35 +29,6 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     assert tempfile.gettempdir() == str(folder)
     return folder
-
-
-def parse_csv(text: str) -> tuple[list[str], list[list[str]]]:
-    """The `#` header lines, and the data rows read with csv."""
-    lines = text.splitlines(keepends=True)
-    header = [line.rstrip("\n") for line in lines if line.startswith("#")]
-    body = "".join(lines[len(header):])
-    return header, list(csv.reader(io.StringIO(body)))
-
-
-def read_apkg(data: bytes, tmp_path: Path) -> dict:
-    """Notes, cards, decks and models of a package, read from a copy of its collection.anki2."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert set(archive.namelist()) == {"collection.anki2", "media"}
-        assert json.loads(archive.read("media")) == {}
-        db = tmp_path / f"collection-{len(list(tmp_path.glob('collection-*')))}.anki2"
-        db.write_bytes(archive.read("collection.anki2"))
-    connection = sqlite3.connect(db)
-    try:
-        notes = [
-            {"id": nid, "guid": guid, "mid": mid, "tags": tags.split(), "fields": flds.split("\x1f")}
-            for nid, guid, mid, tags, flds in connection.execute(
-                "SELECT id, guid, mid, tags, flds FROM notes ORDER BY id")
-        ]
-        cards = connection.execute("SELECT nid, did, ord FROM cards ORDER BY nid, ord").fetchall()
-        decks_json, models_json = connection.execute("SELECT decks, models FROM col").fetchone()
-    finally:
-        connection.close()
-    return {"notes": notes, "cards": cards, "decks": json.loads(decks_json), "models": json.loads(models_json)}
 
 
 # --- small helpers ---------------------------------------------------------------------------------

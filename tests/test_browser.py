@@ -1,0 +1,250 @@
+"""End to end in a real browser: the dashboard as `streamlit run Home.py` serves it, driven by
+Playwright in the system's Chromium, the way a person uses it.
+
+- Home lists the lab's recorded runs.
+- Train: a bad run name shows its error and creates nothing; two CPU smoke runs of the tiny
+  Llama start from the form, train as real jobs and complete with a loss chart; each is
+  evaluated from its run view.
+- Compare shows both runs' loss curves and the prompt x run answer matrix.
+- Study cards writes a deck with the bundled model (the Hub cannot be reached here, so the page
+  falls back to it and says so), one card is edited in the table, and the CSV and .apkg
+  downloads carry the edit.
+
+A screenshot of every page lands in test-output/e2e/, with the server's log.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from browser import launch_chromium, streamlit_server
+from conftest import PROJECT_DIR, parse_csv, read_apkg
+from playwright.sync_api import Page, expect, sync_playwright
+
+from core.seed import SEED_LOG
+
+OUTPUT = PROJECT_DIR / "test-output" / "e2e"
+TRAINING_TIMEOUT_MS = 240_000  # two tiny CPU runs, one after the other (the machine runs one job at a time)
+EDITED_FRONT = "Edited in the browser: what is magma?"
+
+
+@dataclass(frozen=True)
+class App:
+    url: str
+    runs: Path
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> App:
+    """The dashboard on a free loopback port, with its own runs folder and cache."""
+    folder = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ, "PEFT_RUNS_DIR": str(folder / "runs"), "PEFT_CACHE_DIR": str(folder / "cache")}
+    with streamlit_server(PROJECT_DIR / "Home.py", env, OUTPUT / "server.log") as url:
+        yield App(url, folder / "runs")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Page:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def open_page(page: Page, url: str, link: str | None = None) -> None:
+    """The app's root, then a page by its sidebar link (direct page URLs are not how people arrive)."""
+    page.goto(url)
+    expect(page.get_by_role("heading", name="PEFT Dashboard")).to_be_visible()
+    if link:
+        page.get_by_role("link", name=link).click()
+    settle(page)
+
+
+def settle(page: Page) -> None:
+    """Wait for Streamlit to finish the rerun an interaction started."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+
+
+def screenshot(page: Page, name: str) -> None:
+    """The whole page: the main area scrolls inside the window, so grow the window to its content first."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height), 1000), 6000)})
+    page.wait_for_timeout(500)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def grid_texts(page: Page) -> list[str]:
+    """The cells and headers of every table on the page: tables draw on a canvas; their accessible
+    copy holds the text."""
+    cells = page.locator('[data-testid="stDataFrame"] :is(td[role=gridcell], th[role=columnheader])')
+    cells.first.wait_for(state="attached")
+    return [cell.text_content() or "" for cell in cells.all()]
+
+
+def fill(page: Page, label: str, value: str) -> None:
+    """Type into a text field and commit it (Streamlit takes a value on Enter)."""
+    box = page.get_by_role("textbox", name=label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(page)
+
+
+def run_dirs(root: Path) -> set[str]:
+    return {path.name for path in root.iterdir() if path.is_dir()} if root.is_dir() else set()
+
+
+def seed_run_names() -> list[str]:
+    return [row["run_name"] for row in csv.DictReader(io.StringIO(SEED_LOG.read_text(encoding="utf-8")))]
+
+
+def start_run(page: Page, name: str) -> None:
+    """Name the run in the New run form and start it; the page switches to the run's view."""
+    fill(page, "Run name", name)
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_role("heading", name=re.compile(rf"{name} · "))).to_be_visible()
+
+
+def wait_completed(page: Page, name: str) -> None:
+    expect(page.get_by_role("heading", name=re.compile(rf"{name} · completed"))).to_be_visible(
+        timeout=TRAINING_TIMEOUT_MS)
+    settle(page)
+
+
+def evaluate_shown_run(page: Page) -> None:
+    """Evaluate the run in view with its adapter on the lab's prompts, as a job; wait for its result."""
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(page.get_by_text(re.compile(r"Last evaluation: \S+ completed"))).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    settle(page)
+
+
+def download(page: Page, button: str) -> Path:
+    """Click a download button; the downloaded file under its suggested name."""
+    with page.expect_download() as started:
+        page.get_by_role("button", name=button).click()
+    target = Path(started.value.path()).with_name(started.value.suggested_filename)
+    started.value.save_as(target)
+    return target
+
+
+def chart_legend(page: Page, index: int = 0) -> list[str]:
+    chart = page.locator('[data-testid="stPlotlyChart"]').nth(index)
+    chart.locator(".legendtext").first.wait_for()
+    return [text.text_content() or "" for text in chart.locator(".legendtext").all()]
+
+
+def test_home_lists_the_lab_runs(page: Page, app: App) -> None:
+    open_page(page, app.url)
+    expect(page.get_by_text("Runs folder:")).to_be_visible()
+    cells = grid_texts(page)
+    assert set(seed_run_names()) <= set(cells)
+    screenshot(page, "home")
+
+
+def test_a_bad_run_name_shows_why_and_creates_nothing(page: Page, app: App) -> None:
+    open_page(page, app.url, "Train")
+    before = run_dirs(app.runs)
+    assert before, "Home seeds the lab's runs on the first visit"
+
+    fill(page, "Run name", "my run!")
+    expect(page.get_by_text("Invalid run name 'my run!': it contains ' ', '!'")).to_be_visible()
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("Fix the problems marked above; nothing was created.")).to_be_visible()
+
+    taken = seed_run_names()[0]
+    fill(page, "Run name", taken)
+    expect(page.get_by_text(f"a run named {taken} already exists: pick another name")).to_be_visible()
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("Fix the problems marked above; nothing was created.")).to_be_visible()
+    screenshot(page, "train-validation")
+    assert run_dirs(app.runs) == before
+    assert not list(app.runs.glob(".*tmp*")), "no half-written run folder"
+
+
+def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> None:
+    open_page(page, app.url, "Train")
+    expect(page.get_by_text("Trains the tiny local Llama on the bundled sample")).to_be_visible()  # cpu_smoke preset
+    start_run(page, "e2e_r16")
+    wait_completed(page, "e2e_r16")
+    assert chart_legend(page) == ["loss", "smoothed (0.60)"]
+    assert page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').count() == 2
+    evaluate_shown_run(page)
+    assert "adapter" in grid_texts(page)
+    screenshot(page, "train")
+
+    page.get_by_text("New run", exact=True).click()
+    settle(page)
+    rank = page.get_by_role("spinbutton", name="Lora r", exact=True)
+    rank.fill("4")
+    rank.press("Enter")
+    settle(page)
+    start_run(page, "e2e_r4")
+    wait_completed(page, "e2e_r4")
+    evaluate_shown_run(page)
+    config = (app.runs / "e2e_r4" / "config.json").read_text()
+    assert '"lora_r": 4' in config
+
+    open_page(page, app.url, "Compare")
+    expect(page.get_by_role("heading", name="Loss curves")).to_be_visible()
+    assert {"e2e_r16", "e2e_r4"} <= {label.split(" ")[0] for label in chart_legend(page)}
+    expect(page.get_by_role("heading", name="Answers")).to_be_visible()
+    cells = "\n".join(grid_texts(page))
+    for prompt_id in ("vpn", "swedish", "reverse_string", "ada_lovelace"):
+        assert prompt_id in cells
+    assert "e2e_r16" in cells and "e2e_r4" in cells
+    screenshot(page, "compare")
+
+
+def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: Path) -> None:
+    open_page(page, app.url, "Study cards")
+    fill(page, "Topic", "volcanoes")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("button", name="Download CSV for Anki")).to_be_visible(timeout=180_000)
+    expect(page.get_by_text("using the bundled model instead")).to_be_visible()  # no Hub here
+
+    editor = page.locator('[data-testid="stDataFrame"]').first
+    generated = grid_texts(page)
+    editor.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box = editor.locator("canvas").first.bounding_box()
+    page.mouse.dblclick(box["x"] + 80, box["y"] + 35 + 17)  # the first row's Front cell (a 35 px header, 35 px rows)
+    page.locator("textarea:focus").fill(EDITED_FRONT)
+    page.keyboard.press("Enter")
+    page.wait_for_function("text => [...document.querySelectorAll('[data-testid=stDataFrame] td[role=gridcell]')]"
+                           ".some(cell => cell.textContent === text)", arg=EDITED_FRONT)
+    settle(page)
+    screenshot(page, "study-cards")
+
+    for _ in range(20):  # the edit reaches the server in a rerun; the buttons then serve the edited deck
+        header, rows = parse_csv(download(page, "Download CSV for Anki").read_text(encoding="utf-8"))
+        rows = [[html.unescape(field) for field in row] for row in rows]  # Anki fields are HTML
+        if rows and rows[0][0] == EDITED_FRONT:
+            break
+        page.wait_for_timeout(500)
+    assert "#deck:Study cards: volcanoes" in header
+    assert len(rows) == 5 and rows[0][0] == EDITED_FRONT
+    assert all(front in generated and back in generated for front, back, *_ in rows[1:]), "the other cards as written"
+
+    package_file = download(page, "Download Anki package (.apkg)")
+    assert package_file.name == "Study_cards_volcanoes.apkg"
+    package = read_apkg(package_file.read_bytes(), tmp_path)
+    assert sorted([html.unescape(field) for field in note["fields"][:2]] for note in package["notes"]) == sorted(
+        row[:2] for row in rows)
