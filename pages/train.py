@@ -155,8 +155,8 @@ def form_document() -> dict:
 
 
 def new_run_form(root, can_train: bool, training_detail: str) -> None:
-    if "train_preset" not in st.session_state:
-        st.session_state["train_preset"] = "t1_baseline" if gpus() else "cpu_smoke"
+    if "train_preset" not in st.session_state:  # the tiny CPU run only where it can run now
+        st.session_state["train_preset"] = "cpu_smoke" if can_train and not gpus() else "t1_baseline"
         fill_form(PRESETS[st.session_state["train_preset"]].config())
     preset = st.selectbox("Start from", list(PRESETS), key="train_preset", on_change=on_preset_change,
                           format_func=lambda name: PRESETS[name].title)

@@ -82,7 +82,8 @@ def test_train_says_where_training_runs(cloud_report):
     assert_renders(new_run)
     assert any(info.startswith("Training is not available in this installation") and "requirements-train.txt" in info
                and "GPU" in info for info in new_run["infos"]), new_run["infos"]
-    assert [code for code in new_run["code"] if code.startswith("python -m core train ")], new_run["code"]
+    commands = [code for code in new_run["code"] if code.startswith("python -m core train ")]
+    assert len(commands) == 1 and commands[0].endswith("--preset t1_baseline"), new_run["code"]  # a GPU run
     assert new_run["buttons"]["Start training"] is True  # disabled
 
     runs = cloud_report["pages"]["train_runs"]  # run_000 is selected: completed, with an adapter
