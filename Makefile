@@ -45,6 +45,8 @@ test: $(VENV)/.dev-deps
 bench: $(VENV)/.dev-deps
 	$(BIN)/python bench/cards.py
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/training.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output
