@@ -17,7 +17,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-.PHONY: run test bench app-deps dev-deps clean
+.PHONY: run test bench app-deps dev-deps chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +38,19 @@ dev-deps: $(VENV)/.dev-deps
 run: $(VENV)/.app-deps
 	$(BIN)/streamlit run Home.py
 
-test: $(VENV)/.dev-deps
+test: $(VENV)/.dev-deps chromium
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The browser tests drive the system's Chromium (Playwright's own browser download does not work
+# here): Debian's package, installed where it is missing (as root, else with sudo).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		echo "Installing Debian's chromium for the browser tests"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 # Benchmarks print ratios against a baseline measured in the same run; not part of the tests.
-bench: $(VENV)/.dev-deps
+bench: $(VENV)/.dev-deps chromium
 	$(BIN)/python bench/cards.py
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/training.py
