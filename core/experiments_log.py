@@ -251,14 +251,15 @@ class LogExport:
 
 
 def export_log(runs: Iterable[Run]) -> LogExport:
-    """The CSV of all completed runs; broken and unfinished runs are left out."""
+    """The CSV of all completed runs in run-name order (the same runs give the same file, whenever
+    and wherever they were made or imported); broken and unfinished runs are left out."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = LOG_COLUMNS + EXTRA_COLUMNS
     writer.writerow(columns)
     exported: list[str] = []
     left_out: list[str] = []
-    for run in runs:
+    for run in sorted(runs, key=lambda run: run.name):
         row = log_row(run)
         if row is None:
             left_out.append(run.name)
