@@ -27,14 +27,14 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.config import default_config  # noqa: E402
+from core.evaluate import LAB_SET_FILE, load_prompt_set  # noqa: E402
 from core.files import write_jsonl_atomic  # noqa: E402
 from core.paths import PROJECT_DIR, RUNS_DIR_ENV  # noqa: E402
 from core.runs import EVENTS_FILE, create_run, initial_status  # noqa: E402
 from core.seed import SEED_MARKER  # noqa: E402
 
 PAGE = PROJECT_DIR / "pages" / "compare.py"
-PROMPT_IDS = ("vpn", "ml_differences", "feedback_email", "pasta_recipe", "swedish", "renewable",
-              "reverse_string", "study_tips", "overfitting", "ada_lovelace")
+PROMPT_IDS = tuple(prompt.id for prompt in load_prompt_set(LAB_SET_FILE).prompts)  # the lab's 10
 NOTICEABLE_S = 0.5  # a rerun below half a second reads as immediate on a page of charts
 
 

@@ -87,5 +87,6 @@ def main() -> None:
     verdict = "met" if ours / table < TARGET else "NOT met"
     print(f"ratio ours / bare with a table: {ours / table:.2f} (target under {TARGET}: {verdict})")
 
+
 if __name__ == "__main__":
     main()

@@ -179,3 +179,10 @@ def read_apkg(data: bytes, tmp_path: Path) -> dict:
     finally:
         connection.close()
     return {"notes": notes, "cards": cards, "decks": json.loads(decks_json), "models": json.loads(models_json)}
+
+
+def seed_run_names() -> list[str]:
+    """The lab's recorded runs, in the order of data/seed_runs/experiments_log.csv."""
+    from core.seed import SEED_LOG
+
+    return [row["run_name"] for row in csv.DictReader(io.StringIO(SEED_LOG.read_text(encoding="utf-8")))]

@@ -15,9 +15,8 @@ A screenshot of every page lands in test-output/e2e/, with the server's log.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -25,10 +24,8 @@ from pathlib import Path
 
 import pytest
 from browser import launch_chromium, streamlit_server
-from conftest import PROJECT_DIR, parse_csv, read_apkg
+from conftest import PROJECT_DIR, parse_csv, read_apkg, seed_run_names
 from playwright.sync_api import Page, expect, sync_playwright
-
-from core.seed import SEED_LOG
 
 OUTPUT = PROJECT_DIR / "test-output" / "e2e"
 TRAINING_TIMEOUT_MS = 240_000  # two tiny CPU runs, one after the other (the machine runs one job at a time)
@@ -100,9 +97,9 @@ def grid_texts(page: Page) -> list[str]:
     return [cell.text_content() or "" for cell in cells.all()]
 
 
-def fill(page: Page, label: str, value: str) -> None:
-    """Type into a text field and commit it (Streamlit takes a value on Enter)."""
-    box = page.get_by_role("textbox", name=label, exact=True)
+def fill(page: Page, label: str, value: str, role: str = "textbox") -> None:
+    """Type into a text or number field and commit it (Streamlit takes a value on Enter)."""
+    box = page.get_by_role(role, name=label, exact=True)
     box.fill(value)
     box.press("Enter")
     settle(page)
@@ -110,10 +107,6 @@ def fill(page: Page, label: str, value: str) -> None:
 
 def run_dirs(root: Path) -> set[str]:
     return {path.name for path in root.iterdir() if path.is_dir()} if root.is_dir() else set()
-
-
-def seed_run_names() -> list[str]:
-    return [row["run_name"] for row in csv.DictReader(io.StringIO(SEED_LOG.read_text(encoding="utf-8")))]
 
 
 def start_run(page: Page, name: str) -> None:
@@ -145,8 +138,9 @@ def download(page: Page, button: str) -> Path:
     return target
 
 
-def chart_legend(page: Page, index: int = 0) -> list[str]:
-    chart = page.locator('[data-testid="stPlotlyChart"]').nth(index)
+def chart_legend(page: Page) -> list[str]:
+    """The legend of the page's first chart."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.locator(".legendtext").first.wait_for()
     return [text.text_content() or "" for text in chart.locator(".legendtext").all()]
 
@@ -192,15 +186,11 @@ def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> N
 
     page.get_by_text("New run", exact=True).click()
     settle(page)
-    rank = page.get_by_role("spinbutton", name="Lora r", exact=True)
-    rank.fill("4")
-    rank.press("Enter")
-    settle(page)
+    fill(page, "Lora r", "4", role="spinbutton")
     start_run(page, "e2e_r4")
     wait_completed(page, "e2e_r4")
     evaluate_shown_run(page)
-    config = (app.runs / "e2e_r4" / "config.json").read_text()
-    assert '"lora_r": 4' in config
+    assert json.loads((app.runs / "e2e_r4" / "config.json").read_text())["lora_r"] == 4
 
     open_page(page, app.url, "Compare")
     expect(page.get_by_role("heading", name="Loss curves")).to_be_visible()

@@ -8,7 +8,6 @@ Llama 3.2 1B GGUF) falls back to the bundled SmolLM2-135M, as it does on the clo
 The figures land in test-output/community-cloud/memory.json.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -16,10 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, seed_run_names
 
 from bench.compare import PROMPT_IDS
-from core.seed import SEED_LOG
 
 CLOUD_MEMORY_GB = 2.7  # the most Community Cloud gives an app (0.7-2.7 GB)
 MEMORY_REPORT = PROJECT_DIR / "test-output" / "community-cloud" / "memory.json"
@@ -69,7 +67,7 @@ def test_the_cloud_venv_has_no_training_stack(cloud_python):
 
 
 def test_home_lists_the_lab_runs(cloud_report):
-    seed_names = {row["run_name"] for row in csv.DictReader(SEED_LOG.read_text(encoding="utf-8").splitlines())}
+    seed_names = set(seed_run_names())
     for page in ("entry", "home"):  # Home.py (st.navigation) and pages/home.py
         seen = cloud_report["pages"][page]
         assert_renders(seen)
