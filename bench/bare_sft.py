@@ -85,7 +85,12 @@ def main() -> None:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        TrainerCallback,
+        set_seed,
+    )
     from trl import SFTConfig, SFTTrainer
 
     class StepTimes(TrainerCallback):

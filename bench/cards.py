@@ -16,16 +16,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.cards import CardRequest, generate_cards  # noqa: E402
-from core.llm import CardModel, bundled_path  # noqa: E402
+from core.cards.generation import CardRequest, generate_cards
+from core.models.gguf import GgufModel
+from core.models.sources import bundled_path
 
 TOPICS = ("the water cycle", "volcanoes", "the Roman Empire", "photosynthesis", "prime numbers")
 
 
 class RecordingModel:
-    """Our CardModel, with every chat call's arguments kept so the bench can replay them bare."""
+    """Our GgufModel, with every chat call's arguments kept so the bench can replay them bare."""
 
-    def __init__(self, model: CardModel):
+    def __init__(self, model: GgufModel):
         self.model, self.calls = model, []
         self.context, self.count_tokens = model.context, model.count_tokens
 
@@ -35,7 +36,7 @@ class RecordingModel:
         return self.model.chat(messages, **options)
 
 
-def replay_bare(model: CardModel, calls: list) -> tuple[float, int]:
+def replay_bare(model: GgufModel, calls: list) -> tuple[float, int]:
     """The same completions as plain llama-cpp calls: seconds and tokens generated."""
     started, tokens = time.perf_counter(), 0
     for messages, options in calls:
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--decks", type=int, default=5, help="decks per measurement (default 5)")
     parser.add_argument("--cards", type=int, default=5, help="cards per deck (default 5)")
     args = parser.parse_args()
-    model = CardModel(bundled_path())
+    model = GgufModel(bundled_path())
     ratios, per_deck, per_card = [], [], []
     for index in range(args.decks):
         recorder = RecordingModel(model)

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from core.config import default_config  # noqa: E402
-from core.evaluate import LAB_SET_FILE, load_prompt_set  # noqa: E402
-from core.files import write_jsonl_atomic  # noqa: E402
-from core.paths import PROJECT_DIR, RUNS_DIR_ENV  # noqa: E402
-from core.runs import EVENTS_FILE, create_run, initial_status  # noqa: E402
-from core.seed import SEED_MARKER  # noqa: E402
+from core.evaluate.prompt_sets import LAB_SET_FILE, load_prompt_set
+from core.store.files import write_jsonl_atomic
+from core.store.paths import PROJECT_DIR, RUNS_DIR_ENV
+from core.store.runs import EVENTS_FILE, create_run, initial_status
+from core.store.seed import SEED_MARKER
+from core.train.config import default_config
 
 PAGE = PROJECT_DIR / "pages" / "compare.py"
 PROMPT_IDS = tuple(prompt.id for prompt in load_prompt_set(LAB_SET_FILE).prompts)  # the lab's 10

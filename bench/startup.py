@@ -27,10 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from browser import launch_chromium, streamlit_server  # noqa: E402
 from playwright.sync_api import Browser, sync_playwright  # noqa: E402
 
-from browser import launch_chromium, streamlit_server  # noqa: E402
-from core.paths import CACHE_DIR_ENV, PROJECT_DIR, RUNS_DIR_ENV  # noqa: E402
+from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR, RUNS_DIR_ENV
 
 HOME_TEXT = "Runs folder:"
 BARE_TEXT = "hello"

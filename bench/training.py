@@ -28,13 +28,13 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bare_sft  # noqa: E402
-from core.config import apply_overrides, parse_config  # noqa: E402
-from core.files import read_jsonl  # noqa: E402
-from core.paths import CACHE_DIR_ENV, PROJECT_DIR  # noqa: E402
-from core.plan import DeviceFacts, plan_training  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.runs import EVENTS_FILE, TRAIN_LOG, read_run_folder  # noqa: E402
-from core.tiny import SAMPLE_FILE, ensure_tiny_model  # noqa: E402
+from core.store.files import read_jsonl
+from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR
+from core.store.runs import EVENTS_FILE, TRAIN_LOG, read_run_folder
+from core.train.config import apply_overrides, parse_config
+from core.train.plan import DeviceFacts, plan_training
+from core.train.presets import get_preset
+from core.train.tiny import SAMPLE_FILE, ensure_tiny_model
 
 PRESET = "cpu_smoke"
 OVERRIDES = ["logging_steps=1"]

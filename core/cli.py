@@ -12,23 +12,26 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from core.config import (
-    ConfigError,
-    RunConfig,
-    apply_overrides,
-    parse_config,
-    resolve_local_file,
-    with_resolved_paths,
+from core import describe
+from core.jobs.lifecycle import (
+    JOB_KINDS,
+    JobError,
+    JobStopped,
+    job_slot,
+    request_stop,
+    wait_for_job,
+    with_live_states,
 )
-from core.errors import describe
-from core.experiments_log import ImportReport, LogFormatError, export_log, import_log
-from core.files import write_text_atomic
-from core.jobs import JOB_KINDS, JobError, JobStopped, job_slot, request_stop, wait_for_job, with_live_states
-from core.paths import runs_root
-from core.plan import PlanError
-from core.presets import PRESETS, PresetError, get_preset, train_command
-from core.processes import job_identity
-from core.runs import (
+from core.jobs.processes import job_identity
+from core.store.experiments_log import (
+    ImportReport,
+    LogFormatError,
+    export_log,
+    import_log,
+)
+from core.store.files import write_text_atomic
+from core.store.paths import runs_root
+from core.store.runs import (
     RUN_TABLE_COLUMNS,
     TRAIN_LOG,
     RunNameError,
@@ -40,8 +43,18 @@ from core.runs import (
     update_status,
     validate_run_name,
 )
-from core.seed import import_seed_runs
-from core.training import TrainingError
+from core.store.seed import import_seed_runs
+from core.train.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    parse_config,
+    resolve_local_file,
+    with_resolved_paths,
+)
+from core.train.plan import PlanError
+from core.train.presets import PRESETS, PresetError, get_preset, train_command
+from core.train.training import TrainingError
 
 
 class CommandError(Exception):
@@ -170,7 +183,7 @@ def _new_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
 
 def _check_local_dataset(config: RunConfig) -> None:
     """Read a local dataset before a run is created for it (a Hub dataset is read by the job)."""
-    from core.data import DataError, load_conversations
+    from core.train.data import DataError, load_conversations
 
     if resolve_local_file(config.dataset) is None:
         return
@@ -181,8 +194,8 @@ def _check_local_dataset(config: RunConfig) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.plan import detect_device, plan_training
-    from core.training import check_trainable, train_run
+    from core.train.plan import detect_device, plan_training
+    from core.train.training import check_trainable, train_run
 
     root = runs_root(args.runs_dir)
     name = validate_run_name(args.name)
@@ -257,7 +270,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _model_choice(spec: str) -> Any:
     """The card model a --model value names: hub, bundled, or a GGUF path."""
-    from core.llm import bundled_choice, hub_choice, local_choice
+    from core.models.sources import bundled_choice, hub_choice, local_choice
 
     if spec == "hub":
         return hub_choice()
@@ -267,9 +280,15 @@ def _model_choice(spec: str) -> Any:
 
 
 def _cards(args: argparse.Namespace) -> int:
-    from core.anki import cards_to_csv, write_apkg
-    from core.cards import CardRequest, CardRequestError, generate_cards, validate_request
-    from core.llm import CardModel, ModelError, resolve_model
+    from core.cards.anki import cards_to_csv, write_apkg
+    from core.cards.generation import (
+        CardRequest,
+        CardRequestError,
+        generate_cards,
+        validate_request,
+    )
+    from core.models.gguf import GgufModel, ModelError
+    from core.models.sources import resolve_model
 
     notes = ""
     if args.notes:
@@ -285,7 +304,7 @@ def _cards(args: argparse.Namespace) -> int:
         resolved = resolve_model(_model_choice(args.model))
         if resolved.notice:
             print(f"note: {resolved.notice}", file=sys.stderr)
-        result = generate_cards(CardModel(resolved.path), request, seed=args.seed)
+        result = generate_cards(GgufModel(resolved.path), request, seed=args.seed)
         if result.error:
             print(f"warning: {result.error}", file=sys.stderr)
     except (CardRequestError, ModelError) as exc:
@@ -308,8 +327,9 @@ def _cards(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from core.evaluate import check_request, evaluate_run, resolve_prompt_set, summary_line
-    from core.jobs import recorded_job
+    from core.evaluate.answers import check_request, evaluate_run, summary_line
+    from core.evaluate.prompt_sets import resolve_prompt_set
+    from core.jobs.lifecycle import recorded_job
 
     root = runs_root(args.runs_dir)
     run = load_run(root, args.name)
@@ -322,10 +342,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from core.export import DEFAULT_QUANTS, delete_merged, export_run, file_verdict, validate_quants
-    from core.hub import hub_token, push_export, validate_repo_id
-    from core.inference import check_adapter
-    from core.jobs import recorded_job
+    from core.export.hub import hub_token, push_export, validate_repo_id
+    from core.export.pipeline import (
+        DEFAULT_QUANTS,
+        delete_merged,
+        export_run,
+        validate_quants,
+    )
+    from core.export.verify import file_verdict
+    from core.jobs.lifecycle import recorded_job
+    from core.models.generation import check_adapter
 
     run = load_run(runs_root(args.runs_dir), validate_run_name(args.name))
     quants = validate_quants(args.quant or list(DEFAULT_QUANTS))

@@ -1,7 +1,7 @@
 """Comparing runs: picks, loss curves, metrics against a baseline, config diff, answers side by side.
 
-Everything the Compare page shows is computed here from run folders (core/runs.py) and the
-evaluation results of core/evaluate.py, as plain data; the page only lays it out. File
+Everything the Compare page shows is computed here from run folders (core/store/runs.py) and the
+evaluation results of core/evaluate/, as plain data; the page only lays it out. File
 signatures (path, mtime_ns, size) let a caller cache reads and notice when a file changes.
 """
 
@@ -19,11 +19,17 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import describe
-from core.evaluate import is_rating, rating_applies
-from core.files import FileStamp, file_stamp, finite_number, read_jsonl
-from core.runs import CONFIG_FILE, EVAL_DIR, METRICS_FILE, RATINGS_FILE, STATUS_FILE, Run
-
+from core import describe
+from core.evaluate.ratings import is_rating, rating_applies
+from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
+from core.store.runs import (
+    CONFIG_FILE,
+    EVAL_DIR,
+    METRICS_FILE,
+    RATINGS_FILE,
+    STATUS_FILE,
+    Run,
+)
 
 CURVE_AXES = {"step": "Step", "tokens_seen": "Tokens seen", "elapsed_s": "Time (s)"}
 MAX_CURVE_POINTS = 500
@@ -43,7 +49,7 @@ UNNAMED_SET = "(unnamed set)"  # eval rows written without a prompt_set
 def root_signature(root: Path) -> tuple[tuple[str, tuple[FileStamp | None, ...]], ...]:
     """The keys of every folder's config, status and metrics under `root`.
 
-    It changes whenever core.runs.list_runs(root) would read something different, so a
+    It changes whenever core.store.runs.list_runs(root) would read something different, so a
     cache of list_runs keyed by it is never stale. An unreadable root signs as empty.
     """
     try:
@@ -452,9 +458,9 @@ def build_matrix(
 ) -> Matrix:
     """The prompt x column matrix of one prompt set (a name from prompt_sets; None: every set).
 
-    `results` maps run -> variant -> eval rows (core.evaluate.load_eval_results per run),
+    `results` maps run -> variant -> eval rows (core.evaluate.answers.load_eval_results per run),
     `ratings` maps run -> variant -> prompt id -> {"rating", "note", "answer_sha256"}
-    (core.evaluate.load_ratings); a rating given to another answer than the row's is left out.
+    (core.evaluate.ratings.load_ratings); a rating given to another answer than the row's is left out.
     Prompts come in the order the results list them.
     """
     prompts: dict[str, dict[str, Any]] = {}

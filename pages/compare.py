@@ -6,13 +6,15 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare, evaluate
+from core import compare, describe
 from core.compare import CURVE_AXES, Column, Curve
-from core.errors import describe
-from core.files import FileStamp, file_stamp
-from core.paths import runs_root
-from core.runs import EVENTS_FILE, Run, list_runs
-from core.seed import prepare_runs_root
+from core.evaluate.answers import load_eval_results
+from core.evaluate.ratings import answer_sha256, load_ratings
+from core.evaluate.ratings import save_rating as store_rating
+from core.store.files import FileStamp, file_stamp
+from core.store.paths import runs_root
+from core.store.runs import EVENTS_FILE, Run, list_runs
+from core.store.seed import prepare_runs_root
 
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
 RSS_PATTERN = "/"
@@ -44,13 +46,13 @@ def cached_evaluations(run_paths: tuple[str, ...], signature: str) -> dict[str, 
     One cache entry for all picked runs (repr of their compare.eval_signature): one lookup
     instead of hundreds.
     """
-    return {path: (evaluate.load_eval_results(Path(path)), evaluate.load_ratings(Path(path))) for path in run_paths}
+    return {path: (load_eval_results(Path(path)), load_ratings(Path(path))) for path in run_paths}
 
 
 def save_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
     """Form callback: store the rating and note the person entered for `answer` (before the page reruns)."""
     try:
-        evaluate.save_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"],
+        store_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"],
                              st.session_state[f"{key}:note"], answer=answer)
     except (OSError, ValueError) as exc:
         st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
@@ -272,7 +274,7 @@ else:
                     tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""
                     st.caption(latency + tokens)
                     # The answer's hash in the key: a new answer gets fresh widgets, not the old answer's rating.
-                    answer_id = evaluate.answer_sha256(cell.answer)
+                    answer_id = answer_sha256(cell.answer)
                     key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}|{answer_id}"
                     with st.form(key, border=False):
                         st.selectbox("Rating", RATINGS, index=RATINGS.index(cell.rating), key=f"{key}:rating",

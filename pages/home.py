@@ -3,12 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from core.experiments_log import LogFormatError, export_log, import_log
-from core.jobs import with_live_states
-from core.paths import runs_root
-from core.runs import RUN_TABLE_COLUMNS, STATE_ICONS, list_runs, run_summary
-from core.seed import prepare_runs_root
-from core.system import detect_gpus, system_report
+from core.jobs.lifecycle import with_live_states
+from core.machine.system import detect_gpus, system_report
+from core.store.experiments_log import LogFormatError, export_log, import_log
+from core.store.paths import runs_root
+from core.store.runs import RUN_TABLE_COLUMNS, STATE_ICONS, list_runs, run_summary
+from core.store.seed import prepare_runs_root
 
 root = runs_root()
 

@@ -7,12 +7,18 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv
-from core.cards import DIFFICULTIES, MAX_CARDS, CardRequest, CardRequestError, generate_cards, validate_request
-from core.llm import (
+from core.cards.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv
+from core.cards.generation import (
+    DIFFICULTIES,
+    MAX_CARDS,
+    CardRequest,
+    CardRequestError,
+    generate_cards,
+    validate_request,
+)
+from core.models.gguf import ModelError, ModelSlot
+from core.models.sources import (
     ModelChoice,
-    ModelError,
-    ModelSlot,
     ResolvedModel,
     bundled_choice,
     hub_choice,
@@ -20,8 +26,8 @@ from core.llm import (
     resolve_model,
     run_choices,
 )
-from core.paths import runs_root
-from core.settings import secrets_dict
+from core.store.paths import runs_root
+from ui.secrets import app_secrets
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
@@ -63,7 +69,7 @@ st.caption("A topic or your notes become flashcards for Anki, written by a GGUF 
 state = st.session_state
 state.setdefault("card_version", 0)
 
-choices = {c.label: c for c in [hub_choice(secrets_dict(lambda: st.secrets)), bundled_choice(), *run_choices(runs_root())]}
+choices = {c.label: c for c in [hub_choice(app_secrets()), bundled_choice(), *run_choices(runs_root())]}
 model_column, path_column = st.columns(2)
 model_label = model_column.selectbox("Model", [*choices, LOCAL_FILE],
                                      help="Without the Hub the bundled SmolLM2 model is used, and you are told so.")

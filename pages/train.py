@@ -7,45 +7,26 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.compare import downsample, read_curve, smooth
-from core.config import (
-    BACKENDS,
-    FIELD_HELP,
-    NUMBER_BOUNDS,
-    OPTIMIZERS,
-    SCHEDULERS,
-    WHOLE_BOUNDS,
-    ConfigError,
-    RunConfig,
-    apply_overrides,
-    default_config,
-    parse_config,
-    with_resolved_paths,
-)
-from core.estimate import estimate_memory
-from core.files import read_jsonl
-from core.evaluate import (
+from core.evaluate.answers import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_LIMIT,
     EvalError,
-    PromptSetError,
     check_request,
-    list_prompt_sets,
     load_eval_results,
-    save_prompt_set,
 )
-from core.export import (
+from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
+from core.export.gguf_files import ExportError
+from core.export.hub import HubError, hub_token, validate_repo_id
+from core.export.pipeline import (
     DEFAULT_QUANTS,
     QUANTS,
-    ExportError,
     delete_merged,
-    file_verdict,
     folder_size,
     read_export,
     validate_quants,
 )
-from core.hub import HubError, hub_token, validate_repo_id
-from core.inference import InferenceError, check_adapter
-from core.jobs import (
+from core.export.verify import file_verdict
+from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
     delete_run,
@@ -55,11 +36,11 @@ from core.jobs import (
     start_training,
     with_live_states,
 )
-from core.paths import runs_root
-from core.plan import PlanError, device_facts_from, plan_training
-from core.presets import PRESETS, overrides_from, propose_run_name, train_command
-from core.progress import format_duration, training_progress
-from core.runs import (
+from core.machine.system import detect_gpus, training_capability
+from core.models.generation import InferenceError, check_adapter
+from core.store.files import read_jsonl
+from core.store.paths import runs_root
+from core.store.runs import (
     ADAPTER_DIR,
     EVENTS_FILE,
     GGUF_DIR,
@@ -74,8 +55,25 @@ from core.runs import (
     read_run_folder,
     validate_run_name,
 )
-from core.settings import secrets_dict
-from core.system import detect_gpus, training_capability
+from core.train.config import (
+    BACKENDS,
+    FIELD_HELP,
+    NUMBER_BOUNDS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    WHOLE_BOUNDS,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    default_config,
+    parse_config,
+    with_resolved_paths,
+)
+from core.train.estimate import estimate_memory
+from core.train.plan import PlanError, device_facts_from, plan_training
+from core.train.presets import PRESETS, overrides_from, propose_run_name, train_command
+from core.train.progress import format_duration, training_progress
+from ui.secrets import app_secrets
 
 FIELD_GROUPS = {
     "Model and data": ("base_model", "dataset", "split", "max_seq_length", "chat_template", "load_in_4bit", "backend"),
@@ -356,7 +354,7 @@ def export_panel(path, models_here) -> None:
             secrets = None
             if repo.strip():
                 arguments += ["--push", validate_repo_id(repo.strip())]
-                secrets = {"HF_TOKEN": hub_token(secrets_dict(lambda: st.secrets).get("HF_TOKEN"))}
+                secrets = {"HF_TOKEN": hub_token(app_secrets().get("HF_TOKEN"))}
         except (ExportError, InferenceError, HubError) as exc:
             st.error(str(exc))
         else:

@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from bench.compare import write_runs  # noqa: E402
-from core.llm import DEFAULT_CONTEXT, bundled_path  # noqa: E402
-from core.paths import PROJECT_DIR, runs_root  # noqa: E402
-from core.runs import ADAPTER_DIR  # noqa: E402
+from core.models.gguf import DEFAULT_CONTEXT
+from core.models.sources import bundled_path
+from core.store.paths import PROJECT_DIR, runs_root
+from core.store.runs import ADAPTER_DIR
 
 COMPARE_RUNS = 2
 COMPARE_STEPS = 60

@@ -61,7 +61,7 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama, built once per test session (a few seconds)."""
-    from core import tiny
+    from core.train import tiny
 
     previous = os.environ.get("PEFT_CACHE_DIR")
     os.environ["PEFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tiny-cache"))
@@ -77,7 +77,7 @@ def tiny_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_model(tiny_model_build: Path, private_cache: None) -> Path:
     """The session's tiny model, linked into this test's cache where `tiny-llama` resolves."""
-    from core import tiny
+    from core.train import tiny
 
     target = tiny.tiny_model_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def memorize_data(tmp_path: Path) -> Path:
 def converter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """llama.cpp's converter, fetched by the export's own fetch once per session: pip downloads the
     llama-cpp-python source from the package registry (a package, not a model or data set)."""
-    from core.converter import fetch_converter
+    from core.export.converter import fetch_converter
 
     cache = tmp_path_factory.mktemp("converter-cache")
     with pytest.MonkeyPatch.context() as patch:
@@ -183,6 +183,6 @@ def read_apkg(data: bytes, tmp_path: Path) -> dict:
 
 def seed_run_names() -> list[str]:
     """The lab's recorded runs, in the order of data/seed_runs/experiments_log.csv."""
-    from core.seed import SEED_LOG
+    from core.store.seed import SEED_LOG
 
     return [row["run_name"] for row in csv.DictReader(io.StringIO(SEED_LOG.read_text(encoding="utf-8")))]

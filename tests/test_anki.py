@@ -11,9 +11,19 @@ import genanki
 import pytest
 from conftest import parse_csv, read_apkg
 
-from core.anki import (
-    BASIC_MODEL_ID, CARD_TYPES, CLOZE_MODEL_ID, Card, apkg_bytes, cards_to_csv, deck_id, field_html,
-    normalize_tags, note_guid, slugify_tag, write_apkg,
+from core.cards.anki import (
+    BASIC_MODEL_ID,
+    CARD_TYPES,
+    CLOZE_MODEL_ID,
+    Card,
+    apkg_bytes,
+    cards_to_csv,
+    deck_id,
+    field_html,
+    normalize_tags,
+    note_guid,
+    slugify_tag,
+    write_apkg,
 )
 
 TRICKY = 'a < b & "c", d\nsecond line'

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from core.anki import Card
-from core.cards import (
+from core.cards.anki import Card
+from core.cards.generation import (
     MAX_ATTEMPTS,
     CardRequest,
     CardRequestError,
@@ -18,7 +18,8 @@ from core.cards import (
     parse_cards,
     validate_request,
 )
-from core.llm import CardModel, ChatResult, ModelError, bundled_path
+from core.models.gguf import ChatResult, GgufModel, ModelError
+from core.models.sources import bundled_path
 
 
 def reply(*cards: dict) -> str:
@@ -208,8 +209,8 @@ def test_the_budget_is_bounded_when_the_model_never_delivers():
 
 
 @pytest.fixture(scope="module")
-def smollm() -> CardModel:
-    return CardModel(bundled_path())
+def smollm() -> GgufModel:
+    return GgufModel(bundled_path())
 
 
 def test_notes_too_long_for_the_context_are_refused_with_how_much_fits(smollm):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from core.checks import (
+from core.evaluate.checks import (
     CHECK_TYPES,
     CheckSpecError,
     check_answer,
@@ -20,7 +20,7 @@ from core.checks import (
     section_items,
     validate_check,
 )
-from core.paths import DATA_DIR
+from core.store.paths import DATA_DIR
 
 LAB = {p["id"]: p for p in json.loads((DATA_DIR / "eval_prompts.json").read_text(encoding="utf-8"))["prompts"]}
 

@@ -5,7 +5,7 @@ import subprocess
 
 from conftest import run_core
 
-from core.experiments_log import LOG_COLUMNS
+from core.store.experiments_log import LOG_COLUMNS
 
 
 def core(*args: str, runs_root) -> subprocess.CompletedProcess:

@@ -9,10 +9,10 @@ import pytest
 
 from core import compare
 from core.compare import Column, build_matrix, delta, metrics_rows
-from core.evaluate import answer_sha256
-from core.files import append_jsonl
-from core.runs import create_run, initial_status, list_runs, read_run_folder
-from core.seed import import_seed_runs
+from core.evaluate.ratings import answer_sha256
+from core.store.files import append_jsonl
+from core.store.runs import create_run, initial_status, list_runs, read_run_folder
+from core.store.seed import import_seed_runs
 
 LOSS = compare.METRIC_BY_KEY["train_loss"]
 SPEED = compare.METRIC_BY_KEY["tokens_per_s"]

@@ -19,11 +19,16 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from core.config import default_config
-from core.evaluate import answer_sha256
-from core.files import read_json_object, read_jsonl, write_json_atomic, write_jsonl_atomic
-from core.runs import EVENTS_FILE, create_run, initial_status
-from core.seed import SEED_MARKER, import_seed_runs
+from core.evaluate.ratings import answer_sha256
+from core.store.files import (
+    read_json_object,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from core.store.runs import EVENTS_FILE, create_run, initial_status
+from core.store.seed import SEED_MARKER, import_seed_runs
+from core.train.config import default_config
 
 SEED_NAMES = {
     "baseline_1B_r16_10k_600steps", "data_centric_1B_r64_30k_600steps", "exp3_1B_10k_600steps",

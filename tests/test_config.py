@@ -2,8 +2,15 @@
 
 import pytest
 
-from core.config import PROJECTION_MODULES, ConfigError, RunConfig, apply_overrides, default_config, parse_config
-from core.presets import PRESETS, PresetError, get_preset, overrides_from
+from core.train.config import (
+    PROJECTION_MODULES,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    default_config,
+    parse_config,
+)
+from core.train.presets import PRESETS, PresetError, get_preset, overrides_from
 
 
 def test_defaults_are_the_lab_notebooks():

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from conftest import write_conversations
 
-from core.config import parse_config
-from core.data import (
+from core.train.config import parse_config
+from core.train.data import (
     DataError,
     MalformedRow,
     TemplateError,
@@ -17,7 +17,7 @@ from core.data import (
     tokenize_conversation,
     tokenize_conversations,
 )
-from core.presets import SAMPLE_DATASET
+from core.train.presets import SAMPLE_DATASET
 
 CONVERSATION = [
     ("system", "Answer briefly."),
@@ -182,9 +182,14 @@ def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
     import datasets
     from trl import SFTTrainer
 
-    from core.backends import load_model
-    from core.plan import DeviceFacts, build_sft_config, plan_training, sft_arguments
-    from core.presets import get_preset
+    from core.train.backends import load_model
+    from core.train.plan import (
+        DeviceFacts,
+        build_sft_config,
+        plan_training,
+        sft_arguments,
+    )
+    from core.train.presets import get_preset
 
     path = write_conversations(tmp_path / "two.jsonl", [CONVERSATION, CONVERSATION[1:3]] * 3)
     config = parse_config({**get_preset("cpu_smoke").config(), "dataset": str(path)})

@@ -19,32 +19,36 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, run_core, write_conversations
 
-from core import tiny
-from core.checks import leakage_check
 from core.cli import main
-from core.evaluate import (
-    LAB_SET_NAME,
+from core.evaluate.answers import (
     MAX_NEW_TOKENS_LIMIT,
     EvalError,
-    PromptSetError,
-    RatingError,
-    answer_sha256,
     evaluate_run,
     gguf_model_for,
-    list_prompt_sets,
     load_eval_results,
-    load_ratings,
-    parse_prompt_set,
-    rating_applies,
-    resolve_prompt_set,
-    save_prompt_set,
-    save_rating,
     summary_line,
 )
-from core.files import read_json_object, read_jsonl
-from core.presets import get_preset
-from core.runs import create_run, initial_status
-from core.seed import import_seed_runs
+from core.evaluate.checks import leakage_check
+from core.evaluate.prompt_sets import (
+    LAB_SET_NAME,
+    PromptSetError,
+    list_prompt_sets,
+    parse_prompt_set,
+    resolve_prompt_set,
+    save_prompt_set,
+)
+from core.evaluate.ratings import (
+    RatingError,
+    answer_sha256,
+    load_ratings,
+    rating_applies,
+    save_rating,
+)
+from core.store.files import read_json_object, read_jsonl
+from core.store.runs import create_run, initial_status
+from core.store.seed import import_seed_runs
+from core.train import tiny
+from core.train.presets import get_preset
 
 SWEDISH = "Kaffet är för varmt för att dricka."
 TAUGHT = {
@@ -160,7 +164,7 @@ def test_only_the_new_tokens_are_decoded(runs):
     """The lab's leak came from decoding prompt and answer together: show both decodes."""
     import torch
 
-    from core.inference import load_run_model
+    from core.models.generation import load_run_model
 
     prompt = TAUGHT["swedish"][0]
     (row,) = evaluate_run(runs / "taught", "adapter", parse_prompt_set(taught_set("swedish")), max_new_tokens=TOKENS)
@@ -273,8 +277,7 @@ def test_the_gguf_file_answers_like_the_adapter_with_no_template_text(capsys, ex
 
 def test_the_gguf_context_holds_the_longest_prompt_and_the_longest_answer(exported_runs, runs_root, tiny_model):
     """llama.cpp's default context is 4096 tokens; max_new_tokens may be 4096 too."""
-    from core.inference import gguf_prompt_tokens
-    from core.llm import DEFAULT_CONTEXT
+    from core.models.gguf import DEFAULT_CONTEXT, gguf_prompt_tokens
 
     shutil.copytree(exported_runs, runs_root, dirs_exist_ok=True)
     run = runs_root / "taught"

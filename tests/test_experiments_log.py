@@ -1,11 +1,11 @@
 """The lab's experiments_log.csv: seed figures, malformed rows, lossless round trip."""
 
-import pytest
-
 import errno
 
-from core import runs
-from core.experiments_log import (
+import pytest
+
+from core.store import runs
+from core.store.experiments_log import (
     EXTRA_COLUMNS,
     LOG_COLUMNS,
     LogFormatError,
@@ -13,8 +13,8 @@ from core.experiments_log import (
     import_log,
     parse_log,
 )
-from core.runs import create_run, initial_status, list_runs, load_run
-from core.seed import SEED_LOG, SEED_MARKER, import_seed_runs, prepare_runs_root
+from core.store.runs import create_run, initial_status, list_runs, load_run
+from core.store.seed import SEED_LOG, SEED_MARKER, import_seed_runs, prepare_runs_root
 
 HEADER = ",".join(LOG_COLUMNS) + "\n"
 

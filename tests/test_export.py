@@ -24,15 +24,27 @@ import pytest
 from conftest import MEMORIZE_CONVERSATIONS, run_core, write_conversations
 from test_hub import TOKEN, FakeHub, push_requests_authorized
 
-from core import export, tiny
 from core.cli import main
-from core.converter import ConverterError, ConverterLocation, fetch_converter, sdist_llama_cpp_dir
-from core.files import read_json_object
-from core.inference import InferenceError, full_precision_base, gguf_greedy_with, greedy_generate, load_run_model
-from core.installed import package_version
-from core.llm import CardModel
-from core.presets import get_preset
-from core.runs import create_run, initial_status
+from core.export import gguf_files
+from core.export import pipeline as export
+from core.export.converter import (
+    ConverterError,
+    ConverterLocation,
+    fetch_converter,
+    sdist_llama_cpp_dir,
+)
+from core.machine.installed import package_version
+from core.models.generation import (
+    InferenceError,
+    full_precision_base,
+    greedy_generate,
+    load_run_model,
+)
+from core.models.gguf import GgufModel, gguf_greedy_with
+from core.store.files import read_json_object
+from core.store.runs import create_run, initial_status
+from core.train import tiny
+from core.train.presets import get_preset
 
 QUANTS = ["f16", "q8_0", "q4_k_m"]
 REPO = "tester/tiny-export"
@@ -167,7 +179,7 @@ def test_the_gguf_files_answer_as_the_merged_model_with_no_template_text(exporte
          {"role": "user", "content": "Say bye."}],
     ]
     expected = ["The sky is blue.", "Two plus two is four.", "Goodbye!"]
-    gguf_models = {quant: CardModel(exported.run / "gguf" / f"mem-{quant}.gguf") for quant in ("f16", "q8_0")}
+    gguf_models = {quant: GgufModel(exported.run / "gguf" / f"mem-{quant}.gguf") for quant in ("f16", "q8_0")}
     for messages, answer in zip(conversations, expected):
         reference = greedy_generate(model, tokenizer, messages, 24)
         assert reference.text == answer and reference.prompt_tokens > len(reference.token_ids)
@@ -293,9 +305,9 @@ def test_the_converter_and_quantizer_children_never_see_the_hub_token(tmp_path, 
     export.convert(script, tmp_path, "f16", target, pre_tokenizer=None, model_name="m")
     seen = json.loads(target.read_text())
     assert seen == {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "PEFT_TEST_MARKER": "passed on"}
-    child = export.tool_environment({"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "PYTHONPATH": "/elsewhere",
+    child = gguf_files.tool_environment({"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "PYTHONPATH": "/elsewhere",
                                      "HOME": "/home/u"})
-    assert child == {"HOME": "/home/u", "PYTHONPATH": f"{export.PROJECT_DIR}{os.pathsep}/elsewhere"}
+    assert child == {"HOME": "/home/u", "PYTHONPATH": f"{gguf_files.PROJECT_DIR}{os.pathsep}/elsewhere"}
 
 
 def test_the_converter_record_names_the_checkout_revision_or_says_there_is_none(tmp_path, monkeypatch):
@@ -306,22 +318,22 @@ def test_the_converter_record_names_the_checkout_revision_or_says_there_is_none(
     checkout.mkdir()
     location = ConverterLocation(write_script(checkout / "convert_hf_to_gguf.py", "\n"), "a checkout")
     monkeypatch.setenv("LLAMA_CPP_DIR", str(checkout))
-    assert export.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"  # not git yet
+    assert gguf_files.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"  # not git yet
     git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "converter"]):
         subprocess.run([*git, *args], check=True, capture_output=True)
     revision = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    record = export.converter_record(location)
+    record = gguf_files.converter_record(location)
     assert (record["source"], record["version"], record["path"]) == ("$LLAMA_CPP_DIR", f"llama.cpp {revision}",
                                                                      str(checkout))
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no git on this machine
-    assert export.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"
+    assert gguf_files.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"
 
 
 def test_too_little_disk_is_refused_before_the_merge_writes_anything(capsys, runs_root, exported, export_env,
                                                                      monkeypatch):
-    """The free-disk figure is faked (monkeypatched core.export.free_disk_bytes): no disk here is ever full."""
+    """The free-disk figure is faked (monkeypatched core.export.pipeline.free_disk_bytes): no disk here is ever full."""
     run = copy_trained_run(exported, runs_root, "full")
     monkeypatch.setattr(export, "free_disk_bytes", lambda path: 1_000_000)
     code, _, err = command(capsys, runs_root, "export", "full", "--quant", "f16", "--quant", "q4_k_m")

@@ -7,9 +7,9 @@ import streamlit as st
 from conftest import PROJECT_DIR
 from streamlit.testing.v1 import AppTest
 
-from core import system
-from core.runs import create_run, initial_status
-from core.seed import SEED_MARKER
+from core.machine import system
+from core.store.runs import create_run, initial_status
+from core.store.seed import SEED_MARKER
 
 
 @pytest.fixture(autouse=True)

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from core import export
-from core.runs import EXPORT_FILE
-from core.files import write_json_atomic
-from core.hub import (
+from core.export import pipeline as export
+from core.export.hub import (
     HubError,
     eval_summary,
     hub_token,
@@ -34,6 +32,8 @@ from core.hub import (
     upload_plan,
     validate_repo_id,
 )
+from core.store.files import write_json_atomic
+from core.store.runs import EXPORT_FILE
 
 TOKEN = "hf_fake_token_for_tests_0123456789"
 

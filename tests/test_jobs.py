@@ -8,20 +8,26 @@ import fcntl
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import PROJECT_DIR, run_core
 
-from core import jobs
-from core.files import read_json_object, write_json_atomic
-from core.presets import get_preset
-from core.processes import pid_alive, process_start
-from core.runs import create_run, initial_status, latest_checkpoint, list_runs, load_run
-from core.training import LOCK_FILE
+from core.jobs import lifecycle as jobs
+from core.jobs.processes import pid_alive, process_start
+from core.store.files import read_json_object, write_json_atomic
+from core.store.runs import (
+    create_run,
+    initial_status,
+    latest_checkpoint,
+    list_runs,
+    load_run,
+)
+from core.train.presets import get_preset
+from core.train.training import LOCK_FILE
 
 
 def smoke_config(**changes) -> dict:
@@ -50,7 +56,7 @@ def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
     run = queued_run(runs_root, "orphan", max_steps=8)
     launcher = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from pathlib import Path; from core.jobs import start_training; "
+         "import sys; from pathlib import Path; from core.jobs.lifecycle import start_training; "
          "print(start_training(Path(sys.argv[1]))); sys.stdout.flush(); import os; os._exit(0)", str(run)],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60, check=True,
     )

@@ -3,13 +3,11 @@ exports, local files, and refusals of files that are not GGUF models."""
 
 import pytest
 
-from core.llm import (
+from core.models.gguf import GgufModel, ModelError, ModelSlot
+from core.models.sources import (
     BUNDLED_CAVEAT,
     LAB_FILE,
     LAB_REPO,
-    CardModel,
-    ModelError,
-    ModelSlot,
     bundled_choice,
     bundled_path,
     hub_choice,
@@ -17,7 +15,7 @@ from core.llm import (
     resolve_model,
     run_choices,
 )
-from core.runs import create_run
+from core.store.runs import create_run
 
 
 def test_the_hub_model_defaults_to_the_labs_and_settings_override_it(monkeypatch):
@@ -51,7 +49,7 @@ def test_missing_folders_and_non_gguf_files_are_refused(tmp_path):
         resolve_model(local_choice(str(tmp_path / "fake.gguf")))
     (tmp_path / "torn.gguf").write_bytes(b"GGUF" + b"\x00" * 12)
     with pytest.raises(ModelError, match="llama.cpp cannot load torn.gguf"):
-        CardModel(tmp_path / "torn.gguf")
+        GgufModel(tmp_path / "torn.gguf")
 
 
 def test_gguf_files_exported_by_runs_are_offered(runs_root):
@@ -64,7 +62,7 @@ def test_gguf_files_exported_by_runs_are_offered(runs_root):
 
 
 def test_the_model_counts_tokens_and_streams_progress():
-    model = CardModel(bundled_path())
+    model = GgufModel(bundled_path())
     assert model.context == 4096 and 0 < model.count_tokens("The water cycle moves water.") < 20
     seen = []
     result = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, on_token=seen.append)

@@ -11,11 +11,17 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from core.backends import lora_arguments, named_template
-from core.backends.unsloth import from_pretrained_arguments, peft_arguments
-from core.config import PROJECTION_MODULES, parse_config
-from core.plan import DeviceFacts, PlanError, build_sft_config, plan_training, sft_arguments
-from core.presets import get_preset
+from core.train.backend_unsloth import from_pretrained_arguments, peft_arguments
+from core.train.backends import lora_arguments, named_template
+from core.train.config import PROJECTION_MODULES, parse_config
+from core.train.plan import (
+    DeviceFacts,
+    PlanError,
+    build_sft_config,
+    plan_training,
+    sft_arguments,
+)
+from core.train.presets import get_preset
 
 CPU = DeviceFacts(cuda=False)
 T4 = DeviceFacts(cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7, unsloth_installed=True)
@@ -128,7 +134,7 @@ def test_a_t4_is_not_taken_for_a_bf16_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(name="Tesla T4", total_memory=15 * 1024**3))
-    from core.plan import detect_device
+    from core.train.plan import detect_device
 
     facts = detect_device()
     assert (facts.cuda, facts.bf16, facts.gpu_name, facts.gpu_memory_gb) == (True, False, "Tesla T4", 15.0)
@@ -151,7 +157,7 @@ def test_the_unsloth_backend_drives_fast_language_model_as_the_notebook_does(mon
     """unsloth cannot run without a GPU, so a stand-in module records the calls; the tokenizer is real."""
     from transformers import AutoTokenizer
 
-    from core.backends import load_model
+    from core.train.backends import load_model
 
     calls = []
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)

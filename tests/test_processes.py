@@ -5,7 +5,7 @@ import socket
 import subprocess
 import sys
 
-from core.processes import job_alive, job_identity, pid_alive, process_start
+from core.jobs.processes import job_alive, job_identity, pid_alive, process_start
 
 
 def test_this_process_is_alive_and_identified():

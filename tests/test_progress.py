@@ -2,10 +2,10 @@
 
 import pytest
 
-from core.config import parse_config
-from core.estimate import estimate_memory
-from core.presets import get_preset
-from core.progress import format_duration, training_progress
+from core.train.config import parse_config
+from core.train.estimate import estimate_memory
+from core.train.presets import get_preset
+from core.train.progress import format_duration, training_progress
 
 
 def events(steps: int, seconds_per_step: float, start_s: float = 0.0) -> list[dict]:

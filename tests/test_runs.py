@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core import files, runs
-from core.files import read_jsonl, write_json_atomic
-from core.runs import (
+from core.store import files, runs
+from core.store.files import read_jsonl, write_json_atomic
+from core.store.runs import (
     Run,
     RunExistsError,
     RunNameError,

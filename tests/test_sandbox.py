@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core import sandbox
-from core.sandbox import Limits, run_function_cases, run_python
+from core.evaluate import sandbox
+from core.evaluate.sandbox import Limits, run_function_cases, run_python
 
 CASES = [([""], ""), (["abc"], "cba"), (["åäö 🙂"], "🙂 öäå")]
 

@@ -3,9 +3,9 @@
 import os
 import stat
 
-from core.converter import CONVERTER_SCRIPT, find_converter
-from core.installed import package_version
-from core.system import detect_gpus, system_report
+from core.export.converter import CONVERTER_SCRIPT, find_converter
+from core.machine.installed import package_version
+from core.machine.system import detect_gpus, system_report
 
 
 def test_dev_environment_has_the_training_stack(runs_root):

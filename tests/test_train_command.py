@@ -13,8 +13,8 @@ import pytest
 from conftest import write_conversations
 
 from core.cli import main
-from core.presets import PRESETS
-from core.runs import create_run, initial_status, update_status
+from core.store.runs import create_run, initial_status, update_status
+from core.train.presets import PRESETS
 
 
 def command(capsys, root: Path, *args: str) -> tuple[int, str, str]:

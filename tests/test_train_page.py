@@ -9,14 +9,13 @@ import re
 import time
 
 import pytest
-
 from conftest import PROJECT_DIR, charts, heavy_modules_after_rendering, run_core
 from streamlit.testing.v1 import AppTest
 
-from core.files import read_json_object
-from core.jobs import job_view
-from core.presets import LAB_1B, get_preset
-from core.runs import create_run, initial_status
+from core.jobs.lifecycle import job_view
+from core.store.files import read_json_object
+from core.store.runs import create_run, initial_status
+from core.train.presets import LAB_1B, get_preset
 
 
 def smoke_config() -> dict:

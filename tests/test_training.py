@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, run_core
 
-from core.files import read_json_object, read_jsonl
-from core.presets import get_preset
-from core.runs import create_run, initial_status, latest_checkpoint
+from core.store.files import read_json_object, read_jsonl
+from core.store.runs import create_run, initial_status, latest_checkpoint
+from core.train.presets import get_preset
 
 SHORT = ["--set", "batch_size=2", "--set", "gradient_accumulation_steps=1", "--set", "warmup_steps=0"]
 

@@ -1,0 +1,228 @@
+"""A run's variant answering a prompt set: the evaluation job and its results.
+
+A variant is what answers: "adapter" (the run's base model in full precision with its LoRA
+adapter, in transformers), "base" (the base model alone, the lab's T0 baseline) or
+"gguf:FILE" (a GGUF file from the run's export, or any path, in llama-cpp on the CPU). Every
+answer is greedy, limited to a fixed number of new tokens, and only the new tokens are
+decoded. Results go to `<run>/eval/<variant>.jsonl` (`adapter`, `base`, `gguf-<file stem>`),
+one row per prompt, written whole when the evaluation ends.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from core import first_line
+from core.evaluate.checks import (
+    check_answer,
+)
+from core.evaluate.prompt_sets import EvalPrompt, PromptSet
+from core.jobs.lifecycle import Progress
+from core.models.generation import (
+    InferenceError,
+    check_adapter,
+    greedy_generate,
+    inference_placement,
+    load_run_model,
+    run_base_model,
+)
+from core.models.gguf import GgufModel, ModelError, gguf_greedy_with, gguf_prompt_tokens
+from core.store.files import (
+    read_jsonl,
+    write_jsonl_atomic,
+)
+from core.store.runs import (
+    EVAL_DIR,
+    GGUF_DIR,
+    now_iso,
+    read_run_folder,
+)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+VARIANT_FILE_PATTERN = re.compile(r"adapter|base|gguf-[A-Za-z0-9._-]{1,120}")
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run: a bad variant, a run without an adapter, no model."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What answers: kind "adapter", "base" or "gguf"; `file_name` names its results file."""
+
+    kind: str
+    file_name: str
+    gguf_path: Path | None = None
+
+
+def _safe_stem(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)[:120] or "model"
+
+
+def _find_gguf(run_path: Path, name: str) -> Path:
+    folder = run_path / GGUF_DIR
+    if not name:
+        found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+        listed = ", ".join(p.name for p in found) or "none"
+        raise EvalError(f"name the GGUF file as gguf:FILE; run {run_path.name} has {listed} in {GGUF_DIR}/")
+    for candidate in (folder / name, folder / f"{name}.gguf"):
+        if "/" not in name and candidate.is_file():
+            return candidate
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    found = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []
+    raise EvalError(f"no GGUF file {name!r} in {run_path.name}/{GGUF_DIR}/ or at that path"
+                    + (f"; the run has {', '.join(found)}" if found else "; export the run first"))
+
+
+def parse_variant(run_path: Path, spec: str) -> Variant:
+    """The variant `spec` ("adapter", "base", "gguf:FILE" or "gguf") of the run at `run_path`."""
+    if spec in ("adapter", "base"):
+        return Variant(spec, spec)
+    kind, colon, name = spec.partition(":")
+    if kind == "gguf":
+        path = _find_gguf(run_path, name.strip() if colon else "")
+        return Variant("gguf", f"gguf-{_safe_stem(path)}", path)
+    raise EvalError(f"unknown variant {spec!r}: use adapter, base or gguf:FILE")
+
+
+def _messages(prompt: EvalPrompt) -> list[dict[str, str]]:
+    """The chat a prompt is asked in: the prompt alone, as the user's turn."""
+    return [{"role": "user", "content": prompt.prompt}]
+
+
+def gguf_model_for(path: Path, prompts: Sequence[EvalPrompt], max_new_tokens: int) -> GgufModel:
+    """The GGUF model at `path`, loaded with a context that holds its longest prompt (in its chat
+    template) plus `max_new_tokens`.
+
+    Counting a prompt's tokens needs the loaded model: it is loaded again, with that context,
+    when its default context is too small. A GGUF without a chat template keeps the default
+    (every answer then says that the template is missing).
+    """
+    model = GgufModel(path)
+    try:
+        longest = max(len(gguf_prompt_tokens(model.llama, _messages(prompt))) for prompt in prompts)
+    except InferenceError:
+        return model
+    needed = longest + max_new_tokens
+    if needed <= model.context:
+        return model
+    model.llama.close()  # one model in memory at a time
+    return GgufModel(path, context=needed)
+
+
+def _answerer(run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt],
+              max_new_tokens: int) -> tuple[Callable[[list[dict]], Any], str]:
+    """A function from messages to a Generation, and a label of the model that answers."""
+    try:
+        if variant.kind == "gguf":
+            assert variant.gguf_path is not None
+            card_model = gguf_model_for(variant.gguf_path, prompts, max_new_tokens)
+            return (lambda messages: gguf_greedy_with(card_model, messages, max_new_tokens)), str(variant.gguf_path)
+        device, dtype = inference_placement()
+        model, tokenizer = load_run_model(run_path, adapter=variant.kind == "adapter", dtype=dtype, device=device)
+        base = run_base_model(run_path)
+    except (InferenceError, ModelError) as exc:
+        raise EvalError(first_line(exc)) from None
+    label = f"{base} + {run_path.name}/adapter" if variant.kind == "adapter" else base
+    return (lambda messages: greedy_generate(model, tokenizer, messages, max_new_tokens)), label
+
+
+def check_request(run_path: Path, variant: str, max_new_tokens: int) -> Variant:
+    """The variant to evaluate, after refusing with the reason what cannot run: a bad variant or
+    token limit, a broken run, an imported (metrics-only) run's adapter or GGUF, a missing adapter."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise EvalError(f"max_new_tokens must be from 1 to {MAX_NEW_TOKENS_LIMIT} (got {max_new_tokens!r})")
+    run = read_run_folder(run_path)
+    if not run.config:
+        raise EvalError(f"run {run.name} cannot be evaluated: {'; '.join(run.problems) or 'config.json is empty'}")
+    if run.imported and variant != "base":
+        raise EvalError(f"run {run.name} was imported from a CSV and holds metrics only: it has no adapter or "
+                        "GGUF to evaluate (--variant base evaluates its base model)")
+    chosen = parse_variant(run_path, variant)
+    if chosen.kind == "adapter":
+        try:
+            check_adapter(run_path)
+        except InferenceError as exc:
+            raise EvalError(str(exc)) from None
+    return chosen
+
+
+def evaluate_run(run_path: Path, variant: str, prompt_set: PromptSet, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Answer every prompt of the set with the run's `variant`, check the answers, and write
+    `<run>/eval/<variant file>.jsonl` whole at the end (replacing an earlier evaluation).
+
+    `progress(text, fraction)` hears of the model loading and of each answer.
+    """
+    report = progress or (lambda text, fraction: None)
+    chosen = check_request(run_path, variant, max_new_tokens)
+    report(f"loading the model ({chosen.file_name})", 0.0)
+    answer, model_label = _answerer(run_path, chosen, prompt_set.prompts, max_new_tokens)
+    rows: list[dict[str, Any]] = []
+    total = len(prompt_set.prompts)
+    for number, prompt in enumerate(prompt_set.prompts, 1):
+        row: dict[str, Any] = {"variant": chosen.file_name, "prompt_set": prompt_set.name, "prompt_id": prompt.id,
+                               "prompt": prompt.prompt}
+        try:
+            generation = answer(_messages(prompt))
+        except InferenceError as exc:
+            checks = [{"name": "generation", "passed": False, "detail": str(exc)}]
+            row |= {"answer": "", "checks": checks, "passed": False, "latency_s": None, "new_tokens": 0,
+                    "prompt_tokens": None, "error": str(exc)}
+        else:
+            checks = [result.as_dict() for result in check_answer(list(prompt.checks), generation.text, prompt.prompt)]
+            row |= {"answer": generation.text, "checks": checks, "passed": all(c["passed"] for c in checks),
+                    "latency_s": round(generation.seconds, 3), "new_tokens": len(generation.token_ids),
+                    "prompt_tokens": generation.prompt_tokens}
+        row |= {"max_new_tokens": max_new_tokens, "model": model_label, "created_at": now_iso()}
+        rows.append(row)
+        passed = sum(1 for c in row["checks"] if c["passed"])
+        latency = "no answer" if row["latency_s"] is None else f"{row['latency_s']:.2f} s, {row['new_tokens']} tokens"
+        report(f"[{number}/{total}] {prompt.id}: {passed}/{len(row['checks'])} checks passed, {latency}",
+               number / total)
+    folder = run_path / EVAL_DIR
+    folder.mkdir(exist_ok=True)
+    write_jsonl_atomic(folder / f"{chosen.file_name}.jsonl", rows)
+    return rows
+
+
+def summary_line(rows: list[dict[str, Any]]) -> str:
+    """"adapter: 7/10 prompts passed all checks"."""
+    variant = rows[0]["variant"] if rows else "?"
+    return f"{variant}: {sum(1 for row in rows if row.get('passed') is True)}/{len(rows)} prompts passed all checks"
+
+
+def _variant_order(name: str) -> tuple[int, str]:
+    return (0 if name == "adapter" else 2 if name == "base" else 1), name
+
+
+def load_eval_results(run_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The run's eval results: variant file name -> rows. Unreadable lines and files are skipped."""
+    folder = run_path / EVAL_DIR
+    if not folder.is_dir():
+        return {}
+    results: dict[str, list[dict[str, Any]]] = {}
+    for path in folder.glob("*.jsonl"):
+        if not VARIANT_FILE_PATTERN.fullmatch(path.stem):
+            continue
+        try:
+            rows, _ = read_jsonl(path)
+        except OSError:
+            continue
+        rows = [row for row in rows if isinstance(row.get("prompt_id"), str)]
+        if rows:
+            results[path.stem] = rows
+    return dict(sorted(results.items(), key=lambda item: _variant_order(item[0])))

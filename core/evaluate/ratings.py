@@ -1,0 +1,108 @@
+"""A person's ratings of answers, kept in `<run>/ratings.json`.
+
+variant -> prompt id -> `{"rating": 1-5 or null, "note", "answer_sha256"}`, the last being the
+SHA-256 of the answer text that was rated. A rating applies only to that answer: once a new
+evaluation gives a different answer, the rating is no longer shown (rating_applies), though it
+stays in the file until the person rates the new answer. Entries written before answer_sha256
+was recorded cannot be matched; they apply to whatever answer is there, as they did before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.evaluate.answers import VARIANT_FILE_PATTERN
+from core.evaluate.prompt_sets import NAME_PATTERN
+from core.store.files import (
+    FileProblem,
+    read_json_object,
+    write_json_atomic,
+)
+from core.store.runs import (
+    RATINGS_FILE,
+)
+
+MAX_NOTE_CHARS = 2000
+
+
+ANSWER_HASH_FIELD = "answer_sha256"  # in ratings.json: which answer a rating rates
+
+
+class RatingError(ValueError):
+    """A rating or note that cannot be saved."""
+
+
+def answer_sha256(answer: str) -> str:
+    """What ties a rating to the answer it rates: the SHA-256 (hex) of the answer's UTF-8 text."""
+    return hashlib.sha256(answer.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def rating_applies(entry: Mapping[str, Any], answer: str) -> bool:
+    """True when the rating `entry` (from load_ratings) was given to `answer`, or predates answer_sha256."""
+    rated = entry.get(ANSWER_HASH_FIELD)
+    return rated is None or rated == answer_sha256(answer)
+
+
+def is_rating(value: object) -> bool:
+    """True for a rating: a whole number from 1 to 5."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
+
+
+def _valid_rating(entry: object) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    rating, note, rated = entry.get("rating"), entry.get("note", ""), entry.get(ANSWER_HASH_FIELD)
+    return (rating is None or is_rating(rating)) and isinstance(note, str) and (rated is None or isinstance(rated, str))
+
+
+def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """variant -> prompt id -> {"rating": 1-5 or None, "note": str, "answer_sha256": str (absent in old
+    entries)}; a bad file or entry reads as none. rating_applies says whether one rates a given answer."""
+    try:
+        data = read_json_object(run_path / RATINGS_FILE)
+    except FileProblem:
+        return {}
+    ratings: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant, prompts in data.items():
+        if not isinstance(prompts, dict):
+            continue
+        kept = {}
+        for prompt_id, entry in prompts.items():
+            if _valid_rating(entry):
+                kept[prompt_id] = {"rating": entry.get("rating"), "note": entry.get("note", "")}
+                if entry.get(ANSWER_HASH_FIELD) is not None:
+                    kept[prompt_id][ANSWER_HASH_FIELD] = entry[ANSWER_HASH_FIELD]
+        if kept:
+            ratings[variant] = kept
+    return ratings
+
+
+def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str, *, answer: str) -> None:
+    """Store a person's rating (1-5, or None) and note for `answer`, the text they rated; no rating
+    and no note removes it."""
+    if not isinstance(answer, str):
+        raise RatingError("the rated answer must be text")
+    if not isinstance(variant, str) or not VARIANT_FILE_PATTERN.fullmatch(variant):
+        raise RatingError(f"unknown variant {variant!r}: adapter, base or gguf-<file>")
+    if not isinstance(prompt_id, str) or not NAME_PATTERN.fullmatch(prompt_id):
+        raise RatingError(f"invalid prompt id {prompt_id!r}")
+    if rating is not None and not is_rating(rating):
+        raise RatingError(f"a rating is a whole number from 1 to 5, or none (got {rating!r})")
+    if not isinstance(note, str):
+        raise RatingError("a note must be text")
+    if len(note) > MAX_NOTE_CHARS:
+        raise RatingError(f"the note is {len(note)} characters long (at most {MAX_NOTE_CHARS})")
+    if not run_path.is_dir():
+        raise RatingError(f"no run folder at {run_path}")
+    with open(run_path / f".{RATINGS_FILE}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ratings = load_ratings(run_path)
+        prompts = ratings.setdefault(variant, {})
+        if rating is None and not note.strip():
+            prompts.pop(prompt_id, None)
+        else:
+            prompts[prompt_id] = {"rating": rating, "note": note, ANSWER_HASH_FIELD: answer_sha256(answer)}
+        write_json_atomic(run_path / RATINGS_FILE, {v: p for v, p in ratings.items() if p})

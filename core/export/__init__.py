@@ -1,0 +1,1 @@
+"""Export: merge the adapter, convert and quantize to GGUF, verify the files, push to the Hub."""

@@ -1,0 +1,1 @@
+"""Jobs: training, evaluation and export as processes of their own, with one lifecycle."""

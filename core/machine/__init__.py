@@ -1,0 +1,1 @@
+"""This machine: GPUs, memory, disk, installed packages and what they make possible."""

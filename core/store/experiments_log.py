@@ -1,0 +1,276 @@
+"""The lab's `experiments_log.csv`: imported as metrics-only runs, exported from run folders.
+
+The CSV is an exchange format derived from run folders, never the source of truth. Its
+columns are the lab's schema, LOG_COLUMNS. Reading is row by row: a malformed row is
+reported with its line number and skipped, the other rows still import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from core.store.runs import (
+    Run,
+    RunExistsError,
+    RunNameError,
+    create_run,
+    initial_status,
+    validate_run_name,
+)
+
+LOG_COLUMNS = (
+    "run_name",
+    "model_name",
+    "dataset_split",
+    "lora_r",
+    "max_steps",
+    "train_loss",
+    "train_runtime_sec",
+    "peak_gpu_GB",
+    "lora_gpu_GB",
+)
+# Facts the lab's schema has no column for. Export writes them after the schema's columns
+# (readers that go by column name are unaffected); import reads them when present.
+EXTRA_COLUMNS = ("lora_alpha", "dataset", "device", "note")
+_WHOLE_NUMBER_COLUMNS = ("lora_r", "max_steps", "lora_alpha")
+_DECIMAL_COLUMNS = ("train_loss", "train_runtime_sec", "peak_gpu_GB", "lora_gpu_GB")
+_MISSING_NUMBER_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
+_WHOLE_NUMBER = re.compile(r"\d+(\.0*)?", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+class LogFormatError(ValueError):
+    """The file as a whole is not an experiments_log.csv (no header, missing columns)."""
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One parsed data row: its line number in the file and its typed values.
+
+    `values` holds every LOG_COLUMNS key and those EXTRA_COLUMNS the file has.
+    """
+
+    line: int
+    values: dict[str, Any]
+
+
+@dataclass
+class ImportReport:
+    """What an import did: runs created, runs that already existed, rows skipped and why."""
+
+    imported: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for a person."""
+        parts = [f"imported {len(self.imported)} run(s)"]
+        if self.existing:
+            parts.append(f"{len(self.existing)} already present (left unchanged)")
+        if self.problems:
+            parts.append(f"{len(self.problems)} row(s) skipped")
+        return ", ".join(parts)
+
+
+def _parse_cell(column: str, raw: str) -> Any:
+    text = raw.strip()
+    if column not in _WHOLE_NUMBER_COLUMNS + _DECIMAL_COLUMNS:
+        return text or None
+    if text.lower() in _MISSING_NUMBER_MARKERS:
+        return None
+    if column in _WHOLE_NUMBER_COLUMNS:
+        whole = int(text.split(".")[0]) if _WHOLE_NUMBER.fullmatch(text) else 0
+        if whole <= 0:
+            raise ValueError(f"{column} {raw!r} is not a positive whole number")
+        return whole
+    number = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{column} {raw!r} is not a finite, non-negative number")
+    return abs(number)  # turns -0.0 into 0.0
+
+
+def _header(cells: list[str], line: int) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    missing = [column for column in LOG_COLUMNS if column not in header]
+    if missing:
+        raise LogFormatError(
+            f"Not an experiments_log.csv: line {line} lacks the column(s) {', '.join(missing)}. "
+            f"Expected: {','.join(LOG_COLUMNS)}"
+        )
+    repeated = sorted({c for c in header if header.count(c) > 1 and c in LOG_COLUMNS + EXTRA_COLUMNS})
+    if repeated:
+        raise LogFormatError(f"Line {line} names the column(s) {', '.join(repeated)} more than once.")
+    return header
+
+
+def parse_log(text: str) -> tuple[list[LogRow], list[str]]:
+    """Parse the CSV text; return the good rows and one message per skipped row.
+
+    Each physical line is one row (the schema has no multi-line values), so an unbalanced
+    quote costs only its own line. Raises LogFormatError when the header is missing,
+    lacks a schema column or repeats one.
+    """
+    header: list[str] | None = None
+    rows: list[LogRow] = []
+    problems: list[str] = []
+    first_line_of: dict[str, int] = {}
+    for line, physical in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        if not physical.strip():
+            continue
+        try:
+            cells = next(csv.reader([physical], strict=True))
+        except csv.Error as exc:
+            if header is None:
+                raise LogFormatError(f"Line {line} is not a CSV header ({exc}).") from None
+            problems.append(f"line {line}: not valid CSV ({exc})")
+            continue
+        if header is None:
+            header = _header(cells, line)
+            continue
+        if len(cells) != len(header):
+            problems.append(f"line {line}: {len(cells)} fields where the header has {len(header)}")
+            continue
+        cell_of = dict(zip(header, cells))
+        try:
+            values = {column: _parse_cell(column, cell_of[column]) for column in LOG_COLUMNS}
+            values.update({c: _parse_cell(c, cell_of[c]) for c in EXTRA_COLUMNS if c in cell_of})
+            validate_run_name(values["run_name"])
+        except (ValueError, RunNameError) as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        name = values["run_name"]
+        if name in first_line_of:
+            problems.append(f"line {line}: run {name!r} repeats line {first_line_of[name]}")
+            continue
+        first_line_of[name] = line
+        rows.append(LogRow(line=line, values=values))
+    if header is None:
+        raise LogFormatError("The file is empty: an experiments_log.csv needs a header row.")
+    return rows, problems
+
+
+def run_documents(
+    row: LogRow, source: str, details: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The config, status and metrics documents of the metrics-only run for `row`.
+
+    `details` supplies EXTRA_COLUMNS facts the row leaves empty.
+    """
+    values = row.values
+    extra = {column: values.get(column) or (details or {}).get(column) for column in EXTRA_COLUMNS}
+    config = {
+        "base_model": values["model_name"],
+        "dataset": extra["dataset"],
+        "split": values["dataset_split"],
+        "lora_r": values["lora_r"],
+        "lora_alpha": extra["lora_alpha"],
+        "max_steps": values["max_steps"],
+        "imported_from": {"file": source, "line": row.line},
+    }
+    if extra["note"]:
+        config["note"] = extra["note"]
+    status = initial_status("completed", max_steps=values["max_steps"])
+    status["step"] = values["max_steps"]
+    metrics = {
+        "train_loss": values["train_loss"],
+        "train_runtime_s": values["train_runtime_sec"],
+        "peak_memory_gb": values["peak_gpu_GB"],
+        "lora_memory_gb": values["lora_gpu_GB"],
+        "memory_measure": "cuda_reserved",
+        "device": extra["device"],
+    }
+    return config, status, metrics
+
+
+def import_log(
+    root: Path,
+    text: str,
+    *,
+    source: str,
+    details: dict[str, dict[str, Any]] | None = None,
+) -> ImportReport:
+    """Import every good row of `text` into `root` as a metrics-only run.
+
+    `details` maps run names to EXTRA_COLUMNS facts. Existing runs are left unchanged; a
+    row whose run cannot be written is reported like a malformed one. Raises
+    LogFormatError if the file as a whole is unusable; creates nothing then.
+    """
+    rows, problems = parse_log(text)
+    report = ImportReport(problems=problems)
+    for row in rows:
+        name = row.values["run_name"]
+        config, status, metrics = run_documents(row, source, (details or {}).get(name))
+        try:
+            create_run(root, name, config, status=status, metrics=metrics)
+        except RunExistsError:
+            report.existing.append(name)
+        except OSError as exc:
+            report.problems.append(f"line {row.line}: run {name!r} could not be written ({exc})")
+        else:
+            report.imported.append(name)
+    return report
+
+
+def log_row(run: Run) -> dict[str, Any] | None:
+    """The experiments_log row (schema and extra columns) of a completed run, else None."""
+    if run.broken or run.state != "completed":
+        return None
+    config, metrics = run.config, run.metrics
+    on_gpu = metrics.get("memory_measure") == "cuda_reserved"
+    return {
+        "run_name": run.name,
+        "model_name": config.get("base_model"),
+        "dataset_split": config.get("split"),
+        "lora_r": config.get("lora_r"),
+        "max_steps": config.get("max_steps"),
+        "train_loss": metrics.get("train_loss"),
+        "train_runtime_sec": metrics.get("train_runtime_s"),
+        "peak_gpu_GB": metrics.get("peak_memory_gb") if on_gpu else None,
+        "lora_gpu_GB": metrics.get("lora_memory_gb") if on_gpu else None,
+        "lora_alpha": config.get("lora_alpha"),
+        "dataset": config.get("dataset"),
+        "device": metrics.get("device"),
+        "note": config.get("note"),
+    }
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class LogExport:
+    """An exported experiments_log.csv and which runs it holds or leaves out."""
+
+    text: str
+    exported: list[str]
+    left_out: list[str]
+
+
+def export_log(runs: Iterable[Run]) -> LogExport:
+    """The CSV of all completed runs in run-name order (the same runs give the same file, whenever
+    and wherever they were made or imported); broken and unfinished runs are left out."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = LOG_COLUMNS + EXTRA_COLUMNS
+    writer.writerow(columns)
+    exported: list[str] = []
+    left_out: list[str] = []
+    for run in sorted(runs, key=lambda run: run.name):
+        row = log_row(run)
+        if row is None:
+            left_out.append(run.name)
+            continue
+        writer.writerow([_format_cell(row[column]) for column in columns])
+        exported.append(run.name)
+    return LogExport(buffer.getvalue(), exported, left_out)

@@ -1,0 +1,198 @@
+"""How a config runs on this machine: backend, device, optimizer, precision, trainer settings.
+
+Plain functions over plain facts, so the command line, the Train page and the tests can all
+ask "can this run here, and how?" without importing torch; only `detect_device` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import describe
+from core.machine.installed import package_version
+from core.machine.system import Gpu
+from core.train.backends import named_template
+from core.train.config import RunConfig
+from core.train.tiny import TINY_MODEL_ID
+
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+GPU_HINT = "pip install -r requirements-train.txt on a machine with a CUDA GPU (e.g. Colab with a T4)"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the training process can use."""
+
+    cuda: bool
+    bf16: bool = False
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+    unsloth_installed: bool = False
+    unsloth_error: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The resolved way a config trains here."""
+
+    backend: str
+    device: str
+    optimizer: str
+    precision: str
+    gradient_checkpointing: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "optimizer": self.optimizer,
+            "precision": self.precision,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "warnings": list(self.warnings),
+        }
+
+
+class PlanError(RuntimeError):
+    """The config cannot train on this machine; the message says why and what to do."""
+
+
+def _unsloth_import_error() -> str | None:
+    """None if unsloth imports, else why not. Importing it first is what a job must do anyway:
+    it patches transformers and trl."""
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
+        return describe(exc)
+    return None
+
+
+def detect_device() -> DeviceFacts:
+    """Ask torch about CUDA, and on a GPU whether unsloth imports (imports both)."""
+    try:
+        import torch
+    except ImportError:
+        raise PlanError(
+            "training needs torch and the training stack, which this installation lacks: "
+            f"{GPU_HINT}, or pip install -r requirements-dev.txt for CPU training of the tiny model"
+        ) from None
+    unsloth = package_version("unsloth") is not None
+    if not torch.cuda.is_available():
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    properties = torch.cuda.get_device_properties(0)
+    return DeviceFacts(
+        cuda=True,
+        bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
+        gpu_name=properties.name,
+        gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
+        unsloth_installed=unsloth,
+        unsloth_error=_unsloth_import_error() if unsloth else None,
+    )
+
+
+def device_facts_from(gpus: list[Gpu]) -> DeviceFacts:
+    """What a training job here would find, from nvidia-smi and the installed packages, without
+    importing torch (pages use it to show what will run; the job itself asks torch)."""
+    unsloth = package_version("unsloth") is not None
+    if not gpus or package_version("torch") is None:
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    gpu = gpus[0]
+    return DeviceFacts(cuda=True, bf16=(gpu.compute_capability or 0) >= 8.0, gpu_name=gpu.name,
+                       gpu_memory_gb=gpu.memory_gb, unsloth_installed=unsloth)
+
+
+def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
+    """The plan for `config` on a machine with `facts`; PlanError when it cannot run there."""
+    if config.backend == "unsloth" and not facts.cuda:
+        raise PlanError(f"the unsloth backend needs a CUDA GPU and there is none here; use backend=hf, or {GPU_HINT}")
+    if config.backend == "unsloth" and not facts.unsloth_installed:
+        raise PlanError(f"the unsloth backend needs the unsloth package: {GPU_HINT}")
+    if config.backend == "unsloth" and facts.unsloth_error:
+        raise PlanError(f"unsloth is installed but does not import ({facts.unsloth_error}); use backend=hf")
+    unsloth_usable = facts.cuda and facts.unsloth_installed and not facts.unsloth_error
+    backend = "unsloth" if config.backend == "unsloth" or (config.backend == "auto" and unsloth_usable) else "hf"
+    if backend == "hf" and named_template(config.chat_template):
+        raise PlanError(
+            f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
+            "'model' or a .jinja file"
+        )
+    device = "cuda" if facts.cuda else "cpu"
+    if device == "cpu":
+        if config.load_in_4bit:
+            raise PlanError(
+                f"load_in_4bit needs a CUDA GPU and there is none here: set load_in_4bit=false to train on CPU, or {GPU_HINT}"
+            )
+        if "bnb-4bit" in config.base_model.lower():
+            raise PlanError(
+                f"{config.base_model} is stored in 4-bit and loads only on a CUDA GPU: train it where there is one "
+                f"({GPU_HINT}), or pick a 16-bit model with load_in_4bit=false"
+            )
+        if config.optimizer in EIGHT_BIT_OPTIMIZERS:
+            raise PlanError(f"the optimizer {config.optimizer} needs a CUDA GPU; use adamw_torch or auto on CPU")
+    optimizer = config.optimizer if config.optimizer != "auto" else ("adamw_8bit" if device == "cuda" else "adamw_torch")
+    precision = "fp32" if device == "cpu" else ("bf16" if facts.bf16 else "fp16")
+    warnings = []
+    if config.backend == "auto" and facts.cuda and facts.unsloth_installed and facts.unsloth_error:
+        warnings.append(f"unsloth does not import ({facts.unsloth_error}): training with hf instead")
+    is_small = config.base_model == TINY_MODEL_ID or Path(config.base_model).expanduser().is_dir()
+    if device == "cpu" and not is_small:
+        warnings.append("no CUDA GPU here: a full-size model trains very slowly on CPU")
+    return TrainingPlan(
+        backend=backend,
+        device=device,
+        optimizer=optimizer,
+        precision=precision,
+        gradient_checkpointing=device == "cuda",
+        warnings=tuple(warnings),
+    )
+
+
+def sft_arguments(config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool) -> dict[str, Any]:
+    """Keyword arguments of trl's SFTConfig for this config and plan.
+
+    The dataset arrives tokenized (input ids and, for responses-only loss, labels), so trl
+    only packs. Gradient checkpointing stays on with Unsloth: its trainer passes the flag to
+    the model's for_training, and off would undo get_peft_model's "unsloth" checkpointing.
+    """
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_steps,
+        "max_steps": config.max_steps,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "lr_scheduler_type": config.lr_scheduler,
+        "optim": plan.optimizer,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "max_length": config.max_seq_length,
+        "packing": config.packing,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "bf16": plan.precision == "bf16",
+        "fp16": plan.precision == "fp16",
+        "use_cpu": plan.device == "cpu",
+        "gradient_checkpointing": plan.gradient_checkpointing,
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",
+        "disable_tqdm": not progress_bar,
+        "dataset_num_proc": None,
+    }
+
+
+def build_sft_config(arguments: dict[str, Any]) -> Any:
+    """trl's SFTConfig from `sft_arguments`, under the names the installed transformers uses."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    arguments = dict(arguments)
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+        arguments["activation_checkpointing"] = arguments.pop("gradient_checkpointing")  # renamed in transformers 5.2x
+    return SFTConfig(**arguments)

@@ -1,0 +1,80 @@
+"""The trainer callback that writes a run's progress into its folder and honours stop requests.
+
+Imported only by the training job (it imports transformers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from core.store.files import append_jsonl
+from core.store.runs import EVENTS_FILE, update_status
+from core.train.memory import MemoryMeter
+
+log = logging.getLogger(__name__)
+STATUS_INTERVAL_S = 1.0  # status.json is rewritten at most this often (it may sit on a slow synced drive)
+
+
+class RunRecorder(TrainerCallback):
+    """Appends one event per logging step, keeps status.json current, stops on request.
+
+    `stop` is the job's StopRequest: once it is requested, the current step ends with a
+    checkpoint and training stops.
+    """
+
+    def __init__(self, run_path: Path, meter: MemoryMeter, stop: Any, runtime_before_s: float):
+        self.run_path = run_path
+        self.meter = meter
+        self.stop = stop
+        self.runtime_before_s = runtime_before_s
+        self.segment_start = time.monotonic()
+        self.status_written = float("-inf")
+
+    def elapsed_s(self) -> float:
+        """Training time of the whole run so far, earlier segments included."""
+        return self.runtime_before_s + time.monotonic() - self.segment_start
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.segment_start = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        last_step = state.global_step >= state.max_steps
+        if self.stop.requested or last_step or time.monotonic() - self.status_written >= STATUS_INTERVAL_S:
+            update_status(self.run_path, step=state.global_step, training_s=round(self.elapsed_s(), 3))
+            self.status_written = time.monotonic()
+        if self.stop.requested or last_step:
+            control.should_log = True  # the loss of a last, partial logging interval is not lost
+        if self.stop.requested and not last_step:
+            log.info("stop requested (%s): saving a checkpoint at step %d", self.stop.signal_name, state.global_step)
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not logs or "loss" not in logs:
+            return
+        memory = self.meter.current_gb()
+        event = {
+            "step": state.global_step,
+            "loss": logs["loss"],
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "epoch": logs.get("epoch", state.epoch),
+            "elapsed_s": round(self.elapsed_s(), 3),
+            "tokens_seen": state.num_input_tokens_seen,
+            "memory_gb": round(memory, 4),
+        }
+        append_jsonl(self.run_path / EVENTS_FILE, event)
+        log.info(
+            "step %d/%d loss %.4f lr %.3g tokens %d memory %.2f GB",
+            state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate") or 0.0,
+            state.num_input_tokens_seen, memory,
+        )
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        log.info("checkpoint saved at step %d", state.global_step)
