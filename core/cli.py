@@ -50,6 +50,7 @@ from core.train.config import (
     apply_overrides,
     parse_config,
     resolve_local_file,
+    set_help,
     with_resolved_paths,
 )
 from core.train.plan import PlanError
@@ -401,16 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="create a run and train it, train a queued run, or resume one",
-        description="Train a LoRA run. With --preset or --config a new run folder is created and trained; "
-        "without, an existing queued run is trained; --resume continues a stopped or failed run from its "
+        description="Train a LoRA run. With --preset or --config a new run folder is created and trained;\n"
+        "without, an existing queued run is trained; --resume continues a stopped or failed run from its\n"
         "last checkpoint. Exit status 0 when the run completes or stops, 1 when it fails.",
+        epilog=set_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("name", help="run name: 1-64 letters, digits, '.', '_' or '-'")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", help="start from a preset (see: python -m core presets)")
     source.add_argument("--config", help="a JSON file of config fields (missing fields take the defaults)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config field")
-    train.add_argument("--dry-run", action="store_true", help="validate and print the config, plan and command")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config field (repeatable; the fields are listed below)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="validate and print the config, plan and command")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.set_defaults(handler=_train)
 

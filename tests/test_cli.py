@@ -100,3 +100,11 @@ def test_import_of_a_missing_or_foreign_file_fails_cleanly(runs_root, tmp_path):
 def test_usage_errors_exit_2(runs_root):
     assert core(runs_root=runs_root).returncode == 2
     assert core("runs", "frobnicate", runs_root=runs_root).returncode == 2
+
+
+def test_train_help_lists_the_config_fields_with_their_bounds(runs_root):
+    done = core("train", "--help", runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    assert "config fields for --set KEY=VALUE" in done.stdout
+    assert "  lora_r: a whole number from 1 to 1024; default 16" in done.stdout
+    assert "  optimizer: one of auto, adamw_torch" in done.stdout

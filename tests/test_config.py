@@ -3,12 +3,19 @@
 import pytest
 
 from core.train.config import (
+    BACKENDS,
+    FORM_GROUPS,
+    OPTIMIZERS,
     PROJECTION_MODULES,
+    SCHEDULERS,
     ConfigError,
     RunConfig,
     apply_overrides,
     default_config,
+    field_problem,
+    field_specs,
     parse_config,
+    set_help,
 )
 from core.train.presets import PRESETS, PresetError, get_preset, overrides_from
 
@@ -110,7 +117,9 @@ def test_a_bad_set_assignment_is_refused(assignment, key, message):
 def test_every_preset_is_a_valid_config_and_reproduces_the_lab():
     for preset in PRESETS.values():
         parse_config(preset.config())
-    assert {"cpu_smoke", "pipeline_test", "smoke", "t1_baseline", "t2_model_centric", "t3_data_centric", "t4_3b"} <= set(PRESETS)
+    lab = {"cpu_smoke", "pipeline_test", "smoke", "t1_baseline", "t2_model_centric", "t3_data_centric",
+           "t4_3b"}
+    assert lab <= set(PRESETS)
     t3, t4 = get_preset("t3_data_centric").config(), get_preset("t4_3b").config()
     assert (t3["lora_r"], t3["lora_alpha"], t3["split"], t3["max_steps"]) == (64, 64, "train[:30000]", 600)
     assert "3B" in t4["base_model"] and t4["max_steps"] == 400
@@ -126,3 +135,72 @@ def test_overrides_from_turns_a_base_into_the_config():
     assignments = overrides_from(changed, base)
     assert assignments == ["lora_r=32", "target_modules=q_proj,v_proj", "packing=false"]
     assert apply_overrides(base, assignments) == changed
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("split", "train\n", "must be one line without control characters (found '\\n' at character 6)"),
+        ("base_model", "owner/model\tx", "must be one line without control characters (found '\\t'"),
+        ("chat_template", "model\x1b[31m", "found '\\x1b' at character 6"),
+        ("dataset", "owner/data\u2028set", "found '\\u2028'"),
+        ("note", "red\x1b[0m", "must not hold control characters other than line breaks and tabs (found"),
+        ("note", "a\r\nb", "found '\\r'"),
+    ],
+)
+def test_text_with_control_characters_is_refused_even_in_a_stored_config(field, value, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({field: value}, check_files=False)
+    assert set(caught.value.problems) == {field}
+    assert message in caught.value.problems[field]
+
+
+def test_a_note_may_hold_line_breaks_and_tabs():
+    assert parse_config({"note": "first line\n\tsecond line\n"}).note == "first line\n\tsecond line\n"
+
+
+def test_field_specs_declare_every_field_once_in_form_order():
+    specs = field_specs()
+    assert list(specs) == list(default_config())  # the dataclass is declared in form order
+    assert {spec.group for spec in specs.values()} == set(FORM_GROUPS)
+    groups = [spec.group for spec in specs.values()]
+    assert groups == sorted(groups, key=FORM_GROUPS.index)
+    assert [specs[name].label for name in ("lora_r", "lr_scheduler", "load_in_4bit", "use_rslora")] == [
+        "LoRA rank (r)", "Learning-rate schedule", "Load the base model in 4-bit", "rsLoRA scaling"]
+    defaults = RunConfig()
+    for name, spec in specs.items():
+        assert spec.help and spec.label and spec.default == getattr(defaults, name)
+    assert (specs["lora_r"].kind, specs["lora_r"].low, specs["lora_r"].high) == ("whole", 1, 1024)
+    assert (specs["lora_dropout"].high_open, specs["learning_rate"].low_open) == (True, True)
+    assert specs["lr_scheduler"].choices == SCHEDULERS and specs["optimizer"].choices == OPTIMIZERS
+    assert specs["backend"].choices == BACKENDS and specs["target_modules"].kind == "modules"
+    assert [name for name, spec in specs.items() if spec.optional] == ["save_total_limit"]
+    checking_files = {name for name, spec in specs.items() if spec.checks_files}
+    assert checking_files == {"base_model", "dataset", "chat_template"}
+    assert specs["note"].kind == "long_text" and specs["warmup_steps"].high is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lora_r", 0), ("lora_dropout", 1.0), ("learning_rate", 0), ("save_total_limit", 0), ("packing", "yes"),
+     ("split", "train[:ten]"), ("dataset", "missing/file.jsonl"), ("note", "x" * 2001),
+     ("optimizer", "adam")],
+)
+def test_field_problem_is_what_parse_config_reports(field, value):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({field: value})
+    assert field_problem(field, value) == caught.value.problems[field]
+    assert field_problem(field, default_config()[field]) is None
+    assert field_problem("save_total_limit", None) is None
+    assert field_problem("lora_rank", 8) == "is not a config field (did you mean lora_r?)"
+
+
+def test_set_help_lists_every_field_with_its_bounds_choices_and_default():
+    text = set_help()
+    for name in default_config():
+        assert f"  {name}: " in text
+    assert "lora_r: a whole number from 1 to 1024; default 16" in text
+    assert "lora_dropout: a number from 0 below 1; default 0.0" in text
+    assert "save_total_limit: a whole number from 1 to 1000, or none (keep all); default 2" in text
+    assert "lr_scheduler: one of " + ", ".join(SCHEDULERS) in text
+    assert all(f"\n{group}:\n" in text for group in FORM_GROUPS)
