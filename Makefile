@@ -17,7 +17,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-.PHONY: run test bench app-deps dev-deps chromium clean
+.PHONY: run test lint fmt bench app-deps dev-deps chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,17 @@ dev-deps: $(VENV)/.dev-deps
 run: $(VENV)/.app-deps
 	$(BIN)/streamlit run Home.py
 
-test: $(VENV)/.dev-deps chromium
+test: lint chromium
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint and formatting (pyproject.toml): checked before the tests; `make fmt` fixes what it can.
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(VENV)/.dev-deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The browser tests drive the system's Chromium (Playwright's own browser download does not work
 # here): Debian's package, installed where it is missing (as root, else with sudo).

@@ -2,7 +2,7 @@
 
 Run: make bench (or .venv/bin/python bench/compare.py [--runs N] [--steps N] [--rounds N]).
 Writes run folders as training and eval write them (config, status, metrics, events.jsonl,
-eval/adapter.jsonl) into a temporary runs root, renders pages/compare.py with Streamlit's
+eval/adapter.jsonl) into a temporary runs root, renders pages/3_Compare.py with Streamlit's
 AppTest and prints medians and the ratio many / few, both measured in this run, alternating
 between the two sizes. A first render starts with empty caches (every file is read); a warm
 rerun follows a move of the smoothing slider (every drawn curve is smoothed and downsampled
@@ -33,7 +33,7 @@ from core.store.runs import EVENTS_FILE, create_run, initial_status
 from core.store.seed import SEED_MARKER
 from core.train.config import default_config
 
-PAGE = PROJECT_DIR / "pages" / "compare.py"
+PAGE = "pages/3_Compare.py"
 PROMPT_IDS = tuple(prompt.id for prompt in load_prompt_set(LAB_SET_FILE).prompts)  # the lab's 10
 NOTICEABLE_S = 0.5  # a rerun below half a second reads as immediate on a page of charts
 
@@ -76,7 +76,8 @@ def measure(root: Path, reruns: int) -> tuple[float, list[float], int]:
     """Seconds of a first render (empty caches) and of `reruns` warm reruns; runs picked."""
     os.environ[RUNS_DIR_ENV] = str(root)
     st.cache_data.clear()
-    app = AppTest.from_file(str(PAGE), default_timeout=600)
+    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=600)
+    app.switch_page(PAGE)  # as a server runs it: Home.py is the entry point
     started = time.perf_counter()
     app.run()
     cold = time.perf_counter() - started

@@ -5,7 +5,7 @@ Run: make bench (or .venv/bin/python bench/startup.py [--rounds N]). Each round 
 server of each app, one after the other (which goes first alternates), with tests/browser.py's
 streamlit_server, and opens it in a new page of a headless Chromium that is already running,
 as a user's browser is. The time runs from the server's launch until the text "Runs folder:"
-(written by pages/home.py) is visible; for the baseline, a temporary script holding only
+(written by Home.py) is visible; for the baseline, a temporary script holding only
 st.title("hello"), until "hello" is; and, to tell our own cost from that of any page with a
 table (pandas, pyarrow and the grid), a bare app with a 5-row st.dataframe, until the caption
 written after it is. Every start gets private, empty PEFT_RUNS_DIR and

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core import describe
+from core.evaluate.answers import variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
 from core.store.runs import (
@@ -179,9 +181,13 @@ def default_runs(runs: Iterable[Run]) -> list[str]:
 
 
 def default_baseline(runs: Sequence[Run]) -> str | None:
-    """The default baseline among the picked runs: one named like a baseline, else the oldest."""
+    """The default baseline among the picked runs: of the runs on the base model most of them
+    share (deltas against another model say little), one named like a baseline, else the oldest."""
     if not runs:
         return None
+    models = Counter(str(run.config.get("base_model")) for run in runs)
+    common = max(models, key=lambda model: (models[model], model == str(runs[0].config.get("base_model"))))
+    runs = [run for run in runs if str(run.config.get("base_model")) == common]
     named = [run for run in runs if "baseline" in run.name.lower()]
     if named:
         return named[0].name
@@ -372,7 +378,8 @@ class Column:
 
     @property
     def label(self) -> str:
-        return f"{self.run} · {self.variant}"
+        """`run · variant`, the variant named as the command line names it."""
+        return f"{self.run} · {variant_label(self.variant)}"
 
 
 @dataclass(frozen=True)

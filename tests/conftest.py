@@ -135,19 +135,33 @@ def charts(app) -> dict[str, dict]:
 HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "llama_cpp", "huggingface_hub", "datasets", "accelerate")
 
 
-def heavy_modules_after_rendering(page: str, session_state: dict | None = None) -> list[str]:
+def app_at(page: str = "Home.py", query_params: dict | None = None, timeout: float = 60):
+    """An AppTest of the app as a server runs it: Home.py is the entry point and `page` (a path under
+    the project such as pages/2_Run.py) the page shown, with the URL's `query_params`. Not yet run."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=timeout)
+    if page != "Home.py":
+        app.switch_page(page)
+    for key, value in (query_params or {}).items():
+        app.query_params[key] = value
+    return app
+
+
+def heavy_modules_after_rendering(page: str, query_params: dict | None = None) -> list[str]:
     """The heavy libraries loaded by rendering `page` (a path under the project) in a fresh process:
     pages must render on an app-only install, so they may import none of them."""
     script = (
         "import sys\n"
-        "from streamlit.testing.v1 import AppTest\n"
-        f"app = AppTest.from_file({str(PROJECT_DIR / page)!r}, default_timeout=60)\n"
-        f"for key, value in {session_state or {}!r}.items(): app.session_state[key] = value\n"
+        "from conftest import app_at\n"
+        f"app = app_at({page!r}, {query_params or {}!r})\n"
         "app.run()\n"
         "assert not app.exception, app.exception\n"
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    environment = {**os.environ, "PYTHONPATH": f"{PROJECT_DIR}{os.pathsep}{PROJECT_DIR / 'tests'}"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
+                          env=environment)
     assert done.returncode == 0, done.stderr[-2000:]
     return [name for name in done.stdout.strip().split(",") if name]
 

@@ -1,11 +1,14 @@
 """End to end in a real browser: the dashboard as `streamlit run Home.py` serves it, driven by
 Playwright in the system's Chromium, the way a person uses it.
 
+- Every page opens by its own URL on a fresh server with the sidebar and wide layout that
+  clicking to it from the root gives (Streamlit's pages/ discovery, no st.navigation).
 - Home lists the lab's recorded runs.
-- Train: a bad run name shows its error and creates nothing; two CPU smoke runs of the tiny
-  Llama start from the form, train as real jobs and complete with a loss chart; each is
-  evaluated from its run view.
-- Compare shows both runs' loss curves and the prompt x run answer matrix.
+- Train: out-of-range numbers typed into the form are the app's own errors and start nothing; a bad run name shows its error and creates nothing; two CPU smoke runs of the tiny
+  Llama start from the form, train as real jobs and complete with a loss chart on their Run
+  page; each is evaluated there.
+- A run's link (`Run?run=NAME`) opens that run; Compare's link (`Compare?runs=a,b&baseline=b`)
+  restores its picks; Compare shows both runs' loss curves and the prompt x run answer matrix.
 - Study cards writes a deck with the bundled model (the Hub cannot be reached here, so the page
   falls back to it and says so), one card is edited in the table, and the CSV and .apkg
   downloads carry the edit.
@@ -27,7 +30,12 @@ from browser import launch_chromium, streamlit_server
 from conftest import PROJECT_DIR, parse_csv, read_apkg, seed_run_names
 from playwright.sync_api import Page, expect, sync_playwright
 
+from core.train.config import field_specs
+
 OUTPUT = PROJECT_DIR / "test-output" / "e2e"
+PAGES = {"": "Home", "Train": "Train", "Run": "Run", "Compare": "Compare", "Study_cards": "Study cards"}
+"""URL path -> sidebar label of every page, in sidebar order."""
+RANK_LABEL, STEPS_LABEL = field_specs()["lora_r"].label, field_specs()["max_steps"].label
 TRAINING_TIMEOUT_MS = 240_000  # two tiny CPU runs, one after the other (the machine runs one job at a time)
 EDITED_FRONT = "Edited in the browser: what is magma?"
 
@@ -38,12 +46,15 @@ class App:
     runs: Path
 
 
+def app_environment(folder: Path) -> dict[str, str]:
+    return {**os.environ, "PEFT_RUNS_DIR": str(folder / "runs"), "PEFT_CACHE_DIR": str(folder / "cache")}
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> App:
     """The dashboard on a free loopback port, with its own runs folder and cache."""
     folder = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "PEFT_RUNS_DIR": str(folder / "runs"), "PEFT_CACHE_DIR": str(folder / "cache")}
-    with streamlit_server(PROJECT_DIR / "Home.py", env, OUTPUT / "server.log") as url:
+    with streamlit_server(PROJECT_DIR / "Home.py", app_environment(folder), OUTPUT / "server.log") as url:
         yield App(url, folder / "runs")
 
 
@@ -65,12 +76,20 @@ def page(browser) -> Page:
 
 
 def open_page(page: Page, url: str, link: str | None = None) -> None:
-    """The app's root, then a page by its sidebar link (direct page URLs are not how people arrive)."""
+    """The app's root, then a page by its sidebar link."""
     page.goto(url)
     expect(page.get_by_role("heading", name="PEFT Dashboard")).to_be_visible()
     if link:
-        page.get_by_role("link", name=link).click()
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link, exact=True).click()
     settle(page)
+
+
+def sidebar_and_width(page: Page) -> tuple[list[str], float]:
+    """The sidebar's page links and the width of the page's main block (wide layout: most of the window)."""
+    links = page.locator('[data-testid="stSidebarNav"] a')
+    links.first.wait_for()
+    width = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()["width"]
+    return [(link.text_content() or "").strip() for link in links.all()], width
 
 
 def settle(page: Page) -> None:
@@ -110,14 +129,15 @@ def run_dirs(root: Path) -> set[str]:
 
 
 def start_run(page: Page, name: str) -> None:
-    """Name the run in the New run form and start it; the page switches to the run's view."""
+    """Name the run in the Train form and start it; the browser moves to the run's own page."""
     fill(page, "Run name", name)
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_role("heading", name=re.compile(rf"{name} · "))).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(rf" · {name}$"))).to_be_visible()
+    assert page.url.endswith(f"/Run?run={name}"), page.url
 
 
 def wait_completed(page: Page, name: str) -> None:
-    expect(page.get_by_role("heading", name=re.compile(rf"{name} · completed"))).to_be_visible(
+    expect(page.get_by_role("heading", name=re.compile(rf"completed · {name}$"))).to_be_visible(
         timeout=TRAINING_TIMEOUT_MS)
     settle(page)
 
@@ -143,6 +163,29 @@ def chart_legend(page: Page) -> list[str]:
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.locator(".legendtext").first.wait_for()
     return [text.text_content() or "" for text in chart.locator(".legendtext").all()]
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_opens_by_its_own_url_on_a_fresh_server(browser, tmp_path: Path, path: str) -> None:
+    """The first visit of a fresh server is the page's own URL (a bookmark, a shared link): it shows the
+    same sidebar and wide layout as reaching the page from the root by its sidebar link."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    try:
+        with streamlit_server(PROJECT_DIR / "Home.py", app_environment(tmp_path), OUTPUT / f"server-{path}.log") as url:
+            page.goto(f"{url}/{path}")
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            settle(page)
+            direct = sidebar_and_width(page)
+            title = page.get_by_role("heading", level=1).first.text_content()
+            open_page(page, url, PAGES[path] if path else None)
+            clicked = sidebar_and_width(page)
+            assert page.get_by_role("heading", level=1).first.text_content() == title
+    finally:
+        context.close()
+    assert direct[0] == clicked[0] == list(PAGES.values())
+    assert direct[1] == clicked[1] > 1000, "the wide layout on both ways in"
 
 
 def test_home_lists_the_lab_runs(page: Page, app: App) -> None:
@@ -173,6 +216,27 @@ def test_a_bad_run_name_shows_why_and_creates_nothing(page: Page, app: App) -> N
     assert not list(app.runs.glob(".*tmp*")), "no half-written run folder"
 
 
+def test_out_of_range_numbers_are_refused_by_the_app_and_start_nothing(page: Page, app: App) -> None:
+    """The browser would clamp or silently keep a widget's old value; the app takes what is typed,
+    says what is wrong under the field, shows no command and starts nothing."""
+    open_page(page, app.url, "Train")
+    before = run_dirs(app.runs)
+    fill(page, RANK_LABEL, "0", role="spinbutton")
+    expect(page.get_by_text("must be from 1 to 1024 (got 0)")).to_be_visible()
+    fill(page, STEPS_LABEL, "999999999", role="spinbutton")
+    expect(page.get_by_text("must be from 1 to 1000000 (got 999999999)")).to_be_visible()
+    expect(page.get_by_text("The command appears when every field is valid.")).to_be_visible()
+    assert page.locator('[data-testid="stCode"]').count() == 0
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("Fix the problems marked above; nothing was created.")).to_be_visible()
+    assert run_dirs(app.runs) == before
+
+    fill(page, RANK_LABEL, "4", role="spinbutton")
+    fill(page, STEPS_LABEL, "7", role="spinbutton")
+    command = page.locator('[data-testid="stCode"]').first.text_content()
+    assert "--set lora_r=4" in command and "--set max_steps=7" in command, command
+
+
 def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> None:
     open_page(page, app.url, "Train")
     expect(page.get_by_text("Trains the tiny local Llama on the bundled sample")).to_be_visible()  # cpu_smoke preset
@@ -184,13 +248,15 @@ def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> N
     assert "adapter" in grid_texts(page)
     screenshot(page, "train")
 
-    page.get_by_text("New run", exact=True).click()
-    settle(page)
-    fill(page, "Lora r", "4", role="spinbutton")
+    open_page(page, app.url, "Train")
+    fill(page, RANK_LABEL, "4", role="spinbutton")
     start_run(page, "e2e_r4")
     wait_completed(page, "e2e_r4")
     evaluate_shown_run(page)
     assert json.loads((app.runs / "e2e_r4" / "config.json").read_text())["lora_r"] == 4
+
+    page.goto(f"{app.url}/Run?run=e2e_r16")  # a run's shareable link
+    expect(page.get_by_role("heading", name=re.compile(r"completed · e2e_r16$"))).to_be_visible()
 
     open_page(page, app.url, "Compare")
     expect(page.get_by_role("heading", name="Loss curves")).to_be_visible()
@@ -201,6 +267,12 @@ def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> N
         assert prompt_id in cells
     assert "e2e_r16" in cells and "e2e_r4" in cells
     screenshot(page, "compare")
+
+    page.goto(f"{app.url}/Compare?runs=e2e_r16,e2e_r4&baseline=e2e_r4")  # a comparison's shareable link
+    expect(page.get_by_role("heading", name="Loss curves")).to_be_visible()
+    settle(page)
+    assert sorted(label.split(" ")[0] for label in chart_legend(page)) == ["e2e_r16", "e2e_r4"]
+    expect(page.get_by_text("Against e2e_r4:")).to_be_visible()
 
 
 def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: Path) -> None:

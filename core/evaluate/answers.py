@@ -20,7 +20,7 @@ from core.evaluate.checks import (
     check_answer,
 )
 from core.evaluate.prompt_sets import EvalPrompt, PromptSet
-from core.jobs.lifecycle import Progress
+from core.jobs.protocol import Progress
 from core.models.generation import (
     InferenceError,
     check_adapter,
@@ -95,6 +95,12 @@ def parse_variant(run_path: Path, spec: str) -> Variant:
         path = _find_gguf(run_path, name.strip() if colon else "")
         return Variant("gguf", f"gguf-{_safe_stem(path)}", path)
     raise EvalError(f"unknown variant {spec!r}: use adapter, base or gguf:FILE")
+
+
+def variant_label(file_name: str) -> str:
+    """A variant as the pages and the command line name it: `adapter`, `base` or `gguf:FILE.gguf`
+    (results files are named `gguf-<file stem>`)."""
+    return f"gguf:{file_name[len('gguf-'):]}.gguf" if file_name.startswith("gguf-") else file_name
 
 
 def _messages(prompt: EvalPrompt) -> list[dict[str, str]]:

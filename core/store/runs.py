@@ -22,14 +22,6 @@ from core.store.files import FileProblem, read_json_object, write_json_atomic
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "completed", "failed", "stopped")
-STATE_ICONS = {
-    "queued": "⏳",
-    "running": "🔄",
-    "completed": "✅",
-    "failed": "❌",
-    "stopped": "⏹️",
-    "broken": "⚠️",
-}
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"

@@ -190,3 +190,8 @@ def train_command(name: str, config: dict[str, Any] | None = None, *, preset: st
     for assignment in overrides_from(config, {**default_config(), **(base or {})}):
         command += ["--set", assignment]
     return command
+
+
+def closest_preset(config: dict[str, Any]) -> str:
+    """The preset a config differs from in the fewest fields (the base of its command line)."""
+    return min(PRESETS, key=lambda name: len(overrides_from(config, PRESETS[name].config())))

@@ -1,4 +1,5 @@
-"""Compare: picked runs side by side — loss curves, cost, metrics against a baseline, config diff, answers."""
+"""Compare: picked runs side by side — loss curves, cost, metrics against a baseline, config diff,
+answers. The picks are in the URL (`Compare?runs=a,b&baseline=a`), so a comparison can be shared."""
 
 from datetime import datetime, timezone
 from pathlib import Path
@@ -6,21 +7,19 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare, describe
-from core.compare import CURVE_AXES, Column, Curve
+from core import compare
+from core.compare import CURVE_AXES, Curve
 from core.evaluate.answers import load_eval_results
-from core.evaluate.ratings import answer_sha256, load_ratings
-from core.evaluate.ratings import save_rating as store_rating
+from core.evaluate.ratings import load_ratings
 from core.store.files import FileStamp, file_stamp
 from core.store.paths import runs_root
 from core.store.runs import EVENTS_FILE, Run, list_runs
 from core.store.seed import prepare_runs_root
+from ui.answers import answer_cell
+from ui.charts import bar_figure, memory_figure, scatter_figure
 
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
-RSS_PATTERN = "/"
 COLUMNS_PER_ROW = 4
-RATINGS = (None, 1, 2, 3, 4, 5)
-MAX_SCATTER_LABELS = 25  # more run names over the points are unreadable: hover shows them
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -49,28 +48,7 @@ def cached_evaluations(run_paths: tuple[str, ...], signature: str) -> dict[str, 
     return {path: (load_eval_results(Path(path)), load_ratings(Path(path))) for path in run_paths}
 
 
-def save_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
-    """Form callback: store the rating and note the person entered for `answer` (before the page reruns)."""
-    try:
-        store_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"],
-                             st.session_state[f"{key}:note"], answer=answer)
-    except (OSError, ValueError) as exc:
-        st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
-    else:
-        st.session_state["rating_saved"] = f"Saved the rating of {column.label} on {prompt_id}."
-
-
-def bar_chart(names: list[str], values: list[float | None], title: str, colours: dict[str, str]) -> go.Figure | None:
-    """One bar per run that has a value; None when none has."""
-    known = [(name, value) for name, value in zip(names, values) if value is not None]
-    if not known:
-        return None
-    figure = go.Figure(go.Bar(x=[n for n, _ in known], y=[v for _, v in known],
-                              marker_color=[colours[n] for n, _ in known]))
-    figure.update_layout(title=title, height=320, margin=dict(t=40, b=10, l=10, r=10))
-    return figure
-
-
+st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
 root = runs_root()
 st.title("Compare runs")
 st.caption("Loss curves, what each run cost, metrics against a baseline, config differences and answers side by side.")
@@ -94,17 +72,24 @@ if not candidates:
     st.stop()
 
 by_name = {run.name: run for run in candidates}
+linked = [name for name in st.query_params.get("runs", "").split(",") if name in by_name]
 picked_names = st.multiselect(
-    "Runs", list(by_name), default=compare.default_runs(candidates),
-    help="Every completed run is picked at first, the lab's recorded runs included.",
+    "Runs", list(by_name), default=linked or compare.default_runs(candidates),
+    help="Every completed run is picked at first, the lab's recorded runs included. The page's address keeps "
+    "the picks: copy it to share this comparison.",
 )
+st.query_params["runs"] = ",".join(picked_names)
 picked = [run for run in candidates if run.name in set(picked_names)]
 if not picked:
     st.info("Pick at least one run.")
     st.stop()
 names = [run.name for run in picked]
-baseline = st.selectbox("Baseline", names, index=names.index(compare.default_baseline(picked)),
-                        help="Deltas in the metrics table are against this run.")
+linked_baseline = st.query_params.get("baseline")
+baseline = st.selectbox(
+    "Baseline", names, help="Deltas in the metrics table are against this run.",
+    index=names.index(linked_baseline if linked_baseline in names else compare.default_baseline(picked)),
+)
+st.query_params["baseline"] = baseline
 colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
 
 st.subheader("Loss curves")
@@ -151,19 +136,9 @@ if without_curves:
 st.subheader("Cost")
 rows = compare.metrics_rows(picked, baseline)
 rss = [row.run for row in rows if row.measure == "CPU RSS"]
-memory = go.Figure()
-for key, label in (("peak_memory_gb", "Peak memory"), ("lora_memory_gb", "LoRA memory")):
-    shown = [row for row in rows if row.values[key] is not None]
-    shares = [compare.device_share(by_name[row.run], key) for row in shown]
-    memory.add_trace(go.Bar(
-        x=[row.run for row in shown], y=[row.values[key] for row in shown], name=label,
-        text=[f"{share:.0f}%" if share is not None else "" for share in shares], textposition="outside", cliponaxis=False,
-        customdata=[row.measure or "unknown measure" for row in shown],
-        hovertemplate="%{x}<br>%{y:.3f} GB (%{customdata})<br>%{text} of the device<extra>" + label + "</extra>",
-        marker_pattern_shape=[RSS_PATTERN if row.run in rss else "" for row in shown],
-    ))
+memory = memory_figure(rows, {name: compare.device_share(by_name[name], "peak_memory_gb") for name in names},
+                       {name: compare.device_share(by_name[name], "lora_memory_gb") for name in names})
 if memory.data:
-    memory.update_layout(barmode="group", yaxis_title="GB", height=360, margin=dict(t=30, b=10, l=10, r=10))
     st.plotly_chart(memory, key="memory")
 if rss:
     st.caption(f"Hatched: {', '.join(rss)} ran on a CPU; their memory is the process's resident memory (RSS), "
@@ -172,7 +147,7 @@ if any(row.peak_share is not None for row in rows):
     st.caption("% over a bar: the share of the GPU's memory, where the run recorded it.")
 runtime_column, speed_column = st.columns(2)
 for slot, key, title in ((runtime_column, "train_runtime_s", "Runtime (s)"), (speed_column, "tokens_per_s", "Tokens/s")):
-    chart = bar_chart(names, [row.values[key] for row in rows], title, colours)
+    chart = bar_figure(names, [row.values[key] for row in rows], title, colours)
     with slot:
         if chart is None:
             st.caption(f"No run records {title.lower()}.")
@@ -189,17 +164,8 @@ loss_key = loss_column.radio("Loss", loss_keys, index=0 if any_final else 1, hor
                              help="Final loss is the last logged step's; imported runs only have the mean.")
 points = [row for row in rows if row.values[cost_key] is not None and row.values[loss_key] is not None]
 if points:
-    scatter = go.Figure(go.Scatter(
-        x=[row.values[cost_key] for row in points], y=[row.values[loss_key] for row in points],
-        mode="markers+text" if len(points) <= MAX_SCATTER_LABELS else "markers", text=[row.run for row in points],
-        textposition="top center", hovertemplate="%{text}<br>%{x}<br>%{y}<extra></extra>",
-        marker=dict(size=[16 if row.run == baseline else 11 for row in points],
-                    symbol=["star" if row.run == baseline else "circle" for row in points],
-                    color=[colours[row.run] for row in points]),
-    ))
-    scatter.update_layout(xaxis_title=compare.METRIC_BY_KEY[cost_key].label,
-                          yaxis_title=compare.METRIC_BY_KEY[loss_key].label, height=400,
-                          margin=dict(t=10, b=10, l=10, r=10))
+    scatter = scatter_figure(points, compare.METRIC_BY_KEY[cost_key], compare.METRIC_BY_KEY[loss_key], baseline,
+                             colours)
     st.plotly_chart(scatter, key="scatter")
 missing_points = [row.run for row in rows if row not in points]
 if missing_points:
@@ -261,27 +227,7 @@ else:
             for column, slot in zip(chosen[start:start + COLUMNS_PER_ROW], st.columns(min(COLUMNS_PER_ROW, len(chosen)))):
                 cell = row.cells.get(column)
                 with slot:
-                    st.markdown(f"**{column.run}**  \n`{column.variant}`")
-                    if cell is None:
-                        st.caption("No answer to this prompt.")
-                        continue
-                    st.markdown("  \n".join(
-                        f"{'✅' if check.get('passed') else '❌'} {check.get('name')}: {check.get('detail', '')}"
-                        for check in cell.checks
-                    ) or "no checks")
-                    st.code(cell.answer, language=None, wrap_lines=True)
-                    latency = f"{cell.latency_s:.2f} s" if cell.latency_s is not None else "latency unknown"
-                    tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""
-                    st.caption(latency + tokens)
-                    # The answer's hash in the key: a new answer gets fresh widgets, not the old answer's rating.
-                    answer_id = answer_sha256(cell.answer)
-                    key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}|{answer_id}"
-                    with st.form(key, border=False):
-                        st.selectbox("Rating", RATINGS, index=RATINGS.index(cell.rating), key=f"{key}:rating",
-                                     format_func=lambda value: "not rated" if value is None else "★" * value)
-                        st.text_input("Note", value=cell.note, key=f"{key}:note")
-                        st.form_submit_button("Save rating", key=f"{key}:save", on_click=save_rating,
-                                              args=(by_name[column.run].path, column, row.prompt_id, cell.answer, key))
+                    answer_cell(by_name[column.run].path, column, row, cell)
 
 st.subheader("Export")
 stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

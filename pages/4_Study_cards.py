@@ -31,6 +31,8 @@ from ui.secrets import app_secrets
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
+st.set_page_config(page_title="Study cards · PEFT Dashboard", page_icon="🧪", layout="wide")
+
 
 @st.cache_resource
 def model_slot() -> ModelSlot:

@@ -1,0 +1,131 @@
+"""Run: one run, named by the URL (`Run?run=NAME`): live progress, stop, resume, evaluate, export."""
+
+import streamlit as st
+
+from core.compare import read_curve
+from core.jobs.lifecycle import job_view, request_stop, start_training, with_live_states
+from core.machine.system import training_capability
+from core.store.files import read_jsonl
+from core.store.paths import runs_root
+from core.store.runs import (
+    ADAPTER_DIR,
+    EVENTS_FILE,
+    latest_checkpoint,
+    list_runs,
+    read_run_folder,
+)
+from core.train.progress import format_duration, training_progress
+from ui.charts import run_loss_figure
+from ui.evaluate_panel import evaluate_panel
+from ui.export_panel import export_panel
+from ui.jobs import act, any_job_active, delete_controls
+from ui.labels import state_label
+from ui.links import COMPARE_PAGE, TRAIN_PAGE, show_flash
+from ui.lookups import cached_gpus
+
+POLL_SECONDS = 1.0
+
+st.set_page_config(page_title="Run · PEFT Dashboard", page_icon="🧪", layout="wide")
+show_flash()
+
+
+def forget_run() -> None:
+    """After a delete: the page with no run named."""
+    st.query_params.pop("run", None)
+    st.rerun()
+
+
+def live_view(path, was_active: bool) -> None:
+    """Heading, progress, loss chart, log and the job's buttons; reruns itself while a job is active."""
+    run = read_run_folder(path)
+    view = job_view(path, "train")
+    if any_job_active(path) != was_active:
+        st.rerun()  # start or stop polling
+    state = run.state
+    st.markdown(f"### {state_label(state)} · {run.name}")
+    if view.waiting_for:
+        st.info(f"Queued: waiting for {view.waiting_for} to finish (one job at a time on this machine).")
+    elif state == "queued" and not view.active:
+        st.info("Queued but not started.")
+    if view.stop_requested:
+        st.warning("Stopping…: the job saves a checkpoint at its current step, then ends.")
+    if run.broken:
+        st.error("This run folder is broken: " + "; ".join(run.problems))
+        delete_controls(path, run.name, st.columns(4)[3], forget_run)
+        return
+    if view.error or run.status.get("error"):
+        st.error(view.error or run.status.get("error"))
+
+    events, _ = read_jsonl(path / EVENTS_FILE)
+    progress = training_progress(run.status, events, running=view.active and state == "running")
+    pace = f" · {progress.seconds_per_step:.2f} s/step" if progress.seconds_per_step else ""
+    st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}{pace}")
+    columns = st.columns(4)
+    columns[0].metric("Elapsed", format_duration(progress.elapsed_s))
+    columns[1].metric("ETA", format_duration(progress.eta_s))
+    columns[2].metric("Loss", "–" if progress.loss is None else f"{progress.loss:.4f}")
+    columns[3].metric("Memory", "–" if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
+                      help="GPU reserved memory on a GPU; process RSS on a CPU")
+    curve = read_curve(path / EVENTS_FILE)
+    if len(curve):
+        weight = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="run_smoothing")
+        st.plotly_chart(run_loss_figure(curve, weight), key="run_loss_chart")
+    elif not run.imported:
+        st.caption("The loss chart appears with the first logged step.")
+    with st.expander("Log (last 20 lines)", expanded=state in ("failed", "running", "queued")):
+        st.code("\n".join(view.tail()) or "(no output yet)", language="log")
+
+    actions = st.columns(4)
+    checkpoint = latest_checkpoint(path)
+    if view.active:
+        label = "Stopping…" if view.stop_requested else "Stop"
+        if actions[0].button(label, type="primary", disabled=view.stop_requested, key="run_stop"):
+            act(lambda: request_stop(path, "train"))
+    elif state in ("stopped", "failed") and not run.imported:
+        label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
+        if actions[0].button(label, type="primary"):
+            act(lambda: start_training(path, resume=True))
+    elif state == "queued":
+        if actions[0].button("Start", type="primary"):
+            act(lambda: start_training(path))
+    if not run.imported:
+        actions[1].page_link(TRAIN_PAGE, label="New run from this config", icon=":material/content_copy:",
+                             query_params={"from": run.name}, help="the Train form, filled with this run's settings")
+    actions[2].page_link(COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:",
+                         query_params={"runs": run.name})
+    if not any_job_active(path):
+        delete_controls(path, run.name, actions[3], forget_run)
+
+
+root = runs_root()
+st.title("Run")
+runs = with_live_states(list_runs(root))
+if not runs:
+    st.info("No runs yet.")
+    st.page_link(TRAIN_PAGE, label="Start one on Train", icon=":material/model_training:")
+    st.stop()
+names = [run.name for run in runs]
+wanted = st.query_params.get("run")
+if wanted is not None and wanted not in names:
+    st.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
+name = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0,
+                    help="The page's address names the run: copy it to share or bookmark this run.")
+if name != wanted:
+    st.query_params["run"] = name
+path = root / name
+run = read_run_folder(path)
+active = any_job_active(path)
+st.fragment(run_every=POLL_SECONDS if active else None)(live_view)(path, active)
+
+if run.state == "completed" and (path / ADAPTER_DIR).is_dir():
+    capability = training_capability(cached_gpus())
+    st.divider()
+    evaluate_panel(root, path, capability.available)
+    st.divider()
+    export_panel(path, capability)
+    st.divider()
+with st.expander("Config"):
+    st.json(run.config, expanded=False)
+if run.metrics:
+    with st.expander("Metrics"):
+        st.json(run.metrics, expanded=False)

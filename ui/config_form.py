@@ -1,0 +1,90 @@
+"""The run config as a form: one widget per config field, drawn from the field's own declaration.
+
+The widgets carry no bounds of their own: whatever is typed reaches the app, which validates it
+with the config's checks and shows the problem under the field, so what the form shows, what it
+validates and what it starts are one thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.train.config import (
+    FORM_GROUPS,
+    FieldSpec,
+    apply_overrides,
+    default_config,
+    field_specs,
+)
+
+NUMBER_FORMATS = {"learning_rate": ("%.1e", 1e-5)}  # (format, step) where the default 0.01 step is wrong
+
+
+def key(field: str) -> str:
+    """The session-state key of a config field's widget."""
+    return f"train_field_{field}"
+
+
+def widget_value(value: Any) -> Any:
+    """A config value as its widget holds it (module lists as comma-separated text)."""
+    return ", ".join(value) if isinstance(value, (list, tuple)) else value
+
+
+def fill_form(config: dict[str, Any]) -> None:
+    """Put `config` (over the defaults) into the form's widgets."""
+    for field, value in {**default_config(), **config}.items():
+        if field in default_config():
+            st.session_state[key(field)] = widget_value(value)
+
+
+def keep_form() -> None:
+    """Keep the form's values while the page shows something else: Streamlit drops the state
+    of widgets it did not draw on a run."""
+    for field in default_config():
+        if key(field) in st.session_state:
+            st.session_state[key(field)] = st.session_state[key(field)]
+
+
+def form_document() -> dict[str, Any]:
+    """The config document the form holds, text fields typed as the command line's `--set` types them."""
+    document = {field: st.session_state.get(key(field)) for field in default_config()}
+    if isinstance(document.get("target_modules"), str):
+        document["target_modules"] = apply_overrides({}, [f"target_modules={document['target_modules']}"])[
+            "target_modules"
+        ]
+    return document
+
+
+def field_widget(spec: FieldSpec, problem: str | None) -> None:
+    """The widget of one field, and its problem right under it."""
+    options = {"key": key(spec.name), "help": spec.help}
+    if spec.kind == "choice":
+        st.selectbox(spec.label, spec.choices, **options)
+    elif spec.kind == "bool":
+        st.checkbox(spec.label, **options)
+    elif spec.kind == "whole":
+        st.number_input(spec.label, step=1, placeholder=spec.none_means or None, **options)
+    elif spec.kind == "number":
+        number_format, step = NUMBER_FORMATS.get(spec.name, (None, 0.01))
+        st.number_input(spec.label, step=step, format=number_format, **options)
+    elif spec.kind == "long_text":
+        st.text_area(spec.label, height=68, **options)
+    else:
+        st.text_input(spec.label, **options)
+    if problem:
+        st.error(problem, icon=":material/error:")
+
+
+def config_fields(problems: dict[str, str]) -> None:
+    """Every config field, in its group, with the problems found in the current values."""
+    specs = field_specs()
+    for group in FORM_GROUPS:
+        with st.expander(group, expanded=group != FORM_GROUPS[-1]):
+            columns = st.columns(2)
+            for index, spec in enumerate(spec for spec in specs.values() if spec.group == group):
+                with columns[index % 2]:
+                    field_widget(spec, problems.get(spec.name))
+    for field in set(problems) - {"name"} - set(specs):
+        st.error(f"{field}: {problems[field]}")

@@ -1,0 +1,74 @@
+"""Job controls shared by the pages: a job's state panel with its Stop button, actions, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from core.jobs.lifecycle import JOB_KINDS, JobError, delete_run, job_view, request_stop
+from ui.labels import STATE_ICONS
+from ui.links import flash
+
+
+def act(action: Callable[[], Any], done: str | None = None) -> None:
+    """Run a job action; show why it failed, or rerun the page to show its effect (and `done`)."""
+    try:
+        action()
+    except (JobError, OSError) as exc:
+        st.error(str(exc))
+    else:
+        if done:
+            flash(done)
+        st.rerun()
+
+
+def any_job_active(path: Path) -> bool:
+    """Whether any job of the run is queued or running."""
+    return any(job_view(path, kind).active for kind in JOB_KINDS)
+
+
+def job_panel(path: Path, kind: str, title: str):
+    """The eval or export job's state, progress, error and log, with its Stop button."""
+    view = job_view(path, kind)
+    if view.state is None:
+        return view
+    icon, stage = STATE_ICONS.get(view.state, ""), view.status.get("stage") or ""
+    if view.active:
+        waiting = f" (waiting for {view.waiting_for})" if view.waiting_for else ""
+        stopping = " · stopping…" if view.stop_requested else ""
+        st.progress(float(view.status.get("fraction") or 0.0),
+                    text=f"{icon} {title} {view.state}: {stage}{waiting}{stopping}")
+        if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
+            act(lambda: request_stop(path, kind))
+    else:
+        st.caption(f"Last {title.lower()}: {icon} {view.state}, ended {view.status.get('ended_at') or '?'}")
+        if view.error and view.state != "completed":
+            st.error(view.error)
+    with st.expander(f"{title} log"):
+        st.code("\n".join(view.tail()) or "(no output yet)", language="log")
+    return view
+
+
+def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None]) -> None:
+    """Delete…, then a confirmation; only for a run with no job running. `after` runs once the
+    run is gone (the page leaves the deleted run)."""
+    if column.button("Delete…", key="delete_run"):
+        st.session_state["confirm_delete"] = name
+    if st.session_state.get("confirm_delete") != name:
+        return
+    st.warning(f"Delete {name} and everything in its folder (checkpoints, adapter, exports)?")
+    confirm, cancel = st.columns(2)
+    if confirm.button(f"Yes, delete {name}", type="primary"):
+        st.session_state.pop("confirm_delete")
+        try:
+            delete_run(path)
+        except (JobError, OSError) as exc:
+            st.error(str(exc))
+            return
+        flash(f"Deleted {name}.")
+        after()
+    if cancel.button("Cancel"):
+        st.session_state.pop("confirm_delete")
+        st.rerun()
