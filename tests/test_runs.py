@@ -47,7 +47,8 @@ def test_valid_names_pass(name):
     ],
 )
 def test_invalid_names_are_refused_with_the_reason(name, reason, tmp_path):
-    with pytest.raises(RunNameError, match="required" if reason == "required" else "Invalid run name") as info:
+    message = "required" if reason == "required" else "Invalid run name"
+    with pytest.raises(RunNameError, match=message) as info:
         validate_run_name(name)
     assert reason in str(info.value)
     with pytest.raises(RunNameError):
@@ -98,10 +99,11 @@ def test_failed_creation_leaves_no_folder(tmp_path, monkeypatch):
 
 
 def test_a_rename_failure_other_than_exists_is_not_called_exists(tmp_path, monkeypatch):
-    def full_disk(src, dst):
+    def full_disk(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "rename", full_disk)
+    monkeypatch.setattr(files, "_rename_with", full_disk)  # renameat2, where there is one
+    monkeypatch.setattr(files.os, "rename", full_disk)
     with pytest.raises(OSError, match="No space left") as info:
         create_run(tmp_path, "r1", CONFIG)
     assert not isinstance(info.value, RunExistsError)
@@ -248,7 +250,8 @@ def test_only_complete_checkpoints_count_and_torn_ones_are_removed(tmp_path):
     (folder / "README.md").write_text("model card")
     assert runs.latest_checkpoint(run).name == "checkpoint-8"
     assert runs.remove_incomplete_checkpoints(run) == ["checkpoint-12", "checkpoint-16", "checkpoint-20"]
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "checkpoint-4", "checkpoint-8", "checkpoint-latest"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["README.md", "checkpoint-4", "checkpoint-8", "checkpoint-latest"]
 
 
 def test_update_status_merges_and_stamps(tmp_path):
@@ -256,4 +259,5 @@ def test_update_status_merges_and_stamps(tmp_path):
     before = json.loads((run / "status.json").read_text())
     after = runs.update_status(run, state="running", step=3)
     assert after["state"] == "running" and after["step"] == 3 and after["max_steps"] == 10
-    assert after["created_at"] == before["created_at"] and json.loads((run / "status.json").read_text()) == after
+    assert after["created_at"] == before["created_at"]
+    assert json.loads((run / "status.json").read_text()) == after

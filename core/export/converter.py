@@ -7,16 +7,15 @@ llama-cpp-python version (it vendors llama.cpp), fetched with pip into the cache
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from core.machine.installed import package_version
+from core.store.files import replace_dir, staging_dir
 from core.store.paths import cache_dir
 
 LLAMA_CPP_DIR_ENV = "LLAMA_CPP_DIR"
@@ -96,37 +95,37 @@ def fetch_converter(say: Callable[[str], None]) -> ConverterLocation:
     version = package_version("llama_cpp_python")
     if os.environ.get(LLAMA_CPP_DIR_ENV) or version is None:
         raise ConverterError(f"llama.cpp's converter: {location.explanation}")
-    say(f"converter: fetching the llama-cpp-python {version} source with pip (about 77 MB, once) into {cache_dir()}")
+    say(f"converter: fetching the llama-cpp-python {version} source with pip (about 77 MB, once) "
+        f"into {cache_dir()}")
     target = sdist_llama_cpp_dir(version).parent.parent
-    staging = cache_dir() / f".fetching-{target.name}-{uuid.uuid4().hex[:8]}"
     try:
-        staging.mkdir(parents=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--disable-pip-version-check",
-             f"llama-cpp-python=={version}", "-d", str(staging / "download")],
-            capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
-        )
-        archives = sorted((staging / "download").glob("*.tar.gz"))
-        if done.returncode != 0 or not archives:
-            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            raise ConverterError(
-                f"could not fetch the llama-cpp-python {version} source with pip ({lines[-1] if lines else 'no archive'}); "
-                f"set ${LLAMA_CPP_DIR_ENV} to a llama.cpp checkout instead"
+        with staging_dir(target) as staging:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                 "--disable-pip-version-check", f"llama-cpp-python=={version}",
+                 "-d", str(staging / "download")],
+                capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
             )
-        _extract_converter(archives[0], staging / "tree")
-        if not (staging / "tree" / "vendor" / "llama.cpp" / CONVERTER_SCRIPT).is_file():
-            raise ConverterError(f"the llama-cpp-python {version} source has no {CONVERTER_SCRIPT}; set ${LLAMA_CPP_DIR_ENV}")
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
-        try:
-            (staging / "tree").rename(target)
-        except OSError:
+            archives = sorted((staging / "download").glob("*.tar.gz"))
+            if done.returncode != 0 or not archives:
+                lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+                raise ConverterError(
+                    f"could not fetch the llama-cpp-python {version} source with pip "
+                    f"({lines[-1] if lines else 'no archive'}); "
+                    f"set ${LLAMA_CPP_DIR_ENV} to a llama.cpp checkout instead"
+                )
+            _extract_converter(archives[0], staging / "tree")
+            if not (staging / "tree" / "vendor" / "llama.cpp" / CONVERTER_SCRIPT).is_file():
+                raise ConverterError(
+                    f"the llama-cpp-python {version} source has no {CONVERTER_SCRIPT}; "
+                    f"set ${LLAMA_CPP_DIR_ENV}")
+            # Unless another fetch has put a converter there meanwhile, replace what is there
+            # (an incomplete earlier copy, if anything).
             if not sdist_llama_cpp_dir(version).joinpath(CONVERTER_SCRIPT).is_file():
-                raise
+                replace_dir(staging / "tree", target)
     except subprocess.TimeoutExpired:
         raise ConverterError(f"fetching the llama-cpp-python {version} source took over {FETCH_TIMEOUT_S} s; "
                              f"set ${LLAMA_CPP_DIR_ENV} to a llama.cpp checkout instead") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     location = find_converter()
     say(f"converter: {location.explanation}")
     return location

@@ -58,7 +58,13 @@ from core.models.generation import (
     full_precision_base,
     load_run_model,
 )
-from core.store.files import read_json_object, read_json_or_empty, write_json_atomic
+from core.store.files import (
+    read_json_object,
+    read_json_or_empty,
+    replace_dir,
+    staging_dir,
+    write_json_atomic,
+)
 from core.store.runs import (
     ADAPTER_DIR,
     EXPORT_FILE,
@@ -156,19 +162,7 @@ def _staging(folder: Path, name: str) -> Path:
     return folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
 
 
-def replace_folder(staging: Path, target: Path) -> None:
-    """Put the folder `staging` at `target`, replacing what was there; when that fails, the old
-    folder is put back at `target` and the error raised."""
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-    if target.exists():
-        target.rename(old)
-    try:
-        staging.rename(target)
-    except BaseException:
-        if old.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+replace_folder = replace_dir  # the earlier name, still used by tests/test_export.py
 
 
 def delete_merged(run_path: Path) -> int:
@@ -231,13 +225,10 @@ def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[
     check_disk(run_path, parameters, quants)
     progress("merging the adapter into the base model", 0.15)
     model = model.merge_and_unload()
-    staging = _staging(run_path, MERGED_DIR)
-    try:
+    with staging_dir(run_path / MERGED_DIR) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        replace_folder(staging, run_path / MERGED_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_dir(staging, run_path / MERGED_DIR)
     timings["merge_s"] = round(time.monotonic() - started, 3)
     return model, tokenizer, parameters
 

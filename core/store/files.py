@@ -1,16 +1,26 @@
 """Crash-safe file writes and tolerant reads for the run folder.
 
 Every writer writes a temporary file next to the target and `os.replace`s it, so a reader
-sees the old content or the new one, never half of either. Append-only logs (JSON lines)
-are read tolerantly: a torn or corrupt line is skipped and counted.
+sees the old content or the new one, never half of either. Folders (a run, an adapter, a
+merged model, a built or fetched tool) are built the same way: under a hidden name beside
+their place (`staging_dir`), then put in place in one step (`replace_dir`, `place_new_dir`);
+`delete_dir` takes a folder away in one step before deleting it. Append-only logs (JSON
+lines) are read tolerantly: a torn or corrupt line is skipped and counted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
 import json
 import math
 import os
+import shutil
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +153,130 @@ def tail_lines(path: Path, lines: int = 20) -> list[str]:
     except OSError:
         return []
     return [line.rstrip("\r") for line in text.splitlines()[-lines:]]
+
+
+# --- folders: build beside, then put in place in one step -------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # linux/fs.h
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """Linux's renameat2 from the C library, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _rename_with(flag: int, source: Path, target: Path) -> bool:
+    """renameat2(source, target, flag); False where the system or the file system has no such
+    rename (the caller then does without), OSError when it fails."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flag) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(source), None, str(target))
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step; False where that cannot be done here."""
+    return _rename_with(_RENAME_EXCHANGE, first, second)
+
+
+def _hidden_beside(target: Path, purpose: str) -> Path:
+    """A fresh hidden name beside `target` (`.NAME.RANDOM.PURPOSE`) that no reader takes for it."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.{purpose}")
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder or file; what cannot be deleted stays (under its hidden name)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staging_dir(target: Path) -> Iterator[Path]:
+    """A new, empty hidden folder beside `target` to build its next content in; whatever is
+    left of it when the block ends (the build failed, or it was not put in place) is deleted.
+
+        with staging_dir(run / "merged") as staging:
+            model.save_pretrained(staging)
+            replace_dir(staging, run / "merged")
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _hidden_beside(target, "partial")
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        _remove(staging)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put the folder `staging` at `target`, replacing what is there, in one step.
+
+    Where Linux can swap the two atomically, it does, and the old folder (now under the
+    staging name) is deleted: at every moment `target` holds the old folder or the new one,
+    complete, and a crash leaves at most a hidden folder beside it. Elsewhere the old folder is
+    renamed aside to a hidden name, the new one renamed in, and the old one deleted; a failure
+    between the two renames puts the old one back (only a crash of the process right there
+    leaves the old folder under its hidden name and none at `target`). `staging` must lie on
+    the same file system as `target`: beside it, as staging_dir makes it. One writer per
+    `target` at a time.
+    """
+    if not staging.is_dir() or staging.is_symlink():
+        raise FileNotFoundError(errno.ENOENT, "no folder to put in place", str(staging))
+    aside = None
+    if os.path.lexists(target):
+        if _exchange(staging, target):
+            _remove(staging)
+            return
+        aside = _hidden_beside(target, "old")
+        os.rename(target, aside)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, target)
+        raise
+    if aside is not None:
+        _remove(aside)
+
+
+def place_new_dir(staging: Path, target: Path) -> bool:
+    """Rename the folder `staging` to `target` when nothing is there; False, and `staging` left
+    as it is, when something is (a run of that name, a tool another process has built)."""
+    if os.path.lexists(target):
+        return False
+    try:
+        if not _rename_with(_RENAME_NOREPLACE, staging, target):
+            os.rename(staging, target)  # without renameat2 an empty folder at `target` is replaced
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
+def delete_dir(path: Path) -> None:
+    """Delete the folder `path`. It is renamed to a hidden name first, so it leaves its place
+    at once and a failure or crash half-way leaves a hidden leftover, never a half-deleted
+    folder under its name. FileNotFoundError when there is none."""
+    doomed = _hidden_beside(path, "deleting")
+    os.rename(path, doomed)
+    _remove(doomed)

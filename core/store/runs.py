@@ -8,17 +8,14 @@ exception for the caller to handle.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.store.files import FileProblem, read_json_object, write_json_atomic
+from core.store.files import FileProblem, place_new_dir, read_json_object, staging_dir, write_json_atomic
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "completed", "failed", "stopped")
@@ -109,22 +106,13 @@ def create_run(
     final = root / name
     if final.exists():
         raise RunExistsError(f"A run named {name!r} already exists in {root}.")
-    staging = root / f".creating-{name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staging_dir(final) as staging:
         write_json_atomic(staging / CONFIG_FILE, config)
         write_json_atomic(staging / STATUS_FILE, status or initial_status())
         if metrics is not None:
             write_json_atomic(staging / METRICS_FILE, metrics)
-        try:
-            os.rename(staging, final)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise RunExistsError(f"A run named {name!r} already exists in {root}.") from exc
-            raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if not place_new_dir(staging, final):
+            raise RunExistsError(f"A run named {name!r} already exists in {root}.")
     return final
 
 

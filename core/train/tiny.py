@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import uuid
 from pathlib import Path
 
+from core.store.files import place_new_dir, replace_dir, staging_dir
 from core.store.paths import DATA_DIR, cache_dir
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ LLAMA3_SPLIT_REGEX = (
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] | trim + '<|eot_id|>' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
@@ -59,7 +59,8 @@ def _training_text(sample: Path) -> list[str]:
             turns = json.loads(line).get("conversations") or []
         except (ValueError, AttributeError):
             continue
-        texts.extend(turn["value"] for turn in turns if isinstance(turn, dict) and isinstance(turn.get("value"), str))
+        texts.extend(turn["value"] for turn in turns
+                     if isinstance(turn, dict) and isinstance(turn.get("value"), str))
     return texts
 
 
@@ -121,7 +122,8 @@ def build_model(tokenizer):
         max_position_embeddings=2048,
         rope_theta=500000.0,
         tie_word_embeddings=True,
-        initializer_range=0.1,  # at the default 0.02 the tied embeddings cap every logit near 1: loss cannot fall
+        # At the default 0.02 the tied embeddings cap every logit near 1: the loss cannot fall.
+        initializer_range=0.1,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -139,18 +141,12 @@ def ensure_tiny_model(sample: Path = SAMPLE_FILE) -> Path:
     if (target / "config.json").is_file():
         return target
     log.info("building the tiny local model in %s (first use: a few seconds)", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".building-{target.name}-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging_dir(target) as staging:
         tokenizer = build_tokenizer(_training_text(sample))
         model = build_model(tokenizer)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # Another builder may have finished first: keep its model; replace anything else there.
+        if not place_new_dir(staging, target) and not (target / "config.json").is_file():
+            replace_dir(staging, target)
     return target
