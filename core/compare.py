@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core import describe
-from core.evaluate.answers import variant_label
+from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
 from core.store.runs import (
@@ -484,10 +484,9 @@ def build_matrix(
             answer = str(row.get("answer") or "")
             entry = rated.get(prompt_id)
             rating = entry if isinstance(entry, dict) and rating_applies(entry, answer) else {}
-            passed = row.get("passed")
             cells.setdefault(prompt_id, {})[column] = Cell(
                 answer=answer,
-                passed=passed if isinstance(passed, bool) else None,
+                passed=row_passed(row),
                 checks=checks,
                 latency_s=finite_number(row.get("latency_s")),
                 new_tokens=finite_number(row.get("new_tokens")),
@@ -526,7 +525,7 @@ def pass_counts_frame(matrix: Matrix) -> pd.DataFrame:
     """Per column: run, variant, prompts passed, answered, and the pass rate in %."""
     return pd.DataFrame(
         [
-            {"Run": c.run, "Variant": c.variant, "Passed": passed, "Answered": answered,
+            {"Run": c.run, "Variant": variant_label(c.variant), "Passed": passed, "Answered": answered,
              "Pass rate (%)": round(100 * passed / answered, 1) if answered else None}
             for c, (passed, answered) in matrix.pass_counts().items()
         ],

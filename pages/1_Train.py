@@ -21,6 +21,7 @@ from core.store.runs import (
     initial_status,
     list_runs,
     load_run,
+    taken_names,
     validate_run_name,
 )
 from core.train.config import ConfigError, parse_config, with_resolved_paths
@@ -142,7 +143,7 @@ with form_column:
     except ConfigError as exc:
         config, problems = None, dict(exc.problems)
 
-    taken = {path.name for path in root.iterdir()} if root.is_dir() else set()
+    taken = taken_names(root)
     proposal = propose_run_name(document, preset, taken)
     if st.session_state.get("train_run_name") in (None, "", st.session_state.get("train_name_proposal")):
         st.session_state["train_run_name"] = proposal

@@ -14,8 +14,10 @@ from core.store.runs import (
     list_runs,
     read_run_folder,
 )
+from core.store.seed import prepare_runs_root
 from core.train.progress import format_duration, training_progress
 from ui.charts import run_loss_figure
+from ui.config_form import keep_form
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
 from ui.jobs import act, any_job_active, delete_controls
@@ -27,6 +29,7 @@ POLL_SECONDS = 1.0
 
 st.set_page_config(page_title="Run · PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
+keep_form()  # the Train form, as it was, when the user goes back to it
 
 
 def forget_run() -> None:
@@ -99,6 +102,10 @@ def live_view(path, was_active: bool) -> None:
 
 root = runs_root()
 st.title("Run")
+try:
+    prepare_runs_root(root)  # a shared link to a lab run may be the first page a session opens
+except OSError as exc:
+    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
 runs = with_live_states(list_runs(root))
 if not runs:
     st.info("No runs yet.")
@@ -106,12 +113,19 @@ if not runs:
     st.stop()
 names = [run.name for run in runs]
 wanted = st.query_params.get("run")
-if wanted is not None and wanted not in names:
-    st.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
-name = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0,
+notice = st.empty()  # why no run is shown, above the picker
+# A keyed picker keeps its identity while the URL follows it (an index from the URL would make every
+# other pick a new widget, and lose it); the URL sets it when it changes from outside (a link, a delete).
+if st.session_state.get("run_page_url") != wanted or st.session_state.get("run_page_pick") not in names:
+    st.session_state["run_page_pick"] = names[0] if wanted is None else wanted if wanted in names else None
+st.session_state["run_page_url"] = wanted
+name = st.selectbox("Run", names, key="run_page_pick", placeholder="Pick a run",
                     help="The page's address names the run: copy it to share or bookmark this run.")
+if name is None:
+    notice.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
+    st.stop()
 if name != wanted:
-    st.query_params["run"] = name
+    st.query_params["run"] = st.session_state["run_page_url"] = name
 path = root / name
 run = read_run_folder(path)
 active = any_job_active(path)

@@ -17,6 +17,7 @@ from core.store.runs import EVENTS_FILE, Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.answers import answer_cell
 from ui.charts import bar_figure, memory_figure, scatter_figure
+from ui.config_form import keep_form
 
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
 COLUMNS_PER_ROW = 4
@@ -49,6 +50,7 @@ def cached_evaluations(run_paths: tuple[str, ...], signature: str) -> dict[str, 
 
 
 st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
+keep_form()  # the Train form, as it was, when the user goes back to it
 root = runs_root()
 st.title("Compare runs")
 st.caption("Loss curves, what each run cost, metrics against a baseline, config differences and answers side by side.")
@@ -72,24 +74,29 @@ if not candidates:
     st.stop()
 
 by_name = {run.name: run for run in candidates}
-linked = [name for name in st.query_params.get("runs", "").split(",") if name in by_name]
+state = st.session_state  # keyed picks, set from the URL when it changes (a link): see pages/2_Run.py
+linked_runs, linked_baseline = st.query_params.get("runs", ""), st.query_params.get("baseline")
+if state.get("compare_runs_url") != linked_runs or "compare_runs" not in state:
+    linked = [name for name in linked_runs.split(",") if name in by_name]
+    state["compare_runs"] = linked or compare.default_runs(candidates)
+else:
+    state["compare_runs"] = [name for name in state["compare_runs"] if name in by_name]  # a run deleted since
 picked_names = st.multiselect(
-    "Runs", list(by_name), default=linked or compare.default_runs(candidates),
+    "Runs", list(by_name), key="compare_runs",
     help="Every completed run is picked at first, the lab's recorded runs included. The page's address keeps "
     "the picks: copy it to share this comparison.",
 )
-st.query_params["runs"] = ",".join(picked_names)
+st.query_params["runs"] = state["compare_runs_url"] = ",".join(picked_names)
 picked = [run for run in candidates if run.name in set(picked_names)]
 if not picked:
     st.info("Pick at least one run.")
     st.stop()
 names = [run.name for run in picked]
-linked_baseline = st.query_params.get("baseline")
-baseline = st.selectbox(
-    "Baseline", names, help="Deltas in the metrics table are against this run.",
-    index=names.index(linked_baseline if linked_baseline in names else compare.default_baseline(picked)),
-)
-st.query_params["baseline"] = baseline
+if state.get("compare_baseline_url") != linked_baseline or state.get("compare_baseline") not in names:
+    state["compare_baseline"] = linked_baseline if linked_baseline in names else compare.default_baseline(picked)
+baseline = st.selectbox("Baseline", names, key="compare_baseline", help="Deltas in the metrics table are against "
+                        "this run.")
+st.query_params["baseline"] = state["compare_baseline_url"] = baseline
 colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
 
 st.subheader("Loss curves")

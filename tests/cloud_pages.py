@@ -2,11 +2,12 @@
 
 Run by tests/test_community_cloud.py with the python of a fresh venv that holds requirements.txt
 only (no torch): `python tests/cloud_pages.py REPORT.json`, from the project folder, with
-$PEFT_RUNS_DIR naming a runs folder that does not exist yet. In one process, as the app runs:
-the entry point and Home (which seed the lab's runs), two completed runs with curves and answers
-added with the Compare bench's writer, Train (New run and Runs), Compare, and Study cards before
-and after a 3-card deck. Writes what a user sees on each page and the process's memory (VmRSS,
-VmHWM) without a card model and with one loaded, as JSON; the test judges it.
+$PEFT_RUNS_DIR naming a runs folder that does not exist yet. In one process, as the app runs, each
+page opened as a server opens it (Home.py the entry point, the page and its URL's query): Home
+(which seeds the lab's runs), two completed runs with curves and answers added with the Compare
+bench's writer, Train, the Run page of a completed run with an adapter, Compare, and Study cards
+before and after a 3-card deck. Writes what a user sees on each page and the process's memory
+(VmRSS, VmHWM) without a card model and with one loaded, as JSON; the test judges it.
 """
 
 from __future__ import annotations
@@ -51,29 +52,29 @@ def seen(app: AppTest) -> dict[str, Any]:
                    for frame in app.dataframe],
         "charts": [chart.key for chart in app.get("plotly_chart")],
         "downloads": [button.proto.label for button in app.get("download_button")],
+        "titles": [title.value for title in app.title],
+        "headings": [markdown.value for markdown in app.markdown if markdown.value.startswith("#")],
+        "choices": {box.label: str(box.value) for box in app.selectbox},
+        "links": [[link.proto.label, link.proto.page, link.proto.query_string] for link in app.get("page_link")],
+        "query": dict(app.query_params),
     }
 
 
-def render(page: str, timeout: float = 120) -> AppTest:
-    """`page` (a path under the project) after its first run."""
-    app = AppTest.from_file(str(PROJECT_DIR / page), default_timeout=timeout)
+def render(page: str = "Home.py", query_params: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
+    """`page` (a path under the project) after its first run, opened as a server opens it: Home.py
+    is the entry point, `query_params` the URL's query."""
+    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=timeout)
+    if page != "Home.py":
+        app.switch_page(page)
+    app.query_params.update(query_params or {})
     app.run()
     return app
-
-
-def train_views() -> dict[str, dict[str, Any]]:
-    """The Train page's New run view (its default) and its Runs view."""
-    app = render("pages/train.py")
-    views = {"train_new_run": seen(app)}
-    next(radio for radio in app.radio if radio.label == "View").set_value("Runs").run()
-    views["train_runs"] = seen(app)
-    return views
 
 
 def study_cards_deck() -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """The Study cards page as it opens, then with a deck of DECK_CARDS cards from the default
     model choice (offline: the bundled model), and the process's memory just before generating."""
-    app = render("pages/study_cards.py", timeout=600)
+    app = render("pages/4_Study_cards.py", timeout=600)
     opened = seen(app)
     before = memory_mb()
     next(box for box in app.text_input if box.label == "Topic").input("the water cycle")
@@ -88,11 +89,12 @@ def study_cards_deck() -> tuple[dict[str, Any], dict[str, Any], dict[str, float]
 def main() -> None:
     report_path = Path(sys.argv[1])
     root = runs_root()
-    pages = {"entry": seen(render("Home.py")), "home": seen(render("pages/home.py"))}
+    pages = {"home": seen(render("Home.py"))}
     write_runs(root, COMPARE_RUNS, COMPARE_STEPS)
     (root / "run_000" / ADAPTER_DIR).mkdir()  # a run copied from a GPU machine brings its adapter
-    pages.update(train_views())
-    pages["compare"] = seen(render("pages/compare.py"))
+    pages["train"] = seen(render("pages/1_Train.py"))
+    pages["run"] = seen(render("pages/2_Run.py", {"run": "run_000"}))
+    pages["compare"] = seen(render("pages/3_Compare.py"))
     pages["study_cards"], pages["study_cards_deck"], without_model = study_cards_deck()
     model = bundled_path()
     report = {

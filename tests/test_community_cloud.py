@@ -67,30 +67,36 @@ def test_the_cloud_venv_has_no_training_stack(cloud_python):
 
 
 def test_home_lists_the_lab_runs(cloud_report):
-    seed_names = set(seed_run_names())
-    for page in ("entry", "home"):  # Home.py (st.navigation) and pages/home.py
-        seen = cloud_report["pages"][page]
-        assert_renders(seen)
-        assert set(seen["tables"][0]["first_column"]) == seed_names
-        assert "Download experiments_log.csv" in seen["downloads"]
+    seen = cloud_report["pages"]["home"]  # Home.py, the entry point
+    assert_renders(seen)
+    assert seen["titles"] == ["PEFT Dashboard"]
+    assert set(seen["tables"][0]["first_column"]) == {f"Run?run={name}" for name in seed_run_names()}  # links
+    assert "Download experiments_log.csv" in seen["downloads"]
 
 
 def test_train_says_where_training_runs(cloud_report):
-    new_run = cloud_report["pages"]["train_new_run"]
-    assert_renders(new_run)
+    train = cloud_report["pages"]["train"]
+    assert_renders(train)
+    assert train["titles"] == ["Train"]
     assert any(info.startswith("Training is not available in this installation") and "requirements-train.txt" in info
-               and "GPU" in info for info in new_run["infos"]), new_run["infos"]
-    commands = [code for code in new_run["code"] if code.startswith("python -m core train ")]
-    assert len(commands) == 1 and commands[0].endswith("--preset t1_baseline"), new_run["code"]  # a GPU run
-    assert new_run["buttons"]["Start training"] is True  # disabled
+               and "GPU" in info for info in train["infos"]), train["infos"]
+    commands = [code for code in train["code"] if code.startswith("python -m core train ")]
+    assert len(commands) == 1 and commands[0].endswith("--preset t1_baseline"), train["code"]  # a GPU run
+    assert train["buttons"]["Start training"] is True  # disabled
+    assert train["links"] == []  # nothing in the queue
 
-    runs = cloud_report["pages"]["train_runs"]  # run_000 is selected: completed, with an adapter
-    assert_renders(runs)
-    assert runs["tables"][0]["first_column"] == ["run_000", "run_001"]
-    assert "train_loss_chart" in runs["charts"]
-    assert any(info.startswith("The adapter and the base model need the training stack") for info in runs["infos"])
-    assert any(info.startswith("Exporting needs the training stack here") for info in runs["infos"])
-    assert runs["buttons"]["Export"] is True  # disabled
+
+def test_the_run_page_shows_a_completed_run_and_what_needs_the_training_stack(cloud_report):
+    run = cloud_report["pages"]["run"]  # Run?run=run_000: completed, with an adapter
+    assert_renders(run)
+    assert run["query"] == {"run": "run_000"} and run["choices"]["Run"] == "run_000"
+    assert run["headings"] == ["### ✅ completed · run_000", "#### Evaluate", "#### Export to GGUF"]
+    assert "run_loss_chart" in run["charts"]
+    assert any(info.startswith("The adapter and the base model need the training stack") for info in run["infos"])
+    assert any(info.startswith("Exporting needs the training stack here") for info in run["infos"])
+    assert run["buttons"]["Export"] is True  # disabled
+    assert ["New run from this config", "Train", "from=run_000"] in run["links"]
+    assert ["Compare", "Compare", "runs=run_000"] in run["links"]
 
 
 def test_compare_shows_curves_answers_and_the_report(cloud_report):
@@ -101,6 +107,8 @@ def test_compare_shows_curves_answers_and_the_report(cloud_report):
     assert matrix["columns"][1:] == ["run_000 · adapter", "run_001 · adapter"]
     assert matrix["first_column"] == list(PROMPT_IDS)
     assert {"Download the comparison (Markdown)", "Download the answers (CSV)"} <= set(compare["downloads"])
+    assert set(compare["query"]["runs"].split(",")) == set(seed_run_names()) | {"run_000", "run_001"}
+    assert compare["query"]["baseline"] == "baseline_1B_r16_10k_600steps"
 
 
 def test_study_cards_make_a_deck_with_the_bundled_model(cloud_report):

@@ -201,13 +201,13 @@ RATINGS = {"r64": {"adapter": {"email": {"rating": 5, "note": "best email"}, "vp
 
 def test_matrix_columns_prompt_sets_and_pass_counts():
     columns = compare.matrix_columns(RESULTS)
-    assert [c.label for c in columns] == ["r16 · adapter", "r16 · base", "r64 · adapter", "r64 · gguf-model-q8_0"]
+    assert [c.label for c in columns] == ["r16 · adapter", "r16 · base", "r64 · adapter", "r64 · gguf:model-q8_0.gguf"]
     assert compare.prompt_sets(RESULTS) == ["lab", "mine"]
     assert compare.default_matrix_columns(columns, "r64", limit=3) == [columns[2], columns[3], columns[0]]
     matrix = build_matrix(RESULTS, RATINGS, columns, "lab")
     assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
     counts = {c.label: value for c, value in matrix.pass_counts().items()}
-    assert counts == {"r16 · adapter": (2, 3), "r16 · base": (0, 1), "r64 · adapter": (3, 3), "r64 · gguf-model-q8_0": (0, 1)}
+    assert counts == {"r16 · adapter": (2, 3), "r16 · base": (0, 1), "r64 · adapter": (3, 3), "r64 · gguf:model-q8_0.gguf": (0, 1)}
     email = matrix.prompts[1].cells[Column("r64", "adapter")]
     assert (email.rating, email.note) == (5, "best email")
     assert matrix.prompts[0].cells[Column("r64", "adapter")].rating is None  # 9 is not a 1-5 rating

@@ -1,5 +1,6 @@
-"""The Compare page through Streamlit's AppTest: seed runs only, runs with curves and eval
-results, a broken run, more curves than the chart shows, and one real tiny training run.
+"""The Compare page (pages/3_Compare.py) through Streamlit's AppTest: seed runs only, runs with
+curves and eval results, a broken run, more curves than the chart shows, picks and baseline in the
+URL, the default baseline, and one real tiny training run.
 
 Run folders are written directly in the run folder contract's format (config.json,
 status.json, metrics.json, events.jsonl, eval/<variant>.jsonl, ratings.json), as the
@@ -11,10 +12,12 @@ import io
 import json
 import math
 import random
+import re
+from urllib.parse import parse_qsl
 
 import pytest
 import streamlit as st
-from conftest import PROJECT_DIR, charts, heavy_modules_after_rendering, run_core
+from conftest import PROJECT_DIR, app_at, charts, heavy_modules_after_rendering, run_core
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
@@ -29,6 +32,9 @@ from core.store.files import (
 from core.store.runs import EVENTS_FILE, create_run, initial_status
 from core.store.seed import SEED_MARKER, import_seed_runs
 from core.train.config import default_config
+from core.train.presets import LAB_1B
+
+PAGE = "pages/3_Compare.py"
 
 SEED_NAMES = {
     "baseline_1B_r16_10k_600steps", "data_centric_1B_r64_30k_600steps", "exp3_1B_10k_600steps",
@@ -61,11 +67,21 @@ def downloads(monkeypatch):
     return read
 
 
-def open_page() -> AppTest:
-    app = AppTest.from_file(str(PROJECT_DIR / "pages" / "compare.py"), default_timeout=60)
+def open_page(query_params: dict | None = None) -> AppTest:
+    """The page as a link opens it: Home.py is the entry point, `query_params` the URL's query."""
+    app = app_at(PAGE, query_params, timeout=60)
     app.run()
     assert not app.exception, app.exception
     return app
+
+
+def follow(app: AppTest, label: str) -> AppTest:
+    """Click the page link `label` as the browser does: its page, with its query as the URL's."""
+    link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
+    page = next(path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page)
+    app.query_params = dict(parse_qsl(link.query_string))
+    app.switch_page(f"pages/{page.name}")
+    return rerun(app)
 
 
 def rerun(app: AppTest) -> AppTest:
@@ -406,14 +422,103 @@ def test_a_real_tiny_training_run_is_drawn_from_its_own_events(runs_root, tiny_m
 
 
 def test_home_navigates_to_compare(runs_root):
-    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=60)
+    app = app_at("Home.py")
     app.run()
-    app.switch_page("pages/compare.py").run()
+    app.switch_page(PAGE).run()
     assert not app.exception, app.exception
     assert app.title[0].value == "Compare runs"
     assert "baseline_1B_r16_10k_600steps" in widget(app.multiselect, "Runs").value
+    assert app.query_params["baseline"] == "baseline_1B_r16_10k_600steps"  # the picks land in the URL
+    assert set(app.query_params["runs"].split(",")) == SEED_NAMES
+
+
+def test_the_url_picks_the_runs_and_the_baseline_and_the_page_writes_changes_back(lab_root):
+    app = open_page({"runs": "t4_r64,cpu_tiny", "baseline": "cpu_tiny"})  # a shared Compare?runs=...&baseline=...
+    assert widget(app.multiselect, "Runs").value == ["t4_r64", "cpu_tiny"]
+    assert widget(app.selectbox, "Baseline").value == "cpu_tiny"
+    assert app.query_params == {"runs": "t4_r64,cpu_tiny", "baseline": "cpu_tiny"}
+    assert {trace["name"] for trace in charts(app)["curves"]["data"]} == {"t4_r64", "cpu_tiny"}
+    metrics = table(app, "Run").set_index("Run")
+    assert set(metrics.index) == {"t4_r64", "cpu_tiny"} and metrics.loc["cpu_tiny", "Δ Runtime (s)"] == "baseline"
+
+    widget(app.multiselect, "Runs").set_value(["t4_r16", "t4_r64", "cpu_tiny"])
+    rerun(app)
+    assert app.query_params == {"runs": "t4_r16,t4_r64,cpu_tiny", "baseline": "cpu_tiny"}
+    widget(app.multiselect, "Runs").set_value(["t4_r16", "t4_r64"])  # the baseline is no longer picked
+    rerun(app)
+    assert widget(app.selectbox, "Baseline").value == "t4_r16"  # the default again: the older of the two
+    assert app.query_params == {"runs": "t4_r16,t4_r64", "baseline": "t4_r16"}
+    widget(app.selectbox, "Baseline").set_value("t4_r64")
+    rerun(app)
+    assert app.query_params == {"runs": "t4_r16,t4_r64", "baseline": "t4_r64"}
+    assert table(app, "Run").set_index("Run").loc["t4_r64", "Δ Runtime (s)"] == "baseline"
+    rerun(app)  # the page's next run reads the URL it wrote: nothing moves
+    assert widget(app.multiselect, "Runs").value == ["t4_r16", "t4_r64"]
+    assert widget(app.selectbox, "Baseline").value == "t4_r64"
+
+    shared = open_page(dict(app.query_params))  # the address, opened in a new session, shows the same
+    assert widget(shared.multiselect, "Runs").value == ["t4_r16", "t4_r64"]
+    assert widget(shared.selectbox, "Baseline").value == "t4_r64"
+
+
+def test_a_run_pages_compare_link_opens_that_run_whatever_was_picked_before(lab_root):
+    app = open_page({"runs": "t4_r16,t4_r64", "baseline": "t4_r64"})
+    app.query_params = {"run": "cpu_tiny"}
+    app.switch_page("pages/2_Run.py")
+    rerun(app)
+    follow(app, "Compare")
+    assert app.title[0].value == "Compare runs"
+    assert widget(app.multiselect, "Runs").value == ["cpu_tiny"]
+    assert widget(app.selectbox, "Baseline").value == "cpu_tiny"
+    assert app.query_params == {"runs": "cpu_tiny", "baseline": "cpu_tiny"}
+    widget(app.multiselect, "Runs").set_value(["cpu_tiny", "t4_r16"])
+    rerun(app)
+    assert app.query_params == {"runs": "cpu_tiny,t4_r16", "baseline": "cpu_tiny"}
+
+
+def test_unknown_runs_in_the_url_are_left_out(lab_root):
+    app = open_page({"runs": "gone,t4_r16,half", "baseline": "gone"})
+    assert widget(app.multiselect, "Runs").value == ["t4_r16"]
+    assert widget(app.selectbox, "Baseline").value == "t4_r16"
+    assert app.query_params == {"runs": "t4_r16", "baseline": "t4_r16"}
+    app = open_page({"runs": "gone"})  # none known: the default picks
+    assert set(widget(app.multiselect, "Runs").value) == SEED_NAMES | {"t4_r16", "t4_r64", "cpu_tiny"}
+
+
+def test_the_default_baseline_is_on_the_base_model_most_picked_runs_share(runs_root):
+    """Tiny CPU runs (one named like a baseline, newest first in the list) picked with the lab's GPU
+    runs: deltas against the tiny model would say little, so the baseline is one of the lab's."""
+    import_seed_runs(runs_root)
+    for name in ("tiny_a", "tiny_b", "tiny_baseline"):
+        trained_run(runs_root, name, config={"base_model": "tiny-llama", "lora_r": 8, "max_steps": 20,
+                                             "load_in_4bit": False, "backend": "hf"},
+                    events=training_events(20, 5.5, 3.0, seconds_per_step=0.08, tokens_per_step=300, memory_gb=0.5,
+                                           seed=len(name)),
+                    device="cpu", peak=0.55, lora=0.06)
+    app = open_page()
+    picked = widget(app.multiselect, "Runs").value
+    assert set(picked) == SEED_NAMES | {"tiny_a", "tiny_b", "tiny_baseline"}  # 4 runs on the 1B, 3 on tiny, 1 on 3B
+    baseline = widget(app.selectbox, "Baseline").value
+    assert baseline == "baseline_1B_r16_10k_600steps"
+    assert read_json_object(runs_root / baseline / "config.json")["base_model"] == LAB_1B
+    assert app.query_params["baseline"] == baseline
+
+    app = open_page({"runs": "tiny_a,tiny_b,tiny_baseline,baseline_1B_r16_10k_600steps"})  # tiny is the majority
+    assert widget(app.selectbox, "Baseline").value == "tiny_baseline"
+
+
+def test_gguf_answers_are_labelled_as_the_command_line_names_them(lab_root):
+    write_eval(lab_root / "t4_r64", "gguf-t4_r64-q8_0", eval_rows("gguf-t4_r64-q8_0", GOOD, latency=0.4))
+    app = open_page({"runs": "t4_r64"})
+    columns = widget(app.multiselect, "Answer columns")
+    assert columns.options == [
+        "t4_r64 · adapter", "t4_r64 · gguf:t4_r64-q8_0.gguf"]
+    matrix = table(app, "Prompt").set_index("Prompt")
+    assert list(matrix.columns) == ["t4_r64 · adapter", "t4_r64 · gguf:t4_r64-q8_0.gguf"]
+    assert matrix.loc["vpn", "t4_r64 · gguf:t4_r64-q8_0.gguf"] == "✅ · 0.4 s"
 
 
 def test_the_page_imports_no_training_or_inference_library(lab_root):
     """The page renders on an app-only install: neither it nor what it imports loads torch & co."""
-    assert heavy_modules_after_rendering("pages/compare.py") == []
+    assert heavy_modules_after_rendering(PAGE) == []
+    assert heavy_modules_after_rendering(PAGE, {"runs": "t4_r16,cpu_tiny", "baseline": "cpu_tiny"}) == []

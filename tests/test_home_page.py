@@ -1,15 +1,19 @@
-"""Home through Streamlit's AppTest: seed runs, an empty root, a broken run."""
+"""Home (the entry point, Home.py) through Streamlit's AppTest: seed runs, an empty root, a broken
+run, links to each run's page and dashes for missing values."""
 
 import json
+from urllib.parse import parse_qs, urlsplit
 
+import pandas as pd
 import pytest
 import streamlit as st
-from conftest import PROJECT_DIR
+from conftest import app_at, seed_run_names
 from streamlit.testing.v1 import AppTest
 
 from core.machine import system
 from core.store.runs import create_run, initial_status
 from core.store.seed import SEED_MARKER
+from ui import lookups
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +21,7 @@ def gpus(monkeypatch):
     """The GPUs the page sees: none by default (none exists here; tests may fake one)."""
     found: list[system.Gpu] = []
     monkeypatch.setattr(system, "detect_gpus", lambda: found)
+    monkeypatch.setattr(lookups, "detect_gpus", lambda: found)  # the pages ask through ui.lookups
     st.cache_data.clear()
     return found
 
@@ -30,7 +35,7 @@ def empty_root(runs_root):
 
 
 def run_home() -> AppTest:
-    app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=30)
+    app = app_at("Home.py", timeout=30)
     app.run()
     assert not app.exception, app.exception
     return app
@@ -40,12 +45,25 @@ def metric_values(app: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in app.metric}
 
 
+def linked_run(url: str) -> str:
+    """The run a Run column link opens: `Run?run=NAME` is the Run page with NAME in its URL."""
+    parts = urlsplit(url)
+    assert parts.path == "Run", url
+    return parse_qs(parts.query)["run"][0]
+
+
+def runs_table(app: AppTest) -> pd.DataFrame:
+    """The runs table indexed by run name (the Run column holds each run's link)."""
+    table = app.dataframe[0].value
+    return table.set_index(table["name"].map(linked_run))
+
+
 def test_home_shows_the_seed_runs(runs_root):
     app = run_home()
     assert app.title[0].value == "PEFT Dashboard"
-    table = app.dataframe[0].value
-    assert len(table) == 5
-    row = table.set_index("name").loc["model_centric_1B_r64_10k_600steps"]
+    table = runs_table(app)
+    assert len(table) == 5 and set(table.index) == set(seed_run_names())
+    row = table.loc["model_centric_1B_r64_10k_600steps"]
     assert (row["lora"], row["train_loss"], row["runtime_s"]) == ("64/64", 0.8806, 2649.69)
     assert (row["peak_memory_gb"], row["lora_memory_gb"]) == (2.955, 1.752)
     assert row["state"].endswith("completed")
@@ -53,7 +71,36 @@ def test_home_shows_the_seed_runs(runs_root):
     system = " ".join(markdown.value for markdown in app.markdown)
     assert "**GPU:** no GPU" in system
     assert "Training stack" in system and "llama-cpp" in system and "GGUF converter" in system
+    assert "Download experiments_log.csv" in [button.proto.label for button in app.get("download_button")]
     assert not app.warning and not app.error
+
+
+def test_the_run_column_links_each_run_to_its_page(runs_root):
+    app = run_home()
+    frame = app.dataframe[0]
+    assert list(frame.value["name"])[:1] == ["Run?run=baseline_1B_r16_10k_600steps"]
+    column = json.loads(frame.proto.columns)["name"]
+    assert column["label"] == "Run" and column["pinned"] is True
+    assert column["type_config"] == {"type": "link", "display_text": "run=(.*)$"}  # shows the name, opens the page
+
+    url = frame.value["name"][0]  # follow the link as the browser does: the Run page, with the URL's query
+    page = app_at("pages/2_Run.py", {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()})
+    page.run()
+    assert not page.exception, page.exception
+    assert page.markdown[0].value == "### ✅ completed · baseline_1B_r16_10k_600steps"
+
+
+def test_missing_values_show_as_a_dash(empty_root):
+    create_run(empty_root, "no_metrics", {"base_model": "tiny", "max_steps": 30}, status=initial_status("queued", 30))
+    app = run_home()
+    frame = app.dataframe[0]
+    assert frame.proto.placeholder == "–"  # what the table shows in an empty cell
+    row = runs_table(app).loc["no_metrics"]
+    missing = ["dataset", "lora", "train_loss", "runtime_s", "peak_memory_gb", "lora_memory_gb", "device", "note"]
+    assert all(pd.isna(row[column]) for column in missing), row.to_dict()  # empty, so the dash shows
+    assert row["steps"] == "0/30" and row["state"].endswith("queued")
+    shown = {str(value) for value in frame.value.to_numpy().ravel() if not pd.isna(value)}
+    assert not shown & {"None", "nan", "NaN", "null", ""}, shown
 
 
 def test_home_shows_a_gpu_when_there_is_one(runs_root, gpus):
@@ -77,7 +124,7 @@ def test_home_marks_a_broken_run_and_keeps_the_others(empty_root, corrupt):
     (broken / "config.json").write_text(json.dumps({"base_model": "tiny"}))
     (broken / "status.json").write_text(corrupt)
     app = run_home()
-    table = app.dataframe[0].value.set_index("name")
+    table = runs_table(app)
     assert table.loc["healthy", "state"].endswith("running")
     assert table.loc["half_written", "state"].endswith("broken")
     assert "status.json" in table.loc["half_written", "note"]
@@ -97,7 +144,7 @@ def test_import_from_the_page_adds_runs_and_reports_bad_rows(empty_root):
     assert not app.exception
     assert "imported 1 run(s), 1 row(s) skipped" in app.success[0].value
     assert "line 3" in app.warning[0].value and "slash" in app.warning[0].value
-    table = app.dataframe[0].value.set_index("name")
+    table = runs_table(app)
     assert list(table.index) == ["colab_r32"]
     assert table.loc["colab_r32", "train_loss"] == 0.95
 
@@ -110,3 +157,13 @@ def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(empty_root,
     assert not app.exception
     assert "other.csv was not imported" in app.error[0].value
     assert [path.name for path in empty_root.iterdir()] == [SEED_MARKER]
+
+
+def test_home_navigates_to_every_page(runs_root):
+    app = run_home()
+    pages = {"pages/1_Train.py": "Train", "pages/2_Run.py": "Run", "pages/3_Compare.py": "Compare runs",
+             "pages/4_Study_cards.py": "Study cards"}
+    for page, title in pages.items():
+        app.switch_page(page).run()
+        assert not app.exception, (page, app.exception)
+        assert app.title[0].value == title

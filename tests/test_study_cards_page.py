@@ -1,11 +1,12 @@
-"""The Study cards page through Streamlit's AppTest, generating with the real bundled model."""
+"""The Study cards page (pages/4_Study_cards.py) through Streamlit's AppTest, generating with the
+real bundled model."""
 
-from conftest import PROJECT_DIR
+from conftest import app_at
 from streamlit.testing.v1 import AppTest
 
 
 def open_page() -> AppTest:
-    app = AppTest.from_file(str(PROJECT_DIR / "pages" / "study_cards.py"), default_timeout=180)
+    app = app_at("pages/4_Study_cards.py", timeout=180)
     app.run()
     assert not app.exception, app.exception
     return app

@@ -39,12 +39,16 @@ def fill_form(config: dict[str, Any]) -> None:
             st.session_state[key(field)] = widget_value(value)
 
 
+FORM_KEYS = ("train_preset", "train_run_name")
+"""The Train page's own widgets of the form, besides the config fields."""
+
+
 def keep_form() -> None:
-    """Keep the form's values while the page shows something else: Streamlit drops the state
-    of widgets it did not draw on a run."""
-    for field in default_config():
-        if key(field) in st.session_state:
-            st.session_state[key(field)] = st.session_state[key(field)]
+    """Keep the Train form's values while another page shows: Streamlit drops the state of
+    widgets it did not draw on a run, so every other page calls this on each run."""
+    for name in [*(key(field) for field in default_config()), *FORM_KEYS]:
+        if name in st.session_state:
+            st.session_state[name] = st.session_state[name]
 
 
 def form_document() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from core.evaluate.answers import (
     EvalError,
     check_request,
     load_eval_results,
+    pass_count,
     variant_label,
 )
 from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
@@ -27,7 +28,7 @@ def eval_summary_frame(results: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame([{
         "Variant": variant_label(name),
         "Prompt set": shown(rows[0].get("prompt_set")),
-        "Passed all checks": f"{sum(row.get('passed') is True for row in rows)}/{len(rows)}",
+        "Passed all checks": "{}/{}".format(*pass_count(rows)),
         "Mean latency (s)": round(sum(row.get("latency_s") or 0 for row in rows) / len(rows), 2),
         "Evaluated": shown(rows[0].get("created_at")),
     } for name, rows in results.items() if rows])

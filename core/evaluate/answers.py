@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from core import first_line
 from core.evaluate.checks import (
@@ -205,10 +205,22 @@ def evaluate_run(run_path: Path, variant: str, prompt_set: PromptSet, max_new_to
     return rows
 
 
+def row_passed(row: Mapping[str, Any]) -> bool | None:
+    """Whether an eval row's answer passed all its checks; None when the row does not say."""
+    passed = row.get("passed")
+    return passed if isinstance(passed, bool) else None
+
+
+def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(answers that passed all their checks, answers): the one pass count every view shows."""
+    return sum(row_passed(row) is True for row in rows), len(rows)
+
+
 def summary_line(rows: list[dict[str, Any]]) -> str:
     """"adapter: 7/10 prompts passed all checks"."""
     variant = rows[0]["variant"] if rows else "?"
-    return f"{variant}: {sum(1 for row in rows if row.get('passed') is True)}/{len(rows)} prompts passed all checks"
+    passed, total = pass_count(rows)
+    return f"{variant}: {passed}/{total} prompts passed all checks"
 
 
 def _variant_order(name: str) -> tuple[int, str]:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import first_line
+from core.evaluate.answers import load_eval_results, pass_count
 from core.export.pipeline import gguf_file_path, read_export, record_push, sha256_file
-from core.store.files import read_json_or_empty, read_jsonl
+from core.store.files import read_json_or_empty
 from core.store.runs import (
     ADAPTER_DIR,
     CONFIG_FILE,
-    EVAL_DIR,
     EXPORT_FILE,
     GGUF_DIR,
     METRICS_FILE,
@@ -97,12 +97,8 @@ def hub_token(explicit: str | None = None) -> str:
 
 
 def eval_summary(run_path: Path) -> dict[str, tuple[int, int]]:
-    """Per eval variant (`eval/<variant>.jsonl`): rows with `"passed": true`, and rows."""
-    summary = {}
-    for path in sorted((run_path / EVAL_DIR).glob("*.jsonl")):
-        rows, _ = read_jsonl(path)
-        summary[path.stem] = (sum(1 for row in rows if row.get("passed") is True), len(rows))
-    return summary
+    """Per eval variant (`eval/<variant>.jsonl`): answers that passed all their checks, and answers."""
+    return {variant: pass_count(rows) for variant, rows in load_eval_results(run_path).items()}
 
 
 def _hub_id(value: object) -> str | None:

@@ -248,6 +248,11 @@ def load_run(root: Path, name: str) -> Run:
     return read_run_folder(path)
 
 
+def taken_names(root: Path) -> set[str]:
+    """Every name in the runs root a new run may not take (runs, and folders that are not runs)."""
+    return {entry.name for entry in root.iterdir()} if root.is_dir() else set()
+
+
 def list_runs(root: Path) -> list[Run]:
     """All runs under `root`, newest first; hidden and staging folders are left out."""
     if not root.is_dir():
