@@ -16,13 +16,12 @@ from core import describe
 from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
-    JobStopped,
-    job_slot,
     request_stop,
+    run_job,
     wait_for_job,
     with_live_states,
 )
-from core.jobs.processes import job_identity
+from core.jobs.protocol import JobStopped
 from core.store.experiments_log import (
     ImportReport,
     LogFormatError,
@@ -40,7 +39,6 @@ from core.store.runs import (
     list_runs,
     load_run,
     run_summary,
-    update_status,
     validate_run_name,
 )
 from core.store.seed import import_seed_runs
@@ -239,17 +237,20 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if creating:
         create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
-
-    def queued(holder: str) -> None:
-        update_status(path, state="queued", waiting_for=holder, **job_identity())
-        print(f"waiting for {holder} to finish (one job at a time per machine)", file=sys.stderr, flush=True)
-
-    with job_slot(f"training {name}", queued):
-        state = train_run(path, resume=args.resume)
-    status = load_run(root, name).status
-    if state == "failed":
+    started = False
+    try:
+        with run_job(path, "train", admit=lambda: check_trainable(path, resume=args.resume)) as job:
+            started = True
+            train_run(path, job, resume=args.resume)
+    except JobStopped:
+        pass  # stopped (while training, with a checkpoint): resumable with --resume
+    except BaseException:
+        if not started:  # refused, or no job: nothing was recorded
+            raise
+    status = load_run(root, name).status  # how the job ended, as its lifecycle recorded it
+    if status.get("state") == "failed":
         raise CommandError(f"training {name} failed: {status.get('error')} (see {path / TRAIN_LOG})")
-    print(f"{name}: {state} at step {status.get('step')}/{status.get('max_steps')}")
+    print(f"{name}: {status.get('state')} at step {status.get('step')}/{status.get('max_steps')}")
     return 0
 
 
@@ -330,13 +331,12 @@ def _cards(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from core.evaluate.answers import check_request, evaluate_run, summary_line
     from core.evaluate.prompt_sets import resolve_prompt_set
-    from core.jobs.lifecycle import recorded_job
 
     root = runs_root(args.runs_dir)
     run = load_run(root, args.name)
     prompt_set = resolve_prompt_set(root, args.prompts)
     check_request(run.path, args.variant, args.max_new_tokens)
-    with recorded_job(run.path, "eval") as job:
+    with run_job(run.path, "eval", interrupt=True) as job:  # one answer can take long: a stop ends it at once
         rows = evaluate_run(run.path, args.variant, prompt_set, args.max_new_tokens, progress=job.stage)
     print(summary_line(rows))
     return 0
@@ -351,7 +351,6 @@ def _export(args: argparse.Namespace) -> int:
         validate_quants,
     )
     from core.export.verify import file_verdict
-    from core.jobs.lifecycle import recorded_job
     from core.models.generation import check_adapter
 
     run = load_run(runs_root(args.runs_dir), validate_run_name(args.name))
@@ -360,7 +359,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.push:
         validate_repo_id(args.push)
         hub_token()  # the token is read again by the push: it is never passed around or printed
-    with recorded_job(run.path, "export") as job:
+    with run_job(run.path, "export", interrupt=True) as job:  # merge and convert cannot check for a stop
         document = export_run(run.path, quants, job.stage)
         hub = None
         if args.push:

@@ -1,11 +1,15 @@
-"""The job manager with real processes: real training jobs of the tiny Llama, real signals.
+"""The one job lifecycle with real processes: real training, evaluation and export jobs of the
+tiny Llama, real signals.
 
-Every job here is `python -m core train ...` started by core.jobs in its own session, as the
-Train page starts it; kills and stops are real SIGKILL and SIGTERM signals.
+Every job here is `python -m core <kind> ...` started by core.jobs in its own session, as the
+pages start it; kills and stops are real SIGKILL and SIGTERM signals. The lifecycle's own
+endings are also checked in this process with run_job around plain code.
 """
 
 import fcntl
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +22,8 @@ from conftest import PROJECT_DIR, run_core
 
 from core.jobs import lifecycle as jobs
 from core.jobs.processes import pid_alive, process_start
+from core.jobs.protocol import JobControl, JobStopped
+from core.jobs.slot import job_slot
 from core.store.files import read_json_object, write_json_atomic
 from core.store.runs import (
     create_run,
@@ -26,8 +32,8 @@ from core.store.runs import (
     list_runs,
     load_run,
 )
+from core.train import tiny
 from core.train.presets import get_preset
-from core.train.training import LOCK_FILE
 
 
 def smoke_config(**changes) -> dict:
@@ -52,6 +58,53 @@ def step_of(run: Path) -> int:
     return read_json_object(run / "status.json").get("step") or 0
 
 
+@pytest.fixture(scope="module")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> Path:
+    """A run of the tiny Llama trained for 2 steps (it has an adapter to evaluate and export), to copy."""
+    cache = tmp_path_factory.mktemp("jobs-cache")
+    root = tmp_path_factory.mktemp("jobs-runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_CACHE_DIR", str(cache))
+        tiny.tiny_model_dir().parent.mkdir(parents=True)
+        tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
+        done = run_core("train", "template", "--preset", "cpu_smoke", "--set", "max_steps=2",
+                        "--set", "warmup_steps=0", runs_root=root)
+    assert done.returncode == 0, done.stderr
+    return root / "template"
+
+
+def trained_run(template: Path, root: Path, name: str) -> Path:
+    """A copy of the trained template named `name`, without the template's job records."""
+    root.mkdir(exist_ok=True)
+    shutil.copytree(template, root / name, ignore=shutil.ignore_patterns("jobs"))
+    return root / name
+
+
+def start_kind(kind: str, root: Path, request: pytest.FixtureRequest, name: str) -> Path:
+    """Start a real job of `kind` that runs long enough to be stopped or killed; return its run."""
+    request.getfixturevalue("tiny_model")
+    if kind == "train":
+        run = queued_run(root, name, max_steps=400, save_steps=1000)
+        jobs.start_training(run)
+    elif kind == "eval":  # the lab's 10 prompts, 1000 tokens each: about 1.5 s an answer here
+        run = queued_run(root, name)
+        jobs.start_job(run, "eval", ["--variant", "base", "--max-new-tokens", "1000"])
+    else:
+        converter = request.getfixturevalue("converter_dir")
+        request.getfixturevalue("monkeypatch").setenv("LLAMA_CPP_DIR", str(converter))
+        run = trained_run(request.getfixturevalue("trained_template"), root, name)
+        jobs.start_job(run, "export", ["--quant", "f16"])
+    return run
+
+
+def working(run: Path, kind: str) -> bool:
+    """Whether the job is at work: training steps done, an answer given, export loading the model to merge."""
+    view = jobs.job_view(run, kind)
+    if kind == "train":
+        return view.state == "running" and step_of(run) >= 3
+    return view.state == "running" and (view.status.get("fraction") or 0) >= 0.08
+
+
 def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
     run = queued_run(runs_root, "orphan", max_steps=8)
     launcher = subprocess.run(
@@ -68,40 +121,65 @@ def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
     assert "python -m core --runs-dir" in (run / "train.log").read_text()
 
 
-def test_a_killed_job_is_reported_dead_and_resumes_from_its_checkpoint(runs_root, tiny_model):
+@pytest.mark.parametrize("kind", jobs.JOB_KINDS)
+def test_a_killed_job_is_reported_dead(runs_root, request, kind):
+    run = start_kind(kind, runs_root, request, f"killed-{kind}")
+    wait_until(lambda: working(run, kind))
+    pid = jobs.job_view(run, kind).pid
+    os.killpg(pid, signal.SIGKILL)  # the job and any child of it (export's converter), as kill -9 leaves them
+    wait_until(lambda: not pid_alive(pid))
+    state_file = jobs.state_path(run, kind)
+    assert read_json_object(state_file)["state"] == "running"  # as the dead job left it
+
+    view = jobs.job_view(run, kind)
+    assert (view.state, view.alive) == ("failed", False)
+    assert view.error.startswith("process died"), view.status
+    recorded = read_json_object(state_file)  # recorded, so every reader agrees
+    assert recorded["state"] == "failed" and recorded["ended_at"] and recorded["log_tail"]
+    assert not view.active and not view.stop_requested
+    with pytest.raises(jobs.JobError, match=f"no {kind} job running"):
+        jobs.request_stop(run, kind)
+
+
+def test_a_killed_training_is_listed_failed_and_resumes_from_its_checkpoint(runs_root, tiny_model):
     run = queued_run(runs_root, "killed", max_steps=400, save_steps=3)
     pid = jobs.start_training(run)
     wait_until(lambda: latest_checkpoint(run) is not None and step_of(run) >= 4)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not pid_alive(pid))
-    assert read_json_object(run / "status.json")["state"] == "running"  # as the dead job left it
     assert [r.state for r in jobs.with_live_states(list_runs(runs_root))] == ["failed"]
-
-    view = jobs.job_view(run, "train")
-    assert view.state == "failed" and view.error.startswith("process died"), view.status
-    assert read_json_object(run / "status.json")["state"] == "failed"  # recorded, so every reader agrees
+    assert read_json_object(run / "status.json")["state"] == "failed"
     checkpoint_step = int(latest_checkpoint(run).name.split("-")[1])
+    created = read_json_object(run / "status.json")["created_at"]
 
     jobs.start_training(run, resume=True)
     wait_until(lambda: jobs.job_view(run, "train").state == "running" and step_of(run) > checkpoint_step + 1)
     jobs.request_stop(run, "train")
     view = jobs.wait_for_job(run, "train", timeout_s=60)
     assert view.state == "stopped", view.tail()
-    assert read_json_object(run / "status.json")["resumes"] == 1
+    status = read_json_object(run / "status.json")
+    assert status["resumes"] == 1 and status["error"] is None and status["log_tail"] is None
+    assert status["created_at"] == created  # runs are listed by it
 
 
-def test_stop_ends_the_run_stopped_with_a_checkpoint_at_its_step(runs_root, tiny_model):
-    run = queued_run(runs_root, "stopme", max_steps=400, save_steps=1000)
-    jobs.start_training(run)
-    wait_until(lambda: step_of(run) >= 3)
-    view = jobs.request_stop(run, "train")
+@pytest.mark.parametrize("kind", jobs.JOB_KINDS)
+def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind):
+    run = start_kind(kind, runs_root, request, f"stop-{kind}")
+    wait_until(lambda: working(run, kind))
+    view = jobs.request_stop(run, kind)
     assert view.stop_requested
-    view = jobs.wait_for_job(run, "train", timeout_s=60)
-    assert (view.state, view.error) == ("stopped", None)
-    stopped_at = step_of(run)
-    assert latest_checkpoint(run).name == f"checkpoint-{stopped_at}"
-    with pytest.raises(jobs.JobError, match="no train job running"):
-        jobs.request_stop(run, "train")
+    view = jobs.wait_for_job(run, kind, timeout_s=60)
+    assert (view.state, view.error) == ("stopped", None), view.tail()  # not killed: it stopped by itself
+    wait_until(lambda: not jobs.job_view(run, kind).alive, timeout=30)  # and exits
+    assert read_json_object(jobs.state_path(run, kind))["ended_at"]
+    with pytest.raises(jobs.JobError, match=f"no {kind} job running"):
+        jobs.request_stop(run, kind)
+    if kind == "train":  # a checkpoint at the step it stopped at, to resume from
+        assert latest_checkpoint(run).name == f"checkpoint-{step_of(run)}"
+    elif kind == "eval":
+        assert not (run / "eval").exists()  # results are written whole at the end, or not at all
+    else:
+        assert not list(run.glob("gguf/*.gguf"))  # no file of an export that did not finish
 
 
 def test_a_second_job_waits_in_the_queue_and_starts_when_the_first_ends(runs_root, tiny_model):
@@ -113,7 +191,7 @@ def test_a_second_job_waits_in_the_queue_and_starts_when_the_first_ends(runs_roo
     wait_until(lambda: jobs.job_view(second, "train").waiting_for is not None)
     waiting = jobs.job_view(second, "train")
     assert waiting.state == "queued" and waiting.active
-    assert "training first" in waiting.waiting_for
+    assert "training of first" in waiting.waiting_for
     with pytest.raises(jobs.JobError, match="already queued"):
         jobs.start_training(second)
 
@@ -125,14 +203,15 @@ def test_a_second_job_waits_in_the_queue_and_starts_when_the_first_ends(runs_roo
 
 def test_a_job_that_exits_before_starting_is_failed_with_its_reason(runs_root, tiny_model):
     run = queued_run(runs_root, "locked", max_steps=4)
-    with open(run / LOCK_FILE, "a") as held:  # as if another process were training this run
+    jobs.lock_path(run, "train").parent.mkdir()
+    with open(jobs.lock_path(run, "train"), "a") as held:  # as if another process were training this run
         fcntl.flock(held, fcntl.LOCK_EX)
         jobs.start_training(run)
         wait_until(lambda: not jobs.job_view(run, "train").alive)
     view = jobs.job_view(run, "train")
     assert view.state == "failed"
     assert view.error.startswith("the job exited before it started")
-    assert "being trained by another process" in view.error
+    assert "the training of run locked is already running in another process" in view.error
 
 
 def test_start_refuses_runs_that_cannot_train(runs_root):
@@ -169,39 +248,122 @@ def test_a_job_that_ignores_its_stop_request_is_killed_after_the_grace_period(tm
     assert view.error.startswith("killed")
 
 
-def test_recorded_job_records_each_ending(tmp_path):
+def test_run_job_records_each_ending(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    with jobs.recorded_job(run, "eval") as job:
+    with jobs.run_job(run, "eval") as job:
         job.stage("answering prompt 1 of 10", 0.1)
-        assert read_json_object(run / "jobs" / "eval.json")["state"] == "running"
-    assert read_json_object(run / "jobs" / "eval.json")["state"] == "completed"
+        record = read_json_object(run / "jobs" / "eval.json")
+        assert (record["state"], record["stage"]) == ("running", "answering prompt 1 of 10")
+        assert record["fraction"] == 0.1
+        assert record["pid"] == os.getpid() and record["started_at"]
+    record = read_json_object(run / "jobs" / "eval.json")
+    assert (record["state"], record["fraction"], record["error"]) == ("completed", 1.0, None)
+    assert record["ended_at"]
+    assert "answering prompt 1 of 10" in (run / "jobs" / "eval.log").read_text()
 
-    with pytest.raises(ValueError):
-        with jobs.recorded_job(run, "eval"):
-            raise ValueError("bad prompt set\nmore detail")
+    with pytest.raises(ValueError), jobs.run_job(run, "eval"):
+        raise ValueError("bad prompt set\nmore detail")
     record = read_json_object(run / "jobs" / "eval.json")
     assert (record["state"], record["error"]) == ("failed", "ValueError: bad prompt set")
+    failure = [i for i, line in enumerate(record["log_tail"])
+               if "evaluation failed: ValueError: bad prompt set" in line]
+    assert failure and record["log_tail"][failure[0] + 1] == "Traceback (most recent call last):"
+    assert record["log_tail"][-2:] == ["ValueError: bad prompt set", "more detail"]
 
-    handler_before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(jobs.JobStopped):
-        with jobs.recorded_job(run, "export"):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
+    with pytest.raises(RuntimeError), jobs.run_job(run, "export"):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert read_json_object(run / "jobs" / "export.json")["error"] == (
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB "
+        "(the merge holds the base model in 16-bit: try a machine with more memory)")
+
+
+def test_a_stop_is_a_flag_that_stage_raises_and_a_second_signal_acts_as_before(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    handlers_before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(JobStopped, match="stopped by SIGTERM"), jobs.run_job(run, "eval") as job:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # not interrupted: the job checks when it can
+        assert job.stop_requested and job.stop_signal == "SIGTERM"
+        job.stage("answering prompt 2 of 10", 0.2)
+    record = read_json_object(run / "jobs" / "eval.json")
+    assert record["state"] == "stopped" and record["stage"] != "answering prompt 2 of 10"
+
+    with pytest.raises(KeyboardInterrupt), jobs.run_job(run, "eval") as job:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        assert job.stop_requested
+        os.kill(os.getpid(), signal.SIGINT)  # a second one acts as before the job: KeyboardInterrupt here
+        time.sleep(5)
+    assert read_json_object(run / "jobs" / "eval.json")["state"] == "stopped"
+
+    with pytest.raises(JobStopped), jobs.run_job(run, "export", interrupt=True):  # work that seldom checks
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
     assert read_json_object(run / "jobs" / "export.json")["state"] == "stopped"
-    assert signal.getsignal(signal.SIGTERM) == handler_before  # restored
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers_before  # restored
 
 
-def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, tiny_model):
-    run = queued_run(runs_root, "waiting", max_steps=4)
-    with jobs.job_slot("a job held by this test", lambda holder: None):
-        jobs.start_training(run)
-        wait_until(lambda: jobs.job_view(run, "train").waiting_for is not None)
-        assert jobs.job_view(run, "train").waiting_for.startswith("a job held by this test")
-        jobs.request_stop(run, "train")
-        view = jobs.wait_for_job(run, "train", timeout_s=30)
-    assert (view.state, view.alive) == ("stopped", False)
-    assert not (run / "events.jsonl").exists()  # it never trained
+def test_training_state_lives_in_status_json_and_keeps_the_run_fields(tmp_path):
+    run = create_run(tmp_path, "r", smoke_config(), status={**initial_status("queued", 30), "step": 7})
+    created = read_json_object(run / "status.json")["created_at"]
+    with pytest.raises(RuntimeError), jobs.run_job(run, "train"):
+        assert read_json_object(run / "status.json")["state"] == "running"
+        raise RuntimeError("CUDA out of memory")
+    status = read_json_object(run / "status.json")
+    assert (status["state"], status["step"], status["created_at"]) == ("failed", 7, created)
+    assert status["error"] == ("RuntimeError: CUDA out of memory "
+                               "(try a smaller batch_size or max_seq_length, or load_in_4bit=true)")
+    assert "training failed: RuntimeError: CUDA out of memory" in (run / "train.log").read_text()
+    assert not (run / "jobs" / "train.json").exists() and not (run / "jobs" / "train.log").exists()
+
+
+def test_a_refused_or_locked_job_writes_nothing(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+
+    def refuse() -> None:
+        raise jobs.JobError("not now")
+
+    with pytest.raises(jobs.JobError, match="not now"), jobs.run_job(run, "eval", admit=refuse):
+        pytest.fail("the job ran")
+    jobs.lock_path(run, "eval").parent.mkdir(exist_ok=True)
+    with open(jobs.lock_path(run, "eval"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        message = "the evaluation of run r is already running in another process"
+        with pytest.raises(jobs.JobError, match=message), jobs.run_job(run, "eval"):
+            pytest.fail("the job ran")
+    assert not jobs.state_path(run, "eval").exists() and not jobs.log_path(run, "eval").exists()
+
+
+def test_job_code_sees_only_the_protocol():
+    """Training, evaluation and export code imports core.jobs.protocol, never the launcher."""
+    for folder in ("train", "evaluate", "export"):
+        for path in (PROJECT_DIR / "core" / folder).glob("*.py"):
+            imports = re.findall(r"^\s*(?:from|import) (core\.jobs\S*)", path.read_text(), re.MULTILINE)
+            assert set(imports) <= {"core.jobs.protocol", "core.jobs.processes"}, path
+    control = JobControl()
+    control.stage("outside a job, a stage is only a log line")
+    control.request_stop("SIGTERM")
+    with pytest.raises(JobStopped):
+        control.check_stop()
+
+
+@pytest.mark.parametrize("kind", jobs.JOB_KINDS)
+def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, request, kind):
+    with job_slot("a job held by this test", lambda holder: None):
+        run = start_kind(kind, runs_root, request, f"waiting-{kind}")
+        wait_until(lambda: jobs.job_view(run, kind).waiting_for is not None)
+        view = jobs.job_view(run, kind)
+        assert (view.state, view.active) == ("queued", True)
+        assert view.waiting_for.startswith("a job held by this test")
+        jobs.request_stop(run, kind)
+        view = jobs.wait_for_job(run, kind, timeout_s=30)
+    assert (view.state, view.error) == ("stopped", None)
+    wait_until(lambda: not jobs.job_view(run, kind).alive, timeout=30)
+    assert read_json_object(jobs.state_path(run, kind))["started_at"] is None  # it never ran
+    assert not (run / {"train": "events.jsonl", "eval": "eval", "export": "merged"}[kind]).exists()
 
 
 def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, tiny_model, monkeypatch):
@@ -231,16 +393,14 @@ def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, 
     assert jobs.wait_for_job(run, "train", timeout_s=120).state == "completed"
 
 
-def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(runs_root, tiny_model, converter_dir, monkeypatch):
+def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(runs_root, tiny_model, converter_dir, monkeypatch,
+                                                              trained_template):
     """The Hub is a local fake (test_hub.FakeHub): the real one cannot be reached from tests."""
     from test_hub import TOKEN, FakeHub
 
     monkeypatch.setenv("LLAMA_CPP_DIR", str(converter_dir))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    trained = run_core("train", "pushme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
-                       runs_root=runs_root)
-    assert trained.returncode == 0, trained.stderr
-    run = runs_root / "pushme"
+    run = trained_run(trained_template, runs_root, "pushme")
     with FakeHub({TOKEN: {"tester"}}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.delenv("HF_HUB_OFFLINE")

@@ -129,10 +129,13 @@ def test_presets_lists_every_preset_and_its_settings(capsys, runs_root):
 def test_a_run_another_process_trains_is_not_trained_twice(capsys, runs_root):
     import fcntl
 
-    create_run(runs_root, "locked", {"base_model": "tiny-llama", "dataset": "data/sample_sharegpt.jsonl",
-                                     "load_in_4bit": False}, status=initial_status("queued", 60))
-    with open(runs_root / "locked" / ".lock", "a") as held:
+    from core.jobs.lifecycle import lock_path
+
+    config = {"base_model": "tiny-llama", "dataset": "data/sample_sharegpt.jsonl", "load_in_4bit": False}
+    path = create_run(runs_root, "locked", config, status=initial_status("queued", 60))
+    lock_path(path, "train").parent.mkdir()
+    with open(lock_path(path, "train"), "a") as held:  # as the training job of another process holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         code, _, err = command(capsys, runs_root, "train", "locked")
-    assert code == 1 and "run locked is being trained by another process" in err
+    assert code == 1 and "the training of run locked is already running in another process" in err, err
     assert json.loads((runs_root / "locked" / "status.json").read_text())["state"] == "queued"

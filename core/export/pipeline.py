@@ -50,7 +50,7 @@ from core.export.verify import (
     merged_expectations,
     verify_gguf,
 )
-from core.jobs.lifecycle import JobStopped, Progress
+from core.jobs.protocol import JobStopped, Progress
 from core.models.generation import (
     adapter_weights,
     check_adapter,

@@ -1,42 +1,53 @@
-"""Jobs: training, evaluation and export as processes of their own.
+"""The one lifecycle of every job: training, evaluation and export as processes of their own.
 
 A job is `python -m core <kind> RUN ...` started in its own process session with its output
 in the run folder, so it outlives a page reload and a restart of the dashboard; pages
-re-attach by reading the run folder. Nothing here touches Streamlit.
+re-attach by reading the run folder. Nothing here touches Streamlit. Two sides, one module:
+
+- inside the job process, `run_job(run_path, kind)` runs the job's work: it takes the run's
+  lock for this kind, waits for the machine's job slot (core.jobs.slot) in state `queued`,
+  records `running`, and ends `completed`, `stopped` (after a SIGTERM/SIGINT) or `failed`
+  (with the error and the log's last lines). It hands the work a JobControl
+  (core.jobs.protocol), the only thing job code knows of all this;
+- in the dashboard and the command line, `start_job` launches a job, `job_view` reads its
+  state checked against its process (recording a death it finds), `request_stop` stops it
+  and enforces the stop after a grace period, and `delete_run` deletes a run without jobs.
 
 Files a job leaves in its run folder:
-- its state: `status.json` for training (written by the training job), `jobs/<kind>.json`
-  for eval and export (written by `recorded_job` inside the command);
-- its output: `train.log`, or `jobs/<kind>.log`;
+- its state: `jobs/<kind>.json`, except training's, which is the run's `status.json`
+  (training also writes its progress there: step, max_steps, training_s, resumes);
+- its output: `jobs/<kind>.log`, except training's, which is `train.log`;
 - `jobs/<kind>.launch.json`: written only by whoever launched or stopped the job (pid, host,
   process start time, command, stop request), so a job that dies before it writes anything
   is still found dead.
 
-One job at a time per machine: every job takes the machine's job slot (an flock in the
-cache folder) before its heavy work. A job started while another holds the slot is not
-refused: it waits in state `queued`, naming the job it waits for, and starts by itself when
-the slot frees. Queue the lab's experiments one after another and leave them.
+One job at a time per machine: a job started while another holds the slot is not refused:
+it waits in state `queued`, naming the job it waits for, and starts by itself when the slot
+frees. Queue the lab's experiments one after another and leave them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from core import describe
 from core.jobs.processes import job_alive, job_identity, process_start
+from core.jobs.protocol import JobControl, JobStopped
+from core.jobs.slot import job_slot
 from core.store.files import read_json_or_empty, tail_lines, write_json_atomic
-from core.store.paths import PROJECT_DIR, cache_dir
+from core.store.paths import PROJECT_DIR
 from core.store.runs import (
     STATUS_FILE,
     TRAIN_LOG,
@@ -44,30 +55,37 @@ from core.store.runs import (
     merge_document,
     now_iso,
     read_run_folder,
-    update_status,
 )
 
-JOB_KINDS = ("train", "eval", "export")
+
+@dataclass(frozen=True)
+class JobKind:
+    """What the lifecycle says about a kind of job."""
+
+    title: str  # in messages: "training of run1 failed"
+    out_of_memory_hint: str  # added to an out-of-memory error
+
+
+KINDS = {
+    "train": JobKind("training", "try a smaller batch_size or max_seq_length, or load_in_4bit=true"),
+    "eval": JobKind("evaluation", "try a smaller max_new_tokens, or the GGUF variant on the CPU"),
+    "export": JobKind("export", "the merge holds the base model in 16-bit: try a machine with more memory"),
+}
+JOB_KINDS = tuple(KINDS)  # the one list of job kinds: python -m core <kind> RUN ...
 JOBS_DIR = "jobs"
-SLOT_FILE = "job-slot.lock"
 ACTIVE_STATES = ("queued", "running")
 STOP_GRACE_S = 30.0
-
-
-Progress = Callable[[str, "float | None"], None]
-"""What a job's work reports its stage with: JobHandle.stage, or any function of (text, fraction)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+JOB_LOG = logging.getLogger("core")  # a job's stage lines come from core.jobs.protocol, core.train.*, ...
+log = logging.getLogger(__name__)
 
 
 class JobError(RuntimeError):
     """A job cannot be started or stopped now; the message says why."""
 
 
-class JobStopped(Exception):
-    """Raised inside a recorded job when a stop (SIGTERM or SIGINT) arrives."""
-
-
 def _check_kind(kind: str) -> str:
-    if kind not in JOB_KINDS:
+    if kind not in KINDS:
         raise JobError(f"unknown job kind {kind!r}: one of {', '.join(JOB_KINDS)}")
     return kind
 
@@ -87,10 +105,26 @@ def launch_path(run_path: Path, kind: str) -> Path:
     return run_path / JOBS_DIR / f"{_check_kind(kind)}.launch.json"
 
 
+def lock_path(run_path: Path, kind: str) -> Path:
+    """The lock a job holds while it runs: one job of a kind per run at a time."""
+    return run_path / JOBS_DIR / f".{_check_kind(kind)}.lock"
+
+
 def _merge(path: Path, **changes: Any) -> dict[str, Any]:
     """Merge `changes` into the JSON object at `path` (stamping updated_at) and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return merge_document(path, {}, **changes)
+
+
+def _reset(path: Path, **changes: Any) -> dict[str, Any]:
+    """Clear the state file's record of an earlier job for a new one; created_at is written only
+    when the file has none (status.json's is when the run was created: runs are listed by it)."""
+    cleared: dict[str, Any] = {"pid": None, "host": None, "pid_start": None, "started_at": None,
+                               "ended_at": None, "error": None, "log_tail": None, "fraction": None,
+                               "waiting_for": None, **changes}
+    if not read_json_or_empty(path).get("created_at"):
+        cleared["created_at"] = now_iso()
+    return _merge(path, **cleared)
 
 
 @contextmanager
@@ -104,114 +138,153 @@ def _control(run_path: Path, kind: str) -> Iterator[None]:
         yield
 
 
-# --- the machine's job slot --------------------------------------------------------------
-
-
-def slot_path() -> Path:
-    """The lock file that admits one job at a time on this machine."""
-    return cache_dir() / SLOT_FILE
-
-
-@contextmanager
-def job_slot(holder: str, on_wait: Callable[[str], None]) -> Iterator[None]:
-    """Hold the machine's job slot for the block; wait for it, calling `on_wait(holder)`, if taken."""
-    path = slot_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            on_wait(handle.read().strip() or "another job")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{holder} (pid {os.getpid()})")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def failure_text(kind: str, exc: BaseException) -> str:
+    """How a job's failure is recorded: the error's type and first line, with a hint for out-of-memory."""
+    line = describe(exc)
+    if "out of memory" in line.lower():
+        line += f" ({KINDS[kind].out_of_memory_hint})"
+    return line[:500]
 
 
 # --- inside a job ------------------------------------------------------------------------
 
 
-class JobHandle:
-    """What a recorded job uses to report its stage."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def stage(self, text: str, fraction: float | None = None) -> None:
-        """Record the current stage (and progress from 0 to 1), and print it as one log line."""
-        _merge(self.path, stage=text, fraction=fraction)
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _signals_raise_stop() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGINT into JobStopped; a second one acts as usual."""
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-
-    def handler(signum: int, frame: Any) -> None:
-        for sig in signals:
-            signal.signal(sig, previous[sig])
-        raise JobStopped(f"stopped by {signal.Signals(signum).name}")
-
-    for sig in signals:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig in signals:
-            signal.signal(sig, previous[sig])
-
-
 @contextmanager
 def _own_lock(run_path: Path, kind: str) -> Iterator[None]:
     """One job of a kind per run at a time."""
-    path = run_path / JOBS_DIR / f".{kind}.lock"
+    path = lock_path(run_path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise JobError(f"an {kind} job of run {run_path.name} is already running") from None
+            job = f"the {KINDS[kind].title} of run {run_path.name}"
+            raise JobError(f"{job} is already running in another process") from None
         yield
 
 
-@contextmanager
-def recorded_job(run_path: Path, kind: str) -> Iterator[JobHandle]:
-    """Record the eval or export job that runs the block in `jobs/<kind>.json`.
+def _same_file(stream: Any, path: Path) -> bool:
+    try:
+        mine, theirs = os.fstat(stream.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
-    Waits for the machine's job slot (state `queued`), then `running`; `completed` when the
-    block returns, `stopped` when a SIGTERM/SIGINT arrives (JobStopped is raised inside the
-    block, so its cleanup runs), `failed` with the error's first line when an exception
-    escapes. The exception propagates either way.
+
+@contextmanager
+def _job_logging(path: Path) -> Iterator[logging.Handler]:
+    """Log the `core` loggers' lines to stderr and to the job's log (once when stderr is the log,
+    as in a launched job); yield the handler that writes the log."""
+    if not sys.stderr.isatty():  # progress bars would fill the log with carriage returns
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console: logging.Handler = logging.StreamHandler(sys.stderr)
+    handlers = [console]
+    to_file = console
+    if not _same_file(sys.stderr, path):
+        to_file = logging.FileHandler(path, encoding="utf-8")
+        handlers.append(to_file)
+    before = JOB_LOG.level, JOB_LOG.propagate
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        JOB_LOG.addHandler(handler)
+    JOB_LOG.setLevel(logging.INFO)
+    JOB_LOG.propagate = False
+    try:
+        yield to_file
+    finally:
+        for handler in handlers:
+            JOB_LOG.removeHandler(handler)
+            handler.close()
+        JOB_LOG.setLevel(before[0])
+        JOB_LOG.propagate = before[1]
+
+
+@contextmanager
+def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterator[None]:
+    """Turn the first SIGTERM/SIGINT into the control's stop request, raising JobStopped at once
+    when `raise_now()` says so; a second signal acts as it did before the job (in the command
+    line, SIGTERM kills and SIGINT raises KeyboardInterrupt)."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+    def restore() -> None:
+        for sig, action in previous.items():
+            signal.signal(sig, signal.SIG_DFL if action is None else action)
+
+    def handler(signum: int, frame: Any) -> None:
+        # Only set the flag (or raise): logging from a signal handler can re-enter a stream mid-write.
+        restore()
+        name = signal.Signals(signum).name
+        control.request_stop(name)
+        if raise_now():
+            raise JobStopped(f"stopped by {name}")
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        restore()
+
+
+@contextmanager
+def run_job(run_path: Path, kind: str, *, interrupt: bool = False,
+            admit: Callable[[], object] | None = None) -> Iterator[JobControl]:
+    """Run the block as the run's job of this kind, recording its lifecycle in its state file.
+
+    Takes the run's lock for this kind (JobError when another process holds it), calls
+    `admit()` (which raises to refuse the job; nothing is written then), logs the `core`
+    loggers to the job's log, then waits for the machine's job slot in state `queued`
+    (naming the job it waits for), and runs the block in state `running` with the job's
+    pid identity and start time. The block gets a JobControl to report stages and learn of
+    a stop. The job ends:
+
+    - `completed` when the block returns;
+    - `stopped` when JobStopped (or a KeyboardInterrupt) escapes. The first SIGTERM/SIGINT
+      sets the control's stop request, which `stage()` and `check_stop()` turn into
+      JobStopped; a job waiting for the slot, or run with `interrupt=True` (for work that
+      cannot check often), gets JobStopped raised from the signal handler at once;
+    - `failed` when any other exception escapes, with the error (failure_text) and the last
+      lines of the log, where its traceback goes.
+
+    The exception propagates either way.
     """
-    if _check_kind(kind) == "train":
-        raise JobError("training records its own state in status.json")
-    path = state_path(run_path, kind)
-    handle = JobHandle(path)
-    with _own_lock(run_path, kind), _signals_raise_stop():
-        _merge(path, state="queued", **job_identity(), created_at=now_iso(), started_at=None, ended_at=None,
-               error=None, stage="waiting for the job slot", fraction=None, waiting_for=None)
-        try:
-            with job_slot(f"{kind} of {run_path.name}", lambda holder: _merge(path, waiting_for=holder)):
-                _merge(path, state="running", started_at=now_iso(), waiting_for=None, stage="starting")
-                yield handle
-        except JobStopped:
-            _merge(path, state="stopped", ended_at=now_iso())
-            raise
-        except BaseException as exc:
-            _merge(path, state="failed", ended_at=now_iso(), error=describe(exc)[:500])
-            raise
-        _merge(path, state="completed", ended_at=now_iso(), stage="done", fraction=1.0)
+    title = KINDS[_check_kind(kind)].title
+    path, output = state_path(run_path, kind), log_path(run_path, kind)
+    with _own_lock(run_path, kind):
+        if admit is not None:
+            admit()
+        control = JobControl(lambda text, fraction: _merge(path, stage=text, fraction=fraction))
+        raising = [True]  # while it waits for the slot, a stop ends the wait at once
+
+        def waiting(holder: str) -> None:
+            _merge(path, waiting_for=holder)
+            log.info("waiting for %s to finish (one job at a time per machine)", holder)
+
+        with _job_logging(output) as log_file, _stop_signals(control, lambda: raising[0]):
+            try:
+                _reset(path, state="queued", **job_identity(), stage="waiting for the job slot")
+                with job_slot(f"{title} of {run_path.name}", waiting):
+                    control.check_stop()
+                    _merge(path, state="running", started_at=now_iso(), waiting_for=None, stage="starting")
+                    raising[0] = interrupt
+                    yield control
+                    raising[0] = False
+            except (JobStopped, KeyboardInterrupt) as exc:
+                raising[0] = False
+                _merge(path, state="stopped", ended_at=now_iso())
+                reason = exc if isinstance(exc, JobStopped) else "stopped at once by a second interrupt"
+                log.info("%s %s", title, reason)
+                raise
+            except BaseException as exc:
+                raising[0] = False
+                error = failure_text(kind, exc)
+                log_file.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s failed: %s",
+                                               (title, error), (type(exc), exc, exc.__traceback__)))
+                _merge(path, state="failed", ended_at=now_iso(), error=error, log_tail=tail_lines(output))
+                raise
+            _merge(path, state="completed", ended_at=now_iso(), stage="done", fraction=1.0)
 
 
 # --- launching, watching and stopping ----------------------------------------------------
@@ -224,9 +297,8 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
     file, no command line and no log.
     """
     command = [sys.executable, "-m", "core", "--runs-dir", str(run_path.parent), *arguments]
-    log = log_path(run_path, kind)
     (run_path / JOBS_DIR).mkdir(exist_ok=True)
-    with log.open("ab") as output:
+    with log_path(run_path, kind).open("ab") as output:
         output.write(f"\n=== {now_iso()} {shlex.join(['python', *command[1:]])}\n".encode())
         output.flush()
         process = subprocess.Popen(
@@ -240,15 +312,26 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
     return process.pid
 
 
-@contextmanager
-def _launching(run_path: Path, kind: str) -> Iterator[None]:
-    """Hold the run's control lock for a launch, refusing while a job of this kind lives."""
+def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None, *,
+              admit: Callable[[], object] | None = None) -> int:
+    """Start the run's job of this kind, `python -m core <kind> RUN <arguments>` (with `secrets`
+    in its environment), in state `queued`; return its pid.
+
+    Raises JobError when a job of this kind of the run is queued or running, or when
+    `admit()`, called under the run's control lock before anything is written, raises it.
+    """
+    _check_kind(kind)
+    if not run_path.is_dir():
+        raise JobError(f"no run folder at {run_path}")
     job_view(run_path, kind)  # records a job found dead, outside the lock it takes
     with _control(run_path, kind):
         view = job_view(run_path, kind, reconcile=False)
         if view.active:
             raise JobError(f"a {kind} job of run {run_path.name} is already {view.state}")
-        yield
+        if admit is not None:
+            admit()
+        _reset(state_path(run_path, kind), state="queued", stage="starting")
+        return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
 
 
 def start_training(run_path: Path, *, resume: bool = False) -> int:
@@ -256,33 +339,15 @@ def start_training(run_path: Path, *, resume: bool = False) -> int:
 
     Raises JobError when the run is not in a state that allows it.
     """
-    from core.train.training import TrainingError, trainable_config
+    from core.train.training import TrainingError, check_trainable
 
-    with _launching(run_path, "train"):
-        run = read_run_folder(run_path)
+    def trainable() -> None:
         try:
-            trainable_config(run, resume=resume)
+            check_trainable(run_path, resume=resume)
         except TrainingError as exc:
             raise JobError(str(exc)) from None
-        if resume:
-            update_status(run_path, state="queued", pid=None, host=None, pid_start=None, ended_at=None, error=None,
-                          log_tail=None, waiting_for=None)
-        return _launch(run_path, "train", ["train", run.name, *(["--resume"] if resume else [])])
 
-
-def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None) -> int:
-    """Start an eval or export job of the run with extra command-line `arguments` (and `secrets`
-    in its environment); return its pid."""
-    if _check_kind(kind) == "train":
-        raise JobError("use start_training for training jobs")
-    if not run_path.is_dir():
-        raise JobError(f"no run folder at {run_path}")
-    with _launching(run_path, kind):
-        write_json_atomic(state_path(run_path, kind), {
-            "state": "queued", "pid": None, "created_at": now_iso(), "updated_at": now_iso(), "started_at": None,
-            "ended_at": None, "error": None, "stage": "starting", "fraction": None, "waiting_for": None,
-        })
-        return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
+    return start_job(run_path, "train", ["--resume"] if resume else [], admit=trainable)
 
 
 @dataclass(frozen=True)
@@ -352,8 +417,6 @@ def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: d
         reason = "process died" if started else "the job exited before it started"
         changes |= {"state": "failed", "error": f"{reason}" + (f" (last output: {last.strip()[:300]})" if last else ""),
                     "log_tail": tail}
-    if kind == "train":
-        return update_status(run_path, **changes)
     return _merge(state_path(run_path, kind), **changes)
 
 
@@ -421,8 +484,9 @@ def _enforce_stop(run_path: Path, kind: str, launch: dict[str, Any], process: di
 def request_stop(run_path: Path, kind: str) -> JobView:
     """Ask a queued or running job to stop (SIGTERM to its process group).
 
-    A training job saves a checkpoint at its current step and ends `stopped`; a job that
-    has not stopped after STOP_GRACE_S is killed the next time it is looked at.
+    The job ends `stopped` (see run_job; training saves a checkpoint at its current step
+    first); a job that has not stopped after STOP_GRACE_S is killed the next time it is
+    looked at.
     """
     view = job_view(run_path, kind)
     if not view.active:
@@ -455,9 +519,9 @@ def delete_run(run_path: Path) -> None:
     busy = [view.kind for kind in JOB_KINDS if (view := job_view(run_path, kind)).active]
     if busy:
         raise JobError(f"run {run_path.name} has a {busy[0]} job {job_view(run_path, busy[0]).state}: stop it first")
-    doomed = run_path.with_name(f".deleting-{run_path.name}-{os.getpid()}-{time.monotonic_ns()}")
-    os.rename(run_path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    from core.store.files import delete_dir
+
+    delete_dir(run_path)
 
 
 def with_live_states(runs: list[Run]) -> list[Run]:

@@ -1,6 +1,7 @@
 """The trainer callback that writes a run's progress into its folder and honours stop requests.
 
-Imported only by the training job (it imports transformers).
+Imported only by the training job (it imports transformers). The stop request is the job's
+(core.jobs.protocol.JobControl): checked at every step, it ends the step with a checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from core.jobs.protocol import JobControl
 from core.store.files import append_jsonl
 from core.store.runs import EVENTS_FILE, update_status
 from core.train.memory import MemoryMeter
@@ -23,14 +25,14 @@ STATUS_INTERVAL_S = 1.0  # status.json is rewritten at most this often (it may s
 class RunRecorder(TrainerCallback):
     """Appends one event per logging step, keeps status.json current, stops on request.
 
-    `stop` is the job's StopRequest: once it is requested, the current step ends with a
-    checkpoint and training stops.
+    `job` is the training job's control: once a stop is requested, the current step ends
+    with a checkpoint and training stops.
     """
 
-    def __init__(self, run_path: Path, meter: MemoryMeter, stop: Any, runtime_before_s: float):
+    def __init__(self, run_path: Path, meter: MemoryMeter, job: JobControl, runtime_before_s: float):
         self.run_path = run_path
         self.meter = meter
-        self.stop = stop
+        self.job = job
         self.runtime_before_s = runtime_before_s
         self.segment_start = time.monotonic()
         self.status_written = float("-inf")
@@ -44,13 +46,14 @@ class RunRecorder(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         last_step = state.global_step >= state.max_steps
-        if self.stop.requested or last_step or time.monotonic() - self.status_written >= STATUS_INTERVAL_S:
+        stopping = self.job.stop_requested
+        if stopping or last_step or time.monotonic() - self.status_written >= STATUS_INTERVAL_S:
             update_status(self.run_path, step=state.global_step, training_s=round(self.elapsed_s(), 3))
             self.status_written = time.monotonic()
-        if self.stop.requested or last_step:
+        if stopping or last_step:
             control.should_log = True  # the loss of a last, partial logging interval is not lost
-        if self.stop.requested and not last_step:
-            log.info("stop requested (%s): saving a checkpoint at step %d", self.stop.signal_name, state.global_step)
+        if stopping and not last_step:
+            log.info("stop requested (%s): saving a checkpoint at step %d", self.job.stop_signal, state.global_step)
             control.should_save = True
             control.should_training_stop = True
         return control

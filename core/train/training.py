@@ -1,29 +1,25 @@
-"""The training job: run one run folder's config to the end, writing the run folder contract.
+"""The training job's work: run one run folder's config to the end, writing the run folder contract.
 
-`train_run` is what `python -m core train` calls in the job process. It never leaves a run
-in a state that lies: completed runs have their adapter and metrics, a stop (SIGTERM or
-SIGINT) saves a checkpoint and ends `stopped`, and any error ends `failed` with its text and
-the last lines of train.log. Heavy libraries are imported only once training starts.
+`train_run` is what `python -m core train` runs inside the job's lifecycle (core.jobs), which
+records the job's state in status.json; training adds its progress there (step, max_steps,
+training_s, resumes) and writes events.jsonl, checkpoints, adapter/ and metrics.json. A
+completed run has its adapter and metrics; on a stop request (SIGTERM or SIGINT) the current
+step ends with a checkpoint and JobStopped ends the job `stopped`. Heavy libraries are
+imported only once training starts.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import shutil
-import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from core import describe
-from core.jobs.processes import job_alive, job_identity
+from core.jobs.processes import job_alive
+from core.jobs.protocol import JobControl
 from core.machine.installed import package_version
 from core.store.files import (
     read_jsonl,
-    tail_lines,
     write_json_atomic,
     write_jsonl_atomic,
 )
@@ -32,50 +28,21 @@ from core.store.runs import (
     CHECKPOINTS_DIR,
     EVENTS_FILE,
     METRICS_FILE,
-    TRAIN_LOG,
     Run,
     checkpoint_step,
     latest_checkpoint,
-    now_iso,
     read_run_folder,
     remove_incomplete_checkpoints,
     update_status,
 )
 from core.train.config import ConfigError, RunConfig, parse_config
 
-JOB_LOG = logging.getLogger("core")  # the job's stage lines come from core.training, core.tiny, ...
 log = logging.getLogger(__name__)
 VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOCK_FILE = ".lock"
 
 
 class TrainingError(RuntimeError):
     """The run cannot be trained as asked (wrong state, imported, broken); nothing was changed."""
-
-
-class StopRequested(Exception):
-    """A stop signal arrived before the training loop began."""
-
-
-@dataclass
-class StopRequest:
-    """Set by a signal handler; the recorder turns it into a checkpoint and a clean stop."""
-
-    signal_name: str | None = None
-
-    @property
-    def requested(self) -> bool:
-        """Whether a stop has been asked for."""
-        return self.signal_name is not None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and first line, with a hint for out-of-memory."""
-    line = describe(exc)
-    if "out of memory" in line.lower():
-        line += " (try a smaller batch_size or max_seq_length, or load_in_4bit=true)"
-    return line[:500]
 
 
 def check_trainable(run_path: Path, *, resume: bool) -> RunConfig:
@@ -102,52 +69,6 @@ def trainable_config(run: Run, *, resume: bool) -> RunConfig:
         raise TrainingError(f"run {run.name} has an invalid config.json: {exc}") from None
 
 
-def _same_file(stream: Any, path: Path) -> bool:
-    try:
-        mine, theirs = os.fstat(stream.fileno()), os.stat(path)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
-
-
-def _start_logging(run_path: Path) -> list[logging.Handler]:
-    """Log the `core` loggers' stage lines to stderr and train.log (once if stderr is train.log)."""
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if not _same_file(sys.stderr, run_path / TRAIN_LOG):
-        handlers.append(logging.FileHandler(run_path / TRAIN_LOG, encoding="utf-8"))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        JOB_LOG.addHandler(handler)
-    JOB_LOG.setLevel(logging.INFO)
-    JOB_LOG.propagate = False
-    return handlers
-
-
-def _install_stop_handlers(stop: StopRequest) -> Callable[[], None]:
-    """Turn the first SIGTERM/SIGINT into a stop request; a second one acts as usual."""
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-
-    def handler(signum: int, frame: Any) -> None:
-        # Only set the flag: logging from a signal handler can re-enter a stream mid-write.
-        stop.signal_name = signal.Signals(signum).name
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
-
-    def restore() -> None:
-        for sig, action in previous.items():
-            signal.signal(sig, action)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
-    return restore
-
-
-def _check_stop(stop: StopRequest) -> None:
-    if stop.requested:
-        raise StopRequested(stop.signal_name)
-
-
 def _rewind_events(run_path: Path, checkpoint: Path | None) -> None:
     """Drop the events logged after the checkpoint's step (they are trained again)."""
     events, _ = read_jsonl(run_path / EVENTS_FILE)
@@ -169,12 +90,12 @@ def mean_loss(events: list[dict[str, Any]]) -> float | None:
 
 def _save_adapter(model: Any, tokenizer: Any, run_path: Path) -> None:
     """Write the final adapter and tokenizer to adapter/ in one step."""
-    staging = run_path / f".{ADAPTER_DIR}-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(run_path / ADAPTER_DIR, ignore_errors=True)
-    os.replace(staging, run_path / ADAPTER_DIR)
+    from core.store.files import replace_dir, staging_dir
+
+    with staging_dir(run_path / ADAPTER_DIR) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        replace_dir(staging, run_path / ADAPTER_DIR)
 
 
 def _versions() -> dict[str, str]:
@@ -184,8 +105,8 @@ def _versions() -> dict[str, str]:
 
 
 def _train(
-    run_path: Path, config: RunConfig, checkpoint: Path | None, resume: bool, runtime_before: float, stop: StopRequest
-) -> str:
+    run_path: Path, config: RunConfig, checkpoint: Path | None, resume: bool, runtime_before: float, job: JobControl
+) -> None:
     from core.train.data import load_conversations, tokenize_conversations
     from core.train.plan import detect_device, plan_training
 
@@ -199,14 +120,13 @@ def _train(
     if resume:
         _rewind_events(run_path, checkpoint)
         log.info("resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s", checkpoint or "")
-    log.info("loading data: %s [%s]", config.dataset, config.split)
+    job.stage(f"loading data: {config.dataset} [{config.split}]")
     conversations, report = load_conversations(config.dataset, config.split)
-    _check_stop(stop)
-    log.info("loading model: %s (%s backend)", config.base_model, plan.backend)
+    job.stage(f"loading model: {config.base_model} ({plan.backend} backend)")
     from core.train.backends import load_model
 
     model, tokenizer = load_model(config, plan)
-    _check_stop(stop)
+    job.check_stop()
     rows = tokenize_conversations(tokenizer, conversations, config, report)
     log.info("data: %s", report.summary())
 
@@ -219,7 +139,7 @@ def _train(
     from core.train.recorder import RunRecorder
 
     meter = MemoryMeter(plan.device)
-    recorder = RunRecorder(run_path, meter, stop, runtime_before)
+    recorder = RunRecorder(run_path, meter, job, runtime_before)
     arguments = sft_arguments(config, plan, run_path / CHECKPOINTS_DIR, progress_bar=sys.stderr.isatty())
     trainer = SFTTrainer(
         model=model,
@@ -229,14 +149,14 @@ def _train(
         callbacks=[recorder],
     )
     trainer.remove_callback(PrinterCallback)  # the recorder logs one line per step instead
-    _check_stop(stop)
     meter.reset_peak()
-    log.info("training: %d steps, memory at start %.2f GB (%s)", config.max_steps, meter.start_gb, meter.measure)
+    job.stage(f"training: {config.max_steps} steps, "
+              f"memory at start {meter.start_gb:.2f} GB ({meter.measure})")
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if stop.requested and trainer.state.global_step < config.max_steps:
+    if job.stop_requested and trainer.state.global_step < config.max_steps:
         update_status(run_path, step=trainer.state.global_step, training_s=round(recorder.elapsed_s(), 3))
         log.info("stopped at step %d; resume with --resume", trainer.state.global_step)
-        return "stopped"
+        job.check_stop()
 
     log.info("saving the adapter")
     _save_adapter(model, tokenizer, run_path)
@@ -271,81 +191,31 @@ def _train(
         metrics["train_loss"] or float("nan"), metrics["final_loss"] or float("nan"), runtime, tokens, peak,
         metrics["lora_memory_gb"], meter.measure,
     )
-    return "completed"
 
 
-def _lock_run(run_path: Path) -> Any:
-    """An exclusive lock on the run folder for this process's lifetime, or TrainingError."""
-    try:
-        handle = open(run_path / LOCK_FILE, "a")
-    except FileNotFoundError:
-        raise TrainingError(f"no run folder at {run_path}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise TrainingError(f"run {run_path.name} is being trained by another process") from None
-    return handle
+def train_run(run_path: Path, job: JobControl, *, resume: bool = False) -> None:
+    """Train (or resume) the run at `run_path` as the work of its training job (the job's
+    lifecycle records its state); return when the run is completed.
 
-
-def train_run(run_path: Path, *, resume: bool = False) -> str:
-    """Train (or resume) the run at `run_path`; return its final state.
-
-    Raises TrainingError, before touching anything, when the run cannot be trained now
-    (another process holds its lock, or its state does not allow it). Every other failure
-    ends in state `failed` with the error and the log tail.
+    Raises JobStopped after saving a checkpoint when `job` was asked to stop, and any error
+    that ends the run `failed`.
     """
-    lock = _lock_run(run_path)
+    run = read_run_folder(run_path)
     try:
-        run = read_run_folder(run_path)
-        return _run_locked(run_path, trainable_config(run, resume=resume), run.status, resume)
-    finally:
-        lock.close()
-
-
-def _run_locked(run_path: Path, config: RunConfig, previous: dict[str, Any], resume: bool) -> str:
-    if not sys.stderr.isatty():  # progress bars would fill train.log with carriage returns
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        config = parse_config(run.config, check_files=False)
+    except ConfigError as exc:
+        raise TrainingError(f"run {run.name} has an invalid config.json: {exc}") from None
+    previous = run.status
     removed = remove_incomplete_checkpoints(run_path) if resume else []
     checkpoint = latest_checkpoint(run_path) if resume else None
-    handlers, propagate = _start_logging(run_path), JOB_LOG.propagate
     if removed:
         log.info("removed checkpoints a crash left incomplete: %s", ", ".join(removed))
-    stop = StopRequest()
-    restore_signals = _install_stop_handlers(stop)
     update_status(
         run_path,
-        state="running",
-        **job_identity(),
-        started_at=previous.get("started_at") or now_iso(),
-        ended_at=None,
-        error=None,
-        log_tail=None,
         max_steps=config.max_steps,
         step=checkpoint_step(checkpoint) if checkpoint else 0 if resume else previous.get("step", 0),
         resumes=int(previous.get("resumes") or 0) + int(resume),
     )
-    try:
-        # Training time already spent counts, work lost to a crash included: it is what the run cost.
-        spent = float(previous.get("training_s") or 0.0) if resume else 0.0
-        state = _train(run_path, config, checkpoint, resume, spent, stop)
-        update_status(run_path, state=state, ended_at=now_iso())
-    except (StopRequested, KeyboardInterrupt) as exc:
-        if isinstance(exc, StopRequested):
-            log.info("%s received: stopped before training began", stop.signal_name)
-        else:
-            log.info("interrupted again: stopped without a new checkpoint")
-        state = "stopped"
-        update_status(run_path, state=state, ended_at=now_iso())
-    except Exception as exc:
-        log.exception("training failed")
-        state = "failed"
-        update_status(run_path, state=state, ended_at=now_iso(), error=one_line(exc), log_tail=tail_lines(run_path / TRAIN_LOG))
-    finally:
-        restore_signals()
-        for handler in handlers:
-            JOB_LOG.removeHandler(handler)
-            handler.close()
-        JOB_LOG.propagate = propagate
-    return state
+    # Training time already spent counts, work lost to a crash included: it is what the run cost.
+    spent = float(previous.get("training_s") or 0.0) if resume else 0.0
+    _train(run_path, config, checkpoint, resume, spent, job)
