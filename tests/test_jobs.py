@@ -203,7 +203,6 @@ def test_a_second_job_waits_in_the_queue_and_starts_when_the_first_ends(runs_roo
 
 def test_a_job_that_exits_before_starting_is_failed_with_its_reason(runs_root, tiny_model):
     run = queued_run(runs_root, "locked", max_steps=4)
-    jobs.lock_path(run, "train").parent.mkdir()
     with open(jobs.lock_path(run, "train"), "a") as held:  # as if another process were training this run
         fcntl.flock(held, fcntl.LOCK_EX)
         jobs.start_training(run)

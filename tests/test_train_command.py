@@ -133,7 +133,6 @@ def test_a_run_another_process_trains_is_not_trained_twice(capsys, runs_root):
 
     config = {"base_model": "tiny-llama", "dataset": "data/sample_sharegpt.jsonl", "load_in_4bit": False}
     path = create_run(runs_root, "locked", config, status=initial_status("queued", 60))
-    lock_path(path, "train").parent.mkdir()
     with open(lock_path(path, "train"), "a") as held:  # as the training job of another process holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         code, _, err = command(capsys, runs_root, "train", "locked")

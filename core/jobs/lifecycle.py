@@ -106,8 +106,8 @@ def launch_path(run_path: Path, kind: str) -> Path:
 
 
 def lock_path(run_path: Path, kind: str) -> Path:
-    """The lock a job holds while it runs: one job of a kind per run at a time."""
-    return run_path / JOBS_DIR / f".{_check_kind(kind)}.lock"
+    """The lock a job holds while it runs (one job of a kind per run at a time), beside its state file."""
+    return state_path(run_path, kind).with_name(f".{kind}.lock")
 
 
 def _merge(path: Path, **changes: Any) -> dict[str, Any]:
