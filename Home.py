@@ -87,8 +87,12 @@ with table_area:
             placeholder=MISSING,
             column_config={
                 **{key: st.column_config.Column(label) for key, label in RUN_TABLE_COLUMNS.items()},
-                "name": st.column_config.LinkColumn(RUN_TABLE_COLUMNS["name"], pinned=True, display_text=r"run=(.*)$",
-                                                    help="Opens the run's page"),
+                "name": st.column_config.LinkColumn(
+                    RUN_TABLE_COLUMNS["name"],
+                    pinned=True,
+                    display_text=r"run=(.*)$",
+                    help="Opens the run's page",
+                ),
             },
         )
         for run in runs:
@@ -105,7 +109,9 @@ with machine:
         for gpu in report.gpus:
             st.markdown(f"**GPU:** {gpu.name}, {gpu.memory_gb:g} GB")
     else:
-        st.markdown("**GPU:** no GPU. Training here is for the tiny CPU model; train real runs on a GPU machine.")
+        st.markdown(
+            "**GPU:** no GPU. Training here is for the tiny CPU model; train real runs on a GPU machine."
+        )
     memory = f"{report.memory_gb:g} GB RAM" if report.memory_gb else "RAM unknown"
     st.markdown(f"**CPU:** {report.cpu_count} cores, {memory}")
     disk = f"{report.free_disk_gb:g} GB free" if report.free_disk_gb is not None else "free space unknown"

@@ -73,7 +73,9 @@ ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 def to_messages(row: dict) -> dict:
     """A ShareGPT row's `conversations` as role/content `messages`."""
-    return {"messages": [{"role": ROLES[turn["from"]], "content": turn["value"]} for turn in row["conversations"]]}
+    return {
+        "messages": [{"role": ROLES[turn["from"]], "content": turn["value"]} for turn in row["conversations"]]
+    }
 
 
 def main() -> None:
@@ -122,11 +124,18 @@ def main() -> None:
         raise SystemExit("the marked template renders differently from the model's own")
     set_seed(SETTINGS["seed"])  # the adapter's initialisation too, not only the trainer's data order
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(
-        r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"], lora_dropout=SETTINGS["lora_dropout"],
-        target_modules=SETTINGS["target_modules"], use_rslora=SETTINGS["use_rslora"], bias="none",
-        task_type="CAUSAL_LM",
-    ))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=SETTINGS["lora_r"],
+            lora_alpha=SETTINGS["lora_alpha"],
+            lora_dropout=SETTINGS["lora_dropout"],
+            target_modules=SETTINGS["target_modules"],
+            use_rslora=SETTINGS["use_rslora"],
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
     times = StepTimes()
     trainer = SFTTrainer(
         model=model,

@@ -42,8 +42,11 @@ def replay_bare(model: GgufModel, calls: list) -> tuple[float, int]:
     for messages, options in calls:
         model.llama.reset()
         reply = model.llama.create_chat_completion(
-            messages=messages, max_tokens=options["max_tokens"], temperature=options["temperature"],
-            seed=options["seed"], response_format={"type": "json_object", "schema": options["schema"]},
+            messages=messages,
+            max_tokens=options["max_tokens"],
+            temperature=options["temperature"],
+            seed=options["seed"],
+            response_format={"type": "json_object", "schema": options["schema"]},
         )
         tokens += reply["usage"]["completion_tokens"]
     return time.perf_counter() - started, tokens
@@ -59,19 +62,29 @@ def main() -> None:
     for index in range(args.decks):
         recorder = RecordingModel(model)
         started = time.perf_counter()
-        result = generate_cards(recorder, CardRequest(topic=TOPICS[index % len(TOPICS)], count=args.cards), seed=index)
+        result = generate_cards(
+            recorder, CardRequest(topic=TOPICS[index % len(TOPICS)], count=args.cards), seed=index
+        )
         ours = time.perf_counter() - started
         bare, bare_tokens = replay_bare(model, recorder.calls)
         ratios.append(ours / bare)
         per_deck.append(ours)
         per_card.append(ours / max(1, len(result.cards)))
-        print(f"deck {index + 1}: {len(result.cards)} cards, {result.attempts} attempt(s), tokens ours {result.tokens} "
-              f"bare {bare_tokens}, ours {ours:.2f} s, bare {bare:.2f} s, ratio {ours / bare:.3f}")
+        print(
+            f"deck {index + 1}: {len(result.cards)} cards, {result.attempts} attempt(s), tokens ours {result.tokens} "
+            f"bare {bare_tokens}, ours {ours:.2f} s, bare {bare:.2f} s, ratio {ours / bare:.3f}"
+        )
     ratio = statistics.median(ratios)
-    print(f"\nbundled SmolLM2-135M, {args.cards} cards per deck, {args.decks} decks, {os.cpu_count()} CPU cores")
-    print(f"median per deck {statistics.median(per_deck):.2f} s, per card {statistics.median(per_card):.2f} s")
-    print(f"median ratio ours / bare llama-cpp calls with the same prompts, grammar and seed: {ratio:.3f} "
-          f"({(ratio - 1) * 100:+.1f}% overhead; target under +10%)")
+    print(
+        f"\nbundled SmolLM2-135M, {args.cards} cards per deck, {args.decks} decks, {os.cpu_count()} CPU cores"
+    )
+    print(
+        f"median per deck {statistics.median(per_deck):.2f} s, per card {statistics.median(per_card):.2f} s"
+    )
+    print(
+        f"median ratio ours / bare llama-cpp calls with the same prompts, grammar and seed: {ratio:.3f} "
+        f"({(ratio - 1) * 100:+.1f}% overhead; target under +10%)"
+    )
 
 
 if __name__ == "__main__":

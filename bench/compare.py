@@ -48,28 +48,66 @@ def write_runs(root: Path, count: int, steps: int) -> None:
         step = np.arange(1, steps + 1)
         loss = 0.9 + 1.2 * np.exp(-5 * step / steps) + rng.normal(0, 0.05, steps)
         events = [
-            {"step": int(s), "loss": round(float(value), 4), "learning_rate": 2e-4 * (1 - s / steps),
-             "grad_norm": 0.5, "epoch": round(s * 8 / 10000, 4), "elapsed_s": round(s * 4.3, 3),
-             "tokens_seen": int(s) * 8000, "memory_gb": 3.2}
+            {
+                "step": int(s),
+                "loss": round(float(value), 4),
+                "learning_rate": 2e-4 * (1 - s / steps),
+                "grad_norm": 0.5,
+                "epoch": round(s * 8 / 10000, 4),
+                "elapsed_s": round(s * 4.3, 3),
+                "tokens_seen": int(s) * 8000,
+                "memory_gb": 3.2,
+            }
             for s, value in zip(step, loss)
         ]
-        metrics = {"train_loss": round(float(loss.mean()), 4), "final_loss": events[-1]["loss"],
-                   "train_runtime_s": steps * 4.3, "steps": steps, "tokens_seen": steps * 8000,
-                   "tokens_per_s": 1860.5, "peak_memory_gb": 3.5 + index % 7 * 0.1, "lora_memory_gb": 1.2,
-                   "memory_measure": "cuda_reserved", "device": "Tesla T4", "device_memory_gb": 15.0}
-        config = {**default_config(), "lora_r": [8, 16, 32, 64][index % 4], "learning_rate": 1e-4 * (1 + index % 5),
-                  "max_steps": steps}
-        path = create_run(root, f"run_{index:03d}", config, status={**initial_status("completed", steps), "step": steps},
-                          metrics=metrics)
+        metrics = {
+            "train_loss": round(float(loss.mean()), 4),
+            "final_loss": events[-1]["loss"],
+            "train_runtime_s": steps * 4.3,
+            "steps": steps,
+            "tokens_seen": steps * 8000,
+            "tokens_per_s": 1860.5,
+            "peak_memory_gb": 3.5 + index % 7 * 0.1,
+            "lora_memory_gb": 1.2,
+            "memory_measure": "cuda_reserved",
+            "device": "Tesla T4",
+            "device_memory_gb": 15.0,
+        }
+        config = {
+            **default_config(),
+            "lora_r": [8, 16, 32, 64][index % 4],
+            "learning_rate": 1e-4 * (1 + index % 5),
+            "max_steps": steps,
+        }
+        path = create_run(
+            root,
+            f"run_{index:03d}",
+            config,
+            status={**initial_status("completed", steps), "step": steps},
+            metrics=metrics,
+        )
         write_jsonl_atomic(path / EVENTS_FILE, events)
         (path / "eval").mkdir()
-        write_jsonl_atomic(path / "eval" / "adapter.jsonl", [
-            {"variant": "adapter", "prompt_set": "lab", "prompt_id": prompt_id, "prompt": f"Prompt {prompt_id}",
-             "answer": "An answer. " * 30, "checks": [{"name": "leakage", "passed": True, "detail": "none"}],
-             "passed": (index + number) % 3 != 0, "latency_s": 1.5, "new_tokens": 90, "max_new_tokens": 256,
-             "model": "base + adapter", "created_at": "2026-11-28T15:00:00Z"}
-            for number, prompt_id in enumerate(PROMPT_IDS)
-        ])
+        write_jsonl_atomic(
+            path / "eval" / "adapter.jsonl",
+            [
+                {
+                    "variant": "adapter",
+                    "prompt_set": "lab",
+                    "prompt_id": prompt_id,
+                    "prompt": f"Prompt {prompt_id}",
+                    "answer": "An answer. " * 30,
+                    "checks": [{"name": "leakage", "passed": True, "detail": "none"}],
+                    "passed": (index + number) % 3 != 0,
+                    "latency_s": 1.5,
+                    "new_tokens": 90,
+                    "max_new_tokens": 256,
+                    "model": "base + adapter",
+                    "created_at": "2026-11-28T15:00:00Z",
+                }
+                for number, prompt_id in enumerate(PROMPT_IDS)
+            ],
+        )
 
 
 def measure(root: Path, reruns: int) -> tuple[float, list[float], int]:
@@ -98,8 +136,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="runs in the large root (default 200)")
     parser.add_argument("--few", type=int, default=10, help="runs in the small root (default 10)")
     parser.add_argument("--steps", type=int, default=1000, help="logged steps per run (default 1000)")
-    parser.add_argument("--rounds", type=int, default=5, help="first renders per size, alternating (default 5)")
-    parser.add_argument("--reruns", type=int, default=3, help="warm reruns after each first render (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="first renders per size, alternating (default 5)"
+    )
+    parser.add_argument(
+        "--reruns", type=int, default=3, help="warm reruns after each first render (default 3)"
+    )
     args = parser.parse_args()
     sizes = (args.few, args.runs)
     with tempfile.TemporaryDirectory() as folder:
@@ -117,15 +159,21 @@ def main() -> None:
                 cold[count].append(first)
                 warm[count] += reruns
     for count in sizes:
-        print(f"{count} runs (all picked, {min(count, 10)} curves drawn): first render median "
-              f"{statistics.median(cold[count]):.3f} s, warm rerun median {statistics.median(warm[count]):.3f} s")
-    print(f"\n{os.cpu_count()} CPU cores, {args.rounds} first renders and {args.rounds * args.reruns} warm reruns per size")
+        print(
+            f"{count} runs (all picked, {min(count, 10)} curves drawn): first render median "
+            f"{statistics.median(cold[count]):.3f} s, warm rerun median {statistics.median(warm[count]):.3f} s"
+        )
+    print(
+        f"\n{os.cpu_count()} CPU cores, {args.rounds} first renders and {args.rounds * args.reruns} warm reruns per size"
+    )
     for label, times in (("warm rerun", warm), ("first render", cold)):
         few, many = statistics.median(times[args.few]), statistics.median(times[args.runs])
         print(f"{label} ratio {args.runs} / {args.few} runs: {many / few:.2f} ({many:.3f} s vs {few:.3f} s)")
     slowest = statistics.median(warm[args.runs])
     verdict = "met" if slowest < NOTICEABLE_S else "NOT met"
-    print(f"target: a warm rerun with {args.runs} runs under {NOTICEABLE_S} s, i.e. no noticeable delay: {verdict}")
+    print(
+        f"target: a warm rerun with {args.runs} runs under {NOTICEABLE_S} s, i.e. no noticeable delay: {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,12 @@ TIMEOUT_S = 120
 def seconds_to_text(browser: Browser, script: Path, text: str, folder: Path) -> float:
     """Seconds from launching `streamlit run SCRIPT` (runs and cache in `folder`) until `text`
     shows in a new browser page."""
-    env = {**os.environ, RUNS_DIR_ENV: str(folder / "runs"), CACHE_DIR_ENV: str(folder / "cache"),
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        RUNS_DIR_ENV: str(folder / "runs"),
+        CACHE_DIR_ENV: str(folder / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
     started = time.perf_counter()
     with streamlit_server(script, env, folder / "streamlit.log", timeout=TIMEOUT_S) as url:
         page = browser.new_page()
@@ -66,23 +70,33 @@ def main() -> None:
         table_script.write_text(
             "import pandas as pd\nimport streamlit as st\n\n"
             f'st.title("{BARE_TEXT}")\nst.dataframe(pd.DataFrame({{"run": list("abcde"), "loss": [1.0] * 5}}))\n'
-            f'st.caption("{TABLE_TEXT}")\n')
-        apps = {"ours": (PROJECT_DIR / "Home.py", HOME_TEXT), "bare": (bare_script, BARE_TEXT),
-                "table": (table_script, TABLE_TEXT)}
+            f'st.caption("{TABLE_TEXT}")\n'
+        )
+        apps = {
+            "ours": (PROJECT_DIR / "Home.py", HOME_TEXT),
+            "bare": (bare_script, BARE_TEXT),
+            "table": (table_script, TABLE_TEXT),
+        }
         times: dict[str, list[float]] = {arm: [] for arm in apps}
         browser = launch_chromium(playwright)
         try:
-            for index in range(args.rounds):  # alternating, the first app too, so a busy moment hits both alike
+            for index in range(
+                args.rounds
+            ):  # alternating, the first app too, so a busy moment hits both alike
                 for arm in list(apps) if index % 2 == 0 else list(apps)[::-1]:
                     script, text = apps[arm]
-                    times[arm].append(seconds_to_text(browser, script, text, Path(folder) / f"{arm}-{index + 1}"))
+                    times[arm].append(
+                        seconds_to_text(browser, script, text, Path(folder) / f"{arm}-{index + 1}")
+                    )
                 print(f"round {index + 1}: " + ", ".join(f"{arm} {times[arm][-1]:.2f} s" for arm in apps))
         finally:
             browser.close()
     ours, bare, table = (statistics.median(times[arm]) for arm in ("ours", "bare", "table"))
     print(f"\n{args.rounds} starts per app, headless Chromium, {os.cpu_count()} CPU cores")
-    print(f"launch to text visible, median: Home ({HOME_TEXT!r}) {ours:.2f} s, bare st.title ({BARE_TEXT!r}) "
-          f"{bare:.2f} s, bare with a 5-row table ({TABLE_TEXT!r}) {table:.2f} s")
+    print(
+        f"launch to text visible, median: Home ({HOME_TEXT!r}) {ours:.2f} s, bare st.title ({BARE_TEXT!r}) "
+        f"{bare:.2f} s, bare with a 5-row table ({TABLE_TEXT!r}) {table:.2f} s"
+    )
     print(f"ratio ours / bare: {ours / bare:.2f}")
     verdict = "met" if ours / table < TARGET else "NOT met"
     print(f"ratio ours / bare with a table: {ours / table:.2f} (target under {TARGET}: {verdict})")

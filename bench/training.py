@@ -28,11 +28,12 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bare_sft  # noqa: E402
+from core.machine.devices import DeviceFacts
 from core.store.files import read_jsonl
 from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR
 from core.store.runs import EVENTS_FILE, TRAIN_LOG, read_run_folder
 from core.train.config import apply_overrides, parse_config
-from core.train.plan import DeviceFacts, plan_training
+from core.train.plan import plan_training
 from core.train.presets import get_preset
 from core.train.tiny import SAMPLE_FILE, ensure_tiny_model
 
@@ -41,19 +42,34 @@ OVERRIDES = ["logging_steps=1"]
 NOT_IN_BARE = ("base_model", "dataset", "note")
 """Config fields the bare script gets as arguments (model folder, data file) or has no use for."""
 STEP_TARGET, WALL_TARGET = 1.05, 1.10
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                 "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                 "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+SINGLE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "CUDA_VISIBLE_DEVICES": "",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def check_same_settings() -> None:
     """Refuse to measure when bare_sft.SETTINGS differ from what our job resolves the preset to on a CPU."""
     config = apply_overrides(get_preset(PRESET).config(), OVERRIDES)
     plan = plan_training(parse_config(config), DeviceFacts(cuda=False))
-    expected = {**config, "backend": plan.backend, "optimizer": plan.optimizer, "precision": plan.precision,
-                "gradient_checkpointing": plan.gradient_checkpointing}
-    differ = {key: (bare_sft.SETTINGS.get(key), value) for key, value in expected.items()
-              if key not in NOT_IN_BARE and bare_sft.SETTINGS.get(key) != value}
+    expected = {
+        **config,
+        "backend": plan.backend,
+        "optimizer": plan.optimizer,
+        "precision": plan.precision,
+        "gradient_checkpointing": plan.gradient_checkpointing,
+    }
+    differ = {
+        key: (bare_sft.SETTINGS.get(key), value)
+        for key, value in expected.items()
+        if key not in NOT_IN_BARE and bare_sft.SETTINGS.get(key) != value
+    }
     if differ:
         raise SystemExit(f"bench/bare_sft.py SETTINGS differ from the {PRESET} preset (bare, ours): {differ}")
 
@@ -82,12 +98,20 @@ def run_ours(root: Path, name: str, env: dict[str, str]) -> ArmResult:
     if result.returncode or run.state != "completed":
         raise SystemExit(f"our training ended {run.state}: {(root / name / TRAIN_LOG).read_text()[-2000:]}")
     events, _ = read_jsonl(root / name / EVENTS_FILE)
-    return ArmResult(step_seconds([event["elapsed_s"] for event in events]), wall, [event["loss"] for event in events])
+    return ArmResult(
+        step_seconds([event["elapsed_s"] for event in events]), wall, [event["loss"] for event in events]
+    )
 
 
 def run_bare(model_dir: Path, output_dir: Path, env: dict[str, str]) -> ArmResult:
     """The bare notebook-style script."""
-    command = [sys.executable, str(Path(bare_sft.__file__)), str(model_dir), str(SAMPLE_FILE), str(output_dir)]
+    command = [
+        sys.executable,
+        str(Path(bare_sft.__file__)),
+        str(model_dir),
+        str(SAMPLE_FILE),
+        str(output_dir),
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -99,8 +123,12 @@ def run_bare(model_dir: Path, output_dir: Path, env: dict[str, str]) -> ArmResul
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5, help="training runs per arm, alternating (default 5)")
-    parser.add_argument("--skip", type=int, default=3, help="first steps of each run left out of step times (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="training runs per arm, alternating (default 5)"
+    )
+    parser.add_argument(
+        "--skip", type=int, default=3, help="first steps of each run left out of step times (default 3)"
+    )
     args = parser.parse_args()
     check_same_settings()
     steps = bare_sft.SETTINGS["max_steps"]
@@ -112,8 +140,10 @@ def main() -> None:
         env = {**os.environ, **SINGLE_THREAD, CACHE_DIR_ENV: str(Path(folder) / "cache")}
         os.environ.update(env)  # the tiny model is built here, once, into the cache both arms read
         model_dir = ensure_tiny_model()
-        arms = {"ours": lambda number: run_ours(Path(folder) / "runs", f"round-{number}", env),
-                "bare": lambda number: run_bare(model_dir, Path(folder) / f"bare-{number}", env)}
+        arms = {
+            "ours": lambda number: run_ours(Path(folder) / "runs", f"round-{number}", env),
+            "bare": lambda number: run_bare(model_dir, Path(folder) / f"bare-{number}", env),
+        }
         for index in range(args.rounds):  # alternating, the first arm too, so a busy moment hits both alike
             order = list(arms) if index % 2 == 0 else list(arms)[::-1]
             results = {arm: arms[arm](index + 1) for arm in order}
@@ -122,20 +152,32 @@ def main() -> None:
                 result = results[arm]
                 if len(result.step_s) != steps:
                     raise SystemExit(f"{arm}: {len(result.step_s)} step times for {steps} steps")
-                step_times[arm] += result.step_s[args.skip:]
+                step_times[arm] += result.step_s[args.skip :]
                 walls[arm].append(result.wall_s)
-                line.append(f"{arm} step {statistics.median(result.step_s[args.skip:]):.3f} s, "
-                            f"wall {result.wall_s:.1f} s")
+                line.append(
+                    f"{arm} step {statistics.median(result.step_s[args.skip :]):.3f} s, "
+                    f"wall {result.wall_s:.1f} s"
+                )
             gap = max(abs(a - b) for a, b in zip(results["ours"].losses, results["bare"].losses))
-            print(f"round {index + 1}: " + "; ".join(line) + f"; largest difference of the per-step losses {gap:.2g}")
-    print(f"\n{PRESET} preset, tiny-llama on the CPU, one torch thread, {steps} steps per run, {args.rounds} runs "
-          f"per arm, {os.cpu_count()} CPU cores")
-    for label, times, target in (("steady-state step time", step_times, STEP_TARGET),
-                                 ("process wall time", walls, WALL_TARGET)):
+            print(
+                f"round {index + 1}: "
+                + "; ".join(line)
+                + f"; largest difference of the per-step losses {gap:.2g}"
+            )
+    print(
+        f"\n{PRESET} preset, tiny-llama on the CPU, one torch thread, {steps} steps per run, {args.rounds} runs "
+        f"per arm, {os.cpu_count()} CPU cores"
+    )
+    for label, times, target in (
+        ("steady-state step time", step_times, STEP_TARGET),
+        ("process wall time", walls, WALL_TARGET),
+    ):
         ours, bare = statistics.median(times["ours"]), statistics.median(times["bare"])
         verdict = "met" if ours / bare < target else "NOT met"
-        print(f"{label} median: ours {ours:.3f} s, bare {bare:.3f} s, ratio ours / bare {ours / bare:.3f} "
-              f"({(ours / bare - 1) * 100:+.1f}%; target under {(target - 1) * 100:+.0f}%: {verdict})")
+        print(
+            f"{label} median: ours {ours:.3f} s, bare {bare:.3f} s, ratio ours / bare {ours / bare:.3f} "
+            f"({(ours / bare - 1) * 100:+.1f}%; target under {(target - 1) * 100:+.0f}%: {verdict})"
+        )
     print(f"(step times: steps {args.skip + 1}-{steps} of every run)")
 
 

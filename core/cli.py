@@ -9,8 +9,9 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core import describe
 from core.jobs.lifecycle import (
@@ -22,6 +23,7 @@ from core.jobs.lifecycle import (
     with_live_states,
 )
 from core.jobs.protocol import JobStopped
+from core.machine.devices import PlanError
 from core.store.experiments_log import (
     ImportReport,
     LogFormatError,
@@ -51,7 +53,6 @@ from core.train.config import (
     set_help,
     with_resolved_paths,
 )
-from core.train.plan import PlanError
 from core.train.presets import PRESETS, PresetError, get_preset, train_command
 from core.train.training import TrainingError
 
@@ -140,25 +141,43 @@ def _runs_export(args: argparse.Namespace) -> int:
 
 def _presets(args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps({p.name: {"title": p.title, "description": p.description, "config": p.config()}
-                          for p in PRESETS.values()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    p.name: {"title": p.title, "description": p.description, "config": p.config()}
+                    for p in PRESETS.values()
+                },
+                indent=2,
+            )
+        )
         return 0
     rows = []
     for preset in PRESETS.values():
         config = preset.config()
-        rows.append({
-            "name": preset.name,
-            "title": preset.title,
-            "model": config["base_model"],
-            "data": f"{config['dataset']} [{config['split']}]",
-            "lora": f"{config['lora_r']}/{config['lora_alpha']}",
-            "steps": config["max_steps"],
-            "save": config["save_steps"],
-        })
-    columns = {"name": "Preset", "title": "Title", "model": "Base model", "data": "Data", "lora": "LoRA r/alpha",
-               "steps": "Steps", "save": "Save every"}
+        rows.append(
+            {
+                "name": preset.name,
+                "title": preset.title,
+                "model": config["base_model"],
+                "data": f"{config['dataset']} [{config['split']}]",
+                "lora": f"{config['lora_r']}/{config['lora_alpha']}",
+                "steps": config["max_steps"],
+                "save": config["save_steps"],
+            }
+        )
+    columns = {
+        "name": "Preset",
+        "title": "Title",
+        "model": "Base model",
+        "data": "Data",
+        "lora": "LoRA r/alpha",
+        "steps": "Steps",
+        "save": "Save every",
+    }
     print(format_table(rows, columns))
-    print("\nEvery preset starts from the lab notebook's defaults: python -m core presets --json shows all settings.")
+    print(
+        "\nEvery preset starts from the lab notebook's defaults: python -m core presets --json shows all settings."
+    )
     return 0
 
 
@@ -193,14 +212,17 @@ def _check_local_dataset(config: RunConfig) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.train.plan import detect_device, plan_training
+    from core.machine.devices import detect_device
+    from core.train.plan import plan_training
     from core.train.training import check_trainable, train_run
 
     root = runs_root(args.runs_dir)
     name = validate_run_name(args.name)
     creating = bool(args.preset or args.config)
     if args.resume and (creating or args.set):
-        raise CommandError("--resume continues with the run's own config: leave out --preset, --config and --set")
+        raise CommandError(
+            "--resume continues with the run's own config: leave out --preset, --config and --set"
+        )
     if args.set and not creating:
         raise CommandError("--set changes a preset or a config file: add --preset or --config")
     path = root / name
@@ -208,7 +230,9 @@ def _train(args: argparse.Namespace) -> int:
         document, base = _new_config(args)
         config = with_resolved_paths(parse_config(document))
         if path.exists():
-            raise CommandError(f"a run named {name} already exists in {root}: pick another name, or continue it with --resume")
+            raise CommandError(
+                f"a run named {name} already exists in {root}: pick another name, or continue it with --resume"
+            )
         _check_local_dataset(config)
     elif not path.is_dir():
         raise CommandError(f"no run named {name} in {root}: create it with --preset or --config")
@@ -224,12 +248,27 @@ def _train(args: argparse.Namespace) -> int:
     if problem and not args.dry_run:
         raise CommandError(problem)
     if args.dry_run:
-        command = train_command(name, config.to_dict() if creating else None, preset=args.preset,
-                                config_file=args.config, base=base if creating else None, runs_dir=args.runs_dir,
-                                resume=args.resume)
+        command = train_command(
+            name,
+            config.to_dict() if creating else None,
+            preset=args.preset,
+            config_file=args.config,
+            base=base if creating else None,
+            runs_dir=args.runs_dir,
+            resume=args.resume,
+        )
         plan_document = plan.to_dict() if plan else {"error": f"cannot train here: {problem}"}
-        print(json.dumps({"run": name, "config": config.to_dict(), "plan": plan_document,
-                          "command": shlex.join(command)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "run": name,
+                    "config": config.to_dict(),
+                    "plan": plan_document,
+                    "command": shlex.join(command),
+                },
+                indent=2,
+            )
+        )
         if problem:
             raise CommandError(f"cannot train here: {problem}")
         return 0
@@ -265,7 +304,9 @@ def _stop(args: argparse.Namespace) -> int:
     if args.wait:
         view = wait_for_job(path, args.job, args.wait)
         if view.active:
-            raise CommandError(f"the {args.job} job of {args.name} is still {view.state} after {args.wait:g} s")
+            raise CommandError(
+                f"the {args.job} job of {args.name} is still {view.state} after {args.wait:g} s"
+            )
         print(f"{args.name}: {args.job} job {view.state}")
     return 0
 
@@ -298,9 +339,15 @@ def _cards(args: argparse.Namespace) -> int:
             notes = Path(args.notes).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read notes {args.notes}: {exc}") from None
-    request = CardRequest(topic=args.topic or "", notes=notes, count=args.count, difficulty=args.difficulty,
-                          card_type=args.type, deck=args.deck or "",
-                          tags=tuple(tag for text in args.tags for tag in text.split(",")))
+    request = CardRequest(
+        topic=args.topic or "",
+        notes=notes,
+        count=args.count,
+        difficulty=args.difficulty,
+        card_type=args.type,
+        deck=args.deck or "",
+        tags=tuple(tag for text in args.tags for tag in text.split(",")),
+    )
     try:
         validate_request(request)
         resolved = resolve_model(_model_choice(args.model))
@@ -320,7 +367,9 @@ def _cards(args: argparse.Namespace) -> int:
         print(f"warning: made {len(result.cards)} of {request.count} cards", file=sys.stderr)
     tags = request.tags
     if args.csv:
-        write_text_atomic(Path(args.csv), cards_to_csv(result.cards, request.deck_name, request.card_type, tags))
+        write_text_atomic(
+            Path(args.csv), cards_to_csv(result.cards, request.deck_name, request.card_type, tags)
+        )
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.apkg:
         write_apkg(result.cards, request.deck_name, request.card_type, tags, Path(args.apkg))
@@ -363,7 +412,9 @@ def _export(args: argparse.Namespace) -> int:
         document = export_run(run.path, quants, job.stage)
         hub = None
         if args.push:
-            hub = push_export(run.path, args.push, private=args.private, say=lambda line: job.stage(line, 0.97))
+            hub = push_export(
+                run.path, args.push, private=args.private, say=lambda line: job.stage(line, 0.97)
+            )
         if args.delete_merged:
             freed = delete_merged(run.path)
             job.stage(f"deleted merged/ ({freed / 1e6:.1f} MB)", 1.0)
@@ -400,36 +451,48 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(handler=_presets)
 
     train = commands.add_parser(
-        "train", help="create a run and train it, train a queued run, or resume one",
+        "train",
+        help="create a run and train it, train a queued run, or resume one",
         description="Train a LoRA run. With --preset or --config a new run folder is created and trained;\n"
         "without, an existing queued run is trained; --resume continues a stopped or failed run from its\n"
         "last checkpoint. Exit status 0 when the run completes or stops, 1 when it fails.",
-        epilog=set_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=set_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("name", help="run name: 1-64 letters, digits, '.', '_' or '-'")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", help="start from a preset (see: python -m core presets)")
     source.add_argument("--config", help="a JSON file of config fields (missing fields take the defaults)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config field (repeatable; the fields are listed below)")
-    train.add_argument("--dry-run", action="store_true",
-                       help="validate and print the config, plan and command")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field (repeatable; the fields are listed below)",
+    )
+    train.add_argument(
+        "--dry-run", action="store_true", help="validate and print the config, plan and command"
+    )
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.set_defaults(handler=_train)
 
     stop = commands.add_parser(
-        "stop", help="stop a run's job (training saves a checkpoint first)",
+        "stop",
+        help="stop a run's job (training saves a checkpoint first)",
         description="Send the job a stop request (SIGTERM). Training saves a checkpoint at its current step and ends "
         "stopped, to be resumed with train NAME --resume. A job that has not stopped 30 s after the request is "
         "killed the next time its run is looked at.",
     )
     stop.add_argument("name", help="run name")
-    stop.add_argument("--job", choices=JOB_KINDS, default="train", help="which job of the run (default: train)")
+    stop.add_argument(
+        "--job", choices=JOB_KINDS, default="train", help="which job of the run (default: train)"
+    )
     stop.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the job to end")
     stop.set_defaults(handler=_stop)
 
     cards = commands.add_parser(
-        "cards", help="make study cards from a topic or notes and write them for Anki",
+        "cards",
+        help="make study cards from a topic or notes and write them for Anki",
         description="Generate flashcards with a GGUF model on the CPU and write them as an Anki CSV and/or .apkg.",
     )
     cards.add_argument("topic", nargs="?", help="what the cards are about (or give --notes)")
@@ -438,43 +501,69 @@ def build_parser() -> argparse.ArgumentParser:
     cards.add_argument("--difficulty", default="beginner", help="beginner, intermediate or advanced")
     cards.add_argument("--type", default="basic", help="basic (question/answer) or cloze")
     cards.add_argument("--deck", help="deck name (default: from the topic)")
-    cards.add_argument("--tags", nargs="*", default=[], help="tags for every card (space- or comma-separated)")
-    cards.add_argument("--model", default="hub",
-                       help="hub (the lab's model; falls back to the bundled one offline), bundled, or a GGUF path")
+    cards.add_argument(
+        "--tags", nargs="*", default=[], help="tags for every card (space- or comma-separated)"
+    )
+    cards.add_argument(
+        "--model",
+        default="hub",
+        help="hub (the lab's model; falls back to the bundled one offline), bundled, or a GGUF path",
+    )
     cards.add_argument("--seed", type=int, help="sampling seed, for repeatable decks")
     cards.add_argument("--csv", help="write an Anki CSV here")
     cards.add_argument("--apkg", help="write an Anki package here")
     cards.set_defaults(handler=_cards)
 
     evaluation = commands.add_parser(
-        "eval", help="answer a prompt set with a run's adapter, base model or GGUF, and check the answers",
+        "eval",
+        help="answer a prompt set with a run's adapter, base model or GGUF, and check the answers",
         description="Greedy answers to every prompt of a set, checked automatically, written to "
         "<run>/eval/<variant>.jsonl (an earlier evaluation of the variant is replaced). Exit status 0 when the "
         "evaluation ran, whatever the checks say.",
     )
     evaluation.add_argument("name", help="run name")
-    evaluation.add_argument("--variant", default="adapter",
-                            help="adapter (default), base (the base model alone) or gguf:FILE (a file in the run's "
-                            "gguf/ folder, or a path)")
-    evaluation.add_argument("--prompts", help="a prompt set: lab (default), a saved set's name, or a .json file")
-    evaluation.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
+    evaluation.add_argument(
+        "--variant",
+        default="adapter",
+        help="adapter (default), base (the base model alone) or gguf:FILE (a file in the run's "
+        "gguf/ folder, or a path)",
+    )
+    evaluation.add_argument(
+        "--prompts", help="a prompt set: lab (default), a saved set's name, or a .json file"
+    )
+    evaluation.add_argument(
+        "--max-new-tokens", type=int, default=256, help="answer length limit (default 256)"
+    )
     evaluation.set_defaults(handler=_eval)
 
     export = commands.add_parser(
-        "export", help="merge a run's adapter, convert it to GGUF, verify the files and optionally push them",
+        "export",
+        help="merge a run's adapter, convert it to GGUF, verify the files and optionally push them",
         description="Merge the run's LoRA adapter into its base model in 16-bit (merged/), convert it to GGUF with "
         "llama.cpp's converter (f16, q8_0) or quantizer (k-quants), verify every file against the merged model, and "
         "record lineage in export.json. --push uploads the adapter, the GGUF files and a model card to the Hugging "
         "Face Hub with the token in $HF_TOKEN.",
     )
     export.add_argument("name", help="run name")
-    export.add_argument("--quant", action="append", default=[], metavar="QUANT",
-                        help="a GGUF type, repeatable: f16, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k "
-                        "(default: q8_0, what the lab shipped)")
-    export.add_argument("--push", metavar="REPO_ID", help="push to this Hub model repo (owner/name), created if missing")
-    export.add_argument("--private", action="store_true",
-                        help="create the Hub repo private (an existing repo keeps its visibility)")
-    export.add_argument("--delete-merged", action="store_true", help="delete merged/ afterwards (the GGUF files stay)")
+    export.add_argument(
+        "--quant",
+        action="append",
+        default=[],
+        metavar="QUANT",
+        help="a GGUF type, repeatable: f16, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k "
+        "(default: q8_0, what the lab shipped)",
+    )
+    export.add_argument(
+        "--push", metavar="REPO_ID", help="push to this Hub model repo (owner/name), created if missing"
+    )
+    export.add_argument(
+        "--private",
+        action="store_true",
+        help="create the Hub repo private (an existing repo keeps its visibility)",
+    )
+    export.add_argument(
+        "--delete-merged", action="store_true", help="delete merged/ afterwards (the GGUF files stay)"
+    )
     export.set_defaults(handler=_export)
     return parser
 
@@ -488,7 +577,16 @@ def main(argv: list[str] | None = None) -> int:
     except JobStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return 1
-    except (CommandError, ConfigError, RunNameError, PlanError, TrainingError, JobError, OSError, ValueError) as exc:
+    except (
+        CommandError,
+        ConfigError,
+        RunNameError,
+        PlanError,
+        TrainingError,
+        JobError,
+        OSError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # anything else still ends in one line, never a traceback

@@ -13,9 +13,10 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,10 @@ def root_signature(root: Path) -> tuple[tuple[str, tuple[FileStamp | None, ...]]
     except OSError:
         return ()
     return tuple(
-        (entry.name, tuple(file_stamp(Path(entry.path, name)) for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)))
+        (
+            entry.name,
+            tuple(file_stamp(Path(entry.path, name)) for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)),
+        )
         for entry in entries
         if entry.is_dir()
     )
@@ -68,7 +72,9 @@ def root_signature(root: Path) -> tuple[tuple[str, tuple[FileStamp | None, ...]]
 def eval_signature(run_path: Path) -> tuple[FileStamp | None, ...]:
     """The keys of a run's eval/*.jsonl files and of its ratings.json."""
     try:
-        results = sorted(entry.path for entry in os.scandir(run_path / EVAL_DIR) if entry.name.endswith(".jsonl"))
+        results = sorted(
+            entry.path for entry in os.scandir(run_path / EVAL_DIR) if entry.name.endswith(".jsonl")
+        )
     except OSError:
         results = []
     return (*(file_stamp(Path(path)) for path in results), file_stamp(run_path / RATINGS_FILE))
@@ -104,7 +110,9 @@ def read_curve(events_path: Path) -> Curve:
         records, skipped = read_jsonl(events_path)
     except OSError as exc:
         empty = np.empty(0)
-        return Curve(empty, empty, empty, empty, problem=f"{events_path.name} cannot be read ({describe(exc)})")
+        return Curve(
+            empty, empty, empty, empty, problem=f"{events_path.name} cannot be read ({describe(exc)})"
+        )
     by_step: dict[float, tuple[float, float, float]] = {}
     for record in records:
         step, loss = finite_number(record.get("step")), finite_number(record.get("loss"))
@@ -112,7 +120,11 @@ def read_curve(events_path: Path) -> Curve:
             skipped += 1
             continue
         tokens, elapsed = finite_number(record.get("tokens_seen")), finite_number(record.get("elapsed_s"))
-        by_step[step] = (loss, math.nan if tokens is None else tokens, math.nan if elapsed is None else elapsed)
+        by_step[step] = (
+            loss,
+            math.nan if tokens is None else tokens,
+            math.nan if elapsed is None else elapsed,
+        )
     steps = sorted(by_step)
     values = np.array([by_step[step] for step in steps], dtype=float).reshape(-1, 3)
     return Curve(np.array(steps, dtype=float), values[:, 0], values[:, 1], values[:, 2], skipped)
@@ -133,7 +145,9 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return pd.Series(values).ewm(alpha=1 - weight, adjust=True).mean().to_numpy()
 
 
-def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def downsample(
+    x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
     """At most `max_points` points of a curve, in order, that keep its shape.
 
     The points are cut into equal buckets; each keeps its lowest and its highest point, so
@@ -194,9 +208,13 @@ def default_baseline(runs: Sequence[Run]) -> str | None:
     return min(runs, key=lambda run: (str(run.status.get("created_at") or ""), run.name)).name
 
 
-def default_curve_runs(names_with_curves: Sequence[str], baseline: str | None, limit: int = MAX_CURVE_RUNS) -> list[str]:
+def default_curve_runs(
+    names_with_curves: Sequence[str], baseline: str | None, limit: int = MAX_CURVE_RUNS
+) -> list[str]:
     """The runs drawn in the curve chart by default: the baseline first, then the others in order, at most `limit`."""
-    ordered = ([baseline] if baseline in names_with_curves else []) + [n for n in names_with_curves if n != baseline]
+    ordered = ([baseline] if baseline in names_with_curves else []) + [
+        n for n in names_with_curves if n != baseline
+    ]
     return ordered[:limit]
 
 
@@ -282,7 +300,7 @@ def delta(metric: Metric, value: float | None, base: float | None, *, comparable
         return Delta("not comparable")
     difference = value - base
     percent = 100 * difference / abs(base) if base else None
-    if abs(difference) < 0.5 * 10 ** -metric.digits:
+    if abs(difference) < 0.5 * 10**-metric.digits:
         return Delta("same", 0.0, 0.0 if base else None)
     if metric.better is None:
         verdict = "changed"
@@ -316,8 +334,12 @@ def metrics_rows(runs: Sequence[Run], baseline: str | None) -> list[MetricsRow]:
                 deltas[metric.key] = Delta("baseline")
             else:
                 comparable = not metric.memory or memory_measure(run) == memory_measure(base)
-                deltas[metric.key] = delta(metric, values[metric.key], metric_value(base, metric.key), comparable=comparable)
-        rows.append(MetricsRow(run.name, memory_measure(run), values, deltas, device_share(run, "peak_memory_gb")))
+                deltas[metric.key] = delta(
+                    metric, values[metric.key], metric_value(base, metric.key), comparable=comparable
+                )
+        rows.append(
+            MetricsRow(run.name, memory_measure(run), values, deltas, device_share(run, "peak_memory_gb"))
+        )
     return rows
 
 
@@ -335,7 +357,9 @@ def metrics_frame(rows: Sequence[MetricsRow]) -> pd.DataFrame:
             change = row.deltas[metric.key]
             mark = VERDICT_MARKS.get(change.verdict)
             cells[metric.label] = row.values[metric.key]
-            cells[delta_column(metric)] = f"{mark} {change.text(metric.digits)}" if mark else change.text(metric.digits)
+            cells[delta_column(metric)] = (
+                f"{mark} {change.text(metric.digits)}" if mark else change.text(metric.digits)
+            )
         cells["Peak % of device"] = row.peak_share
         table.append(cells)
     return pd.DataFrame(table)
@@ -363,7 +387,9 @@ def config_diff(runs: Sequence[Run]) -> pd.DataFrame:
     fields = dict.fromkeys(key for run in runs for key in run.config if key not in CONFIG_DIFF_IGNORED)
     texts = {key: [_config_text(run.config.get(key)) for run in runs] for key in fields}
     differing = {key: values for key, values in texts.items() if len(set(values)) > 1}
-    return pd.DataFrame(differing, index=pd.Index([run.name for run in runs], name="Run"), columns=list(differing))
+    return pd.DataFrame(
+        differing, index=pd.Index([run.name for run in runs], name="Run"), columns=list(differing)
+    )
 
 
 # --- the prompt x run matrix ----------------------------------------------------------------
@@ -436,7 +462,12 @@ class Matrix:
 
 def matrix_columns(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[Column]:
     """Every (run, variant) with results, in the given order (load_eval_results lists adapter, GGUF files, base)."""
-    return [Column(run, variant) for run, variants in results.items() for variant, rows in variants.items() if rows]
+    return [
+        Column(run, variant)
+        for run, variants in results.items()
+        for variant, rows in variants.items()
+        if rows
+    ]
 
 
 def prompt_set_of(row: Mapping[str, Any]) -> str:
@@ -447,11 +478,15 @@ def prompt_set_of(row: Mapping[str, Any]) -> str:
 
 def prompt_sets(results: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]) -> list[str]:
     """The prompt sets answered in `results` (as prompt_set_of names them), in order of first appearance."""
-    names = (prompt_set_of(row) for variants in results.values() for rows in variants.values() for row in rows)
+    names = (
+        prompt_set_of(row) for variants in results.values() for rows in variants.values() for row in rows
+    )
     return list(dict.fromkeys(names))
 
 
-def default_matrix_columns(columns: Sequence[Column], baseline: str | None, limit: int = MAX_MATRIX_COLUMNS) -> list[Column]:
+def default_matrix_columns(
+    columns: Sequence[Column], baseline: str | None, limit: int = MAX_MATRIX_COLUMNS
+) -> list[Column]:
     """The columns shown by default: the baseline's first, then the others in order, at most `limit`."""
     ordered = [c for c in columns if c.run == baseline] + [c for c in columns if c.run != baseline]
     return ordered[:limit]
@@ -476,11 +511,17 @@ def build_matrix(
         rated = ratings.get(column.run, {}).get(column.variant, {})
         for row in results.get(column.run, {}).get(column.variant, ()):
             prompt_id = row.get("prompt_id")
-            if not isinstance(prompt_id, str) or (prompt_set is not None and prompt_set_of(row) != prompt_set):
+            if not isinstance(prompt_id, str) or (
+                prompt_set is not None and prompt_set_of(row) != prompt_set
+            ):
                 continue
             prompts.setdefault(prompt_id, row)
             listed = row.get("checks")
-            checks = tuple(check for check in listed if isinstance(check, dict)) if isinstance(listed, list) else ()
+            checks = (
+                tuple(check for check in listed if isinstance(check, dict))
+                if isinstance(listed, list)
+                else ()
+            )
             answer = str(row.get("answer") or "")
             entry = rated.get(prompt_id)
             rating = entry if isinstance(entry, dict) and rating_applies(entry, answer) else {}
@@ -525,8 +566,13 @@ def pass_counts_frame(matrix: Matrix) -> pd.DataFrame:
     """Per column: run, variant, prompts passed, answered, and the pass rate in %."""
     return pd.DataFrame(
         [
-            {"Run": c.run, "Variant": variant_label(c.variant), "Passed": passed, "Answered": answered,
-             "Pass rate (%)": round(100 * passed / answered, 1) if answered else None}
+            {
+                "Run": c.run,
+                "Variant": variant_label(c.variant),
+                "Passed": passed,
+                "Answered": answered,
+                "Pass rate (%)": round(100 * passed / answered, 1) if answered else None,
+            }
             for c, (passed, answered) in matrix.pass_counts().items()
         ],
         columns=["Run", "Variant", "Passed", "Answered", "Pass rate (%)"],
@@ -536,8 +582,18 @@ def pass_counts_frame(matrix: Matrix) -> pd.DataFrame:
 # --- exports --------------------------------------------------------------------------------
 
 ANSWER_COLUMNS = (
-    "run", "variant", "prompt_set", "prompt_id", "prompt", "passed", "failed_checks",
-    "latency_s", "new_tokens", "rating", "note", "answer",
+    "run",
+    "variant",
+    "prompt_set",
+    "prompt_id",
+    "prompt",
+    "passed",
+    "failed_checks",
+    "latency_s",
+    "new_tokens",
+    "rating",
+    "note",
+    "answer",
 )
 
 
@@ -551,13 +607,22 @@ def answers_csv(matrix: Matrix) -> str:
             cell = row.cells.get(column)
             if cell is None:
                 continue
-            writer.writerow([
-                column.run, column.variant, row.prompt_set, row.prompt_id, row.prompt,
-                "" if cell.passed is None else str(cell.passed).lower(), ";".join(cell.failed_checks),
-                "" if cell.latency_s is None else cell.latency_s,
-                "" if cell.new_tokens is None else int(cell.new_tokens),
-                "" if cell.rating is None else cell.rating, cell.note, cell.answer,
-            ])
+            writer.writerow(
+                [
+                    column.run,
+                    column.variant,
+                    row.prompt_set,
+                    row.prompt_id,
+                    row.prompt,
+                    "" if cell.passed is None else str(cell.passed).lower(),
+                    ";".join(cell.failed_checks),
+                    "" if cell.latency_s is None else cell.latency_s,
+                    "" if cell.new_tokens is None else int(cell.new_tokens),
+                    "" if cell.rating is None else cell.rating,
+                    cell.note,
+                    cell.answer,
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -575,7 +640,10 @@ def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
         "| " + " | ".join(_markdown_cell(c) for c in frame.columns) + " |",
         "|" + "---|" * len(frame.columns),
     ]
-    lines += ["| " + " | ".join(_markdown_cell(v) for v in values) + " |" for values in frame.itertuples(index=False)]
+    lines += [
+        "| " + " | ".join(_markdown_cell(v) for v in values) + " |"
+        for values in frame.itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 
@@ -617,14 +685,18 @@ def markdown_report(
         markdown_table(_report_metrics(rows)),
         "## Config differences",
     ]
-    parts.append(markdown_table(diff, index=True) if len(diff.columns) else "The runs' configs do not differ.")
+    parts.append(
+        markdown_table(diff, index=True) if len(diff.columns) else "The runs' configs do not differ."
+    )
     parts.append("## Checks")
     if matrix is None or not matrix.prompts:
         parts.append("No evaluation results for these runs.")
     else:
         parts.append(markdown_table(pass_counts_frame(matrix)))
         disagreeing = sum(row.disagrees for row in matrix.prompts)
-        parts.append(f"### Per prompt ({disagreeing} of {len(matrix.prompts)} prompts with differing results)")
+        parts.append(
+            f"### Per prompt ({disagreeing} of {len(matrix.prompts)} prompts with differing results)"
+        )
         parts.append(markdown_table(matrix_frame(matrix)))
     if broken:
         parts.append("## Runs that could not be read")

@@ -12,6 +12,7 @@ from core.jobs.lifecycle import (
     start_training,
     with_live_states,
 )
+from core.machine.devices import PlanError, device_facts_from
 from core.machine.system import training_capability
 from core.store.paths import runs_root
 from core.store.runs import (
@@ -26,7 +27,7 @@ from core.store.runs import (
 )
 from core.train.config import ConfigError, parse_config, with_resolved_paths
 from core.train.estimate import estimate_memory
-from core.train.plan import PlanError, device_facts_from, plan_training
+from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
 from ui.config_form import config_fields, fill_form, form_document
 from ui.labels import state_label
@@ -76,16 +77,24 @@ def what_will_run(config, name: str | None, preset: str) -> str | None:
             problem = str(exc)
     columns = st.columns(3)
     if plan:
-        columns[0].metric("Device", plan.device.upper(), help=f"backend {plan.backend}, optimizer {plan.optimizer}, "
-                          f"precision {plan.precision}")
+        columns[0].metric(
+            "Device",
+            plan.device.upper(),
+            help=f"backend {plan.backend}, optimizer {plan.optimizer}, precision {plan.precision}",
+        )
         columns[1].metric("Backend", plan.backend)
     estimate = estimate_memory(config) if config else None
     if estimate:
-        columns[2].metric("Peak GPU memory (estimate)", f"≈ {estimate.peak_gb:.1f} GB",
-                          help=f"weights {estimate.weights_gb:.2f} GB + training {estimate.training_gb:.2f} GB, "
-                          "scaled from the lab's T4 measurements; a rough guide, not a promise")
+        columns[2].metric(
+            "Peak GPU memory (estimate)",
+            f"≈ {estimate.peak_gb:.1f} GB",
+            help=f"weights {estimate.weights_gb:.2f} GB + training {estimate.training_gb:.2f} GB, "
+            "scaled from the lab's T4 measurements; a rough guide, not a promise",
+        )
     elif config is not None:
-        columns[2].metric("Peak memory (estimate)", "–", help="only the lab's Llama 3.2 1B/3B can be estimated")
+        columns[2].metric(
+            "Peak memory (estimate)", "–", help="only the lab's Llama 3.2 1B/3B can be estimated"
+        )
     for warning in plan.warnings if plan else ():
         st.warning(warning)
     if problem:
@@ -118,12 +127,17 @@ def queue() -> None:
     active = [run for run in with_live_states(list_runs(root)) if run.state in ("queued", "running")]
     st.subheader(f"Queue ({len(active)})")
     if not active:
-        st.caption("No training job is queued or running. One job runs at a time here; the next starts by itself.")
+        st.caption(
+            "No training job is queued or running. One job runs at a time here; the next starts by itself."
+        )
     for run in active:
         waiting = job_view(run.path, "train").waiting_for
         step = f"step {run.status.get('step') or 0}/{run.status.get('max_steps') or '?'}"
-        run_link(run.name, f"{state_label(run.state)} · {run.name} · {step}"
-                 + (f" · waiting for {waiting}" if waiting else ""))
+        run_link(
+            run.name,
+            f"{state_label(run.state)} · {run.name} · {step}"
+            + (f" · waiting for {waiting}" if waiting else ""),
+        )
 
 
 root = runs_root()
@@ -134,8 +148,13 @@ form_column, queue_column = st.columns([3, 1])
 with queue_column:
     queue()
 with form_column:
-    preset = st.selectbox("Start from", list(PRESETS), key="train_preset", format_func=lambda n: PRESETS[n].title,
-                          on_change=lambda: fill_form(PRESETS[st.session_state["train_preset"]].config()))
+    preset = st.selectbox(
+        "Start from",
+        list(PRESETS),
+        key="train_preset",
+        format_func=lambda n: PRESETS[n].title,
+        on_change=lambda: fill_form(PRESETS[st.session_state["train_preset"]].config()),
+    )
     st.caption(PRESETS[preset].description)
     document = form_document()
     try:
@@ -148,8 +167,11 @@ with form_column:
     if st.session_state.get("train_run_name") in (None, "", st.session_state.get("train_name_proposal")):
         st.session_state["train_run_name"] = proposal
     st.session_state["train_name_proposal"] = proposal
-    name = st.text_input("Run name", key="train_run_name",
-                         help="1-64 letters, digits, '.', '_' or '-'; proposed from the config until you edit it")
+    name = st.text_input(
+        "Run name",
+        key="train_run_name",
+        help="1-64 letters, digits, '.', '_' or '-'; proposed from the config until you edit it",
+    )
     try:
         validate_run_name(name)
         if name in taken:
@@ -161,9 +183,11 @@ with form_column:
     config_fields(problems)
     plan_problem = what_will_run(config, None if "name" in problems else name, preset)
     if not capability.available:
-        st.info(f"Training is not available in this installation ({capability.detail}). Run the command above on "
-                "a machine with `pip install -r requirements-train.txt` and a GPU; copy its run folder into the "
-                "runs folder to see it here.")
+        st.info(
+            f"Training is not available in this installation ({capability.detail}). Run the command above on "
+            "a machine with `pip install -r requirements-train.txt` and a GPU; copy its run folder into the "
+            "runs folder to see it here."
+        )
     if st.button("Start training", type="primary", disabled=not capability.available):
         if problems or config is None:
             st.error("Fix the problems marked above; nothing was created.")

@@ -67,8 +67,11 @@ def live_view(path, was_active: bool) -> None:
     columns[0].metric("Elapsed", format_duration(progress.elapsed_s))
     columns[1].metric("ETA", format_duration(progress.eta_s))
     columns[2].metric("Loss", "–" if progress.loss is None else f"{progress.loss:.4f}")
-    columns[3].metric("Memory", "–" if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
-                      help="GPU reserved memory on a GPU; process RSS on a CPU")
+    columns[3].metric(
+        "Memory",
+        "–" if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
+        help="GPU reserved memory on a GPU; process RSS on a CPU",
+    )
     curve = read_curve(path / EVENTS_FILE)
     if len(curve):
         weight = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="run_smoothing")
@@ -88,14 +91,19 @@ def live_view(path, was_active: bool) -> None:
         label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
         if actions[0].button(label, type="primary"):
             act(lambda: start_training(path, resume=True))
-    elif state == "queued":
-        if actions[0].button("Start", type="primary"):
-            act(lambda: start_training(path))
+    elif state == "queued" and actions[0].button("Start", type="primary"):
+        act(lambda: start_training(path))
     if not run.imported:
-        actions[1].page_link(TRAIN_PAGE, label="New run from this config", icon=":material/content_copy:",
-                             query_params={"from": run.name}, help="the Train form, filled with this run's settings")
-    actions[2].page_link(COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:",
-                         query_params={"runs": run.name})
+        actions[1].page_link(
+            TRAIN_PAGE,
+            label="New run from this config",
+            icon=":material/content_copy:",
+            query_params={"from": run.name},
+            help="the Train form, filled with this run's settings",
+        )
+    actions[2].page_link(
+        COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": run.name}
+    )
     if not any_job_active(path):
         delete_controls(path, run.name, actions[3], forget_run)
 
@@ -119,8 +127,13 @@ notice = st.empty()  # why no run is shown, above the picker
 if st.session_state.get("run_page_url") != wanted or st.session_state.get("run_page_pick") not in names:
     st.session_state["run_page_pick"] = names[0] if wanted is None else wanted if wanted in names else None
 st.session_state["run_page_url"] = wanted
-name = st.selectbox("Run", names, key="run_page_pick", placeholder="Pick a run",
-                    help="The page's address names the run: copy it to share or bookmark this run.")
+name = st.selectbox(
+    "Run",
+    names,
+    key="run_page_pick",
+    placeholder="Pick a run",
+    help="The page's address names the run: copy it to share or bookmark this run.",
+)
 if name is None:
     notice.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
     st.stop()

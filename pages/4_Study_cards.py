@@ -55,7 +55,9 @@ def cards_frame(cards: list[Card]) -> pd.DataFrame:
 def frame_cards(frame: pd.DataFrame) -> list[Card]:
     """The cards in the edited table; rows left empty are dropped."""
     rows = frame.fillna("").astype(str).to_dict("records")
-    return [Card(r["front"].strip(), r["back"].strip()) for r in rows if r["front"].strip() or r["back"].strip()]
+    return [
+        Card(r["front"].strip(), r["back"].strip()) for r in rows if r["front"].strip() or r["back"].strip()
+    ]
 
 
 def show_result(result, notice: str | None) -> None:
@@ -75,9 +77,16 @@ state.setdefault("card_version", 0)
 
 choices = {c.label: c for c in [hub_choice(app_secrets()), bundled_choice(), *run_choices(runs_root())]}
 model_column, path_column = st.columns(2)
-model_label = model_column.selectbox("Model", [*choices, LOCAL_FILE],
-                                     help="Without the Hub the bundled SmolLM2 model is used, and you are told so.")
-local_path = path_column.text_input("GGUF file path", placeholder="/path/to/model.gguf") if model_label == LOCAL_FILE else ""
+model_label = model_column.selectbox(
+    "Model",
+    [*choices, LOCAL_FILE],
+    help="Without the Hub the bundled SmolLM2 model is used, and you are told so.",
+)
+local_path = (
+    path_column.text_input("GGUF file path", placeholder="/path/to/model.gguf")
+    if model_label == LOCAL_FILE
+    else ""
+)
 
 with st.form("card_request"):
     topic = st.text_input("Topic", placeholder="e.g. photosynthesis", help="What the cards are about.")
@@ -86,13 +95,22 @@ with st.form("card_request"):
     left, middle, right = st.columns(3)
     count = left.slider("Cards", 1, MAX_CARDS, 5)
     difficulty = middle.selectbox("Difficulty", DIFFICULTIES)
-    card_type = right.radio("Card type", CARD_TYPES, horizontal=True,
-                            help="basic: question and answer; cloze: a sentence with a hidden term")
+    card_type = right.radio(
+        "Card type",
+        CARD_TYPES,
+        horizontal=True,
+        help="basic: question and answer; cloze: a sentence with a hidden term",
+    )
     deck = st.text_input("Deck name", placeholder="Study cards: <topic>")
-    tags = st.text_input("Tags", placeholder="biology, exam 1", help="Comma-separated; spaces become _ (Anki tags have none)")
+    tags = st.text_input(
+        "Tags", placeholder="biology, exam 1", help="Comma-separated; spaces become _ (Anki tags have none)"
+    )
     submitted = st.form_submit_button("Generate", type="primary")
 if card_type == "cloze" and model_label == bundled_choice().label:
-    st.info("The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better.")
+    st.info(
+        "The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better."
+    )
+
 
 def uploaded_text() -> str | None:
     """The uploaded notes file as text; None (after saying why) when it is not UTF-8 text."""
@@ -107,8 +125,15 @@ def uploaded_text() -> str | None:
 
 file_text = uploaded_text() if submitted else None
 if submitted and file_text is not None:
-    request = CardRequest(topic=topic, notes=(notes + "\n\n" + file_text).strip(), count=count,
-                          difficulty=difficulty, card_type=card_type, deck=deck, tags=tuple(tags.split(",")))
+    request = CardRequest(
+        topic=topic,
+        notes=(notes + "\n\n" + file_text).strip(),
+        count=count,
+        difficulty=difficulty,
+        card_type=card_type,
+        deck=deck,
+        tags=tuple(tags.split(",")),
+    )
     try:
         validate_request(request)
         choice = local_choice(local_path) if model_label == LOCAL_FILE else choices[model_label]
@@ -123,24 +148,39 @@ if submitted and file_text is not None:
         for problem in getattr(exc, "problems", {"model": str(exc)}).items():
             st.error(f"{problem[0].capitalize()}: {problem[1]}")
     else:
-        state.update(cards=result.cards, request=request, result=result, notice=source.notice,
-                     model_path=str(source.path), card_version=state.card_version + 1)
+        state.update(
+            cards=result.cards,
+            request=request,
+            result=result,
+            notice=source.notice,
+            model_path=str(source.path),
+            card_version=state.card_version + 1,
+        )
 
 if "cards" in state:
     request, result = state.request, state.result
     show_result(result, state.notice)
-    edited = st.data_editor(cards_frame(state.cards), num_rows="dynamic", width="stretch",
-                            key=f"cards_{state.card_version}",
-                            column_config={"front": st.column_config.TextColumn("Front" if request.card_type == "basic" else "Text (with {{c1::...}})"),
-                                           "back": st.column_config.TextColumn("Back" if request.card_type == "basic" else "Extra")})
+    edited = st.data_editor(
+        cards_frame(state.cards),
+        num_rows="dynamic",
+        width="stretch",
+        key=f"cards_{state.card_version}",
+        column_config={
+            "front": st.column_config.TextColumn(
+                "Front" if request.card_type == "basic" else "Text (with {{c1::...}})"
+            ),
+            "back": st.column_config.TextColumn("Back" if request.card_type == "basic" else "Extra"),
+        },
+    )
     cards = frame_cards(edited)
 
     again_column, button_column = st.columns([3, 1])
     number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
     if button_column.button("Regenerate", disabled=not cards):
         try:  # the new card must differ from every card in the deck, the one it replaces included
-            single = generate_cards(model_slot().get(Path(state.model_path)), dataclasses.replace(request, count=1),
-                                    avoid=cards)
+            single = generate_cards(
+                model_slot().get(Path(state.model_path)), dataclasses.replace(request, count=1), avoid=cards
+            )
         except (CardRequestError, ModelError, OSError) as exc:
             st.error(str(exc))
         else:
@@ -164,6 +204,12 @@ if "cards" in state:
     else:
         csv_column, apkg_column = st.columns(2)
         name = re.sub(r"[^\w-]+", "_", request.deck_name).strip("_") or "study_cards"
-        csv_column.download_button("Download CSV for Anki", csv_text, file_name=f"{name}.csv", mime="text/csv")
-        apkg_column.download_button("Download Anki package (.apkg)", package, file_name=f"{name}.apkg",
-                                    mime="application/octet-stream")
+        csv_column.download_button(
+            "Download CSV for Anki", csv_text, file_name=f"{name}.csv", mime="text/csv"
+        )
+        apkg_column.download_button(
+            "Download Anki package (.apkg)",
+            package,
+            file_name=f"{name}.apkg",
+            mime="application/octet-stream",
+        )

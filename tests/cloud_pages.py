@@ -34,8 +34,12 @@ DECK_CARDS = 3
 
 def memory_mb() -> dict[str, float]:
     """This process's resident memory now (VmRSS) and at its peak (VmHWM), in MB (10^6 bytes)."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {name: round(int(fields[name].split()[0]) * 1024 / 1e6, 1) for name in ("VmRSS", "VmHWM")}  # /proc: KiB
+    fields = dict(
+        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+    )
+    return {
+        name: round(int(fields[name].split()[0]) * 1024 / 1e6, 1) for name in ("VmRSS", "VmHWM")
+    }  # /proc: KiB
 
 
 def seen(app: AppTest) -> dict[str, Any]:
@@ -47,20 +51,28 @@ def seen(app: AppTest) -> dict[str, Any]:
         "errors": [error.value for error in app.error],
         "code": [code.value for code in app.code],
         "buttons": {button.label: button.disabled for button in app.button},
-        "tables": [{"columns": [str(c) for c in frame.value.columns],
-                    "first_column": [str(v) for v in frame.value.iloc[:, 0]] if len(frame.value.columns) else []}
-                   for frame in app.dataframe],
+        "tables": [
+            {
+                "columns": [str(c) for c in frame.value.columns],
+                "first_column": [str(v) for v in frame.value.iloc[:, 0]] if len(frame.value.columns) else [],
+            }
+            for frame in app.dataframe
+        ],
         "charts": [chart.key for chart in app.get("plotly_chart")],
         "downloads": [button.proto.label for button in app.get("download_button")],
         "titles": [title.value for title in app.title],
         "headings": [markdown.value for markdown in app.markdown if markdown.value.startswith("#")],
         "choices": {box.label: str(box.value) for box in app.selectbox},
-        "links": [[link.proto.label, link.proto.page, link.proto.query_string] for link in app.get("page_link")],
+        "links": [
+            [link.proto.label, link.proto.page, link.proto.query_string] for link in app.get("page_link")
+        ],
         "query": dict(app.query_params),
     }
 
 
-def render(page: str = "Home.py", query_params: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
+def render(
+    page: str = "Home.py", query_params: dict[str, str] | None = None, timeout: float = 120
+) -> AppTest:
     """`page` (a path under the project) after its first run, opened as a server opens it: Home.py
     is the entry point, `query_params` the URL's query."""
     app = AppTest.from_file(str(PROJECT_DIR / "Home.py"), default_timeout=timeout)
@@ -82,7 +94,9 @@ def study_cards_deck() -> tuple[dict[str, Any], dict[str, Any], dict[str, float]
     next(button for button in app.button if button.label == "Generate").click().run()
     deck = seen(app)
     deck["model"] = next(box for box in app.selectbox if box.label == "Model").value
-    deck["cards"] = [card.front for card in app.session_state["cards"]] if "cards" in app.session_state else []
+    deck["cards"] = (
+        [card.front for card in app.session_state["cards"]] if "cards" in app.session_state else []
+    )
     return opened, deck, before
 
 

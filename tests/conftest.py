@@ -31,7 +31,10 @@ def run_core(*args: str, runs_root: Path, timeout: float = 120) -> subprocess.Co
     """Run `python -m core --runs-dir ROOT ARGS...` from the project folder, as a user does."""
     return subprocess.run(
         [sys.executable, "-m", "core", "--runs-dir", str(runs_root), *args],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -132,7 +135,16 @@ def charts(app) -> dict[str, dict]:
     return figures
 
 
-HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "llama_cpp", "huggingface_hub", "datasets", "accelerate")
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "llama_cpp",
+    "huggingface_hub",
+    "datasets",
+    "accelerate",
+)
 
 
 def app_at(page: str = "Home.py", query_params: dict | None = None, timeout: float = 60):
@@ -160,8 +172,14 @@ def heavy_modules_after_rendering(page: str, query_params: dict | None = None) -
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
     )
     environment = {**os.environ, "PYTHONPATH": f"{PROJECT_DIR}{os.pathsep}{PROJECT_DIR / 'tests'}"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
-                          env=environment)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return [name for name in done.stdout.strip().split(",") if name]
 
@@ -170,7 +188,7 @@ def parse_csv(text: str) -> tuple[list[str], list[list[str]]]:
     """The `#` header lines, and the data rows read with csv."""
     lines = text.splitlines(keepends=True)
     header = [line.rstrip("\n") for line in lines if line.startswith("#")]
-    body = "".join(lines[len(header):])
+    body = "".join(lines[len(header) :])
     return header, list(csv.reader(io.StringIO(body)))
 
 
@@ -186,13 +204,19 @@ def read_apkg(data: bytes, tmp_path: Path) -> dict:
         notes = [
             {"id": nid, "guid": guid, "mid": mid, "tags": tags.split(), "fields": flds.split("\x1f")}
             for nid, guid, mid, tags, flds in connection.execute(
-                "SELECT id, guid, mid, tags, flds FROM notes ORDER BY id")
+                "SELECT id, guid, mid, tags, flds FROM notes ORDER BY id"
+            )
         ]
         cards = connection.execute("SELECT nid, did, ord FROM cards ORDER BY nid, ord").fetchall()
         decks_json, models_json = connection.execute("SELECT decks, models FROM col").fetchone()
     finally:
         connection.close()
-    return {"notes": notes, "cards": cards, "decks": json.loads(decks_json), "models": json.loads(models_json)}
+    return {
+        "notes": notes,
+        "cards": cards,
+        "decks": json.loads(decks_json),
+        "models": json.loads(models_json),
+    }
 
 
 def seed_run_names() -> list[str]:

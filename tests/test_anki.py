@@ -28,7 +28,10 @@ from core.cards.anki import (
 
 TRICKY = 'a < b & "c", d\nsecond line'
 BASIC = [Card(TRICKY, "it's <b>bold</b>?"), Card("Capital of France?", "Paris")]
-CLOZE = [Card("The {{c1::mitochondria}} is the {{c2::powerhouse}}.", "Biology 101"), Card("{{c1::H2O}} is water", "")]
+CLOZE = [
+    Card("The {{c1::mitochondria}} is the {{c2::powerhouse}}.", "Biology 101"),
+    Card("{{c1::H2O}} is water", ""),
+]
 
 
 @pytest.fixture
@@ -42,6 +45,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --- small helpers ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -80,7 +84,9 @@ def test_slugify_tag(text, expected):
 
 def test_normalize_tags_drops_empty_and_duplicates_keeping_order():
     assert normalize_tags(["Zoo", "cell biology", "", "!!", "Cell Biology", "cell_biology", "zoo", "a"]) == (
-        "zoo", "cell_biology", "a",
+        "zoo",
+        "cell_biology",
+        "a",
     )
     assert normalize_tags([]) == ()
     assert all(" " not in tag for tag in normalize_tags(["a b c", "d\te"]))
@@ -96,36 +102,70 @@ def test_deck_id_and_model_ids_are_fixed_and_in_ankis_range():
 
 def test_note_guid_is_genankis_guid_for_deck_and_front():
     assert note_guid("Deck", "Front") == genanki.guid_for("Deck", "Front")
-    assert note_guid("Deck", "Front") != note_guid("Deck", "Other front") != note_guid("Other deck", "Other front")
+    assert (
+        note_guid("Deck", "Front")
+        != note_guid("Deck", "Other front")
+        != note_guid("Other deck", "Other front")
+    )
 
 
 def test_import_does_not_load_genanki():
-    code = "import sys, core.anki; assert 'genanki' not in sys.modules and 'streamlit' not in sys.modules"
-    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True, timeout=60)
+    code = "import sys, core.cards.anki; assert 'genanki' not in sys.modules and 'streamlit' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
 # --- CSV ---------------------------------------------------------------------------------------------
 
+
 def test_csv_basic_headers_rows_escaping_tags_and_guids():
-    header, rows = parse_csv(cards_to_csv(BASIC, "Biology", "basic", ["Cell Biology", "exam 1", "cell biology"]))
+    header, rows = parse_csv(
+        cards_to_csv(BASIC, "Biology", "basic", ["Cell Biology", "exam 1", "cell biology"])
+    )
     assert header == [
-        "#separator:Comma", "#html:true", "#notetype:Basic", "#deck:Biology",
-        "#columns:Front,Back,Tags,GUID,Deck", "#tags column:3", "#guid column:4", "#deck column:5",
+        "#separator:Comma",
+        "#html:true",
+        "#notetype:Basic",
+        "#deck:Biology",
+        "#columns:Front,Back,Tags,GUID,Deck",
+        "#tags column:3",
+        "#guid column:4",
+        "#deck column:5",
     ]
     assert rows == [
-        ["a &lt; b &amp; &quot;c&quot;, d<br>second line", "it&#x27;s &lt;b&gt;bold&lt;/b&gt;?",
-         "cell_biology exam_1", note_guid("Biology", TRICKY), "Biology"],
-        ["Capital of France?", "Paris", "cell_biology exam_1", note_guid("Biology", "Capital of France?"), "Biology"],
+        [
+            "a &lt; b &amp; &quot;c&quot;, d<br>second line",
+            "it&#x27;s &lt;b&gt;bold&lt;/b&gt;?",
+            "cell_biology exam_1",
+            note_guid("Biology", TRICKY),
+            "Biology",
+        ],
+        [
+            "Capital of France?",
+            "Paris",
+            "cell_biology exam_1",
+            note_guid("Biology", "Capital of France?"),
+            "Biology",
+        ],
     ]
 
 
 def test_csv_cloze_headers_keep_markers():
     header, rows = parse_csv(cards_to_csv(CLOZE, "Biology", "cloze", []))
     assert "#notetype:Cloze" in header and "#columns:Text,Back Extra,Tags,GUID,Deck" in header
-    assert rows[0] == ["The {{c1::mitochondria}} is the {{c2::powerhouse}}.", "Biology 101", "",
-                       note_guid("Biology", CLOZE[0].front), "Biology"]
+    assert rows[0] == [
+        "The {{c1::mitochondria}} is the {{c2::powerhouse}}.",
+        "Biology 101",
+        "",
+        note_guid("Biology", CLOZE[0].front),
+        "Biology",
+    ]
     assert rows[1][:2] == ["{{c1::H2O}} is water", ""]
 
 
@@ -142,10 +182,13 @@ def test_csv_rows_never_start_with_a_comment_marker():
     # Anki's CSV reader skips every line starting with "#", also after the header.
     text = cards_to_csv([Card("# of legs on a spider?", "8")], "Zoo", "basic", [])
     data_lines = text.splitlines()[8:]
-    assert data_lines == [f'"# of legs on a spider?","8","","{note_guid("Zoo", "# of legs on a spider?")}","Zoo"']
+    assert data_lines == [
+        f'"# of legs on a spider?","8","","{note_guid("Zoo", "# of legs on a spider?")}","Zoo"'
+    ]
 
 
 # --- .apkg -------------------------------------------------------------------------------------------
+
 
 def test_apkg_basic_notes_fields_tags_guids_model_and_deck(tmp_path):
     path = tmp_path / "biology.apkg"
@@ -160,7 +203,9 @@ def test_apkg_basic_notes_fields_tags_guids_model_and_deck(tmp_path):
     assert {note["mid"] for note in package["notes"]} == {BASIC_MODEL_ID}
     did = deck_id("Biology")
     assert package["decks"][str(did)]["name"] == "Biology"
-    assert [(nid, d, ord_) for nid, d, ord_ in package["cards"]] == [(n["id"], did, 0) for n in package["notes"]]
+    assert [(nid, d, ord_) for nid, d, ord_ in package["cards"]] == [
+        (n["id"], did, 0) for n in package["notes"]
+    ]
     model = package["models"][str(BASIC_MODEL_ID)]
     assert model["type"] == 0 and [f["name"] for f in model["flds"]] == ["Front", "Back"]
 
@@ -201,6 +246,7 @@ def test_apkg_deck_name_is_the_same_one_line_name_as_in_the_csv(tmp_path):
 
 # --- errors ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("cards", "deck", "card_type", "message"),
     [
@@ -208,10 +254,20 @@ def test_apkg_deck_name_is_the_same_one_line_name_as_in_the_csv(tmp_path):
         ([], "Biology", "basic", "no cards"),
         (BASIC, "", "basic", "deck name is empty"),
         (BASIC, " \n\t", "basic", "deck name is empty"),
-        ([CLOZE[0], Card("no marker here", "x")], "Biology", "cloze", "card 2 is a cloze card without a {{c1::...}}"),
+        (
+            [CLOZE[0], Card("no marker here", "x")],
+            "Biology",
+            "cloze",
+            "card 2 is a cloze card without a {{c1::...}}",
+        ),
         ([Card("{{c1::}} empty", "")], "Biology", "cloze", "card 1 is a cloze card"),
         ([Card("  ", "back")], "Biology", "basic", "card 1 has an empty front"),
-        ([Card("Q", "a"), Card("R", "b"), Card("Q", "c")], "Biology", "basic", "cards 1 and 3 have the same front"),
+        (
+            [Card("Q", "a"), Card("R", "b"), Card("Q", "c")],
+            "Biology",
+            "basic",
+            "cards 1 and 3 have the same front",
+        ),
     ],
 )
 def test_invalid_exports_raise_a_clear_value_error(tmp_path, private_tmp, cards, deck, card_type, message):
@@ -226,6 +282,7 @@ def test_invalid_exports_raise_a_clear_value_error(tmp_path, private_tmp, cards,
 
 
 # --- files left behind -------------------------------------------------------------------------------
+
 
 def test_genanki_write_to_file_leaves_its_sqlite_file_in_the_temp_folder(tmp_path, private_tmp):
     # Why core.anki does not call Package.write_to_file: this is the leak, and this fixture sees it.
@@ -243,7 +300,9 @@ def test_exports_leave_no_temp_files(tmp_path, private_tmp):
     assert apkg_bytes(BASIC, "Biology", "basic", [])[:2] == b"PK"
     assert sorted(p.name for p in target_dir.iterdir()) == ["biology.apkg", "other.txt"]
     assert list(private_tmp.iterdir()) == []
-    assert read_apkg((target_dir / "biology.apkg").read_bytes(), tmp_path)["notes"][0]["mid"] == CLOZE_MODEL_ID
+    assert (
+        read_apkg((target_dir / "biology.apkg").read_bytes(), tmp_path)["notes"][0]["mid"] == CLOZE_MODEL_ID
+    )
 
 
 def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, private_tmp):

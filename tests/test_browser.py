@@ -138,14 +138,17 @@ def start_run(page: Page, name: str) -> None:
 
 def wait_completed(page: Page, name: str) -> None:
     expect(page.get_by_role("heading", name=re.compile(rf"completed · {name}$"))).to_be_visible(
-        timeout=TRAINING_TIMEOUT_MS)
+        timeout=TRAINING_TIMEOUT_MS
+    )
     settle(page)
 
 
 def evaluate_shown_run(page: Page) -> None:
     """Evaluate the run in view with its adapter on the lab's prompts, as a job; wait for its result."""
     page.get_by_role("button", name="Evaluate", exact=True).click()
-    expect(page.get_by_text(re.compile(r"Last evaluation: \S+ completed"))).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    expect(page.get_by_text(re.compile(r"Last evaluation: \S+ completed"))).to_be_visible(
+        timeout=TRAINING_TIMEOUT_MS
+    )
     settle(page)
 
 
@@ -173,7 +176,9 @@ def test_every_page_opens_by_its_own_url_on_a_fresh_server(browser, tmp_path: Pa
     context.set_default_timeout(60_000)
     page = context.new_page()
     try:
-        with streamlit_server(PROJECT_DIR / "Home.py", app_environment(tmp_path), OUTPUT / f"server-{path}.log") as url:
+        with streamlit_server(
+            PROJECT_DIR / "Home.py", app_environment(tmp_path), OUTPUT / f"server-{path}.log"
+        ) as url:
             page.goto(f"{url}/{path}")
             expect(page.get_by_role("heading", level=1)).to_be_visible()
             settle(page)
@@ -191,8 +196,8 @@ def test_every_page_opens_by_its_own_url_on_a_fresh_server(browser, tmp_path: Pa
 def test_home_lists_the_lab_runs(page: Page, app: App) -> None:
     open_page(page, app.url)
     expect(page.get_by_text("Runs folder:")).to_be_visible()
-    cells = grid_texts(page)
-    assert set(seed_run_names()) <= set(cells)
+    names = {re.sub(r"^.*\?run=", "", cell) for cell in grid_texts(page)}  # each name links to its Run page
+    assert set(seed_run_names()) <= names
     screenshot(page, "home")
 
 
@@ -239,7 +244,9 @@ def test_out_of_range_numbers_are_refused_by_the_app_and_start_nothing(page: Pag
 
 def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> None:
     open_page(page, app.url, "Train")
-    expect(page.get_by_text("Trains the tiny local Llama on the bundled sample")).to_be_visible()  # cpu_smoke preset
+    expect(
+        page.get_by_text("Trains the tiny local Llama on the bundled sample")
+    ).to_be_visible()  # cpu_smoke preset
     start_run(page, "e2e_r16")
     wait_completed(page, "e2e_r16")
     assert chart_legend(page) == ["loss", "smoothed (0.60)"]
@@ -287,11 +294,16 @@ def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: 
     editor.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     box = editor.locator("canvas").first.bounding_box()
-    page.mouse.dblclick(box["x"] + 80, box["y"] + 35 + 17)  # the first row's Front cell (a 35 px header, 35 px rows)
+    page.mouse.dblclick(
+        box["x"] + 80, box["y"] + 35 + 17
+    )  # the first row's Front cell (a 35 px header, 35 px rows)
     page.locator("textarea:focus").fill(EDITED_FRONT)
     page.keyboard.press("Enter")
-    page.wait_for_function("text => [...document.querySelectorAll('[data-testid=stDataFrame] td[role=gridcell]')]"
-                           ".some(cell => cell.textContent === text)", arg=EDITED_FRONT)
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('[data-testid=stDataFrame] td[role=gridcell]')]"
+        ".some(cell => cell.textContent === text)",
+        arg=EDITED_FRONT,
+    )
     settle(page)
     screenshot(page, "study-cards")
 
@@ -303,10 +315,13 @@ def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: 
         page.wait_for_timeout(500)
     assert "#deck:Study cards: volcanoes" in header
     assert len(rows) == 5 and rows[0][0] == EDITED_FRONT
-    assert all(front in generated and back in generated for front, back, *_ in rows[1:]), "the other cards as written"
+    assert all(front in generated and back in generated for front, back, *_ in rows[1:]), (
+        "the other cards as written"
+    )
 
     package_file = download(page, "Download Anki package (.apkg)")
     assert package_file.name == "Study_cards_volcanoes.apkg"
     package = read_apkg(package_file.read_bytes(), tmp_path)
-    assert sorted([html.unescape(field) for field in note["fields"][:2]] for note in package["notes"]) == sorted(
-        row[:2] for row in rows)
+    assert sorted(
+        [html.unescape(field) for field in note["fields"][:2]] for note in package["notes"]
+    ) == sorted(row[:2] for row in rows)

@@ -42,15 +42,25 @@ def test_valid_cards_pass_and_bad_ones_are_dropped_by_reason():
         "not a card",
     )
     cards, dropped = parse_cards(text, "basic")
-    assert cards == [Card("What gas do plants take in?", "Carbon dioxide."),
-                     Card("Which organelle holds chlorophyll?", "The chloroplast.")]
-    assert dropped == {"duplicate": 2, "answer in the question": 1, "empty field": 1, "not text": 1,
-                       "not a card object": 1}
+    assert cards == [
+        Card("What gas do plants take in?", "Carbon dioxide."),
+        Card("Which organelle holds chlorophyll?", "The chloroplast."),
+    ]
+    assert dropped == {
+        "duplicate": 2,
+        "answer in the question": 1,
+        "empty field": 1,
+        "not text": 1,
+        "not a card object": 1,
+    }
 
 
 def test_cards_already_in_the_deck_count_as_duplicates():
-    cards, dropped = parse_cards(reply(qa("What is ATP?", "The cell's energy currency.")), "basic",
-                                 existing=[Card("What is ATP ?", "Energy.")])
+    cards, dropped = parse_cards(
+        reply(qa("What is ATP?", "The cell's energy currency.")),
+        "basic",
+        existing=[Card("What is ATP ?", "Energy.")],
+    )
     assert cards == [] and dropped == {"duplicate": 1}
 
 
@@ -72,27 +82,36 @@ def test_malformed_replies_never_raise_and_complete_cards_are_salvaged(text, exp
 
 
 def test_cloze_cards_need_a_real_deletion():
-    text = json.dumps({"cards": [
-        {"text": "Plants release {{c1::oxygen}} during photosynthesis.", "extra": "As a by-product."},
-        {"text": "Plants release oxygen during photosynthesis.", "extra": ""},
-        {"text": "The key is {{c1::term}} here.", "extra": ""},
-        {"text": "Water boils at {{c1::100}} degrees.", "extra": ""},
-        {"text": "Leaves are {{c2::green}} because of {{c1::chlorophyll}}.", "extra": ""},
-    ]})
+    text = json.dumps(
+        {
+            "cards": [
+                {"text": "Plants release {{c1::oxygen}} during photosynthesis.", "extra": "As a by-product."},
+                {"text": "Plants release oxygen during photosynthesis.", "extra": ""},
+                {"text": "The key is {{c1::term}} here.", "extra": ""},
+                {"text": "Water boils at {{c1::100}} degrees.", "extra": ""},
+                {"text": "Leaves are {{c2::green}} because of {{c1::chlorophyll}}.", "extra": ""},
+            ]
+        }
+    )
     cards, dropped = parse_cards(text, "cloze")
-    assert [c.front for c in cards] == ["Plants release {{c1::oxygen}} during photosynthesis.",
-                                        "Water boils at {{c1::100}} degrees.",
-                                        "Leaves are {{c2::green}} because of {{c1::chlorophyll}}."]
+    assert [c.front for c in cards] == [
+        "Plants release {{c1::oxygen}} during photosynthesis.",
+        "Water boils at {{c1::100}} degrees.",
+        "Leaves are {{c2::green}} because of {{c1::chlorophyll}}.",
+    ]
     assert dropped == {"no cloze deletion": 1, "copied the rules' example": 1}
 
 
 def test_odd_replies_are_dropped_not_raised():
-    cards, dropped = parse_cards(reply(
-        qa("Which family do big cats such as lions belong to?", "Cat"),  # "cat" only inside "cats": fine
-        qa("What does a sponge absorb?", "sorb"),  # inside a word, not the answer repeated
-        qa("........", "Dots."),
-        qa("Why?", "Because."),
-    ), "basic")
+    cards, dropped = parse_cards(
+        reply(
+            qa("Which family do big cats such as lions belong to?", "Cat"),  # "cat" only inside "cats": fine
+            qa("What does a sponge absorb?", "sorb"),  # inside a word, not the answer repeated
+            qa("........", "Dots."),
+            qa("Why?", "Because."),
+        ),
+        "basic",
+    )
     assert [c.back for c in cards] == ["Cat", "sorb"]
     assert dropped == {"empty field": 1, "too short": 1}
     assert parse_cards("[" * 5000, "basic") == ([], {"unreadable reply": 1})
@@ -144,7 +163,9 @@ def test_bad_requests_are_refused_by_field(request_, field):
 
 def test_grounding_counts_answers_whose_words_come_from_the_notes():
     notes = "Mitochondria produce ATP through cellular respiration. They carry their own DNA."
-    assert is_grounded(Card("What do mitochondria produce?", "ATP, through cellular respiration."), "basic", notes)
+    assert is_grounded(
+        Card("What do mitochondria produce?", "ATP, through cellular respiration."), "basic", notes
+    )
     assert not is_grounded(Card("Who discovered mitochondria?", "Albert Kölliker in 1857."), "basic", notes)
     assert is_grounded(Card("Mitochondria carry their own {{c1::DNA}}.", ""), "cloze", notes)
 
@@ -187,11 +208,17 @@ def test_a_long_deck_to_avoid_is_cut_to_fit_the_context_and_errors_keep_the_card
 
 
 def test_missing_cards_are_asked_for_again_within_the_attempt_budget():
-    model = ScriptedModel([
-        reply(qa("What is a cell?", "The unit of life."), qa("What is a cell?", "Dup.")),
-        "garbage",
-        reply(qa("What is DNA?", "Genetic material."), qa("What is RNA?", "A messenger."), qa("Is there an extra card?", "Yes.")),
-    ])
+    model = ScriptedModel(
+        [
+            reply(qa("What is a cell?", "The unit of life."), qa("What is a cell?", "Dup.")),
+            "garbage",
+            reply(
+                qa("What is DNA?", "Genetic material."),
+                qa("What is RNA?", "A messenger."),
+                qa("Is there an extra card?", "Yes."),
+            ),
+        ]
+    )
     result = generate_cards(model, CardRequest(topic="cells", count=3))
     assert [c.front for c in result.cards] == ["What is a cell?", "What is DNA?", "What is RNA?"]
     assert result.attempts == 3 == MAX_ATTEMPTS and len(result.raw_outputs) == 3
@@ -233,11 +260,16 @@ def test_real_generation_with_the_bundled_model_gives_valid_distinct_cards(smoll
 
 
 def test_real_generation_from_notes_reports_grounding(smollm):
-    notes = ("The water cycle moves water between the oceans, the air and the land. Water evaporates from the "
-             "oceans, condenses into clouds and falls as precipitation such as rain or snow.")
+    notes = (
+        "The water cycle moves water between the oceans, the air and the land. Water evaporates from the "
+        "oceans, condenses into clouds and falls as precipitation such as rain or snow."
+    )
     result = generate_cards(smollm, CardRequest(notes=notes, count=3), seed=3)
     assert result.cards and result.grounded is not None
-    assert f"{result.grounded} of {len(result.cards)} answers share their content with the notes" in result.summary()
+    assert (
+        f"{result.grounded} of {len(result.cards)} answers share their content with the notes"
+        in result.summary()
+    )
     assert "use only facts stated in the notes" in build_messages(CardRequest(notes=notes), 3)[1]["content"]
 
 

@@ -22,7 +22,9 @@ from core.evaluate.checks import (
 )
 from core.store.paths import DATA_DIR
 
-LAB = {p["id"]: p for p in json.loads((DATA_DIR / "eval_prompts.json").read_text(encoding="utf-8"))["prompts"]}
+LAB = {
+    p["id"]: p for p in json.loads((DATA_DIR / "eval_prompts.json").read_text(encoding="utf-8"))["prompts"]
+}
 
 
 def results(prompt_id: str, answer: str) -> dict[str, tuple[bool, str]]:
@@ -53,7 +55,8 @@ def test_vpn_one_short_paragraph():
     assert set(failing("vpn", VPN_GOOD + "\n\nIn summary, a VPN keeps you private online.")) == {"paragraphs"}
     assert failing("vpn", "A VPN hides you.") == {
         "words": "4 words, wanted 20-150",
-        "topic": "mentions 0 of 'encrypt', 'tunnel', 'server', 'ip address', 'private network' (wanted 1)"}
+        "topic": "mentions 0 of 'encrypt', 'tunnel', 'server', 'ip address', 'private network' (wanted 1)",
+    }
     assert set(failing("vpn", " ".join([VPN_GOOD] * 3))) == {"words"}
     assert failing("vpn", "")["words"] == "0 words, wanted 20-150 (empty answer)"
 
@@ -77,17 +80,20 @@ def test_three_differences_count_top_level_items_only():
     assert failing("ml_differences", "Supervised learning uses labels.")["items"].startswith("0 items")
 
 
-@pytest.mark.parametrize("answer", [
-    "Differences:\n- Labels: yes vs no\n- Goal: predict vs discover\n- Feedback: direct vs none\nHope this helps!",
-    "Differences:\n* Labels\n* Goal\n* Feedback",
-    "• Labels\n• Goal\n• Feedback",
-    "1) Labels\n2) Goal\n3) Feedback",
-    "### 1. Labels\nText.\n### 2. Goal\nText.\n### 3. Feedback\nText.",
-    "**1. Labels** text\n**2. Goal** text\n**3. Feedback** text",
-    "| Aspect | Supervised | Unsupervised |\n|---|---|---|\n| Labels | yes | no |\n| Goal | predict | discover |\n"
-    "| Feedback | direct | none |",
-    "First, supervised learning uses labels. Second, it predicts outputs. Third, it gets direct feedback.",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Differences:\n- Labels: yes vs no\n- Goal: predict vs discover\n- Feedback: direct vs none\nHope this helps!",
+        "Differences:\n* Labels\n* Goal\n* Feedback",
+        "• Labels\n• Goal\n• Feedback",
+        "1) Labels\n2) Goal\n3) Feedback",
+        "### 1. Labels\nText.\n### 2. Goal\nText.\n### 3. Feedback\nText.",
+        "**1. Labels** text\n**2. Goal** text\n**3. Feedback** text",
+        "| Aspect | Supervised | Unsupervised |\n|---|---|---|\n| Labels | yes | no |\n| Goal | predict | discover |\n"
+        "| Feedback | direct | none |",
+        "First, supervised learning uses labels. Second, it predicts outputs. Third, it gets direct feedback.",
+    ],
+)
 def test_list_styles_are_counted(answer):
     assert count_items(answer)[0] == 3, count_items(answer)
 
@@ -146,29 +152,39 @@ def test_pasta_at_most_five_ingredients():
     assert all_pass("pasta_recipe", PASTA)
     six = PASTA.replace("- Grated parmesan", "- Grated parmesan\n- Fresh parsley")
     assert failing("pasta_recipe", six) == {"ingredients": "6 items, wanted 1-5 under 'Ingredients:'"}
-    assert all_pass("pasta_recipe", "Ingredients: spaghetti, garlic, olive oil, chili flakes and parmesan.\n"
-                                    "Cook the pasta and toss it with the rest.")
+    assert all_pass(
+        "pasta_recipe",
+        "Ingredients: spaghetti, garlic, olive oil, chili flakes and parmesan.\n"
+        "Cook the pasta and toss it with the rest.",
+    )
     assert all_pass("pasta_recipe", "You will need:\n200 g penne\n1 jar tomato sauce\nBasil\n\nBoil and mix.")
     assert failing("pasta_recipe", "Boil pasta, add sauce, eat.") == {
-        "ingredients": "no heading naming ingredients / ingredient / you will need / you'll need"}
+        "ingredients": "no heading naming ingredients / ingredient / you will need / you'll need"
+    }
 
 
-@pytest.mark.parametrize("answer", [
-    "Kaffet är för varmt för att dricka.",
-    'The Swedish translation is: "Kaffet är för varmt för att dricka."',
-    "Here is the translation:\n\nKAFFET ÄR FÖR VARMT FÖR ATT DRICKA!\n\n(Literally: the coffee is too hot to drink.)",
-    "Kaffet är för varmt att dricka.",  # a dropped word: close enough (similarity 0.94)
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Kaffet är för varmt för att dricka.",
+        'The Swedish translation is: "Kaffet är för varmt för att dricka."',
+        "Here is the translation:\n\nKAFFET ÄR FÖR VARMT FÖR ATT DRICKA!\n\n(Literally: the coffee is too hot to drink.)",
+        "Kaffet är för varmt att dricka.",  # a dropped word: close enough (similarity 0.94)
+    ],
+)
 def test_swedish_translations_that_pass(answer):
     assert all_pass("swedish", answer)
 
 
-@pytest.mark.parametrize("answer", [
-    "Kaffen er for varm til å drikke.",  # Norwegian
-    "The coffee is too hot to drink.",
-    "Te är för kallt för att äta.",
-    "",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Kaffen er for varm til å drikke.",  # Norwegian
+        "The coffee is too hot to drink.",
+        "Te är för kallt för att äta.",
+        "",
+    ],
+)
 def test_wrong_translations_fail(answer):
     assert set(failing("swedish", answer)) == {"translation"}
 
@@ -200,7 +216,7 @@ Overall, the benefits outweigh the drawbacks for most countries."""
 
 def test_two_advantages_and_two_disadvantages():
     assert all_pass("renewable", RENEWABLE)
-    nested = ("1. Advantages:\n   - Clean\n   - Renewable\n2. Disadvantages:\n   - Intermittent\n   - Costly\n")
+    nested = "1. Advantages:\n   - Clean\n   - Renewable\n2. Disadvantages:\n   - Intermittent\n   - Costly\n"
     assert all_pass("renewable", nested)
     three_cons = RENEWABLE.replace("\n\nOverall", "\n3. **Land use:** Large areas are needed.\n\nOverall")
     assert set(failing("renewable", three_cons)) == {"disadvantages"}
@@ -237,10 +253,12 @@ def test_reverse_function_runs_in_the_sandbox():
 def test_wrong_or_dangerous_code_fails(tmp_path):
     wrong = "```python\ndef reverse_string(s):\n    return s[1:][::-1]\n```"
     assert failing("reverse_string", wrong) == {
-        "python_function": "wrong output: reverse_string('abc') returned 'cb', expected 'cba'"}
+        "python_function": "wrong output: reverse_string('abc') returned 'cb', expected 'cba'"
+    }
     words = "```python\ndef reverse_words(s):\n    return ' '.join(s.split()[::-1])\n```"
     assert failing("reverse_string", words) == {
-        "python_function": "wrong output: reverse_words('abc') returned 'abc', expected 'cba'"}
+        "python_function": "wrong output: reverse_words('abc') returned 'abc', expected 'cba'"
+    }
 
     forever = "```python\ndef reverse_string(s):\n    while True:\n        pass\n```"
     spec = {**LAB["reverse_string"]["checks"][0], "timeout_s": 1}
@@ -251,11 +269,14 @@ def test_wrong_or_dangerous_code_fails(tmp_path):
     sentinel.write_text("still here")
     deleting = f"```python\nimport os\ndef reverse_string(s):\n    os.remove({str(sentinel)!r})\n    return s[::-1]\n```"
     result = run_check(spec, deleting)
-    assert not result.passed and result.detail.startswith("refused: os.remove outside the sandbox"), result.detail
+    assert not result.passed and result.detail.startswith("refused: os.remove outside the sandbox"), (
+        result.detail
+    )
     assert sentinel.read_text() == "still here"
 
     assert failing("reverse_string", "Use s[::-1] to reverse a string.") == {
-        "python_function": "no Python code in the answer"}
+        "python_function": "no Python code in the answer"
+    }
 
 
 def test_code_extraction():
@@ -275,21 +296,29 @@ def test_study_tips_is_a_list():
 
 
 def test_overfitting_analogy_length():
-    analogy = ("Overfitting is like a student who memorizes the answers to last year's exam instead of learning the "
-               "subject: they score perfectly on those exact questions but struggle when the questions change. A "
-               "model that overfits has learned its training data, noise included, and fails on new data.")
+    analogy = (
+        "Overfitting is like a student who memorizes the answers to last year's exam instead of learning the "
+        "subject: they score perfectly on those exact questions but struggle when the questions change. A "
+        "model that overfits has learned its training data, noise included, and fails on new data."
+    )
     assert all_pass("overfitting", analogy)
     assert set(failing("overfitting", "")) == {"words", "topic", "analogy"}
     assert set(failing("overfitting", "Overfitting is like memorizing. " * 80)) == {"words"}
-    no_analogy = ("Overfitting happens when a model fits its training data so closely, noise included, that it then "
-                  "does badly on new data it has never seen before.")
-    assert failing("overfitting", no_analogy) == {"analogy": "mentions 0 of 'like', 'imagine', 'similar', 'think of', "
-                                                             "'analogy', 'just as', 'as if', 'compare' (wanted 1)"}
+    no_analogy = (
+        "Overfitting happens when a model fits its training data so closely, noise included, that it then "
+        "does badly on new data it has never seen before."
+    )
+    assert failing("overfitting", no_analogy) == {
+        "analogy": "mentions 0 of 'like', 'imagine', 'similar', 'think of', "
+        "'analogy', 'just as', 'as if', 'compare' (wanted 1)"
+    }
 
 
 # What the untrained tiny model answered: one paragraph of the right length, and nonsense.
-NONSENSE = (" emergency small try offp' molecmp In did bri gu small she molec tablespoon of livingbibibibibibi liqu Japan "
-            "spend history history stand ide set living livinguly studyic j reliherHelJ run fundctionshenpport flashcards")
+NONSENSE = (
+    " emergency small try offp' molecmp In did bri gu small she molec tablespoon of livingbibibibibibi liqu Japan "
+    "spend history history stand ide set living livinguly studyic j reliherHelJ run fundctionshenpport flashcards"
+)
 
 
 def test_nonsense_of_the_right_length_fails_the_topic_checks():
@@ -299,7 +328,10 @@ def test_nonsense_of_the_right_length_fails_the_topic_checks():
 
 def test_mentions_match_word_starts_in_any_case():
     spec = {"type": "mentions", "words": ["encrypt", "ip address", "vpn"], "min": 2}
-    assert run_check(spec, "Traffic is ENCRYPTED and your IP address hidden.").detail == "mentions 'encrypt', 'ip address'"
+    assert (
+        run_check(spec, "Traffic is ENCRYPTED and your IP address hidden.").detail
+        == "mentions 'encrypt', 'ip address'"
+    )
     assert not run_check(spec, "Decrypted: a VPN.").passed  # "decrypted" does not start with "encrypt"
 
 
@@ -318,20 +350,28 @@ def test_ada_lovelace_three_points():
     assert failing("ada_lovelace", four) == {"items": "4 items, wanted exactly 3 (numbered items)"}
 
 
-LAB_LEAK = ("system\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nuser\n\n"
-            "Explain how a VPN works in one short paragraph.assistant\n\n" + VPN_GOOD)
+LAB_LEAK = (
+    "system\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nuser\n\n"
+    "Explain how a VPN works in one short paragraph.assistant\n\n" + VPN_GOOD
+)
 
 
-@pytest.mark.parametrize(("answer", "found"), [
-    (LAB_LEAK, "system header text"),
-    ("<|start_header_id|>assistant<|end_header_id|>\n\n" + VPN_GOOD, "template tokens <|start_header_id|>"),
-    (VPN_GOOD + "<|eot_id|>", "template tokens <|eot_id|>"),
-    ("<|begin_of_text|>" + VPN_GOOD, "template tokens <|begin_of_text|>"),
-    ("assistant\n\n" + VPN_GOOD, "role name 'assistant' at line 1"),
-    (VPN_GOOD + "\nuser: thanks", "role name 'user' at line 2"),
-    ("Explain how a VPN works in one short paragraph.\n\n" + VPN_GOOD, "the prompt is echoed"),
-    ("EXPLAIN how a VPN works, in one short paragraph? " + VPN_GOOD, "the prompt is echoed"),
-])
+@pytest.mark.parametrize(
+    ("answer", "found"),
+    [
+        (LAB_LEAK, "system header text"),
+        (
+            "<|start_header_id|>assistant<|end_header_id|>\n\n" + VPN_GOOD,
+            "template tokens <|start_header_id|>",
+        ),
+        (VPN_GOOD + "<|eot_id|>", "template tokens <|eot_id|>"),
+        ("<|begin_of_text|>" + VPN_GOOD, "template tokens <|begin_of_text|>"),
+        ("assistant\n\n" + VPN_GOOD, "role name 'assistant' at line 1"),
+        (VPN_GOOD + "\nuser: thanks", "role name 'user' at line 2"),
+        ("Explain how a VPN works in one short paragraph.\n\n" + VPN_GOOD, "the prompt is echoed"),
+        ("EXPLAIN how a VPN works, in one short paragraph? " + VPN_GOOD, "the prompt is echoed"),
+    ],
+)
 def test_leakage_is_found(answer, found):
     result = leakage_check(answer, LAB["vpn"]["prompt"])
     assert not result.passed and found in result.detail, result.detail
@@ -345,35 +385,57 @@ def test_the_lab_leak_names_everything():
 
 @pytest.mark.parametrize("prompt_id", sorted(LAB))
 def test_clean_answers_do_not_leak(prompt_id):
-    answers = {"vpn": VPN_GOOD, "ml_differences": ML_THREE, "feedback_email": EMAIL, "pasta_recipe": PASTA,
-               "swedish": "Kaffet är för varmt för att dricka.", "renewable": RENEWABLE,
-               "reverse_string": REVERSE_GOOD, "study_tips": "- Sleep\n- Plan\n- Practise",
-               "overfitting": "Like a student who memorizes the exam answers instead of the subject, an overfit "
-                              "model learns its training data by heart and then fails on anything new.",
-               "ada_lovelace": ADA}
+    answers = {
+        "vpn": VPN_GOOD,
+        "ml_differences": ML_THREE,
+        "feedback_email": EMAIL,
+        "pasta_recipe": PASTA,
+        "swedish": "Kaffet är för varmt för att dricka.",
+        "renewable": RENEWABLE,
+        "reverse_string": REVERSE_GOOD,
+        "study_tips": "- Sleep\n- Plan\n- Practise",
+        "overfitting": "Like a student who memorizes the exam answers instead of the subject, an overfit "
+        "model learns its training data by heart and then fails on anything new.",
+        "ada_lovelace": ADA,
+    }
     assert all_pass(prompt_id, answers[prompt_id])
-    assert leakage_check("System requirements: a user account. The assistant manager agreed.",
-                         LAB["vpn"]["prompt"]).passed
+    assert leakage_check(
+        "System requirements: a user account. The assistant manager agreed.", LAB["vpn"]["prompt"]
+    ).passed
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ({"type": "wordz"}, "unknown check type 'wordz'; known: paragraphs, words"),
-    ({"type": "leakage"}, "leakage is checked on every answer"),
-    ({"type": "words", "mx": 3}, "words: unknown parameter 'mx' (did you mean max?)"),
-    ({"type": "words", "min": -1}, "words: min must be a whole number >= 0 (got -1)"),
-    ({"type": "words", "min": True}, "words: min must be a whole number >= 0 (got True)"),
-    ({"type": "items", "min": 4, "max": 3}, "items: min (4) is above max (3)"),
-    ({"type": "translation"}, "translation: reference is required"),
-    ({"type": "translation", "reference": "x", "threshold": 1.5}, "threshold must be a number above 0 and at most 1"),
-    ({"type": "section_items", "headings": []}, "headings must be a non-empty list of non-empty strings"),
-    ({"type": "python_function", "cases": [{"args": "abc", "expected": "cba"}]}, "cases 1 must be"),
-    ({"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}], "function": "1x"}, "Python identifier"),
-    ({"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}, {"args": [], "expected": ""}]},
-     "same number of args"),
-    ({"type": "greeting", "name": "bad name"}, "greeting: name must be"),
-    ({"type": "mentions", "words": ["a"], "min": 2}, "mentions: min (2) is more than the 1 words given"),
-    (["words"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "wordz"}, "unknown check type 'wordz'; known: paragraphs, words"),
+        ({"type": "leakage"}, "leakage is checked on every answer"),
+        ({"type": "words", "mx": 3}, "words: unknown parameter 'mx' (did you mean max?)"),
+        ({"type": "words", "min": -1}, "words: min must be a whole number >= 0 (got -1)"),
+        ({"type": "words", "min": True}, "words: min must be a whole number >= 0 (got True)"),
+        ({"type": "items", "min": 4, "max": 3}, "items: min (4) is above max (3)"),
+        ({"type": "translation"}, "translation: reference is required"),
+        (
+            {"type": "translation", "reference": "x", "threshold": 1.5},
+            "threshold must be a number above 0 and at most 1",
+        ),
+        ({"type": "section_items", "headings": []}, "headings must be a non-empty list of non-empty strings"),
+        ({"type": "python_function", "cases": [{"args": "abc", "expected": "cba"}]}, "cases 1 must be"),
+        (
+            {"type": "python_function", "cases": [{"args": ["a"], "expected": "a"}], "function": "1x"},
+            "Python identifier",
+        ),
+        (
+            {
+                "type": "python_function",
+                "cases": [{"args": ["a"], "expected": "a"}, {"args": [], "expected": ""}],
+            },
+            "same number of args",
+        ),
+        ({"type": "greeting", "name": "bad name"}, "greeting: name must be"),
+        ({"type": "mentions", "words": ["a"], "min": 2}, "mentions: min (2) is more than the 1 words given"),
+        (["words"], "must be a JSON object"),
+    ],
+)
 def test_bad_check_specs_are_refused_with_the_reason(spec, message):
     with pytest.raises(CheckSpecError) as error:
         validate_check(spec)

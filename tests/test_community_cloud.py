@@ -32,9 +32,14 @@ def cloud_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r", "requirements.txt"],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=900,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    assert done.returncode == 0, f"pip install -r requirements.txt failed:\n{(done.stdout + done.stderr)[-4000:]}"
+    assert done.returncode == 0, (
+        f"pip install -r requirements.txt failed:\n{(done.stdout + done.stderr)[-4000:]}"
+    )
     return python
 
 
@@ -43,11 +48,21 @@ def cloud_report(cloud_python: Path, tmp_path_factory: pytest.TempPathFactory) -
     """What tests/cloud_pages.py saw on every page in the cloud venv, and the app process's memory."""
     folder = tmp_path_factory.mktemp("cloud-app")
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    env.update(PEFT_RUNS_DIR=str(folder / "runs"), PEFT_CACHE_DIR=str(folder / "cache"),
-               HF_HOME=str(folder / "huggingface"), HF_HUB_OFFLINE="1")
+    env.update(
+        PEFT_RUNS_DIR=str(folder / "runs"),
+        PEFT_CACHE_DIR=str(folder / "cache"),
+        HF_HOME=str(folder / "huggingface"),
+        HF_HUB_OFFLINE="1",
+    )
     report = folder / "report.json"
-    done = subprocess.run([str(cloud_python), "tests/cloud_pages.py", str(report)], cwd=PROJECT_DIR, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(cloud_python), "tests/cloud_pages.py", str(report)],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(report.read_text())
 
@@ -59,7 +74,9 @@ def assert_renders(page: dict) -> None:
 
 
 def test_the_cloud_venv_has_no_training_stack(cloud_python):
-    done = subprocess.run([str(cloud_python), "-c", "import torch"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(cloud_python), "-c", "import torch"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "No module named 'torch'" in done.stderr
     found = f"import importlib.util; print([m for m in {TRAINING_STACK!r} if importlib.util.find_spec(m)])"
     present = subprocess.run([str(cloud_python), "-c", found], capture_output=True, text=True, timeout=60)
@@ -78,8 +95,12 @@ def test_train_says_where_training_runs(cloud_report):
     train = cloud_report["pages"]["train"]
     assert_renders(train)
     assert train["titles"] == ["Train"]
-    assert any(info.startswith("Training is not available in this installation") and "requirements-train.txt" in info
-               and "GPU" in info for info in train["infos"]), train["infos"]
+    assert any(
+        info.startswith("Training is not available in this installation")
+        and "requirements-train.txt" in info
+        and "GPU" in info
+        for info in train["infos"]
+    ), train["infos"]
     commands = [code for code in train["code"] if code.startswith("python -m core train ")]
     assert len(commands) == 1 and commands[0].endswith("--preset t1_baseline"), train["code"]  # a GPU run
     assert train["buttons"]["Start training"] is True  # disabled
@@ -92,7 +113,9 @@ def test_the_run_page_shows_a_completed_run_and_what_needs_the_training_stack(cl
     assert run["query"] == {"run": "run_000"} and run["choices"]["Run"] == "run_000"
     assert run["headings"] == ["### ✅ completed · run_000", "#### Evaluate", "#### Export to GGUF"]
     assert "run_loss_chart" in run["charts"]
-    assert any(info.startswith("The adapter and the base model need the training stack") for info in run["infos"])
+    assert any(
+        info.startswith("The adapter and the base model need the training stack") for info in run["infos"]
+    )
     assert any(info.startswith("Exporting needs the training stack here") for info in run["infos"])
     assert run["buttons"]["Export"] is True  # disabled
     assert ["New run from this config", "Train", "from=run_000"] in run["links"]
@@ -116,14 +139,19 @@ def test_study_cards_make_a_deck_with_the_bundled_model(cloud_report):
     deck = cloud_report["pages"]["study_cards_deck"]
     assert_renders(deck)
     assert deck["model"].endswith("(Hugging Face Hub)")  # the default choice, unreachable here
-    assert any("Could not fetch" in warning and "bundled model instead" in warning for warning in deck["warnings"])
+    assert any(
+        "Could not fetch" in warning and "bundled model instead" in warning for warning in deck["warnings"]
+    )
     assert len(deck["cards"]) == 3 and len(set(deck["cards"])) == 3
     assert deck["downloads"] == ["Download CSV for Anki", "Download Anki package (.apkg)"]
 
 
 def test_memory_with_the_card_model_fits_the_cloud(cloud_report):
-    figures = {"memory_mb": cloud_report["memory_mb"], "bundled_model": cloud_report["bundled_model"],
-               "context_tokens": cloud_report["context_tokens"]}
+    figures = {
+        "memory_mb": cloud_report["memory_mb"],
+        "bundled_model": cloud_report["bundled_model"],
+        "context_tokens": cloud_report["context_tokens"],
+    }
     MEMORY_REPORT.parent.mkdir(parents=True, exist_ok=True)
     MEMORY_REPORT.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures))

@@ -20,10 +20,9 @@ SPEED = compare.METRIC_BY_KEY["tokens_per_s"]
 
 def tensorboard_smoothing(values, weight):
     """TensorBoard's own loop (tf-scalar-card smoothing), the reference for compare.smooth."""
-    last, count, out = 0.0, 0, []
-    for value in values:
+    last, out = 0.0, []
+    for count, value in enumerate(values, 1):
         last = last * weight + (1 - weight) * value
-        count += 1
         out.append(last / (1 - weight**count))
     return out
 
@@ -59,7 +58,10 @@ def test_downsample_keeps_the_shape_within_the_point_budget():
 def test_read_curve_keeps_the_later_record_of_a_repeated_step_and_skips_bad_lines(tmp_path):
     events = tmp_path / "events.jsonl"
     for step in (1, 2, 3):  # first attempt, then a resume from the checkpoint at step 2
-        append_jsonl(events, {"step": step, "loss": 3.0 - step * 0.1, "tokens_seen": step * 100, "elapsed_s": step * 1.5})
+        append_jsonl(
+            events,
+            {"step": step, "loss": 3.0 - step * 0.1, "tokens_seen": step * 100, "elapsed_s": step * 1.5},
+        )
     append_jsonl(events, {"step": 3, "loss": 2.5, "tokens_seen": 300, "elapsed_s": 5.0})
     append_jsonl(events, {"step": 4, "loss": None, "tokens_seen": 400})
     with events.open("a") as handle:
@@ -71,7 +73,9 @@ def test_read_curve_keeps_the_later_record_of_a_repeated_step_and_skips_bad_line
     assert len(compare.read_curve(tmp_path / "absent.jsonl")) == 0
     (tmp_path / "folder.jsonl").mkdir()
     unreadable = compare.read_curve(tmp_path / "folder.jsonl")
-    assert len(unreadable) == 0 and unreadable.problem.startswith("folder.jsonl cannot be read (IsADirectoryError")
+    assert len(unreadable) == 0 and unreadable.problem.startswith(
+        "folder.jsonl cannot be read (IsADirectoryError"
+    )
 
 
 def test_curve_points_leave_out_an_axis_that_was_never_recorded(tmp_path):
@@ -107,7 +111,9 @@ def seed_runs(root):
 
 def test_seed_runs_are_picked_and_the_lab_baseline_is_the_default(runs_root):
     runs = seed_runs(runs_root)
-    create_run(runs_root, "still_training", {"base_model": "tiny-llama"}, status=initial_status("running", 30))
+    create_run(
+        runs_root, "still_training", {"base_model": "tiny-llama"}, status=initial_status("running", 30)
+    )
     broken = runs_root / "no_status"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
@@ -127,8 +133,13 @@ def test_metrics_against_the_lab_baseline(runs_root):
     runs = seed_runs(runs_root)
     rows = {row.run: row for row in metrics_rows(runs, "baseline_1B_r16_10k_600steps")}
     t2 = rows["model_centric_1B_r64_10k_600steps"]
-    assert t2.deltas["train_loss"].text(4) == "▼ -0.0112 (-1.3%)" and t2.deltas["train_loss"].verdict == "better"
-    assert t2.deltas["train_runtime_s"].text(1) == "▲ +55.7 (+2.1%)" and t2.deltas["train_runtime_s"].verdict == "worse"
+    assert (
+        t2.deltas["train_loss"].text(4) == "▼ -0.0112 (-1.3%)" and t2.deltas["train_loss"].verdict == "better"
+    )
+    assert (
+        t2.deltas["train_runtime_s"].text(1) == "▲ +55.7 (+2.1%)"
+        and t2.deltas["train_runtime_s"].verdict == "worse"
+    )
     assert t2.deltas["peak_memory_gb"].text(3) == "▲ +0.391 (+15.2%)"
     assert rows["exp3_1B_10k_600steps"].deltas["train_loss"].verdict == "missing"
     assert rows["baseline_1B_r16_10k_600steps"].deltas["train_loss"].verdict == "baseline"
@@ -137,22 +148,43 @@ def test_metrics_against_the_lab_baseline(runs_root):
     row = table.loc["model_centric_1B_r64_10k_600steps"]
     assert row["Train loss (mean)"] == 0.8806 and row["Δ Train loss (mean)"] == "🟢 ▼ -0.0112 (-1.3%)"
     assert row["Δ Runtime (s)"] == "🔴 ▲ +55.7 (+2.1%)" and row["Δ Steps"] == "= 0"
-    assert table.loc["model2_3B_r64_30k_400steps", "Δ Steps"] == "▼ -200 (-33.3%)"  # no better direction, no mark
+    assert (
+        table.loc["model2_3B_r64_30k_400steps", "Δ Steps"] == "▼ -200 (-33.3%)"
+    )  # no better direction, no mark
     assert table.loc["baseline_1B_r16_10k_600steps", "Δ Runtime (s)"] == "baseline"
 
 
 def cpu_run(root, name, **metrics):
-    create_run(root, name, {"base_model": "tiny-llama", "lora_r": 8}, status=initial_status("completed", 30),
-               metrics={"train_loss": 2.0, "peak_memory_gb": 0.55, "lora_memory_gb": 0.1, "memory_measure": "process_rss",
-                        "device": "cpu", "device_memory_gb": None, **metrics})
+    create_run(
+        root,
+        name,
+        {"base_model": "tiny-llama", "lora_r": 8},
+        status=initial_status("completed", 30),
+        metrics={
+            "train_loss": 2.0,
+            "peak_memory_gb": 0.55,
+            "lora_memory_gb": 0.1,
+            "memory_measure": "process_rss",
+            "device": "cpu",
+            "device_memory_gb": None,
+            **metrics,
+        },
+    )
     return read_run_folder(root / name)
 
 
 def test_cpu_memory_is_not_compared_with_gpu_memory_and_device_share(runs_root):
     runs = seed_runs(runs_root)
     cpu = cpu_run(runs_root, "cpu_run")
-    gpu = read_run_folder(create_run(runs_root, "gpu_run", {"base_model": "x"}, status=initial_status("completed"),
-                                     metrics={"peak_memory_gb": 3.75, "memory_measure": "cuda_reserved", "device_memory_gb": 15.0}))
+    gpu = read_run_folder(
+        create_run(
+            runs_root,
+            "gpu_run",
+            {"base_model": "x"},
+            status=initial_status("completed"),
+            metrics={"peak_memory_gb": 3.75, "memory_measure": "cuda_reserved", "device_memory_gb": 15.0},
+        )
+    )
     rows = {row.run: row for row in metrics_rows([*runs, cpu, gpu], "baseline_1B_r16_10k_600steps")}
     assert rows["cpu_run"].measure == "CPU RSS"
     assert rows["cpu_run"].deltas["peak_memory_gb"].text(3) == "not comparable"
@@ -174,40 +206,73 @@ def test_config_diff_shows_only_the_fields_that_differ(runs_root):
 
 def answer(prompt_id, text, passed, failed=(), latency=1.0, prompt_set="lab", variant="adapter"):
     """An eval row in the fixed eval format (docs: eval_format)."""
-    checks = [{"name": "words", "passed": "words" not in failed, "detail": "42 words"},
-              {"name": "leakage", "passed": "leakage" not in failed, "detail": "none" if "leakage" not in failed else "'assistant' at a line start"}]
-    return {"variant": variant, "prompt_set": prompt_set, "prompt_id": prompt_id, "prompt": f"Prompt {prompt_id}?",
-            "answer": text, "checks": checks, "passed": passed, "latency_s": latency, "new_tokens": 40,
-            "max_new_tokens": 256, "model": "tiny-llama + adapter", "created_at": "2026-11-28T15:00:00Z"}
+    checks = [
+        {"name": "words", "passed": "words" not in failed, "detail": "42 words"},
+        {
+            "name": "leakage",
+            "passed": "leakage" not in failed,
+            "detail": "none" if "leakage" not in failed else "'assistant' at a line start",
+        },
+    ]
+    return {
+        "variant": variant,
+        "prompt_set": prompt_set,
+        "prompt_id": prompt_id,
+        "prompt": f"Prompt {prompt_id}?",
+        "answer": text,
+        "checks": checks,
+        "passed": passed,
+        "latency_s": latency,
+        "new_tokens": 40,
+        "max_new_tokens": 256,
+        "model": "tiny-llama + adapter",
+        "created_at": "2026-11-28T15:00:00Z",
+    }
 
 
 RESULTS = {
     "r16": {
-        "adapter": [answer("vpn", "A VPN encrypts traffic.", True, latency=1.2),
-                    answer("email", "Dear Ms. Lee,\nassistant\nThanks", False, failed=("leakage",)),
-                    answer("recipe", "Pasta, oil, garlic.", True)],
+        "adapter": [
+            answer("vpn", "A VPN encrypts traffic.", True, latency=1.2),
+            answer("email", "Dear Ms. Lee,\nassistant\nThanks", False, failed=("leakage",)),
+            answer("recipe", "Pasta, oil, garlic.", True),
+        ],
         "base": [answer("vpn", "VPN, tunnel", False, failed=("words",), variant="base")],
     },
     "r64": {
-        "adapter": [answer("vpn", "A VPN tunnels, encrypts \"all\" traffic.", True, latency=0.8),
-                    answer("email", "Dear Ms. Lee, thank you | Best", True),
-                    answer("recipe", "Pasta, oil, garlic.", True),
-                    answer("other", "from another set", True, prompt_set="mine")],
+        "adapter": [
+            answer("vpn", 'A VPN tunnels, encrypts "all" traffic.', True, latency=0.8),
+            answer("email", "Dear Ms. Lee, thank you | Best", True),
+            answer("recipe", "Pasta, oil, garlic.", True),
+            answer("other", "from another set", True, prompt_set="mine"),
+        ],
         "gguf-model-q8_0": [answer("vpn", "A VPN.", False, failed=("words",), variant="gguf-model-q8_0")],
     },
 }
-RATINGS = {"r64": {"adapter": {"email": {"rating": 5, "note": "best email"}, "vpn": {"rating": 9, "note": ""}}}}
+RATINGS = {
+    "r64": {"adapter": {"email": {"rating": 5, "note": "best email"}, "vpn": {"rating": 9, "note": ""}}}
+}
 
 
 def test_matrix_columns_prompt_sets_and_pass_counts():
     columns = compare.matrix_columns(RESULTS)
-    assert [c.label for c in columns] == ["r16 · adapter", "r16 · base", "r64 · adapter", "r64 · gguf:model-q8_0.gguf"]
+    assert [c.label for c in columns] == [
+        "r16 · adapter",
+        "r16 · base",
+        "r64 · adapter",
+        "r64 · gguf:model-q8_0.gguf",
+    ]
     assert compare.prompt_sets(RESULTS) == ["lab", "mine"]
     assert compare.default_matrix_columns(columns, "r64", limit=3) == [columns[2], columns[3], columns[0]]
     matrix = build_matrix(RESULTS, RATINGS, columns, "lab")
     assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
     counts = {c.label: value for c, value in matrix.pass_counts().items()}
-    assert counts == {"r16 · adapter": (2, 3), "r16 · base": (0, 1), "r64 · adapter": (3, 3), "r64 · gguf:model-q8_0.gguf": (0, 1)}
+    assert counts == {
+        "r16 · adapter": (2, 3),
+        "r16 · base": (0, 1),
+        "r64 · adapter": (3, 3),
+        "r64 · gguf:model-q8_0.gguf": (0, 1),
+    }
     email = matrix.prompts[1].cells[Column("r64", "adapter")]
     assert (email.rating, email.note) == (5, "best email")
     assert matrix.prompts[0].cells[Column("r64", "adapter")].rating is None  # 9 is not a 1-5 rating
@@ -216,10 +281,17 @@ def test_matrix_columns_prompt_sets_and_pass_counts():
 
 def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
     """Eval rows written without prompt_set (or with a non-text one) form one set that the matrix shows."""
-    bare = {"r16": {"adapter": [{k: v for k, v in row.items() if k != "prompt_set"}
-                                for row in RESULTS["r16"]["adapter"]]},
-            "r64": {"adapter": [{**row, "prompt_set": None} for row in RESULTS["r64"]["adapter"][:2]]
-                    + [{**RESULTS["r64"]["adapter"][2], "prompt_set": 7}]}}
+    bare = {
+        "r16": {
+            "adapter": [
+                {k: v for k, v in row.items() if k != "prompt_set"} for row in RESULTS["r16"]["adapter"]
+            ]
+        },
+        "r64": {
+            "adapter": [{**row, "prompt_set": None} for row in RESULTS["r64"]["adapter"][:2]]
+            + [{**RESULTS["r64"]["adapter"][2], "prompt_set": 7}]
+        },
+    }
     (unnamed,) = compare.prompt_sets(bare)
     matrix = build_matrix(bare, {}, compare.matrix_columns(bare), unnamed)
     assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
@@ -227,18 +299,28 @@ def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
     assert matrix.pass_counts() == {Column("r16", "adapter"): (2, 3), Column("r64", "adapter"): (3, 3)}
     mixed = {"r16": bare["r16"], "r64": {"adapter": RESULTS["r64"]["adapter"]}}
     assert compare.prompt_sets(mixed) == [unnamed, "lab", "mine"]
-    assert [row.prompt_id for row in build_matrix(mixed, {}, compare.matrix_columns(mixed), "lab").prompts] == [
-        "vpn", "email", "recipe"]
+    assert [
+        row.prompt_id for row in build_matrix(mixed, {}, compare.matrix_columns(mixed), "lab").prompts
+    ] == ["vpn", "email", "recipe"]
 
 
 def test_a_rating_is_shown_only_next_to_the_answer_it_rates():
     """After a re-evaluation, a rating of the earlier answer is left out; one without an answer hash
     (saved before ratings recorded it) is shown as before."""
     rated_answer = RESULTS["r64"]["adapter"][1]["answer"]
-    ratings = {"r64": {"adapter": {
-        "email": {"rating": 5, "note": "best email", "answer_sha256": answer_sha256(rated_answer)},
-        "vpn": {"rating": 2, "note": "rated an earlier answer", "answer_sha256": answer_sha256("An earlier answer.")},
-        "recipe": {"rating": 3, "note": "saved before answers were recorded"}}}}
+    ratings = {
+        "r64": {
+            "adapter": {
+                "email": {"rating": 5, "note": "best email", "answer_sha256": answer_sha256(rated_answer)},
+                "vpn": {
+                    "rating": 2,
+                    "note": "rated an earlier answer",
+                    "answer_sha256": answer_sha256("An earlier answer."),
+                },
+                "recipe": {"rating": 3, "note": "saved before answers were recorded"},
+            }
+        }
+    }
     matrix = build_matrix(RESULTS, ratings, [Column("r64", "adapter")], "lab")
     cells = {row.prompt_id: row.cells[Column("r64", "adapter")] for row in matrix.prompts}
     assert (cells["email"].rating, cells["email"].note) == (5, "best email")
@@ -249,8 +331,21 @@ def test_a_rating_is_shown_only_next_to_the_answer_it_rates():
 
 
 def test_odd_rows_make_cells_that_say_what_is_unknown():
-    odd = {"x": {"adapter": [{"prompt_set": "lab", "prompt_id": "vpn", "answer": None, "checks": 5, "passed": "yes",
-                              "latency_s": "fast"}, {"prompt_set": "lab", "prompt_id": 7}]}}
+    odd = {
+        "x": {
+            "adapter": [
+                {
+                    "prompt_set": "lab",
+                    "prompt_id": "vpn",
+                    "answer": None,
+                    "checks": 5,
+                    "passed": "yes",
+                    "latency_s": "fast",
+                },
+                {"prompt_set": "lab", "prompt_id": 7},
+            ]
+        }
+    }
     matrix = build_matrix(odd, {"x": {"adapter": {"vpn": "five"}}}, [Column("x", "adapter")], "lab")
     cell = matrix.prompts[0].cells[Column("x", "adapter")]
     assert (cell.answer, cell.checks, cell.passed, cell.latency_s, cell.rating) == ("", (), None, None, None)
@@ -264,7 +359,9 @@ def test_disagreement_filter_keeps_prompts_whose_pass_fail_differ():
     everything = build_matrix(RESULTS, {}, compare.matrix_columns(RESULTS), "lab")
     assert [row.prompt_id for row in everything.disagreements().prompts] == ["vpn", "email"]
     table = compare.matrix_frame(matrix.disagreements())
-    assert table.to_dict("records") == [{"Prompt": "email", "r16 · adapter": "❌ leakage · 1.0 s", "r64 · adapter": "✅ · 1.0 s"}]
+    assert table.to_dict("records") == [
+        {"Prompt": "email", "r16 · adapter": "❌ leakage · 1.0 s", "r64 · adapter": "✅ · 1.0 s"}
+    ]
 
 
 def test_answers_csv_holds_every_answer_verbatim():
@@ -274,9 +371,14 @@ def test_answers_csv_holds_every_answer_verbatim():
     email = next(r for r in rows if r["run"] == "r16" and r["prompt_id"] == "email")
     assert email["answer"] == "Dear Ms. Lee,\nassistant\nThanks"
     assert (email["passed"], email["failed_checks"], email["latency_s"]) == ("false", "leakage", "1.0")
-    rated = next(r for r in rows if r["run"] == "r64" and r["prompt_id"] == "email" and r["variant"] == "adapter")
+    rated = next(
+        r for r in rows if r["run"] == "r64" and r["prompt_id"] == "email" and r["variant"] == "adapter"
+    )
     assert (rated["rating"], rated["note"]) == ("5", "best email")
-    assert next(r for r in rows if r["run"] == "r64" and r["prompt_id"] == "vpn")["answer"] == 'A VPN tunnels, encrypts "all" traffic.'
+    assert (
+        next(r for r in rows if r["run"] == "r64" and r["prompt_id"] == "vpn")["answer"]
+        == 'A VPN tunnels, encrypts "all" traffic.'
+    )
 
 
 def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
@@ -285,9 +387,14 @@ def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
     broken.mkdir()
     (broken / "status.json").write_text('{"state": "runn')
     matrix = build_matrix(RESULTS, {}, [Column("r16", "adapter"), Column("r64", "adapter")], "lab")
-    report = compare.markdown_report(metrics_rows(runs, "baseline_1B_r16_10k_600steps"), compare.config_diff(runs), matrix,
-                                     baseline="baseline_1B_r16_10k_600steps", broken=[read_run_folder(broken)],
-                                     generated_at="2026-11-28")
+    report = compare.markdown_report(
+        metrics_rows(runs, "baseline_1B_r16_10k_600steps"),
+        compare.config_diff(runs),
+        matrix,
+        baseline="baseline_1B_r16_10k_600steps",
+        broken=[read_run_folder(broken)],
+        generated_at="2026-11-28",
+    )
     lines = report.splitlines()
     assert lines[0] == "# Run comparison"
     assert "5 run(s), baseline **baseline_1B_r16_10k_600steps**, generated 2026-11-28." in lines
@@ -297,10 +404,14 @@ def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
     assert "| r16 | adapter | 2 | 3 | 66.7 |" in lines and "| r64 | adapter | 3 | 3 | 100.0 |" in lines
     assert "### Per prompt (1 of 3 prompts with differing results)" in lines
     assert "| email | ❌ leakage · 1.0 s | ✅ · 1.0 s |" in lines
-    assert any(line.startswith("- **half**: config.json is missing; status.json is not valid JSON") for line in lines)
+    assert any(
+        line.startswith("- **half**: config.json is missing; status.json is not valid JSON") for line in lines
+    )
     header = next(line for line in lines if line.startswith("| Run | Memory |"))
     assert all(line.count(" | ") == header.count(" | ") for line in lines if "| GPU reserved |" in line)
-    no_eval = compare.markdown_report(metrics_rows(runs[:1], None), compare.config_diff(runs[:1]), None, baseline=None)
+    no_eval = compare.markdown_report(
+        metrics_rows(runs[:1], None), compare.config_diff(runs[:1]), None, baseline=None
+    )
     assert "No evaluation results for these runs." in no_eval and "do not differ" in no_eval
 
 

@@ -37,8 +37,11 @@ from core.train.presets import LAB_1B
 PAGE = "pages/3_Compare.py"
 
 SEED_NAMES = {
-    "baseline_1B_r16_10k_600steps", "data_centric_1B_r64_30k_600steps", "exp3_1B_10k_600steps",
-    "model2_3B_r64_30k_400steps", "model_centric_1B_r64_10k_600steps",
+    "baseline_1B_r16_10k_600steps",
+    "data_centric_1B_r64_30k_600steps",
+    "exp3_1B_10k_600steps",
+    "model2_3B_r64_30k_400steps",
+    "model_centric_1B_r64_10k_600steps",
 }
 
 
@@ -78,7 +81,9 @@ def open_page(query_params: dict | None = None) -> AppTest:
 def follow(app: AppTest, label: str) -> AppTest:
     """Click the page link `label` as the browser does: its page, with its query as the URL's."""
     link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
-    page = next(path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page)
+    page = next(
+        path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page
+    )
     app.query_params = dict(parse_qsl(link.query_string))
     app.switch_page(f"pages/{page.name}")
     return rerun(app)
@@ -113,11 +118,18 @@ def training_events(steps, first_loss, last_loss, *, seconds_per_step, tokens_pe
     for step in range(1, steps + 1):
         progress = (step - 1) / max(1, steps - 1)
         loss = last_loss + (first_loss - last_loss) * math.exp(-5 * progress) + rng.gauss(0, 0.04)
-        events.append({
-            "step": step, "loss": round(loss, 4), "learning_rate": 2e-4 * min(1.0, step / 5) * (1 - progress),
-            "grad_norm": round(rng.uniform(0.2, 1.5), 4), "epoch": round(step * 8 / 10000, 4),
-            "elapsed_s": round(step * seconds_per_step, 3), "tokens_seen": step * tokens_per_step, "memory_gb": memory_gb,
-        })
+        events.append(
+            {
+                "step": step,
+                "loss": round(loss, 4),
+                "learning_rate": 2e-4 * min(1.0, step / 5) * (1 - progress),
+                "grad_norm": round(rng.uniform(0.2, 1.5), 4),
+                "epoch": round(step * 8 / 10000, 4),
+                "elapsed_s": round(step * seconds_per_step, 3),
+                "tokens_seen": step * tokens_per_step,
+                "memory_gb": memory_gb,
+            }
+        )
     return events
 
 
@@ -125,10 +137,16 @@ def trained_run(root, name, *, config, events, device, peak, lora, device_memory
     """A completed run folder with config, status, events and metrics as core.training writes them."""
     runtime = events[-1]["elapsed_s"]
     metrics = {
-        "train_loss": round(sum(e["loss"] for e in events) / len(events), 4), "final_loss": events[-1]["loss"],
-        "train_runtime_s": runtime, "steps": events[-1]["step"], "tokens_seen": events[-1]["tokens_seen"],
-        "tokens_per_s": round(events[-1]["tokens_seen"] / runtime, 1), "peak_memory_gb": peak, "lora_memory_gb": lora,
-        "memory_measure": "process_rss" if device == "cpu" else "cuda_reserved", "device": device,
+        "train_loss": round(sum(e["loss"] for e in events) / len(events), 4),
+        "final_loss": events[-1]["loss"],
+        "train_runtime_s": runtime,
+        "steps": events[-1]["step"],
+        "tokens_seen": events[-1]["tokens_seen"],
+        "tokens_per_s": round(events[-1]["tokens_seen"] / runtime, 1),
+        "peak_memory_gb": peak,
+        "lora_memory_gb": lora,
+        "memory_measure": "process_rss" if device == "cpu" else "cuda_reserved",
+        "device": device,
         "device_memory_gb": device_memory,
     }
     status = {**initial_status("completed", config["max_steps"]), "step": config["max_steps"]}
@@ -144,7 +162,9 @@ PROMPTS = {
     "swedish": "Translate this sentence to Swedish: The coffee is too hot to drink.",
 }
 CHECKS = {
-    "vpn": ("paragraphs", "words"), "ml_differences": ("items",), "feedback_email": ("greeting", "sign_off"),
+    "vpn": ("paragraphs", "words"),
+    "ml_differences": ("items",),
+    "feedback_email": ("greeting", "sign_off"),
     "swedish": ("translation",),
 }
 
@@ -154,15 +174,30 @@ def eval_rows(variant, answers, *, failing=None, latency=1.0):
     rows = []
     for index, (prompt_id, text) in enumerate(answers.items()):
         failed = (failing or {}).get(prompt_id)
-        checks = [{"name": name, "passed": not (failed and failed[0] == name),
-                   "detail": failed[1] if failed and failed[0] == name else "ok"}
-                  for name in (*CHECKS[prompt_id], "leakage")]
-        rows.append({
-            "variant": variant, "prompt_set": "lab", "prompt_id": prompt_id, "prompt": PROMPTS[prompt_id],
-            "answer": text, "checks": checks, "passed": all(c["passed"] for c in checks),
-            "latency_s": round(latency + index * 0.3, 2), "new_tokens": 40 + index * 10, "max_new_tokens": 256,
-            "model": f"base + {variant}", "created_at": "2026-11-28T15:00:00Z",
-        })
+        checks = [
+            {
+                "name": name,
+                "passed": not (failed and failed[0] == name),
+                "detail": failed[1] if failed and failed[0] == name else "ok",
+            }
+            for name in (*CHECKS[prompt_id], "leakage")
+        ]
+        rows.append(
+            {
+                "variant": variant,
+                "prompt_set": "lab",
+                "prompt_id": prompt_id,
+                "prompt": PROMPTS[prompt_id],
+                "answer": text,
+                "checks": checks,
+                "passed": all(c["passed"] for c in checks),
+                "latency_s": round(latency + index * 0.3, 2),
+                "new_tokens": 40 + index * 10,
+                "max_new_tokens": 256,
+                "model": f"base + {variant}",
+                "created_at": "2026-11-28T15:00:00Z",
+            }
+        )
     return rows
 
 
@@ -173,9 +208,9 @@ def write_eval(path, variant, rows):
 
 GOOD = {
     "vpn": "A VPN sends your traffic through an encrypted tunnel to a server it trusts, so that networks in between "
-           "see only scrambled data and websites see the server's address instead of yours.",
+    "see only scrambled data and websites see the server's address instead of yours.",
     "ml_differences": "1. Labels: supervised learning uses them.\n2. Goal: prediction versus structure.\n3. Evaluation: "
-                      "accuracy versus cluster quality.",
+    "accuracy versus cluster quality.",
     "feedback_email": "Dear Ms. Lee,\n\nThank you for the interview. Could you share any feedback?\n\nBest regards,\nSam",
     "swedish": "Kaffet är för varmt för att dricka.",
 }
@@ -186,29 +221,80 @@ def lab_root(runs_root):
     """The seed runs, two GPU runs (1000 logged steps) and a CPU run, with answers and a rating."""
     import_seed_runs(runs_root)
     r16 = trained_run(
-        runs_root, "t4_r16", config={"lora_r": 16, "lora_alpha": 16, "max_steps": 1000},
-        events=training_events(1000, 2.1, 0.95, seconds_per_step=4.2, tokens_per_step=8000, memory_gb=3.1, seed=1),
-        device="Tesla T4", peak=3.75, lora=1.4, device_memory=15.0,
+        runs_root,
+        "t4_r16",
+        config={"lora_r": 16, "lora_alpha": 16, "max_steps": 1000},
+        events=training_events(
+            1000, 2.1, 0.95, seconds_per_step=4.2, tokens_per_step=8000, memory_gb=3.1, seed=1
+        ),
+        device="Tesla T4",
+        peak=3.75,
+        lora=1.4,
+        device_memory=15.0,
     )
     r64 = trained_run(
-        runs_root, "t4_r64", config={"lora_r": 64, "lora_alpha": 64, "max_steps": 1000},
-        events=training_events(1000, 2.1, 0.85, seconds_per_step=4.5, tokens_per_step=8000, memory_gb=3.4, seed=2),
-        device="Tesla T4", peak=4.5, lora=1.9, device_memory=15.0,
+        runs_root,
+        "t4_r64",
+        config={"lora_r": 64, "lora_alpha": 64, "max_steps": 1000},
+        events=training_events(
+            1000, 2.1, 0.85, seconds_per_step=4.5, tokens_per_step=8000, memory_gb=3.4, seed=2
+        ),
+        device="Tesla T4",
+        peak=4.5,
+        lora=1.9,
+        device_memory=15.0,
     )
     tiny = trained_run(
-        runs_root, "cpu_tiny", config={"base_model": "tiny-llama", "lora_r": 8, "lora_alpha": 16, "max_steps": 60,
-                                       "load_in_4bit": False, "backend": "hf"},
-        events=training_events(60, 5.5, 3.0, seconds_per_step=0.08, tokens_per_step=300, memory_gb=0.5, seed=3),
-        device="cpu", peak=0.55, lora=0.06,
+        runs_root,
+        "cpu_tiny",
+        config={
+            "base_model": "tiny-llama",
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "max_steps": 60,
+            "load_in_4bit": False,
+            "backend": "hf",
+        },
+        events=training_events(
+            60, 5.5, 3.0, seconds_per_step=0.08, tokens_per_step=300, memory_gb=0.5, seed=3
+        ),
+        device="cpu",
+        peak=0.55,
+        lora=0.06,
     )
-    write_eval(r16, "adapter", eval_rows("adapter", {**GOOD, "swedish": "Kaffe är varm."},
-                                         failing={"swedish": ("translation", "similarity 0.52 < 0.85")}, latency=1.6))
-    write_eval(r16, "base", eval_rows("base", {**GOOD, "ml_differences": "1. a\n2. b\n3. c\n4. d"},
-                                      failing={"ml_differences": ("items", "4 items, expected 3")}))
+    write_eval(
+        r16,
+        "adapter",
+        eval_rows(
+            "adapter",
+            {**GOOD, "swedish": "Kaffe är varm."},
+            failing={"swedish": ("translation", "similarity 0.52 < 0.85")},
+            latency=1.6,
+        ),
+    )
+    write_eval(
+        r16,
+        "base",
+        eval_rows(
+            "base",
+            {**GOOD, "ml_differences": "1. a\n2. b\n3. c\n4. d"},
+            failing={"ml_differences": ("items", "4 items, expected 3")},
+        ),
+    )
     write_eval(r64, "adapter", eval_rows("adapter", GOOD, latency=1.9))
-    write_eval(tiny, "adapter", eval_rows("adapter", {**GOOD, "vpn": "assistant\n\nVPN VPN"},
-                                          failing={"vpn": ("words", "3 words, expected 20-150")}, latency=0.1))
-    write_json_atomic(r64 / "ratings.json", {"adapter": {"swedish": {"rating": 4, "note": "natural Swedish"}}})
+    write_eval(
+        tiny,
+        "adapter",
+        eval_rows(
+            "adapter",
+            {**GOOD, "vpn": "assistant\n\nVPN VPN"},
+            failing={"vpn": ("words", "3 words, expected 20-150")},
+            latency=0.1,
+        ),
+    )
+    write_json_atomic(
+        r64 / "ratings.json", {"adapter": {"swedish": {"rating": 4, "note": "natural Swedish"}}}
+    )
     return runs_root
 
 
@@ -237,7 +323,10 @@ def test_seed_runs_only(runs_root, downloads):
     assert list(diff.columns) == ["base_model", "split", "lora_r", "lora_alpha", "max_steps"]
     assert "No evaluation results for the picked runs yet" in app.info[-1].value
     report = downloads(app, "Download the comparison (Markdown)")
-    assert report.startswith("# Run comparison") and "| model_centric_1B_r64_10k_600steps | GPU reserved | 0.8806 ▼" in report
+    assert (
+        report.startswith("# Run comparison")
+        and "| model_centric_1B_r64_10k_600steps | GPU reserved | 0.8806 ▼" in report
+    )
     assert not app.get("download_button")[1:]  # no answers, no answers CSV
     assert not app.warning and not app.error
 
@@ -275,11 +364,18 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     r16, r64 = (read_json_object(lab_root / name / "metrics.json") for name in ("t4_r16", "t4_r64"))
     change = r64["final_loss"] - r16["final_loss"]
     mark, arrow = ("🔴", "▲") if change > 0 else ("🟢", "▼")
-    assert metrics.loc["t4_r64", "Δ Final loss"] == f"{mark} {arrow} {change:+.4f} ({100 * change / r16['final_loss']:+.1f}%)"
+    assert (
+        metrics.loc["t4_r64", "Δ Final loss"]
+        == f"{mark} {arrow} {change:+.4f} ({100 * change / r16['final_loss']:+.1f}%)"
+    )
 
     passes = next(frame.value for frame in app.dataframe if "Pass rate (%)" in frame.value.columns)
     assert passes.set_index(["Run", "Variant"])["Passed"].to_dict() == {
-        ("t4_r16", "adapter"): 3, ("t4_r16", "base"): 3, ("t4_r64", "adapter"): 4, ("cpu_tiny", "adapter"): 3}
+        ("t4_r16", "adapter"): 3,
+        ("t4_r16", "base"): 3,
+        ("t4_r64", "adapter"): 4,
+        ("cpu_tiny", "adapter"): 3,
+    }
     matrix = table(app, "Prompt").set_index("Prompt")
     assert list(matrix.index) == ["vpn", "ml_differences", "feedback_email", "swedish"]
     assert matrix.loc["swedish", "t4_r16 · adapter"] == "❌ translation · 2.5 s"
@@ -291,12 +387,18 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     app.toggle[0].set_value(True)
     rerun(app)
     matrix = table(app, "Prompt")
-    assert matrix.to_dict("records") == [{"Prompt": "swedish", "t4_r16 · adapter": "❌ translation · 2.5 s",
-                                          "t4_r64 · adapter": "✅ · 2.8 s"}]
+    assert matrix.to_dict("records") == [
+        {"Prompt": "swedish", "t4_r16 · adapter": "❌ translation · 2.5 s", "t4_r64 · adapter": "✅ · 2.8 s"}
+    ]
     assert widget(app.selectbox, "Prompt").value == "swedish"
     assert [block.value for block in app.code] == ["Kaffe är varm.", "Kaffet är för varmt för att dricka."]
-    r64_key, r16_key = rating_key("t4_r64", "swedish", GOOD["swedish"]), rating_key("t4_r16", "swedish", "Kaffe är varm.")
-    assert app.selectbox(key=f"{r64_key}:rating").value == 4  # saved without the answer's hash: shown as before
+    r64_key, r16_key = (
+        rating_key("t4_r64", "swedish", GOOD["swedish"]),
+        rating_key("t4_r16", "swedish", "Kaffe är varm."),
+    )
+    assert (
+        app.selectbox(key=f"{r64_key}:rating").value == 4
+    )  # saved without the answer's hash: shown as before
     assert app.text_input(key=f"{r64_key}:note").value == "natural Swedish"
 
     app.selectbox(key=f"{r16_key}:rating").set_value(2)
@@ -305,13 +407,24 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     rerun(app)
     assert "Saved the rating of t4_r16 · adapter on swedish." in [s.value for s in app.success]
     stored = read_json_object(lab_root / "t4_r16" / "ratings.json")
-    assert stored["adapter"]["swedish"]["rating"] == 2 and stored["adapter"]["swedish"]["note"] == "wrong word order"
+    assert (
+        stored["adapter"]["swedish"]["rating"] == 2
+        and stored["adapter"]["swedish"]["note"] == "wrong word order"
+    )
     answers = list(csv.DictReader(io.StringIO(downloads(app, "Download the answers (CSV)"))))
     rated = next(row for row in answers if row["run"] == "t4_r16" and row["prompt_id"] == "swedish")
-    assert (rated["rating"], rated["note"], rated["passed"], rated["answer"]) == ("2", "wrong word order", "false", "Kaffe är varm.")
+    assert (rated["rating"], rated["note"], rated["passed"], rated["answer"]) == (
+        "2",
+        "wrong word order",
+        "false",
+        "Kaffe är varm.",
+    )
     assert len(answers) == 8
     report = downloads(app, "Download the comparison (Markdown)")
-    assert "| t4_r16 | adapter | 3 | 4 | 75.0 |" in report and "| swedish | ❌ translation · 2.5 s | ✅ · 2.8 s |" in report
+    assert (
+        "| t4_r16 | adapter | 3 | 4 | 75.0 |" in report
+        and "| swedish | ❌ translation · 2.5 s | ✅ · 2.8 s |" in report
+    )
     assert "baseline **t4_r16**" in report
 
 
@@ -319,9 +432,15 @@ def test_answers_without_a_prompt_set_are_shown(runs_root):
     """Eval rows without a prompt_set (written before it was recorded) still fill the matrix."""
     runs_root.mkdir()
     (runs_root / SEED_MARKER).write_text("")
-    run = trained_run(runs_root, "old_eval", config={"max_steps": 5}, device="cpu", peak=0.5, lora=0.05,
-                      events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5,
-                                             seed=5))
+    run = trained_run(
+        runs_root,
+        "old_eval",
+        config={"max_steps": 5},
+        device="cpu",
+        peak=0.5,
+        lora=0.05,
+        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=5),
+    )
     rows = eval_rows("adapter", GOOD, failing={"swedish": ("translation", "similarity 0.5 < 0.85")})
     write_eval(run, "adapter", [{k: v for k, v in row.items() if k != "prompt_set"} for row in rows])
     app = open_page()
@@ -329,7 +448,9 @@ def test_answers_without_a_prompt_set_are_shown(runs_root):
     matrix = table(app, "Prompt").set_index("Prompt")
     assert list(matrix.index) == list(GOOD)
     assert matrix.loc["swedish", "old_eval · adapter"] == "❌ translation · 1.9 s"
-    assert widget(app.selectbox, "Prompt").value == "vpn" and [block.value for block in app.code] == [GOOD["vpn"]]
+    assert widget(app.selectbox, "Prompt").value == "vpn" and [block.value for block in app.code] == [
+        GOOD["vpn"]
+    ]
 
 
 def test_a_rating_is_not_shown_next_to_a_new_answer(lab_root, downloads):
@@ -350,12 +471,18 @@ def test_a_rating_is_not_shown_next_to_a_new_answer(lab_root, downloads):
     rerun(app)
     assert [block.value for block in app.code] == [GOOD["swedish"]]
     new_key = rating_key("t4_r16", "swedish", GOOD["swedish"])
-    assert app.selectbox(key=f"{new_key}:rating").value is None and app.text_input(key=f"{new_key}:note").value == ""
+    assert (
+        app.selectbox(key=f"{new_key}:rating").value is None
+        and app.text_input(key=f"{new_key}:note").value == ""
+    )
     answers = list(csv.DictReader(io.StringIO(downloads(app, "Download the answers (CSV)"))))
-    assert [(row["answer"], row["rating"], row["note"]) for row in answers if row["prompt_id"] == "swedish"] == [
-        (GOOD["swedish"], "", "")]
+    assert [
+        (row["answer"], row["rating"], row["note"]) for row in answers if row["prompt_id"] == "swedish"
+    ] == [(GOOD["swedish"], "", "")]
     stored = read_json_object(lab_root / "t4_r16" / "ratings.json")["adapter"]["swedish"]
-    assert stored["rating"] == 2 and stored["answer_sha256"] == answer_sha256("Kaffe är varm.")  # kept, not shown
+    assert stored["rating"] == 2 and stored["answer_sha256"] == answer_sha256(
+        "Kaffe är varm."
+    )  # kept, not shown
 
 
 def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_root):
@@ -365,23 +492,40 @@ def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_
     (half / "status.json").write_text('{"state": "compl')
     (lab_root / "t4_r64" / "metrics.json").write_text("[]")
     with (lab_root / "cpu_tiny" / EVENTS_FILE).open("a") as handle:
-        handle.write("not json\n{\"step\": 61, \"lo")
-    unreadable = trained_run(lab_root, "unreadable_events", config={"max_steps": 5}, device="cpu", peak=0.5, lora=0.05,
-                             events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100,
-                                                    memory_gb=0.5, seed=4))
+        handle.write('not json\n{"step": 61, "lo')
+    unreadable = trained_run(
+        lab_root,
+        "unreadable_events",
+        config={"max_steps": 5},
+        device="cpu",
+        peak=0.5,
+        lora=0.05,
+        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=4),
+    )
     (unreadable / EVENTS_FILE).unlink()
     (unreadable / EVENTS_FILE).mkdir()  # stat works, reading fails (as root, a chmod would not stop it)
     app = open_page()
     warnings = [warning.value for warning in app.warning]
-    assert any(w.startswith("**half_written** cannot be read") and "status.json is not valid JSON" in w for w in warnings)
-    assert any(w.startswith("**t4_r64** cannot be read") and "metrics.json holds a list" in w for w in warnings)
+    assert any(
+        w.startswith("**half_written** cannot be read") and "status.json is not valid JSON" in w
+        for w in warnings
+    )
+    assert any(
+        w.startswith("**t4_r64** cannot be read") and "metrics.json holds a list" in w for w in warnings
+    )
     options = widget(app.multiselect, "Runs").options
     assert "half_written" not in options and "t4_r64" not in options and "t4_r16" in options
     assert set(trace["name"] for trace in charts(app)["curves"]["data"]) == {"t4_r16", "cpu_tiny"}
-    assert "Unreadable lines skipped in events.jsonl: cpu_tiny (2)." in [caption.value for caption in app.caption]
+    assert "Unreadable lines skipped in events.jsonl: cpu_tiny (2)." in [
+        caption.value for caption in app.caption
+    ]
     assert "t4_r64" not in set(table(app, "Run")["Run"])
-    assert any(w.startswith("No loss curve for **unreadable_events**: events.jsonl cannot be read (IsADirectoryError")
-               for w in warnings)
+    assert any(
+        w.startswith(
+            "No loss curve for **unreadable_events**: events.jsonl cannot be read (IsADirectoryError"
+        )
+        for w in warnings
+    )
     assert "unreadable_events" in set(table(app, "Run")["Run"])  # still in the tables
 
 
@@ -389,10 +533,24 @@ def test_with_more_runs_than_the_chart_shows_it_says_so_and_lets_you_choose(runs
     runs_root.mkdir()
     (runs_root / SEED_MARKER).write_text("")
     for index in range(12):
-        trained_run(runs_root, f"sweep_lr{index:02d}", config={"learning_rate": 1e-4 * (index + 1), "max_steps": 50},
-                    events=training_events(50, 2.0, 1.0 - index * 0.02, seconds_per_step=1.0, tokens_per_step=500,
-                                           memory_gb=3.0, seed=index),
-                    device="NVIDIA A100-SXM4-40GB", peak=5.0 + index * 0.1, lora=2.0, device_memory=40.0)
+        trained_run(
+            runs_root,
+            f"sweep_lr{index:02d}",
+            config={"learning_rate": 1e-4 * (index + 1), "max_steps": 50},
+            events=training_events(
+                50,
+                2.0,
+                1.0 - index * 0.02,
+                seconds_per_step=1.0,
+                tokens_per_step=500,
+                memory_gb=3.0,
+                seed=index,
+            ),
+            device="NVIDIA A100-SXM4-40GB",
+            peak=5.0 + index * 0.1,
+            lora=2.0,
+            device_memory=40.0,
+        )
     app = open_page()
     assert "12 picked runs have loss curves; the chart shows 10 of them" in app.info[0].value
     chosen = widget(app.multiselect, "Runs in the chart")
@@ -406,7 +564,9 @@ def test_with_more_runs_than_the_chart_shows_it_says_so_and_lets_you_choose(runs
 
 def test_a_real_tiny_training_run_is_drawn_from_its_own_events(runs_root, tiny_model):
     import_seed_runs(runs_root)
-    done = run_core("train", "tiny_real", "--preset", "cpu_smoke", "--set", "max_steps=6", runs_root=runs_root)
+    done = run_core(
+        "train", "tiny_real", "--preset", "cpu_smoke", "--set", "max_steps=6", runs_root=runs_root
+    )
     assert done.returncode == 0, done.stderr
     app = open_page()
     events, _ = read_jsonl(runs_root / "tiny_real" / EVENTS_FILE)
@@ -433,13 +593,18 @@ def test_home_navigates_to_compare(runs_root):
 
 
 def test_the_url_picks_the_runs_and_the_baseline_and_the_page_writes_changes_back(lab_root):
-    app = open_page({"runs": "t4_r64,cpu_tiny", "baseline": "cpu_tiny"})  # a shared Compare?runs=...&baseline=...
+    app = open_page(
+        {"runs": "t4_r64,cpu_tiny", "baseline": "cpu_tiny"}
+    )  # a shared Compare?runs=...&baseline=...
     assert widget(app.multiselect, "Runs").value == ["t4_r64", "cpu_tiny"]
     assert widget(app.selectbox, "Baseline").value == "cpu_tiny"
     assert app.query_params == {"runs": "t4_r64,cpu_tiny", "baseline": "cpu_tiny"}
     assert {trace["name"] for trace in charts(app)["curves"]["data"]} == {"t4_r64", "cpu_tiny"}
     metrics = table(app, "Run").set_index("Run")
-    assert set(metrics.index) == {"t4_r64", "cpu_tiny"} and metrics.loc["cpu_tiny", "Δ Runtime (s)"] == "baseline"
+    assert (
+        set(metrics.index) == {"t4_r64", "cpu_tiny"}
+        and metrics.loc["cpu_tiny", "Δ Runtime (s)"] == "baseline"
+    )
 
     widget(app.multiselect, "Runs").set_value(["t4_r16", "t4_r64", "cpu_tiny"])
     rerun(app)
@@ -490,20 +655,38 @@ def test_the_default_baseline_is_on_the_base_model_most_picked_runs_share(runs_r
     runs: deltas against the tiny model would say little, so the baseline is one of the lab's."""
     import_seed_runs(runs_root)
     for name in ("tiny_a", "tiny_b", "tiny_baseline"):
-        trained_run(runs_root, name, config={"base_model": "tiny-llama", "lora_r": 8, "max_steps": 20,
-                                             "load_in_4bit": False, "backend": "hf"},
-                    events=training_events(20, 5.5, 3.0, seconds_per_step=0.08, tokens_per_step=300, memory_gb=0.5,
-                                           seed=len(name)),
-                    device="cpu", peak=0.55, lora=0.06)
+        trained_run(
+            runs_root,
+            name,
+            config={
+                "base_model": "tiny-llama",
+                "lora_r": 8,
+                "max_steps": 20,
+                "load_in_4bit": False,
+                "backend": "hf",
+            },
+            events=training_events(
+                20, 5.5, 3.0, seconds_per_step=0.08, tokens_per_step=300, memory_gb=0.5, seed=len(name)
+            ),
+            device="cpu",
+            peak=0.55,
+            lora=0.06,
+        )
     app = open_page()
     picked = widget(app.multiselect, "Runs").value
-    assert set(picked) == SEED_NAMES | {"tiny_a", "tiny_b", "tiny_baseline"}  # 4 runs on the 1B, 3 on tiny, 1 on 3B
+    assert set(picked) == SEED_NAMES | {
+        "tiny_a",
+        "tiny_b",
+        "tiny_baseline",
+    }  # 4 runs on the 1B, 3 on tiny, 1 on 3B
     baseline = widget(app.selectbox, "Baseline").value
     assert baseline == "baseline_1B_r16_10k_600steps"
     assert read_json_object(runs_root / baseline / "config.json")["base_model"] == LAB_1B
     assert app.query_params["baseline"] == baseline
 
-    app = open_page({"runs": "tiny_a,tiny_b,tiny_baseline,baseline_1B_r16_10k_600steps"})  # tiny is the majority
+    app = open_page(
+        {"runs": "tiny_a,tiny_b,tiny_baseline,baseline_1B_r16_10k_600steps"}
+    )  # tiny is the majority
     assert widget(app.selectbox, "Baseline").value == "tiny_baseline"
 
 
@@ -511,8 +694,7 @@ def test_gguf_answers_are_labelled_as_the_command_line_names_them(lab_root):
     write_eval(lab_root / "t4_r64", "gguf-t4_r64-q8_0", eval_rows("gguf-t4_r64-q8_0", GOOD, latency=0.4))
     app = open_page({"runs": "t4_r64"})
     columns = widget(app.multiselect, "Answer columns")
-    assert columns.options == [
-        "t4_r64 · adapter", "t4_r64 · gguf:t4_r64-q8_0.gguf"]
+    assert columns.options == ["t4_r64 · adapter", "t4_r64 · gguf:t4_r64-q8_0.gguf"]
     matrix = table(app, "Prompt").set_index("Prompt")
     assert list(matrix.columns) == ["t4_r64 · adapter", "t4_r64 · gguf:t4_r64-q8_0.gguf"]
     assert matrix.loc["vpn", "t4_r64 · gguf:t4_r64-q8_0.gguf"] == "✅ · 0.4 s"

@@ -88,10 +88,17 @@ def test_a_local_dataset_resolves_from_the_project_folder_and_all_linear_is_allo
 
 
 def test_set_assignments_are_typed_by_their_field():
-    config = apply_overrides(default_config(), [
-        "lora_r=64", "learning_rate=1e-4", "packing=false", "target_modules=q_proj, v_proj",
-        "save_total_limit=none", "note=a = b",
-    ])
+    config = apply_overrides(
+        default_config(),
+        [
+            "lora_r=64",
+            "learning_rate=1e-4",
+            "packing=false",
+            "target_modules=q_proj, v_proj",
+            "save_total_limit=none",
+            "note=a = b",
+        ],
+    )
     parsed = parse_config(config)
     assert (parsed.lora_r, parsed.learning_rate, parsed.packing) == (64, 1e-4, False)
     assert parsed.target_modules == ("q_proj", "v_proj")
@@ -117,8 +124,15 @@ def test_a_bad_set_assignment_is_refused(assignment, key, message):
 def test_every_preset_is_a_valid_config_and_reproduces_the_lab():
     for preset in PRESETS.values():
         parse_config(preset.config())
-    lab = {"cpu_smoke", "pipeline_test", "smoke", "t1_baseline", "t2_model_centric", "t3_data_centric",
-           "t4_3b"}
+    lab = {
+        "cpu_smoke",
+        "pipeline_test",
+        "smoke",
+        "t1_baseline",
+        "t2_model_centric",
+        "t3_data_centric",
+        "t4_3b",
+    }
     assert lab <= set(PRESETS)
     t3, t4 = get_preset("t3_data_centric").config(), get_preset("t4_3b").config()
     assert (t3["lora_r"], t3["lora_alpha"], t3["split"], t3["max_steps"]) == (64, 64, "train[:30000]", 600)
@@ -166,7 +180,11 @@ def test_field_specs_declare_every_field_once_in_form_order():
     groups = [spec.group for spec in specs.values()]
     assert groups == sorted(groups, key=FORM_GROUPS.index)
     assert [specs[name].label for name in ("lora_r", "lr_scheduler", "load_in_4bit", "use_rslora")] == [
-        "LoRA rank (r)", "Learning-rate schedule", "Load the base model in 4-bit", "rsLoRA scaling"]
+        "LoRA rank (r)",
+        "Learning-rate schedule",
+        "Load the base model in 4-bit",
+        "rsLoRA scaling",
+    ]
     defaults = RunConfig()
     for name, spec in specs.items():
         assert spec.help and spec.label and spec.default == getattr(defaults, name)
@@ -182,9 +200,17 @@ def test_field_specs_declare_every_field_once_in_form_order():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("lora_r", 0), ("lora_dropout", 1.0), ("learning_rate", 0), ("save_total_limit", 0), ("packing", "yes"),
-     ("split", "train[:ten]"), ("dataset", "missing/file.jsonl"), ("note", "x" * 2001),
-     ("optimizer", "adam")],
+    [
+        ("lora_r", 0),
+        ("lora_dropout", 1.0),
+        ("learning_rate", 0),
+        ("save_total_limit", 0),
+        ("packing", "yes"),
+        ("split", "train[:ten]"),
+        ("dataset", "missing/file.jsonl"),
+        ("note", "x" * 2001),
+        ("optimizer", "adam"),
+    ],
 )
 def test_field_problem_is_what_parse_config_reports(field, value):
     with pytest.raises(ConfigError) as caught:

@@ -64,15 +64,24 @@ def test_a_malformed_row_is_rejected_with_its_reason(row, reason):
 
 @pytest.mark.parametrize(
     ("split", "bounds"),
-    [("train", (0, 10)), ("train[:3]", (0, 3)), ("train[4:]", (4, 10)), ("train[2:5]", (2, 5)),
-     ("train[:50%]", (0, 5)), ("train[:1000]", (0, 10)), ("train[7:2]", (7, 7))],
+    [
+        ("train", (0, 10)),
+        ("train[:3]", (0, 3)),
+        ("train[4:]", (4, 10)),
+        ("train[2:5]", (2, 5)),
+        ("train[:50%]", (0, 5)),
+        ("train[:1000]", (0, 10)),
+        ("train[7:2]", (7, 7)),
+    ],
 )
 def test_split_slices_select_rows_like_the_datasets_library(split, bounds):
     assert slice_bounds(10, split) == bounds
 
 
 def test_bad_rows_are_counted_by_reason_and_the_rest_used(tmp_path):
-    path = write_conversations(tmp_path / "mixed.jsonl", [CONVERSATION[1:3]] * 3 + [[("human", "Hi"), ("robot", "x")]])
+    path = write_conversations(
+        tmp_path / "mixed.jsonl", [CONVERSATION[1:3]] * 3 + [[("human", "Hi"), ("robot", "x")]]
+    )
     with path.open("a") as handle:
         handle.write('{"conversations": [{"from": "human"\n')  # a torn line
         handle.write(json.dumps({"conversations": []}) + "\n")
@@ -88,16 +97,24 @@ def test_bad_rows_are_counted_by_reason_and_the_rest_used(tmp_path):
 def test_json_csv_and_parquet_files_load_too(tmp_path):
     rows = [sharegpt(CONVERSATION[1:3]), sharegpt(CONVERSATION)]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    pd.DataFrame({"conversations": [json.dumps(r["conversations"]) for r in rows]}).to_csv(tmp_path / "rows.csv", index=False)
+    pd.DataFrame({"conversations": [json.dumps(r["conversations"]) for r in rows]}).to_csv(
+        tmp_path / "rows.csv", index=False
+    )
     pd.DataFrame({"conversations": [r["conversations"] for r in rows]}).to_parquet(tmp_path / "rows.parquet")
     for name in ("rows.json", "rows.csv", "rows.parquet"):
         conversations, report = load_conversations(str(tmp_path / name), "train")
-        assert report.rows_used == 2 and conversations[1][4] == {"role": "assistant", "content": "Goodbye!"}, name
+        assert report.rows_used == 2 and conversations[1][4] == {
+            "role": "assistant",
+            "content": "Goodbye!",
+        }, name
 
 
 def test_unusable_datasets_are_refused_with_the_reason(tmp_path):
     bad = write_conversations(tmp_path / "bad.jsonl", [[("human", "Hi")], [("gpt", "")]])
-    with pytest.raises(DataError, match=r"no usable conversations: .*0 of 2 rows used; skipped 2 \(no assistant turn: 1, empty turn: 1\)"):
+    with pytest.raises(
+        DataError,
+        match=r"no usable conversations: .*0 of 2 rows used; skipped 2 \(no assistant turn: 1, empty turn: 1\)",
+    ):
         load_conversations(str(bad), "train")
     with pytest.raises(DataError, match="has no rows"):
         load_conversations(str(bad), "train[5:]")
@@ -144,7 +161,12 @@ def test_responses_only_masks_everything_but_the_answers_and_their_end_of_turn(t
     answers = tokenizer("Hello there!<|eot_id|>Goodbye!<|eot_id|>", add_special_tokens=False).input_ids
     assert len(trained) == len(answers)
     masked_text = tokenizer.decode([token for token, bit in zip(ids, mask) if not bit])
-    for prompt_part in ("Answer briefly.", "Say hello.", "Say bye.", "<|start_header_id|>assistant<|end_header_id|>"):
+    for prompt_part in (
+        "Answer briefly.",
+        "Say hello.",
+        "Say bye.",
+        "<|start_header_id|>assistant<|end_header_id|>",
+    ):
         assert prompt_part in masked_text
     whole = tokenize_conversation(tokenizer, messages, responses_only=False, needs_bos=True)
     assert whole == {"input_ids": ids}
@@ -154,7 +176,9 @@ def test_bos_is_added_once_when_the_template_leaves_it_to_the_tokenizer(tokenize
     tokenizer.chat_template = tokenizer.chat_template.replace("{{- bos_token }}", "")
     messages = standardize_conversation(sharegpt(CONVERSATION[1:3]))
     row = tokenize_conversation(tokenizer, messages, responses_only=True, needs_bos=True)
-    assert row["input_ids"][0] == tokenizer.bos_token_id and row["input_ids"].count(tokenizer.bos_token_id) == 1
+    assert (
+        row["input_ids"][0] == tokenizer.bos_token_id and row["input_ids"].count(tokenizer.bos_token_id) == 1
+    )
     assert row["labels"][0] == -100
 
 
@@ -182,13 +206,9 @@ def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
     import datasets
     from trl import SFTTrainer
 
+    from core.machine.devices import DeviceFacts
     from core.train.backends import load_model
-    from core.train.plan import (
-        DeviceFacts,
-        build_sft_config,
-        plan_training,
-        sft_arguments,
-    )
+    from core.train.plan import build_sft_config, plan_training, sft_arguments
     from core.train.presets import get_preset
 
     path = write_conversations(tmp_path / "two.jsonl", [CONVERSATION, CONVERSATION[1:3]] * 3)
@@ -198,8 +218,12 @@ def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
     conversations, report = load_conversations(config.dataset, config.split)
     rows = tokenize_conversations(tokenizer, conversations, config, report)
     arguments = sft_arguments(config, plan, tmp_path / "checkpoints", progress_bar=False)
-    trainer = SFTTrainer(model=model, args=build_sft_config(arguments), train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(arguments),
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
     packed = trainer.train_dataset
     assert len(packed) < len(rows)  # packed several conversations per sequence
     trained = [label for row in packed["labels"] for label in row if label != -100]
@@ -211,14 +235,21 @@ def test_trl_keeps_the_answer_labels_through_packing(tiny_model, tmp_path):
 def test_a_line_separator_inside_a_string_does_not_split_the_row(tmp_path):
     path = tmp_path / "unicode.jsonl"
     row = sharegpt([("human", "First line\u2028second line"), ("gpt", "Noted\u2029and\x85done.")])
-    path.write_text(json.dumps(row, ensure_ascii=False) + "\r\n" + json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(row, ensure_ascii=False) + "\r\n" + json.dumps(row, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     conversations, report = load_conversations(str(path), "train")
-    assert (report.rows_read, report.rows_used) == (2, 2) and conversations[0][0]["content"] == "First line\u2028second line"
+    assert (report.rows_read, report.rows_used) == (2, 2) and conversations[0][0][
+        "content"
+    ] == "First line\u2028second line"
 
 
 def test_rows_whose_answer_lies_beyond_max_seq_length_are_dropped_and_counted(tokenizer, tmp_path):
     long_prompt = "Tell me about rivers and lakes and seas and oceans and ponds. " * 4
-    path = write_conversations(tmp_path / "long.jsonl", [[("human", long_prompt), ("gpt", "Water.")], CONVERSATION[1:3]])
+    path = write_conversations(
+        tmp_path / "long.jsonl", [[("human", long_prompt), ("gpt", "Water.")], CONVERSATION[1:3]]
+    )
     conversations, report = load_conversations(str(path), "train")
     rows = tokenize_conversations(tokenizer, conversations, parse_config({"max_seq_length": 24}), report)
     assert len(rows) == 1 and report.rows_used == 1

@@ -24,8 +24,28 @@ MODEL_3B = "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"
 SEED_FIGURES = {
     # name: (model, split, r, alpha, steps, loss, runtime_s, peak_gb, lora_gb)
     "baseline_1B_r16_10k_600steps": (MODEL_1B, "train[:10000]", 16, 16, 600, 0.8918, 2594.04, 2.564, 1.361),
-    "model_centric_1B_r64_10k_600steps": (MODEL_1B, "train[:10000]", 64, 64, 600, 0.8806, 2649.69, 2.955, 1.752),
-    "data_centric_1B_r64_30k_600steps": (MODEL_1B, "train[:30000]", 64, 64, 600, 0.8835, 2647.19, 3.367, 0.385),
+    "model_centric_1B_r64_10k_600steps": (
+        MODEL_1B,
+        "train[:10000]",
+        64,
+        64,
+        600,
+        0.8806,
+        2649.69,
+        2.955,
+        1.752,
+    ),
+    "data_centric_1B_r64_30k_600steps": (
+        MODEL_1B,
+        "train[:30000]",
+        64,
+        64,
+        600,
+        0.8835,
+        2647.19,
+        3.367,
+        0.385,
+    ),
     "model2_3B_r64_30k_400steps": (MODEL_3B, "train[:30000]", 64, 64, 400, 0.7688, 3515.17, 4.43, 1.36),
     "exp3_1B_10k_600steps": (MODEL_1B, "train[:10000]", None, None, 600, None, 1533.65, 2.275, 1.072),
 }
@@ -39,8 +59,15 @@ def test_seed_import_reproduces_every_figure(runs_root):
         run = load_run(runs_root, name)
         c, m = run.config, run.metrics
         actual = (
-            c["base_model"], c["split"], c["lora_r"], c["lora_alpha"], c["max_steps"],
-            m["train_loss"], m["train_runtime_s"], m["peak_memory_gb"], m["lora_memory_gb"],
+            c["base_model"],
+            c["split"],
+            c["lora_r"],
+            c["lora_alpha"],
+            c["max_steps"],
+            m["train_loss"],
+            m["train_runtime_s"],
+            m["peak_memory_gb"],
+            m["lora_memory_gb"],
         )
         assert actual == figures, name
         assert run.state == "completed" and run.imported
@@ -69,8 +96,7 @@ def test_deleted_seed_runs_are_not_brought_back_until_asked(runs_root):
 
 
 MALFORMED = (
-    HEADER +
-    "good_one,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 2
+    HEADER + "good_one,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 2
     "bad_rank,m,train[:10],abc,50,1.5,10.0,1.0,0.5\n"  # line 3
     "../escape,m,train[:10],8,50,1.5,10.0,1.0,0.5\n"  # line 4
     "\n"  # line 5: blank, ignored
@@ -123,15 +149,24 @@ def test_columns_in_any_order_with_a_bom_and_extra_columns():
     rows, problems = parse_log(text)
     assert problems == []
     assert rows[0].values == {
-        "run_name": "r1", "model_name": "m", "dataset_split": "train[:5]", "lora_r": 4, "max_steps": 10,
-        "train_loss": 0.5, "train_runtime_sec": 7.25, "peak_gpu_GB": 0.2, "lora_gpu_GB": 0.1,
+        "run_name": "r1",
+        "model_name": "m",
+        "dataset_split": "train[:5]",
+        "lora_r": 4,
+        "max_steps": 10,
+        "train_loss": 0.5,
+        "train_runtime_sec": 7.25,
+        "peak_gpu_GB": 0.2,
+        "lora_gpu_GB": 0.1,
     }
 
 
 def test_export_then_import_is_lossless(runs_root, tmp_path):
     prepare_runs_root(runs_root)
     export = export_log(list_runs(runs_root))
-    assert export.left_out == [] and export.exported == sorted(SEED_FIGURES)  # in name order, whatever the input's
+    assert export.left_out == [] and export.exported == sorted(
+        SEED_FIGURES
+    )  # in name order, whatever the input's
     assert export_log(reversed(list_runs(runs_root))).text == export.text
     assert export.text.splitlines()[0] == ",".join(LOG_COLUMNS + EXTRA_COLUMNS)
     other = tmp_path / "other"
@@ -162,8 +197,13 @@ def test_export_leaves_out_unfinished_runs_and_cpu_memory(tmp_path):
         "cpu_done",
         config,
         status=initial_status("completed", 30),
-        metrics={"train_loss": 2.0, "train_runtime_s": 8.5, "peak_memory_gb": 0.55,
-                 "lora_memory_gb": 0.01, "memory_measure": "process_rss"},
+        metrics={
+            "train_loss": 2.0,
+            "train_runtime_s": 8.5,
+            "peak_memory_gb": 0.55,
+            "lora_memory_gb": 0.01,
+            "memory_measure": "process_rss",
+        },
     )
     export = export_log(list_runs(tmp_path))
     assert export.left_out == ["running"] and export.exported == ["cpu_done"]
@@ -218,14 +258,16 @@ def test_a_repeated_schema_column_rejects_the_file():
     ],
 )
 def test_number_cells(column, raw, expected):
-    cells = dict(zip(LOG_COLUMNS, "a,m,s,8,50,1,1,1,1".split(",")))
+    cells = dict(zip(LOG_COLUMNS, ["a", "m", "s", "8", "50", "1", "1", "1", "1"]))
     cells[column] = raw
     rows, problems = parse_log(HEADER + ",".join(cells[c] for c in LOG_COLUMNS) + "\n")
     if expected is None:
         assert rows == [] and column in problems[0] and repr(raw) in problems[0]
     else:
         value = rows[0].values[column]
-        assert value is None if expected == "missing" else (value == expected and type(value) is type(expected))
+        assert (
+            value is None if expected == "missing" else (value == expected and type(value) is type(expected))
+        )
 
 
 def test_text_cells_keep_words_that_look_like_missing_markers():
@@ -236,10 +278,10 @@ def test_text_cells_keep_words_that_look_like_missing_markers():
 def test_a_run_that_cannot_be_written_is_reported_not_called_existing(runs_root, monkeypatch):
     runs_root.mkdir()
 
-    def full_disk(src, dst):
+    def full_disk(staging, target):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "rename", full_disk)
+    monkeypatch.setattr(runs, "place_new_dir", full_disk)
     report = import_log(runs_root, HEADER + "a,m,s,8,50,1,1,1,1\n", source="x.csv")
     assert report.imported == [] and report.existing == []
     assert report.problems == ["line 2: run 'a' could not be written ([Errno 28] No space left on device)"]
@@ -247,9 +289,15 @@ def test_a_run_that_cannot_be_written_is_reported_not_called_existing(runs_root,
 
 
 def test_extra_columns_are_read_when_present():
-    text = HEADER.strip() + ",lora_alpha,dataset,device,note\na,m,s,8,50,1,1,1,1,32,my/data,NVIDIA A100,first try\n"
+    text = (
+        HEADER.strip()
+        + ",lora_alpha,dataset,device,note\na,m,s,8,50,1,1,1,1,32,my/data,NVIDIA A100,first try\n"
+    )
     rows, problems = parse_log(text)
     assert problems == []
     assert {k: rows[0].values[k] for k in EXTRA_COLUMNS} == {
-        "lora_alpha": 32, "dataset": "my/data", "device": "NVIDIA A100", "note": "first try"
+        "lora_alpha": 32,
+        "dataset": "my/data",
+        "device": "NVIDIA A100",
+        "note": "first try",
     }

@@ -56,15 +56,25 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, converter_dir: Path) -> SimpleNamespace:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, converter_dir: Path
+) -> SimpleNamespace:
     """A trained run exported to f16, q8_0 and q4_k_m and pushed to a fake Hub by the command line."""
     base_py = converter_dir / "conversion" / "base.py"
     converter_before = sha256(base_py)
     cache = tmp_path_factory.mktemp("export-cache")
     root = tmp_path_factory.mktemp("export-runs") / "runs"
     data = write_conversations(tmp_path_factory.mktemp("data") / "memorize.jsonl", MEMORIZE_CONVERSATIONS)
-    config = {**get_preset("cpu_smoke").config(), "dataset": str(data), "max_steps": 20, "learning_rate": 1e-2,
-              "save_steps": 20, "batch_size": 2, "gradient_accumulation_steps": 1, "warmup_steps": 0}
+    config = {
+        **get_preset("cpu_smoke").config(),
+        "dataset": str(data),
+        "max_steps": 20,
+        "learning_rate": 1e-2,
+        "save_steps": 20,
+        "batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 0,
+    }
     (data.parent / "config.json").write_text(json.dumps(config))
     with pytest.MonkeyPatch.context() as patch, FakeHub({TOKEN: {"tester"}}) as hub:
         patch.setenv("PEFT_CACHE_DIR", str(cache))
@@ -83,7 +93,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, c
         patch.delenv("TRANSFORMERS_OFFLINE")
         args = [arg for quant in QUANTS for arg in ("--quant", quant)]
         done = run_core("export", "mem", *args, "--push", REPO, runs_root=root, timeout=600)
-    return SimpleNamespace(run=root / "mem", done=done, hub=hub, converter_before=converter_before, base_py=base_py)
+    return SimpleNamespace(
+        run=root / "mem", done=done, hub=hub, converter_before=converter_before, base_py=base_py
+    )
 
 
 @pytest.fixture
@@ -96,8 +108,13 @@ def copy_trained_run(exported: SimpleNamespace, root: Path, name: str, *, with_e
     """A copy of the module's trained run, as it was before its export unless `with_export`."""
     leave_out = {"merged", "jobs"} | (set() if with_export else {"gguf", "export.json"})
     target = root / name
-    shutil.copytree(exported.run, target, ignore=lambda folder, names: [n for n in names if n in leave_out]
-                    if Path(folder) == exported.run else [])
+    shutil.copytree(
+        exported.run,
+        target,
+        ignore=lambda folder, names: (
+            [n for n in names if n in leave_out] if Path(folder) == exported.run else []
+        ),
+    )
     if with_export:
         document = read_json_object(target / "export.json")
         document["run"] = name
@@ -118,8 +135,14 @@ def command(capsys, root: Path, *args: str) -> tuple[int, str, str]:
 def left_behind(run: Path) -> list[str]:
     """What an export may have left: merged model, GGUF files, temporary files, export.json."""
     names = [p.relative_to(run).as_posix() for p in run.rglob("*")]
-    return sorted(name for name in names if name in ("merged", "export.json") or name.endswith(".gguf")
-                  or ".partial" in name or name.startswith(".merged"))
+    return sorted(
+        name
+        for name in names
+        if name in ("merged", "export.json")
+        or name.endswith(".gguf")
+        or ".partial" in name
+        or name.startswith(".merged")
+    )
 
 
 def test_the_export_writes_verified_gguf_files_and_their_lineage(exported):
@@ -128,10 +151,21 @@ def test_the_export_writes_verified_gguf_files_and_their_lineage(exported):
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines[:3]] == [f"gguf/mem-{quant}.gguf" for quant in QUANTS]
     assert all("verified (3/3 greedy answers exact" in line for line in lines[:2]), lines
-    assert "verified (" in lines[2] and lines[3].startswith(f"pushed to {exported.hub.endpoint}/{REPO} (commit ")
-    for stage in ("converter: llama-cpp-python", "loading the base model in 16-bit", "merging the adapter",
-                  "answering the verification prompts", "making mem-f16.gguf", "verifying mem-q8_0.gguf in llama-cpp",
-                  "making mem-q4_k_m.gguf", "export done", f"creating {REPO} on the Hub", "uploading 9 files"):
+    assert "verified (" in lines[2] and lines[3].startswith(
+        f"pushed to {exported.hub.endpoint}/{REPO} (commit "
+    )
+    for stage in (
+        "converter: llama-cpp-python",
+        "loading the base model in 16-bit",
+        "merging the adapter",
+        "answering the verification prompts",
+        "making mem-f16.gguf",
+        "verifying mem-q8_0.gguf in llama-cpp",
+        "making mem-q4_k_m.gguf",
+        "export done",
+        f"creating {REPO} on the Hub",
+        "uploading 9 files",
+    ):
         assert stage in done.stderr, stage
 
     document = read_json_object(run / "export.json")
@@ -155,7 +189,10 @@ def test_the_export_writes_verified_gguf_files_and_their_lineage(exported):
         assert check["end_of_turn"] == "<|eot_id|>" and check["prompts"] == 3
         assert 0.0 <= check["agreement"] <= 1.0
     for quant in ("f16", "q8_0"):  # exact, not near-ties: the merged model's greedy tokens, every one
-        assert files[quant]["verification"]["exact_matches"] == 3 and files[quant]["verification"]["agreement"] == 1.0
+        assert (
+            files[quant]["verification"]["exact_matches"] == 3
+            and files[quant]["verification"]["agreement"] == 1.0
+        )
         assert files[quant]["method"] == "convert_hf_to_gguf"
     assert files["q4_k_m"]["method"] == "llama_model_quantize"
     assert files["f16"]["size"] > files["q8_0"]["size"] > files["q4_k_m"]["size"]
@@ -163,8 +200,16 @@ def test_the_export_writes_verified_gguf_files_and_their_lineage(exported):
     merged = run / "merged"
     assert json.loads((merged / "config.json").read_text())["dtype"] == "float16"
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
-    assert (merged / "chat_template.jinja").read_text() == (run / "adapter" / "chat_template.jinja").read_text()
-    assert left_behind(run) == ["export.json", "gguf/mem-f16.gguf", "gguf/mem-q4_k_m.gguf", "gguf/mem-q8_0.gguf", "merged"]
+    assert (merged / "chat_template.jinja").read_text() == (
+        run / "adapter" / "chat_template.jinja"
+    ).read_text()
+    assert left_behind(run) == [
+        "export.json",
+        "gguf/mem-f16.gguf",
+        "gguf/mem-q4_k_m.gguf",
+        "gguf/mem-q8_0.gguf",
+        "merged",
+    ]
     assert read_json_object(run / "jobs" / "export.json")["state"] == "completed"
     # The tiny model's pre-tokenizer is mapped at run time: the fetched converter is unchanged.
     assert sha256(exported.base_py) == exported.converter_before
@@ -174,9 +219,15 @@ def test_the_gguf_files_answer_as_the_merged_model_with_no_template_text(exporte
     model, tokenizer = load_run_model(exported.run, merge=True)
     conversations = [
         [{"role": "user", "content": "What colour is the sky?"}],
-        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is two plus two?"}],
-        [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"},
-         {"role": "user", "content": "Say bye."}],
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "What is two plus two?"},
+        ],
+        [
+            {"role": "user", "content": "Say hello."},
+            {"role": "assistant", "content": "Hello there!"},
+            {"role": "user", "content": "Say bye."},
+        ],
     ]
     expected = ["The sky is blue.", "Two plus two is four.", "Goodbye!"]
     gguf_models = {quant: GgufModel(exported.run / "gguf" / f"mem-{quant}.gguf") for quant in ("f16", "q8_0")}
@@ -193,9 +244,17 @@ def test_the_gguf_files_answer_as_the_merged_model_with_no_template_text(exporte
 def test_the_push_shipped_the_verified_files_the_card_and_never_the_token(exported):
     stored = exported.hub.repos[REPO]
     document = read_json_object(exported.run / "export.json")
-    assert sorted(stored) == ["README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                              "adapter/chat_template.jinja", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
-                              "mem-f16.gguf", "mem-q4_k_m.gguf", "mem-q8_0.gguf"]
+    assert sorted(stored) == [
+        "README.md",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/chat_template.jinja",
+        "adapter/tokenizer.json",
+        "adapter/tokenizer_config.json",
+        "mem-f16.gguf",
+        "mem-q4_k_m.gguf",
+        "mem-q8_0.gguf",
+    ]
     for entry in document["files"]:
         assert hashlib.sha256(stored[Path(entry["file"]).name]).hexdigest() == entry["sha256"]
     card = stored["README.md"].decode()
@@ -207,24 +266,34 @@ def test_the_push_shipped_the_verified_files_the_card_and_never_the_token(export
     assert push_requests_authorized(exported.hub.requests)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--quant", "q8_0", "--quant", "q9_k"], "unknown quant 'q9_k'; choose from f16, q8_0, q2_k, q3_k_m, q4_k_s, "
-                                             "q4_k_m, q5_k_s, q5_k_m, q6_k"),
-    (["--push", "no-owner"], "invalid repo id 'no-owner'"),
-    (["--push", "tester/model"], "no Hugging Face token: set HF_TOKEN"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--quant", "q8_0", "--quant", "q9_k"],
+            "unknown quant 'q9_k'; choose from f16, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k",
+        ),
+        (["--push", "no-owner"], "invalid repo id 'no-owner'"),
+        (["--push", "tester/model"], "no Hugging Face token: set HF_TOKEN"),
+    ],
+)
 def test_bad_arguments_are_refused_before_any_work(capsys, runs_root, exported, monkeypatch, args, message):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     run = copy_trained_run(exported, runs_root, "r")
     code, out, err = command(capsys, runs_root, "export", "r", *args)
-    assert (code, out) == (1, "") and err == f"error: {err[7:]}" and err.count("\n") == 1 and message in err, err
+    assert (
+        (code, out) == (1, "") and err == f"error: {err[7:]}" and err.count("\n") == 1 and message in err
+    ), err
     assert left_behind(run) == [] and not (run / "jobs").exists()
 
 
 def test_runs_without_a_usable_adapter_are_refused_with_the_reason(capsys, runs_root, exported):
     create_run(runs_root, "untrained", {"base_model": "tiny-llama"}, status=initial_status("failed"))
     code, _, err = command(capsys, runs_root, "export", "untrained")
-    assert code == 1 and "error: run untrained has no adapter (no adapter/ folder): train it to the end first" in err
+    assert (
+        code == 1
+        and "error: run untrained has no adapter (no adapter/ folder): train it to the end first" in err
+    )
     code, _, err = command(capsys, runs_root, "export", "nothing")
     assert code == 1 and f"error: No run named 'nothing' in {runs_root}." in err
     run = copy_trained_run(exported, runs_root, "badjson")
@@ -234,7 +303,10 @@ def test_runs_without_a_usable_adapter_are_refused_with_the_reason(capsys, runs_
     run = copy_trained_run(exported, runs_root, "noweights")
     (run / "adapter" / "adapter_model.safetensors").unlink()
     code, _, err = command(capsys, runs_root, "export", "noweights")
-    assert code == 1 and "run noweights has a broken adapter: no adapter_model.safetensors or adapter_model.bin" in err
+    assert (
+        code == 1
+        and "run noweights has a broken adapter: no adapter_model.safetensors or adapter_model.bin" in err
+    )
     for name in ("untrained", "badjson", "noweights"):
         assert left_behind(runs_root / name) == []
 
@@ -254,12 +326,16 @@ def test_a_run_without_config_json_is_a_one_line_error(capsys, runs_root, export
     run = copy_trained_run(exported, runs_root, "noconfig")
     (run / "config.json").unlink()
     code, out, err = command(capsys, runs_root, "export", "noconfig")
-    assert (code, out) == (1, "") and err.splitlines()[-1] == "error: run noconfig: config.json is missing", err
+    assert (code, out) == (1, "") and err.splitlines()[-1] == "error: run noconfig: config.json is missing", (
+        err
+    )
     assert left_behind(run) == []
     assert read_json_object(run / "jobs" / "export.json")["state"] == "failed"
 
 
-def test_a_tokenizer_without_an_end_of_turn_token_is_refused_before_the_merge(capsys, runs_root, exported, export_env):
+def test_a_tokenizer_without_an_end_of_turn_token_is_refused_before_the_merge(
+    capsys, runs_root, exported, export_env
+):
     """The run's saved tokenizer with <|eot_id|> renamed and no eos_token: no token would end an answer."""
     run = copy_trained_run(exported, runs_root, "noeos")
     tokenizer_file = run / "adapter" / "tokenizer.json"
@@ -268,9 +344,11 @@ def test_a_tokenizer_without_an_end_of_turn_token_is_refused_before_the_merge(ca
     (run / "adapter" / "tokenizer_config.json").write_text(json.dumps({**settings, "eos_token": None}))
     code, out, err = command(capsys, runs_root, "export", "noeos")
     assert (code, out) == (1, "")
-    assert err.splitlines()[-1] == ("error: the run's tokenizer has neither <|eot_id|> nor an EOS token in its "
-                                    "vocabulary, so nothing would end the model's answers; set eos_token in the "
-                                    "adapter's tokenizer_config.json to its end-of-turn token"), err
+    assert err.splitlines()[-1] == (
+        "error: the run's tokenizer has neither <|eot_id|> nor an EOS token in its "
+        "vocabulary, so nothing would end the model's answers; set eos_token in the "
+        "adapter's tokenizer_config.json to its end-of-turn token"
+    ), err
     assert left_behind(run) == []
 
 
@@ -282,22 +360,27 @@ def write_script(path: Path, text: str) -> Path:
 def test_a_converter_that_runs_past_the_time_limit_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
     """A converter script that hangs (it sleeps), run by the export's own child-process runner."""
     script = write_script(tmp_path / "convert_hf_to_gguf.py", "import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(export, "TOOL_TIMEOUT_S", 1)
+    monkeypatch.setattr(gguf_files, "TOOL_TIMEOUT_S", 1)
     started = time.monotonic()
-    with pytest.raises(export.ExportError, match=r"^converting to f16 did not finish within 1 s and was stopped; "):
-        export.convert(script, tmp_path, "f16", tmp_path / "out.gguf", pre_tokenizer=None, model_name="m")
+    with pytest.raises(
+        gguf_files.ExportError, match=r"^converting to f16 did not finish within 1 s and was stopped; "
+    ):
+        gguf_files.convert(script, tmp_path, "f16", tmp_path / "out.gguf", pre_tokenizer=None, model_name="m")
     assert time.monotonic() - started < 30
 
 
 def test_the_converter_and_quantizer_children_never_see_the_hub_token(tmp_path, monkeypatch):
     """A converter script that writes what its process's environment holds into its --outfile, run by
     the export's own child-process runner with the Hub token set here."""
-    script = write_script(tmp_path / "convert_hf_to_gguf.py", (
-        "import json, os, sys\n"
-        "names = ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'PEFT_TEST_MARKER')\n"
-        "target = sys.argv[sys.argv.index('--outfile') + 1]\n"
-        "open(target, 'w').write(json.dumps({name: os.environ.get(name) for name in names}))\n"
-    ))
+    script = write_script(
+        tmp_path / "convert_hf_to_gguf.py",
+        (
+            "import json, os, sys\n"
+            "names = ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'PEFT_TEST_MARKER')\n"
+            "target = sys.argv[sys.argv.index('--outfile') + 1]\n"
+            "open(target, 'w').write(json.dumps({name: os.environ.get(name) for name in names}))\n"
+        ),
+    )
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", TOKEN)
     monkeypatch.setenv("PEFT_TEST_MARKER", "passed on")
@@ -305,8 +388,9 @@ def test_the_converter_and_quantizer_children_never_see_the_hub_token(tmp_path, 
     export.convert(script, tmp_path, "f16", target, pre_tokenizer=None, model_name="m")
     seen = json.loads(target.read_text())
     assert seen == {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "PEFT_TEST_MARKER": "passed on"}
-    child = gguf_files.tool_environment({"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "PYTHONPATH": "/elsewhere",
-                                     "HOME": "/home/u"})
+    child = gguf_files.tool_environment(
+        {"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "PYTHONPATH": "/elsewhere", "HOME": "/home/u"}
+    )
     assert child == {"HOME": "/home/u", "PYTHONPATH": f"{gguf_files.PROJECT_DIR}{os.pathsep}/elsewhere"}
 
 
@@ -318,35 +402,47 @@ def test_the_converter_record_names_the_checkout_revision_or_says_there_is_none(
     checkout.mkdir()
     location = ConverterLocation(write_script(checkout / "convert_hf_to_gguf.py", "\n"), "a checkout")
     monkeypatch.setenv("LLAMA_CPP_DIR", str(checkout))
-    assert gguf_files.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"  # not git yet
+    assert (
+        gguf_files.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"
+    )  # not git yet
     git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "converter"]):
         subprocess.run([*git, *args], check=True, capture_output=True)
-    revision = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    revision = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     record = gguf_files.converter_record(location)
-    assert (record["source"], record["version"], record["path"]) == ("$LLAMA_CPP_DIR", f"llama.cpp {revision}",
-                                                                     str(checkout))
+    assert (record["source"], record["version"], record["path"]) == (
+        "$LLAMA_CPP_DIR",
+        f"llama.cpp {revision}",
+        str(checkout),
+    )
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no git on this machine
     assert gguf_files.converter_record(location)["version"] == "llama.cpp checkout (no git revision)"
 
 
-def test_too_little_disk_is_refused_before_the_merge_writes_anything(capsys, runs_root, exported, export_env,
-                                                                     monkeypatch):
+def test_too_little_disk_is_refused_before_the_merge_writes_anything(
+    capsys, runs_root, exported, export_env, monkeypatch
+):
     """The free-disk figure is faked (monkeypatched core.export.pipeline.free_disk_bytes): no disk here is ever full."""
     run = copy_trained_run(exported, runs_root, "full")
     monkeypatch.setattr(export, "free_disk_bytes", lambda path: 1_000_000)
     code, _, err = command(capsys, runs_root, "export", "full", "--quant", "f16", "--quant", "q4_k_m")
     assert code == 1
     last = err.splitlines()[-1]
-    assert last.startswith("error: not enough free disk for the export: it needs about 0.0") and "1.00 MB" not in last
+    assert (
+        last.startswith("error: not enough free disk for the export: it needs about 0.0")
+        and "1.00 MB" not in last
+    )
     assert "0.3M-parameter model in 16-bit plus f16, q4_k_m" in last and "0.00 GB free" in last
     assert left_behind(run) == []
     assert export.bytes_needed(1_000_000_000, ["q4_k_m"]) > export.bytes_needed(1_000_000_000, ["q8_0"]) > 3e9
 
 
-def test_a_file_that_does_not_answer_like_the_merged_model_is_not_kept(capsys, runs_root, exported, export_env,
-                                                                      monkeypatch):
+def test_a_file_that_does_not_answer_like_the_merged_model_is_not_kept(
+    capsys, runs_root, exported, export_env, monkeypatch
+):
     """The converter is handed the untrained base model instead of merged/ (a wrong file that loads and has the
     right template): verification must catch it, delete it, and keep the earlier export's good files."""
     run = copy_trained_run(exported, runs_root, "wrong", with_export=True)
@@ -358,8 +454,9 @@ def test_a_file_that_does_not_answer_like_the_merged_model_is_not_kept(capsys, r
     monkeypatch.setattr(export, "convert", convert_the_base_model)
     code, out, err = command(capsys, runs_root, "export", "wrong", "--quant", "f16")
     assert (code, out) == (1, "")
-    assert err.splitlines()[-1].startswith("error: verification failed: f16 (greedy tokens differ from the merged "
-                                           "model's on "), err
+    assert err.splitlines()[-1].startswith(
+        "error: verification failed: f16 (greedy tokens differ from the merged model's on "
+    ), err
     document = read_json_object(run / "export.json")
     assert document["state"] == "failed" and document["error"].startswith("verification failed: f16")
     files = {entry["quant"]: entry for entry in document["files"]}
@@ -394,35 +491,23 @@ def test_the_adapter_record_names_the_weights_peft_loads(runs_root, exported, ti
     assert export.adapter_record(run)["weights"] == "adapter_model.bin"
 
 
-def test_a_failed_folder_replacement_puts_the_old_folder_back(tmp_path):
-    """The new folder cannot be moved in (it is gone): merged/ must stay as it was, with no hidden .old copy."""
-    merged = tmp_path / "merged"
-    merged.mkdir()
-    (merged / "model.safetensors").write_text("the earlier merge")
-    with pytest.raises(FileNotFoundError):
-        export.replace_folder(tmp_path / ".merged.gone.partial", merged)
-    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
-    assert (merged / "model.safetensors").read_text() == "the earlier merge"
-    staging = tmp_path / ".merged.new.partial"
-    staging.mkdir()
-    (staging / "model.safetensors").write_text("this merge")
-    export.replace_folder(staging, merged)
-    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
-    assert (merged / "model.safetensors").read_text() == "this merge"
-
-
 def test_a_llama_cpp_dir_without_the_converter_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
-    with pytest.raises(ConverterError, match=f"LLAMA_CPP_DIR is {tmp_path}, which has no convert_hf_to_gguf.py"):
+    with pytest.raises(
+        ConverterError, match=f"LLAMA_CPP_DIR is {tmp_path}, which has no convert_hf_to_gguf.py"
+    ):
         fetch_converter(lambda line: None)
 
 
-@pytest.mark.parametrize(("configured", "full"), [
-    ("unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "unsloth/Llama-3.2-1B-Instruct"),
-    ("unsloth/Llama-3.2-3B-Instruct-unsloth-bnb-4bit", "unsloth/Llama-3.2-3B-Instruct"),
-    ("meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
-    ("tiny-llama", "tiny-llama"),
-])
+@pytest.mark.parametrize(
+    ("configured", "full"),
+    [
+        ("unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "unsloth/Llama-3.2-1B-Instruct"),
+        ("unsloth/Llama-3.2-3B-Instruct-unsloth-bnb-4bit", "unsloth/Llama-3.2-3B-Instruct"),
+        ("meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
+        ("tiny-llama", "tiny-llama"),
+    ],
+)
 def test_a_4bit_base_is_merged_on_its_full_precision_original(configured, full):
     assert full_precision_base(configured) == full
 
@@ -431,6 +516,9 @@ def test_a_base_model_that_is_not_here_offline_is_a_clear_error(runs_root, expor
     run = copy_trained_run(exported, runs_root, "elsewhere")
     config = read_json_object(run / "config.json")
     (run / "config.json").write_text(json.dumps({**config, "base_model": "nobody/not-downloaded-bnb-4bit"}))
-    with pytest.raises(InferenceError, match="base model nobody/not-downloaded cannot be loaded .*if this machine is "
-                                             "offline, download it into the Hugging Face cache first"):
+    with pytest.raises(
+        InferenceError,
+        match="base model nobody/not-downloaded cannot be loaded .*if this machine is "
+        "offline, download it into the Hugging Face cache first",
+    ):
         load_run_model(run)

@@ -10,7 +10,7 @@ import streamlit as st
 from conftest import app_at, seed_run_names
 from streamlit.testing.v1 import AppTest
 
-from core.machine import system
+from core.machine.devices import Gpu
 from core.store.runs import create_run, initial_status
 from core.store.seed import SEED_MARKER
 from ui import lookups
@@ -19,8 +19,7 @@ from ui import lookups
 @pytest.fixture(autouse=True)
 def gpus(monkeypatch):
     """The GPUs the page sees: none by default (none exists here; tests may fake one)."""
-    found: list[system.Gpu] = []
-    monkeypatch.setattr(system, "detect_gpus", lambda: found)
+    found: list[Gpu] = []
     monkeypatch.setattr(lookups, "detect_gpus", lambda: found)  # the pages ask through ui.lookups
     st.cache_data.clear()
     return found
@@ -81,7 +80,10 @@ def test_the_run_column_links_each_run_to_its_page(runs_root):
     assert list(frame.value["name"])[:1] == ["Run?run=baseline_1B_r16_10k_600steps"]
     column = json.loads(frame.proto.columns)["name"]
     assert column["label"] == "Run" and column["pinned"] is True
-    assert column["type_config"] == {"type": "link", "display_text": "run=(.*)$"}  # shows the name, opens the page
+    assert column["type_config"] == {
+        "type": "link",
+        "display_text": "run=(.*)$",
+    }  # shows the name, opens the page
 
     url = frame.value["name"][0]  # follow the link as the browser does: the Run page, with the URL's query
     page = app_at("pages/2_Run.py", {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()})
@@ -91,12 +93,23 @@ def test_the_run_column_links_each_run_to_its_page(runs_root):
 
 
 def test_missing_values_show_as_a_dash(empty_root):
-    create_run(empty_root, "no_metrics", {"base_model": "tiny", "max_steps": 30}, status=initial_status("queued", 30))
+    create_run(
+        empty_root, "no_metrics", {"base_model": "tiny", "max_steps": 30}, status=initial_status("queued", 30)
+    )
     app = run_home()
     frame = app.dataframe[0]
     assert frame.proto.placeholder == "–"  # what the table shows in an empty cell
     row = runs_table(app).loc["no_metrics"]
-    missing = ["dataset", "lora", "train_loss", "runtime_s", "peak_memory_gb", "lora_memory_gb", "device", "note"]
+    missing = [
+        "dataset",
+        "lora",
+        "train_loss",
+        "runtime_s",
+        "peak_memory_gb",
+        "lora_memory_gb",
+        "device",
+        "note",
+    ]
     assert all(pd.isna(row[column]) for column in missing), row.to_dict()  # empty, so the dash shows
     assert row["steps"] == "0/30" and row["state"].endswith("queued")
     shown = {str(value) for value in frame.value.to_numpy().ravel() if not pd.isna(value)}
@@ -104,7 +117,7 @@ def test_missing_values_show_as_a_dash(empty_root):
 
 
 def test_home_shows_a_gpu_when_there_is_one(runs_root, gpus):
-    gpus.append(system.Gpu("Tesla T4", 15.0))
+    gpus.append(Gpu("Tesla T4", 15.0))
     app = run_home()
     assert "**GPU:** Tesla T4, 15 GB" in [markdown.value for markdown in app.markdown]
 
@@ -118,7 +131,9 @@ def test_home_with_an_empty_runs_root(empty_root):
 
 @pytest.mark.parametrize("corrupt", ['{"state": "runn', "[]", "{}"])
 def test_home_marks_a_broken_run_and_keeps_the_others(empty_root, corrupt):
-    create_run(empty_root, "healthy", {"base_model": "tiny", "max_steps": 30}, status=initial_status("running", 30))
+    create_run(
+        empty_root, "healthy", {"base_model": "tiny", "max_steps": 30}, status=initial_status("running", 30)
+    )
     broken = empty_root / "half_written"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"base_model": "tiny"}))
@@ -161,8 +176,12 @@ def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(empty_root,
 
 def test_home_navigates_to_every_page(runs_root):
     app = run_home()
-    pages = {"pages/1_Train.py": "Train", "pages/2_Run.py": "Run", "pages/3_Compare.py": "Compare runs",
-             "pages/4_Study_cards.py": "Study cards"}
+    pages = {
+        "pages/1_Train.py": "Train",
+        "pages/2_Run.py": "Run",
+        "pages/3_Compare.py": "Compare runs",
+        "pages/4_Study_cards.py": "Study cards",
+    }
     for page, title in pages.items():
         app.switch_page(page).run()
         assert not app.exception, (page, app.exception)

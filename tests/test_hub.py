@@ -83,10 +83,16 @@ class FakeHub:
                 body = self._body()
                 if self.path == "/api/repos/create":
                     payload = json.loads(body)
-                    repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else None
+                    repo_id = (
+                        f"{payload['organization']}/{payload['name']}"
+                        if payload.get("organization")
+                        else None
+                    )
                     status = self._allowed(payload.get("organization") or "")
                     if status != 200:
-                        return self._reply(status, {"error": "Invalid credentials" if status == 401 else "Forbidden"})
+                        return self._reply(
+                            status, {"error": "Invalid credentials" if status == 401 else "Forbidden"}
+                        )
                     url = f"http://{self.headers['Host']}/{repo_id}"
                     if repo_id in hub.repos:  # the Hub names the existing repo in its 409 answer
                         return self._reply(409, {"error": "You already created this model repo", "url": url})
@@ -102,24 +108,43 @@ class FakeHub:
                         return self._reply(status if status != 200 else 404, {"error": "no access"})
                     if action == "preupload":
                         files = json.loads(body)["files"]
-                        return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                            "shouldIgnore": False, "oid": None} for f in files]})
+                        return self._reply(
+                            200,
+                            {
+                                "files": [
+                                    {
+                                        "path": f["path"],
+                                        "uploadMode": "regular",
+                                        "shouldIgnore": False,
+                                        "oid": None,
+                                    }
+                                    for f in files
+                                ]
+                            },
+                        )
                     if action == "commit":
                         for line in body.splitlines():
                             item = json.loads(line)
                             if item["key"] == "file":
-                                hub.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                                hub.repos[repo_id][item["value"]["path"]] = base64.b64decode(
+                                    item["value"]["content"]
+                                )
                         oid = hashlib.sha1(body).hexdigest()
                         hub.commits[repo_id] = oid
-                        return self._reply(200, {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{oid}",
-                                                 "commitOid": oid})
+                        return self._reply(
+                            200,
+                            {
+                                "commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{oid}",
+                                "commitOid": oid,
+                            },
+                        )
                 self._reply(404, {"error": f"unknown path {self.path}"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         self.thread.start()
         return self
 
@@ -132,7 +157,11 @@ def push_requests_authorized(requests: list[tuple[str, str, str]]) -> bool:
     """Every push call carries the token; no request carries another. (huggingface_hub also fetches its
     agent-harness registry from the endpoint, without a token.)"""
     push = [auth for _, path, auth in requests if path.startswith(("/api/repos/", "/api/models/"))]
-    return bool(push) and set(push) == {f"Bearer {TOKEN}"} and {auth for _, _, auth in requests} <= {"", f"Bearer {TOKEN}"}
+    return (
+        bool(push)
+        and set(push) == {f"Bearer {TOKEN}"}
+        and {auth for _, _, auth in requests} <= {"", f"Bearer {TOKEN}"}
+    )
 
 
 @pytest.fixture
@@ -148,39 +177,85 @@ def exported_run(root: Path, name: str = "r1", evals: dict[str, list[bool]] | No
     run = root / name
     (run / "adapter").mkdir(parents=True)
     (run / "gguf").mkdir()
-    write_json_atomic(run / "config.json", {
-        "base_model": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "dataset": "mlabonne/FineTome-100k",
-        "split": "train[:10000]", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
-        "target_modules": ["q_proj", "v_proj"], "use_rslora": False, "max_steps": 60, "batch_size": 2,
-        "gradient_accumulation_steps": 4, "learning_rate": 2e-4, "lr_scheduler": "linear", "max_seq_length": 1024})
-    write_json_atomic(run / "metrics.json", {"train_loss": 1.2345678, "final_loss": 0.9, "train_runtime_s": 412.5,
-                                             "steps": 60, "tokens_per_s": 1500.0, "peak_memory_gb": 5.1,
-                                             "lora_memory_gb": 1.2, "memory_measure": "cuda_reserved", "device": "cuda"})
-    for filename, content in {"adapter_config.json": b'{"r": 16}', "adapter_model.safetensors": b"weights" * 10,
-                              "tokenizer.json": b"{}", "chat_template.jinja": b"{{ messages }}",
-                              "README.md": b"peft's own card"}.items():
+    write_json_atomic(
+        run / "config.json",
+        {
+            "base_model": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
+            "dataset": "mlabonne/FineTome-100k",
+            "split": "train[:10000]",
+            "lora_r": 16,
+            "lora_alpha": 16,
+            "lora_dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj"],
+            "use_rslora": False,
+            "max_steps": 60,
+            "batch_size": 2,
+            "gradient_accumulation_steps": 4,
+            "learning_rate": 2e-4,
+            "lr_scheduler": "linear",
+            "max_seq_length": 1024,
+        },
+    )
+    write_json_atomic(
+        run / "metrics.json",
+        {
+            "train_loss": 1.2345678,
+            "final_loss": 0.9,
+            "train_runtime_s": 412.5,
+            "steps": 60,
+            "tokens_per_s": 1500.0,
+            "peak_memory_gb": 5.1,
+            "lora_memory_gb": 1.2,
+            "memory_measure": "cuda_reserved",
+            "device": "cuda",
+        },
+    )
+    for filename, content in {
+        "adapter_config.json": b'{"r": 16}',
+        "adapter_model.safetensors": b"weights" * 10,
+        "tokenizer.json": b"{}",
+        "chat_template.jinja": b"{{ messages }}",
+        "README.md": b"peft's own card",
+    }.items():
         (run / "adapter" / filename).write_bytes(content)
     gguf = run / "gguf" / f"{name}-q8_0.gguf"
     gguf.write_bytes(b"GGUF" + bytes(range(256)) * 4)
     failed = run / "gguf" / f"{name}-q4_k_m.gguf.left-by-hand"
     failed.write_bytes(b"not part of the export")
-    write_json_atomic(run / EXPORT_FILE, {
-        "run": name, "state": "completed", "base_model": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
-        "merged_from": "unsloth/Llama-3.2-1B-Instruct", "adapter": {"path": "adapter", "step": 60},
-        "converter": {"source": "llama-cpp-python sdist", "version": "llama-cpp-python 0.3.36"},
-        "created_at": "2026-11-28T12:00:00Z", "hub": None,
-        "files": [
-            {"quant": "q8_0", "file": f"gguf/{gguf.name}", "size": gguf.stat().st_size,
-             "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest(),
-             "verification": {"passed": True, "prompts": 3, "exact_matches": 3, "agreement": 1.0}},
-            {"quant": "q4_k_m", "file": None, "size": 10, "sha256": "0" * 64,
-             "verification": {"passed": False, "prompts": 3, "exact_matches": 0, "agreement": 0.1}},
-        ],
-    })
+    write_json_atomic(
+        run / EXPORT_FILE,
+        {
+            "run": name,
+            "state": "completed",
+            "base_model": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
+            "merged_from": "unsloth/Llama-3.2-1B-Instruct",
+            "adapter": {"path": "adapter", "step": 60},
+            "converter": {"source": "llama-cpp-python sdist", "version": "llama-cpp-python 0.3.36"},
+            "created_at": "2026-11-28T12:00:00Z",
+            "hub": None,
+            "files": [
+                {
+                    "quant": "q8_0",
+                    "file": f"gguf/{gguf.name}",
+                    "size": gguf.stat().st_size,
+                    "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest(),
+                    "verification": {"passed": True, "prompts": 3, "exact_matches": 3, "agreement": 1.0},
+                },
+                {
+                    "quant": "q4_k_m",
+                    "file": None,
+                    "size": 10,
+                    "sha256": "0" * 64,
+                    "verification": {"passed": False, "prompts": 3, "exact_matches": 0, "agreement": 0.1},
+                },
+            ],
+        },
+    )
     for variant, passed in (evals or {}).items():
         (run / "eval").mkdir(exist_ok=True)
         (run / "eval" / f"{variant}.jsonl").write_text(
-            "".join(json.dumps({"prompt": i, "passed": p}) + "\n" for i, p in enumerate(passed)) + '{"torn')
+            "".join(json.dumps({"prompt_id": f"p{i}", "passed": p}) + "\n" for i, p in enumerate(passed)) + '{"torn'
+        )
     return run
 
 
@@ -189,18 +264,21 @@ def test_valid_repo_ids_pass(repo_id):
     assert validate_repo_id(repo_id) == repo_id
 
 
-@pytest.mark.parametrize(("repo_id", "reason"), [
-    ("", "a Hub repo id is required"),
-    ("model", "exactly one '/'"),
-    ("a/b/c", "exactly one '/'"),
-    ("user/my model", "'my model' must be 1-96 letters"),
-    ("user/-model", "must be 1-96 letters"),
-    ("user/model.", "not end with '-' or '.'"),
-    ("user/a--b", "no '--' or '..'"),
-    ("user/a..b", "no '--' or '..'"),
-    ("user/" + "x" * 97, "must be 1-96"),
-    ("user/model.git", "may not end with .git"),
-])
+@pytest.mark.parametrize(
+    ("repo_id", "reason"),
+    [
+        ("", "a Hub repo id is required"),
+        ("model", "exactly one '/'"),
+        ("a/b/c", "exactly one '/'"),
+        ("user/my model", "'my model' must be 1-96 letters"),
+        ("user/-model", "must be 1-96 letters"),
+        ("user/model.", "not end with '-' or '.'"),
+        ("user/a--b", "no '--' or '..'"),
+        ("user/a..b", "no '--' or '..'"),
+        ("user/" + "x" * 97, "must be 1-96"),
+        ("user/model.git", "may not end with .git"),
+    ],
+)
 def test_invalid_repo_ids_say_why(repo_id, reason):
     with pytest.raises(HubError) as caught:
         validate_repo_id(repo_id)
@@ -222,8 +300,11 @@ def test_the_plan_sends_the_adapter_the_verified_gguf_and_a_card(tmp_path):
     run = exported_run(tmp_path, evals={"adapter": [True, True, False], "base": [False, True]})
     plan = upload_plan(run, "tester/lab-model")
     assert [(f.path_in_repo, f.size) for f in plan.files] == [
-        ("adapter/adapter_config.json", 9), ("adapter/adapter_model.safetensors", 70),
-        ("adapter/chat_template.jinja", 14), ("adapter/tokenizer.json", 2), ("r1-q8_0.gguf", 1028),
+        ("adapter/adapter_config.json", 9),
+        ("adapter/adapter_model.safetensors", 70),
+        ("adapter/chat_template.jinja", 14),
+        ("adapter/tokenizer.json", 2),
+        ("r1-q8_0.gguf", 1028),
     ]  # peft's adapter README is replaced by the card; the failed q4_k_m is not shipped
     assert plan.commit_message == "Upload r1: adapter and q8_0 GGUF"
     assert plan.total_bytes == 9 + 70 + 14 + 2 + 1028 + len(plan.card.encode())
@@ -231,13 +312,20 @@ def test_the_plan_sends_the_adapter_the_verified_gguf_and_a_card(tmp_path):
     assert card.startswith("---\nlibrary_name: peft\n")
     assert "base_model: unsloth/Llama-3.2-1B-Instruct\n" in card and "- mlabonne/FineTome-100k\n" in card
     assert "(trained on its 4-bit version `unsloth/Llama-3.2-1B-Instruct-bnb-4bit`)" in card
-    for row in ("| LoRA r / alpha / dropout | 16 / 16 / 0.0 |", "| target modules | q_proj, v_proj |",
-                "| split | `train[:10000]` |", "| training loss (mean over steps) | 1.235 |",
-                "| peak memory (GB, GPU reserved) | 5.1 |", "| adapter | 2 of 3 |", "| base | 1 of 2 |",
-                "| `r1-q8_0.gguf` | q8_0 | 0.0 |", "3 of 3 | 1 |",
-                'Llama.from_pretrained(repo_id="tester/lab-model", filename="r1-q8_0.gguf", n_ctx=4096)',
-                'AutoPeftModelForCausalLM.from_pretrained("tester/lab-model", subfolder="adapter")',
-                "Converted with llama-cpp-python 0.3.36 (llama-cpp-python sdist)"):
+    for row in (
+        "| LoRA r / alpha / dropout | 16 / 16 / 0.0 |",
+        "| target modules | q_proj, v_proj |",
+        "| split | `train[:10000]` |",
+        "| training loss (mean over steps) | 1.235 |",
+        "| peak memory (GB, GPU reserved) | 5.1 |",
+        "| adapter | 2 of 3 |",
+        "| base | 1 of 2 |",
+        "| `r1-q8_0.gguf` | q8_0 | 0.0 |",
+        "3 of 3 | 1 |",
+        'Llama.from_pretrained(repo_id="tester/lab-model", filename="r1-q8_0.gguf", n_ctx=4096)',
+        'AutoPeftModelForCausalLM.from_pretrained("tester/lab-model", subfolder="adapter")',
+        "Converted with llama-cpp-python 0.3.36 (llama-cpp-python sdist)",
+    ):
         assert row in card, row
     assert "q4_k_m" not in card
 
@@ -246,7 +334,9 @@ def test_the_card_leaves_out_what_the_run_does_not_have(tmp_path):
     run = exported_run(tmp_path)
     (run / "metrics.json").unlink()
     config = json.loads((run / "config.json").read_text())
-    write_json_atomic(run / "config.json", {**config, "base_model": "tiny-llama", "dataset": "data/sample.jsonl"})
+    write_json_atomic(
+        run / "config.json", {**config, "base_model": "tiny-llama", "dataset": "data/sample.jsonl"}
+    )
     export = json.loads((run / EXPORT_FILE).read_text())
     export["merged_from"] = "tiny-llama"
     card = model_card(run, "tester/tiny", export, export["files"][:1])
@@ -292,8 +382,9 @@ def secret_file(tmp_path: Path) -> Path:
 def point_entry_at(run: Path, name: str, target: Path) -> None:
     """Make export.json's verified q8_0 entry name `name`, with the size and sha256 of `target`."""
     document = json.loads((run / EXPORT_FILE).read_text())
-    document["files"][0].update(file=name, size=target.stat().st_size,
-                                sha256=hashlib.sha256(target.read_bytes()).hexdigest())
+    document["files"][0].update(
+        file=name, size=target.stat().st_size, sha256=hashlib.sha256(target.read_bytes()).hexdigest()
+    )
     write_json_atomic(run / EXPORT_FILE, document)
 
 
@@ -301,8 +392,16 @@ def test_a_gguf_entry_that_leads_out_of_the_run_folder_is_never_pushed(tmp_path)
     """export.json of a run folder from elsewhere, naming a file outside it with a matching size and sha256."""
     runs = tmp_path / "runs"
     secret = secret_file(tmp_path)
-    for number, name in enumerate(["../../home/.ssh/id_rsa", str(secret), "gguf/../../../home/.ssh/id_rsa",
-                                   "gguf/sub/r.gguf", "r1-q8_0.gguf", "gguf/.gguf"]):
+    for number, name in enumerate(
+        [
+            "../../home/.ssh/id_rsa",
+            str(secret),
+            "gguf/../../../home/.ssh/id_rsa",
+            "gguf/sub/r.gguf",
+            "r1-q8_0.gguf",
+            "gguf/.gguf",
+        ]
+    ):
         run = exported_run(runs, f"r{number}")
         point_entry_at(run, name, secret)
         with pytest.raises(HubError, match="refusing to push it"):
@@ -311,8 +410,11 @@ def test_a_gguf_entry_that_leads_out_of_the_run_folder_is_never_pushed(tmp_path)
     (run / "gguf" / "linked-q8_0.gguf").unlink()
     (run / "gguf" / "linked-q8_0.gguf").symlink_to(secret)
     point_entry_at(run, "gguf/linked-q8_0.gguf", secret)
-    with pytest.raises(HubError, match="'gguf/linked-q8_0.gguf' as a GGUF file, which is not gguf/<name>.gguf inside "
-                                       "the run folder: refusing to push it; export the run again"):
+    with pytest.raises(
+        HubError,
+        match="'gguf/linked-q8_0.gguf' as a GGUF file, which is not gguf/<name>.gguf inside "
+        "the run folder: refusing to push it; export the run again",
+    ):
         upload_plan(run, "tester/x")
     run = exported_run(runs, "folder")  # gguf/ a link to a folder elsewhere
     elsewhere = tmp_path / "elsewhere"
@@ -330,8 +432,11 @@ def test_symbolic_links_in_the_adapter_folder_are_refused(tmp_path):
     secret = secret_file(tmp_path)
     run = exported_run(runs, "r1")
     (run / "adapter" / "extra.json").symlink_to(secret)
-    with pytest.raises(HubError, match="^adapter/extra.json is a symbolic link: only what lies inside the run folder "
-                                       "is pushed; replace the link with a copy of what it points to$"):
+    with pytest.raises(
+        HubError,
+        match="^adapter/extra.json is a symbolic link: only what lies inside the run folder "
+        "is pushed; replace the link with a copy of what it points to$",
+    ):
         upload_plan(run, "tester/x")
     run = exported_run(runs, "r2")
     (run / "adapter").rename(tmp_path / "adapter-elsewhere")
@@ -346,16 +451,24 @@ def test_a_push_commits_every_file_of_the_plan_and_records_the_commit(tmp_path, 
     with FakeHub({TOKEN: {"tester"}}) as hub:
         record = push_export(run, "tester/lab-model", token=TOKEN, endpoint=hub.endpoint, say=stages.append)
     stored = hub.repos["tester/lab-model"]
-    assert sorted(stored) == ["README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                              "adapter/chat_template.jinja", "adapter/tokenizer.json", "r1-q8_0.gguf"]
+    assert sorted(stored) == [
+        "README.md",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/chat_template.jinja",
+        "adapter/tokenizer.json",
+        "r1-q8_0.gguf",
+    ]
     assert stored["r1-q8_0.gguf"] == (run / "gguf" / "r1-q8_0.gguf").read_bytes()
     assert stored["README.md"].decode() == upload_plan(run, "tester/lab-model").card
     assert record["commit"] == hub.commits["tester/lab-model"] and record["repo_id"] == "tester/lab-model"
     assert record["url"] == f"{hub.endpoint}/tester/lab-model"
     assert json.loads((run / EXPORT_FILE).read_text())["hub"] == record
     assert push_requests_authorized(hub.requests)
-    assert stages == ["creating tester/lab-model on the Hub if it does not exist",
-                      f"uploading 6 files ({upload_plan(run, 'tester/lab-model').total_bytes / 1e6:.1f} MB) to tester/lab-model"]
+    assert stages == [
+        "creating tester/lab-model on the Hub if it does not exist",
+        f"uploading 6 files ({upload_plan(run, 'tester/lab-model').total_bytes / 1e6:.1f} MB) to tester/lab-model",
+    ]
     assert TOKEN not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
 
     with FakeHub({TOKEN: {"tester"}}) as hub:  # a second push to an existing repo (409 on create) works too

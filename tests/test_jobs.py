@@ -37,8 +37,12 @@ from core.train.presets import get_preset
 
 
 def smoke_config(**changes) -> dict:
-    config = {**get_preset("cpu_smoke").config(), "batch_size": 2, "gradient_accumulation_steps": 1,
-              "warmup_steps": 0}
+    config = {
+        **get_preset("cpu_smoke").config(),
+        "batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 0,
+    }
     return {**config, **changes}
 
 
@@ -67,8 +71,17 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_build:
         patch.setenv("PEFT_CACHE_DIR", str(cache))
         tiny.tiny_model_dir().parent.mkdir(parents=True)
         tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
-        done = run_core("train", "template", "--preset", "cpu_smoke", "--set", "max_steps=2",
-                        "--set", "warmup_steps=0", runs_root=root)
+        done = run_core(
+            "train",
+            "template",
+            "--preset",
+            "cpu_smoke",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "warmup_steps=0",
+            runs_root=root,
+        )
     assert done.returncode == 0, done.stderr
     return root / "template"
 
@@ -108,10 +121,18 @@ def working(run: Path, kind: str) -> bool:
 def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
     run = queued_run(runs_root, "orphan", max_steps=8)
     launcher = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from core.jobs.lifecycle import start_training; "
-         "print(start_training(Path(sys.argv[1]))); sys.stdout.flush(); import os; os._exit(0)", str(run)],
-        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from core.jobs.lifecycle import start_training; "
+            "print(start_training(Path(sys.argv[1]))); sys.stdout.flush(); import os; os._exit(0)",
+            str(run),
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     pid = int(launcher.stdout)  # the launcher is gone now; the job must not be
     assert jobs.job_view(run, "train").pid == pid
@@ -228,9 +249,15 @@ def test_a_job_that_ignores_its_stop_request_is_killed_after_the_grace_period(tm
     run = tmp_path / "stubborn"
     (run / "jobs").mkdir(parents=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-         "print('ready', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert process.stdout.readline().strip() == "ready"
     identity = {"pid": process.pid, "host": os.uname().nodename, "pid_start": process_start(process.pid)}
@@ -265,8 +292,11 @@ def test_run_job_records_each_ending(tmp_path):
         raise ValueError("bad prompt set\nmore detail")
     record = read_json_object(run / "jobs" / "eval.json")
     assert (record["state"], record["error"]) == ("failed", "ValueError: bad prompt set")
-    failure = [i for i, line in enumerate(record["log_tail"])
-               if "evaluation failed: ValueError: bad prompt set" in line]
+    failure = [
+        i
+        for i, line in enumerate(record["log_tail"])
+        if "evaluation failed: ValueError: bad prompt set" in line
+    ]
     assert failure and record["log_tail"][failure[0] + 1] == "Traceback (most recent call last):"
     assert record["log_tail"][-2:] == ["ValueError: bad prompt set", "more detail"]
 
@@ -274,7 +304,8 @@ def test_run_job_records_each_ending(tmp_path):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert read_json_object(run / "jobs" / "export.json")["error"] == (
         "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB "
-        "(the merge holds the base model in 16-bit: try a machine with more memory)")
+        "(the merge holds the base model in 16-bit: try a machine with more memory)"
+    )
 
 
 def test_a_stop_is_a_flag_that_stage_raises_and_a_second_signal_acts_as_before(tmp_path):
@@ -312,8 +343,9 @@ def test_training_state_lives_in_status_json_and_keeps_the_run_fields(tmp_path):
         raise RuntimeError("CUDA out of memory")
     status = read_json_object(run / "status.json")
     assert (status["state"], status["step"], status["created_at"]) == ("failed", 7, created)
-    assert status["error"] == ("RuntimeError: CUDA out of memory "
-                               "(try a smaller batch_size or max_seq_length, or load_in_4bit=true)")
+    assert status["error"] == (
+        "RuntimeError: CUDA out of memory (try a smaller batch_size or max_seq_length, or load_in_4bit=true)"
+    )
     assert "training failed: RuntimeError: CUDA out of memory" in (run / "train.log").read_text()
     assert not (run / "jobs" / "train.json").exists() and not (run / "jobs" / "train.log").exists()
 
@@ -372,8 +404,10 @@ def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, 
     finished = subprocess.run([sys.executable, "-c", "pass"])  # the earlier job, long gone
     write_json_atomic(run / "status.json", {**read_json_object(run / "status.json"), "state": "stopped"})
     (run / "jobs").mkdir()
-    write_json_atomic(run / "jobs" / "train.launch.json", {"pid": 2**22 - 1, "host": os.uname().nodename,
-                                                         "pid_start": None, "command": finished.args[0]})
+    write_json_atomic(
+        run / "jobs" / "train.launch.json",
+        {"pid": 2**22 - 1, "host": os.uname().nodename, "pid_start": None, "command": finished.args[0]},
+    )
     seen = []
     real_popen = subprocess.Popen
 
@@ -392,8 +426,9 @@ def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, 
     assert jobs.wait_for_job(run, "train", timeout_s=120).state == "completed"
 
 
-def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(runs_root, tiny_model, converter_dir, monkeypatch,
-                                                              trained_template):
+def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(
+    runs_root, tiny_model, converter_dir, monkeypatch, trained_template
+):
     """The Hub is a local fake (test_hub.FakeHub): the real one cannot be reached from tests."""
     from test_hub import TOKEN, FakeHub
 
@@ -404,10 +439,15 @@ def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(runs_root, tiny_mod
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.delenv("TRANSFORMERS_OFFLINE")
-        jobs.start_job(run, "export", ["--quant", "f16", "--push", "tester/pushme"], secrets={"HF_TOKEN": TOKEN})
+        jobs.start_job(
+            run, "export", ["--quant", "f16", "--push", "tester/pushme"], secrets={"HF_TOKEN": TOKEN}
+        )
         view = jobs.wait_for_job(run, "export", timeout_s=300)
     assert view.state == "completed", "\n".join(view.tail(40))
-    assert "gguf/pushme-f16.gguf" in hub.repos["tester/pushme"] or "pushme-f16.gguf" in hub.repos["tester/pushme"]
+    assert (
+        "gguf/pushme-f16.gguf" in hub.repos["tester/pushme"]
+        or "pushme-f16.gguf" in hub.repos["tester/pushme"]
+    )
     assert read_json_object(run / "export.json")["hub"]["repo_id"] == "tester/pushme"
     files = [path for path in run.rglob("*") if path.is_file()]
     assert run / "jobs" / "export.log" in files and run / "jobs" / "export.launch.json" in files

@@ -65,7 +65,9 @@ def test_the_model_counts_tokens_and_streams_progress():
     model = GgufModel(bundled_path())
     assert model.context == 4096 and 0 < model.count_tokens("The water cycle moves water.") < 20
     seen = []
-    result = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, on_token=seen.append)
+    result = model.chat(
+        [{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, on_token=seen.append
+    )
     assert result.text and result.tokens == len(seen) == seen[-1] <= 8
 
 
@@ -75,8 +77,7 @@ def test_one_model_per_process_replaced_only_when_idle(tmp_path):
     slot = ModelSlot()
     first = slot.get(bundled_path())
     assert slot.get(bundled_path()) is first  # loaded once
-    with first.lock:  # another session is generating
-        with pytest.raises(ModelError, match="another session is generating with SmolLM2"):
-            slot.get(copy)
+    with first.lock, pytest.raises(ModelError, match="another session is generating with SmolLM2"):
+        slot.get(copy)  # another session is generating
     second = slot.get(copy)
     assert second is not first and slot.model is second and second.path == copy

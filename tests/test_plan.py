@@ -11,16 +11,11 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from core.machine.devices import DeviceFacts, PlanError
 from core.train.backend_unsloth import from_pretrained_arguments, peft_arguments
 from core.train.backends import lora_arguments, named_template
 from core.train.config import PROJECTION_MODULES, parse_config
-from core.train.plan import (
-    DeviceFacts,
-    PlanError,
-    build_sft_config,
-    plan_training,
-    sft_arguments,
-)
+from core.train.plan import build_sft_config, plan_training, sft_arguments
 from core.train.presets import get_preset
 
 CPU = DeviceFacts(cuda=False)
@@ -45,7 +40,12 @@ def test_auto_picks_unsloth_on_a_gpu_with_unsloth_and_hf_otherwise():
 
 def test_gpu_plans_use_the_notebooks_optimizer_and_the_best_precision():
     t4 = plan_training(lab(), T4)
-    assert (t4.device, t4.optimizer, t4.precision, t4.gradient_checkpointing) == ("cuda", "adamw_8bit", "fp16", True)
+    assert (t4.device, t4.optimizer, t4.precision, t4.gradient_checkpointing) == (
+        "cuda",
+        "adamw_8bit",
+        "fp16",
+        True,
+    )
     assert plan_training(lab(), A100).precision == "bf16"
     assert plan_training(lab(optimizer="adamw_torch"), T4).optimizer == "adamw_torch"
 
@@ -57,8 +57,15 @@ def test_gpu_plans_use_the_notebooks_optimizer_and_the_best_precision():
         ({"load_in_4bit": False}, CPU, "is stored in 4-bit and loads only on a CUDA GPU"),
         ({"backend": "unsloth"}, CPU, "the unsloth backend needs a CUDA GPU"),
         ({"backend": "unsloth"}, T4_WITHOUT_UNSLOTH, "needs the unsloth package"),
-        ({"base_model": "meta-llama/Llama-3.2-1B-Instruct", "load_in_4bit": False, "optimizer": "adamw_8bit"},
-         CPU, "adamw_8bit needs a CUDA GPU"),
+        (
+            {
+                "base_model": "meta-llama/Llama-3.2-1B-Instruct",
+                "load_in_4bit": False,
+                "optimizer": "adamw_8bit",
+            },
+            CPU,
+            "adamw_8bit needs a CUDA GPU",
+        ),
         ({"chat_template": "llama-3.1", "backend": "hf"}, T4, "one of Unsloth's named templates"),
     ],
 )
@@ -74,20 +81,42 @@ def test_a_full_size_model_on_cpu_is_allowed_with_a_warning():
 
 def test_trainer_arguments_carry_the_config_and_the_plan(tmp_path: Path):
     config = lab(max_steps=50, save_steps=10, save_total_limit=None)
-    cpu_args = sft_arguments(parse_config(get_preset("cpu_smoke").config()), plan_training(
-        parse_config(get_preset("cpu_smoke").config()), CPU), tmp_path, progress_bar=False)
+    cpu_args = sft_arguments(
+        parse_config(get_preset("cpu_smoke").config()),
+        plan_training(parse_config(get_preset("cpu_smoke").config()), CPU),
+        tmp_path,
+        progress_bar=False,
+    )
     assert cpu_args["use_cpu"] and not cpu_args["bf16"] and not cpu_args["fp16"]
     assert not cpu_args["gradient_checkpointing"] and cpu_args["disable_tqdm"]
     gpu_args = sft_arguments(config, plan_training(config, T4), tmp_path, progress_bar=True)
     expected = {
-        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "warmup_steps": 5, "max_steps": 50,
-        "learning_rate": 2e-4, "weight_decay": 0.01, "lr_scheduler_type": "linear", "optim": "adamw_8bit",
-        "seed": 3407, "max_length": 1024, "packing": True, "save_steps": 10, "save_total_limit": None,
-        "fp16": True, "bf16": False, "use_cpu": False, "output_dir": str(tmp_path), "report_to": "none",
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 4,
+        "warmup_steps": 5,
+        "max_steps": 50,
+        "learning_rate": 2e-4,
+        "weight_decay": 0.01,
+        "lr_scheduler_type": "linear",
+        "optim": "adamw_8bit",
+        "seed": 3407,
+        "max_length": 1024,
+        "packing": True,
+        "save_steps": 10,
+        "save_total_limit": None,
+        "fp16": True,
+        "bf16": False,
+        "use_cpu": False,
+        "output_dir": str(tmp_path),
+        "report_to": "none",
     }
     assert {key: gpu_args[key] for key in expected} == expected
-    assert gpu_args["gradient_checkpointing"]  # Unsloth's trainer hands it to for_training(); off would undo it
-    hf_args = sft_arguments(lab(backend="hf"), plan_training(lab(backend="hf"), T4), tmp_path, progress_bar=True)
+    assert gpu_args[
+        "gradient_checkpointing"
+    ]  # Unsloth's trainer hands it to for_training(); off would undo it
+    hf_args = sft_arguments(
+        lab(backend="hf"), plan_training(lab(backend="hf"), T4), tmp_path, progress_bar=True
+    )
     assert hf_args["gradient_checkpointing"]
 
 
@@ -102,12 +131,20 @@ def test_trainer_arguments_are_accepted_by_the_installed_trl(tmp_path: Path):
 def test_unsloth_arguments_are_the_lab_notebooks():
     config = lab(lora_r=64, lora_alpha=64)
     assert from_pretrained_arguments(config) == {
-        "model_name": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit", "max_seq_length": 1024, "dtype": None,
+        "model_name": "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
+        "max_seq_length": 1024,
+        "dtype": None,
         "load_in_4bit": True,
     }
     assert peft_arguments(config) == {
-        "r": 64, "lora_alpha": 64, "lora_dropout": 0.0, "target_modules": list(PROJECTION_MODULES),
-        "use_rslora": False, "bias": "none", "use_gradient_checkpointing": "unsloth", "random_state": 3407,
+        "r": 64,
+        "lora_alpha": 64,
+        "lora_dropout": 0.0,
+        "target_modules": list(PROJECTION_MODULES),
+        "use_rslora": False,
+        "bias": "none",
+        "use_gradient_checkpointing": "unsloth",
+        "random_state": 3407,
         "loftq_config": None,
     }
     assert lora_arguments(lab(target_modules="all-linear"))["target_modules"] == "all-linear"
@@ -133,8 +170,12 @@ def test_a_t4_is_not_taken_for_a_bf16_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(name="Tesla T4", total_memory=15 * 1024**3))
-    from core.train.plan import detect_device
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda index: SimpleNamespace(name="Tesla T4", total_memory=15 * 1024**3),
+    )
+    from core.machine.devices import detect_device
 
     facts = detect_device()
     assert (facts.cuda, facts.bf16, facts.gpu_name, facts.gpu_memory_gb) == (True, False, "Tesla T4", 15.0)
@@ -142,7 +183,9 @@ def test_a_t4_is_not_taken_for_a_bf16_gpu(monkeypatch):
 
 
 def test_a_broken_unsloth_install_falls_back_to_hf_with_a_warning():
-    broken = DeviceFacts(cuda=True, gpu_name="Tesla T4", unsloth_installed=True, unsloth_error="ImportError: no triton")
+    broken = DeviceFacts(
+        cuda=True, gpu_name="Tesla T4", unsloth_installed=True, unsloth_error="ImportError: no triton"
+    )
     plan = plan_training(lab(), broken)
     assert plan.backend == "hf" and "unsloth does not import (ImportError: no triton)" in plan.warnings[0]
     with pytest.raises(PlanError, match="installed but does not import"):

@@ -9,12 +9,16 @@ from core.train.progress import format_duration, training_progress
 
 
 def events(steps: int, seconds_per_step: float, start_s: float = 0.0) -> list[dict]:
-    return [{"step": s, "loss": 8.0 - s / 10, "elapsed_s": start_s + s * seconds_per_step, "memory_gb": 0.5}
-            for s in range(1, steps + 1)]
+    return [
+        {"step": s, "loss": 8.0 - s / 10, "elapsed_s": start_s + s * seconds_per_step, "memory_gb": 0.5}
+        for s in range(1, steps + 1)
+    ]
 
 
 def test_eta_comes_from_the_recent_step_rate_while_running():
-    progress = training_progress({"step": 40, "max_steps": 100, "training_s": 20.0}, events(40, 0.5), running=True)
+    progress = training_progress(
+        {"step": 40, "max_steps": 100, "training_s": 20.0}, events(40, 0.5), running=True
+    )
     assert progress.seconds_per_step == pytest.approx(0.5)
     assert progress.eta_s == pytest.approx(30.0) and progress.elapsed_s == 20.0
     assert progress.fraction == 0.4 and progress.loss == pytest.approx(4.0)
@@ -35,17 +39,28 @@ def test_no_eta_when_not_running_or_unknown():
 
 
 def test_values_that_are_not_numbers_are_unknown():
-    odd = [{"loss": "high"}, {"step": 2, "loss": float("nan"), "memory_gb": "lots"}, {"step": "3", "elapsed_s": "x"}]
+    odd = [
+        {"loss": "high"},
+        {"step": 2, "loss": float("nan"), "memory_gb": "lots"},
+        {"step": "3", "elapsed_s": "x"},
+    ]
     progress = training_progress({"step": "x", "max_steps": "many", "training_s": "long"}, odd, running=True)
-    assert (progress.step, progress.max_steps, progress.loss, progress.memory_gb, progress.eta_s) == (0, None, None,
-                                                                                                      None, None)
+    assert (progress.step, progress.max_steps, progress.loss, progress.memory_gb, progress.eta_s) == (
+        0,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_durations_read_like_a_clock():
     assert [format_duration(s) for s in (None, 42, 185, 3720)] == ["–", "42s", "3m 05s", "1h 02m"]
 
 
-@pytest.mark.parametrize("preset, measured_gb", [("t1_baseline", 2.564), ("t2_model_centric", 2.955), ("t4_3b", 4.43)])
+@pytest.mark.parametrize(
+    "preset, measured_gb", [("t1_baseline", 2.564), ("t2_model_centric", 2.955), ("t4_3b", 4.43)]
+)
 def test_the_estimate_meets_the_labs_measurements(preset, measured_gb):
     estimate = estimate_memory(parse_config(get_preset(preset).config(), check_files=False))
     assert estimate.peak_gb == pytest.approx(measured_gb, abs=0.05)
@@ -54,8 +69,14 @@ def test_the_estimate_meets_the_labs_measurements(preset, measured_gb):
 def test_the_estimate_scales_with_tokens_and_precision_and_knows_its_limits():
     lab = parse_config(get_preset("t1_baseline").config(), check_files=False)
     double = parse_config({**get_preset("t1_baseline").config(), "batch_size": 4}, check_files=False)
-    full = parse_config({**get_preset("t1_baseline").config(), "load_in_4bit": False,
-                         "base_model": "meta-llama/Llama-3.2-1B-Instruct"}, check_files=False)
+    full = parse_config(
+        {
+            **get_preset("t1_baseline").config(),
+            "load_in_4bit": False,
+            "base_model": "meta-llama/Llama-3.2-1B-Instruct",
+        },
+        check_files=False,
+    )
     assert estimate_memory(double).training_gb == pytest.approx(2 * estimate_memory(lab).training_gb)
     assert estimate_memory(full).weights_gb > 2 * estimate_memory(lab).weights_gb
     assert estimate_memory(parse_config(get_preset("cpu_smoke").config(), check_files=False)) is None

@@ -80,7 +80,9 @@ def start_from_the_page(root, name: str, **changes) -> AppTest:
     """A queued run as the Train page creates it, started with the Run page's Start button."""
     create_run(root, name, smoke_config(**changes), status=initial_status("queued", changes.get("max_steps")))
     app = open_page(name)
-    assert heading(app) == f"### ⏳ queued · {name}" and "Queued but not started." in [i.value for i in app.info]
+    assert heading(app) == f"### ⏳ queued · {name}" and "Queued but not started." in [
+        i.value for i in app.info
+    ]
     button(app, "Start").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert job_view(root / name, "train").pid is not None
@@ -95,7 +97,9 @@ def test_the_page_shows_the_run_its_url_names(runs_root):
     assert app.selectbox(key="run_page_pick").value == "model_centric_1B_r64_10k_600steps"
     assert app.query_params == {"run": "model_centric_1B_r64_10k_600steps"}
     assert app.get("progress")[0].proto.text == "step 600/600"
-    assert links(app) == {"Compare": ("Compare", "runs=model_centric_1B_r64_10k_600steps")}  # imported: no Train link
+    assert links(app) == {
+        "Compare": ("Compare", "runs=model_centric_1B_r64_10k_600steps")
+    }  # imported: no Train link
     assert not [label for label in labels(app) if label.startswith(("Stop", "Resume", "Restart", "Start"))]
     assert "Delete…" in labels(app)
     assert [expander.label for expander in app.expander][-2:] == ["Config", "Metrics"]
@@ -103,7 +107,9 @@ def test_the_page_shows_the_run_its_url_names(runs_root):
 
 
 def test_a_shared_link_to_a_lab_run_works_in_a_new_runs_folder(runs_root):
-    app = open_page("baseline_1B_r16_10k_600steps")  # the first page this session opens: it seeds, as Home does
+    app = open_page(
+        "baseline_1B_r16_10k_600steps"
+    )  # the first page this session opens: it seeds, as Home does
     assert heading(app) == "### ✅ completed · baseline_1B_r16_10k_600steps"
 
 
@@ -139,7 +145,10 @@ def test_each_pick_writes_its_run_to_the_url(runs_root):
 def test_a_trained_runs_page_links_to_a_new_run_from_its_config_and_to_compare(root):
     create_run(root, "mine", smoke_config(), status=initial_status("stopped", 30))
     app = open_page("mine")
-    assert links(app) == {"New run from this config": ("Train", "from=mine"), "Compare": ("Compare", "runs=mine")}
+    assert links(app) == {
+        "New run from this config": ("Train", "from=mine"),
+        "Compare": ("Compare", "runs=mine"),
+    }
 
 
 def test_stop_ends_a_running_job_stopped_and_resume_continues_it(root, tiny_model):
@@ -198,26 +207,52 @@ def test_deleting_a_run_opens_the_next_one(root):
 
 
 def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_model):
-    done = run_core("train", "evalme", "--preset", "cpu_smoke", "--set", "max_steps=4", "--set", "warmup_steps=0",
-                    runs_root=runs_root)
+    done = run_core(
+        "train",
+        "evalme",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "max_steps=4",
+        "--set",
+        "warmup_steps=0",
+        runs_root=runs_root,
+    )
     assert done.returncode == 0, done.stderr
     app = open_page("evalme")
-    assert [m.value for m in app.markdown if m.value.startswith("####")] == ["#### Evaluate", "#### Export to GGUF"]
+    assert [m.value for m in app.markdown if m.value.startswith("####")] == [
+        "#### Evaluate",
+        "#### Export to GGUF",
+    ]
     app.number_input(key="eval_max_new_tokens").set_value(8).run()
     button(app, "Evaluate").click().run()
     assert not app.error, [e.value for e in app.error]
-    rerun_until(app, lambda a: read_json_object(runs_root / "evalme" / "jobs" / "eval.json")["state"] == "completed")
+    rerun_until(
+        app, lambda a: read_json_object(runs_root / "evalme" / "jobs" / "eval.json")["state"] == "completed"
+    )
     app.run()
     table = app.dataframe[-1].value
     assert list(table["Variant"]) == ["adapter"] and table["Passed all checks"][0].endswith("/10")
     assert any(c.value.startswith("Last evaluation: ✅ completed") for c in app.caption)
-    rows = [json.loads(line) for line in (runs_root / "evalme" / "eval" / "adapter.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (runs_root / "evalme" / "eval" / "adapter.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 10 and all(row["max_new_tokens"] == 8 for row in rows)
 
 
 def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_model, monkeypatch):
-    done = run_core("train", "exportme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
-                    runs_root=runs_root)
+    done = run_core(
+        "train",
+        "exportme",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "warmup_steps=0",
+        runs_root=runs_root,
+    )
     assert done.returncode == 0, done.stderr
     monkeypatch.delenv("HF_TOKEN", raising=False)
     app = open_page("exportme")
@@ -230,16 +265,29 @@ def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_
     assert not (runs_root / "exportme" / "jobs" / "export.json").exists()
 
 
-def test_a_completed_run_is_exported_from_its_page_as_a_job(runs_root, tiny_model, converter_dir, monkeypatch):
+def test_a_completed_run_is_exported_from_its_page_as_a_job(
+    runs_root, tiny_model, converter_dir, monkeypatch
+):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(converter_dir))
-    done = run_core("train", "shipme", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
-                    runs_root=runs_root)
+    done = run_core(
+        "train",
+        "shipme",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "warmup_steps=0",
+        runs_root=runs_root,
+    )
     assert done.returncode == 0, done.stderr
     app = open_page("shipme")
     app.multiselect(key="export_quants").set_value(["f16"]).run()
     button(app, "Export").click().run()
     assert not app.error, [e.value for e in app.error]
-    rerun_until(app, lambda a: read_json_object(runs_root / "shipme" / "jobs" / "export.json")["state"] == "completed")
+    rerun_until(
+        app, lambda a: read_json_object(runs_root / "shipme" / "jobs" / "export.json")["state"] == "completed"
+    )
     app.run()
     files = app.dataframe[-1].value
     assert list(files["File"]) == ["gguf/shipme-f16.gguf"] and files["Verification"][0].startswith("verified")
@@ -250,10 +298,16 @@ def test_a_completed_run_is_exported_from_its_page_as_a_job(runs_root, tiny_mode
 
 
 def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_deleted(root):
-    odd = create_run(root, "odd", smoke_config(), status={**initial_status("stopped"), "step": "x",
-                                                          "max_steps": "many", "training_s": "long"})
-    (odd / "events.jsonl").write_text('{"loss": "high"}\n{"step": 2, "loss": "nan", "memory_gb": "lots"}\n'
-                                      '{"step": 3, "loss": 6.5, "elapsed_s": 1.5}\n{"torn')
+    odd = create_run(
+        root,
+        "odd",
+        smoke_config(),
+        status={**initial_status("stopped"), "step": "x", "max_steps": "many", "training_s": "long"},
+    )
+    (odd / "events.jsonl").write_text(
+        '{"loss": "high"}\n{"step": 2, "loss": "nan", "memory_gb": "lots"}\n'
+        '{"step": 3, "loss": 6.5, "elapsed_s": 1.5}\n{"torn'
+    )
     broken = create_run(root, "broken", smoke_config())
     (broken / "status.json").write_text("{not json")
     app = open_page("odd")
@@ -268,7 +322,16 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
 
 
 def test_a_completed_runs_page_imports_no_training_or_inference_library(runs_root, tiny_model):
-    done = run_core("train", "light", "--preset", "cpu_smoke", "--set", "max_steps=2", "--set", "warmup_steps=0",
-                    runs_root=runs_root)
+    done = run_core(
+        "train",
+        "light",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "warmup_steps=0",
+        runs_root=runs_root,
+    )
     assert done.returncode == 0, done.stderr
     assert heavy_modules_after_rendering(RUN, {"run": "light"}) == []

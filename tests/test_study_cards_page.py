@@ -59,10 +59,14 @@ def test_generate_offers_csv_and_apkg_and_regenerates_one_card(runs_root):
 
 def test_notes_too_long_for_the_model_say_how_much_fits(runs_root):
     app = open_page()
-    next(box for box in app.selectbox if box.label == "Model").select("SmolLM2-135M-Instruct (bundled, offline)").run()
+    next(box for box in app.selectbox if box.label == "Model").select(
+        "SmolLM2-135M-Instruct (bundled, offline)"
+    ).run()
     app.text_area[0].input("Cells are the basic unit of life. " * 500)
     app.button[0].click().run()
     assert not app.exception, app.exception
     errors = [e.value for e in app.error]
-    assert len(errors) == 1 and errors[0].startswith("Notes: the notes take") and "tokens but only" in errors[0]
+    assert (
+        len(errors) == 1 and errors[0].startswith("Notes: the notes take") and "tokens but only" in errors[0]
+    )
     assert "cards" not in app.session_state

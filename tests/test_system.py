@@ -4,8 +4,9 @@ import os
 import stat
 
 from core.export.converter import CONVERTER_SCRIPT, find_converter
+from core.machine.devices import detect_gpus
 from core.machine.installed import package_version
-from core.machine.system import detect_gpus, system_report
+from core.machine.system import system_report
 
 
 def test_dev_environment_has_the_training_stack(runs_root):

@@ -35,7 +35,10 @@ def run_folders(root: Path) -> list[str]:
         (["--preset", "cpu_smoke", "--set", "lora_r=0"], "lora_r: must be from 1 to 1024 (got 0)"),
         (["--preset", "cpu_smoke", "--set", "lora_r"], "lora_r: must look like key=value"),
         (["--preset", "t1_baseline"], "load_in_4bit needs a CUDA GPU and there is none here"),
-        (["--preset", "cpu_smoke", "--set", "dataset=nowhere/data.jsonl"], "dataset: no such file: nowhere/data.jsonl"),
+        (
+            ["--preset", "cpu_smoke", "--set", "dataset=nowhere/data.jsonl"],
+            "dataset: no such file: nowhere/data.jsonl",
+        ),
         (["--preset", "cpu_smoke", "--resume"], "--resume continues with the run's own config"),
         (["--set", "lora_r=8"], "--set changes a preset or a config file"),
         ([], "no run named new_run in"),
@@ -58,15 +61,27 @@ def test_bad_names_config_files_and_datasets_create_nothing(capsys, runs_root, t
     code, _, err = command(capsys, runs_root, "train", "r", "--config", str(tmp_path / "list.json"))
     assert code == 1 and "must hold a JSON object of config fields" in err
     useless = write_conversations(tmp_path / "useless.jsonl", [[("human", "Hi")], [("robot", "beep")]])
-    code, _, err = command(capsys, runs_root, "train", "r", "--preset", "cpu_smoke", "--set", f"dataset={useless}")
-    assert code == 1 and "no usable conversations" in err and "no assistant turn: 1" in err and "unknown role: 1" in err
+    code, _, err = command(
+        capsys, runs_root, "train", "r", "--preset", "cpu_smoke", "--set", f"dataset={useless}"
+    )
+    assert (
+        code == 1
+        and "no usable conversations" in err
+        and "no assistant turn: 1" in err
+        and "unknown role: 1" in err
+    )
     assert run_folders(runs_root) == []
 
 
 def test_runs_that_cannot_be_trained_now_are_left_as_they_are(capsys, runs_root):
     config = {"base_model": "tiny-llama", "dataset": "data/sample_sharegpt.jsonl", "load_in_4bit": False}
     create_run(runs_root, "done", config, status={**initial_status("completed", 60)})
-    create_run(runs_root, "imported", {**config, "imported_from": "experiments_log.csv"}, status=initial_status("completed"))
+    create_run(
+        runs_root,
+        "imported",
+        {**config, "imported_from": "experiments_log.csv"},
+        status=initial_status("completed"),
+    )
     create_run(runs_root, "stopped", config, status=initial_status("stopped", 60))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -92,8 +107,19 @@ def test_runs_that_cannot_be_trained_now_are_left_as_they_are(capsys, runs_root)
 
 
 def test_dry_run_prints_config_plan_and_command_and_creates_nothing(capsys, runs_root):
-    code, out, err = command(capsys, runs_root, "train", "try", "--preset", "cpu_smoke", "--set", "lora_r=32",
-                             "--set", "packing=false", "--dry-run")
+    code, out, err = command(
+        capsys,
+        runs_root,
+        "train",
+        "try",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "lora_r=32",
+        "--set",
+        "packing=false",
+        "--dry-run",
+    )
     assert code == 0, err
     printed = json.loads(out)
     assert printed["config"]["lora_r"] == 32 and printed["config"]["packing"] is False
@@ -123,7 +149,6 @@ def test_presets_lists_every_preset_and_its_settings(capsys, runs_root):
     printed = json.loads(out)
     assert printed["t4_3b"]["config"]["base_model"] == "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"
     assert printed["cpu_smoke"]["config"]["load_in_4bit"] is False
-
 
 
 def test_a_run_another_process_trains_is_not_trained_twice(capsys, runs_root):

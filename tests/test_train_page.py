@@ -63,7 +63,9 @@ def button(app: AppTest, label: str):
 def follow(app: AppTest, label: str) -> AppTest:
     """Click the page link `label` as the browser does: its page, with its query as the URL's."""
     link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
-    page = next(path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page)
+    page = next(
+        path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page
+    )
     app.query_params = dict(parse_qsl(link.query_string))
     app.switch_page(f"pages/{page.name}")
     return rerun(app)
@@ -71,6 +73,7 @@ def follow(app: AppTest, label: str) -> AppTest:
 
 def error_under(app: AppTest, key: str) -> str | None:
     """The error shown right under the widget with `key` (the next element in its column), if any."""
+
     def search(block):
         children = [block.children[index] for index in sorted(block.children)]
         for position, child in enumerate(children):
@@ -112,7 +115,10 @@ def test_a_preset_fills_the_form_and_shows_what_will_run(root):
     assert (widget(app, "base_model"), widget(app, "lora_r"), widget(app, "lora_alpha")) == (LAB_1B, 64, 64)
     assert widget(app, "split") == "train[:10000]" and widget(app, "max_steps") == 600
     assert app.text_input(key="train_run_name").value == "model_centric_1B_r64_10k_600steps"
-    assert "python -m core train model_centric_1B_r64_10k_600steps --preset t2_model_centric" in app.code[0].value
+    assert (
+        "python -m core train model_centric_1B_r64_10k_600steps --preset t2_model_centric"
+        in app.code[0].value
+    )
     assert any("cannot run here" in w.value and "load_in_4bit" in w.value for w in app.warning)
     estimate = next(m for m in app.metric if m.label.startswith("Peak GPU memory"))
     assert estimate.value == "≈ 3.0 GB"  # the lab measured 2.96 GB for this run on a T4
@@ -138,11 +144,14 @@ def test_invalid_input_shows_errors_next_to_fields_and_creates_nothing(root):
     assert app.title[0].value == "Train" and created(root) == []
 
 
-@pytest.mark.parametrize("field, value, problem", [
-    ("lora_r", 0, "must be from 1 to 1024 (got 0)"),
-    ("max_steps", 999999999, "must be from 1 to 1000000 (got 999999999)"),
-    ("learning_rate", 0.0, "must be above 0 to 1 (got 0)"),
-])
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("lora_r", 0, "must be from 1 to 1024 (got 0)"),
+        ("max_steps", 999999999, "must be from 1 to 1000000 (got 999999999)"),
+        ("learning_rate", 0.0, "must be above 0 to 1 (got 0)"),
+    ],
+)
 def test_out_of_range_numbers_are_refused_under_their_field_and_nothing_starts(root, field, value, problem):
     """The number fields take whatever is typed: the app's own check refuses it, under the field."""
     app = open_page()
@@ -173,7 +182,9 @@ def test_start_runs_the_job_and_opens_the_new_runs_page_which_follows_it_to_comp
     assert heading(app).endswith(f" · {name}") and app.selectbox(key="run_page_pick").value == name
     assert created(root) == [name] and job_view(root / name, "train").pid is not None
 
-    app.switch_page(RUN)  # AppTest reruns the page it was last switched to; the browser shows the Run page now
+    app.switch_page(
+        RUN
+    )  # AppTest reruns the page it was last switched to; the browser shows the Run page now
     rerun_until(app, lambda a: "completed" in heading(a))
     assert heading(app) == f"### ✅ completed · {name}"
     assert re.fullmatch(r"step 12/12 · \d+\.\d\d s/step", app.get("progress")[0].proto.text)
@@ -187,14 +198,22 @@ def test_start_runs_the_job_and_opens_the_new_runs_page_which_follows_it_to_comp
 
 
 def test_the_form_opened_from_a_runs_page_holds_that_runs_settings(root):
-    create_run(root, "t2_try", {**get_preset("t2_model_centric").config(), "lora_r": 128, "note": "wider"},
-               status=initial_status("completed", 600))
+    create_run(
+        root,
+        "t2_try",
+        {**get_preset("t2_model_centric").config(), "lora_r": 128, "note": "wider"},
+        status=initial_status("completed", 600),
+    )
     app = app_at(RUN, {"run": "t2_try"})
     rerun(app)
     follow(app, "New run from this config")
     assert app.title[0].value == "Train" and app.query_params == {"from": "t2_try"}
     assert app.selectbox(key="train_preset").value == "t2_model_centric"
-    assert (widget(app, "lora_r"), widget(app, "note"), widget(app, "split")) == (128, "wider", "train[:10000]")
+    assert (widget(app, "lora_r"), widget(app, "note"), widget(app, "split")) == (
+        128,
+        "wider",
+        "train[:10000]",
+    )
     assert app.text_input(key="train_run_name").value == "model_centric_1B_r128_10k_600steps"
     assert "--preset t2_model_centric --set lora_r=128 --set note=wider" in app.code[0].value
 
@@ -206,7 +225,9 @@ def test_the_form_opened_from_a_runs_page_holds_that_runs_settings(root):
 def test_a_from_run_that_does_not_exist_is_said_and_the_preset_is_used(root):
     app = open_page({"from": "gone"})
     assert any("Cannot start from run 'gone'" in w.value for w in app.warning)
-    assert app.selectbox(key="train_preset").value == "cpu_smoke" and widget(app, "base_model") == "tiny-llama"
+    assert (
+        app.selectbox(key="train_preset").value == "cpu_smoke" and widget(app, "base_model") == "tiny-llama"
+    )
 
 
 def test_the_form_survives_a_look_at_a_run(root):
@@ -228,12 +249,17 @@ def test_the_form_survives_a_look_at_a_run(root):
 def test_the_queue_lists_queued_and_running_jobs_with_links_to_their_pages(root):
     create_run(root, "done", get_preset("cpu_smoke").config(), status=initial_status("completed", 30))
     create_run(root, "waiting", get_preset("cpu_smoke").config(), status=initial_status("queued", 30))
-    create_run(root, "busy", get_preset("cpu_smoke").config(), status={**initial_status("running", 30), "step": 7})
+    create_run(
+        root, "busy", get_preset("cpu_smoke").config(), status={**initial_status("running", 30), "step": 7}
+    )
     app = open_page()
     assert "Queue (2)" in [header.value for header in app.subheader]
     links = {link.proto.label: link.proto for link in app.get("page_link")}
     assert set(links) == {"⏳ queued · waiting · step 0/30", "🔄 running · busy · step 7/30"}
-    assert {(link.page, link.query_string) for link in links.values()} == {("Run", "run=waiting"), ("Run", "run=busy")}
+    assert {(link.page, link.query_string) for link in links.values()} == {
+        ("Run", "run=waiting"),
+        ("Run", "run=busy"),
+    }
     follow(app, "⏳ queued · waiting · step 0/30")
     assert heading(app) == "### ⏳ queued · waiting"
     assert "Queued but not started." in [info.value for info in app.info]
@@ -248,6 +274,8 @@ def test_an_empty_queue_says_so(root):
 
 
 def test_the_page_imports_no_training_or_inference_library(root):
-    create_run(root, "t2_try", get_preset("t2_model_centric").config(), status=initial_status("completed", 600))
+    create_run(
+        root, "t2_try", get_preset("t2_model_centric").config(), status=initial_status("completed", 600)
+    )
     assert heavy_modules_after_rendering(TRAIN) == []
     assert heavy_modules_after_rendering(TRAIN, {"from": "t2_try"}) == []

@@ -34,7 +34,10 @@ def status_of(run: Path) -> dict:
 def start_training(runs_root: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "core", "--runs-dir", str(runs_root), "train", *args],
-        cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -51,13 +54,23 @@ def step_reached(run: Path, step: int):
             return status_of(run).get("step", 0) >= step
         except Exception:  # not written yet
             return False
+
     return reached
 
 
-def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(runs_root, tiny_model, memorize_data, tmp_path):
-    config = {**get_preset("cpu_smoke").config(), "dataset": str(memorize_data), "max_steps": 20,
-              "learning_rate": 1e-2, "save_steps": 10, "batch_size": 2, "gradient_accumulation_steps": 1,
-              "warmup_steps": 0}
+def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(
+    runs_root, tiny_model, memorize_data, tmp_path
+):
+    config = {
+        **get_preset("cpu_smoke").config(),
+        "dataset": str(memorize_data),
+        "max_steps": 20,
+        "learning_rate": 1e-2,
+        "save_steps": 10,
+        "batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 0,
+    }
     (tmp_path / "memorize.json").write_text(json.dumps(config))
     done = run_core("train", "memorize", "--config", str(tmp_path / "memorize.json"), runs_root=runs_root)
     assert done.returncode == 0, done.stderr
@@ -68,7 +81,12 @@ def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(runs_root, 
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses  # memorized, not just "changed"
 
     status = status_of(run)
-    assert (status["state"], status["step"], status["max_steps"], status["error"]) == ("completed", 20, 20, None)
+    assert (status["state"], status["step"], status["max_steps"], status["error"]) == (
+        "completed",
+        20,
+        20,
+        None,
+    )
     assert status["ended_at"] and status["started_at"] and status["resumes"] == 0
     metrics = read_json_object(run / "metrics.json")
     assert metrics["train_loss"] == pytest.approx(metrics["trainer_train_loss"], rel=1e-6)
@@ -83,13 +101,31 @@ def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(runs_root, 
     adapter = run / "adapter"
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     assert (adapter_config["r"], adapter_config["lora_alpha"]) == (16, 16)
-    assert set(adapter_config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(adapter_config["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
     assert "<|start_header_id|>" in (adapter / "chat_template.jinja").read_text()
     assert latest_checkpoint(run).name == "checkpoint-20"
     log = (run / "train.log").read_text()
-    for stage in ("plan: backend hf on cpu", "loading data:", "loading model: tiny-llama", "data: ", "6 of 6 rows used",
-                  "training: 20 steps", "step 20/20 loss", "checkpoint saved at step 10", "saving the adapter", "completed: loss"):
+    for stage in (
+        "plan: backend hf on cpu",
+        "loading data:",
+        "loading model: tiny-llama",
+        "data: ",
+        "6 of 6 rows used",
+        "training: 20 steps",
+        "step 20/20 loss",
+        "checkpoint saved at step 10",
+        "saving the adapter",
+        "completed: loss",
+    ):
         assert stage in log, stage
 
 
@@ -134,27 +170,53 @@ def test_stop_and_crash_then_resume_give_the_losses_of_an_uninterrupted_run(runs
         metrics = read_json_object(runs_root / name / "metrics.json")
         assert metrics["resumed"] and metrics["steps"] == 24
         assert metrics["train_runtime_s"] > spent[name] > 0  # time before the stop or crash still counts
-        assert metrics["train_loss"] == pytest.approx(read_json_object(runs_root / "reference" / "metrics.json")["train_loss"])
-    assert f"resuming from {runs_root / 'killed' / 'checkpoints' / kill_checkpoint}" in (killed / "train.log").read_text()
+        assert metrics["train_loss"] == pytest.approx(
+            read_json_object(runs_root / "reference" / "metrics.json")["train_loss"]
+        )
+    assert (
+        f"resuming from {runs_root / 'killed' / 'checkpoints' / kill_checkpoint}"
+        in (killed / "train.log").read_text()
+    )
 
 
 def test_a_failure_ends_the_run_failed_with_its_reason_and_log_tail(runs_root, tiny_model):
-    create_run(runs_root, "offline", {"base_model": "tiny-llama", "dataset": "someone/not-here", "split": "train[:10]",
-                                      "load_in_4bit": False, "backend": "hf"}, status=initial_status("queued", 60))
+    create_run(
+        runs_root,
+        "offline",
+        {
+            "base_model": "tiny-llama",
+            "dataset": "someone/not-here",
+            "split": "train[:10]",
+            "load_in_4bit": False,
+            "backend": "hf",
+        },
+        status=initial_status("queued", 60),
+    )
     done = run_core("train", "offline", runs_root=runs_root)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("error: training offline failed: DataError: cannot load someone/not-here")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: training offline failed: DataError: cannot load someone/not-here")
+    )
     status = status_of(runs_root / "offline")
-    assert status["state"] == "failed" and status["error"].startswith("DataError: cannot load someone/not-here")
+    assert status["state"] == "failed" and status["error"].startswith(
+        "DataError: cannot load someone/not-here"
+    )
     assert status["ended_at"] and any("training failed" in line for line in status["log_tail"])
-    assert not (runs_root / "offline" / "metrics.json").exists() and not (runs_root / "offline" / "adapter").exists()
+    assert (
+        not (runs_root / "offline" / "metrics.json").exists()
+        and not (runs_root / "offline" / "adapter").exists()
+    )
 
 
 def test_the_cpu_smoke_preset_as_shipped_trains_and_its_loss_falls(runs_root, tiny_model):
     done = run_core("train", "smoke", "--preset", "cpu_smoke", runs_root=runs_root)
     assert done.returncode == 0, done.stderr
     run = runs_root / "smoke"
-    assert read_json_object(run / "config.json")["dataset"] == "data/sample_sharegpt.jsonl"  # moves with the project
+    assert (
+        read_json_object(run / "config.json")["dataset"] == "data/sample_sharegpt.jsonl"
+    )  # moves with the project
     losses = [loss for _, loss in events_of(run)]
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < losses[0] - 0.3, losses
     metrics = read_json_object(run / "metrics.json")
@@ -162,8 +224,18 @@ def test_the_cpu_smoke_preset_as_shipped_trains_and_its_loss_falls(runs_root, ti
 
 
 def test_a_last_partial_logging_interval_is_logged_and_weighted(runs_root, tiny_model):
-    done = run_core("train", "sparse", "--preset", "cpu_smoke", "--set", "max_steps=12", "--set", "logging_steps=5",
-                    *SHORT, runs_root=runs_root)
+    done = run_core(
+        "train",
+        "sparse",
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        "max_steps=12",
+        "--set",
+        "logging_steps=5",
+        *SHORT,
+        runs_root=runs_root,
+    )
     assert done.returncode == 0, done.stderr
     assert [step for step, _ in events_of(runs_root / "sparse")] == [5, 10, 12]
     metrics = read_json_object(runs_root / "sparse" / "metrics.json")

@@ -17,8 +17,14 @@ RATINGS = (None, 1, 2, 3, 4, 5)
 def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
     """Form callback: store the rating and note the person entered for `answer` (before the page reruns)."""
     try:
-        save_rating(run_path, column.variant, prompt_id, st.session_state[f"{key}:rating"],
-                             st.session_state[f"{key}:note"], answer=answer)
+        save_rating(
+            run_path,
+            column.variant,
+            prompt_id,
+            st.session_state[f"{key}:rating"],
+            st.session_state[f"{key}:note"],
+            answer=answer,
+        )
     except (OSError, ValueError) as exc:
         st.session_state["rating_problem"] = f"The rating for {column.label} was not saved: {describe(exc)}"
     else:
@@ -31,19 +37,33 @@ def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | Non
     if cell is None:
         st.caption("No answer to this prompt.")
         return
-    st.markdown("  \n".join(
-        f"{'✅' if check.get('passed') else '❌'} {check.get('name')}: {check.get('detail', '')}"
-        for check in cell.checks
-    ) or "no checks")
+    st.markdown(
+        "  \n".join(
+            f"{'✅' if check.get('passed') else '❌'} {check.get('name')}: {check.get('detail', '')}"
+            for check in cell.checks
+        )
+        or "no checks"
+    )
     st.code(cell.answer, language=None, wrap_lines=True)
     latency = f"{cell.latency_s:.2f} s" if cell.latency_s is not None else "latency unknown"
     tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""
     st.caption(latency + tokens)
     # The answer's hash in the key: a new answer gets fresh widgets, not the old answer's rating.
-    key = f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}|{answer_sha256(cell.answer)}"
+    key = (
+        f"rating|{column.run}|{column.variant}|{row.prompt_set}|{row.prompt_id}|{answer_sha256(cell.answer)}"
+    )
     with st.form(key, border=False):
-        st.selectbox("Rating", RATINGS, index=RATINGS.index(cell.rating), key=f"{key}:rating",
-                     format_func=lambda value: "not rated" if value is None else "★" * value)
+        st.selectbox(
+            "Rating",
+            RATINGS,
+            index=RATINGS.index(cell.rating),
+            key=f"{key}:rating",
+            format_func=lambda value: "not rated" if value is None else "★" * value,
+        )
         st.text_input("Note", value=cell.note, key=f"{key}:note")
-        st.form_submit_button("Save rating", key=f"{key}:save", on_click=store_rating,
-                              args=(run_path, column, row.prompt_id, cell.answer, key))
+        st.form_submit_button(
+            "Save rating",
+            key=f"{key}:save",
+            on_click=store_rating,
+            args=(run_path, column, row.prompt_id, cell.answer, key),
+        )

@@ -25,35 +25,50 @@ from ui.labels import shown
 
 def eval_summary_frame(results: dict[str, list[dict]]) -> pd.DataFrame:
     """One row per evaluated variant: its prompt set, passes, latency and date."""
-    return pd.DataFrame([{
-        "Variant": variant_label(name),
-        "Prompt set": shown(rows[0].get("prompt_set")),
-        "Passed all checks": "{}/{}".format(*pass_count(rows)),
-        "Mean latency (s)": round(sum(row.get("latency_s") or 0 for row in rows) / len(rows), 2),
-        "Evaluated": shown(rows[0].get("created_at")),
-    } for name, rows in results.items() if rows])
+    return pd.DataFrame(
+        [
+            {
+                "Variant": variant_label(name),
+                "Prompt set": shown(rows[0].get("prompt_set")),
+                "Passed all checks": "{}/{}".format(*pass_count(rows)),
+                "Mean latency (s)": round(sum(row.get("latency_s") or 0 for row in rows) / len(rows), 2),
+                "Evaluated": shown(rows[0].get("created_at")),
+            }
+            for name, rows in results.items()
+            if rows
+        ]
+    )
 
 
 def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
     """Start an evaluation, follow it, list the results, add a prompt set."""
     st.markdown("#### Evaluate")
-    st.caption("Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**.")
+    st.caption(
+        "Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**."
+    )
     view = job_panel(path, "eval", "Evaluation")
     ggufs = sorted((path / GGUF_DIR).glob("*.gguf")) if (path / GGUF_DIR).is_dir() else []
     variants = [*(["adapter", "base"] if models_here else []), *(f"gguf:{gguf.name}" for gguf in ggufs)]
     if not models_here:
-        st.info("The adapter and the base model need the training stack (torch, transformers, peft), which this "
-                "installation lacks; exported GGUF files can be evaluated here.")
+        st.info(
+            "The adapter and the base model need the training stack (torch, transformers, peft), which this "
+            "installation lacks; exported GGUF files can be evaluated here."
+        )
     if variants:
         sets = list_prompt_sets(root)
         columns = st.columns(3)
-        variant = columns[0].selectbox("Answer with", variants, key="eval_variant",
-                                       help="the run's adapter on its base model, the base model alone, or an "
-                                       "exported GGUF")
-        prompt_set = columns[1].selectbox("Prompt set", [entry.name for entry in sets if entry.prompt_set],
-                                          key="eval_prompt_set")
-        max_new_tokens = columns[2].number_input("Max new tokens", 1, MAX_NEW_TOKENS_LIMIT, DEFAULT_MAX_NEW_TOKENS,
-                                                 key="eval_max_new_tokens")
+        variant = columns[0].selectbox(
+            "Answer with",
+            variants,
+            key="eval_variant",
+            help="the run's adapter on its base model, the base model alone, or an exported GGUF",
+        )
+        prompt_set = columns[1].selectbox(
+            "Prompt set", [entry.name for entry in sets if entry.prompt_set], key="eval_prompt_set"
+        )
+        max_new_tokens = columns[2].number_input(
+            "Max new tokens", 1, MAX_NEW_TOKENS_LIMIT, DEFAULT_MAX_NEW_TOKENS, key="eval_max_new_tokens"
+        )
         for entry in sets:
             if entry.problem:
                 st.warning(f"Prompt set {entry.name} cannot be used: {entry.problem}")
@@ -63,13 +78,27 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
             except (EvalError, PromptSetError) as exc:
                 st.error(str(exc))
             else:
-                act(lambda: start_job(path, "eval", ["--variant", variant, "--prompts", prompt_set,
-                                                     "--max-new-tokens", str(int(max_new_tokens))]))
+                act(
+                    lambda: start_job(
+                        path,
+                        "eval",
+                        [
+                            "--variant",
+                            variant,
+                            "--prompts",
+                            prompt_set,
+                            "--max-new-tokens",
+                            str(int(max_new_tokens)),
+                        ],
+                    )
+                )
     results = load_eval_results(path)
     if results:
         st.dataframe(eval_summary_frame(results), hide_index=True)
     with st.expander("Add a prompt set"):
-        st.caption("JSON in the schema of data/eval_prompts.json: a name, a title and prompts with their checks.")
+        st.caption(
+            "JSON in the schema of data/eval_prompts.json: a name, a title and prompts with their checks."
+        )
         upload = st.file_uploader("Prompt set (.json)", type=["json"], key="eval_upload")
         set_name = st.text_input("Save as", key="eval_set_name", placeholder="my_prompts")
         if st.button("Save prompt set", key="eval_save_set") and upload is not None:

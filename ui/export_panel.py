@@ -28,27 +28,44 @@ from ui.secrets import app_secrets
 
 def export_files_frame(export: dict) -> pd.DataFrame:
     """One row per exported GGUF file: type, size, hash prefix and verification verdict."""
-    return pd.DataFrame([{
-        "File": entry.get("file"), "Type": entry.get("quant"),
-        "Size (MB)": round((entry.get("size") or 0) / 1e6, 2), "sha256": str(entry.get("sha256", ""))[:12],
-        "Verification": file_verdict(entry.get("verification") or {}),
-    } for entry in export.get("files", [])])
+    return pd.DataFrame(
+        [
+            {
+                "File": entry.get("file"),
+                "Type": entry.get("quant"),
+                "Size (MB)": round((entry.get("size") or 0) / 1e6, 2),
+                "sha256": str(entry.get("sha256", ""))[:12],
+                "Verification": file_verdict(entry.get("verification") or {}),
+            }
+            for entry in export.get("files", [])
+        ]
+    )
 
 
 def export_panel(path: Path, models_here: Capability) -> None:
     """Start an export, follow it, list its files, delete merged/."""
     st.markdown("#### Export to GGUF")
-    st.caption("Merge the adapter into the base model in 16-bit, convert with llama.cpp, verify every file "
-               "against the merged model, and optionally push to the Hugging Face Hub.")
+    st.caption(
+        "Merge the adapter into the base model in 16-bit, convert with llama.cpp, verify every file "
+        "against the merged model, and optionally push to the Hugging Face Hub."
+    )
     view = job_panel(path, "export", "Export")
     if not models_here.available:
-        st.info(f"Exporting needs the training stack here ({models_here.detail}). Run "
-                f"`python -m core export {path.name}` where it is installed.")
+        st.info(
+            f"Exporting needs the training stack here ({models_here.detail}). Run "
+            f"`python -m core export {path.name}` where it is installed."
+        )
     columns = st.columns([2, 2, 1])
-    quants = columns[0].multiselect("GGUF types", QUANTS, default=list(DEFAULT_QUANTS), key="export_quants",
-                                    help="q8_0 is what the lab shipped; k-quants are made from f16 by llama.cpp's "
-                                    "quantizer")
-    repo = columns[1].text_input("Push to Hub repo (optional)", key="export_repo", placeholder="your-user/my-model")
+    quants = columns[0].multiselect(
+        "GGUF types",
+        QUANTS,
+        default=list(DEFAULT_QUANTS),
+        key="export_quants",
+        help="q8_0 is what the lab shipped; k-quants are made from f16 by llama.cpp's quantizer",
+    )
+    repo = columns[1].text_input(
+        "Push to Hub repo (optional)", key="export_repo", placeholder="your-user/my-model"
+    )
     delete_after = columns[2].checkbox("Delete merged/ after", key="export_delete_merged")
     if st.button("Export", disabled=view.active or not models_here.available, key="export_start"):
         try:
@@ -61,15 +78,25 @@ def export_panel(path: Path, models_here: Capability) -> None:
         except (ExportError, InferenceError, HubError) as exc:
             st.error(str(exc))
         else:
-            act(lambda: start_job(path, "export", arguments + (["--delete-merged"] if delete_after else []), secrets))
+            act(
+                lambda: start_job(
+                    path, "export", arguments + (["--delete-merged"] if delete_after else []), secrets
+                )
+            )
     export = read_export(path)
     if export:
         st.dataframe(export_files_frame(export), hide_index=True)
         hub = export.get("hub") or {}
         if hub.get("url"):
-            st.markdown(f"Pushed to [{hub.get('repo_id', hub['url'])}]({hub['url']}) (commit `{hub.get('commit')}`).")
-        st.caption(f"Files in {path / GGUF_DIR}. Converter: {(export.get('converter') or {}).get('version', '?')}.")
+            st.markdown(
+                f"Pushed to [{hub.get('repo_id', hub['url'])}]({hub['url']}) (commit `{hub.get('commit')}`)."
+            )
+        st.caption(
+            f"Files in {path / GGUF_DIR}. Converter: {(export.get('converter') or {}).get('version', '?')}."
+        )
     merged = path / MERGED_DIR
-    if merged.is_dir() and not view.active:
-        if st.button(f"Delete merged/ ({folder_size(merged) / 1e6:.0f} MB)", key="export_delete_now"):
-            act(lambda: delete_merged(path))
+    deletable = merged.is_dir() and not view.active
+    if deletable and st.button(
+        f"Delete merged/ ({folder_size(merged) / 1e6:.0f} MB)", key="export_delete_now"
+    ):
+        act(lambda: delete_merged(path))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
@@ -38,8 +39,10 @@ def job_panel(path: Path, kind: str, title: str):
     if view.active:
         waiting = f" (waiting for {view.waiting_for})" if view.waiting_for else ""
         stopping = " · stopping…" if view.stop_requested else ""
-        st.progress(float(view.status.get("fraction") or 0.0),
-                    text=f"{icon} {title} {view.state}: {stage}{waiting}{stopping}")
+        st.progress(
+            float(view.status.get("fraction") or 0.0),
+            text=f"{icon} {title} {view.state}: {stage}{waiting}{stopping}",
+        )
         if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
             act(lambda: request_stop(path, kind))
     else:

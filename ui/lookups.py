@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.machine.system import Gpu, detect_gpus
+from core.machine.devices import Gpu, detect_gpus
 
 
 @st.cache_data(ttl=300, show_spinner=False)

@@ -19,9 +19,10 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 CARD_TYPES = ("basic", "cloze")
 
@@ -31,9 +32,13 @@ CLOZE_MODEL_ID = 1_842_115_062
 
 CLOZE_DELETION = re.compile(r"\{\{c[1-9]\d*::(.+?)\}\}", re.DOTALL)
 _TAG_PARTS = re.compile(r"::|[\w\s-]")
-_CSS = (".card {\n font-family: arial;\n font-size: 20px;\n text-align: center;\n"
-        " color: black;\n background-color: white;\n}\n")
-_CLOZE_CSS = _CSS + ".cloze {\n font-weight: bold;\n color: blue;\n}\n.nightMode .cloze {\n color: lightblue;\n}\n"
+_CSS = (
+    ".card {\n font-family: arial;\n font-size: 20px;\n text-align: center;\n"
+    " color: black;\n background-color: white;\n}\n"
+)
+_CLOZE_CSS = (
+    _CSS + ".cloze {\n font-weight: bold;\n color: blue;\n}\n.nightMode .cloze {\n color: lightblue;\n}\n"
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,9 @@ def _checked_deck(cards: Sequence[Card], deck: str, card_type: str) -> str:
     first_seen: dict[str, int] = {}
     for number, card in enumerate(cards, start=1):
         if card_type == "cloze" and not CLOZE_DELETION.search(card.front):
-            raise ValueError(f"card {number} is a cloze card without a {{{{c1::...}}}} marker: {card.front[:60]!r}")
+            raise ValueError(
+                f"card {number} is a cloze card without a {{{{c1::...}}}} marker: {card.front[:60]!r}"
+            )
         if card_type == "basic" and not card.front.strip():
             raise ValueError(f"card {number} has an empty front")
         if card.front in first_seen:
@@ -117,7 +124,9 @@ def cards_to_csv(cards: Sequence[Card], deck: str, card_type: str, tags: Iterabl
     # Quote every field: Anki skips any data line starting with "#" as a comment.
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for card in cards:
-        writer.writerow([field_html(card.front), field_html(card.back), tag_text, note_guid(name, card.front), name])
+        writer.writerow(
+            [field_html(card.front), field_html(card.back), tag_text, note_guid(name, card.front), name]
+        )
     return "\n".join(header) + "\n" + out.getvalue()
 
 
@@ -127,13 +136,17 @@ def _model(card_type: str) -> Any:
 
     if card_type == "basic":
         return genanki.Model(
-            BASIC_MODEL_ID, "Study Cards Basic",
+            BASIC_MODEL_ID,
+            "Study Cards Basic",
             fields=[{"name": "Front"}, {"name": "Back"}],
-            templates=[{"name": "Card 1", "qfmt": "{{Front}}", "afmt": "{{FrontSide}}\n\n<hr id=answer>\n\n{{Back}}"}],
+            templates=[
+                {"name": "Card 1", "qfmt": "{{Front}}", "afmt": "{{FrontSide}}\n\n<hr id=answer>\n\n{{Back}}"}
+            ],
             css=_CSS,
         )
     return genanki.Model(
-        CLOZE_MODEL_ID, "Study Cards Cloze",
+        CLOZE_MODEL_ID,
+        "Study Cards Cloze",
         fields=[{"name": "Text"}, {"name": "Back Extra"}],
         templates=[{"name": "Cloze", "qfmt": "{{cloze:Text}}", "afmt": "{{cloze:Text}}<br>\n{{Back Extra}}"}],
         css=_CLOZE_CSS,
@@ -153,16 +166,22 @@ def _write_zip(cards: Sequence[Card], deck: str, card_type: str, tags: Iterable[
     model, tag_list = _model(card_type), list(normalize_tags(tags))
     package_deck = genanki.Deck(deck_id(name), name)
     for card in cards:
-        package_deck.add_note(genanki.Note(
-            model=model, fields=[field_html(card.front), field_html(card.back)],
-            tags=tag_list, guid=note_guid(name, card.front),
-        ))
+        package_deck.add_note(
+            genanki.Note(
+                model=model,
+                fields=[field_html(card.front), field_html(card.back)],
+                tags=tag_list,
+                guid=note_guid(name, card.front),
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="anki-export-") as scratch:
         db_path = Path(scratch) / "collection.anki2"
         connection = sqlite3.connect(db_path)
         try:
             now = time.time()
-            genanki.Package(package_deck).write_to_db(connection.cursor(), now, itertools.count(int(now * 1000)))
+            genanki.Package(package_deck).write_to_db(
+                connection.cursor(), now, itertools.count(int(now * 1000))
+            )
             connection.commit()
         finally:
             connection.close()

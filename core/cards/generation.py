@@ -14,8 +14,9 @@ import dataclasses
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.cards.anki import CARD_TYPES, CLOZE_DELETION, Card
 from core.models.gguf import ModelError
@@ -27,16 +28,71 @@ QUESTION_LIMITS = (8, 160)
 ANSWER_LIMITS = (1, 200)
 CLOZE_LIMITS = (12, 260)
 TOKENS_PER_CARD = {"basic": 110, "cloze": 150}  # room for the longest fields the schema allows
-NOTES_CHARACTERS_PER_TOKEN = 8  # notes longer than 8 characters per context token cannot fit: refused uncounted
+NOTES_CHARACTERS_PER_TOKEN = (
+    8  # notes longer than 8 characters per context token cannot fit: refused uncounted
+)
 # The grammar for a cloze text: plain characters, one {{c1::...}} deletion, plain characters.
 _PLAIN = r'[^{}"\\\n\r\t]'
-CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,120}}\\{{\\{{c1::{_PLAIN}{{1,40}}\\}}\\}}{_PLAIN}{{0,90}}$"  # <= CLOZE_LIMITS
-PLACEHOLDER_TERMS = frozenset({"", "term", "key term", "fact", "answer", "word", "x"})  # copied from the rules
+CLOZE_TEXT_PATTERN = (
+    f"^{_PLAIN}{{3,120}}\\{{\\{{c1::{_PLAIN}{{1,40}}\\}}\\}}{_PLAIN}{{0,90}}$"  # <= CLOZE_LIMITS
+)
+PLACEHOLDER_TERMS = frozenset(
+    {"", "term", "key term", "fact", "answer", "word", "x"}
+)  # copied from the rules
 LEADING_NUMBER = re.compile(r"^\s*\d{1,2}[.)]\s+")
 WORD = re.compile(r"[^\W_]+")
 STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the their this to was were which with "
-    "what who why how when where does do did not no can will into than then there these those they them".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "with",
+        "what",
+        "who",
+        "why",
+        "how",
+        "when",
+        "where",
+        "does",
+        "do",
+        "did",
+        "not",
+        "no",
+        "can",
+        "will",
+        "into",
+        "than",
+        "then",
+        "there",
+        "these",
+        "those",
+        "they",
+        "them",
+    ]
 )
 
 
@@ -78,8 +134,14 @@ def validate_request(request: CardRequest) -> CardRequest:
     if not request.topic.strip() and not request.notes.strip():
         problems["topic"] = "give a topic or paste notes to make cards from"
     if len(request.topic) > 300:
-        problems["topic"] = f"is {len(request.topic)} characters long (at most 300); paste longer text as notes"
-    if isinstance(request.count, bool) or not isinstance(request.count, int) or not 1 <= request.count <= MAX_CARDS:
+        problems["topic"] = (
+            f"is {len(request.topic)} characters long (at most 300); paste longer text as notes"
+        )
+    if (
+        isinstance(request.count, bool)
+        or not isinstance(request.count, int)
+        or not 1 <= request.count <= MAX_CARDS
+    ):
         problems["count"] = f"must be a whole number from 1 to {MAX_CARDS} (got {request.count!r})"
     if request.difficulty not in DIFFICULTIES:
         problems["difficulty"] = f"must be one of {', '.join(DIFFICULTIES)}"
@@ -99,7 +161,10 @@ def card_schema(count: int, card_type: str) -> dict[str, Any]:
         return {"type": "string", "minLength": limits[0], "maxLength": limits[1]}
 
     if card_type == "cloze":
-        item = {"text": {"type": "string", "pattern": CLOZE_TEXT_PATTERN}, "extra": {"type": "string", "maxLength": ANSWER_LIMITS[1]}}
+        item = {
+            "text": {"type": "string", "pattern": CLOZE_TEXT_PATTERN},
+            "extra": {"type": "string", "maxLength": ANSWER_LIMITS[1]},
+        }
     else:
         item = {"question": text(QUESTION_LIMITS), "answer": text(ANSWER_LIMITS)}
     card = {"type": "object", "properties": item, "required": list(item)}
@@ -122,14 +187,17 @@ def build_messages(request: CardRequest, count: int, avoid: Iterable[str] = ()) 
             "each answer is short: one sentence or a few words",
             "a question never contains its own answer",
         ]
-    rules += [f"exactly {count} card{'s' if count != 1 else ''}", "no two cards ask the same thing",
-              f"pitch the cards at {request.difficulty} level"]
+    rules += [
+        f"exactly {count} card{'s' if count != 1 else ''}",
+        "no two cards ask the same thing",
+        f"pitch the cards at {request.difficulty} level",
+    ]
     if request.notes.strip():
         rules.append("use only facts stated in the notes; do not add outside knowledge")
     rule_text = "; ".join(rules)
     system = f"You write flashcards for spaced-repetition study. Reply with JSON only, shaped as {shape}. Rules: {rule_text}."
     if request.notes.strip():
-        subject = f"Make the cards from these notes.\n\nNotes:\n\"\"\"\n{request.notes.strip()}\n\"\"\""
+        subject = f'Make the cards from these notes.\n\nNotes:\n"""\n{request.notes.strip()}\n"""'
         if request.topic.strip():
             subject += f"\n\nFocus on: {request.topic.strip()}"
     else:
@@ -275,9 +343,13 @@ class CardResult:
 
     def summary(self) -> str:
         """One line: made, dropped and why, attempts, grounding."""
-        line = f"{len(self.cards)} of {self.requested} cards in {self.attempts} attempt(s), {self.seconds:.1f} s"
+        line = (
+            f"{len(self.cards)} of {self.requested} cards in {self.attempts} attempt(s), {self.seconds:.1f} s"
+        )
         if self.dropped:
-            line += "; dropped " + ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common())
+            line += "; dropped " + ", ".join(
+                f"{count} {reason}" for reason, count in self.dropped.most_common()
+            )
         if self.grounded is not None and self.cards:
             line += f"; {self.grounded} of {len(self.cards)} answers share their content with the notes"
         if self.error:
@@ -302,21 +374,27 @@ def check_notes_fit(model: Any, request: CardRequest) -> None:
     if not request.notes.strip():
         return
     if len(request.notes) > NOTES_CHARACTERS_PER_TOKEN * model.context:
-        raise CardRequestError({
-            "notes": f"the notes are {len(request.notes):,} characters, far more than this model's context of "
-            f"{model.context} tokens holds: make cards from one part at a time"
-        })
+        raise CardRequestError(
+            {
+                "notes": f"the notes are {len(request.notes):,} characters, far more than this model's context of "
+                f"{model.context} tokens holds: make cards from one part at a time"
+            }
+        )
     needed, available = prompt_room(model, request)
     if needed > available:
         share = max(0, available) / needed
-        raise CardRequestError({
-            "notes": f"the notes take {needed} tokens but only {max(0, available)} fit this model's context "
-            f"({model.context} tokens, with room left for {request.count} cards): about "
-            f"{share:.0%} of them. Shorten them, ask for fewer cards, or make cards from one part at a time."
-        })
+        raise CardRequestError(
+            {
+                "notes": f"the notes take {needed} tokens but only {max(0, available)} fit this model's context "
+                f"({model.context} tokens, with room left for {request.count} cards): about "
+                f"{share:.0%} of them. Shorten them, ask for fewer cards, or make cards from one part at a time."
+            }
+        )
 
 
-def fitting_fronts(model: Any, request: CardRequest, count: int, fronts: list[str], max_tokens: int) -> list[str]:
+def fitting_fronts(
+    model: Any, request: CardRequest, count: int, fronts: list[str], max_tokens: int
+) -> list[str]:
     """The most recent fronts to list as "do not repeat" that still leave room for the reply."""
     base = _prompt_tokens(model, build_messages(request, count))
     room = model.context - max_tokens - base
@@ -356,7 +434,9 @@ def generate_cards(
                 on_progress(f"attempt {attempt}: writing {missing} card(s), {tokens} tokens so far")
 
         max_tokens = TOKENS_PER_CARD[request.card_type] * missing + 64
-        fronts = fitting_fronts(model, request, missing, [card.front for card in avoided + result.cards], max_tokens)
+        fronts = fitting_fronts(
+            model, request, missing, [card.front for card in avoided + result.cards], max_tokens
+        )
         try:
             reply = model.chat(
                 build_messages(request, missing, fronts),

@@ -11,9 +11,10 @@ one row per prompt, written whole when the evaluation ends.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from core import first_line
 from core.evaluate.checks import (
@@ -82,8 +83,10 @@ def _find_gguf(run_path: Path, name: str) -> Path:
     if path.is_file():
         return path.resolve()
     found = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []
-    raise EvalError(f"no GGUF file {name!r} in {run_path.name}/{GGUF_DIR}/ or at that path"
-                    + (f"; the run has {', '.join(found)}" if found else "; export the run first"))
+    raise EvalError(
+        f"no GGUF file {name!r} in {run_path.name}/{GGUF_DIR}/ or at that path"
+        + (f"; the run has {', '.join(found)}" if found else "; export the run first")
+    )
 
 
 def parse_variant(run_path: Path, spec: str) -> Variant:
@@ -100,7 +103,7 @@ def parse_variant(run_path: Path, spec: str) -> Variant:
 def variant_label(file_name: str) -> str:
     """A variant as the pages and the command line name it: `adapter`, `base` or `gguf:FILE.gguf`
     (results files are named `gguf-<file stem>`)."""
-    return f"gguf:{file_name[len('gguf-'):]}.gguf" if file_name.startswith("gguf-") else file_name
+    return f"gguf:{file_name[len('gguf-') :]}.gguf" if file_name.startswith("gguf-") else file_name
 
 
 def _messages(prompt: EvalPrompt) -> list[dict[str, str]]:
@@ -128,16 +131,21 @@ def gguf_model_for(path: Path, prompts: Sequence[EvalPrompt], max_new_tokens: in
     return GgufModel(path, context=needed)
 
 
-def _answerer(run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt],
-              max_new_tokens: int) -> tuple[Callable[[list[dict]], Any], str]:
+def _answerer(
+    run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt], max_new_tokens: int
+) -> tuple[Callable[[list[dict]], Any], str]:
     """A function from messages to a Generation, and a label of the model that answers."""
     try:
         if variant.kind == "gguf":
             assert variant.gguf_path is not None
             card_model = gguf_model_for(variant.gguf_path, prompts, max_new_tokens)
-            return (lambda messages: gguf_greedy_with(card_model, messages, max_new_tokens)), str(variant.gguf_path)
+            return (lambda messages: gguf_greedy_with(card_model, messages, max_new_tokens)), str(
+                variant.gguf_path
+            )
         device, dtype = inference_placement()
-        model, tokenizer = load_run_model(run_path, adapter=variant.kind == "adapter", dtype=dtype, device=device)
+        model, tokenizer = load_run_model(
+            run_path, adapter=variant.kind == "adapter", dtype=dtype, device=device
+        )
         base = run_base_model(run_path)
     except (InferenceError, ModelError) as exc:
         raise EvalError(first_line(exc)) from None
@@ -148,15 +156,22 @@ def _answerer(run_path: Path, variant: Variant, prompts: Sequence[EvalPrompt],
 def check_request(run_path: Path, variant: str, max_new_tokens: int) -> Variant:
     """The variant to evaluate, after refusing with the reason what cannot run: a bad variant or
     token limit, a broken run, an imported (metrics-only) run's adapter or GGUF, a missing adapter."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
+    ):
         raise EvalError(f"max_new_tokens must be from 1 to {MAX_NEW_TOKENS_LIMIT} (got {max_new_tokens!r})")
     run = read_run_folder(run_path)
     if not run.config:
-        raise EvalError(f"run {run.name} cannot be evaluated: {'; '.join(run.problems) or 'config.json is empty'}")
+        raise EvalError(
+            f"run {run.name} cannot be evaluated: {'; '.join(run.problems) or 'config.json is empty'}"
+        )
     if run.imported and variant != "base":
-        raise EvalError(f"run {run.name} was imported from a CSV and holds metrics only: it has no adapter or "
-                        "GGUF to evaluate (--variant base evaluates its base model)")
+        raise EvalError(
+            f"run {run.name} was imported from a CSV and holds metrics only: it has no adapter or "
+            "GGUF to evaluate (--variant base evaluates its base model)"
+        )
     chosen = parse_variant(run_path, variant)
     if chosen.kind == "adapter":
         try:
@@ -166,8 +181,13 @@ def check_request(run_path: Path, variant: str, max_new_tokens: int) -> Variant:
     return chosen
 
 
-def evaluate_run(run_path: Path, variant: str, prompt_set: PromptSet, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 progress: Progress | None = None) -> list[dict[str, Any]]:
+def evaluate_run(
+    run_path: Path,
+    variant: str,
+    prompt_set: PromptSet,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
     """Answer every prompt of the set with the run's `variant`, check the answers, and write
     `<run>/eval/<variant file>.jsonl` whole at the end (replacing an earlier evaluation).
 
@@ -180,25 +200,50 @@ def evaluate_run(run_path: Path, variant: str, prompt_set: PromptSet, max_new_to
     rows: list[dict[str, Any]] = []
     total = len(prompt_set.prompts)
     for number, prompt in enumerate(prompt_set.prompts, 1):
-        row: dict[str, Any] = {"variant": chosen.file_name, "prompt_set": prompt_set.name, "prompt_id": prompt.id,
-                               "prompt": prompt.prompt}
+        row: dict[str, Any] = {
+            "variant": chosen.file_name,
+            "prompt_set": prompt_set.name,
+            "prompt_id": prompt.id,
+            "prompt": prompt.prompt,
+        }
         try:
             generation = answer(_messages(prompt))
         except InferenceError as exc:
             checks = [{"name": "generation", "passed": False, "detail": str(exc)}]
-            row |= {"answer": "", "checks": checks, "passed": False, "latency_s": None, "new_tokens": 0,
-                    "prompt_tokens": None, "error": str(exc)}
+            row |= {
+                "answer": "",
+                "checks": checks,
+                "passed": False,
+                "latency_s": None,
+                "new_tokens": 0,
+                "prompt_tokens": None,
+                "error": str(exc),
+            }
         else:
-            checks = [result.as_dict() for result in check_answer(list(prompt.checks), generation.text, prompt.prompt)]
-            row |= {"answer": generation.text, "checks": checks, "passed": all(c["passed"] for c in checks),
-                    "latency_s": round(generation.seconds, 3), "new_tokens": len(generation.token_ids),
-                    "prompt_tokens": generation.prompt_tokens}
+            checks = [
+                result.as_dict()
+                for result in check_answer(list(prompt.checks), generation.text, prompt.prompt)
+            ]
+            row |= {
+                "answer": generation.text,
+                "checks": checks,
+                "passed": all(c["passed"] for c in checks),
+                "latency_s": round(generation.seconds, 3),
+                "new_tokens": len(generation.token_ids),
+                "prompt_tokens": generation.prompt_tokens,
+            }
         row |= {"max_new_tokens": max_new_tokens, "model": model_label, "created_at": now_iso()}
         rows.append(row)
         passed = sum(1 for c in row["checks"] if c["passed"])
-        latency = "no answer" if row["latency_s"] is None else f"{row['latency_s']:.2f} s, {row['new_tokens']} tokens"
-        report(f"[{number}/{total}] {prompt.id}: {passed}/{len(row['checks'])} checks passed, {latency}",
-               number / total)
+        latency = (
+            "no answer"
+            if row["latency_s"] is None
+            else f"{row['latency_s']:.2f} s, {row['new_tokens']} tokens"
+        )
+        report(
+            f"[{number}/{total}] {prompt.id}: {passed}/{len(row['checks'])} checks passed, {latency}",
+            number / total,
+        )
     folder = run_path / EVAL_DIR
     folder.mkdir(exist_ok=True)
     write_jsonl_atomic(folder / f"{chosen.file_name}.jsonl", rows)
@@ -217,7 +262,7 @@ def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:
-    """"adapter: 7/10 prompts passed all checks"."""
+    """ "adapter: 7/10 prompts passed all checks"."""
     variant = rows[0]["variant"] if rows else "?"
     passed, total = pass_count(rows)
     return f"{variant}: {passed}/{total} prompts passed all checks"

@@ -19,8 +19,9 @@ import difflib
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from core import describe
 from core.evaluate.sandbox import Limits, run_function_cases
@@ -65,9 +66,7 @@ _ITEM = re.compile(
     r"(?:(?P<number>\d{1,3})[.)]|[-*+•‣–])[ \t]+(?P<text>\S.*)$"
 )
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-_ORDINAL_START = re.compile(
-    r"(?:^|[.!?]\s+|\n)\s*(?:\*\*)?(" + "|".join(_ORDINALS) + r")(?:ly)?\b", re.I
-)
+_ORDINAL_START = re.compile(r"(?:^|[.!?]\s+|\n)\s*(?:\*\*)?(" + "|".join(_ORDINALS) + r")(?:ly)?\b", re.I)
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _TABLE_SEPARATOR = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
 
@@ -157,7 +156,7 @@ def _section_count(lines: list[str], start: int) -> int:
     """Items under the heading at `start`, up to the next heading."""
     heading = _item(start, lines[start])
     body: list[str] = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         item = _item(0, line)
         if heading and item and item.numbered == heading.numbered and item.indent <= heading.indent:
             break
@@ -173,8 +172,13 @@ def _section_count(lines: list[str], start: int) -> int:
     if inline:
         return inline
     plain_lines = 0
-    for line in lines[start + 1:]:
-        if not line.strip() or _ITEM.match(line) or line.strip().endswith(":") or line.strip().startswith("#"):
+    for line in lines[start + 1 :]:
+        if (
+            not line.strip()
+            or _ITEM.match(line)
+            or line.strip().endswith(":")
+            or line.strip().startswith("#")
+        ):
             break
         plain_lines += 1
     return plain_lines
@@ -226,7 +230,9 @@ def _bounds_text(count: int, low: int | None, high: int | None, unit: str) -> tu
 
 
 def _check_paragraphs(answer: str, spec: dict[str, Any]) -> tuple[bool, str, float | None]:
-    passed, detail = _bounds_text(_paragraph_count(answer), spec.get("min", 1), spec.get("max"), "paragraph(s)")
+    passed, detail = _bounds_text(
+        _paragraph_count(answer), spec.get("min", 1), spec.get("max"), "paragraph(s)"
+    )
     return passed, detail, None
 
 
@@ -256,11 +262,16 @@ def _check_mentions(answer: str, spec: dict[str, Any]) -> tuple[bool, str, float
     wanted = spec.get("min", 1)
     if len(found) >= wanted:
         return True, "mentions " + ", ".join(repr(word) for word in found[:4]), None
-    return False, f"mentions {len(found)} of {', '.join(repr(w) for w in spec['words'])} (wanted {wanted})", None
+    return (
+        False,
+        f"mentions {len(found)} of {', '.join(repr(w) for w in spec['words'])} (wanted {wanted})",
+        None,
+    )
 
 
-_GREETING = re.compile(r"^(dear|hello|hi|hey|greetings|good (morning|afternoon|evening|day)|to whom it may concern)\b",
-                       re.I)
+_GREETING = re.compile(
+    r"^(dear|hello|hi|hey|greetings|good (morning|afternoon|evening|day)|to whom it may concern)\b", re.I
+)
 _SIGN_OFF = re.compile(
     r"^((best|kind|warm|warmest)( regards| wishes)?|regards|sincerely( yours)?|yours( sincerely| truly| faithfully)"
     r"|respectfully( yours)?|thank you( again| very much| so much)?( for [^.!]*)?|thanks( again| so much)?"
@@ -320,7 +331,11 @@ def _check_translation(answer: str, spec: dict[str, Any]) -> tuple[bool, str, fl
         return False, "empty answer", 0.0
     shown = best if len(best) <= 50 else best[:47] + "..."
     verdict = "close to" if score >= threshold else "differs from"
-    return score >= threshold, f"{shown!r} {verdict} the reference (similarity {score:.2f}, pass >= {threshold:g})", score
+    return (
+        score >= threshold,
+        f"{shown!r} {verdict} the reference (similarity {score:.2f}, pass >= {threshold:g})",
+        score,
+    )
 
 
 _CODE_BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -340,7 +355,7 @@ def extract_code(answer: str) -> str | None:
     for index, line in enumerate(lines):
         if re.match(r"def \w+\s*\(", line):
             code = [line]
-            for following in lines[index + 1:]:
+            for following in lines[index + 1 :]:
                 if following.strip() and not _CODE_LINE.match(following):
                     break
                 code.append(following)
@@ -354,8 +369,12 @@ def _check_python_function(answer: str, spec: dict[str, Any]) -> tuple[bool, str
         return False, "no Python code in the answer", None
     timeout = spec.get("timeout_s", 5)
     cases = [(case["args"], case["expected"]) for case in spec["cases"]]
-    verdict = run_function_cases(code, cases, function=spec.get("function"),
-                                 limits=Limits(wall_s=timeout, cpu_s=max(1, math.ceil(timeout))))
+    verdict = run_function_cases(
+        code,
+        cases,
+        function=spec.get("function"),
+        limits=Limits(wall_s=timeout, cpu_s=max(1, math.ceil(timeout))),
+    )
     return verdict.passed, verdict.reason, None
 
 
@@ -365,7 +384,9 @@ def _check_python_function(answer: str, spec: dict[str, Any]) -> tuple[bool, str
 
 _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>|<(?:bos|eos)>")
 _SYSTEM_HEADER = re.compile(r"cutting knowledge date|today date", re.I)
-_ROLE_LINE = re.compile(r"^[ \t]*(system|user|assistant)[ \t]*(:|$)|[.!?](system|user|assistant)[ \t]*$", re.I | re.M)
+_ROLE_LINE = re.compile(
+    r"^[ \t]*(system|user|assistant)[ \t]*(:|$)|[.!?](system|user|assistant)[ \t]*$", re.I | re.M
+)
 
 
 def leakage_check(answer: str, prompt: str) -> CheckResult:
@@ -379,7 +400,9 @@ def leakage_check(answer: str, prompt: str) -> CheckResult:
         found.append(f"system header text {header.group(0)!r}")
     role = _ROLE_LINE.search(answer)
     if role:
-        found.append(f"role name {(role.group(1) or role.group(3))!r} at line {answer.count(chr(10), 0, role.start()) + 1}")
+        found.append(
+            f"role name {(role.group(1) or role.group(3))!r} at line {answer.count(chr(10), 0, role.start()) + 1}"
+        )
     answer_text, prompt_text = normalize_text(answer), normalize_text(prompt)
     if len(prompt_text.split()) >= 3 and prompt_text in answer_text:
         found.append("the prompt is echoed")
@@ -407,26 +430,51 @@ class CheckType:
 
 
 CHECK_TYPES: dict[str, CheckType] = {
-    "paragraphs": CheckType("number of paragraphs (blocks between blank lines)",
-                            {"min": "count", "max": "count"}, (), _check_paragraphs),
-    "words": CheckType("number of words; min defaults to 1, so an empty answer fails",
-                       {"min": "count", "max": "count"}, (), _check_words),
-    "items": CheckType("number of top-level list items (min defaults to 1)",
-                       {"min": "count", "max": "count"}, (), _check_items),
-    "section_items": CheckType("list items under a heading naming one of `headings`",
-                               {"headings": "words", "min": "count", "max": "count"}, ("headings",),
-                               _check_section_items),
-    "mentions": CheckType("at least `min` (default 1) of `words` appear, each as the start of a word, any case",
-                          {"words": "words", "min": "count"}, ("words",), _check_mentions),
+    "paragraphs": CheckType(
+        "number of paragraphs (blocks between blank lines)",
+        {"min": "count", "max": "count"},
+        (),
+        _check_paragraphs,
+    ),
+    "words": CheckType(
+        "number of words; min defaults to 1, so an empty answer fails",
+        {"min": "count", "max": "count"},
+        (),
+        _check_words,
+    ),
+    "items": CheckType(
+        "number of top-level list items (min defaults to 1)",
+        {"min": "count", "max": "count"},
+        (),
+        _check_items,
+    ),
+    "section_items": CheckType(
+        "list items under a heading naming one of `headings`",
+        {"headings": "words", "min": "count", "max": "count"},
+        ("headings",),
+        _check_section_items,
+    ),
+    "mentions": CheckType(
+        "at least `min` (default 1) of `words` appear, each as the start of a word, any case",
+        {"words": "words", "min": "count"},
+        ("words",),
+        _check_mentions,
+    ),
     "greeting": CheckType("an email greeting near the start", {}, (), _check_greeting),
     "sign_off": CheckType("an email sign-off near the end", {}, (), _check_sign_off),
     "translation": CheckType(
         f"matches `reference` after normalizing, or is at least `threshold` similar "
         f"(default {TRANSLATION_THRESHOLD})",
-        {"reference": "text", "threshold": "fraction"}, ("reference",), _check_translation),
+        {"reference": "text", "threshold": "fraction"},
+        ("reference",),
+        _check_translation,
+    ),
     "python_function": CheckType(
         "runs the answer's code in the sandbox and calls its function on each case's args",
-        {"cases": "cases", "function": "identifier", "timeout_s": "seconds"}, ("cases",), _check_python_function),
+        {"cases": "cases", "function": "identifier", "timeout_s": "seconds"},
+        ("cases",),
+        _check_python_function,
+    ),
 }
 RESERVED_CHECK = "leakage"
 
@@ -449,14 +497,22 @@ def _check_param(key: str, kind: str, value: Any) -> str | None:
         if not isinstance(value, str) or not value.isidentifier():
             return f"{key} must be a Python identifier (got {value!r})"
     elif kind == "words":
-        if not isinstance(value, list) or not value or not all(isinstance(w, str) and w.strip() for w in value):
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(w, str) and w.strip() for w in value)
+        ):
             return f"{key} must be a non-empty list of non-empty strings"
     elif kind == "cases":
         if not isinstance(value, list) or not value:
-            return f"{key} must be a non-empty list of {{\"args\": [...], \"expected\": ...}}"
+            return f'{key} must be a non-empty list of {{"args": [...], "expected": ...}}'
         for number, case in enumerate(value, 1):
-            if not isinstance(case, dict) or set(case) != {"args", "expected"} or not isinstance(case["args"], list):
-                return f"{key} {number} must be {{\"args\": [...], \"expected\": ...}}"
+            if (
+                not isinstance(case, dict)
+                or set(case) != {"args", "expected"}
+                or not isinstance(case["args"], list)
+            ):
+                return f'{key} {number} must be {{"args": [...], "expected": ...}}'
         if len({len(case["args"]) for case in value}) > 1:
             return f"every case in {key} must pass the same number of args"
     return None
@@ -465,7 +521,7 @@ def _check_param(key: str, kind: str, value: Any) -> str | None:
 def validate_check(spec: object) -> dict[str, Any]:
     """Return `spec` if it is a runnable check; raise CheckSpecError saying what is wrong."""
     if not isinstance(spec, dict):
-        raise CheckSpecError(f"must be a JSON object with a \"type\" (got {type(spec).__name__})")
+        raise CheckSpecError(f'must be a JSON object with a "type" (got {type(spec).__name__})')
     kind = spec.get("type")
     if kind == RESERVED_CHECK:
         raise CheckSpecError("leakage is checked on every answer; do not list it")
@@ -476,19 +532,26 @@ def validate_check(spec: object) -> dict[str, Any]:
     for key in spec:
         if key not in allowed:
             hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-            raise CheckSpecError(f"{kind}: unknown parameter {key!r}"
-                                 + (f" (did you mean {hint[0]}?)" if hint else f"; it takes {', '.join(sorted(allowed))}"))
+            raise CheckSpecError(
+                f"{kind}: unknown parameter {key!r}"
+                + (f" (did you mean {hint[0]}?)" if hint else f"; it takes {', '.join(sorted(allowed))}")
+            )
     for key in check_type.required:
         if key not in spec:
             raise CheckSpecError(f"{kind}: {key} is required")
-    if "name" in spec and (not isinstance(spec["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", spec["name"])
-                           or spec["name"] == RESERVED_CHECK):
+    if "name" in spec and (
+        not isinstance(spec["name"], str)
+        or not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", spec["name"])
+        or spec["name"] == RESERVED_CHECK
+    ):
         raise CheckSpecError(f"{kind}: name must be 1-40 letters, digits, '_', '.' or '-' (not leakage)")
     for key, param_kind in check_type.params.items():
         if key in spec and (problem := _check_param(key, param_kind, spec[key])):
             raise CheckSpecError(f"{kind}: {problem}")
     if kind == "mentions" and spec.get("min", 1) > len(spec["words"]):
-        raise CheckSpecError(f"mentions: min ({spec['min']}) is more than the {len(spec['words'])} words given")
+        raise CheckSpecError(
+            f"mentions: min ({spec['min']}) is more than the {len(spec['words'])} words given"
+        )
     if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
         raise CheckSpecError(f"{kind}: min ({spec['min']}) is above max ({spec['max']})")
     return spec

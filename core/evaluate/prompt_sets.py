@@ -70,16 +70,21 @@ class PromptSet:
 
     def as_json(self) -> dict[str, Any]:
         """The set in its JSON schema."""
-        return {"name": self.name, "title": self.title,
-                "prompts": [{"id": p.id, "prompt": p.prompt, "checks": list(p.checks)} for p in self.prompts]}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "prompts": [{"id": p.id, "prompt": p.prompt, "checks": list(p.checks)} for p in self.prompts],
+        }
 
 
 def _unknown_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for key in data:
         if key not in allowed:
             hint = difflib.get_close_matches(str(key), allowed, n=1)
-            raise PromptSetError(f"{where}: unknown field {key!r}" + (f" (did you mean {hint[0]}?)" if hint else
-                                                                        f"; fields: {', '.join(allowed)}"))
+            raise PromptSetError(
+                f"{where}: unknown field {key!r}"
+                + (f" (did you mean {hint[0]}?)" if hint else f"; fields: {', '.join(allowed)}")
+            )
 
 
 def _parse_prompt(data: object, number: int, seen: set[str]) -> EvalPrompt:
@@ -110,7 +115,7 @@ def _parse_prompt(data: object, number: int, seen: set[str]) -> EvalPrompt:
             raise PromptSetError(f"{where}, check {index}: {exc}") from None
         name = check_name(spec)
         if name in names:
-            raise PromptSetError(f"{where}, check {index}: two checks are named {name!r}; give one a \"name\"")
+            raise PromptSetError(f'{where}, check {index}: two checks are named {name!r}; give one a "name"')
         names.add(name)
     return EvalPrompt(prompt_id, text, tuple(checks))
 
@@ -118,8 +123,9 @@ def _parse_prompt(data: object, number: int, seen: set[str]) -> EvalPrompt:
 def parse_prompt_set(data: object) -> PromptSet:
     """A validated PromptSet from parsed JSON; PromptSetError names the prompt and check at fault."""
     if not isinstance(data, dict):
-        raise PromptSetError(f"a prompt set must be a JSON object with name, title and prompts "
-                             f"(got {type(data).__name__})")
+        raise PromptSetError(
+            f"a prompt set must be a JSON object with name, title and prompts (got {type(data).__name__})"
+        )
     _unknown_keys(data, ("name", "title", "prompts"), "the set")
     name = data.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
@@ -133,7 +139,9 @@ def parse_prompt_set(data: object) -> PromptSet:
     if len(prompts) > MAX_PROMPTS:
         raise PromptSetError(f"{len(prompts)} prompts (at most {MAX_PROMPTS})")
     seen: set[str] = set()
-    return PromptSet(name, title.strip() or name, tuple(_parse_prompt(p, n, seen) for n, p in enumerate(prompts, 1)))
+    return PromptSet(
+        name, title.strip() or name, tuple(_parse_prompt(p, n, seen) for n, p in enumerate(prompts, 1))
+    )
 
 
 def _json(text: str) -> object:
@@ -234,6 +242,9 @@ def resolve_prompt_set(runs_root: Path, spec: str | None) -> PromptSet:
     path = prompt_sets_dir(runs_root) / f"{spec}{JSON_SUFFIX}"
     if NAME_PATTERN.fullmatch(spec) and path.is_file():
         return load_prompt_set(path)
-    known = ", ".join(entry.name for entry in list_prompt_sets(runs_root)
-                      if entry.bundled or not set_name_problem(entry.name))
+    known = ", ".join(
+        entry.name
+        for entry in list_prompt_sets(runs_root)
+        if entry.bundled or not set_name_problem(entry.name)
+    )
     raise PromptSetError(f"no prompt set named {spec!r}; sets: {known} (or give the path of a .json file)")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from core.evaluate.answers import VARIANT_FILE_PATTERN
 from core.evaluate.prompt_sets import NAME_PATTERN
@@ -55,7 +56,11 @@ def _valid_rating(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
     rating, note, rated = entry.get("rating"), entry.get("note", ""), entry.get(ANSWER_HASH_FIELD)
-    return (rating is None or is_rating(rating)) and isinstance(note, str) and (rated is None or isinstance(rated, str))
+    return (
+        (rating is None or is_rating(rating))
+        and isinstance(note, str)
+        and (rated is None or isinstance(rated, str))
+    )
 
 
 def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -80,7 +85,9 @@ def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return ratings
 
 
-def save_rating(run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str, *, answer: str) -> None:
+def save_rating(
+    run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str, *, answer: str
+) -> None:
     """Store a person's rating (1-5, or None) and note for `answer`, the text they rated; no rating
     and no note removes it."""
     if not isinstance(answer, str):

@@ -46,6 +46,7 @@ escape it; for that, run the dashboard as an unprivileged user in a container):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -416,10 +417,8 @@ def _read_limited(path: Path) -> str:
 
 def _kill(process: subprocess.Popen) -> None:
     """Kill the child and its process group, and reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -441,7 +440,7 @@ def _exchange(process: subprocess.Popen, message: bytes, channel: int, wall_s: f
             for key, _ in selector.select(remaining):
                 if key.fd == stdin:
                     try:
-                        pending = pending[os.write(stdin, pending):]
+                        pending = pending[os.write(stdin, pending) :]
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:  # the child is gone: its exit status says why
@@ -463,10 +462,8 @@ def _exchange(process: subprocess.Popen, message: bytes, channel: int, wall_s: f
         timed_out = True
         _kill(process)
     if not process.stdin.closed:
-        try:
+        with contextlib.suppress(BrokenPipeError):
             process.stdin.close()
-        except BrokenPipeError:
-            pass
     return b"".join(received), timed_out
 
 
@@ -479,7 +476,8 @@ def _valid_result(loaded: object) -> dict[str, Any] | None:
         return None
     for outcomes in loaded["functions"].values():
         if not isinstance(outcomes, list) or not all(
-                isinstance(o, dict) and ("value" in o or isinstance(o.get("error"), dict)) for o in outcomes):
+            isinstance(o, dict) and ("value" in o or isinstance(o.get("error"), dict)) for o in outcomes
+        ):
             return None
     return loaded
 
@@ -490,17 +488,23 @@ def _read_channel(data: bytes, nonce: bytes) -> tuple[dict[str, Any] | None, tup
     result, refusals = None, []
     for line in data.split(b"\n"):
         if line.startswith(REFUSED_PREFIX):
-            refusals.append(line[len(REFUSED_PREFIX):].decode("utf-8", errors="replace"))
+            refusals.append(line[len(REFUSED_PREFIX) :].decode("utf-8", errors="replace"))
         elif line.startswith(nonce + b" "):
             try:
-                result = _valid_result(json.loads(line[len(nonce) + 1:]))
+                result = _valid_result(json.loads(line[len(nonce) + 1 :]))
             except ValueError:
                 result = None
     return result, tuple(refusals)
 
 
-def _verdict_from(result: dict[str, Any] | None, refusals: tuple[str, ...], returncode: int | None,
-                  timed_out: bool, limits: Limits, stderr: str) -> tuple[str, str]:
+def _verdict_from(
+    result: dict[str, Any] | None,
+    refusals: tuple[str, ...],
+    returncode: int | None,
+    timed_out: bool,
+    limits: Limits,
+    stderr: str,
+) -> tuple[str, str]:
     if timed_out:
         return "timeout", f"timed out: still running after {limits.wall_s:g} s (killed)"
     if returncode == REFUSED_EXIT:
@@ -531,8 +535,13 @@ def _verdict_from(result: dict[str, Any] | None, refusals: tuple[str, ...], retu
     return "ok", "ran to the end"
 
 
-def run_python(source: str, calls: list[list[Any]] | None = None, *, function: str | None = None,
-               limits: Limits = Limits()) -> SandboxRun:
+def run_python(
+    source: str,
+    calls: list[list[Any]] | None = None,
+    *,
+    function: str | None = None,
+    limits: Limits = Limits(),
+) -> SandboxRun:
     """Run `source` in the sandbox; then call its functions with each argument list in `calls`.
 
     Without `function`, every function the code defines that accepts that many positional
@@ -545,28 +554,49 @@ def run_python(source: str, calls: list[list[Any]] | None = None, *, function: s
     process = None
     try:
         (folder / HARNESS_FILE).write_text(_HARNESS, encoding="utf-8")
-        request = json.dumps({"source": source, "calls": calls, "function": function, "channel": child_end,
-                              "refused_exit": REFUSED_EXIT,
-                              "limits": {"cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb,
-                                         "file_size_mb": limits.file_size_mb}})
+        request = json.dumps(
+            {
+                "source": source,
+                "calls": calls,
+                "function": function,
+                "channel": child_end,
+                "refused_exit": REFUSED_EXIT,
+                "limits": {
+                    "cpu_s": limits.cpu_s,
+                    "memory_mb": limits.memory_mb,
+                    "file_size_mb": limits.file_size_mb,
+                },
+            }
+        )
         with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
             try:
                 process = subprocess.Popen(
-                    [sys.executable, "-I", "-B", "-u", "-X", "utf8", HARNESS_FILE], cwd=folder, env={},
-                    stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True, pass_fds=(child_end,),
+                    [sys.executable, "-I", "-B", "-u", "-X", "utf8", HARNESS_FILE],
+                    cwd=folder,
+                    env={},
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    pass_fds=(child_end,),
                 )
             finally:
                 os.close(child_end)  # the child holds the only write end: end of file when it exits
-            received, timed_out = _exchange(process, nonce + b"\n" + request.encode("utf-8"), channel, limits.wall_s)
+            received, timed_out = _exchange(
+                process, nonce + b"\n" + request.encode("utf-8"), channel, limits.wall_s
+            )
         seconds = time.monotonic() - started
         stdout, stderr = _read_limited(folder / "stdout.txt"), _read_limited(folder / "stderr.txt")
         result, refusals = _read_channel(received, nonce)
         outcome, reason = _verdict_from(result, refusals, process.returncode, timed_out, limits, stderr)
         return SandboxRun(
-            outcome=outcome, reason=reason,
+            outcome=outcome,
+            reason=reason,
             functions=result["functions"] if result and outcome != "refused" else {},
             refused=refusals if outcome == "refused" else (),
-            stdout=stdout, stderr=stderr, seconds=seconds,
+            stdout=stdout,
+            stderr=stderr,
+            seconds=seconds,
         )
     finally:
         if process is not None and process.poll() is None:  # interrupted (a stopped job): no orphan left
@@ -580,8 +610,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def run_function_cases(source: str, cases: list[tuple[list[Any], Any]], *, function: str | None = None,
-                       limits: Limits = Limits()) -> FunctionVerdict:
+def run_function_cases(
+    source: str, cases: list[tuple[list[Any], Any]], *, function: str | None = None, limits: Limits = Limits()
+) -> FunctionVerdict:
     """Run `source` and check that a function it defines maps each case's arguments to its expected value.
 
     Without `function`, any function the code defines may pass (the first that returns every
@@ -591,8 +622,11 @@ def run_function_cases(source: str, cases: list[tuple[list[Any], Any]], *, funct
     if not run.ok:
         return FunctionVerdict(False, run.reason, None, run.seconds)
     if not run.functions:
-        wanted = f"function named {function}" if function else (
-            f"function taking {len(cases[0][0])} argument(s)" if cases else "function")
+        wanted = (
+            f"function named {function}"
+            if function
+            else (f"function taking {len(cases[0][0])} argument(s)" if cases else "function")
+        )
         return FunctionVerdict(False, f"defines no {wanted}", None, run.seconds)
     first_problem = ""
     for name, outcomes in run.functions.items():
@@ -607,7 +641,9 @@ def run_function_cases(source: str, cases: list[tuple[list[Any], Any]], *, funct
                     problem = f"{call} raised {error['text']}"
                 break
             if outcome["value"] != expected:
-                problem = f"wrong output: {call} returned {_shown(outcome['value'])}, expected {_shown(expected)}"
+                problem = (
+                    f"wrong output: {call} returned {_shown(outcome['value'])}, expected {_shown(expected)}"
+                )
                 break
         if not problem:
             return FunctionVerdict(True, f"{name} passed {len(cases)} case(s)", name, run.seconds)

@@ -49,9 +49,7 @@ def find_converter() -> ConverterLocation:
         script = Path(checkout).expanduser() / CONVERTER_SCRIPT
         if script.is_file():
             return ConverterLocation(script, f"llama.cpp checkout at {script.parent} (${LLAMA_CPP_DIR_ENV})")
-        return ConverterLocation(
-            None, f"${LLAMA_CPP_DIR_ENV} is {checkout}, which has no {CONVERTER_SCRIPT}"
-        )
+        return ConverterLocation(None, f"${LLAMA_CPP_DIR_ENV} is {checkout}, which has no {CONVERTER_SCRIPT}")
     version = package_version("llama_cpp_python")
     if version is None:
         return ConverterLocation(
@@ -95,16 +93,30 @@ def fetch_converter(say: Callable[[str], None]) -> ConverterLocation:
     version = package_version("llama_cpp_python")
     if os.environ.get(LLAMA_CPP_DIR_ENV) or version is None:
         raise ConverterError(f"llama.cpp's converter: {location.explanation}")
-    say(f"converter: fetching the llama-cpp-python {version} source with pip (about 77 MB, once) "
-        f"into {cache_dir()}")
+    say(
+        f"converter: fetching the llama-cpp-python {version} source with pip (about 77 MB, once) "
+        f"into {cache_dir()}"
+    )
     target = sdist_llama_cpp_dir(version).parent.parent
     try:
         with staging_dir(target) as staging:
             done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                 "--disable-pip-version-check", f"llama-cpp-python=={version}",
-                 "-d", str(staging / "download")],
-                capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-binary",
+                    ":all:",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    f"llama-cpp-python=={version}",
+                    "-d",
+                    str(staging / "download"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=FETCH_TIMEOUT_S,
             )
             archives = sorted((staging / "download").glob("*.tar.gz"))
             if done.returncode != 0 or not archives:
@@ -118,14 +130,17 @@ def fetch_converter(say: Callable[[str], None]) -> ConverterLocation:
             if not (staging / "tree" / "vendor" / "llama.cpp" / CONVERTER_SCRIPT).is_file():
                 raise ConverterError(
                     f"the llama-cpp-python {version} source has no {CONVERTER_SCRIPT}; "
-                    f"set ${LLAMA_CPP_DIR_ENV}")
+                    f"set ${LLAMA_CPP_DIR_ENV}"
+                )
             # Unless another fetch has put a converter there meanwhile, replace what is there
             # (an incomplete earlier copy, if anything).
             if not sdist_llama_cpp_dir(version).joinpath(CONVERTER_SCRIPT).is_file():
                 replace_dir(staging / "tree", target)
     except subprocess.TimeoutExpired:
-        raise ConverterError(f"fetching the llama-cpp-python {version} source took over {FETCH_TIMEOUT_S} s; "
-                             f"set ${LLAMA_CPP_DIR_ENV} to a llama.cpp checkout instead") from None
+        raise ConverterError(
+            f"fetching the llama-cpp-python {version} source took over {FETCH_TIMEOUT_S} s; "
+            f"set ${LLAMA_CPP_DIR_ENV} to a llama.cpp checkout instead"
+        ) from None
     location = find_converter()
     say(f"converter: {location.explanation}")
     return location

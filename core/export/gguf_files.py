@@ -50,8 +50,12 @@ HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 def git_revision(folder: Path) -> str | None:
     """The short git revision of the checkout at `folder`; None when it is not one or git is not installed."""
     try:
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=GIT_TIMEOUT_S)
+        done = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     revision = done.stdout.strip()
@@ -82,11 +86,23 @@ def tool_environment(environment: dict[str, str]) -> dict[str, str]:
 def _run_tool(arguments: list[str], what: str) -> None:
     """Run `python -c` a tool entry point of this module in a child process; ExportError on failure."""
     try:
-        done = subprocess.run([sys.executable, "-c", "import sys, core.export.gguf_files as e; e.tool_main(sys.argv[1:])", *arguments],
-                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=tool_environment(dict(os.environ)))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, core.export.gguf_files as e; e.tool_main(sys.argv[1:])",
+                *arguments,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT_S,
+            env=tool_environment(dict(os.environ)),
+        )
     except subprocess.TimeoutExpired:
-        raise ExportError(f"{what} did not finish within {TOOL_TIMEOUT_S:g} s and was stopped; "
-                          "check the machine's load and free memory, then try again") from None
+        raise ExportError(
+            f"{what} did not finish within {TOOL_TIMEOUT_S:g} s and was stopped; "
+            "check the machine's load and free memory, then try again"
+        ) from None
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         tail = lines[-1] if lines else f"exit status {done.returncode}"
@@ -121,10 +137,25 @@ def tool_main(argv: list[str]) -> None:
         raise SystemExit(f"unknown tool {argv[0]!r}")
 
 
-def convert(script: Path, merged: Path, outtype: str, target: Path, *, pre_tokenizer: str | None, model_name: str) -> None:
+def convert(
+    script: Path, merged: Path, outtype: str, target: Path, *, pre_tokenizer: str | None, model_name: str
+) -> None:
     """convert_hf_to_gguf.py on the merged model into `target` (f16 or q8_0)."""
-    _run_tool(["convert", str(script), pre_tokenizer or "", str(merged), "--outtype", outtype,
-               "--outfile", str(target), "--model-name", model_name], f"converting to {outtype}")
+    _run_tool(
+        [
+            "convert",
+            str(script),
+            pre_tokenizer or "",
+            str(merged),
+            "--outtype",
+            outtype,
+            "--outfile",
+            str(target),
+            "--model-name",
+            model_name,
+        ],
+        f"converting to {outtype}",
+    )
     if not target.is_file():
         raise ExportError(f"converting to {outtype} wrote no file")
 

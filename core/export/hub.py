@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core import first_line
 from core.evaluate.answers import load_eval_results, pass_count
@@ -131,14 +132,23 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
     modules_text = ", ".join(modules) if isinstance(modules, list) else str(modules or "-")
     adapter = export.get("adapter") or {}
     lines = [
-        *front, "",
-        f"# {repo_id.split('/')[1]}", "",
+        *front,
+        "",
+        f"# {repo_id.split('/')[1]}",
+        "",
         f"A LoRA fine-tune of `{base}`"
-        + (f" (trained on its 4-bit version `{config.get('base_model')}`)" if config.get("base_model") not in (None, base) else "")
+        + (
+            f" (trained on its 4-bit version `{config.get('base_model')}`)"
+            if config.get("base_model") not in (None, base)
+            else ""
+        )
         + f", run `{run_path.name}` of the PEFT dashboard: the adapter, and the adapter merged into the base in "
-        f"16-bit and converted to GGUF with llama.cpp's converter.", "",
-        "## Training", "",
-        "| setting | value |", "|---|---|",
+        f"16-bit and converted to GGUF with llama.cpp's converter.",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
         f"| base model | `{base}` |",
         f"| dataset | `{dataset}` |",
         f"| split | `{config.get('split', '-')}` |",
@@ -154,7 +164,8 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
     if metrics:
         memory = "GPU reserved" if metrics.get("memory_measure") != "process_rss" else "process RSS (CPU)"
         lines += [
-            "| metric | value |", "|---|---|",
+            "| metric | value |",
+            "|---|---|",
             f"| training loss (mean over steps) | {_number(metrics.get('train_loss'))} |",
             f"| last logged loss | {_number(metrics.get('final_loss'))} |",
             f"| runtime (s) | {_number(metrics.get('train_runtime_s'))} |",
@@ -166,16 +177,26 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
         ]
     evals = eval_summary(run_path)
     if evals:
-        lines += ["## Evaluation", "", "Fixed prompts, answers checked automatically for known failure modes.", "",
-                  "| variant | passed |", "|---|---|"]
+        lines += [
+            "## Evaluation",
+            "",
+            "Fixed prompts, answers checked automatically for known failure modes.",
+            "",
+            "| variant | passed |",
+            "|---|---|",
+        ]
         lines += [f"| {variant} | {passed} of {total} |" for variant, (passed, total) in evals.items()]
         lines.append("")
     converter = export.get("converter") or {}
-    lines += ["## Files", "",
-              "Every GGUF was checked before upload: it loads in llama-cpp, carries the chat template and end-of-turn "
-              "token, and its greedy answers to fixed prompts were compared with the merged model's in transformers.", "",
-              "| file | quant | size (MB) | sha256 | greedy answers equal to transformers | token agreement |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Files",
+        "",
+        "Every GGUF was checked before upload: it loads in llama-cpp, carries the chat template and end-of-turn "
+        "token, and its greedy answers to fixed prompts were compared with the merged model's in transformers.",
+        "",
+        "| file | quant | size (MB) | sha256 | greedy answers equal to transformers | token agreement |",
+        "|---|---|---|---|---|---|",
+    ]
     for entry in gguf_files:
         check = entry.get("verification") or {}
         lines.append(
@@ -183,26 +204,41 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             f"{check.get('exact_matches', '-')} of {check.get('prompts', '-')} | {_number(check.get('agreement'))} |"
         )
     lines += [
-        "", f"`adapter/` holds the LoRA adapter (step {adapter.get('step', '-')}) and the tokenizer with its chat template.",
+        "",
+        f"`adapter/` holds the LoRA adapter (step {adapter.get('step', '-')}) and the tokenizer with its chat template.",
         f"Converted with {converter.get('version', 'llama.cpp')} ({converter.get('source', '-')}); "
-        f"exported {export.get('created_at', '-')}.", "",
-        "## Use it", "",
+        f"exported {export.get('created_at', '-')}.",
+        "",
+        "## Use it",
+        "",
     ]
     if gguf_files:
         first = Path(gguf_files[0]["file"]).name
         lines += [
-            "With llama-cpp-python (`pip install llama-cpp-python huggingface_hub`):", "",
-            "```python", "from llama_cpp import Llama", "",
+            "With llama-cpp-python (`pip install llama-cpp-python huggingface_hub`):",
+            "",
+            "```python",
+            "from llama_cpp import Llama",
+            "",
             f'llm = Llama.from_pretrained(repo_id="{repo_id}", filename="{first}", n_ctx=4096)',
             'answer = llm.create_chat_completion(messages=[{"role": "user", "content": "Explain LoRA in two sentences."}])',
-            'print(answer["choices"][0]["message"]["content"])', "```", "",
-            f"With llama.cpp: `llama-cli -hf {repo_id} --hf-file {first} -cnv`", "",
+            'print(answer["choices"][0]["message"]["content"])',
+            "```",
+            "",
+            f"With llama.cpp: `llama-cli -hf {repo_id} --hf-file {first} -cnv`",
+            "",
         ]
     lines += [
-        "The adapter with transformers and peft:", "", "```python",
-        "from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
+        "The adapter with transformers and peft:",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
         f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}", subfolder="adapter")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="adapter")', "```", "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="adapter")',
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -216,8 +252,10 @@ def adapter_files(run_path: Path) -> list[UploadFile]:
     files = []
     for path in [adapter, *sorted(adapter.iterdir())]:
         if path.is_symlink():
-            raise HubError(f"{path.relative_to(run_path).as_posix()} is a symbolic link: only what lies inside the run "
-                           "folder is pushed; replace the link with a copy of what it points to")
+            raise HubError(
+                f"{path.relative_to(run_path).as_posix()} is a symbolic link: only what lies inside the run "
+                "folder is pushed; replace the link with a copy of what it points to"
+            )
         if path.is_file() and path.name not in ADAPTER_SKIP:
             files.append(UploadFile(path, f"{ADAPTER_DIR}/{path.name}", path.stat().st_size))
     return files
@@ -232,13 +270,23 @@ def upload_plan(run_path: Path, repo_id: str) -> UploadPlan:
     files = adapter_files(run_path)
     gguf_files = []
     for entry in export.get("files") or []:
-        if not isinstance(entry, dict) or not entry.get("file") or not (entry.get("verification") or {}).get("passed"):
+        if (
+            not isinstance(entry, dict)
+            or not entry.get("file")
+            or not (entry.get("verification") or {}).get("passed")
+        ):
             continue
         path = gguf_file_path(run_path, entry["file"])
         if path is None:
-            raise HubError(f"{EXPORT_FILE} names {entry['file']!r} as a GGUF file, which is not {GGUF_DIR}/<name>.gguf "
-                           "inside the run folder: refusing to push it; export the run again")
-        if not path.is_file() or path.stat().st_size != entry.get("size") or not isinstance(entry.get("sha256"), str):
+            raise HubError(
+                f"{EXPORT_FILE} names {entry['file']!r} as a GGUF file, which is not {GGUF_DIR}/<name>.gguf "
+                "inside the run folder: refusing to push it; export the run again"
+            )
+        if (
+            not path.is_file()
+            or path.stat().st_size != entry.get("size")
+            or not isinstance(entry.get("sha256"), str)
+        ):
             raise HubError(f"{entry['file']} is missing or changed since the export: export the run again")
         files.append(UploadFile(path, path.name, entry["size"], entry["sha256"]))
         gguf_files.append(entry)
@@ -257,7 +305,9 @@ def _network_errors() -> tuple[type[BaseException], ...]:
             library = __import__(module)
         except ImportError:
             continue
-        base = getattr(library, "TransportError", None) or getattr(getattr(library, "exceptions", None), "ConnectionError", None)
+        base = getattr(library, "TransportError", None) or getattr(
+            getattr(library, "exceptions", None), "ConnectionError", None
+        )
         if isinstance(base, type):
             errors.append(base)
     return tuple(errors)
@@ -275,19 +325,35 @@ def _hub_failure(exc: BaseException, repo_id: str, endpoint: str, token: str) ->
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
-            return HubError(f"the Hub refused the token (401): check {TOKEN_ENV}; it may be invalid or expired")
+            return HubError(
+                f"the Hub refused the token (401): check {TOKEN_ENV}; it may be invalid or expired"
+            )
         if status == 403:
-            return HubError(f"the token may not write to {repo_id} (403): use a token with write access to that "
-                            "namespace, or a repo id under your own user")
+            return HubError(
+                f"the token may not write to {repo_id} (403): use a token with write access to that "
+                "namespace, or a repo id under your own user"
+            )
         if status == 404:
-            return HubError(f"{repo_id} was not found and could not be created (404): check the owner name and the token")
+            return HubError(
+                f"{repo_id} was not found and could not be created (404): check the owner name and the token"
+            )
         return HubError(clean(f"the Hub answered {status}: {first_line(exc)}"))
-    return HubError(clean(f"could not reach the Hub at {endpoint} ({type(exc).__name__}: {first_line(exc)}); "
-                          "check the network and try again"))
+    return HubError(
+        clean(
+            f"could not reach the Hub at {endpoint} ({type(exc).__name__}: {first_line(exc)}); "
+            "check the network and try again"
+        )
+    )
 
 
-def push_plan(plan: UploadPlan, token: str, *, endpoint: str | None = None, private: bool = False,
-              say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def push_plan(
+    plan: UploadPlan,
+    token: str,
+    *,
+    endpoint: str | None = None,
+    private: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Create the repo if needed and commit the plan's files and card; return the Hub record."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -296,18 +362,35 @@ def push_plan(plan: UploadPlan, token: str, *, endpoint: str | None = None, priv
     try:
         say(f"creating {plan.repo_id} on the Hub if it does not exist")
         repo = api.create_repo(plan.repo_id, repo_type="model", private=private, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in plan.files]
-        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=plan.card.encode("utf-8")))
+        operations = [
+            CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in plan.files
+        ]
+        operations.append(
+            CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=plan.card.encode("utf-8"))
+        )
         say(f"uploading {len(operations)} files ({plan.total_bytes / 1e6:.1f} MB) to {plan.repo_id}")
         commit = api.create_commit(plan.repo_id, operations=operations, commit_message=plan.commit_message)
     except (HfHubHTTPError, OfflineModeIsEnabled, *_network_errors()) as exc:
         raise _hub_failure(exc, plan.repo_id, api.endpoint, token) from None
-    return {"repo_id": plan.repo_id, "url": str(repo), "commit": commit.oid, "commit_url": commit.commit_url,
-            "files": [f.path_in_repo for f in plan.files] + [CARD_FILE], "pushed_at": now_iso()}
+    return {
+        "repo_id": plan.repo_id,
+        "url": str(repo),
+        "commit": commit.oid,
+        "commit_url": commit.commit_url,
+        "files": [f.path_in_repo for f in plan.files] + [CARD_FILE],
+        "pushed_at": now_iso(),
+    }
 
 
-def push_export(run_path: Path, repo_id: str, *, token: str | None = None, endpoint: str | None = None,
-                private: bool = False, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def push_export(
+    run_path: Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    private: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Push the run's export (adapter, verified GGUF files, model card); record repo and commit in export.json.
 
     Every GGUF's sha256 is checked against export.json first: a file changed since it was
@@ -317,7 +400,9 @@ def push_export(run_path: Path, repo_id: str, *, token: str | None = None, endpo
     secret = hub_token(token)
     for upload in plan.files:
         if upload.sha256 is not None and sha256_file(upload.local) != upload.sha256:
-            raise HubError(f"{upload.path_in_repo} changed since it was verified (sha256 differs): export the run again")
+            raise HubError(
+                f"{upload.path_in_repo} changed since it was verified (sha256 differs): export the run again"
+            )
     hub = push_plan(plan, secret, endpoint=endpoint, private=private, say=say)
     record_push(run_path, hub)
     return hub

@@ -85,8 +85,17 @@ DEFAULT_QUANTS = ("q8_0",)  # what the lab shipped
 
 
 # Bytes per parameter of each file, rounded up, for the free-disk check.
-BYTES_PER_PARAMETER = {"f16": 2.0, "q8_0": 1.1, "q6_k": 0.85, "q5_k_m": 0.75, "q5_k_s": 0.72, "q4_k_m": 0.65,
-                       "q4_k_s": 0.62, "q3_k_m": 0.55, "q2_k": 0.45}
+BYTES_PER_PARAMETER = {
+    "f16": 2.0,
+    "q8_0": 1.1,
+    "q6_k": 0.85,
+    "q5_k_m": 0.75,
+    "q5_k_s": 0.72,
+    "q4_k_m": 0.65,
+    "q4_k_s": 0.62,
+    "q3_k_m": 0.55,
+    "q2_k": 0.45,
+}
 
 
 DISK_MARGIN = 1.1
@@ -162,9 +171,6 @@ def _staging(folder: Path, name: str) -> Path:
     return folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
 
 
-replace_folder = replace_dir  # the earlier name, still used by tests/test_export.py
-
-
 def delete_merged(run_path: Path) -> int:
     """Delete the run's merged/ model (the GGUF files stay); return the bytes freed."""
     folder = run_path / MERGED_DIR
@@ -215,7 +221,9 @@ def _previous_files(run_path: Path, quants: list[str]) -> list[dict[str, Any]]:
     return kept
 
 
-def _merge(run_path: Path, progress: Progress, quants: list[str], timings: dict[str, float]) -> tuple[Any, Any, int]:
+def _merge(
+    run_path: Path, progress: Progress, quants: list[str], timings: dict[str, float]
+) -> tuple[Any, Any, int]:
     """Load, disk-check and merge; save merged/; return the merged model, tokenizer and parameter count."""
     started = time.monotonic()
     progress("loading the base model in 16-bit with the run's adapter", 0.08)
@@ -244,8 +252,14 @@ class FileMaker:
         self.scratch: Path | None = None
 
     def _convert(self, outtype: str, target: Path) -> None:
-        convert(self.script, self.run_path / MERGED_DIR, outtype, target, pre_tokenizer=self.pre_tokenizer,
-                model_name=self.run_path.name)
+        convert(
+            self.script,
+            self.run_path / MERGED_DIR,
+            outtype,
+            target,
+            pre_tokenizer=self.pre_tokenizer,
+            model_name=self.run_path.name,
+        )
 
     def _f16(self) -> Path:
         if self.verified_f16 is not None:
@@ -269,7 +283,9 @@ class FileMaker:
             self.scratch.unlink(missing_ok=True)
 
 
-def _export_file(quant: str, maker: FileMaker, expected: Expectations, progress: Progress, share: float) -> dict[str, Any]:
+def _export_file(
+    quant: str, maker: FileMaker, expected: Expectations, progress: Progress, share: float
+) -> dict[str, Any]:
     """Make, verify and place one GGUF file; return its export.json entry (file None when it failed)."""
     name = gguf_name(maker.run_path.name, quant)
     final, partial = maker.folder / name, _staging(maker.folder, name)
@@ -280,8 +296,15 @@ def _export_file(quant: str, maker: FileMaker, expected: Expectations, progress:
         made_s = round(time.monotonic() - started, 3)
         progress(f"verifying {name} in llama-cpp", None)
         verification = verify_gguf(partial, quant, expected)
-        entry = {"quant": quant, "file": f"{GGUF_DIR}/{name}", "method": method, "size": partial.stat().st_size,
-                 "sha256": sha256_file(partial), "seconds": made_s, "verification": verification}
+        entry = {
+            "quant": quant,
+            "file": f"{GGUF_DIR}/{name}",
+            "method": method,
+            "size": partial.stat().st_size,
+            "sha256": sha256_file(partial),
+            "seconds": made_s,
+            "verification": verification,
+        }
         if verification["passed"]:
             os.replace(partial, final)
             if quant == "f16":
@@ -322,30 +345,49 @@ def export_run(run_path: Path, quants: list[str], progress: Progress) -> dict[st
 
     (run_path / GGUF_DIR).mkdir(exist_ok=True)
     document: dict[str, Any] = {
-        "run": run_path.name, "state": "running", "error": None, "base_model": base,
-        "merged_from": full_precision_base(base), "adapter": adapter,
+        "run": run_path.name,
+        "state": "running",
+        "error": None,
+        "base_model": base,
+        "merged_from": full_precision_base(base),
+        "adapter": adapter,
         "merged": {"path": MERGED_DIR, "dtype": MERGED_DTYPE, "parameters": parameters},
         "converter": converter,
-        "verification": {"prompts": len(VERIFY_PROMPTS), "max_new_tokens": VERIFY_TOKENS,
-                         "exact_required_for": list(EXACT_QUANTS), "near_tie_logits": NEAR_TIE_LOGITS},
-        "files": [], "hub": None, "timings": timings, "created_at": now_iso(),
+        "verification": {
+            "prompts": len(VERIFY_PROMPTS),
+            "max_new_tokens": VERIFY_TOKENS,
+            "exact_required_for": list(EXACT_QUANTS),
+            "near_tie_logits": NEAR_TIE_LOGITS,
+        },
+        "files": [],
+        "hub": None,
+        "timings": timings,
+        "created_at": now_iso(),
     }
     maker = FileMaker(run_path, location, pre_tokenizer)
     order = sorted(quants, key=QUANTS.index)  # f16 first: the k-quants are made from it
     try:
         for number, quant in enumerate(order):
-            document["files"].append(_export_file(quant, maker, expected, progress, 0.35 + 0.6 * number / len(order)))
+            document["files"].append(
+                _export_file(quant, maker, expected, progress, 0.35 + 0.6 * number / len(order))
+            )
     except BaseException as exc:
         document["state"] = "stopped" if isinstance(exc, (JobStopped, KeyboardInterrupt)) else "failed"
         document["error"] = first_line(exc) or type(exc).__name__
         raise
     else:
-        failed = [f"{e['quant']} ({'; '.join(e['verification']['problems'])})" for e in document["files"] if not e["file"]]
+        failed = [
+            f"{e['quant']} ({'; '.join(e['verification']['problems'])})"
+            for e in document["files"]
+            if not e["file"]
+        ]
         document["state"] = "failed" if failed else "completed"
         document["error"] = "verification failed: " + ", ".join(failed) if failed else None
     finally:
         maker.cleanup()
-        document["files"] = _previous_files(run_path, [e["quant"] for e in document["files"]]) + document["files"]
+        document["files"] = (
+            _previous_files(run_path, [e["quant"] for e in document["files"]]) + document["files"]
+        )
         document["finished_at"] = now_iso()
         write_json_atomic(run_path / EXPORT_FILE, document)
     if document["error"]:

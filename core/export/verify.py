@@ -36,8 +36,11 @@ NEAR_TIE_CANDIDATES = 8
 VERIFY_PROMPTS: tuple[tuple[dict[str, str], ...], ...] = (
     ({"role": "user", "content": "What colour is the sky?"},),
     ({"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a fruit."}),
-    ({"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello there!"},
-     {"role": "user", "content": "Explain in one sentence why leaves are green."}),
+    (
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": "Hello there!"},
+        {"role": "user", "content": "Explain in one sentence why leaves are green."},
+    ),
 )
 
 
@@ -74,7 +77,9 @@ def answered_sequence(answer: Generation, stop_id: int) -> list[int]:
     return answer.token_ids + ([stop_id] if len(answer.token_ids) < VERIFY_TOKENS else [])
 
 
-def reference_answer(model: Any, tokenizer: Any, messages: tuple[dict[str, str], ...], stop_id: int) -> Reference:
+def reference_answer(
+    model: Any, tokenizer: Any, messages: tuple[dict[str, str], ...], stop_id: int
+) -> Reference:
     """The merged model's greedy answer and, from one forward pass over it, its candidates at each position."""
     import torch
 
@@ -83,7 +88,7 @@ def reference_answer(model: Any, tokenizer: Any, messages: tuple[dict[str, str],
     prompt = tokenizer(render_prompt(tokenizer, list(messages)), add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
         ids = torch.tensor([prompt + sequence], device=model.device)
-        logits = model(ids).logits[0, len(prompt) - 1: len(prompt) - 1 + len(sequence)]
+        logits = model(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(sequence)]
     candidates = []
     for row in logits.float():
         values, tokens = row.topk(NEAR_TIE_CANDIDATES)
@@ -144,7 +149,9 @@ def _agreement(reference: list[int], tokens: list[int]) -> float:
     return shared / longest
 
 
-def _compare_answer(model: Any, reference: Reference, stop_id: int, quant: str, special_tokens: list[str]) -> dict[str, Any]:
+def _compare_answer(
+    model: Any, reference: Reference, stop_id: int, quant: str, special_tokens: list[str]
+) -> dict[str, Any]:
     """The GGUF's greedy answer to one verification prompt, compared with the merged model's."""
     answer = gguf_greedy_with(model, list(reference.messages), VERIFY_TOKENS)
     sequence = answered_sequence(answer, stop_id)
@@ -153,11 +160,17 @@ def _compare_answer(model: Any, reference: Reference, stop_id: int, quant: str, 
     if position is not None and position < min(len(reference.sequence), len(sequence)):
         gap = reference.candidates[position].get(sequence[position])
     tolerance = NEAR_TIE_LOGITS.get(quant)
-    return {"prompt": reference.messages[-1]["content"], "reference": reference.answer.text, "gguf": answer.text,
-            "exact": position is None, "first_difference": position, "logit_gap": gap,
-            "near_tie": position is not None and gap is not None and tolerance is not None and gap <= tolerance,
-            "agreement": round(_agreement(reference.answer.token_ids, answer.token_ids), 4),
-            "leaks": [token for token in special_tokens if token in answer.text]}
+    return {
+        "prompt": reference.messages[-1]["content"],
+        "reference": reference.answer.text,
+        "gguf": answer.text,
+        "exact": position is None,
+        "first_difference": position,
+        "logit_gap": gap,
+        "near_tie": position is not None and gap is not None and tolerance is not None and gap <= tolerance,
+        "agreement": round(_agreement(reference.answer.token_ids, answer.token_ids), 4),
+        "leaks": [token for token in special_tokens if token in answer.text],
+    }
 
 
 def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any]:
@@ -168,9 +181,19 @@ def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any
 
     started = time.monotonic()
     references = expected.references
-    record: dict[str, Any] = {"passed": False, "loads": False, "chat_template": False, "end_of_turn": None,
-                              "exact_required": quant in EXACT_QUANTS, "prompts": len(references), "exact_matches": 0,
-                              "near_ties": 0, "agreement": 0.0, "answers": [], "problems": []}
+    record: dict[str, Any] = {
+        "passed": False,
+        "loads": False,
+        "chat_template": False,
+        "end_of_turn": None,
+        "exact_required": quant in EXACT_QUANTS,
+        "prompts": len(references),
+        "exact_matches": 0,
+        "near_ties": 0,
+        "agreement": 0.0,
+        "answers": [],
+        "problems": [],
+    }
     try:
         model = GgufModel(path, context=VERIFY_CONTEXT)
     except ModelError as exc:
@@ -190,18 +213,24 @@ def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any
     else:
         problems.append(f"{expected.end_of_turn} is not an end-of-generation token in the GGUF")
     stop_id = ids[0] if len(ids) == 1 else -1
-    answers = [_compare_answer(model, reference, stop_id, quant, expected.special_tokens) for reference in references]
+    answers = [
+        _compare_answer(model, reference, stop_id, quant, expected.special_tokens) for reference in references
+    ]
     record["answers"] = answers
     record["exact_matches"] = sum(answer["exact"] for answer in answers)
     record["near_ties"] = sum(answer["near_tie"] for answer in answers)
-    record["agreement"] = round(sum(answer["agreement"] for answer in answers) / len(answers), 4) if answers else 0.0
+    record["agreement"] = (
+        round(sum(answer["agreement"] for answer in answers) / len(answers), 4) if answers else 0.0
+    )
     leaks = sorted({token for answer in answers for token in answer["leaks"]})
     if leaks:
         problems.append(f"template text in an answer: {', '.join(leaks)}")
     apart = len(answers) - record["exact_matches"] - record["near_ties"]
     if record["exact_required"] and apart:
-        problems.append(f"greedy tokens differ from the merged model's on {apart} of {len(answers)} prompts beyond a "
-                        f"near-tie (agreement {record['agreement']:.2f})")
+        problems.append(
+            f"greedy tokens differ from the merged model's on {apart} of {len(answers)} prompts beyond a "
+            f"near-tie (agreement {record['agreement']:.2f})"
+        )
     record["passed"] = not problems
     record["seconds"] = round(time.monotonic() - started, 3)
     return record

@@ -119,9 +119,18 @@ def _merge(path: Path, **changes: Any) -> dict[str, Any]:
 def _reset(path: Path, **changes: Any) -> dict[str, Any]:
     """Clear the state file's record of an earlier job for a new one; created_at is written only
     when the file has none (status.json's is when the run was created: runs are listed by it)."""
-    cleared: dict[str, Any] = {"pid": None, "host": None, "pid_start": None, "started_at": None,
-                               "ended_at": None, "error": None, "log_tail": None, "fraction": None,
-                               "waiting_for": None, **changes}
+    cleared: dict[str, Any] = {
+        "pid": None,
+        "host": None,
+        "pid_start": None,
+        "started_at": None,
+        "ended_at": None,
+        "error": None,
+        "log_tail": None,
+        "fraction": None,
+        "waiting_for": None,
+        **changes,
+    }
     if not read_json_or_empty(path).get("created_at"):
         cleared["created_at"] = now_iso()
     return _merge(path, **cleared)
@@ -229,8 +238,9 @@ def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterato
 
 
 @contextmanager
-def run_job(run_path: Path, kind: str, *, interrupt: bool = False,
-            admit: Callable[[], object] | None = None) -> Iterator[JobControl]:
+def run_job(
+    run_path: Path, kind: str, *, interrupt: bool = False, admit: Callable[[], object] | None = None
+) -> Iterator[JobControl]:
     """Run the block as the run's job of this kind, recording its lifecycle in its state file.
 
     Takes the run's lock for this kind (JobError when another process holds it), calls
@@ -280,8 +290,17 @@ def run_job(run_path: Path, kind: str, *, interrupt: bool = False,
             except BaseException as exc:
                 raising[0] = False
                 error = failure_text(kind, exc)
-                log_file.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s failed: %s",
-                                               (title, error), (type(exc), exc, exc.__traceback__)))
+                log_file.handle(
+                    log.makeRecord(
+                        log.name,
+                        logging.ERROR,
+                        __file__,
+                        0,
+                        "%s failed: %s",
+                        (title, error),
+                        (type(exc), exc, exc.__traceback__),
+                    )
+                )
                 _merge(path, state="failed", ended_at=now_iso(), error=error, log_tail=tail_lines(output))
                 raise
             _merge(path, state="completed", ended_at=now_iso(), stage="done", fraction=1.0)
@@ -302,18 +321,35 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
         output.write(f"\n=== {now_iso()} {shlex.join(['python', *command[1:]])}\n".encode())
         output.flush()
         process = subprocess.Popen(
-            command, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, **(secrets or {}), "PYTHONUNBUFFERED": "1"},
+            command,
+            cwd=PROJECT_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(secrets or {}), "PYTHONUNBUFFERED": "1"},
         )
-    write_json_atomic(launch_path(run_path, kind), {
-        **job_identity(), "pid": process.pid, "pid_start": process_start(process.pid),
-        "command": shlex.join(["python", *command[1:]]), "launched_at": now_iso(),
-    })
+    write_json_atomic(
+        launch_path(run_path, kind),
+        {
+            **job_identity(),
+            "pid": process.pid,
+            "pid_start": process_start(process.pid),
+            "command": shlex.join(["python", *command[1:]]),
+            "launched_at": now_iso(),
+        },
+    )
     return process.pid
 
 
-def start_job(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None, *,
-              admit: Callable[[], object] | None = None) -> int:
+def start_job(
+    run_path: Path,
+    kind: str,
+    arguments: list[str],
+    secrets: dict[str, str] | None = None,
+    *,
+    admit: Callable[[], object] | None = None,
+) -> int:
     """Start the run's job of this kind, `python -m core <kind> RUN <arguments>` (with `secrets`
     in its environment), in state `queued`; return its pid.
 
@@ -402,7 +438,9 @@ def _stop_request(launch: dict[str, Any], process: dict[str, Any]) -> dict[str, 
     return request if same else None
 
 
-def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def _ended_by_death(
+    run_path: Path, kind: str, launch: dict[str, Any], status: dict[str, Any]
+) -> dict[str, Any]:
     """Record a job whose process is gone while its state says queued or running."""
     changes: dict[str, Any] = {"ended_at": now_iso()}
     request = _stop_request(launch, _process_of(status, launch))
@@ -415,14 +453,20 @@ def _ended_by_death(run_path: Path, kind: str, launch: dict[str, Any], status: d
         last = next((line for line in reversed(tail) if line.strip() and not line.startswith("===")), None)
         started = status.get("state") == "running"
         reason = "process died" if started else "the job exited before it started"
-        changes |= {"state": "failed", "error": f"{reason}" + (f" (last output: {last.strip()[:300]})" if last else ""),
-                    "log_tail": tail}
+        changes |= {
+            "state": "failed",
+            "error": f"{reason}" + (f" (last output: {last.strip()[:300]})" if last else ""),
+            "log_tail": tail,
+        }
     return _merge(state_path(run_path, kind), **changes)
 
 
 def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
     """The job's state and launch records, its process identity, and whether that process lives."""
-    status, launch = read_json_or_empty(state_path(run_path, kind)), read_json_or_empty(launch_path(run_path, kind))
+    status, launch = (
+        read_json_or_empty(state_path(run_path, kind)),
+        read_json_or_empty(launch_path(run_path, kind)),
+    )
     process = _process_of(status, launch)
     return status, launch, process, job_alive(process) if process.get("pid") else False
 
@@ -450,8 +494,15 @@ def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
                 if status.get("state") in ACTIVE_STATES and process.get("pid") and not alive:
                     status = _ended_by_death(run_path, kind, launch, status)
     pid = process.get("pid")
-    return JobView(kind, status.get("state"), alive, pid if isinstance(pid, int) else None, status, launch,
-                   log_path(run_path, kind))
+    return JobView(
+        kind,
+        status.get("state"),
+        alive,
+        pid if isinstance(pid, int) else None,
+        status,
+        launch,
+        log_path(run_path, kind),
+    )
 
 
 def _signal_job(process: dict[str, Any], signum: int) -> None:
@@ -493,9 +544,16 @@ def request_stop(run_path: Path, kind: str) -> JobView:
         raise JobError(f"run {run_path.name} has no {kind} job running")
     process = _process_of(view.status, view.launch)
     with _control(run_path, kind):
-        _merge(launch_path(run_path, kind), stop={"pid": view.pid, "pid_start": process.get("pid_start"),
-                                                   "requested_at": now_iso(), "requested_s": time.time(),
-                                                   "killed_at": None})
+        _merge(
+            launch_path(run_path, kind),
+            stop={
+                "pid": view.pid,
+                "pid_start": process.get("pid_start"),
+                "requested_at": now_iso(),
+                "requested_s": time.time(),
+                "killed_at": None,
+            },
+        )
     _signal_job(process, signal.SIGTERM)
     return job_view(run_path, kind)
 
@@ -518,7 +576,9 @@ def delete_run(run_path: Path) -> None:
     """
     busy = [view.kind for kind in JOB_KINDS if (view := job_view(run_path, kind)).active]
     if busy:
-        raise JobError(f"run {run_path.name} has a {busy[0]} job {job_view(run_path, busy[0]).state}: stop it first")
+        raise JobError(
+            f"run {run_path.name} has a {busy[0]} job {job_view(run_path, busy[0]).state}: stop it first"
+        )
     from core.store.files import delete_dir
 
     delete_dir(run_path)
@@ -528,7 +588,8 @@ def with_live_states(runs: list[Run]) -> list[Run]:
     """`runs` with every queued or running training job checked against its process; a job
     found dead is recorded as ended (see job_view) and its run read again."""
     return [
-        read_run_folder(run.path) if run.state in ACTIVE_STATES and job_view(run.path, "train").state != run.state
+        read_run_folder(run.path)
+        if run.state in ACTIVE_STATES and job_view(run.path, "train").state != run.state
         else run
         for run in runs
     ]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.export.converter import find_converter
+from core.machine.devices import Gpu
 from core.machine.installed import package_version
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
@@ -21,15 +21,6 @@ TRAINING_HINT = (
     "pip install -r requirements-train.txt on a GPU machine, or -r requirements-dev.txt "
     "for CPU training of the tiny model"
 )
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """One CUDA device as nvidia-smi reports it."""
-
-    name: str
-    memory_gb: float
-    compute_capability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,33 +43,6 @@ class SystemReport:
     runs_root: Path
     free_disk_gb: float | None
     capabilities: list[Capability]
-
-
-def _nvidia_smi(query: str) -> str:
-    """nvidia-smi's CSV answer to a --query-gpu, or "" when it fails."""
-    try:
-        return subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def detect_gpus() -> list[Gpu]:
-    """CUDA GPUs listed by nvidia-smi; empty when there is none or no driver."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    out = _nvidia_smi("name,memory.total,compute_cap") or _nvidia_smi("name,memory.total")  # old drivers lack compute_cap
-    gpus = []
-    for line in out.strip().splitlines():
-        fields = [field.strip() for field in line.split(",")]
-        try:
-            capability = float(fields[2]) if len(fields) > 2 else None
-            gpus.append(Gpu(name=fields[0], memory_gb=round(float(fields[1]) / 1024, 1), compute_capability=capability))
-        except (ValueError, IndexError):
-            continue
-    return gpus
 
 
 def total_memory_gb() -> float | None:

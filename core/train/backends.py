@@ -63,7 +63,9 @@ def prepare_tokenizer(tokenizer: Any, chat_template: str) -> Any:
     if text is not None:
         tokenizer.chat_template = text
     if not getattr(tokenizer, "chat_template", None):
-        raise BackendError("the base model's tokenizer has no chat template; set chat_template to a .jinja file")
+        raise BackendError(
+            "the base model's tokenizer has no chat template; set chat_template to a .jinja file"
+        )
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         vocab = tokenizer.get_vocab()
         pad = next((token for token in PAD_CANDIDATES if token in vocab), None)

@@ -27,7 +27,13 @@ PROJECTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 BACKENDS = ("auto", "unsloth", "hf")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 OPTIMIZERS = (
-    "auto", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "adafactor", "sgd",
+    "auto",
+    "adamw_torch",
+    "adamw_8bit",
+    "paged_adamw_8bit",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
 )
 DATASET_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 MODEL_TEMPLATE = "model"
@@ -115,6 +121,7 @@ def _meta(label: str, help: str, group: str, kind: str, **facts: Any) -> dict[st
 
 # --- the checks of each kind of value; a message completes "<field>: ..." ---------------------
 
+
 def _whole(spec: FieldSpec, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be a whole number (got {value!r})"
@@ -133,8 +140,9 @@ def _number(spec: FieldSpec, value: Any) -> str | None:
 
 def _out_of_bounds(spec: FieldSpec, value: float) -> bool:
     low, high = spec.low, spec.high
-    return ((low is not None and (value < low or (spec.low_open and value == low)))
-            or (high is not None and (value > high or (spec.high_open and value == high))))
+    return (low is not None and (value < low or (spec.low_open and value == low))) or (
+        high is not None and (value > high or (spec.high_open and value == high))
+    )
 
 
 def _choice(spec: FieldSpec, value: Any) -> str | None:
@@ -169,8 +177,11 @@ def _text(spec: FieldSpec, value: Any) -> str | None:
     found = _control_character(value, LINE_BREAKS_AND_TABS if multiline else frozenset())
     if found:
         index, char = found
-        what = ("must not hold control characters other than line breaks and tabs" if multiline
-                else "must be one line without control characters")
+        what = (
+            "must not hold control characters other than line breaks and tabs"
+            if multiline
+            else "must be one line without control characters"
+        )
         return f"{what} (found {char!r} at character {index + 1})"
     return None
 
@@ -201,11 +212,14 @@ KIND_CHECKS: dict[str, Callable[[FieldSpec, Any], str | None]] = {
 
 # --- further checks of single fields, run once the value is text -------------------------------
 
+
 def _check_base_model(value: str, check_files: bool) -> str | None:
     if value == TINY_MODEL_ID or HUB_ID_PATTERN.fullmatch(value) or not check_files or is_local_model(value):
         return None
-    return (f"{value!r} is not a Hub model id (owner/name), a local model folder with config.json, "
-            f"or {TINY_MODEL_ID!r}")
+    return (
+        f"{value!r} is not a Hub model id (owner/name), a local model folder with config.json, "
+        f"or {TINY_MODEL_ID!r}"
+    )
 
 
 def _check_dataset(value: str, check_files: bool) -> str | None:
@@ -214,9 +228,8 @@ def _check_dataset(value: str, check_files: bool) -> str | None:
         return None if not check_files or resolve_local_file(value) else f"no such file: {value}"
     if HUB_ID_PATTERN.fullmatch(value) and not Path(value).exists():
         return None
-    return (
-        f"{value!r} is neither a Hub dataset id (owner/name) nor a local file ending in "
-        + ", ".join(DATASET_SUFFIXES)
+    return f"{value!r} is neither a Hub dataset id (owner/name) nor a local file ending in " + ", ".join(
+        DATASET_SUFFIXES
     )
 
 
@@ -242,94 +255,253 @@ class RunConfig:
     fields are declared in the Train form's order, each with its FieldSpec facts."""
 
     # Model and data
-    base_model: str = field(default="unsloth/Llama-3.2-1B-Instruct-bnb-4bit", metadata=_meta(
-        "Base model",
-        f"Hub model id (owner/name), a local model folder, or '{TINY_MODEL_ID}' for the tiny CPU model",
-        MODEL_AND_DATA, "text", max_length=500, checks_files=True, check=_check_base_model))
-    dataset: str = field(default="mlabonne/FineTome-100k", metadata=_meta(
-        "Dataset", "Hub dataset id (owner/name) or a local .jsonl/.json/.parquet/.csv file of conversations",
-        MODEL_AND_DATA, "text", max_length=500, checks_files=True, check=_check_dataset))
-    split: str = field(default="train[:10000]", metadata=_meta(
-        "Split", "split and optional slice, e.g. train, train[:10000], train[:10%]",
-        MODEL_AND_DATA, "text", max_length=100, check=_check_split))
-    max_seq_length: int = field(default=1024, metadata=_meta(
-        "Max sequence length", "tokens per training sequence; longer conversations are truncated",
-        MODEL_AND_DATA, "whole", low=16, high=131072))
-    chat_template: str = field(default=MODEL_TEMPLATE, metadata=_meta(
-        "Chat template",
-        f"'{MODEL_TEMPLATE}' (the base model's own), a .jinja file, "
-        "or an Unsloth template name (unsloth backend)",
-        MODEL_AND_DATA, "text", max_length=500, checks_files=True, check=_check_template))
-    load_in_4bit: bool = field(default=True, metadata=_meta(
-        "Load the base model in 4-bit", "quantize the base model's weights to 4 bits while training (QLoRA); "
-        "needs a CUDA GPU",
-        MODEL_AND_DATA, "bool"))
-    backend: str = field(default="auto", metadata=_meta(
-        "Backend", "auto (Unsloth when a CUDA GPU and unsloth are present, else hf), unsloth or hf",
-        MODEL_AND_DATA, "choice", choices=BACKENDS))
+    base_model: str = field(
+        default="unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
+        metadata=_meta(
+            "Base model",
+            f"Hub model id (owner/name), a local model folder, or '{TINY_MODEL_ID}' for the tiny CPU model",
+            MODEL_AND_DATA,
+            "text",
+            max_length=500,
+            checks_files=True,
+            check=_check_base_model,
+        ),
+    )
+    dataset: str = field(
+        default="mlabonne/FineTome-100k",
+        metadata=_meta(
+            "Dataset",
+            "Hub dataset id (owner/name) or a local .jsonl/.json/.parquet/.csv file of conversations",
+            MODEL_AND_DATA,
+            "text",
+            max_length=500,
+            checks_files=True,
+            check=_check_dataset,
+        ),
+    )
+    split: str = field(
+        default="train[:10000]",
+        metadata=_meta(
+            "Split",
+            "split and optional slice, e.g. train, train[:10000], train[:10%]",
+            MODEL_AND_DATA,
+            "text",
+            max_length=100,
+            check=_check_split,
+        ),
+    )
+    max_seq_length: int = field(
+        default=1024,
+        metadata=_meta(
+            "Max sequence length",
+            "tokens per training sequence; longer conversations are truncated",
+            MODEL_AND_DATA,
+            "whole",
+            low=16,
+            high=131072,
+        ),
+    )
+    chat_template: str = field(
+        default=MODEL_TEMPLATE,
+        metadata=_meta(
+            "Chat template",
+            f"'{MODEL_TEMPLATE}' (the base model's own), a .jinja file, "
+            "or an Unsloth template name (unsloth backend)",
+            MODEL_AND_DATA,
+            "text",
+            max_length=500,
+            checks_files=True,
+            check=_check_template,
+        ),
+    )
+    load_in_4bit: bool = field(
+        default=True,
+        metadata=_meta(
+            "Load the base model in 4-bit",
+            "quantize the base model's weights to 4 bits while training (QLoRA); needs a CUDA GPU",
+            MODEL_AND_DATA,
+            "bool",
+        ),
+    )
+    backend: str = field(
+        default="auto",
+        metadata=_meta(
+            "Backend",
+            "auto (Unsloth when a CUDA GPU and unsloth are present, else hf), unsloth or hf",
+            MODEL_AND_DATA,
+            "choice",
+            choices=BACKENDS,
+        ),
+    )
     # LoRA
-    lora_r: int = field(default=16, metadata=_meta(
-        "LoRA rank (r)", "the rank of the adapter's matrices: its capacity",
-        LORA, "whole", low=1, high=1024))
-    lora_alpha: int = field(default=16, metadata=_meta(
-        "LoRA alpha", "scaling numerator: the update is scaled by alpha/r, or alpha/sqrt(r) with rsLoRA",
-        LORA, "whole", low=1, high=4096))
-    lora_dropout: float = field(default=0.0, metadata=_meta(
-        "LoRA dropout", "dropout on the adapter's input",
-        LORA, "number", low=0.0, high=1.0, high_open=True))
-    target_modules: tuple[str, ...] = field(default=PROJECTION_MODULES, metadata=_meta(
-        "Target modules", "modules that get adapters, comma-separated, or all-linear",
-        LORA, "modules"))
-    use_rslora: bool = field(default=False, metadata=_meta(
-        "rsLoRA scaling", "rank-stabilized LoRA: scale the update by alpha/sqrt(r) instead of alpha/r",
-        LORA, "bool"))
+    lora_r: int = field(
+        default=16,
+        metadata=_meta(
+            "LoRA rank (r)",
+            "the rank of the adapter's matrices: its capacity",
+            LORA,
+            "whole",
+            low=1,
+            high=1024,
+        ),
+    )
+    lora_alpha: int = field(
+        default=16,
+        metadata=_meta(
+            "LoRA alpha",
+            "scaling numerator: the update is scaled by alpha/r, or alpha/sqrt(r) with rsLoRA",
+            LORA,
+            "whole",
+            low=1,
+            high=4096,
+        ),
+    )
+    lora_dropout: float = field(
+        default=0.0,
+        metadata=_meta(
+            "LoRA dropout",
+            "dropout on the adapter's input",
+            LORA,
+            "number",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
+    )
+    target_modules: tuple[str, ...] = field(
+        default=PROJECTION_MODULES,
+        metadata=_meta(
+            "Target modules", "modules that get adapters, comma-separated, or all-linear", LORA, "modules"
+        ),
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata=_meta(
+            "rsLoRA scaling",
+            "rank-stabilized LoRA: scale the update by alpha/sqrt(r) instead of alpha/r",
+            LORA,
+            "bool",
+        ),
+    )
     # Training
-    max_steps: int = field(default=60, metadata=_meta(
-        "Max steps", "optimizer steps to train",
-        TRAINING, "whole", low=1, high=1_000_000))
-    batch_size: int = field(default=2, metadata=_meta(
-        "Batch size", "sequences per device per step",
-        TRAINING, "whole", low=1, high=1024))
-    gradient_accumulation_steps: int = field(default=4, metadata=_meta(
-        "Gradient accumulation steps", "micro-batches per optimizer step",
-        TRAINING, "whole", low=1, high=1024))
-    learning_rate: float = field(default=2e-4, metadata=_meta(
-        "Learning rate", "peak learning rate, reached after warmup",
-        TRAINING, "number", low=0.0, high=1.0, low_open=True))
-    warmup_steps: int = field(default=5, metadata=_meta(
-        "Warmup steps", "steps of linear learning-rate warmup (at most max_steps)",
-        TRAINING, "whole", low=0))
-    lr_scheduler: str = field(default="linear", metadata=_meta(
-        "Learning-rate schedule", "how the learning rate changes after warmup",
-        TRAINING, "choice", choices=SCHEDULERS))
-    optimizer: str = field(default="auto", metadata=_meta(
-        "Optimizer", "auto picks adamw_8bit on a GPU and adamw_torch on a CPU",
-        TRAINING, "choice", choices=OPTIMIZERS))
-    weight_decay: float = field(default=0.01, metadata=_meta(
-        "Weight decay", "AdamW weight decay",
-        TRAINING, "number", low=0.0, high=1.0))
-    seed: int = field(default=3407, metadata=_meta(
-        "Seed", "random seed for data order and adapter initialisation",
-        TRAINING, "whole", low=0, high=2**32 - 1))
-    packing: bool = field(default=True, metadata=_meta(
-        "Pack sequences", "pack several conversations into each sequence",
-        TRAINING, "bool"))
-    train_on_responses_only: bool = field(default=True, metadata=_meta(
-        "Train on responses only", "compute the loss on assistant answers only",
-        TRAINING, "bool"))
+    max_steps: int = field(
+        default=60,
+        metadata=_meta("Max steps", "optimizer steps to train", TRAINING, "whole", low=1, high=1_000_000),
+    )
+    batch_size: int = field(
+        default=2,
+        metadata=_meta("Batch size", "sequences per device per step", TRAINING, "whole", low=1, high=1024),
+    )
+    gradient_accumulation_steps: int = field(
+        default=4,
+        metadata=_meta(
+            "Gradient accumulation steps",
+            "micro-batches per optimizer step",
+            TRAINING,
+            "whole",
+            low=1,
+            high=1024,
+        ),
+    )
+    learning_rate: float = field(
+        default=2e-4,
+        metadata=_meta(
+            "Learning rate",
+            "peak learning rate, reached after warmup",
+            TRAINING,
+            "number",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+        ),
+    )
+    warmup_steps: int = field(
+        default=5,
+        metadata=_meta(
+            "Warmup steps",
+            "steps of linear learning-rate warmup (at most max_steps)",
+            TRAINING,
+            "whole",
+            low=0,
+        ),
+    )
+    lr_scheduler: str = field(
+        default="linear",
+        metadata=_meta(
+            "Learning-rate schedule",
+            "how the learning rate changes after warmup",
+            TRAINING,
+            "choice",
+            choices=SCHEDULERS,
+        ),
+    )
+    optimizer: str = field(
+        default="auto",
+        metadata=_meta(
+            "Optimizer",
+            "auto picks adamw_8bit on a GPU and adamw_torch on a CPU",
+            TRAINING,
+            "choice",
+            choices=OPTIMIZERS,
+        ),
+    )
+    weight_decay: float = field(
+        default=0.01,
+        metadata=_meta("Weight decay", "AdamW weight decay", TRAINING, "number", low=0.0, high=1.0),
+    )
+    seed: int = field(
+        default=3407,
+        metadata=_meta(
+            "Seed",
+            "random seed for data order and adapter initialisation",
+            TRAINING,
+            "whole",
+            low=0,
+            high=2**32 - 1,
+        ),
+    )
+    packing: bool = field(
+        default=True,
+        metadata=_meta("Pack sequences", "pack several conversations into each sequence", TRAINING, "bool"),
+    )
+    train_on_responses_only: bool = field(
+        default=True,
+        metadata=_meta(
+            "Train on responses only", "compute the loss on assistant answers only", TRAINING, "bool"
+        ),
+    )
     # Checkpoints and logging
-    save_steps: int = field(default=100, metadata=_meta(
-        "Checkpoint every (steps)", "save a resumable checkpoint every this many steps",
-        CHECKPOINTS, "whole", low=1))
-    save_total_limit: int | None = field(default=2, metadata=_meta(
-        "Checkpoints kept", "checkpoints kept on disk (older ones are deleted)",
-        CHECKPOINTS, "whole", low=1, high=1000, optional=True, none_means="keep all"))
-    logging_steps: int = field(default=1, metadata=_meta(
-        "Log every (steps)", "steps between loss records",
-        CHECKPOINTS, "whole", low=1))
-    note: str = field(default="", metadata=_meta(
-        "Note", "free text shown with the run",
-        CHECKPOINTS, "long_text", max_length=2000))
+    save_steps: int = field(
+        default=100,
+        metadata=_meta(
+            "Checkpoint every (steps)",
+            "save a resumable checkpoint every this many steps",
+            CHECKPOINTS,
+            "whole",
+            low=1,
+        ),
+    )
+    save_total_limit: int | None = field(
+        default=2,
+        metadata=_meta(
+            "Checkpoints kept",
+            "checkpoints kept on disk (older ones are deleted)",
+            CHECKPOINTS,
+            "whole",
+            low=1,
+            high=1000,
+            optional=True,
+            none_means="keep all",
+        ),
+    )
+    logging_steps: int = field(
+        default=1,
+        metadata=_meta("Log every (steps)", "steps between loss records", CHECKPOINTS, "whole", low=1),
+    )
+    note: str = field(
+        default="",
+        metadata=_meta("Note", "free text shown with the run", CHECKPOINTS, "long_text", max_length=2000),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this config (lists instead of tuples)."""
@@ -339,8 +511,9 @@ class RunConfig:
 
 
 def _build_specs() -> dict[str, FieldSpec]:
-    specs = {f.name: FieldSpec(name=f.name, default=f.default, **f.metadata)
-             for f in dataclasses.fields(RunConfig)}
+    specs = {
+        f.name: FieldSpec(name=f.name, default=f.default, **f.metadata) for f in dataclasses.fields(RunConfig)
+    }
     groups = [spec.group for spec in specs.values()]
     for spec in specs.values():
         if spec.group not in FORM_GROUPS or spec.kind not in KINDS:
@@ -389,8 +562,12 @@ def _format_default(value: Any) -> str:
 def set_help() -> str:
     """The config fields, group by group, with the values each takes and its default: the
     help of the command line's `--set KEY=VALUE`."""
-    lines = [("config fields for --set KEY=VALUE (each field takes its default unless a preset, "
-              "--config or --set gives it):")]
+    lines = [
+        (
+            "config fields for --set KEY=VALUE (each field takes its default unless a preset, "
+            "--config or --set gives it):"
+        )
+    ]
     for group in FORM_GROUPS:
         lines += ["", f"{group}:"]
         for spec in _SPECS.values():
@@ -438,8 +615,9 @@ def with_resolved_paths(config: RunConfig) -> RunConfig:
         config,
         dataset=stable(config.dataset),
         base_model=stable(config.base_model),
-        chat_template=(stable(config.chat_template) if config.chat_template.endswith(".jinja")
-                       else config.chat_template),
+        chat_template=(
+            stable(config.chat_template) if config.chat_template.endswith(".jinja") else config.chat_template
+        ),
     )
 
 

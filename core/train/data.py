@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.train.config import (
     DATASET_SUFFIXES,
@@ -160,7 +161,9 @@ def _read_local(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            lines = path.read_text(encoding="utf-8-sig").split("\n")  # not splitlines: U+2028 may sit in a string
+            lines = path.read_text(encoding="utf-8-sig").split(
+                "\n"
+            )  # not splitlines: U+2028 may sit in a string
             return [_parse_line(line) for line in lines if line.strip()]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -169,7 +172,11 @@ def _read_local(path: Path) -> list[Any]:
             return data
         import pandas as pd
 
-        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = (
+            pd.read_parquet(path)
+            if suffix == ".parquet"
+            else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
         return frame.to_dict("records")
     except DataError:
         raise
@@ -251,7 +258,9 @@ def tokenize_conversation(
         text, spans = _render(tokenizer, messages, False), []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
-    mask = [int(any(start <= begin < stop for start, stop in spans)) for begin, _ in encoded["offset_mapping"]]
+    mask = [
+        int(any(start <= begin < stop for start, stop in spans)) for begin, _ in encoded["offset_mapping"]
+    ]
     if needs_bos and not text.startswith(tokenizer.bos_token):
         ids, mask = [tokenizer.bos_token_id] + ids, [0] + mask
     if not responses_only:
@@ -294,5 +303,7 @@ def tokenize_conversations(
         report.tokens += len(row["input_ids"])
         report.trained_tokens += trained
     if not rows:
-        raise DataError(f"no conversation has an answer within max_seq_length={config.max_seq_length}: {report.summary()}")
+        raise DataError(
+            f"no conversation has an answer within max_seq_length={config.max_seq_length}: {report.summary()}"
+        )
     return rows

@@ -7,6 +7,7 @@ process's resident set size: current from VmRSS, peak from VmHWM, which Linux re
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 from pathlib import Path
@@ -50,10 +51,10 @@ class MemoryMeter:
 
             torch.cuda.reset_peak_memory_stats()
         else:
-            try:
+            with contextlib.suppress(
+                OSError
+            ):  # not Linux or not permitted: the peak then covers the whole process
                 PROC_CLEAR_REFS.write_text("5")
-            except OSError:
-                pass  # not Linux or not permitted: the peak then covers the whole process
         self.start_gb = self.current_gb()
 
     def peak_gb(self) -> float:

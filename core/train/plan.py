@@ -10,27 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import describe
-from core.machine.installed import package_version
-from core.machine.system import Gpu
+from core.machine.devices import GPU_HINT, DeviceFacts, PlanError
 from core.train.backends import named_template
 from core.train.config import RunConfig
 from core.train.tiny import TINY_MODEL_ID
 
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
-GPU_HINT = "pip install -r requirements-train.txt on a machine with a CUDA GPU (e.g. Colab with a T4)"
-
-
-@dataclass(frozen=True)
-class DeviceFacts:
-    """What the training process can use."""
-
-    cuda: bool
-    bf16: bool = False
-    gpu_name: str | None = None
-    gpu_memory_gb: float | None = None
-    unsloth_installed: bool = False
-    unsloth_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,64 +41,20 @@ class TrainingPlan:
         }
 
 
-class PlanError(RuntimeError):
-    """The config cannot train on this machine; the message says why and what to do."""
-
-
-def _unsloth_import_error() -> str | None:
-    """None if unsloth imports, else why not. Importing it first is what a job must do anyway:
-    it patches transformers and trl."""
-    try:
-        import unsloth  # noqa: F401
-    except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
-        return describe(exc)
-    return None
-
-
-def detect_device() -> DeviceFacts:
-    """Ask torch about CUDA, and on a GPU whether unsloth imports (imports both)."""
-    try:
-        import torch
-    except ImportError:
-        raise PlanError(
-            "training needs torch and the training stack, which this installation lacks: "
-            f"{GPU_HINT}, or pip install -r requirements-dev.txt for CPU training of the tiny model"
-        ) from None
-    unsloth = package_version("unsloth") is not None
-    if not torch.cuda.is_available():
-        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
-    properties = torch.cuda.get_device_properties(0)
-    return DeviceFacts(
-        cuda=True,
-        bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
-        gpu_name=properties.name,
-        gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
-        unsloth_installed=unsloth,
-        unsloth_error=_unsloth_import_error() if unsloth else None,
-    )
-
-
-def device_facts_from(gpus: list[Gpu]) -> DeviceFacts:
-    """What a training job here would find, from nvidia-smi and the installed packages, without
-    importing torch (pages use it to show what will run; the job itself asks torch)."""
-    unsloth = package_version("unsloth") is not None
-    if not gpus or package_version("torch") is None:
-        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
-    gpu = gpus[0]
-    return DeviceFacts(cuda=True, bf16=(gpu.compute_capability or 0) >= 8.0, gpu_name=gpu.name,
-                       gpu_memory_gb=gpu.memory_gb, unsloth_installed=unsloth)
-
-
 def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
     """The plan for `config` on a machine with `facts`; PlanError when it cannot run there."""
     if config.backend == "unsloth" and not facts.cuda:
-        raise PlanError(f"the unsloth backend needs a CUDA GPU and there is none here; use backend=hf, or {GPU_HINT}")
+        raise PlanError(
+            f"the unsloth backend needs a CUDA GPU and there is none here; use backend=hf, or {GPU_HINT}"
+        )
     if config.backend == "unsloth" and not facts.unsloth_installed:
         raise PlanError(f"the unsloth backend needs the unsloth package: {GPU_HINT}")
     if config.backend == "unsloth" and facts.unsloth_error:
         raise PlanError(f"unsloth is installed but does not import ({facts.unsloth_error}); use backend=hf")
     unsloth_usable = facts.cuda and facts.unsloth_installed and not facts.unsloth_error
-    backend = "unsloth" if config.backend == "unsloth" or (config.backend == "auto" and unsloth_usable) else "hf"
+    backend = (
+        "unsloth" if config.backend == "unsloth" or (config.backend == "auto" and unsloth_usable) else "hf"
+    )
     if backend == "hf" and named_template(config.chat_template):
         raise PlanError(
             f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
@@ -131,8 +72,14 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
                 f"({GPU_HINT}), or pick a 16-bit model with load_in_4bit=false"
             )
         if config.optimizer in EIGHT_BIT_OPTIMIZERS:
-            raise PlanError(f"the optimizer {config.optimizer} needs a CUDA GPU; use adamw_torch or auto on CPU")
-    optimizer = config.optimizer if config.optimizer != "auto" else ("adamw_8bit" if device == "cuda" else "adamw_torch")
+            raise PlanError(
+                f"the optimizer {config.optimizer} needs a CUDA GPU; use adamw_torch or auto on CPU"
+            )
+    optimizer = (
+        config.optimizer
+        if config.optimizer != "auto"
+        else ("adamw_8bit" if device == "cuda" else "adamw_torch")
+    )
     precision = "fp32" if device == "cpu" else ("bf16" if facts.bf16 else "fp16")
     warnings = []
     if config.backend == "auto" and facts.cuda and facts.unsloth_installed and facts.unsloth_error:
@@ -150,7 +97,9 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
     )
 
 
-def sft_arguments(config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool) -> dict[str, Any]:
+def sft_arguments(
+    config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool
+) -> dict[str, Any]:
     """Keyword arguments of trl's SFTConfig for this config and plan.
 
     The dataset arrives tokenized (input ids and, for responses-only loss, labels), so trl
@@ -194,5 +143,7 @@ def build_sft_config(arguments: dict[str, Any]) -> Any:
 
     arguments = dict(arguments)
     if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
-        arguments["activation_checkpointing"] = arguments.pop("gradient_checkpointing")  # renamed in transformers 5.2x
+        arguments["activation_checkpointing"] = arguments.pop(
+            "gradient_checkpointing"
+        )  # renamed in transformers 5.2x
     return SFTConfig(**arguments)

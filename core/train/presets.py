@@ -33,10 +33,19 @@ class Preset:
         return {**default_config(), **self.settings}
 
 
-def lab_settings(split: str, max_steps: int, rank: int = 16, base_model: str = LAB_1B, **extra: Any) -> dict[str, Any]:
+def lab_settings(
+    split: str, max_steps: int, rank: int = 16, base_model: str = LAB_1B, **extra: Any
+) -> dict[str, Any]:
     """A lab experiment's settings: FineTome-100k, a 4-bit Llama 3.2, LoRA alpha equal to r."""
-    return {"base_model": base_model, "dataset": LAB_DATASET, "split": split, "max_steps": max_steps,
-            "lora_r": rank, "lora_alpha": rank, **extra}
+    return {
+        "base_model": base_model,
+        "dataset": LAB_DATASET,
+        "split": split,
+        "max_steps": max_steps,
+        "lora_r": rank,
+        "lora_alpha": rank,
+        **extra,
+    }
 
 
 PRESETS: dict[str, Preset] = {
@@ -147,7 +156,9 @@ def _size_label(base_model: str) -> str:
     if base_model == TINY_MODEL_ID:
         return "tiny"
     found = MODEL_SIZE.search(base_model.rsplit("/", 1)[-1])
-    return f"{found.group(1)}B" if found else re.sub(r"[^A-Za-z0-9]+", "-", base_model.rsplit("/", 1)[-1])[:16]
+    return (
+        f"{found.group(1)}B" if found else re.sub(r"[^A-Za-z0-9]+", "-", base_model.rsplit("/", 1)[-1])[:16]
+    )
 
 
 def _data_label(split: str) -> str:
@@ -164,8 +175,10 @@ def propose_run_name(config: dict[str, Any], preset: str | None, taken: set[str]
     """A run name that says what the run is, the lab's way (`baseline_1B_r16_10k_600steps`),
     with `_2`, `_3`, ... added when it is in `taken`."""
     prefix = NAME_PREFIXES.get(preset or "", "run")
-    name = (f"{prefix}_{_size_label(str(config.get('base_model', '')))}_r{config.get('lora_r')}_"
-            f"{_data_label(str(config.get('split', '')))}_{config.get('max_steps')}steps")
+    name = (
+        f"{prefix}_{_size_label(str(config.get('base_model', '')))}_r{config.get('lora_r')}_"
+        f"{_data_label(str(config.get('split', '')))}_{config.get('max_steps')}steps"
+    )
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:60]
     candidate, number = name, 2
     while candidate in taken:
@@ -173,9 +186,16 @@ def propose_run_name(config: dict[str, Any], preset: str | None, taken: set[str]
     return candidate
 
 
-def train_command(name: str, config: dict[str, Any] | None = None, *, preset: str | None = None,
-                  config_file: str | None = None, base: dict[str, Any] | None = None, runs_dir: str | None = None,
-                  resume: bool = False) -> list[str]:
+def train_command(
+    name: str,
+    config: dict[str, Any] | None = None,
+    *,
+    preset: str | None = None,
+    config_file: str | None = None,
+    base: dict[str, Any] | None = None,
+    runs_dir: str | None = None,
+    resume: bool = False,
+) -> list[str]:
     """The `python -m core train` command line for this run: with a config, the preset (or
     config file) plus a `--set` for every field that differs from it; without, the command
     that trains (or with `resume` continues) the existing run."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from core.store.files import finite_number
@@ -31,13 +31,15 @@ class TrainingProgress:
 
 def _since(timestamp: Any) -> float | None:
     try:
-        started = datetime.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        started = datetime.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 
-def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, running: bool) -> TrainingProgress:
+def training_progress(
+    status: dict[str, Any], events: list[dict[str, Any]], *, running: bool
+) -> TrainingProgress:
     """The progress of a run from its status.json and events.jsonl records.
 
     Elapsed time is training time (earlier attempts included); before the first step of a
@@ -48,8 +50,12 @@ def training_progress(status: dict[str, Any], events: list[dict[str, Any]], *, r
     step = int(finite_number(status.get("step")) or 0)
     max_steps = finite_number(status.get("max_steps"))
     max_steps = int(max_steps) if max_steps and max_steps >= 1 else None
-    timed = [(s, e) for event in events if (s := finite_number(event.get("step"))) is not None
-             and (e := finite_number(event.get("elapsed_s"))) is not None]
+    timed = [
+        (s, e)
+        for event in events
+        if (s := finite_number(event.get("step"))) is not None
+        and (e := finite_number(event.get("elapsed_s"))) is not None
+    ]
     last = events[-1] if events else {}
     elapsed = finite_number(status.get("training_s")) or (timed[-1][1] if timed else None)
     if elapsed is None and running:

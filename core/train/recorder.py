@@ -53,12 +53,16 @@ class RunRecorder(TrainerCallback):
         if stopping or last_step:
             control.should_log = True  # the loss of a last, partial logging interval is not lost
         if stopping and not last_step:
-            log.info("stop requested (%s): saving a checkpoint at step %d", self.job.stop_signal, state.global_step)
+            log.info(
+                "stop requested (%s): saving a checkpoint at step %d", self.job.stop_signal, state.global_step
+            )
             control.should_save = True
             control.should_training_stop = True
         return control
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if not logs or "loss" not in logs:
             return
         memory = self.meter.current_gb()
@@ -75,8 +79,12 @@ class RunRecorder(TrainerCallback):
         append_jsonl(self.run_path / EVENTS_FILE, event)
         log.info(
             "step %d/%d loss %.4f lr %.3g tokens %d memory %.2f GB",
-            state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate") or 0.0,
-            state.num_input_tokens_seen, memory,
+            state.global_step,
+            state.max_steps,
+            logs["loss"],
+            logs.get("learning_rate") or 0.0,
+            state.num_input_tokens_seen,
+            memory,
         )
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -59,8 +59,9 @@ def _training_text(sample: Path) -> list[str]:
             turns = json.loads(line).get("conversations") or []
         except (ValueError, AttributeError):
             continue
-        texts.extend(turn["value"] for turn in turns
-                     if isinstance(turn, dict) and isinstance(turn.get("value"), str))
+        texts.extend(
+            turn["value"] for turn in turns if isinstance(turn, dict) and isinstance(turn.get("value"), str)
+        )
     return texts
 
 
@@ -78,10 +79,12 @@ def build_tokenizer(texts: list[str]):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(ignore_merges=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,

@@ -38,7 +38,16 @@ from core.store.runs import (
 from core.train.config import ConfigError, RunConfig, parse_config
 
 log = logging.getLogger(__name__)
-VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "unsloth")
+VERSION_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "bitsandbytes",
+    "unsloth",
+)
 
 
 class TrainingError(RuntimeError):
@@ -55,7 +64,9 @@ def trainable_config(run: Run, *, resume: bool) -> RunConfig:
     if run.broken:
         raise TrainingError(f"run {run.name} is broken: {'; '.join(run.problems)}")
     if run.imported:
-        raise TrainingError(f"run {run.name} was imported from a CSV and holds metrics only; it cannot be trained")
+        raise TrainingError(
+            f"run {run.name} was imported from a CSV and holds metrics only; it cannot be trained"
+        )
     state = run.state
     if state == "running" and job_alive(run.status):
         raise TrainingError(f"run {run.name} is already training (pid {run.status.get('pid')})")
@@ -73,7 +84,9 @@ def _rewind_events(run_path: Path, checkpoint: Path | None) -> None:
     """Drop the events logged after the checkpoint's step (they are trained again)."""
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     step = checkpoint_step(checkpoint) if checkpoint else 0
-    write_jsonl_atomic(run_path / EVENTS_FILE, [e for e in events if isinstance(e.get("step"), int) and e["step"] <= step])
+    write_jsonl_atomic(
+        run_path / EVENTS_FILE, [e for e in events if isinstance(e.get("step"), int) and e["step"] <= step]
+    )
 
 
 def mean_loss(events: list[dict[str, Any]]) -> float | None:
@@ -105,21 +118,33 @@ def _versions() -> dict[str, str]:
 
 
 def _train(
-    run_path: Path, config: RunConfig, checkpoint: Path | None, resume: bool, runtime_before: float, job: JobControl
+    run_path: Path,
+    config: RunConfig,
+    checkpoint: Path | None,
+    resume: bool,
+    runtime_before: float,
+    job: JobControl,
 ) -> None:
+    from core.machine.devices import detect_device
     from core.train.data import load_conversations, tokenize_conversations
-    from core.train.plan import detect_device, plan_training
+    from core.train.plan import plan_training
 
     facts = detect_device()
     plan = plan_training(config, facts)
     log.info(
-        "plan: backend %s on %s, optimizer %s, precision %s%s", plan.backend,
-        facts.gpu_name or plan.device, plan.optimizer, plan.precision,
+        "plan: backend %s on %s, optimizer %s, precision %s%s",
+        plan.backend,
+        facts.gpu_name or plan.device,
+        plan.optimizer,
+        plan.precision,
         "".join(f"; warning: {w}" for w in plan.warnings),
     )
     if resume:
         _rewind_events(run_path, checkpoint)
-        log.info("resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s", checkpoint or "")
+        log.info(
+            "resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s",
+            checkpoint or "",
+        )
     job.stage(f"loading data: {config.dataset} [{config.split}]")
     conversations, report = load_conversations(config.dataset, config.split)
     job.stage(f"loading model: {config.base_model} ({plan.backend} backend)")
@@ -150,8 +175,9 @@ def _train(
     )
     trainer.remove_callback(PrinterCallback)  # the recorder logs one line per step instead
     meter.reset_peak()
-    job.stage(f"training: {config.max_steps} steps, "
-              f"memory at start {meter.start_gb:.2f} GB ({meter.measure})")
+    job.stage(
+        f"training: {config.max_steps} steps, memory at start {meter.start_gb:.2f} GB ({meter.measure})"
+    )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if job.stop_requested and trainer.state.global_step < config.max_steps:
         update_status(run_path, step=trainer.state.global_step, training_s=round(recorder.elapsed_s(), 3))
@@ -163,7 +189,9 @@ def _train(
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     runtime = recorder.elapsed_s()
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    peak = max([meter.peak_gb()] + [e["memory_gb"] for e in events if isinstance(e.get("memory_gb"), (int, float))])
+    peak = max(
+        [meter.peak_gb()] + [e["memory_gb"] for e in events if isinstance(e.get("memory_gb"), (int, float))]
+    )
     allocated = meter.peak_allocated_gb()
     metrics = {
         "train_loss": mean_loss(events),
@@ -188,8 +216,13 @@ def _train(
     write_json_atomic(run_path / METRICS_FILE, metrics)
     log.info(
         "completed: loss %.4f (last %.4f), %.1f s, %d tokens, peak %.2f GB, training %.2f GB (%s)",
-        metrics["train_loss"] or float("nan"), metrics["final_loss"] or float("nan"), runtime, tokens, peak,
-        metrics["lora_memory_gb"], meter.measure,
+        metrics["train_loss"] or float("nan"),
+        metrics["final_loss"] or float("nan"),
+        runtime,
+        tokens,
+        peak,
+        metrics["lora_memory_gb"],
+        meter.measure,
     )
 
 

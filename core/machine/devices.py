@@ -1,0 +1,124 @@
+"""The devices a training job can use: CUDA GPUs as nvidia-smi lists them (no torch import, for
+the pages), and as torch sees them (in the job itself).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from core import describe
+from core.machine.installed import package_version
+
+GPU_HINT = "pip install -r requirements-train.txt on a machine with a CUDA GPU (e.g. Colab with a T4)"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One CUDA device as nvidia-smi reports it."""
+
+    name: str
+    memory_gb: float
+    compute_capability: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the training process can use."""
+
+    cuda: bool
+    bf16: bool = False
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+    unsloth_installed: bool = False
+    unsloth_error: str | None = None
+
+
+class PlanError(RuntimeError):
+    """The config cannot train on this machine; the message says why and what to do."""
+
+
+def _unsloth_import_error() -> str | None:
+    """None if unsloth imports, else why not. Importing it first is what a job must do anyway:
+    it patches transformers and trl."""
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
+        return describe(exc)
+    return None
+
+
+def detect_device() -> DeviceFacts:
+    """Ask torch about CUDA, and on a GPU whether unsloth imports (imports both)."""
+    try:
+        import torch
+    except ImportError:
+        raise PlanError(
+            "training needs torch and the training stack, which this installation lacks: "
+            f"{GPU_HINT}, or pip install -r requirements-dev.txt for CPU training of the tiny model"
+        ) from None
+    unsloth = package_version("unsloth") is not None
+    if not torch.cuda.is_available():
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    properties = torch.cuda.get_device_properties(0)
+    return DeviceFacts(
+        cuda=True,
+        bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
+        gpu_name=properties.name,
+        gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
+        unsloth_installed=unsloth,
+        unsloth_error=_unsloth_import_error() if unsloth else None,
+    )
+
+
+def device_facts_from(gpus: list[Gpu]) -> DeviceFacts:
+    """What a training job here would find, from nvidia-smi and the installed packages, without
+    importing torch (pages use it to show what will run; the job itself asks torch)."""
+    unsloth = package_version("unsloth") is not None
+    if not gpus or package_version("torch") is None:
+        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+    gpu = gpus[0]
+    return DeviceFacts(
+        cuda=True,
+        bf16=(gpu.compute_capability or 0) >= 8.0,
+        gpu_name=gpu.name,
+        gpu_memory_gb=gpu.memory_gb,
+        unsloth_installed=unsloth,
+    )
+
+
+def _nvidia_smi(query: str) -> str:
+    """nvidia-smi's CSV answer to a --query-gpu, or "" when it fails."""
+    try:
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def detect_gpus() -> list[Gpu]:
+    """CUDA GPUs listed by nvidia-smi; empty when there is none or no driver."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    out = _nvidia_smi("name,memory.total,compute_cap") or _nvidia_smi(
+        "name,memory.total"
+    )  # old drivers lack compute_cap
+    gpus = []
+    for line in out.strip().splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        try:
+            capability = float(fields[2]) if len(fields) > 2 else None
+            gpus.append(
+                Gpu(
+                    name=fields[0], memory_gb=round(float(fields[1]) / 1024, 1), compute_capability=capability
+                )
+            )
+        except (ValueError, IndexError):
+            continue
+    return gpus
