@@ -15,11 +15,13 @@ import base64  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import parse_qsl  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -36,6 +38,23 @@ def run_core(*args: str, runs_root: Path, timeout: float = 120) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def train_smoke_run(name: str, runs_root: Path, max_steps: int = 2) -> Path:
+    """Train a CPU smoke run of the tiny Llama to the end with the real command (no warmup); its folder."""
+    done = run_core(
+        "train",
+        name,
+        "--preset",
+        "cpu_smoke",
+        "--set",
+        f"max_steps={max_steps}",
+        "--set",
+        "warmup_steps=0",
+        runs_root=runs_root,
+    )
+    assert done.returncode == 0, done.stderr
+    return runs_root / name
 
 
 def write_conversations(path: Path, conversations: list[list[tuple[str, str]]]) -> Path:
@@ -158,6 +177,24 @@ def app_at(page: str = "Home.py", query_params: dict | None = None, timeout: flo
     for key, value in (query_params or {}).items():
         app.query_params[key] = value
     return app
+
+
+def rerun(app):
+    """Run the AppTest again; the page must not raise."""
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def follow(app, label: str):
+    """Click the page link `label` as the browser does: its page, with its query as the URL's."""
+    link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
+    page = next(
+        path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page
+    )
+    app.query_params = dict(parse_qsl(link.query_string))
+    app.switch_page(f"pages/{page.name}")
+    return rerun(app)
 
 
 def heavy_modules_after_rendering(page: str, query_params: dict | None = None) -> list[str]:

@@ -110,7 +110,9 @@ def test_note_guid_is_genankis_guid_for_deck_and_front():
 
 
 def test_import_does_not_load_genanki():
-    code = "import sys, core.cards.anki; assert 'genanki' not in sys.modules and 'streamlit' not in sys.modules"
+    code = (
+        "import sys, core.cards.anki; assert 'genanki' not in sys.modules and 'streamlit' not in sys.modules"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(__file__).resolve().parent.parent,

@@ -240,6 +240,7 @@ def test_out_of_range_numbers_are_refused_by_the_app_and_start_nothing(page: Pag
     fill(page, STEPS_LABEL, "7", role="spinbutton")
     command = page.locator('[data-testid="stCode"]').first.text_content()
     assert "--set lora_r=4" in command and "--set max_steps=7" in command, command
+    screenshot(page, "train")
 
 
 def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> None:
@@ -253,7 +254,7 @@ def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> N
     assert page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').count() == 2
     evaluate_shown_run(page)
     assert "adapter" in grid_texts(page)
-    screenshot(page, "train")
+    screenshot(page, "run")
 
     open_page(page, app.url, "Train")
     fill(page, RANK_LABEL, "4", role="spinbutton")

@@ -12,12 +12,10 @@ import io
 import json
 import math
 import random
-import re
-from urllib.parse import parse_qsl
 
 import pytest
 import streamlit as st
-from conftest import PROJECT_DIR, app_at, charts, heavy_modules_after_rendering, run_core
+from conftest import app_at, charts, follow, heavy_modules_after_rendering, run_core
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
@@ -76,17 +74,6 @@ def open_page(query_params: dict | None = None) -> AppTest:
     app.run()
     assert not app.exception, app.exception
     return app
-
-
-def follow(app: AppTest, label: str) -> AppTest:
-    """Click the page link `label` as the browser does: its page, with its query as the URL's."""
-    link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
-    page = next(
-        path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page
-    )
-    app.query_params = dict(parse_qsl(link.query_string))
-    app.switch_page(f"pages/{page.name}")
-    return rerun(app)
 
 
 def rerun(app: AppTest) -> AppTest:

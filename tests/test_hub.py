@@ -254,7 +254,8 @@ def exported_run(root: Path, name: str = "r1", evals: dict[str, list[bool]] | No
     for variant, passed in (evals or {}).items():
         (run / "eval").mkdir(exist_ok=True)
         (run / "eval" / f"{variant}.jsonl").write_text(
-            "".join(json.dumps({"prompt_id": f"p{i}", "passed": p}) + "\n" for i, p in enumerate(passed)) + '{"torn'
+            "".join(json.dumps({"prompt_id": f"p{i}", "passed": p}) + "\n" for i, p in enumerate(passed))
+            + '{"torn'
         )
     return run
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR, run_core
+from conftest import PROJECT_DIR, train_smoke_run
 
 from core.jobs import lifecycle as jobs
 from core.jobs.processes import pid_alive, process_start
@@ -71,18 +71,7 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory, tiny_model_build:
         patch.setenv("PEFT_CACHE_DIR", str(cache))
         tiny.tiny_model_dir().parent.mkdir(parents=True)
         tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
-        done = run_core(
-            "train",
-            "template",
-            "--preset",
-            "cpu_smoke",
-            "--set",
-            "max_steps=2",
-            "--set",
-            "warmup_steps=0",
-            runs_root=root,
-        )
-    assert done.returncode == 0, done.stderr
+        train_smoke_run("template", root, max_steps=2)
     return root / "template"
 
 

@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from conftest import app_at, heavy_modules_after_rendering, run_core
+from conftest import app_at, heavy_modules_after_rendering, train_smoke_run
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.lifecycle import job_view
@@ -207,18 +207,7 @@ def test_deleting_a_run_opens_the_next_one(root):
 
 
 def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_model):
-    done = run_core(
-        "train",
-        "evalme",
-        "--preset",
-        "cpu_smoke",
-        "--set",
-        "max_steps=4",
-        "--set",
-        "warmup_steps=0",
-        runs_root=runs_root,
-    )
-    assert done.returncode == 0, done.stderr
+    train_smoke_run("evalme", runs_root, max_steps=4)
     app = open_page("evalme")
     assert [m.value for m in app.markdown if m.value.startswith("####")] == [
         "#### Evaluate",
@@ -242,18 +231,7 @@ def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_mod
 
 
 def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_model, monkeypatch):
-    done = run_core(
-        "train",
-        "exportme",
-        "--preset",
-        "cpu_smoke",
-        "--set",
-        "max_steps=2",
-        "--set",
-        "warmup_steps=0",
-        runs_root=runs_root,
-    )
-    assert done.returncode == 0, done.stderr
+    train_smoke_run("exportme", runs_root, max_steps=2)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     app = open_page("exportme")
     app.text_input(key="export_repo").input("not a repo").run()
@@ -269,18 +247,7 @@ def test_a_completed_run_is_exported_from_its_page_as_a_job(
     runs_root, tiny_model, converter_dir, monkeypatch
 ):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(converter_dir))
-    done = run_core(
-        "train",
-        "shipme",
-        "--preset",
-        "cpu_smoke",
-        "--set",
-        "max_steps=2",
-        "--set",
-        "warmup_steps=0",
-        runs_root=runs_root,
-    )
-    assert done.returncode == 0, done.stderr
+    train_smoke_run("shipme", runs_root, max_steps=2)
     app = open_page("shipme")
     app.multiselect(key="export_quants").set_value(["f16"]).run()
     button(app, "Export").click().run()
@@ -322,16 +289,5 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
 
 
 def test_a_completed_runs_page_imports_no_training_or_inference_library(runs_root, tiny_model):
-    done = run_core(
-        "train",
-        "light",
-        "--preset",
-        "cpu_smoke",
-        "--set",
-        "max_steps=2",
-        "--set",
-        "warmup_steps=0",
-        runs_root=runs_root,
-    )
-    assert done.returncode == 0, done.stderr
+    train_smoke_run("light", runs_root, max_steps=2)
     assert heavy_modules_after_rendering(RUN, {"run": "light"}) == []

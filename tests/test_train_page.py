@@ -7,10 +7,9 @@ Run page as its live view's timer would, and reads what it shows.
 
 import re
 import time
-from urllib.parse import parse_qsl
 
 import pytest
-from conftest import PROJECT_DIR, app_at, charts, heavy_modules_after_rendering
+from conftest import app_at, charts, follow, heavy_modules_after_rendering
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.lifecycle import job_view
@@ -58,17 +57,6 @@ def set_field(app: AppTest, kind: str, field: str, value) -> None:
 
 def button(app: AppTest, label: str):
     return next(b for b in app.button if b.label.startswith(label))
-
-
-def follow(app: AppTest, label: str) -> AppTest:
-    """Click the page link `label` as the browser does: its page, with its query as the URL's."""
-    link = next(link.proto for link in app.get("page_link") if link.proto.label == label)
-    page = next(
-        path for path in (PROJECT_DIR / "pages").glob("*.py") if re.sub(r"^\d+_", "", path.stem) == link.page
-    )
-    app.query_params = dict(parse_qsl(link.query_string))
-    app.switch_page(f"pages/{page.name}")
-    return rerun(app)
 
 
 def error_under(app: AppTest, key: str) -> str | None:

@@ -549,14 +549,15 @@ def field_problem(name: str, value: Any, *, check_files: bool = True) -> str | N
     return problem
 
 
-def _format_default(value: Any) -> str:
+def format_setting(value: Any) -> str:
+    """A config value as `--set` takes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
-    return str(value) if value != "" else "empty"
+    return str(value)
 
 
 def set_help() -> str:
@@ -572,7 +573,9 @@ def set_help() -> str:
         lines += ["", f"{group}:"]
         for spec in _SPECS.values():
             if spec.group == group:
-                lines.append(f"  {spec.name}: {spec.accepts()}; default {_format_default(spec.default)}")
+                lines.append(
+                    f"  {spec.name}: {spec.accepts()}; default {format_setting(spec.default) or 'empty'}"
+                )
                 lines.append(f"      {spec.help}")
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.train.config import default_config
+from core.train.config import default_config, format_setting
 from core.train.tiny import TINY_MODEL_ID
 
 LAB_1B = "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"
@@ -121,17 +121,6 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise PresetError(name) from None
-
-
-def format_setting(value: Any) -> str:
-    """A config value as `--set` takes it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def overrides_from(config: dict[str, Any], base: dict[str, Any]) -> list[str]:
