@@ -59,11 +59,16 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> App:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+def playwright():
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = launch_chromium(playwright)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
@@ -191,6 +196,26 @@ def test_every_page_opens_by_its_own_url_on_a_fresh_server(browser, tmp_path: Pa
         context.close()
     assert direct[0] == clicked[0] == list(PAGES.values())
     assert direct[1] == clicked[1] > 1000, "the wide layout on both ways in"
+
+
+def test_on_a_phone_the_sidebar_closes_once_a_page_is_chosen(playwright, browser, app: App) -> None:
+    """On a phone (its screen and user agent) the sidebar opens over the page; choosing a page closes it."""
+    context = browser.new_context(**playwright.devices["iPhone 13"])
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    try:
+        page.goto(app.url)
+        expect(page.get_by_role("heading", name="PEFT Dashboard")).to_be_visible()
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.bounding_box()["width"] == 0, "closed at first on a phone"
+        page.get_by_test_id("stExpandSidebarButton").click()
+        expect(sidebar.get_by_role("link", name="Compare", exact=True)).to_be_visible()
+        sidebar.get_by_role("link", name="Compare", exact=True).click()
+        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+        page.wait_for_timeout(1000)
+        assert sidebar.bounding_box()["width"] == 0, "closed again once a page is chosen"
+    finally:
+        context.close()
 
 
 def test_home_lists_the_lab_runs(page: Page, app: App) -> None:
