@@ -24,7 +24,7 @@ from core.jobs import lifecycle as jobs
 from core.jobs.processes import pid_alive, process_start
 from core.jobs.protocol import JobControl, JobStopped
 from core.jobs.slot import job_slot
-from core.store.files import read_json_object, write_json_atomic
+from core.store.files import read_json_object, read_jsonl, write_json_atomic
 from core.store.runs import (
     create_run,
     initial_status,
@@ -97,6 +97,12 @@ def start_kind(kind: str, root: Path, request: pytest.FixtureRequest, name: str)
         run = trained_run(request.getfixturevalue("trained_template"), root, name)
         jobs.start_job(run, "export", ["--quant", "f16"])
     return run
+
+
+def last_logged_step(run: Path) -> int:
+    """The last step events.jsonl holds (one event per step in the smoke preset)."""
+    events, _ = read_jsonl(run / "events.jsonl")
+    return max((event["step"] for event in events if isinstance(event.get("step"), int)), default=0)
 
 
 def working(run: Path, kind: str) -> bool:
@@ -176,6 +182,7 @@ def test_a_killed_training_is_listed_failed_and_resumes_from_its_checkpoint(runs
 def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind):
     run = start_kind(kind, runs_root, request, f"stop-{kind}")
     wait_until(lambda: working(run, kind))
+    logged_before = last_logged_step(run)
     view = jobs.request_stop(run, kind)
     assert view.stop_requested
     view = jobs.wait_for_job(run, kind, timeout_s=60)
@@ -186,6 +193,9 @@ def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind):
         jobs.request_stop(run, kind)
     if kind == "train":  # a checkpoint at the step it stopped at, to resume from
         assert latest_checkpoint(run).name == f"checkpoint-{step_of(run)}"
+        # The job looks for the request after every step: it ends within a step or two of it, not at
+        # the next poll of a page (a stop at step 9 once ended at step 18).
+        assert step_of(run) - logged_before <= 2, (logged_before, step_of(run))
     elif kind == "eval":
         assert not (run / "eval").exists()  # results are written whole at the end, or not at all
     else:
