@@ -6,14 +6,16 @@ The entry point: `streamlit run Home.py`. The other pages are Streamlit's own pa
 import pandas as pd
 import streamlit as st
 
-from core.jobs.lifecycle import with_live_states
+from core import MISSING
+from core.jobs.lifecycle import ACTIVE_STATES, with_live_states
 from core.machine.system import system_report
 from core.store.experiments_log import LogFormatError, export_log, import_log
 from core.store.paths import runs_root
 from core.store.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
 from core.store.seed import prepare_runs_root
 from ui.config_form import keep_form
-from ui.labels import MISSING, state_label
+from ui.jobs import POLL_SECONDS
+from ui.labels import state_label
 from ui.links import run_url, show_flash
 from ui.lookups import cached_gpus
 
@@ -21,6 +23,52 @@ st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
 keep_form()  # the Train form, as it was, when the user goes back to it
 root = runs_root()
+
+
+def runs_table(was_active: bool) -> None:
+    """Counts and the runs table, read again every POLL_SECONDS while a job is queued or running."""
+    try:
+        runs = with_live_states(list_runs(root))
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder {root}: {exc}")
+        return
+    if any(run.state in ACTIVE_STATES for run in runs) != was_active:
+        st.rerun()
+    if not runs:
+        st.info(
+            f"No runs yet in `{root}`. Import an experiments_log.csv below, or run "
+            "`python -m core runs import FILE` (`python -m core runs seed` brings back the lab's runs)."
+        )
+    else:
+        states = [run.state for run in runs]
+        counts = st.columns(4)
+        counts[0].metric("Runs", len(runs))
+        counts[1].metric("Completed", states.count("completed"))
+        counts[2].metric("Active", states.count("running") + states.count("queued"), help="running or queued")
+        counts[3].metric("Broken", states.count("broken"))
+        table = pd.DataFrame([run_summary(run) for run in runs], columns=list(RUN_TABLE_COLUMNS))
+        table["state"] = [state_label(state) for state in table["state"]]
+        table["name"] = [run_url(name) for name in table["name"]]
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            placeholder=MISSING,
+            column_config={
+                **{key: st.column_config.Column(label) for key, label in RUN_TABLE_COLUMNS.items()},
+                "name": st.column_config.LinkColumn(
+                    RUN_TABLE_COLUMNS["name"],
+                    pinned=True,
+                    display_text=r"run=(.*)$",
+                    help="Opens the run's page",
+                ),
+            },
+        )
+        for run in runs:
+            if run.broken:
+                st.warning(f"**{run.name}** cannot be read: {'; '.join(run.problems)}")
+    st.caption(f"Runs folder: `{root}` (set `PEFT_RUNS_DIR` to use another).")
+
 
 st.title("PEFT Dashboard")
 st.markdown(
@@ -65,41 +113,8 @@ with download_column:
         st.caption(f"{len(export.left_out)} unfinished or broken run(s) are left out.")
 
 with table_area:
-    if not runs:
-        st.info(
-            f"No runs yet in `{root}`. Import an experiments_log.csv below, or run "
-            "`python -m core runs import FILE` (`python -m core runs seed` brings back the lab's runs)."
-        )
-    else:
-        states = [run.state for run in runs]
-        counts = st.columns(4)
-        counts[0].metric("Runs", len(runs))
-        counts[1].metric("Completed", states.count("completed"))
-        counts[2].metric("Active", states.count("running") + states.count("queued"), help="running or queued")
-        counts[3].metric("Broken", states.count("broken"))
-        table = pd.DataFrame([run_summary(run) for run in runs], columns=list(RUN_TABLE_COLUMNS))
-        table["state"] = [state_label(state) for state in table["state"]]
-        table["name"] = [run_url(name) for name in table["name"]]
-        st.dataframe(
-            table,
-            hide_index=True,
-            width="stretch",
-            placeholder=MISSING,
-            column_config={
-                **{key: st.column_config.Column(label) for key, label in RUN_TABLE_COLUMNS.items()},
-                "name": st.column_config.LinkColumn(
-                    RUN_TABLE_COLUMNS["name"],
-                    pinned=True,
-                    display_text=r"run=(.*)$",
-                    help="Opens the run's page",
-                ),
-            },
-        )
-        for run in runs:
-            if run.broken:
-                st.warning(f"**{run.name}** cannot be read: {'; '.join(run.problems)}")
-    st.caption(f"Runs folder: `{root}` (set `PEFT_RUNS_DIR` to use another).")
-
+    active = any(run.state in ACTIVE_STATES for run in runs)
+    st.fragment(run_every=POLL_SECONDS if active else None)(runs_table)(active)
 
 st.subheader("System")
 report = system_report(root, cached_gpus())

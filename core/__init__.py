@@ -6,6 +6,9 @@ processes that need them, never at module import.
 
 from __future__ import annotations
 
+MISSING = "—"
+"""How every page and report shows a value that is missing."""
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or "" when it has none."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import describe
+from core import MISSING, describe
 from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
@@ -38,7 +38,6 @@ CURVE_AXES = {"step": "Step", "tokens_seen": "Tokens seen", "elapsed_s": "Time (
 MAX_CURVE_POINTS = 500
 MAX_CURVE_RUNS = 10
 MAX_MATRIX_COLUMNS = 8
-MISSING = "—"
 # Not training choices: where an imported run came from and the free-text note.
 CONFIG_DIFF_IGNORED = ("imported_from", "note")
 MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}

@@ -5,7 +5,9 @@ import shlex
 
 import streamlit as st
 
+from core import MISSING
 from core.jobs.lifecycle import (
+    ACTIVE_STATES,
     JobError,
     delete_run,
     job_view,
@@ -30,6 +32,7 @@ from core.train.estimate import estimate_memory
 from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
 from ui.config_form import config_fields, fill_form, form_document
+from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
@@ -49,7 +52,10 @@ def start_form(can_train: bool) -> None:
             st.warning(f"Cannot start from run {source!r}: {exc}")
         else:
             st.session_state["train_preset"] = closest_preset(config)
-            fill_form(config)
+            if refused := fill_form(config):
+                st.warning(
+                    f"Run {source}'s values for {', '.join(refused)} cannot be used; the defaults stand in."
+                )
             st.session_state["train_run_name"] = ""  # a name proposed for the new config
             st.session_state["train_filled_from"] = source
             return
@@ -93,7 +99,7 @@ def what_will_run(config, name: str | None, preset: str) -> str | None:
         )
     elif config is not None:
         columns[2].metric(
-            "Peak memory (estimate)", "–", help="only the lab's Llama 3.2 1B/3B can be estimated"
+            "Peak memory (estimate)", MISSING, help="only the lab's Llama 3.2 1B/3B can be estimated"
         )
     for warning in plan.warnings if plan else ():
         st.warning(warning)
@@ -122,9 +128,21 @@ def start(config, name: str) -> None:
         open_run(name)
 
 
-def queue() -> None:
-    """Every queued or running training job on this machine, with links to their runs."""
-    active = [run for run in with_live_states(list_runs(root)) if run.state in ("queued", "running")]
+def active_runs() -> list:
+    """The runs whose training job is queued or running ([] when the runs folder cannot be read)."""
+    try:
+        return [run for run in with_live_states(list_runs(root)) if run.state in ACTIVE_STATES]
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder {root}: {exc}")
+        return []
+
+
+def queue(was_active: bool) -> None:
+    """Every queued or running training job on this machine, with links to their runs; drawn
+    again every POLL_SECONDS while there is one."""
+    active = active_runs()
+    if bool(active) != was_active:
+        st.rerun()
     st.subheader(f"Queue ({len(active)})")
     if not active:
         st.caption(
@@ -146,7 +164,8 @@ st.title("Train")
 start_form(capability.available)
 form_column, queue_column = st.columns([3, 1])
 with queue_column:
-    queue()
+    busy = bool(active_runs())
+    st.fragment(run_every=POLL_SECONDS if busy else None)(queue)(busy)
 with form_column:
     preset = st.selectbox(
         "Start from",
@@ -162,7 +181,11 @@ with form_column:
     except ConfigError as exc:
         config, problems = None, dict(exc.problems)
 
-    taken = taken_names(root)
+    try:
+        taken = taken_names(root)
+    except OSError as exc:
+        st.error(f"Cannot read the runs folder {root}: {exc}")
+        st.stop()
     proposal = propose_run_name(document, preset, taken)
     if st.session_state.get("train_run_name") in (None, "", st.session_state.get("train_name_proposal")):
         st.session_state["train_run_name"] = proposal

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import MISSING
 from core.compare import read_curve
 from core.jobs.lifecycle import job_view, request_stop, start_training, with_live_states
 from core.machine.system import training_capability
@@ -20,12 +21,12 @@ from ui.charts import run_loss_figure
 from ui.config_form import keep_form
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
-from ui.jobs import act, any_job_active, delete_controls
+from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls
 from ui.labels import state_label
-from ui.links import COMPARE_PAGE, TRAIN_PAGE, show_flash
+from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
 from ui.lookups import cached_gpus
 
-POLL_SECONDS = 1.0
+PICK = "run_page_pick"  # the run picker's key
 
 st.set_page_config(page_title="Run · PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
@@ -34,7 +35,7 @@ keep_form()  # the Train form, as it was, when the user goes back to it
 
 def forget_run() -> None:
     """After a delete: the page with no run named."""
-    st.query_params.pop("run", None)
+    forget_choice("run", PICK)
     st.rerun()
 
 
@@ -66,10 +67,10 @@ def live_view(path, was_active: bool) -> None:
     columns = st.columns(4)
     columns[0].metric("Elapsed", format_duration(progress.elapsed_s))
     columns[1].metric("ETA", format_duration(progress.eta_s))
-    columns[2].metric("Loss", "–" if progress.loss is None else f"{progress.loss:.4f}")
+    columns[2].metric("Loss", MISSING if progress.loss is None else f"{progress.loss:.4f}")
     columns[3].metric(
         "Memory",
-        "–" if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
+        MISSING if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
         help="GPU reserved memory on a GPU; process RSS on a CPU",
     )
     curve = read_curve(path / EVENTS_FILE)
@@ -114,31 +115,34 @@ try:
     prepare_runs_root(root)  # a shared link to a lab run may be the first page a session opens
 except OSError as exc:
     st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
-runs = with_live_states(list_runs(root))
+try:
+    runs = with_live_states(list_runs(root))
+except OSError as exc:
+    st.error(f"Cannot read the runs folder {root}: {exc}")
+    st.stop()
 if not runs:
     st.info("No runs yet.")
     st.page_link(TRAIN_PAGE, label="Start one on Train", icon=":material/model_training:")
     st.stop()
 names = [run.name for run in runs]
-wanted = st.query_params.get("run")
 notice = st.empty()  # why no run is shown, above the picker
-# A keyed picker keeps its identity while the URL follows it (an index from the URL would make every
-# other pick a new widget, and lose it); the URL sets it when it changes from outside (a link, a delete).
-if st.session_state.get("run_page_url") != wanted or st.session_state.get("run_page_pick") not in names:
-    st.session_state["run_page_pick"] = names[0] if wanted is None else wanted if wanted in names else None
-st.session_state["run_page_url"] = wanted
+wanted = synced_choice(
+    "run",
+    PICK,
+    lambda value: names[0] if value is None else value if value in names else None,
+    lambda pick: pick in names,
+)
 name = st.selectbox(
     "Run",
     names,
-    key="run_page_pick",
+    key=PICK,
     placeholder="Pick a run",
     help="The page's address names the run: copy it to share or bookmark this run.",
 )
 if name is None:
     notice.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
     st.stop()
-if name != wanted:
-    st.query_params["run"] = st.session_state["run_page_url"] = name
+record_choice("run", PICK, name)
 path = root / name
 run = read_run_folder(path)
 active = any_job_active(path)

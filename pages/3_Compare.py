@@ -7,12 +7,13 @@ from pathlib import Path
 import streamlit as st
 from plotly.colors import qualitative
 
-from core import compare
+from core import MISSING, compare
 from core.store.paths import runs_root
 from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, cost_section, loss_curves_section
 from ui.config_form import keep_form
+from ui.links import record_choice, synced_choice
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
 
@@ -54,13 +55,18 @@ if not candidates:
     st.stop()
 
 by_name = {run.name: run for run in candidates}
-state = st.session_state  # keyed picks, set from the URL when it changes (a link): see pages/2_Run.py
-linked_runs, linked_baseline = st.query_params.get("runs", ""), st.query_params.get("baseline")
-if state.get("compare_runs_url") != linked_runs or "compare_runs" not in state:
-    linked = [name for name in linked_runs.split(",") if name in by_name]
-    state["compare_runs"] = linked or compare.default_runs(candidates)
-else:
-    state["compare_runs"] = [name for name in state["compare_runs"] if name in by_name]  # a run deleted since
+linked = synced_choice(
+    "runs",
+    "compare_runs",
+    lambda value: (
+        [name for name in dict.fromkeys((value or "").split(",")) if name in by_name]
+        or compare.default_runs(candidates)
+    ),
+    lambda picks: all(name in by_name for name in picks),
+)
+unknown = [name for name in dict.fromkeys((linked or "").split(",")) if name and name not in by_name]
+if unknown:
+    st.warning(f"Not in {root} (left out): {', '.join(unknown)}.")
 picked_names = st.multiselect(
     "Runs",
     list(by_name),
@@ -68,20 +74,22 @@ picked_names = st.multiselect(
     help="Every completed run is picked at first, the lab's recorded runs included. The page's address keeps "
     "the picks: copy it to share this comparison.",
 )
-st.query_params["runs"] = state["compare_runs_url"] = ",".join(picked_names)
+record_choice("runs", "compare_runs", ",".join(picked_names))
 picked = [run for run in candidates if run.name in set(picked_names)]
 if not picked:
     st.info("Pick at least one run.")
     st.stop()
 names = [run.name for run in picked]
-if state.get("compare_baseline_url") != linked_baseline or state.get("compare_baseline") not in names:
-    state["compare_baseline"] = (
-        linked_baseline if linked_baseline in names else compare.default_baseline(picked)
-    )
+synced_choice(
+    "baseline",
+    "compare_baseline",
+    lambda value: value if value in names else compare.default_baseline(picked),
+    lambda baseline: baseline in names,
+)
 baseline = st.selectbox(
     "Baseline", names, key="compare_baseline", help="Deltas in the metrics table are against this run."
 )
-st.query_params["baseline"] = state["compare_baseline_url"] = baseline
+record_choice("baseline", "compare_baseline", baseline)
 colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
 
 loss_curves_section(picked, baseline, colours)
@@ -96,7 +104,7 @@ number_columns = {
 st.dataframe(
     compare.metrics_frame(rows),
     hide_index=True,
-    placeholder=compare.MISSING,
+    placeholder=MISSING,
     column_config={
         "Run": st.column_config.Column(pinned=True),
         **number_columns,

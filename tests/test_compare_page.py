@@ -691,3 +691,29 @@ def test_the_page_imports_no_training_or_inference_library(lab_root):
     """The page renders on an app-only install: neither it nor what it imports loads torch & co."""
     assert heavy_modules_after_rendering(PAGE) == []
     assert heavy_modules_after_rendering(PAGE, {"runs": "t4_r16,cpu_tiny", "baseline": "cpu_tiny"}) == []
+
+
+def test_the_picks_survive_a_visit_to_another_page(runs_root):
+    """Reached again by the sidebar (no picks in the URL), Compare shows the picks it showed."""
+    import_seed_runs(runs_root)
+    picks = {
+        "runs": "exp3_1B_10k_600steps,model2_3B_r64_30k_400steps",
+        "baseline": "model2_3B_r64_30k_400steps",
+    }
+    app = open_page(picks)
+    app.switch_page("Home.py")
+    app.query_params = {}
+    rerun(app)
+    app.switch_page(PAGE)
+    app.query_params = {}
+    rerun(app)
+    assert app.multiselect(key="compare_runs").value == ["exp3_1B_10k_600steps", "model2_3B_r64_30k_400steps"]
+    assert app.selectbox(key="compare_baseline").value == "model2_3B_r64_30k_400steps"
+    assert app.query_params == picks
+
+
+def test_a_run_named_twice_or_unknown_in_the_url_is_picked_once_or_said(runs_root):
+    import_seed_runs(runs_root)
+    app = open_page({"runs": "exp3_1B_10k_600steps,exp3_1B_10k_600steps,gone"})
+    assert app.multiselect(key="compare_runs").value == ["exp3_1B_10k_600steps"]
+    assert any("(left out): gone" in warning.value for warning in app.warning)

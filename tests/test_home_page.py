@@ -98,7 +98,7 @@ def test_missing_values_show_as_a_dash(empty_root):
     )
     app = run_home()
     frame = app.dataframe[0]
-    assert frame.proto.placeholder == "–"  # what the table shows in an empty cell
+    assert frame.proto.placeholder == "—"  # what the table shows in an empty cell
     row = runs_table(app).loc["no_metrics"]
     missing = [
         "dataset",

@@ -55,7 +55,7 @@ def test_values_that_are_not_numbers_are_unknown():
 
 
 def test_durations_read_like_a_clock():
-    assert [format_duration(s) for s in (None, 42, 185, 3720)] == ["–", "42s", "3m 05s", "1h 02m"]
+    assert [format_duration(s) for s in (None, 42, 185, 3720)] == ["—", "42s", "3m 05s", "1h 02m"]
 
 
 @pytest.mark.parametrize(

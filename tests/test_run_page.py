@@ -142,6 +142,24 @@ def test_each_pick_writes_its_run_to_the_url(runs_root):
     assert heading(app).endswith("exp3_1B_10k_600steps")
 
 
+def test_the_open_run_survives_a_visit_to_another_page(runs_root):
+    """Reached again by the sidebar (no run in the URL), the page shows the run it showed, and says so
+    in its URL again."""
+    import_seed_runs(runs_root)
+    app = open_page("exp3_1B_10k_600steps")
+    app.switch_page("Home.py")
+    app.query_params = {}
+    app.run()
+    app.switch_page(RUN)
+    app.query_params = {}
+    app.run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="run_page_pick").value == "exp3_1B_10k_600steps"
+    assert app.query_params == {"run": "exp3_1B_10k_600steps"} and heading(app).endswith(
+        "exp3_1B_10k_600steps"
+    )
+
+
 def test_a_trained_runs_page_links_to_a_new_run_from_its_config_and_to_compare(root):
     create_run(root, "mine", smoke_config(), status=initial_status("stopped", 30))
     app = open_page("mine")
@@ -275,6 +293,42 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
         '{"loss": "high"}\n{"step": 2, "loss": "nan", "memory_gb": "lots"}\n'
         '{"step": 3, "loss": 6.5, "elapsed_s": 1.5}\n{"torn'
     )
+    (odd / "eval").mkdir()
+    (odd / "eval" / "adapter.jsonl").write_text(
+        '{"prompt_id": "p1", "passed": "yes", "latency_s": "slow", "prompt_set": 5}\n'
+    )
+    (odd / "export.json").write_text(
+        '{"files": ["x", {"size": "big", "verification": {"agreement": "all"}}]}'
+    )
+    (odd / "adapter").mkdir()
+    status = {**initial_status("completed"), "step": 2}
+    done = create_run(root, "done_odd", smoke_config(), status=status)
+    (done / "adapter").mkdir()
+    (done / "eval").mkdir()
+    (done / "eval" / "adapter.jsonl").write_text((odd / "eval" / "adapter.jsonl").read_text())
+    (done / "export.json").write_text((odd / "export.json").read_text())
+    app = open_page("done_odd")  # the Evaluate and Export panels over files from elsewhere
+    assert not app.exception, app.exception
+    assert [frame.value.to_dict("records") for frame in app.dataframe][:2] == [
+        [
+            {
+                "Variant": "adapter",
+                "Prompt set": None,
+                "Passed all checks": "0/1",
+                "Mean latency (s)": None,
+                "Evaluated": None,
+            }
+        ],
+        [
+            {
+                "File": None,
+                "Type": None,
+                "Size (MB)": 0.0,
+                "sha256": None,
+                "Verification": "FAILED verification: see export.json (0/0 greedy answers exact, token agreement 0.00)",
+            }
+        ],
+    ]
     broken = create_run(root, "broken", smoke_config())
     (broken / "status.json").write_text("{not json")
     app = open_page("odd")

@@ -267,3 +267,26 @@ def test_the_page_imports_no_training_or_inference_library(root):
     )
     assert heavy_modules_after_rendering(TRAIN) == []
     assert heavy_modules_after_rendering(TRAIN, {"from": "t2_try"}) == []
+
+
+def test_a_run_from_elsewhere_fills_only_the_values_the_form_can_take(runs_root):
+    """Train?from=RUN over a config.json with values of the wrong kind: those fields keep their defaults
+    and the page says which (the widgets would fail on them)."""
+    runs_root.mkdir()
+    odd = create_run(
+        runs_root,
+        "odd",
+        {**get_preset("cpu_smoke").config(), "load_in_4bit": "yes", "note": 5, "max_steps": [1]},
+    )
+    app = app_at(TRAIN, {"from": odd.name})
+    rerun(app)
+    assert any("load_in_4bit, max_steps, note cannot be used" in w.value for w in app.warning), app.warning
+    assert widget(app, "load_in_4bit") is True and widget(app, "max_steps") == 60  # the defaults
+    assert widget(app, "lora_r") == 16 and widget(app, "base_model") == "tiny-llama"  # the run's own
+
+
+def test_keep_all_checkpoints_can_be_chosen_by_clearing_the_field(runs_root):
+    app = open_page()
+    set_field(app, "number_input", "save_total_limit", None)
+    rerun(app)
+    assert widget(app, "save_total_limit") is None and "save_total_limit=none" in app.code[0].value

@@ -16,6 +16,7 @@ from core.train.config import (
     FieldSpec,
     apply_overrides,
     default_config,
+    field_problem,
     field_specs,
 )
 
@@ -32,11 +33,18 @@ def widget_value(value: Any) -> Any:
     return ", ".join(value) if isinstance(value, (list, tuple)) else value
 
 
-def fill_form(config: dict[str, Any]) -> None:
-    """Put `config` (over the defaults) into the form's widgets."""
+def fill_form(config: dict[str, Any]) -> list[str]:
+    """Put `config` (over the defaults) into the form's widgets; the fields whose values could not
+    be taken (a run folder from elsewhere may hold anything), which keep the defaults."""
+    refused = []
     for field, value in {**default_config(), **config}.items():
-        if field in default_config():
-            st.session_state[key(field)] = widget_value(value)
+        if field not in default_config():
+            continue
+        if field_problem(field, value, check_files=False) is not None:
+            refused.append(field)
+            value = default_config()[field]
+        st.session_state[key(field)] = widget_value(value)
+    return refused
 
 
 FORM_KEYS = ("train_preset", "train_run_name")
@@ -69,10 +77,10 @@ def field_widget(spec: FieldSpec, problem: str | None) -> None:
     elif spec.kind == "bool":
         st.checkbox(spec.label, **options)
     elif spec.kind == "whole":
-        st.number_input(spec.label, step=1, placeholder=spec.none_means or None, **options)
+        st.number_input(spec.label, value=None, step=1, placeholder=spec.none_means or None, **options)
     elif spec.kind == "number":
         number_format, step = NUMBER_FORMATS.get(spec.name, (None, 0.01))
-        st.number_input(spec.label, step=step, format=number_format, **options)
+        st.number_input(spec.label, value=None, step=step, format=number_format, **options)
     elif spec.kind == "long_text":
         st.text_area(spec.label, height=68, **options)
     else:

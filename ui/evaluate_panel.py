@@ -7,37 +7,27 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core import MISSING
 from core.evaluate.answers import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS_LIMIT,
     EvalError,
     check_request,
     load_eval_results,
-    pass_count,
-    variant_label,
+    variant_summaries,
 )
 from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
 from core.jobs.lifecycle import start_job
 from core.store.runs import GGUF_DIR
 from ui.jobs import act, job_panel
-from ui.labels import shown
 
-
-def eval_summary_frame(results: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per evaluated variant: its prompt set, passes, latency and date."""
-    return pd.DataFrame(
-        [
-            {
-                "Variant": variant_label(name),
-                "Prompt set": shown(rows[0].get("prompt_set")),
-                "Passed all checks": "{}/{}".format(*pass_count(rows)),
-                "Mean latency (s)": round(sum(row.get("latency_s") or 0 for row in rows) / len(rows), 2),
-                "Evaluated": shown(rows[0].get("created_at")),
-            }
-            for name, rows in results.items()
-            if rows
-        ]
-    )
+SUMMARY_COLUMNS = {
+    "variant": "Variant",
+    "prompt_set": "Prompt set",
+    "passed": "Passed all checks",
+    "mean_latency_s": "Mean latency (s)",
+    "evaluated": "Evaluated",
+}
 
 
 def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
@@ -94,7 +84,13 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
                 )
     results = load_eval_results(path)
     if results:
-        st.dataframe(eval_summary_frame(results), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(variant_summaries(results), columns=list(SUMMARY_COLUMNS)).rename(
+                columns=SUMMARY_COLUMNS
+            ),
+            hide_index=True,
+            placeholder=MISSING,
+        )
     with st.expander("Add a prompt set"):
         st.caption(
             "JSON in the schema of data/eval_prompts.json: a name, a title and prompts with their checks."

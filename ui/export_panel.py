@@ -7,17 +7,18 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core import MISSING
 from core.export.gguf_files import ExportError
 from core.export.hub import HubError, hub_token, validate_repo_id
 from core.export.pipeline import (
     DEFAULT_QUANTS,
     QUANTS,
     delete_merged,
+    export_file_rows,
     folder_size,
     read_export,
     validate_quants,
 )
-from core.export.verify import file_verdict
 from core.jobs.lifecycle import start_job
 from core.machine.system import Capability
 from core.models.generation import InferenceError, check_adapter
@@ -25,21 +26,13 @@ from core.store.runs import GGUF_DIR, MERGED_DIR
 from ui.jobs import act, job_panel
 from ui.secrets import app_secrets
 
-
-def export_files_frame(export: dict) -> pd.DataFrame:
-    """One row per exported GGUF file: type, size, hash prefix and verification verdict."""
-    return pd.DataFrame(
-        [
-            {
-                "File": entry.get("file"),
-                "Type": entry.get("quant"),
-                "Size (MB)": round((entry.get("size") or 0) / 1e6, 2),
-                "sha256": str(entry.get("sha256", ""))[:12],
-                "Verification": file_verdict(entry.get("verification") or {}),
-            }
-            for entry in export.get("files", [])
-        ]
-    )
+FILE_COLUMNS = {
+    "file": "File",
+    "quant": "Type",
+    "size_mb": "Size (MB)",
+    "sha256": "sha256",
+    "verification": "Verification",
+}
 
 
 def export_panel(path: Path, models_here: Capability) -> None:
@@ -85,7 +78,11 @@ def export_panel(path: Path, models_here: Capability) -> None:
             )
     export = read_export(path)
     if export:
-        st.dataframe(export_files_frame(export), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(export_file_rows(export), columns=list(FILE_COLUMNS)).rename(columns=FILE_COLUMNS),
+            hide_index=True,
+            placeholder=MISSING,
+        )
         hub = export.get("hub") or {}
         if hub.get("url"):
             st.markdown(

@@ -8,20 +8,21 @@ from typing import Any
 
 import streamlit as st
 
-from core.jobs.lifecycle import JOB_KINDS, JobError, delete_run, job_view, request_stop
+from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_view, request_stop
+from core.store.files import finite_number
 from ui.labels import STATE_ICONS
 from ui.links import flash
 
+POLL_SECONDS = 1.0  # how often a view of an active job draws itself again
 
-def act(action: Callable[[], Any], done: str | None = None) -> None:
-    """Run a job action; show why it failed, or rerun the page to show its effect (and `done`)."""
+
+def act(action: Callable[[], Any]) -> None:
+    """Run a job action; show why it failed, or rerun the page to show its effect."""
     try:
         action()
     except (JobError, OSError) as exc:
         st.error(str(exc))
     else:
-        if done:
-            flash(done)
         st.rerun()
 
 
@@ -30,17 +31,28 @@ def any_job_active(path: Path) -> bool:
     return any(job_view(path, kind).active for kind in JOB_KINDS)
 
 
-def job_panel(path: Path, kind: str, title: str):
-    """The eval or export job's state, progress, error and log, with its Stop button."""
+def job_panel(path: Path, kind: str, title: str) -> JobView:
+    """The eval or export job's state, progress, error and log, with its Stop button, drawn again
+    every POLL_SECONDS while the job is active; the job's view as the page run found it."""
     view = job_view(path, kind)
+    st.fragment(run_every=POLL_SECONDS if view.active else None)(job_status)(path, kind, title, view.active)
+    return view
+
+
+def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
+    """The body of job_panel; the whole page runs again when the job starts or ends (its buttons
+    and results follow)."""
+    view = job_view(path, kind)
+    if view.active != was_active:
+        st.rerun()
     if view.state is None:
-        return view
+        return
     icon, stage = STATE_ICONS.get(view.state, ""), view.status.get("stage") or ""
     if view.active:
         waiting = f" (waiting for {view.waiting_for})" if view.waiting_for else ""
         stopping = " · stopping…" if view.stop_requested else ""
         st.progress(
-            float(view.status.get("fraction") or 0.0),
+            min(1.0, max(0.0, finite_number(view.status.get("fraction")) or 0.0)),
             text=f"{icon} {title} {view.state}: {stage}{waiting}{stopping}",
         )
         if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
@@ -51,7 +63,6 @@ def job_panel(path: Path, kind: str, title: str):
             st.error(view.error)
     with st.expander(f"{title} log"):
         st.code("\n".join(view.tail()) or "(no output yet)", language="log")
-    return view
 
 
 def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None]) -> None:

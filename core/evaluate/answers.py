@@ -32,6 +32,7 @@ from core.models.generation import (
 )
 from core.models.gguf import GgufModel, ModelError, gguf_greedy_with, gguf_prompt_tokens
 from core.store.files import (
+    finite_number,
     read_jsonl,
     write_jsonl_atomic,
 )
@@ -259,6 +260,33 @@ def row_passed(row: Mapping[str, Any]) -> bool | None:
 def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """(answers that passed all their checks, answers): the one pass count every view shows."""
     return sum(row_passed(row) is True for row in rows), len(rows)
+
+
+def variant_summaries(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One summary per evaluated variant (load_eval_results' shape): its name as the command line
+    says it, prompt set, answers that passed all their checks, mean latency and date; None where
+    the rows do not say (they may come from anywhere)."""
+    summaries = []
+    for name, rows in results.items():
+        if not rows:
+            continue
+        latencies = [value for row in rows if (value := finite_number(row.get("latency_s"))) is not None]
+        passed, total = pass_count(rows)
+        summaries.append(
+            {
+                "variant": variant_label(name),
+                "prompt_set": text_or_none(rows[0].get("prompt_set")),
+                "passed": f"{passed}/{total}",
+                "mean_latency_s": round(sum(latencies) / len(latencies), 2) if latencies else None,
+                "evaluated": text_or_none(rows[0].get("created_at")),
+            }
+        )
+    return summaries
+
+
+def text_or_none(value: Any) -> str | None:
+    """A stored value as text, or None when it is missing or not text."""
+    return value if isinstance(value, str) and value else None
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:

@@ -24,6 +24,7 @@ from core.models.generation import (
     render_prompt,
 )
 from core.models.gguf import gguf_greedy_with
+from core.store.files import finite_number
 
 # How far below the merged model's choice (in logits) a token may be for a divergence to count
 # as a near-tie, per quant that must match exactly; the candidates considered are its top ones.
@@ -238,10 +239,20 @@ def verify_gguf(path: Path, quant: str, expected: Expectations) -> dict[str, Any
 
 def file_verdict(verification: dict[str, Any]) -> str:
     """One line on a file's verification: passed or failed, exact matches, near-ties, agreement."""
-    counts = f"{verification.get('exact_matches', 0)}/{verification.get('prompts', 0)} greedy answers exact"
-    if verification.get("near_ties"):
-        counts += f", {verification['near_ties']} apart at a near-tie"
-    counts += f", token agreement {verification.get('agreement', 0.0):.2f}"
-    if verification.get("passed"):
+
+    def count(key: str) -> int:
+        return int(finite_number(verification.get(key)) or 0)
+
+    counts = f"{count('exact_matches')}/{count('prompts')} greedy answers exact"
+    if count("near_ties"):
+        counts += f", {count('near_ties')} apart at a near-tie"
+    counts += f", token agreement {finite_number(verification.get('agreement')) or 0.0:.2f}"
+    if verification.get("passed") is True:
         return f"verified ({counts})"
-    return f"FAILED verification: {'; '.join(verification.get('problems') or ['see export.json'])} ({counts})"
+    problems = verification.get("problems")
+    listed = (
+        [str(problem) for problem in problems]
+        if isinstance(problems, list) and problems
+        else ["see export.json"]
+    )
+    return f"FAILED verification: {'; '.join(listed)} ({counts})"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core import MISSING
 from core.store.files import finite_number
 
 RATE_WINDOW = 20  # events the step rate is measured over
@@ -79,7 +80,7 @@ def training_progress(
 def format_duration(seconds: float | None) -> str:
     """`1h 02m`, `3m 05s` or `42s`; a dash when unknown."""
     if seconds is None:
-        return "–"
+        return MISSING
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
