@@ -202,6 +202,25 @@ def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind):
         assert not list(run.glob("gguf/*.gguf"))  # no file of an export that did not finish
 
 
+def test_a_second_stop_request_leaves_the_first_to_finish(runs_root, tiny_model):
+    """Stop clicked twice on the Run page, or `python -m core stop` run twice: the second request
+    changes nothing. (A second SIGTERM once killed the job while it saved its checkpoint, and
+    the death was recorded as a clean `stopped`.)"""
+    run = queued_run(runs_root, "twice", max_steps=400, save_steps=1000)
+    jobs.start_training(run)
+    wait_until(lambda: working(run, "train"))
+    first = jobs.request_stop(run, "train")
+    second = jobs.request_stop(run, "train")
+    assert first.stop_requested and second.stop_requested
+    assert second.launch["stop"] == first.launch["stop"]  # the first request stands, with its time
+    view = jobs.wait_for_job(run, "train", timeout_s=60)
+    assert (view.state, view.error) == ("stopped", None), view.tail()
+    wait_until(lambda: not jobs.job_view(run, "train").alive, timeout=30)
+    assert latest_checkpoint(run) is not None, view.tail()
+    assert latest_checkpoint(run).name == f"checkpoint-{step_of(run)}"
+    assert f"stopped at step {step_of(run)}; resume with --resume" in (run / "train.log").read_text()
+
+
 def test_a_second_job_waits_in_the_queue_and_starts_when_the_first_ends(runs_root, tiny_model):
     first = queued_run(runs_root, "first", max_steps=12)
     second = queued_run(runs_root, "second", max_steps=4)
@@ -307,7 +326,7 @@ def test_run_job_records_each_ending(tmp_path):
     )
 
 
-def test_a_stop_is_a_flag_that_stage_raises_and_a_second_signal_acts_as_before(tmp_path):
+def test_a_stop_is_a_flag_that_stage_raises_and_a_second_sigint_acts_as_before(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     handlers_before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -315,6 +334,11 @@ def test_a_stop_is_a_flag_that_stage_raises_and_a_second_signal_acts_as_before(t
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.2)  # not interrupted: the job checks when it can
         assert job.stop_requested and job.stop_signal == "SIGTERM"
+        # A second SIGTERM is ignored, not the default action that would kill a checkpoint half-saved
+        # (checked first: the default action would end this test process).
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
         job.stage("answering prompt 2 of 10", 0.2)
     record = read_json_object(run / "jobs" / "eval.json")
     assert record["state"] == "stopped" and record["stage"] != "answering prompt 2 of 10"

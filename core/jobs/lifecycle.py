@@ -213,17 +213,23 @@ def _job_logging(path: Path) -> Iterator[logging.Handler]:
 @contextmanager
 def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterator[None]:
     """Turn the first SIGTERM/SIGINT into the control's stop request, raising JobStopped at once
-    when `raise_now()` says so; a second signal acts as it did before the job (in the command
-    line, SIGTERM kills and SIGINT raises KeyboardInterrupt)."""
+    when `raise_now()` says so. After it, a second SIGINT (Ctrl-C twice in a terminal) acts as it
+    did before the job (KeyboardInterrupt in the command line), while a further SIGTERM is
+    ignored: the stop is under way (training is saving its checkpoint), and only the grace
+    period's SIGKILL (see request_stop) ends a job that does not finish it."""
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    stopping = [False]
 
-    def restore() -> None:
-        for sig, action in previous.items():
-            signal.signal(sig, signal.SIG_DFL if action is None else action)
+    def restore(sig: int) -> None:
+        action = previous[sig]
+        signal.signal(sig, signal.SIG_DFL if action is None else action)
 
     def handler(signum: int, frame: Any) -> None:
         # Only set the flag (or raise): logging from a signal handler can re-enter a stream mid-write.
-        restore()
+        if stopping[0]:
+            return  # a repeated SIGTERM (SIGINT's own action is back by now)
+        stopping[0] = True
+        restore(signal.SIGINT)
         name = signal.Signals(signum).name
         control.request_stop(name)
         if raise_now():
@@ -234,7 +240,8 @@ def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterato
     try:
         yield
     finally:
-        restore()
+        for sig in STOP_SIGNALS:
+            restore(sig)
 
 
 @contextmanager
@@ -537,24 +544,29 @@ def request_stop(run_path: Path, kind: str) -> JobView:
 
     The job ends `stopped` (see run_job; training saves a checkpoint at its current step
     first); a job that has not stopped after STOP_GRACE_S is killed the next time it is
-    looked at.
+    looked at. Asking again while a stop is under way (Stop clicked twice, `python -m core
+    stop` run twice) sends nothing and returns the job's view: the first request and its
+    grace period stand.
     """
     view = job_view(run_path, kind)
     if not view.active:
         raise JobError(f"run {run_path.name} has no {kind} job running")
+    if view.stop_requested:
+        return view
     process = _process_of(view.status, view.launch)
-    with _control(run_path, kind):
-        _merge(
-            launch_path(run_path, kind),
-            stop={
-                "pid": view.pid,
-                "pid_start": process.get("pid_start"),
-                "requested_at": now_iso(),
-                "requested_s": time.time(),
-                "killed_at": None,
-            },
-        )
-    _signal_job(process, signal.SIGTERM)
+    with _control(run_path, kind):  # of two requests at once (two tabs), the second finds the first's
+        if _stop_request(read_json_or_empty(launch_path(run_path, kind)), process) is None:
+            _merge(
+                launch_path(run_path, kind),
+                stop={
+                    "pid": view.pid,
+                    "pid_start": process.get("pid_start"),
+                    "requested_at": now_iso(),
+                    "requested_s": time.time(),
+                    "killed_at": None,
+                },
+            )
+            _signal_job(process, signal.SIGTERM)
     return job_view(run_path, kind)
 
 
