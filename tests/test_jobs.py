@@ -449,6 +449,29 @@ def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, 
     assert jobs.wait_for_job(run, "train", timeout_s=120).state == "completed"
 
 
+def test_a_launch_that_fails_records_the_job_failed_with_its_error(runs_root, monkeypatch):
+    """The earlier job of the run was stopped; its process, its stop request and its last log line are
+    still on record when the resume cannot start its process (no memory to fork, say)."""
+    run = create_run(runs_root, "nofork", smoke_config(), status=initial_status("stopped", 30))
+    earlier = {"pid": 2**22 - 1, "host": os.uname().nodename, "pid_start": None}  # long gone
+    (run / "jobs").mkdir()
+    write_json_atomic(run / "jobs" / "train.launch.json", {**earlier, "stop": dict(earlier)})
+    (run / "train.log").write_text("step 7/30 loss 1.2\nstopped at step 7; resume with --resume\n")
+
+    def no_fork(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", no_fork)
+    message = "could not start the training of run nofork: OSError: .* Cannot allocate memory"
+    with pytest.raises(jobs.JobError, match=message):
+        jobs.start_training(run, resume=True)
+    view = jobs.job_view(run, "train")
+    assert (view.state, view.active) == ("failed", False)
+    assert view.error == "the job could not be started: OSError: [Errno 12] Cannot allocate memory"
+    assert read_json_object(run / "status.json")["ended_at"]
+    assert "resume" in "".join(view.tail())  # the old job's log is kept, not taken for this one's
+
+
 def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(
     runs_root, tiny_model, converter_dir, monkeypatch, trained_template
 ):

@@ -336,16 +336,21 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
             start_new_session=True,
             env={**os.environ, **(secrets or {}), "PYTHONUNBUFFERED": "1"},
         )
-    write_json_atomic(
-        launch_path(run_path, kind),
-        {
-            **job_identity(),
-            "pid": process.pid,
-            "pid_start": process_start(process.pid),
-            "command": shlex.join(["python", *command[1:]]),
-            "launched_at": now_iso(),
-        },
-    )
+    try:
+        write_json_atomic(
+            launch_path(run_path, kind),
+            {
+                **job_identity(),
+                "pid": process.pid,
+                "pid_start": process_start(process.pid),
+                "command": shlex.join(["python", *command[1:]]),
+                "launched_at": now_iso(),
+            },
+        )
+    except BaseException:  # a job nobody could find or stop: end it (its session, any child with it)
+        _signal_job({"pid": process.pid}, signal.SIGKILL)
+        process.wait()
+        raise
     return process.pid
 
 
@@ -361,7 +366,8 @@ def start_job(
     in its environment), in state `queued`; return its pid.
 
     Raises JobError when a job of this kind of the run is queued or running, or when
-    `admit()`, called under the run's control lock before anything is written, raises it.
+    `admit()`, called under the run's control lock before anything is written, raises it,
+    or when the process cannot be started (the job is then recorded `failed` with the error).
     """
     _check_kind(kind)
     if not run_path.is_dir():
@@ -373,8 +379,18 @@ def start_job(
             raise JobError(f"a {kind} job of run {run_path.name} is already {view.state}")
         if admit is not None:
             admit()
-        _reset(state_path(run_path, kind), state="queued", stage="starting")
-        return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
+        path = state_path(run_path, kind)
+        _reset(path, state="queued", stage="starting")
+        try:
+            return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
+        except Exception as exc:
+            # Recorded here, under the lock: left `queued`, the next look would take the earlier
+            # job's process (still in launch.json) for this one and record its death.
+            reason = describe(exc)[:500]
+            _merge(path, state="failed", ended_at=now_iso(), error=f"the job could not be started: {reason}")
+            raise JobError(
+                f"could not start the {KINDS[kind].title} of run {run_path.name}: {reason}"
+            ) from exc
 
 
 def start_training(run_path: Path, *, resume: bool = False) -> int:
