@@ -59,6 +59,11 @@ def test_defaults_are_the_lab_notebooks():
         ("dataset", "missing/file.jsonl", "no such file"),
         ("dataset", "just-a-name", "neither a Hub dataset id"),
         ("save_total_limit", 0, "from 1 to 1000"),
+        ("warmup_steps", -1, "must be from 0 to 1000000 (got -1)"),
+        ("warmup_steps", 1_000_001, "must be from 0 to 1000000 (got 1000001)"),
+        ("save_steps", 10**20, f"must be from 1 to 1000000 (got {10**20})"),
+        ("logging_steps", 0, "must be from 1 to 1000000 (got 0)"),
+        ("logging_steps", 2_000_000, "from 1 to 1000000"),
     ],
 )
 def test_a_bad_field_is_reported_by_name(field, value, message):
@@ -195,7 +200,7 @@ def test_field_specs_declare_every_field_once_in_form_order():
     assert [name for name, spec in specs.items() if spec.optional] == ["save_total_limit"]
     checking_files = {name for name, spec in specs.items() if spec.checks_files}
     assert checking_files == {"base_model", "dataset", "chat_template"}
-    assert specs["note"].kind == "long_text" and specs["warmup_steps"].high is None
+    assert specs["note"].kind == "long_text" and specs["warmup_steps"].high == 1_000_000
 
 
 @pytest.mark.parametrize(

@@ -423,6 +423,7 @@ class RunConfig:
             TRAINING,
             "whole",
             low=0,
+            high=1_000_000,
         ),
     )
     lr_scheduler: str = field(
@@ -479,6 +480,7 @@ class RunConfig:
             CHECKPOINTS,
             "whole",
             low=1,
+            high=1_000_000,
         ),
     )
     save_total_limit: int | None = field(
@@ -496,7 +498,9 @@ class RunConfig:
     )
     logging_steps: int = field(
         default=1,
-        metadata=_meta("Log every (steps)", "steps between loss records", CHECKPOINTS, "whole", low=1),
+        metadata=_meta(
+            "Log every (steps)", "steps between loss records", CHECKPOINTS, "whole", low=1, high=1_000_000
+        ),
     )
     note: str = field(
         default="",
