@@ -478,6 +478,31 @@ def test_delete_merged_frees_the_merged_model_and_keeps_the_gguf_files(tmp_path,
     assert len(list((run / "gguf").glob("*.gguf"))) == 3
 
 
+def test_a_delete_of_merged_that_fails_half_way_leaves_no_half_merged_folder(tmp_path, monkeypatch):
+    """The merged folder leaves its name before its files are deleted: a reader (the Run page, an
+    export about to convert it) sees it whole or not at all, and a delete that fails half-way
+    (a file that cannot be removed, here) leaves a hidden leftover, never a broken merged/."""
+    run = tmp_path / "run"
+    (run / "merged").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (run / "merged" / name).write_bytes(b"x" * 1000)
+    (run / "gguf").mkdir()
+    deleted = []
+
+    def rmtree_that_fails_half_way(path, ignore_errors=False, **kwargs):
+        deleted.append((Path(path).name, (run / "merged").exists()))
+        sorted(Path(path).iterdir())[0].unlink()
+        if not ignore_errors:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_that_fails_half_way)
+    assert export.delete_merged(run) == 3000
+    assert not (run / "merged").exists() and (run / "gguf").is_dir()
+    ((name, merged_still_there),) = deleted
+    assert name.startswith(".merged.") and name.endswith(".deleting") and not merged_still_there
+    assert export.delete_merged(run) == 0
+
+
 def test_the_adapter_record_names_the_weights_peft_loads(runs_root, exported, tiny_model):
     """With both weights files in adapter/, peft loads the safetensors one (a broken .bin beside it does not
     matter): export.json must name that file and its sha256."""

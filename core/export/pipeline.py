@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,8 @@ from core.models.generation import (
     load_run_model,
 )
 from core.store.files import (
+    _hidden_beside,
+    delete_dir,
     read_json_object,
     read_json_or_empty,
     replace_dir,
@@ -166,18 +167,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _staging(folder: Path, name: str) -> Path:
-    """A temporary name beside `folder/name` that no reader mistakes for the real thing."""
-    return folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
-
-
 def delete_merged(run_path: Path) -> int:
-    """Delete the run's merged/ model (the GGUF files stay); return the bytes freed."""
+    """Delete the run's merged/ model (the GGUF files stay); return the bytes freed. The folder is
+    renamed away first (delete_dir), so no half-deleted merged/ is ever seen under its name."""
     folder = run_path / MERGED_DIR
     if not folder.is_dir():
         return 0
     size = folder_size(folder)
-    shutil.rmtree(folder)
+    delete_dir(folder)
     return size
 
 
@@ -265,7 +262,7 @@ class FileMaker:
         if self.verified_f16 is not None:
             return self.verified_f16
         if self.scratch is None:
-            self.scratch = _staging(self.folder, "f16-for-quantizing")
+            self.scratch = _hidden_beside(self.folder / "f16-for-quantizing", "partial")
             self._convert("f16", self.scratch)
         return self.scratch
 
@@ -288,7 +285,8 @@ def _export_file(
 ) -> dict[str, Any]:
     """Make, verify and place one GGUF file; return its export.json entry (file None when it failed)."""
     name = gguf_name(maker.run_path.name, quant)
-    final, partial = maker.folder / name, _staging(maker.folder, name)
+    final = maker.folder / name
+    partial = _hidden_beside(final, "partial")
     try:
         progress(f"making {name}", share)
         started = time.monotonic()
