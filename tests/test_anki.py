@@ -287,7 +287,7 @@ def test_invalid_exports_raise_a_clear_value_error(tmp_path, private_tmp, cards,
 
 
 def test_genanki_write_to_file_leaves_its_sqlite_file_in_the_temp_folder(tmp_path, private_tmp):
-    # Why core.anki does not call Package.write_to_file: this is the leak, and this fixture sees it.
+    # Why core.cards.anki does not call Package.write_to_file: this is the leak, and this fixture sees it.
     genanki.Package(genanki.Deck(deck_id("x"), "x")).write_to_file(str(tmp_path / "plain.apkg"))
     leftovers = list(private_tmp.iterdir())
     assert len(leftovers) == 1 and leftovers[0].read_bytes().startswith(b"SQLite format 3")

@@ -121,7 +121,7 @@ def training_events(steps, first_loss, last_loss, *, seconds_per_step, tokens_pe
 
 
 def trained_run(root, name, *, config, events, device, peak, lora, device_memory=None):
-    """A completed run folder with config, status, events and metrics as core.training writes them."""
+    """A completed run folder with config, status, events and metrics as core.train.training writes them."""
     runtime = events[-1]["elapsed_s"]
     metrics = {
         "train_loss": round(sum(e["loss"] for e in events) / len(events), 4),

@@ -1,7 +1,9 @@
 """How a config runs on this machine: backend, device, optimizer, precision, trainer settings.
 
 Plain functions over plain facts, so the command line, the Train page and the tests can all
-ask "can this run here, and how?" without importing torch; only `detect_device` does.
+ask "can this run here, and how?" without importing torch: the facts (DeviceFacts) come from
+core.machine.devices.detect_device, which imports torch, and only `build_sft_config` imports
+trl here, when it is called.
 """
 
 from __future__ import annotations
