@@ -46,6 +46,7 @@ from core.export.verify import (
     VERIFY_TOKENS,
     Expectations,
     end_of_turn_token,
+    file_verdict,
     merged_expectations,
     verify_gguf,
 )
@@ -60,6 +61,7 @@ from core.models.generation import (
 from core.store.files import (
     _hidden_beside,
     delete_dir,
+    finite_number,
     read_json_object,
     read_json_or_empty,
     replace_dir,
@@ -400,3 +402,22 @@ def record_push(run_path: Path, hub: dict[str, Any]) -> dict[str, Any]:
     document["hub"] = hub
     write_json_atomic(run_path / EXPORT_FILE, document)
     return document
+
+
+def export_file_rows(export: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per GGUF file export.json lists: file, type, size in MB, hash prefix and verdict;
+    entries that are not objects are left out (the file may come from anywhere)."""
+    files = export.get("files")
+    return [
+        {
+            "file": entry.get("file") if isinstance(entry.get("file"), str) else None,
+            "quant": entry.get("quant") if isinstance(entry.get("quant"), str) else None,
+            "size_mb": round((finite_number(entry.get("size")) or 0) / 1e6, 2),
+            "sha256": str(entry.get("sha256") or "")[:12] or None,
+            "verification": file_verdict(
+                entry["verification"] if isinstance(entry.get("verification"), dict) else {}
+            ),
+        }
+        for entry in (files if isinstance(files, list) else [])
+        if isinstance(entry, dict)
+    ]
