@@ -17,6 +17,7 @@ from core import describe
 from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
+    job_view,
     request_stop,
     run_job,
     wait_for_job,
@@ -297,10 +298,12 @@ def _stop(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
     path = load_run(root, args.name).path
     try:
+        already = job_view(path, args.job).stop_requested
         view = request_stop(path, args.job)
     except JobError as exc:
         raise CommandError(str(exc)) from None
-    print(f"asked the {args.job} job of {args.name} (pid {view.pid}) to stop", file=sys.stderr)
+    asked = "was already asked" if already else "asked"
+    print(f"{asked} the {args.job} job of {args.name} (pid {view.pid}) to stop", file=sys.stderr)
     if args.wait:
         view = wait_for_job(path, args.job, args.wait)
         if view.active:

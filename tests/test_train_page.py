@@ -290,3 +290,13 @@ def test_keep_all_checkpoints_can_be_chosen_by_clearing_the_field(runs_root):
     set_field(app, "number_input", "save_total_limit", None)
     rerun(app)
     assert widget(app, "save_total_limit") is None and "save_total_limit=none" in app.code[0].value
+
+
+def test_a_cleared_number_field_is_required(runs_root):
+    app = open_page()
+    set_field(app, "number_input", "max_steps", None)
+    rerun(app)
+    assert error_under(app, "train_field_max_steps") == "is required"
+    button(app, "Start training").click()
+    rerun(app)
+    assert "Fix the problems marked above; nothing was created." in [e.value for e in app.error]

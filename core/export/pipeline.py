@@ -59,9 +59,9 @@ from core.models.generation import (
     load_run_model,
 )
 from core.store.files import (
-    _hidden_beside,
     delete_dir,
     finite_number,
+    hidden_beside,
     read_json_object,
     read_json_or_empty,
     replace_dir,
@@ -264,7 +264,7 @@ class FileMaker:
         if self.verified_f16 is not None:
             return self.verified_f16
         if self.scratch is None:
-            self.scratch = _hidden_beside(self.folder / "f16-for-quantizing", "partial")
+            self.scratch = hidden_beside(self.folder / "f16-for-quantizing", "partial")
             self._convert("f16", self.scratch)
         return self.scratch
 
@@ -288,7 +288,7 @@ def _export_file(
     """Make, verify and place one GGUF file; return its export.json entry (file None when it failed)."""
     name = gguf_name(maker.run_path.name, quant)
     final = maker.folder / name
-    partial = _hidden_beside(final, "partial")
+    partial = hidden_beside(final, "partial")
     try:
         progress(f"making {name}", share)
         started = time.monotonic()

@@ -195,7 +195,7 @@ def _exchange(first: Path, second: Path) -> bool:
     return _rename_with(_RENAME_EXCHANGE, first, second)
 
 
-def _hidden_beside(target: Path, purpose: str) -> Path:
+def hidden_beside(target: Path, purpose: str) -> Path:
     """A fresh hidden name beside `target` (`.NAME.RANDOM.PURPOSE`) that no reader takes for it."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.{purpose}")
 
@@ -219,7 +219,7 @@ def staging_dir(target: Path) -> Iterator[Path]:
             replace_dir(staging, run / "merged")
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _hidden_beside(target, "partial")
+    staging = hidden_beside(target, "partial")
     staging.mkdir()
     try:
         yield staging
@@ -246,7 +246,7 @@ def replace_dir(staging: Path, target: Path) -> None:
         if _exchange(staging, target):
             _remove(staging)
             return
-        aside = _hidden_beside(target, "old")
+        aside = hidden_beside(target, "old")
         os.rename(target, aside)
     try:
         os.rename(staging, target)
@@ -277,6 +277,6 @@ def delete_dir(path: Path) -> None:
     """Delete the folder `path`. It is renamed to a hidden name first, so it leaves its place
     at once and a failure or crash half-way leaves a hidden leftover, never a half-deleted
     folder under its name. FileNotFoundError when there is none."""
-    doomed = _hidden_beside(path, "deleting")
+    doomed = hidden_beside(path, "deleting")
     os.rename(path, doomed)
     _remove(doomed)

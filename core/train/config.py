@@ -545,8 +545,8 @@ def field_problem(name: str, value: Any, *, check_files: bool = True) -> str | N
     spec = _SPECS.get(name)
     if spec is None:
         return unknown_key_problem(name)
-    if value is None and spec.optional:
-        return None
+    if value is None:
+        return None if spec.optional else "is required"
     problem = KIND_CHECKS[spec.kind](spec, value)
     if problem is None and spec.check is not None:
         problem = spec.check(value, check_files)
