@@ -155,6 +155,12 @@ def test_a_killed_job_is_reported_dead(runs_root, request, kind):
     assert not view.active and not view.stop_requested
     with pytest.raises(jobs.JobError, match=f"no {kind} job running"):
         jobs.request_stop(run, kind)
+    if kind != "train":  # started again, as the Run page's button does, it runs to the end (training
+        # resumes from its checkpoint: the next test)
+        again = ["--variant", "base", "--max-new-tokens", "4"] if kind == "eval" else ["--quant", "f16"]
+        jobs.start_job(run, kind, again)
+        view = jobs.wait_for_job(run, kind, timeout_s=300)
+        assert (view.state, view.error) == ("completed", None), view.tail()
 
 
 def test_a_killed_training_is_listed_failed_and_resumes_from_its_checkpoint(runs_root, tiny_model):
