@@ -13,7 +13,6 @@ from core.store.experiments_log import LogFormatError, export_log, import_log
 from core.store.paths import runs_root
 from core.store.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
 from core.store.seed import prepare_runs_root
-from ui.config_form import keep_form
 from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import run_url, show_flash
@@ -21,7 +20,6 @@ from ui.lookups import cached_gpus
 
 st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
-keep_form()  # the Train form, as it was, when the user goes back to it
 root = runs_root()
 
 

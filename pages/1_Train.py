@@ -31,7 +31,7 @@ from core.train.config import ConfigError, parse_config, with_resolved_paths
 from core.train.estimate import estimate_memory
 from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
-from ui.config_form import config_fields, fill_form, form_document
+from ui.config_form import config_fields, fill_form, form_document, restore_form, save_form
 from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
@@ -125,6 +125,7 @@ def start(config, name: str) -> None:
         delete_run(path)
         st.error(f"Could not start the job ({exc}); the run was not kept.")
     else:
+        save_form(next_name=True)
         open_run(name)
 
 
@@ -148,19 +149,17 @@ def queue(was_active: bool) -> None:
         st.caption(
             "No training job is queued or running. One job runs at a time here; the next starts by itself."
         )
-    for run in active:
+    for run in active:  # the link short enough for a narrow column; the state under it
         waiting = job_view(run.path, "train").waiting_for
         step = f"step {run.status.get('step') or 0}/{run.status.get('max_steps') or '?'}"
-        run_link(
-            run.name,
-            f"{state_label(run.state)} · {run.name} · {step}"
-            + (f" · waiting for {waiting}" if waiting else ""),
-        )
+        run_link(run.name)
+        st.caption(f"{state_label(run.state)} · {step}" + (f" · waiting for {waiting}" if waiting else ""))
 
 
 root = runs_root()
 capability = training_capability(cached_gpus())
 st.title("Train")
+restore_form()
 start_form(capability.available)
 form_column, queue_column = st.columns([3, 1])
 with queue_column:
@@ -218,3 +217,4 @@ with form_column:
             st.error(f"Cannot train here: {plan_problem}. Nothing was created.")
         else:
             start(config, name)
+save_form()

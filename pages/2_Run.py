@@ -18,7 +18,6 @@ from core.store.runs import (
 from core.store.seed import prepare_runs_root
 from core.train.progress import format_duration, training_progress
 from ui.charts import run_loss_figure
-from ui.config_form import keep_form
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
 from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls
@@ -30,7 +29,6 @@ PICK = "run_page_pick"  # the run picker's key
 
 st.set_page_config(page_title="Run · PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
-keep_form()  # the Train form, as it was, when the user goes back to it
 
 
 def forget_run() -> None:

@@ -12,7 +12,6 @@ from core.store.paths import runs_root
 from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, cost_section, loss_curves_section
-from ui.config_form import keep_form
 from ui.links import record_choice, synced_choice
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
@@ -29,7 +28,6 @@ def cached_runs(root: str, signature: str) -> list[Run]:
 
 
 st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
-keep_form()  # the Train form, as it was, when the user goes back to it
 root = runs_root()
 st.title("Compare runs")
 st.caption(

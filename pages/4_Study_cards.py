@@ -27,13 +27,11 @@ from core.models.sources import (
     run_choices,
 )
 from core.store.paths import runs_root
-from ui.config_form import keep_form
 from ui.secrets import app_secrets
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
 st.set_page_config(page_title="Study cards · PEFT Dashboard", page_icon="🧪", layout="wide")
-keep_form()  # the Train form, as it was, when the user goes back to it
 
 
 @st.cache_resource

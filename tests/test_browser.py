@@ -267,6 +267,14 @@ def test_out_of_range_numbers_are_refused_by_the_app_and_start_nothing(page: Pag
     assert "--set lora_r=4" in command and "--set max_steps=7" in command, command
     screenshot(page, "train")
 
+    for elsewhere in ("Run", "Home"):  # the form as it was left, after a look at another page
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=elsewhere, exact=True).click()
+        settle(page)
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train", exact=True).click()
+        settle(page)
+        expect(page.get_by_role("spinbutton", name=RANK_LABEL, exact=True)).to_have_value("4")
+        expect(page.get_by_role("spinbutton", name=STEPS_LABEL, exact=True)).to_have_value("7")
+
 
 def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> None:
     open_page(page, app.url, "Train")

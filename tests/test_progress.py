@@ -46,7 +46,7 @@ def test_values_that_are_not_numbers_are_unknown():
     ]
     progress = training_progress({"step": "x", "max_steps": "many", "training_s": "long"}, odd, running=True)
     assert (progress.step, progress.max_steps, progress.loss, progress.memory_gb, progress.eta_s) == (
-        0,
+        2,  # the one step logged as a number
         None,
         None,
         None,
@@ -80,3 +80,10 @@ def test_the_estimate_scales_with_tokens_and_precision_and_knows_its_limits():
     assert estimate_memory(double).training_gb == pytest.approx(2 * estimate_memory(lab).training_gb)
     assert estimate_memory(full).weights_gb > 2 * estimate_memory(lab).weights_gb
     assert estimate_memory(parse_config(get_preset("cpu_smoke").config(), check_files=False)) is None
+
+
+def test_the_step_is_the_latest_of_the_status_and_the_logged_events():
+    """status.json is rewritten at most once a second, events.jsonl at every logged step: the bar
+    must not trail the loss and the log shown beside it."""
+    assert training_progress({"step": 1, "max_steps": 30}, events(9, 0.5), running=True).step == 9
+    assert training_progress({"step": 12, "max_steps": 30}, events(9, 0.5), running=True).step == 12

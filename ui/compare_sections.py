@@ -177,8 +177,8 @@ def answers_section(picked: list[Run], by_name: dict[str, Run], baseline: str) -
     matrix = None
     if not results:
         st.info(
-            "No evaluation results for the picked runs yet. Evaluate a run with `python -m core eval RUN` "
-            "(its adapter, its GGUF files or the base model)."
+            "No evaluation results for the picked runs yet. Evaluate a run on its Run page, or with "
+            "`python -m core eval RUN` (its adapter, its GGUF files or the base model)."
         )
     else:
         sets = compare.prompt_sets(results)

@@ -47,16 +47,34 @@ def fill_form(config: dict[str, Any]) -> list[str]:
     return refused
 
 
-FORM_KEYS = ("train_preset", "train_run_name")
+FORM_KEYS = ("train_preset", "train_run_name", "train_name_proposal")
 """The Train page's own widgets of the form, besides the config fields."""
 
 
-def keep_form() -> None:
-    """Keep the Train form's values while another page shows: Streamlit drops the state of
-    widgets it did not draw on a run, so every other page calls this on each run."""
-    for name in [*(key(field) for field in default_config()), *FORM_KEYS]:
-        if name in st.session_state:
-            st.session_state[name] = st.session_state[name]
+SAVED_FORM = "train_form_saved"  # a plain session value, not a widget's: Streamlit keeps it across pages
+
+
+def form_keys() -> list[str]:
+    """The session keys of everything the Train form holds."""
+    return [*(key(field) for field in default_config()), *FORM_KEYS]
+
+
+def save_form(*, next_name: bool = False) -> None:
+    """Remember the form as this run of the Train page leaves it; with `next_name`, without its run
+    name (that run was started: the next one gets a name proposed)."""
+    saved = {name: st.session_state[name] for name in form_keys() if name in st.session_state}
+    if next_name:
+        saved["train_run_name"] = ""
+    st.session_state[SAVED_FORM] = saved
+
+
+def restore_form() -> None:
+    """Put back what the form held when the Train page last ran: Streamlit drops the state of
+    widgets a run does not draw, so a visit to another page would lose it (in a browser, the
+    widgets come back blank or at the preset)."""
+    for name, value in (st.session_state.get(SAVED_FORM) or {}).items():
+        if name not in st.session_state:
+            st.session_state[name] = value
 
 
 def form_document() -> dict[str, Any]:

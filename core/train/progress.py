@@ -48,7 +48,9 @@ def training_progress(
     last RATE_WINDOW logged steps and is given only while the job runs. Values that are not
     numbers are treated as unknown.
     """
-    step = int(finite_number(status.get("step")) or 0)
+    logged = [s for event in events if (s := finite_number(event.get("step"))) is not None]
+    # status.json is rewritten at most once a second; events.jsonl gets every logged step at once
+    step = int(max([finite_number(status.get("step")) or 0, *logged]))
     max_steps = finite_number(status.get("max_steps"))
     max_steps = int(max_steps) if max_steps and max_steps >= 1 else None
     timed = [
