@@ -114,7 +114,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "status.json"
     write_json_atomic(target, {"state": "running", "step": 5})
 
-    def crash(src, dst):
+    def crash(src, dst, **dir_fds):
         raise KeyboardInterrupt("killed before replace")
 
     monkeypatch.setattr(files.os, "replace", crash)

@@ -6,6 +6,11 @@ merged model, a built or fetched tool) are built the same way: under a hidden na
 their place (`staging_dir`), then put in place in one step (`replace_dir`, `place_new_dir`);
 `delete_dir` takes a folder away in one step before deleting it. Append-only logs (JSON
 lines) are read tolerantly: a torn or corrupt line is skipped and counted.
+
+Run folders may come from elsewhere (an import, a sync, a copy), so every run-folder read and
+write opens its file through `open_regular`: a symbolic link is never followed (neither the
+file nor the folder it is in), only regular files are opened (a FIFO or a device named
+`metrics.json` is refused without blocking), and reads stop at a size cap per kind of file.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,22 +33,90 @@ from pathlib import Path
 from typing import Any
 
 
-class FileProblem(Exception):
+class FileProblem(OSError):
     """A file that is missing or cannot be understood; the message says which and why."""
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and an atomic replace."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+MAX_DOCUMENT_BYTES = 1 << 20  # config.json, status.json, metrics.json, a job's state: small documents
+MAX_RECORDS_BYTES = 64 << 20  # JSON-lines records (answers, ratings, events)
+TAIL_BYTES = 64 << 10  # what tail_lines reads from the end of a log
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+@contextlib.contextmanager
+def _folder_of(path: Path) -> Iterator[int]:
+    """A descriptor of the folder `path` lies in, opened without following a symbolic link."""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield folder
+    finally:
+        os.close(folder)
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """Open `path` as the run folder's files are opened; return the descriptor.
+
+    Neither the file nor its folder may be a symbolic link (OSError ELOOP or ENOTDIR), and
+    the file must be a regular one (OSError EINVAL for a FIFO, a device or a folder): nothing
+    planted in a run folder is followed, blocks a reader, or streams without end. With
+    os.O_CREAT in `flags` the file is created when missing.
+    """
+    with _folder_of(path) as folder:
+        descriptor = os.open(path.name, flags | _NO_FOLLOW, mode, dir_fd=folder)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(descriptor, True)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        os.close(descriptor)
         raise
+    return descriptor
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path` (see open_regular); FileProblem when it is missing,
+    cannot be opened, or holds more than `limit` bytes (nothing beyond the cap is read)."""
+    try:
+        descriptor = open_regular(path)
+    except FileNotFoundError:
+        raise FileProblem(f"{path.name} is missing") from None
+    except OSError as exc:
+        raise FileProblem(f"{path.name} cannot be read ({_reason(exc)})") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileProblem(f"{path.name} is larger than {limit:,} bytes: not read")
+    return data
+
+
+def _reason(exc: OSError) -> str:
+    """Why a file could not be opened, in words."""
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link, which is not followed"
+    if exc.errno == errno.ENOTDIR:
+        return "its folder is a symbolic link or not a folder"
+    return exc.strerror or str(exc)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and an atomic replace. The temporary file
+    is created new (never opened through a planted link) in the folder opened without following
+    a link, and the replace puts a regular file where any link or file was."""
+    tmp = f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    with _folder_of(path) as folder:
+        try:
+            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644, dir_fd=folder)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # in use: sweep_debris leaves it alone
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -49,15 +125,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """Read a JSON object from `path`; raise FileProblem with a readable reason otherwise."""
+    """Read a JSON object of at most MAX_DOCUMENT_BYTES from `path` (see read_capped); raise
+    FileProblem with a readable reason otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileProblem(f"{path.name} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_capped(path, MAX_DOCUMENT_BYTES).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise FileProblem(f"{path.name} cannot be read ({exc})") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise FileProblem(f"{path.name} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise FileProblem(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict):
@@ -101,7 +178,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     A torn line left by an earlier crash is closed first, so the new record stays whole.
     """
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    with open(path, "a+b") as handle:
+    with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT), "a+b") as handle:
         end = handle.seek(0, os.SEEK_END)
         if end:
             handle.seek(end - 1)
@@ -111,16 +188,19 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         handle.flush()
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+def read_jsonl(path: Path, limit: int = MAX_RECORDS_BYTES) -> tuple[list[dict[str, Any]], int]:
     """Read JSON-lines records from `path`; return them and the number of lines skipped.
 
     A missing file reads as no records. Blank lines are ignored; a line that is not a JSON
-    object (a torn last line after a crash, say) is skipped and counted.
+    object (a torn last line after a crash, say) is skipped and counted. FileProblem when the
+    file cannot be opened as a regular file or is larger than `limit` bytes.
     """
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
+        raw = read_capped(path, limit)
+    except FileProblem:
+        if not os.path.lexists(path):
+            return [], 0
+        raise
     records: list[dict[str, Any]] = []
     skipped = 0
     for line in raw.splitlines():
@@ -128,7 +208,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             skipped += 1
             continue
         if isinstance(record, dict):
@@ -144,12 +224,12 @@ def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def tail_lines(path: Path, lines: int = 20) -> list[str]:
-    """The last `lines` lines of a log file (none if it is missing)."""
+    """The last `lines` lines of a log file, from its last TAIL_BYTES (none if it is missing or
+    not a regular file)."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64 * 1024))
-            text = handle.read().decode("utf-8", errors="replace")
+        with os.fdopen(open_regular(path), "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = handle.read(TAIL_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return []
     return [line.rstrip("\r") for line in text.splitlines()[-lines:]]
@@ -200,6 +280,47 @@ def hidden_beside(target: Path, purpose: str) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.{purpose}")
 
 
+DEBRIS_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.(partial|old|deleting|tmp)")
+
+
+def _hold(descriptor: int) -> bool:
+    """Take an exclusive flock on `descriptor` without waiting; False when another holds one."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def sweep_debris(folder: Path) -> list[str]:
+    """Delete what killed writers left in `folder`: hidden staging folders and temporary files
+    (`.NAME.RANDOM.partial` / `.tmp`), folders set aside or being deleted (`.old`,
+    `.deleting`); return their names. A staging folder or temporary file still being written
+    is held under an flock by its writer (staging_dir, write_text_atomic) and left alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    swept = []
+    for entry in entries:
+        if not DEBRIS_NAME.fullmatch(entry.name):
+            continue
+        try:
+            descriptor = os.open(entry.path, os.O_RDONLY | _NO_FOLLOW)
+        except OSError:  # a link, or gone already: a link is removed, not followed
+            if entry.is_symlink():
+                _remove(Path(entry.path))
+                swept.append(entry.name)
+            continue
+        try:
+            if _hold(descriptor):
+                _remove(Path(entry.path))
+                swept.append(entry.name)
+        finally:
+            os.close(descriptor)
+    return swept
+
+
 def _remove(path: Path) -> None:
     """Delete a folder or file; what cannot be deleted stays (under its hidden name)."""
     if path.is_dir() and not path.is_symlink():
@@ -221,10 +342,13 @@ def staging_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = hidden_beside(target, "partial")
     staging.mkdir()
+    held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
     try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # in use: sweep_debris leaves it alone
         yield staging
     finally:
         _remove(staging)
+        os.close(held)
 
 
 def replace_dir(staging: Path, target: Path) -> None:

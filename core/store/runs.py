@@ -8,6 +8,7 @@ exception for the caller to handle.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.store.files import FileProblem, place_new_dir, read_json_object, staging_dir, write_json_atomic
+from core.train.config import stored_text_problems
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "completed", "failed", "stopped")
@@ -211,12 +213,18 @@ class Run:
 
 
 def read_run_folder(path: Path) -> Run:
-    """Read the run folder at `path`, never raising for bad content."""
+    """Read the run folder at `path`, never raising for bad content (see open_regular: no
+    symbolic link is followed, no file read beyond its cap); text in config.json is checked
+    as on creation."""
     problems: list[str] = []
     try:
         validate_run_name(path.name)
     except RunNameError as exc:
         problems.append(f"folder name is not a valid run name ({exc})")
+    if path.is_symlink():
+        return Run(
+            name=path.name, path=path, problems=(*problems, "the run folder is a symbolic link: not followed")
+        )
     documents: dict[str, dict[str, Any]] = {}
     unreadable: set[str] = set()
     for filename in (CONFIG_FILE, STATUS_FILE, METRICS_FILE):
@@ -225,9 +233,10 @@ def read_run_folder(path: Path) -> Run:
         except FileProblem as exc:
             documents[filename] = {}
             unreadable.add(filename)
-            missing_metrics_ok = filename == METRICS_FILE and not (path / filename).exists()
+            missing_metrics_ok = filename == METRICS_FILE and not os.path.lexists(path / filename)
             if not missing_metrics_ok:
                 problems.append(str(exc))
+    problems += [f"config.json: {problem}" for problem in stored_text_problems(documents[CONFIG_FILE])]
     status = documents[STATUS_FILE]
     state = status.get("state")
     if STATUS_FILE not in unreadable and state not in STATES:

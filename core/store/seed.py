@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 from core.store.experiments_log import EXTRA_COLUMNS, ImportReport, import_log
-from core.store.files import write_text_atomic
+from core.store.files import sweep_debris, write_text_atomic
 from core.store.paths import DATA_DIR
 from core.store.runs import now_iso
 
@@ -39,11 +40,19 @@ def import_seed_runs(root: Path) -> ImportReport:
     return report
 
 
+@functools.cache
+def _swept(root: Path) -> list[str]:
+    """What sweep_debris removed from the runs root the first time this process opened it."""
+    return sweep_debris(root)
+
+
 def prepare_runs_root(root: Path) -> ImportReport | None:
-    """Seed a runs root the first time the dashboard opens it; return the report then.
+    """Clear what killed writers left in a runs root (once per process) and seed it the first
+    time the dashboard opens it; return the seeding's report then.
 
     Seeding happens once per runs root: seed runs a person deleted do not come back.
     """
+    _swept(root)
     if (root / SEED_MARKER).exists():
         return None
     return import_seed_runs(root)

@@ -639,6 +639,37 @@ def unknown_key_problem(key: str) -> str:
     return "is not a config field" + (f" (did you mean {close[0]}?)" if close else "")
 
 
+def stored_text_problems(data: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the text in a stored config.json (one from another machine, an
+    import, a planted folder): every text field is checked as on creation, and text under
+    other keys (an import's source, say) must be one line without control characters.
+    Values of other types are left to parse_config, which checks them when a job uses them."""
+    problems: list[str] = []
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for inner, item in value.items():
+                walk(f"{key}.{inner}", item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(f"{key}[{index}]", item)
+        elif isinstance(value, str):
+            spec = _SPECS.get(key)
+            if spec is not None and spec.kind in ("text", "long_text"):
+                problem = _text(spec, value)
+            else:
+                found = _control_character(value)
+                problem = (
+                    f"must be one line without control characters (found {found[1]!r})" if found else None
+                )
+            if problem:
+                problems.append(f"{key} {problem}")
+
+    for key, value in data.items():
+        walk(str(key), value)
+    return problems
+
+
 def config_problems(data: Mapping[str, Any], *, check_files: bool = True) -> dict[str, str]:
     """Every problem of a config document, keyed by field ('config' for the document itself);
     missing fields take their defaults. Empty when parse_config would accept `data`."""
