@@ -19,6 +19,8 @@ from core.evaluate.checks import (
     validate_check,
 )
 from core.store.files import (
+    MAX_DOCUMENT_BYTES,
+    read_capped,
     write_json_atomic,
 )
 from core.store.paths import DATA_DIR
@@ -154,7 +156,7 @@ def _json(text: str) -> object:
 def load_prompt_set(path: Path) -> PromptSet:
     """The prompt set in the JSON file at `path`; PromptSetError says which file and why."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_capped(path, MAX_DOCUMENT_BYTES).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptSetError(f"cannot read {path}: {exc}") from None
     try:
@@ -238,7 +240,7 @@ def resolve_prompt_set(runs_root: Path, spec: str | None) -> PromptSet:
     if not spec or spec == LAB_SET_NAME:
         return load_prompt_set(LAB_SET_FILE)
     if _is_file_spec(spec):
-        return load_prompt_set(Path(spec).expanduser())
+        return load_prompt_set(Path(spec).expanduser().resolve())  # a user's own file may be a link
     path = prompt_sets_dir(runs_root) / f"{spec}{JSON_SUFFIX}"
     if NAME_PATTERN.fullmatch(spec) and path.is_file():
         return load_prompt_set(path)

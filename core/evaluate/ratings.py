@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from core.evaluate.answers import VARIANT_FILE_PATTERN
 from core.evaluate.prompt_sets import NAME_PATTERN
 from core.store.files import (
     FileProblem,
+    open_regular,
     read_json_object,
     write_json_atomic,
 )
@@ -104,7 +106,7 @@ def save_rating(
         raise RatingError(f"the note is {len(note)} characters long (at most {MAX_NOTE_CHARS})")
     if not run_path.is_dir():
         raise RatingError(f"no run folder at {run_path}")
-    with open(run_path / f".{RATINGS_FILE}.lock", "a") as lock:
+    with os.fdopen(open_regular(run_path / f".{RATINGS_FILE}.lock", os.O_RDWR | os.O_CREAT), "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ratings = load_ratings(run_path)
         prompts = ratings.setdefault(variant, {})
