@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import describe
+from core.evaluate.sandbox import DEFAULT_TIMEOUT_S
 from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
@@ -429,6 +430,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from core.evaluate.sandbox import limits_for_timeout, run_python
+
+    path = Path(args.file)
+    try:
+        source = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from None
+    run = run_python(source, limits=limits_for_timeout(args.timeout))
+    print(json.dumps(run.report()))
+    return 0 if run.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m core", description="PEFT dashboard command line.")
@@ -568,6 +582,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--delete-merged", action="store_true", help="delete merged/ afterwards (the GGUF files stay)"
     )
     export.set_defaults(handler=_export)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run a Python file exactly as an answer's code is run by a code check",
+        description="Run FILE in the code-check sandbox (bubblewrap and an audit hook; see "
+        "core/evaluate/sandbox.py) and print one JSON object: outcome, reason, stdout, stderr and "
+        'isolation ("bwrap", "audit-hook" with PEFT_UNISOLATED_CODE_CHECKS=1, or "none" when the code '
+        "was not run for lack of isolation). Exit status 0 when the code ran to the end, 1 otherwise "
+        "(refused, raised, timed out, killed, not run); 1 without JSON when FILE cannot be read.",
+    )
+    sandbox.add_argument("file", help="a Python file")
+    sandbox.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"wall-clock seconds, 0.1-60 (default {DEFAULT_TIMEOUT_S:g}); CPU seconds are this rounded up",
+    )
+    sandbox.set_defaults(handler=_sandbox)
     return parser
 
 

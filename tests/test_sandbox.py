@@ -1,10 +1,19 @@
 """The sandbox runs real untrusted code in real child processes and keeps it in its box."""
 
+import _posixsubprocess
+import base64
+import contextlib
 import dis
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -12,9 +21,15 @@ from pathlib import Path
 import pytest
 
 from core.evaluate import sandbox
+from core.evaluate.checks import answer_passed, run_check
 from core.evaluate.sandbox import Limits, run_function_cases, run_python
 
 CASES = [([""], ""), (["abc"], "cba"), (["åäö 🙂"], "🙂 öäå")]
+REVERSE_CHECK = {
+    "type": "python_function",
+    "cases": [{"args": args, "expected": expected} for args, expected in CASES],
+    "timeout_s": 5,
+}
 
 
 def test_correct_code_passes_and_names_its_function():
@@ -106,23 +121,30 @@ def test_too_much_memory_is_stopped():
 
 def test_big_files_and_output_are_capped():
     run = run_python("open('big.bin', 'wb').write(b'x' * 5 * 2**20)\n", limits=Limits(file_size_mb=1))
-    assert (
-        run.outcome == "exception" and run.reason == "wrote more than 1 MB to a file or its output (line 1)"
+    assert run.outcome == "exception" and run.reason == "wrote more than 1 MB to a file (line 1)"
+    # Output goes through pipes the parent reads to the end, keeping the first 4000 bytes of each.
+    run = run_python(
+        "import sys\nfor _ in range(100000):\n    print('spam' * 10)\n    print('eggs', file=sys.stderr)\n"
     )
-    run = run_python("for _ in range(100000):\n    print('spam' * 10)\n", limits=Limits(file_size_mb=1))
-    assert run.reason == "wrote more than 1 MB to a file or its output (line 2)" and len(run.stdout) <= 4000
+    assert run.ok and run.stdout == (("spam" * 10 + "\n") * 100)[: sandbox.OUTPUT_LIMIT]
+    assert run.stderr == ("eggs\n" * 1000)[: sandbox.OUTPUT_LIMIT]
     assert run_python("print('fine')\n").stdout == "fine\n"
 
 
-def test_an_empty_environment_and_its_own_folder():
-    """Nothing of the parent's environment; TMPDIR is the folder, so tempfile works there."""
+def test_an_empty_environment_and_its_own_folder(monkeypatch):
+    """Nothing of the parent's environment (bubblewrap sets PWD); TMPDIR is the folder, so tempfile
+    works there; it runs as uid and gid 65534 with its own process numbers."""
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_parent_secret")
     run = run_python(
-        "import os, sys, tempfile\nassert set(os.environ) <= {'LC_CTYPE', 'TMPDIR'}, dict(os.environ)\n"
-        "assert os.getcwd().split(os.sep)[-1].startswith('peft-sandbox-')\nassert sys.flags.isolated\n"
+        "import os, sys, tempfile\nassert set(os.environ) <= {'LC_CTYPE', 'TMPDIR', 'PWD'}, dict(os.environ)\n"
+        f"assert os.getcwd() == {sandbox.SANDBOX_FOLDER!r}\nassert sys.flags.isolated\n"
         "assert os.environ['TMPDIR'] == os.getcwd() == tempfile.gettempdir()\n"
         "with tempfile.TemporaryFile() as scratch:\n    scratch.write(b'x')\n"
+        "print(os.getuid(), os.getgid(), os.getpid())\n"
     )
-    assert run.ok, run.reason
+    assert run.ok and run.isolation == "bwrap", run.reason
+    uid, gid, pid = map(int, run.stdout.split())
+    assert (uid, gid) == (65534, 65534) and pid < 10
 
 
 def test_errors_in_the_code_are_reported_with_their_line():
@@ -365,27 +387,45 @@ def test_the_python_installation_and_the_folder_can_be_read():
     assert run.ok and run.stdout == "Point(x=1, y=2) 0.8\n", (run.reason, run.stderr)
 
 
-def harness_children() -> list[int]:
-    """This process's children that run the sandbox harness."""
-    found = []
+def descendants() -> list[int]:
+    """The processes below this one (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, ValueError):
+        if not entry.isdigit():
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"harness.py" in command:
-            found.append(int(entry))
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [os.getpid()]
+    while pending:
+        below = children.get(pending.pop(), [])
+        found += below
+        pending += below
     return found
 
 
+def alive(pid: int) -> bool:
+    """True while `pid` is a process that has not ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_an_interrupted_run_leaves_no_process_behind():
-    """A stopped eval job interrupts run_python with an exception: the child must not live on."""
+    """A stopped eval job interrupts run_python with an exception: neither bubblewrap nor the code
+    inside may live on (they get SIGKILL, which the kernel delivers within moments)."""
 
     class Stop(Exception):
         pass
 
+    running: list[int] = []
+
     def stop(*_):
+        running.extend(descendants())
         raise Stop
 
     previous = signal.signal(signal.SIGALRM, stop)
@@ -393,10 +433,336 @@ def test_an_interrupted_run_leaves_no_process_behind():
     try:
         with pytest.raises(Stop):
             run_python("import time\nwhile True:\n    time.sleep(0.01)\n", limits=Limits(wall_s=30, cpu_s=30))
-        left = harness_children()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    deadline = time.monotonic() + 2
+    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [pid for pid in running if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert left == []
+    assert len(running) >= 3 and left == []  # bwrap, its init in the sandbox, the harness
+
+
+# --- the operating system as the boundary ------------------------------------------------------
+# Each attack below got past the audit hook alone (reproduced in a security review); under
+# bubblewrap it meets the namespaces. The code is real attack code run in the real sandbox.
+
+# Loads a second copy of _posixsubprocess from the file SO_PATH under another module name (the
+# hook replaced fork_exec in the first copy only) and defines spawn(argv): argv runs, unhooked,
+# with the sandbox's stdout and stderr; spawn waits for it and returns its exit status.
+SPAWN = """
+import importlib.machinery, importlib.util, os
+_loader = importlib.machinery.ExtensionFileLoader("copy._posixsubprocess", SO_PATH)
+_fresh = importlib.util.module_from_spec(
+    importlib.util.spec_from_file_location("copy._posixsubprocess", SO_PATH, loader=_loader)
+)
+
+def spawn(argv):
+    errors, errors_end = os.pipe()
+    pid = _fresh.fork_exec(  # CPython 3.11's signature
+        [a.encode() for a in argv], [argv[0].encode()], True, (), None, None,
+        -1, -1, -1, -1, -1, -1, errors, errors_end, True, False, -1, -1, None, -1, -1, None, False,
+    )
+    os.close(errors_end)
+    return os.waitpid(pid, 0)[1]
+"""
+
+
+def spawning(argv: str, so_path: str = "_posixsubprocess.__file__") -> str:
+    """Answer code that runs the command the expression `argv` gives through a second copy of
+    _posixsubprocess loaded from the file the expression `so_path` names."""
+    return f"import _posixsubprocess, sys\nSO_PATH = {so_path}\n{SPAWN}\nprint('status', spawn({argv}), flush=True)\n"
+
+
+def unhooked_python(code: str, so_path: str = "_posixsubprocess.__file__") -> str:
+    """Answer code that runs `code` in a fresh Python started past the hook (no audit hook there)."""
+    return spawning(f"[sys.executable, '-I', '-c', {code!r}]", so_path)
+
+
+def past_the_hook(run: sandbox.SandboxRun) -> bool:
+    """True when the code started its process; False when RLIMIT_NPROC stopped it first, which
+    holds only when the tests do not run as root (the kernel exempts root)."""
+    if os.geteuid() != 0 and "Resource temporarily unavailable" in run.reason:
+        return False
+    assert run.ok and "status 0" in run.stdout, run
+    return True
+
+
+def host_processes(command: bytes) -> list[int]:
+    """Processes on this machine whose command line is exactly `command` (NUL-separated)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes() == command:
+                found.append(int(entry))
+    return found
+
+
+def test_a_shell_started_past_the_hook_is_nobody_sees_no_host_files_and_dies_with_the_run():
+    """(a) A second copy of _posixsubprocess runs /bin/sh; it leaves a sleep behind."""
+    shell = "id -u; id -g; cat /etc/shadow; ls -A /root; ls /work /home; sleep 313.7 & echo started $!"
+    run = run_python(spawning(repr(["/bin/sh", "-c", shell])))
+    if not past_the_hook(run):
+        return
+    lines = run.stdout.splitlines()
+    assert lines[:3] == ["65534", "65534", ".pyenv"] and lines[3].startswith("started "), run.stdout
+    assert "cat: /etc/shadow: No such file or directory" in run.stderr, run.stderr
+    assert "/work" in run.stderr and "/home" in run.stderr and "No such file" in run.stderr  # not there
+    assert host_processes(b"sleep\x00313.7\x00") == []  # killed with the sandbox before run_python returned
+
+
+NATIVE_READER = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static PyObject *read_file(PyObject *self, PyObject *arg) {
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL) return NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    char buffer[1 << 16];
+    ssize_t size = read(fd, buffer, sizeof buffer);
+    close(fd);
+    if (size < 0) return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    return PyBytes_FromStringAndSize(buffer, size);
+}
+
+static PyMethodDef methods[] = {{"read_file", read_file, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "reader", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_reader(void) { return PyModule_Create(&module); }
+"""
+
+
+def native_reading(tmp_path: Path, paths: list[str]) -> str:
+    """Answer code that writes a native extension into its folder, loads it and prints what native
+    code reads at each of `paths`. With a C compiler the extension opens files itself; without
+    one it is a copy of _posixsubprocess that starts a Python past the hook to read them."""
+    loop = (
+        f"for path in {paths!r}:\n"
+        "    try:\n        print(path, read(path).decode('utf-8', 'replace'))\n"
+        "    except OSError as exc:\n        print(path, exc)\n"
+    )
+    compiler = shutil.which("cc")
+    if compiler is None:
+        data = Path(_posixsubprocess.__file__).read_bytes()
+        body = unhooked_python("read = lambda path: open(path, 'rb').read()\n" + loop, so_path="path")
+    else:
+        source = tmp_path / "reader.c"
+        source.write_text(NATIVE_READER)
+        include = sysconfig.get_paths()["include"]
+        built = tmp_path / "reader.so"
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(built)], check=True
+        )
+        data = built.read_bytes()
+        body = (
+            "import importlib.machinery, importlib.util\n"
+            "loader = importlib.machinery.ExtensionFileLoader('reader', path)\n"
+            "reader = importlib.util.module_from_spec(importlib.util.spec_from_file_location('reader', path, loader=loader))\n"
+            "read = reader.read_file\n" + loop
+        )
+    return (
+        f"import base64, os, sys\nopen('native.so', 'wb').write(base64.b64decode({base64.b64encode(data)!r}))\n"
+        f"path = os.path.abspath('native.so')\n{body}"
+    )
+
+
+def test_native_code_written_to_the_folder_cannot_read_the_dashboards_environment(tmp_path, monkeypatch):
+    """(b) The dashboard's environment held HF_TOKEN: native code read it from /proc/<ppid>/environ."""
+    secret = "hf_fake_token_for_the_sandbox_test"
+    monkeypatch.setenv("HF_TOKEN", secret)  # what run_python could pass on
+    holder = subprocess.Popen(["sleep", "30"], env={"HF_TOKEN": secret})  # a host process holding it
+    try:
+        paths = [f"/proc/{os.getpid()}/environ", f"/proc/{holder.pid}/environ", "/proc/self/status"]
+        paths += [f"/proc/{pid}/environ" for pid in range(1, 8)]
+        run = run_python(native_reading(tmp_path, paths))
+        assert Path(f"/proc/{holder.pid}/environ").read_bytes().startswith(b"HF_TOKEN=" + secret.encode())
+    finally:
+        holder.kill()
+        holder.wait()
+    if shutil.which("cc") is None and not past_the_hook(run):
+        return
+    assert run.ok, run
+    lines = run.stdout.splitlines()
+    assert secret not in run.stdout + run.stderr
+    for host_pid in (os.getpid(), holder.pid):
+        assert (
+            f"/proc/{host_pid}/environ [Errno 2] No such file or directory: '/proc/{host_pid}/environ'"
+            in lines
+        )
+    assert "Uid:\t65534\t65534\t65534\t65534" in run.stdout  # native code ran past the hook, as nobody
+
+
+def test_pidfd_cannot_reach_a_host_process():
+    """(c) os.pidfd_open with signal.pidfd_send_signal raise no audit event: they killed any process."""
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        run = run_python(
+            "import os, signal\n"
+            f"try:\n    signal.pidfd_send_signal(os.pidfd_open({victim.pid}), signal.SIGKILL)\n"
+            "    print('sent')\nexcept OSError as exc:\n    print(type(exc).__name__)\n"
+        )
+        time.sleep(0.1)
+        assert run.ok and run.stdout == "ProcessLookupError\n", run
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_sqlite_attach_cannot_write_or_read_files_outside(tmp_path):
+    """(d) sqlite's ATTACH opens files in C: it created and read databases anywhere."""
+    created = tmp_path / "created.db"
+    secrets_db = tmp_path / "secrets.db"
+    with sqlite3.connect(secrets_db) as connection:
+        connection.execute("create table secrets (value text)")
+        connection.execute("insert into secrets values ('hf_attached_secret')")
+    connection.close()
+    run = run_python(
+        "import sqlite3\n"
+        f"for name, sql in (({str(created)!r}, 'create table out.t (a)'), ({str(secrets_db)!r}, 'select * from out.secrets')):\n"
+        "    db = sqlite3.connect(':memory:')\n"
+        "    try:\n        db.execute(f\"attach database '{name}' as out\")\n"
+        "        print(db.execute(sql).fetchall())\n"
+        "    except sqlite3.Error as exc:\n        print(exc)\n"
+    )
+    assert (
+        run.ok
+        and run.stdout == f"unable to open database: {created}\nunable to open database: {secrets_db}\n"
+    )
+    assert not created.exists() and "hf_attached_secret" not in run.stdout
+
+
+def test_fifos_do_not_hang_the_run():
+    """(e) The parent read stdout.txt from the folder after the run: a FIFO there hung the job."""
+    started = time.monotonic()
+    run = run_python(
+        "import os\nfor name in ('stdout.txt', 'stderr.txt', 'result.json', 'fifo'):\n    os.mkfifo(name)\n"
+        "print(sorted(os.listdir()))\n",
+        limits=Limits(wall_s=3),
+    )
+    assert run.ok and run.stdout == "['fifo', 'result.json', 'stderr.txt', 'stdout.txt']\n", run
+    assert time.monotonic() - started < 3
+
+
+def test_filling_the_folder_stops_at_its_size_and_writes_nothing_on_the_host():
+    """(f) Many 1 MB files (each under the file-size limit) filled the host's disk."""
+    marker = f"fill-{os.getpid()}-{time.monotonic_ns()}"
+    run = run_python(
+        "import os\nfor number in range(1000):\n"
+        f"    with open('{marker}-' + str(number), 'wb') as out:\n        out.write(b'x' * 2**20)\n",
+        limits=Limits(folder_mb=8),
+    )
+    assert run.outcome == "exception" and run.reason.startswith("filled its 8 MB folder (line "), run
+    assert not list(Path(tempfile.gettempdir()).glob(f"**/{marker}-0"))
+
+
+def test_no_network_even_past_the_hook():
+    """A Python started past the hook reaches neither the host's loopback nor anything beyond."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    code = (
+        "import socket\n"
+        f"for address in (('127.0.0.1', {port}), ('192.0.2.1', 80)):\n"
+        "    try:\n        socket.create_connection(address, timeout=2)\n        print('connected')\n"
+        "    except OSError as exc:\n        print(exc.strerror)\n"
+    )
+    run = run_python(unhooked_python(code))
+    server.settimeout(0.1)
+    with pytest.raises(TimeoutError):  # nothing queued a connection
+        server.accept()
+    server.close()
+    if past_the_hook(run):
+        assert run.stdout.splitlines()[:2] == ["Connection refused", "Network is unreachable"], run.stdout
+
+
+# --- when bubblewrap is not there ---------------------------------------------------------------
+
+
+def test_without_isolation_code_is_not_run(monkeypatch, tmp_path):
+    """Simulated: the bwrap lookup finds nothing (bubblewrap is installed here)."""
+    monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
+    monkeypatch.delenv(sandbox.UNISOLATED_ENV, raising=False)
+    sentinel = tmp_path / "ran"
+    isolation = sandbox.code_check_isolation()
+    assert isolation.kind == "none" and "bubblewrap (bwrap) is not installed" in isolation.description
+    run = run_python(f"open({str(sentinel)!r}, 'w')\n")
+    assert (run.outcome, run.reason, run.isolation, run.ok) == (
+        "not run",
+        "not run: no isolation on this machine",
+        "none",
+        False,
+    )
+    verdict = run_function_cases("def rev(s):\n    return s[::-1]\n", CASES)
+    assert verdict.passed is None and verdict.reason == "not run: no isolation on this machine"
+    result = run_check(REVERSE_CHECK, "```python\ndef rev(s):\n    return s[::-1]\n```")
+    assert (result.passed, result.detail) == (None, "not run: no isolation on this machine")
+    results = [result.as_dict(), {"name": "words", "passed": True, "detail": ""}]
+    assert results[0]["passed"] is None and answer_passed(results) is None  # neither passed nor failed
+    assert answer_passed([*results, {"name": "leakage", "passed": False, "detail": ""}]) is False
+    assert not sentinel.exists()
+
+
+def test_a_bwrap_that_does_not_work_counts_as_none(monkeypatch):
+    """/bin/false stands in for a bubblewrap whose user namespaces the host refuses: the probe,
+    run with the sandbox's own options, fails, and says so."""
+    monkeypatch.setattr(sandbox, "find_bwrap", lambda: "/bin/false")
+    monkeypatch.delenv(sandbox.UNISOLATED_ENV, raising=False)
+    isolation = sandbox.code_check_isolation()
+    assert isolation.kind == "none" and "/bin/false failed: exit code 1" in isolation.description
+
+
+def test_the_operator_can_run_code_behind_the_audit_hook_only(monkeypatch, tmp_path):
+    """Simulated: the bwrap lookup finds nothing, and PEFT_UNISOLATED_CODE_CHECKS=1."""
+    monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
+    monkeypatch.setenv(sandbox.UNISOLATED_ENV, "1")
+    assert sandbox.code_check_isolation() == sandbox.AUDIT_HOOK_ONLY
+    result = run_check(REVERSE_CHECK, "```python\ndef rev(s):\n    return s[::-1]\n```")
+    assert (result.passed, result.detail) == (True, "rev passed 3 case(s) (unisolated: audit hook only)")
+    run = run_python(f"import os\nprint(os.getcwd().split(os.sep)[-1][:13], os.getuid() == {os.getuid()})\n")
+    assert run.ok and run.isolation == "audit-hook" and run.stdout == "peft-sandbox- True\n", run
+    sentinel = tmp_path / "keep.txt"
+    sentinel.write_text("keep me")
+    run = run_python(f"import os\nos.remove({str(sentinel)!r})\n")
+    assert run.reason == f"refused: os.remove outside the sandbox ({str(sentinel)!r})" and sentinel.exists()
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_the_sandbox_command_prints_one_json_object(tmp_path):
+    def sandbox_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "core", "sandbox", *args],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            timeout=60,
+        )
+
+    script = tmp_path / "hello.py"
+    script.write_text("import os\nprint('hello from', os.getuid())\n")
+    done = sandbox_command(str(script), "--timeout", "5")
+    assert done.returncode == 0 and json.loads(done.stdout) == {
+        "outcome": "ok",
+        "reason": "ran to the end",
+        "stdout": "hello from 65534\n",
+        "stderr": "",
+        "isolation": "bwrap",
+    }, done
+    script.write_text("raise SystemExit('no')\n")
+    done = sandbox_command(str(script), "--timeout", "5")
+    report = json.loads(done.stdout)
+    assert (
+        done.returncode == 1
+        and report["outcome"] == "exception"
+        and report["reason"] == "raised SystemExit: no (line 1)"
+    )
+    done = sandbox_command(str(tmp_path / "missing.py"))
+    assert done.returncode == 1 and done.stdout == "" and done.stderr.startswith("error: cannot read "), done

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import first_line
-from core.evaluate.checks import (
-    check_answer,
-)
+from core.evaluate.checks import answer_passed, check_answer
 from core.evaluate.prompt_sets import EvalPrompt, PromptSet
 from core.jobs.protocol import Progress
 from core.models.generation import (
@@ -228,7 +226,7 @@ def evaluate_run(
             row |= {
                 "answer": generation.text,
                 "checks": checks,
-                "passed": all(c["passed"] for c in checks),
+                "passed": answer_passed(checks),
                 "latency_s": round(generation.seconds, 3),
                 "new_tokens": len(generation.token_ids),
                 "prompt_tokens": generation.prompt_tokens,
@@ -252,7 +250,8 @@ def evaluate_run(
 
 
 def row_passed(row: Mapping[str, Any]) -> bool | None:
-    """Whether an eval row's answer passed all its checks; None when the row does not say."""
+    """Whether an eval row's answer passed all its checks; None when the row does not say (also
+    when a check was not run)."""
     passed = row.get("passed")
     return passed if isinstance(passed, bool) else None
 

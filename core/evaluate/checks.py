@@ -16,23 +16,23 @@ not items. Without list lines, the rows of a Markdown table or sentences opened 
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core import describe
-from core.evaluate.sandbox import Limits, run_function_cases
+from core.evaluate.sandbox import DEFAULT_TIMEOUT_S, limits_for_timeout, run_function_cases
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check's verdict on one answer; `score` is set by checks that measure a similarity."""
+    """One check's verdict on one answer; `passed` is None when the check was not run (answer
+    code without isolation on this machine); `score` is set by checks that measure a similarity."""
 
     name: str
-    passed: bool
+    passed: bool | None
     detail: str
     score: float | None = None
 
@@ -363,19 +363,19 @@ def extract_code(answer: str) -> str | None:
     return None
 
 
-def _check_python_function(answer: str, spec: dict[str, Any]) -> tuple[bool, str, float | None]:
+def _check_python_function(answer: str, spec: dict[str, Any]) -> tuple[bool | None, str, float | None]:
     code = extract_code(answer)
     if code is None:
         return False, "no Python code in the answer", None
-    timeout = spec.get("timeout_s", 5)
     cases = [(case["args"], case["expected"]) for case in spec["cases"]]
     verdict = run_function_cases(
         code,
         cases,
         function=spec.get("function"),
-        limits=Limits(wall_s=timeout, cpu_s=max(1, math.ceil(timeout))),
+        limits=limits_for_timeout(spec.get("timeout_s", DEFAULT_TIMEOUT_S)),
     )
-    return verdict.passed, verdict.reason, None
+    unisolated = " (unisolated: audit hook only)" if verdict.isolation == "audit-hook" else ""
+    return verdict.passed, verdict.reason + unisolated, None
 
 
 # ---------------------------------------------------------------------------------------
@@ -426,7 +426,7 @@ class CheckType:
     summary: str
     params: dict[str, str]
     required: tuple[str, ...]
-    run: Callable[[str, dict[str, Any]], tuple[bool, str, float | None]]
+    run: Callable[[str, dict[str, Any]], tuple[bool | None, str, float | None]]
 
 
 CHECK_TYPES: dict[str, CheckType] = {
@@ -574,3 +574,11 @@ def run_check(spec: dict[str, Any], answer: str) -> CheckResult:
 def check_answer(checks: list[dict[str, Any]], answer: str, prompt: str) -> list[CheckResult]:
     """Every listed check, then the leakage check, on one answer."""
     return [run_check(spec, answer) for spec in checks] + [leakage_check(answer, prompt)]
+
+
+def answer_passed(checks: Sequence[Mapping[str, Any]]) -> bool | None:
+    """An answer's verdict from its stored check results: False when one failed, else None when
+    one was not run (it counts neither as passed nor as failed), else True."""
+    if any(check["passed"] is False for check in checks):
+        return False
+    return None if any(check["passed"] is None for check in checks) else True

@@ -1,8 +1,29 @@
 """Run untrusted Python (a model's answer) in a separate, limited process.
 
-The code runs in a fresh `python -I` process with an empty environment (but TMPDIR, the
-folder), in its own temporary folder, under a wall-clock limit and CPU, memory, file-size
-and process rlimits. Before the code runs, an audit hook is installed that refuses:
+The boundary is the operating system. `code_check_isolation()` says what is in use here:
+
+- "bwrap" (bubblewrap, probed once per process): the code runs in new user, PID, network,
+  IPC, UTS, cgroup and mount namespaces, as uid and gid 65534, unable to create further user
+  namespaces, in its own session, killed when its parent dies, with an empty environment.
+  It sees /usr and the Python installation read-only (the standard library and the base
+  installation's packages, not the venv's), its own /proc (its own processes only), a minimal
+  /dev, and one writable place: a fresh tmpfs at /sandbox of `Limits.folder_mb`, its working
+  folder; the root and /dev are read-only. Nothing else of the host is there: no /etc, no
+  home or runs folder, no host process to read or signal, no network but its own loopback.
+  Every process it starts dies with it.
+- "audit-hook": bubblewrap is missing or does not work here and the operator set
+  PEFT_UNISOLATED_CODE_CHECKS=1: the code runs in a host temporary folder behind the audit
+  hook alone, which is no boundary (see below); code checks say "unisolated".
+- "none": otherwise. The code is not run; code checks say "not run: no isolation on this
+  machine" and count neither as passed nor as failed.
+
+Either way the code runs in a fresh `python -I` process under CPU, memory, file-size and
+process rlimits and the parent's wall clock (the process group is killed when it runs out).
+Its stdout and stderr come back through pipes the parent reads, keeping OUTPUT_LIMIT bytes
+of each; the result comes back through a pipe the parent holds (an inherited descriptor,
+never a file the code could replace).
+
+The audit hook, a second layer inside the sandbox, installed before the code runs, refuses:
 - network use, starting processes (subprocess's fork_exec included), ctypes, mmap,
   changing the limits, tracing or profiling, walking the garbage collector's objects,
   replacing the code or defaults of the sandbox's own functions;
@@ -10,6 +31,7 @@ and process rlimits. Before the code runs, an audit hook is installed that refus
 - reading or listing anything outside the folder and the Python installation (sys.prefix,
   sys.base_prefix, sys.exec_prefix and the stdlib and site-packages folders), all of /proc,
   devices and pipes, and relative paths that climb with '..' (os.chdir stays in the folder).
+Under bubblewrap it turns the plain attempts into a clear "refused: <reason>" verdict.
 
 How a verdict comes back, and why the code cannot forge one:
 - A refusal ends the process at once: the hook writes the reason to the result channel and
@@ -19,35 +41,34 @@ How a verdict comes back, and why the code cannot forge one:
   default arguments (bound before the code runs, immutable) and read no global, builtin or
   closure cell, so replacing os.path.realpath, a builtin or a global of the harness changes
   nothing; replacing their defaults or code is refused.
-- The result travels through a pipe the parent opens (not a file in the folder), prefixed
-  with a random nonce that the parent sends on stdin and the harness reads before the code
-  runs (stdin is then at its end), and encoded by json's C encoder bound before the code
-  runs. A result.json, a result written into the pipe without the nonce, or a replaced
-  json.dumps counts for nothing.
+- The result is prefixed with a random nonce that the parent sends on stdin and the harness
+  reads before the code runs (stdin is then at its end), and encoded by json's C encoder
+  bound before the code runs. A result written into the pipe without the nonce, or a
+  replaced json.dumps, counts for nothing.
 - CPU and memory kills are the kernel's, and the wall clock is the parent's.
 
-What it does not protect against (it is not a security boundary against code written to
-escape it; for that, run the dashboard as an unprivileged user in a container):
-- Code that digs through the interpreter can find the nonce (CPython 3.11 audits neither a
-  signal handler's frame argument nor frame.f_back or f_locals, which reach the harness's
-  frames) and send a result of its own; code that replaces what the harness calls after it
-  (its summary and candidates functions, inspect, builtins) can change the values reported.
-  Either way the result can only claim values its functions could have returned: to pass,
-  the code must know the expected values, which stay in the parent (the files that hold
-  them are outside what it may read); and neither can hide a refusal or outlast the wall clock.
-- Calls that raise no audit event: os.mknod and os.mkfifo (a device node made in the folder
-  is refused when opened, but a thread could swap one in between the check and the open),
-  os.pidfd_open with signal.pidfd_send_signal, os.setpriority, extension modules loaded by
-  hand (_imp.create_dynamic), and C code that opens files itself (pwd, time zones).
-  os.stat and friends still tell whether a path outside exists.
-- A process run as root ignores RLIMIT_NPROC; on Python 3.13+ frame locals are writable
-  (PEP 667), so a signal handler could change the hook's locals while it checks a path.
+What the audit hook alone does not stop (reproduced; under bubblewrap each meets the
+namespaces instead): a second copy of an extension module loaded under another name (a
+fresh _posixsubprocess starts /bin/sh), a native extension written to the folder, calls
+that raise no audit event (os.pidfd_open with signal.pidfd_send_signal, os.mknod,
+os.mkfifo, os.setpriority, C code that opens files itself, sqlite's ATTACH), os.stat on any
+path, and code that digs through the interpreter's frames to the nonce (CPython 3.11 audits
+neither a signal handler's frame argument nor frame.f_back or f_locals) to send a result of
+its own. A forged result can only claim values its functions could have returned: to pass,
+the code must know the expected values, which stay in the parent.
+
+What bubblewrap does not stop: uid 65534 inside is the dashboard's own user outside, so when
+the dashboard runs as root RLIMIT_NPROC does not hold (the kernel exempts root) and code past
+the hook can start processes until the wall clock ends them all; there is no seccomp filter,
+so the kernel's system calls are the attack surface.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
 import os
 import secrets
 import selectors
@@ -58,7 +79,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 # The child's side: read the request, set the limits, install the audit hook, run the code,
@@ -357,21 +377,137 @@ def main():
 main()
 '''
 
-HARNESS_FILE = "harness.py"
-OUTPUT_LIMIT = 4000
+OUTPUT_LIMIT = 4000  # bytes of stdout and of stderr kept; more is read and dropped
 CHANNEL_LIMIT = 4 * 2**20  # bytes of the result channel kept; more is read and dropped
 REFUSED_EXIT = 86  # the exit status of a process the audit hook ended
 REFUSED_PREFIX = b"refused "
+PYTHON_FLAGS = ("-I", "-B", "-u", "-X", "utf8")
+DEFAULT_TIMEOUT_S = 5.0
+UNISOLATED_ENV = "PEFT_UNISOLATED_CODE_CHECKS"
+NOT_RUN = "not run: no isolation on this machine"
+SANDBOX_FOLDER = "/sandbox"  # the working folder under bubblewrap: a fresh tmpfs, the only writable place
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # symlinks into /usr, or folders
 
 
 @dataclass(frozen=True)
 class Limits:
     """What the sandboxed process may use."""
 
-    wall_s: float = 5.0
+    wall_s: float = DEFAULT_TIMEOUT_S
     cpu_s: int = 5
     memory_mb: int = 256
     file_size_mb: int = 1
+    folder_mb: int = 16  # the size of the writable tmpfs under bubblewrap
+
+
+def limits_for_timeout(seconds: float) -> Limits:
+    """The limits a code check with `seconds` of wall clock runs under (CPU time rounded up)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.1 <= seconds <= 60:
+        raise ValueError(f"the timeout must be from 0.1 to 60 seconds (got {seconds!r})")
+    return Limits(wall_s=seconds, cpu_s=max(1, math.ceil(seconds)))
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How answer code is kept from the machine: kind "bwrap", "audit-hook" or "none" (not run),
+    a one-line description for people, and the bwrap program when the kind is "bwrap"."""
+
+    kind: str
+    description: str
+    bwrap: str | None = None
+
+
+AUDIT_HOOK_ONLY = Isolation(
+    "audit-hook",
+    f"answer code runs unisolated, behind an audit hook only ({UNISOLATED_ENV}=1): "
+    "that is no security boundary",
+)
+
+
+def find_bwrap() -> str | None:
+    """The bubblewrap program on PATH, or None."""
+    return shutil.which("bwrap")
+
+
+def _interpreter() -> str:
+    """The Python the sandbox runs: this one's real file (a venv's python is a link to it)."""
+    return os.path.realpath(sys.executable)
+
+
+def _python_folders() -> list[str]:
+    """The Python installation's folders outside /usr, outermost only."""
+    folders = sorted(
+        {
+            os.path.realpath(folder)
+            for folder in (
+                sys.base_prefix,
+                sys.base_exec_prefix,
+                os.path.dirname(os.path.dirname(_interpreter())),
+            )
+        }
+    )
+    chosen: list[str] = []
+    for folder in folders:
+        if not any(folder == kept or folder.startswith(kept + "/") for kept in ["/usr", *chosen]):
+            chosen.append(folder)
+    return chosen
+
+
+def _bwrap_command(bwrap: str, folder_bytes: int) -> list[str]:
+    """bubblewrap with the sandbox's options, up to the command it runs."""
+    command = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
+    command += ["--new-session", "--uid", "65534", "--gid", "65534", "--ro-bind", "/usr", "/usr"]
+    for path in SYSTEM_LINKS:
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            command += ["--ro-bind", path, path]
+    for folder in _python_folders():
+        command += ["--ro-bind", folder, folder]
+    command += ["--size", str(folder_bytes), "--tmpfs", SANDBOX_FOLDER, "--proc", "/proc", "--dev", "/dev"]
+    command += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SANDBOX_FOLDER, "--clearenv"]
+    return command
+
+
+@functools.cache
+def _bwrap_problem(bwrap: str) -> str | None:
+    """Why `bwrap` cannot run this Python in the sandbox, or None when it can: it is tried once
+    per process with the sandbox's own options (user namespaces may be refused on a host)."""
+    try:
+        probe = subprocess.run(
+            [*_bwrap_command(bwrap, 2**20), _interpreter(), *PYTHON_FLAGS, "-c", "pass"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={},
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{bwrap} could not be run: {exc}"
+    if probe.returncode != 0:
+        lines = probe.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        return f"{bwrap} failed: {lines[-1] if lines else f'exit code {probe.returncode}'}"
+    return None
+
+
+def code_check_isolation() -> Isolation:
+    """What keeps answer code from the machine here: bubblewrap when it works, else the audit hook
+    alone when the operator set PEFT_UNISOLATED_CODE_CHECKS=1, else nothing (code is not run)."""
+    bwrap = find_bwrap()
+    problem = "bubblewrap (bwrap) is not installed" if bwrap is None else _bwrap_problem(bwrap)
+    if problem is None:
+        return Isolation(
+            "bwrap",
+            "answer code runs under bubblewrap: own namespaces, uid 65534, no network, the Python "
+            "installation read-only and a small scratch folder, behind an audit hook",
+            bwrap,
+        )
+    if os.environ.get(UNISOLATED_ENV) == "1":
+        return AUDIT_HOOK_ONLY
+    return Isolation(
+        "none",
+        f"code checks are not run: {problem} (install bubblewrap, or set {UNISOLATED_ENV}=1 to run "
+        "them behind an audit hook only)",
+    )
 
 
 @dataclass(frozen=True)
@@ -379,7 +515,8 @@ class SandboxRun:
     """What happened to one piece of code in the sandbox.
 
     outcome: "ok" (ran to the end; functions may still have raised, see `functions`),
-    "timeout", "cpu", "memory", "refused", "exception" or "crashed"; `reason` says it in words.
+    "timeout", "cpu", "memory", "refused", "exception", "crashed" or "not run" (no
+    isolation here); `reason` says it in words; `isolation` is the Isolation kind it ran under.
     """
 
     outcome: str
@@ -389,50 +526,64 @@ class SandboxRun:
     stdout: str
     stderr: str
     seconds: float
+    isolation: str
 
     @property
     def ok(self) -> bool:
         """True when the code ran to the end without refusals or errors."""
         return self.outcome == "ok"
 
+    def report(self) -> dict[str, str]:
+        """What the `sandbox` command prints: outcome, reason, stdout, stderr and isolation."""
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "isolation": self.isolation,
+        }
+
 
 @dataclass(frozen=True)
 class FunctionVerdict:
-    """Whether a function in the code returned the expected values, and why not."""
+    """Whether a function in the code returned the expected values (None: the code was not run), and why not."""
 
-    passed: bool
+    passed: bool | None
     reason: str
     function: str | None
     seconds: float
-
-
-def _read_limited(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(OUTPUT_LIMIT)
-    except OSError:
-        return ""
-    return data.decode("utf-8", errors="replace")
+    isolation: str
 
 
 def _kill(process: subprocess.Popen) -> None:
-    """Kill the child and its process group, and reap it."""
+    """Kill the child and its process group, and reap it (under bubblewrap the sandbox's
+    processes die with it)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
-def _exchange(process: subprocess.Popen, message: bytes, channel: int, wall_s: float) -> tuple[bytes, bool]:
-    """Send `message` to the child's stdin, then read its result channel until the child closes
-    it and exits; True when `wall_s` ran out first (the child's process group is then killed)."""
+def _exchange(
+    process: subprocess.Popen, message: bytes, channel: int, wall_s: float
+) -> tuple[bytes, bytes, bytes, bool]:
+    """Send `message` to the child's stdin, then read its result channel, stdout and stderr
+    until the child closes them and exits: what each said (up to its limit) and True when
+    `wall_s` ran out first (the child's process group is then killed)."""
     deadline = time.monotonic() + wall_s
-    assert process.stdin is not None
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     stdin = process.stdin.fileno()
     os.set_blocking(stdin, False)
-    pending, received, size = memoryview(message), [], 0
+    pending = memoryview(message)
+    limits = {
+        channel: CHANNEL_LIMIT,
+        process.stdout.fileno(): OUTPUT_LIMIT,
+        process.stderr.fileno(): OUTPUT_LIMIT,
+    }
+    received: dict[int, bytearray] = {fd: bytearray() for fd in limits}
     with selectors.DefaultSelector() as selector:
         selector.register(stdin, selectors.EVENT_WRITE)
-        selector.register(channel, selectors.EVENT_READ)
+        for fd in limits:
+            selector.register(fd, selectors.EVENT_READ)
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -448,13 +599,12 @@ def _exchange(process: subprocess.Popen, message: bytes, channel: int, wall_s: f
                     if not pending:
                         selector.unregister(stdin)
                         process.stdin.close()
-                else:
-                    data = os.read(channel, 1 << 16)
-                    if not data:
-                        selector.unregister(channel)
-                    elif size < CHANNEL_LIMIT:
-                        received.append(data)
-                        size += len(data)
+                    continue
+                data = os.read(key.fd, 1 << 16)
+                if not data:
+                    selector.unregister(key.fd)
+                elif len(received[key.fd]) < limits[key.fd]:
+                    received[key.fd] += data[: limits[key.fd] - len(received[key.fd])]
     try:
         process.wait(timeout=max(0.0, deadline - time.monotonic()))
         timed_out = False
@@ -464,7 +614,12 @@ def _exchange(process: subprocess.Popen, message: bytes, channel: int, wall_s: f
     if not process.stdin.closed:
         with contextlib.suppress(BrokenPipeError):
             process.stdin.close()
-    return b"".join(received), timed_out
+    return (
+        bytes(received[channel]),
+        bytes(received[process.stdout.fileno()]),
+        bytes(received[process.stderr.fileno()]),
+        timed_out,
+    )
 
 
 def _valid_result(loaded: object) -> dict[str, Any] | None:
@@ -497,10 +652,22 @@ def _read_channel(data: bytes, nonce: bytes) -> tuple[dict[str, Any] | None, tup
     return result, tuple(refusals)
 
 
+def _killed_by(returncode: int | None, under_bwrap: bool) -> int | None:
+    """The signal that ended the code, from its exit status (bubblewrap exits with 128 + the signal)."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return -returncode
+    if under_bwrap and returncode > 128:
+        return returncode - 128
+    return None
+
+
 def _verdict_from(
     result: dict[str, Any] | None,
     refusals: tuple[str, ...],
     returncode: int | None,
+    killed_by: int | None,
     timed_out: bool,
     limits: Limits,
     stderr: str,
@@ -510,14 +677,13 @@ def _verdict_from(
     if returncode == REFUSED_EXIT:
         # The hook's refusal is the last line: the process ended right after writing it.
         return "refused", "refused: " + (refusals[-1] if refusals else "(the reason was not received)")
-    if returncode is not None and returncode < 0:
-        number = -returncode
-        if number == signal.SIGXCPU:
+    if killed_by is not None:
+        if killed_by == signal.SIGXCPU:
             return "cpu", f"used more than its {limits.cpu_s} s of CPU time (killed)"
         try:
-            name = signal.Signals(number).name
+            name = signal.Signals(killed_by).name
         except ValueError:
-            name = f"signal {number}"
+            name = f"signal {killed_by}"
         return "crashed", f"killed by {name}"
     if result is None:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
@@ -530,7 +696,9 @@ def _verdict_from(
         if error.get("kind") == "memory":
             return "memory", f"ran out of memory (limit {limits.memory_mb} MB){where}"
         if "[Errno 27]" in error["text"]:
-            return "exception", f"wrote more than {limits.file_size_mb} MB to a file or its output{where}"
+            return "exception", f"wrote more than {limits.file_size_mb} MB to a file{where}"
+        if "[Errno 28]" in error["text"]:
+            return "exception", f"filled its {limits.folder_mb} MB folder{where}"
         return "exception", f"raised {error['text']}{where}"
     return "ok", "ran to the end"
 
@@ -541,19 +709,25 @@ def run_python(
     *,
     function: str | None = None,
     limits: Limits = Limits(),
+    isolation: Isolation | None = None,
 ) -> SandboxRun:
     """Run `source` in the sandbox; then call its functions with each argument list in `calls`.
 
     Without `function`, every function the code defines that accepts that many positional
     arguments is called; with it, only that one. Results come back in `functions`.
+    `isolation` defaults to code_check_isolation(); with kind "none" nothing runs.
     """
-    folder = Path(tempfile.mkdtemp(prefix="peft-sandbox-"))
+    isolation = isolation or code_check_isolation()
+    if isolation.kind == "none":
+        return SandboxRun("not run", NOT_RUN, {}, (), "", "", 0.0, isolation.kind)
+    under_bwrap = isolation.kind == "bwrap"
+    assert not under_bwrap or isolation.bwrap is not None
+    folder = None if under_bwrap else tempfile.mkdtemp(prefix="peft-sandbox-")
     nonce = secrets.token_hex(16).encode("ascii")
     started = time.monotonic()
     channel, child_end = os.pipe()
     process = None
     try:
-        (folder / HARNESS_FILE).write_text(_HARNESS, encoding="utf-8")
         request = json.dumps(
             {
                 "source": source,
@@ -568,41 +742,51 @@ def run_python(
                 },
             }
         )
-        with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-I", "-B", "-u", "-X", "utf8", HARNESS_FILE],
-                    cwd=folder,
-                    env={},
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                    pass_fds=(child_end,),
-                )
-            finally:
-                os.close(child_end)  # the child holds the only write end: end of file when it exits
-            received, timed_out = _exchange(
-                process, nonce + b"\n" + request.encode("utf-8"), channel, limits.wall_s
+        python = [_interpreter() if under_bwrap else sys.executable, *PYTHON_FLAGS, "-c", _HARNESS]
+        try:
+            process = subprocess.Popen(
+                _bwrap_command(isolation.bwrap, limits.folder_mb * 2**20) + python if under_bwrap else python,
+                cwd=folder,
+                env={},  # under bubblewrap its /proc/1/environ is this: nothing of the dashboard's
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(child_end,),
             )
+        finally:
+            os.close(child_end)  # the child holds the only write end: end of file when it exits
+        received, stdout, stderr, timed_out = _exchange(
+            process, nonce + b"\n" + request.encode("utf-8"), channel, limits.wall_s
+        )
         seconds = time.monotonic() - started
-        stdout, stderr = _read_limited(folder / "stdout.txt"), _read_limited(folder / "stderr.txt")
+        out, err = stdout.decode("utf-8", errors="replace"), stderr.decode("utf-8", errors="replace")
         result, refusals = _read_channel(received, nonce)
-        outcome, reason = _verdict_from(result, refusals, process.returncode, timed_out, limits, stderr)
+        killed_by = _killed_by(process.returncode, under_bwrap)
+        outcome, reason = _verdict_from(
+            result, refusals, process.returncode, killed_by, timed_out, limits, err
+        )
         return SandboxRun(
             outcome=outcome,
             reason=reason,
             functions=result["functions"] if result and outcome != "refused" else {},
             refused=refusals if outcome == "refused" else (),
-            stdout=stdout,
-            stderr=stderr,
+            stdout=out,
+            stderr=err,
             seconds=seconds,
+            isolation=isolation.kind,
         )
     finally:
-        if process is not None and process.poll() is None:  # interrupted (a stopped job): no orphan left
-            _kill(process)
+        if process is not None:
+            if process.poll() is None:  # interrupted (a stopped job): no orphan left
+                _kill(process)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
         os.close(channel)
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _shown(value: Any) -> str:
@@ -611,23 +795,33 @@ def _shown(value: Any) -> str:
 
 
 def run_function_cases(
-    source: str, cases: list[tuple[list[Any], Any]], *, function: str | None = None, limits: Limits = Limits()
+    source: str,
+    cases: list[tuple[list[Any], Any]],
+    *,
+    function: str | None = None,
+    limits: Limits = Limits(),
+    isolation: Isolation | None = None,
 ) -> FunctionVerdict:
     """Run `source` and check that a function it defines maps each case's arguments to its expected value.
 
     Without `function`, any function the code defines may pass (the first that returns every
-    expected value is named); the reason names what went wrong otherwise.
+    expected value is named); the reason names what went wrong otherwise. Without isolation
+    here the code is not run: `passed` is None and the reason says so.
     """
-    run = run_python(source, [list(args) for args, _ in cases], function=function, limits=limits)
+    run = run_python(
+        source, [list(args) for args, _ in cases], function=function, limits=limits, isolation=isolation
+    )
+    if run.outcome == "not run":
+        return FunctionVerdict(None, run.reason, None, run.seconds, run.isolation)
     if not run.ok:
-        return FunctionVerdict(False, run.reason, None, run.seconds)
+        return FunctionVerdict(False, run.reason, None, run.seconds, run.isolation)
     if not run.functions:
         wanted = (
             f"function named {function}"
             if function
             else (f"function taking {len(cases[0][0])} argument(s)" if cases else "function")
         )
-        return FunctionVerdict(False, f"defines no {wanted}", None, run.seconds)
+        return FunctionVerdict(False, f"defines no {wanted}", None, run.seconds, run.isolation)
     first_problem = ""
     for name, outcomes in run.functions.items():
         problem = ""
@@ -646,6 +840,8 @@ def run_function_cases(
                 )
                 break
         if not problem:
-            return FunctionVerdict(True, f"{name} passed {len(cases)} case(s)", name, run.seconds)
+            return FunctionVerdict(
+                True, f"{name} passed {len(cases)} case(s)", name, run.seconds, run.isolation
+            )
         first_problem = first_problem or problem
-    return FunctionVerdict(False, first_problem, None, run.seconds)
+    return FunctionVerdict(False, first_problem, None, run.seconds, run.isolation)
