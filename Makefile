@@ -17,7 +17,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-.PHONY: run test lint fmt bench app-deps dev-deps chromium clean
+.PHONY: run test lint fmt bench app-deps dev-deps chromium bubblewrap clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ dev-deps: $(VENV)/.dev-deps
 run: $(VENV)/.app-deps
 	$(BIN)/streamlit run Home.py
 
-test: lint chromium
+test: lint chromium bubblewrap
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Lint and formatting (pyproject.toml): checked before the tests; `make fmt` fixes what it can.
@@ -58,9 +58,18 @@ chromium:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Answer code from code checks runs under bubblewrap (core/evaluate/sandbox.py); without it code
+# checks are not run. Debian's package, installed where it is missing (as root, else with sudo).
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+		echo "Installing Debian's bubblewrap for the code-check sandbox"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap; }
+
 # Benchmarks print ratios against a baseline measured in the same run; not part of the tests.
-bench: $(VENV)/.dev-deps chromium
+bench: $(VENV)/.dev-deps chromium bubblewrap
 	$(BIN)/python bench/cards.py
+	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/startup.py
