@@ -24,6 +24,7 @@ import pandas as pd
 from core import MISSING, describe
 from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
+from core.store.csv_cells import csv_cell
 from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
 from core.store.runs import (
     CONFIG_FILE,
@@ -597,7 +598,8 @@ ANSWER_COLUMNS = (
 
 
 def answers_csv(matrix: Matrix) -> str:
-    """Every answer of the matrix as CSV, one row per prompt and column (ANSWER_COLUMNS)."""
+    """Every answer of the matrix as CSV, one row per prompt and column (ANSWER_COLUMNS); text
+    cells (prompts, answers, notes, names from eval files) cannot start a formula (csv_cell)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(ANSWER_COLUMNS)
@@ -606,22 +608,21 @@ def answers_csv(matrix: Matrix) -> str:
             cell = row.cells.get(column)
             if cell is None:
                 continue
-            writer.writerow(
-                [
-                    column.run,
-                    column.variant,
-                    row.prompt_set,
-                    row.prompt_id,
-                    row.prompt,
-                    "" if cell.passed is None else str(cell.passed).lower(),
-                    ";".join(cell.failed_checks),
-                    "" if cell.latency_s is None else cell.latency_s,
-                    "" if cell.new_tokens is None else int(cell.new_tokens),
-                    "" if cell.rating is None else cell.rating,
-                    cell.note,
-                    cell.answer,
-                ]
+            values = (
+                column.run,
+                column.variant,
+                row.prompt_set,
+                row.prompt_id,
+                row.prompt,
+                None if cell.passed is None else str(cell.passed).lower(),
+                ";".join(cell.failed_checks),
+                cell.latency_s,
+                None if cell.new_tokens is None else int(cell.new_tokens),
+                cell.rating,
+                cell.note,
+                cell.answer,
             )
+            writer.writerow([csv_cell(value) for value in values])
     return buffer.getvalue()
 
 

@@ -10,6 +10,7 @@ import pytest
 from core import compare
 from core.compare import Column, build_matrix, delta, metrics_rows
 from core.evaluate.ratings import answer_sha256
+from core.store.csv_cells import restore_cell
 from core.store.files import append_jsonl
 from core.store.runs import create_run, initial_status, list_runs, read_run_folder
 from core.store.seed import import_seed_runs
@@ -379,6 +380,30 @@ def test_answers_csv_holds_every_answer_verbatim():
         next(r for r in rows if r["run"] == "r64" and r["prompt_id"] == "vpn")["answer"]
         == 'A VPN tunnels, encrypts "all" traffic.'
     )
+
+
+def test_answers_csv_neutralises_formulas_in_text_cells():
+    """Prompts, answers, ids (from eval files) and notes (from people) cannot start a formula in a
+    spreadsheet; numbers stay plain numbers; restore_cell gives every text back exactly."""
+    rows = [
+        {**answer("=1+1", ' =HYPERLINK("http://evil.example","open")', True, latency=0.25), "prompt": "+cmd"},
+        {**answer("list", "- first\n- second", False, failed=("words",)), "prompt": "@SUM(1+1)"},
+        {**answer("quote", "'quoted", True), "prompt": "\tTab first"},
+    ]
+    ratings = {"r16": {"adapter": {"list": {"rating": 4, "note": "-2+3"}}}}
+    matrix = build_matrix({"r16": {"adapter": rows}}, ratings, [Column("r16", "adapter")], "lab")
+    exported = list(csv.DictReader(io.StringIO(compare.answers_csv(matrix))))
+    assert [(r["prompt_id"], r["prompt"], r["answer"]) for r in exported] == [
+        ("'=1+1", "'+cmd", '\' =HYPERLINK("http://evil.example","open")'),
+        ("list", "'@SUM(1+1)", "'- first\n- second"),
+        ("quote", "'\tTab first", "''quoted"),
+    ]
+    assert (exported[1]["note"], exported[1]["rating"], exported[1]["new_tokens"]) == ("'-2+3", "4", "40")
+    assert (exported[0]["latency_s"], exported[0]["passed"]) == ("0.25", "true")
+    originals = [(row["prompt_id"], row["prompt"], row["answer"]) for row in rows]
+    assert [
+        tuple(restore_cell(r[c]) for c in ("prompt_id", "prompt", "answer")) for r in exported
+    ] == originals
 
 
 def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
