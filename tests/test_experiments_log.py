@@ -1,17 +1,32 @@
-"""The lab's experiments_log.csv: seed figures, malformed rows, lossless round trip."""
+"""The lab's experiments_log.csv: seed figures, malformed rows, lossless round trip, formulas
+neutralised, bounded and bulk imports."""
 
+import csv
 import errno
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+from conftest import PROJECT_DIR
 
-from core.store import runs
+from core.store import bulk_runs
+from core.store.csv_cells import neutralise_cell, restore_cell
 from core.store.experiments_log import (
     EXTRA_COLUMNS,
     LOG_COLUMNS,
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_ROWS,
     LogFormatError,
     export_log,
     import_log,
     parse_log,
+    run_documents,
 )
 from core.store.runs import create_run, initial_status, list_runs, load_run
 from core.store.seed import SEED_LOG, SEED_MARKER, import_seed_runs, prepare_runs_root
@@ -281,7 +296,7 @@ def test_a_run_that_cannot_be_written_is_reported_not_called_existing(runs_root,
     def full_disk(staging, target):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "place_new_dir", full_disk)
+    monkeypatch.setattr(bulk_runs, "place_new_dir", full_disk)
     report = import_log(runs_root, HEADER + "a,m,s,8,50,1,1,1,1\n", source="x.csv")
     assert report.imported == [] and report.existing == []
     assert report.problems == ["line 2: run 'a' could not be written ([Errno 28] No space left on device)"]
@@ -301,3 +316,238 @@ def test_extra_columns_are_read_when_present():
         "device": "NVIDIA A100",
         "note": "first try",
     }
+
+
+# --- formulas (issue 15, finding 5) ----------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_every_short_text_is_neutralised_and_restored_exactly():
+    """All texts of up to 3 characters over formula starts, whitespace, a quote and plain ones."""
+    alphabet = ["=", "+", "-", "@", "\t", "\r", "\n", " ", "'", "a", "1"]
+    texts = [""] + [a + b + c for a in alphabet for b in [""] + alphabet for c in [""] + alphabet]
+    for text in texts:
+        cell = neutralise_cell(text)
+        assert restore_cell(cell) == text, repr(text)
+        assert not cell.startswith(FORMULA_STARTS) and not cell.lstrip().startswith(FORMULA_STARTS[:4])
+        assert cell == text or cell == "'" + text
+
+
+# (value in a run folder, its cell in the export)
+TEXT_CELLS = [
+    ('=HYPERLINK("http://evil.example","open")', '\'=HYPERLINK("http://evil.example","open")'),
+    ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+    ("@SUM(1+1)", "'@SUM(1+1)"),
+    ("-0.5", "'-0.5"),  # text that looks like a number is still text
+    ("'quoted", "''quoted"),  # a genuine leading quote survives the trip
+    ("'=1+1", "''=1+1"),
+    ("'", "''"),
+    ("a=1+1", "a=1+1"),
+    ("plain text", "plain text"),
+]
+
+
+def test_formulas_in_text_columns_are_neutralised_on_export_and_restored_on_import(runs_root, tmp_path):
+    for index, (value, _) in enumerate(TEXT_CELLS):
+        create_run(
+            runs_root,
+            f"run_{index}",
+            {
+                "base_model": value,
+                "dataset": value,
+                "split": value,
+                "lora_r": 8,
+                "max_steps": 5,
+                "note": value,
+            },
+            status=initial_status("completed", 5),
+            metrics={"train_loss": 0.5, "device": value, "memory_measure": "cuda_reserved"},
+        )
+    export = export_log(list_runs(runs_root))
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    text_columns = ("model_name", "dataset_split", "dataset", "device", "note")
+    for row, (_, cell) in zip(rows, TEXT_CELLS):
+        assert {row[column] for column in text_columns} == {cell}
+        assert (row["lora_r"], row["train_loss"]) == ("8", "0.5")
+    other = tmp_path / "other"
+    report = import_log(other, export.text, source="exported.csv")
+    assert len(report.imported) == len(TEXT_CELLS) and report.problems == []
+    for index, (value, _) in enumerate(TEXT_CELLS):
+        run = load_run(other, f"run_{index}")
+        assert [run.config[key] for key in ("base_model", "dataset", "split", "note")] == [value] * 4
+        assert run.metrics["device"] == value
+    assert export_log(list_runs(other)).text == export.text
+
+
+def test_numbers_are_written_as_numbers_and_text_where_a_number_belongs_as_text(runs_root):
+    """A run folder from elsewhere may hold a negative number or text in a number's place."""
+    create_run(
+        runs_root,
+        "foreign",
+        {"base_model": "m", "split": "s", "lora_r": "=1+1", "max_steps": 5},
+        status=initial_status("completed", 5),
+        metrics={"train_loss": -0.5, "train_runtime_s": -3, "peak_memory_gb": float("-inf")},
+    )
+    row = next(csv.DictReader(io.StringIO(export_log(list_runs(runs_root)).text)))
+    assert (row["train_loss"], row["train_runtime_sec"]) == ("-0.5", "-3")
+    assert (row["lora_r"], row["peak_gpu_GB"]) == ("'=1+1", "")  # not a GPU measure: left out
+
+
+# --- bounds and bulk import (issue 15, finding 6) --------------------------------------------
+
+
+def log_rows(count, start=0):
+    """`count` data rows for runs run_<start>... ."""
+    return "".join(f"run_{i:05d},m,s,8,50,1.5,10.0,1.0,0.5\n" for i in range(start, start + count))
+
+
+def test_more_rows_than_the_limit_are_refused_and_nothing_is_created(runs_root):
+    runs_root.mkdir()
+    text = HEADER + log_rows(MAX_IMPORT_ROWS // 2) + "\n\n" + log_rows(MAX_IMPORT_ROWS // 2 + 1, start=50_000)
+    with pytest.raises(LogFormatError) as info:
+        import_log(runs_root, text, source="big.csv")
+    assert str(info.value) == (
+        "The file has 10,001 rows; an import takes at most 10,000. Split it into smaller files."
+    )
+    assert list(runs_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("filler", ["x", "é"], ids=["ascii", "two-byte characters"])
+def test_a_text_larger_than_the_limit_is_refused_before_parsing(runs_root, filler):
+    """The limit is in UTF-8 bytes: half as many two-byte characters are as much."""
+    runs_root.mkdir()
+    note = filler * (50_000 // len(filler.encode()))  # within the csv module's field size limit
+    rows = "".join(f"r{i:03d},m,s,8,50,1,1,1,1,{note}\n" for i in range(104))
+    before_note = HEADER.strip() + ",note\n" + rows + "last,m,s,8,50,1,1,1,1,"
+    fitting = (MAX_IMPORT_BYTES - len(before_note.encode()) - 1) // len(filler.encode())
+    good, problems = parse_log(before_note + filler * fitting + "\n")
+    assert len(good) == 105 and problems == []
+    over = before_note + filler * (fitting + 1) + "\n"
+    size = len(over.encode())
+    with pytest.raises(LogFormatError) as info:
+        import_log(runs_root, over, source="big.csv")
+    assert str(info.value) == (
+        f"The file is {size:,} bytes (5.0 MB); an import takes at most 5,242,880 bytes (5 MB). "
+        "Split it into smaller files."
+    )
+    assert list(runs_root.iterdir()) == []
+
+
+def test_the_upload_limit_is_the_import_limit():
+    """An upload the Home page accepts is never refused for its size, and no bigger one is held."""
+    config = tomllib.loads((PROJECT_DIR / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_IMPORT_BYTES  # Streamlit: MB of 2**20 bytes
+
+
+def test_a_bulk_import_at_the_limit_writes_what_the_per_run_path_writes(runs_root, tmp_path):
+    """10,000 runs in one import; a sample compared byte for byte with create_run's folders."""
+    text = HEADER + log_rows(MAX_IMPORT_ROWS)
+    report = import_log(runs_root, text, source="many.csv")
+    assert len(report.imported) == MAX_IMPORT_ROWS and report.problems == [] and report.existing == []
+    assert len(os.listdir(runs_root)) == MAX_IMPORT_ROWS  # no staging folder left behind
+    per_run = tmp_path / "per_run"
+    rows = parse_log(text)[0][4000:4003]
+    for row in rows:
+        config, status, metrics = run_documents(row, "many.csv")
+        create_run(per_run, row.values["run_name"], config, status=status, metrics=metrics)
+    for row in rows:
+        name = row.values["run_name"]
+        bulk, single = runs_root / name, per_run / name
+        assert (
+            sorted(os.listdir(bulk))
+            == sorted(os.listdir(single))
+            == ["config.json", "metrics.json", "status.json"]
+        )
+        assert (bulk / "config.json").read_bytes() == (single / "config.json").read_bytes()
+        assert (bulk / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
+        stamps = re.compile(r'"\w+_at": "[^"]+"')  # creation times differ
+        assert stamps.sub("", (bulk / "status.json").read_text()) == stamps.sub(
+            "", (single / "status.json").read_text()
+        )
+
+
+def test_taken_names_are_reported_existing_and_left_untouched(runs_root, monkeypatch):
+    """One run exists before the import; another process creates a second while the import
+    syncs (simulated by creating it when bulk_runs calls os.sync)."""
+    create_run(runs_root, "run_00001", {"base_model": "mine"})
+    (runs_root / "run_00003").write_text("not a run, but the name is taken\n")
+    before = {path.name: path.read_bytes() for path in (runs_root / "run_00001").iterdir()}
+    real_sync = os.sync
+
+    def sync_while_another_run_appears():
+        create_run(runs_root, "run_00002", {"base_model": "theirs"})
+        real_sync()
+
+    monkeypatch.setattr(bulk_runs.os, "sync", sync_while_another_run_appears)
+    report = import_log(runs_root, HEADER + log_rows(5), source="x.csv")
+    assert report.imported == ["run_00000", "run_00004"]
+    assert report.existing == ["run_00001", "run_00003", "run_00002"] and report.problems == []
+    assert {path.name: path.read_bytes() for path in (runs_root / "run_00001").iterdir()} == before
+    assert load_run(runs_root, "run_00002").config == {"base_model": "theirs"}
+    assert sorted(os.listdir(runs_root)) == [f"run_{i:05d}" for i in range(5)]
+
+
+def test_a_write_that_fails_on_the_third_run_costs_only_that_run(runs_root, monkeypatch):
+    """The disk fills up while the third run's metrics.json is written (a monkeypatched write)."""
+    real_write_text = Path.write_text
+
+    def write_text(path, text, *args, **kwargs):
+        if path.parent.name == "run_00002" and path.name == "metrics.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    report = import_log(runs_root, HEADER + log_rows(5), source="x.csv")
+    assert report.imported == ["run_00000", "run_00001", "run_00003", "run_00004"]
+    assert report.problems == [
+        "line 4: run 'run_00002' could not be written ([Errno 28] No space left on device)"
+    ]
+    assert sorted(os.listdir(runs_root)) == ["run_00000", "run_00001", "run_00003", "run_00004"]
+    assert not any(run.broken for run in list_runs(runs_root))
+
+
+CRASH_ON_THIRD_PLACEMENT = """
+import os, signal, sys
+from pathlib import Path
+from core.store import bulk_runs
+from core.store.experiments_log import import_log
+
+real_place, placed = bulk_runs.place_new_dir, []
+
+def place_then_crash(staging, target):
+    if len(placed) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    placed.append(target)
+    return real_place(staging, target)
+
+bulk_runs.place_new_dir = place_then_crash
+import_log(Path(sys.argv[1]), sys.stdin.read(), source="x.csv")
+"""
+
+
+def test_a_crash_half_way_leaves_whole_runs_and_only_hidden_debris(runs_root):
+    """The importing process is killed (SIGKILL, standing in for a crash or a power cut) as it is
+    about to put the third of five runs in place."""
+    text = HEADER + log_rows(5)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_ON_THIRD_PLACEMENT, str(runs_root)],
+        input=text,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    visible = sorted(name for name in os.listdir(runs_root) if not name.startswith("."))
+    assert visible == ["run_00000", "run_00001"]
+    assert not any(run.broken for run in list_runs(runs_root))
+    (debris,) = [name for name in os.listdir(runs_root) if name.startswith(".")]
+    assert debris.startswith(".import.") and sorted(os.listdir(runs_root / debris)) == [
+        "run_00002",
+        "run_00003",
+        "run_00004",
+    ]
+    again = import_log(runs_root, text, source="x.csv")
+    assert again.existing == ["run_00000", "run_00001"] and len(again.imported) == 3

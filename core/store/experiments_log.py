@@ -2,7 +2,10 @@
 
 The CSV is an exchange format derived from run folders, never the source of truth. Its
 columns are the lab's schema, LOG_COLUMNS. Reading is row by row: a malformed row is
-reported with its line number and skipped, the other rows still import.
+reported with its line number and skipped, the other rows still import. A file is imported
+only up to MAX_IMPORT_BYTES and MAX_IMPORT_ROWS, its runs created together (bulk_runs). Text
+cells are written so that no spreadsheet takes them for a formula, and read back as they were
+(csv_cells).
 """
 
 from __future__ import annotations
@@ -11,19 +14,14 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.store.runs import (
-    Run,
-    RunExistsError,
-    RunNameError,
-    create_run,
-    initial_status,
-    validate_run_name,
-)
+from core.store.bulk_runs import NewRun, create_runs
+from core.store.csv_cells import csv_cell, restore_cell
+from core.store.runs import Run, RunNameError, initial_status, validate_run_name
 
 LOG_COLUMNS = (
     "run_name",
@@ -44,6 +42,13 @@ _DECIMAL_COLUMNS = ("train_loss", "train_runtime_sec", "peak_gpu_GB", "lora_gpu_
 _MISSING_NUMBER_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
 _WHOLE_NUMBER = re.compile(r"\d+(\.0*)?", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+# str.splitlines' line boundaries, found one at a time (see _lines).
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Bounds of one import. The Home page's upload limit is the same size (server.maxUploadSize in
+# .streamlit/config.toml); 10,000 rows take a few seconds to import and fit in it.
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_IMPORT_ROWS = 10_000
+_SIZE_SLICE = 1 << 20  # characters encoded at a time to measure a text's size
 
 
 class LogFormatError(ValueError):
@@ -80,7 +85,7 @@ class ImportReport:
 
 
 def _parse_cell(column: str, raw: str) -> Any:
-    text = raw.strip()
+    text = restore_cell(raw.strip())
     if column not in _WHOLE_NUMBER_COLUMNS + _DECIMAL_COLUMNS:
         return text or None
     if text.lower() in _MISSING_NUMBER_MARKERS:
@@ -110,20 +115,66 @@ def _header(cells: list[str], line: int) -> list[str]:
     return header
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` as str.splitlines gives them, one at a time: a big text is not copied
+    into a list of lines."""
+    start = 0
+    for end in _LINE_BREAK.finditer(text):
+        yield text[start : end.start()]
+        start = end.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def _filled_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line of `text` that is not blank, a leading byte order mark
+    dropped."""
+    for number, physical in enumerate(_lines(text), start=1):
+        if number == 1:
+            physical = physical.lstrip("\ufeff")
+        if physical.strip():
+            yield number, physical
+
+
+def _utf8_size(text: str) -> int:
+    """The size of `text` in UTF-8 bytes, encoded a slice at a time (never all of it at once)."""
+    return sum(
+        len(text[start : start + _SIZE_SLICE].encode("utf-8", "surrogatepass"))
+        for start in range(0, len(text), _SIZE_SLICE)
+    )
+
+
+def _check_bounds(text: str) -> None:
+    """Raise LogFormatError when `text` is larger than MAX_IMPORT_BYTES or has more than
+    MAX_IMPORT_ROWS rows (non-blank lines after the header)."""
+    size = _utf8_size(text)
+    if size > MAX_IMPORT_BYTES:
+        raise LogFormatError(
+            f"The file is {size:,} bytes ({size / 2**20:.1f} MB); an import takes at most "
+            f"{MAX_IMPORT_BYTES:,} bytes ({MAX_IMPORT_BYTES / 2**20:g} MB). Split it into smaller files."
+        )
+    rows = sum(1 for _ in _filled_lines(text)) - 1  # the first is the header
+    if rows > MAX_IMPORT_ROWS:
+        raise LogFormatError(
+            f"The file has {rows:,} rows; an import takes at most {MAX_IMPORT_ROWS:,}. "
+            "Split it into smaller files."
+        )
+
+
 def parse_log(text: str) -> tuple[list[LogRow], list[str]]:
     """Parse the CSV text; return the good rows and one message per skipped row.
 
     Each physical line is one row (the schema has no multi-line values), so an unbalanced
-    quote costs only its own line. Raises LogFormatError when the header is missing,
+    quote costs only its own line. Raises LogFormatError when the text is larger than
+    MAX_IMPORT_BYTES or has more than MAX_IMPORT_ROWS rows, or when the header is missing,
     lacks a schema column or repeats one.
     """
+    _check_bounds(text)
     header: list[str] | None = None
     rows: list[LogRow] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
-    for line, physical in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
-        if not physical.strip():
-            continue
+    for line, physical in _filled_lines(text):
         try:
             cells = next(csv.reader([physical], strict=True))
         except csv.Error as exc:
@@ -196,26 +247,28 @@ def import_log(
     source: str,
     details: dict[str, dict[str, Any]] | None = None,
 ) -> ImportReport:
-    """Import every good row of `text` into `root` as a metrics-only run.
+    """Import every good row of `text` into `root` as a metrics-only run, all runs together
+    (create_runs).
 
     `details` maps run names to EXTRA_COLUMNS facts. Existing runs are left unchanged; a
     row whose run cannot be written is reported like a malformed one. Raises
-    LogFormatError if the file as a whole is unusable; creates nothing then.
+    LogFormatError if the file as a whole is unusable (see parse_log); creates nothing then.
     """
     rows, problems = parse_log(text)
-    report = ImportReport(problems=problems)
-    for row in rows:
-        name = row.values["run_name"]
-        config, status, metrics = run_documents(row, source, (details or {}).get(name))
-        try:
-            create_run(root, name, config, status=status, metrics=metrics)
-        except RunExistsError:
-            report.existing.append(name)
-        except OSError as exc:
-            report.problems.append(f"line {row.line}: run {name!r} could not be written ({exc})")
-        else:
-            report.imported.append(name)
-    return report
+
+    def new_runs() -> Iterator[NewRun]:
+        for row in rows:
+            name = row.values["run_name"]
+            config, status, metrics = run_documents(row, source, (details or {}).get(name))
+            yield NewRun(name, config, status, metrics)
+
+    created = create_runs(root, new_runs())
+    failed = [
+        f"line {row.line}: run {name!r} could not be written ({created.failed[name]})"
+        for row in rows
+        if (name := row.values["run_name"]) in created.failed
+    ]
+    return ImportReport(created.created, created.existing, problems + failed)
 
 
 def log_row(run: Run) -> dict[str, Any] | None:
@@ -242,11 +295,7 @@ def log_row(run: Run) -> dict[str, Any] | None:
 
 
 def _format_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+    return csv_cell(" ".join(value.split()) if isinstance(value, str) else value)
 
 
 @dataclass(frozen=True)
