@@ -17,6 +17,7 @@ from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import run_url, show_flash
 from ui.lookups import cached_gpus
+from ui.text import escape_markdown
 
 st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
@@ -28,7 +29,7 @@ def runs_table(was_active: bool) -> None:
     try:
         runs = with_live_states(list_runs(root))
     except OSError as exc:
-        st.error(f"Cannot read the runs folder {root}: {exc}")
+        st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
         return
     if any(run.state in ACTIVE_STATES for run in runs) != was_active:
         st.rerun()
@@ -64,7 +65,9 @@ def runs_table(was_active: bool) -> None:
         )
         for run in runs:
             if run.broken:
-                st.warning(f"**{run.name}** cannot be read: {'; '.join(run.problems)}")
+                st.warning(
+                    f"**{escape_markdown(run.name)}** cannot be read: {escape_markdown('; '.join(run.problems))}"
+                )
     st.caption(f"Runs folder: `{root}` (set `PEFT_RUNS_DIR` to use another).")
 
 
@@ -78,7 +81,7 @@ st.markdown(
 try:
     prepare_runs_root(root)
 except OSError as exc:
-    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
+    st.error(f"Cannot add the lab's recorded runs to {root}: {escape_markdown(exc)}")
 
 table_area = st.container()
 
@@ -90,16 +93,16 @@ with st.expander("Import or export an experiments_log.csv"):
             try:
                 report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
             except (LogFormatError, UnicodeDecodeError, OSError) as exc:
-                st.error(f"{upload.name} was not imported: {exc}")
+                st.error(f"{escape_markdown(upload.name)} was not imported: {escape_markdown(exc)}")
             else:
-                st.success(f"{upload.name}: {report.summary()}.")
+                st.success(f"{escape_markdown(upload.name)}: {escape_markdown(report.summary())}.")
                 for problem in report.problems:
-                    st.warning(f"Skipped {problem}")
+                    st.warning(f"Skipped {escape_markdown(problem)}")
 
 try:
     runs = with_live_states(list_runs(root))
 except OSError as exc:
-    st.error(f"Cannot read the runs folder {root}: {exc}")
+    st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
     runs = []
 
 with download_column:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import MISSING, describe
+from core import MISSING
 from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.csv_cells import csv_cell
@@ -110,9 +110,7 @@ def read_curve(events_path: Path) -> Curve:
         records, skipped = read_jsonl(events_path)
     except OSError as exc:
         empty = np.empty(0)
-        return Curve(
-            empty, empty, empty, empty, problem=f"{events_path.name} cannot be read ({describe(exc)})"
-        )
+        return Curve(empty, empty, empty, empty, problem=str(exc))  # read_jsonl's FileProblem names the file
     by_step: dict[float, tuple[float, float, float]] = {}
     for record in records:
         step, loss = finite_number(record.get("step")), finite_number(record.get("loss"))

@@ -36,6 +36,7 @@ from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
+from ui.text import escape_markdown
 
 st.set_page_config(page_title="Train · PEFT Dashboard", page_icon="🧪", layout="wide")
 show_flash()
@@ -49,12 +50,12 @@ def start_form(can_train: bool) -> None:
         try:
             config = read_source_config(source)
         except (RunNameError, OSError, ValueError) as exc:
-            st.warning(f"Cannot start from run {source!r}: {exc}")
+            st.warning(f"Cannot start from run {escape_markdown(repr(source))}: {escape_markdown(exc)}")
         else:
             st.session_state["train_preset"] = closest_preset(config)
             if refused := fill_form(config):
                 st.warning(
-                    f"Run {source}'s values for {', '.join(refused)} cannot be used; the defaults stand in."
+                    f"Run {escape_markdown(source)}'s values for {', '.join(refused)} cannot be used; the defaults stand in."
                 )
             st.session_state["train_run_name"] = ""  # a name proposed for the new config
             st.session_state["train_filled_from"] = source
@@ -102,9 +103,11 @@ def what_will_run(config, name: str | None, preset: str) -> str | None:
             "Peak memory (estimate)", MISSING, help="only the lab's Llama 3.2 1B/3B can be estimated"
         )
     for warning in plan.warnings if plan else ():
-        st.warning(warning)
+        st.warning(escape_markdown(warning))
     if problem:
-        st.warning(f"This config cannot run here: {problem}. The command below runs it where it can.")
+        st.warning(
+            f"This config cannot run here: {escape_markdown(problem)}. The command below runs it where it can."
+        )
     if config is not None and name is not None:
         st.code(shlex.join(train_command(name, config.to_dict(), preset=preset)), language="bash")
     elif config is None:
@@ -117,13 +120,13 @@ def start(config, name: str) -> None:
     try:
         path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
     except (RunExistsError, RunNameError, OSError) as exc:
-        st.error(f"Could not create the run: {exc}")
+        st.error(f"Could not create the run: {escape_markdown(exc)}")
         return
     try:
         start_training(path)
     except (JobError, OSError) as exc:
         delete_run(path)
-        st.error(f"Could not start the job ({exc}); the run was not kept.")
+        st.error(f"Could not start the job ({escape_markdown(exc)}); the run was not kept.")
     else:
         save_form(next_name=True)
         open_run(name)
@@ -134,7 +137,7 @@ def active_runs() -> list:
     try:
         return [run for run in with_live_states(list_runs(root)) if run.state in ACTIVE_STATES]
     except OSError as exc:
-        st.error(f"Cannot read the runs folder {root}: {exc}")
+        st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
         return []
 
 
@@ -153,7 +156,11 @@ def queue(was_active: bool) -> None:
         waiting = job_view(run.path, "train").waiting_for
         step = f"step {run.status.get('step') or 0}/{run.status.get('max_steps') or '?'}"
         run_link(run.name)
-        st.caption(f"{state_label(run.state)} · {step}" + (f" · waiting for {waiting}" if waiting else ""))
+        st.caption(
+            escape_markdown(
+                f"{state_label(run.state)} · {step}" + (f" · waiting for {waiting}" if waiting else "")
+            )
+        )
 
 
 root = runs_root()
@@ -183,7 +190,7 @@ with form_column:
     try:
         taken = taken_names(root)
     except OSError as exc:
-        st.error(f"Cannot read the runs folder {root}: {exc}")
+        st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
         st.stop()
     proposal = propose_run_name(document, preset, taken)
     if st.session_state.get("train_run_name") in (None, "", st.session_state.get("train_name_proposal")):
@@ -201,7 +208,7 @@ with form_column:
     except RunNameError as exc:
         problems["name"] = str(exc)
     if "name" in problems:
-        st.error(problems["name"], icon=":material/error:")
+        st.error(escape_markdown(problems["name"]), icon=":material/error:")
     config_fields(problems)
     plan_problem = what_will_run(config, None if "name" in problems else name, preset)
     if not capability.available:
@@ -214,7 +221,7 @@ with form_column:
         if problems or config is None:
             st.error("Fix the problems marked above; nothing was created.")
         elif plan_problem:
-            st.error(f"Cannot train here: {plan_problem}. Nothing was created.")
+            st.error(f"Cannot train here: {escape_markdown(plan_problem)}. Nothing was created.")
         else:
             start(config, name)
 save_form()

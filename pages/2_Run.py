@@ -24,6 +24,7 @@ from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls
 from ui.labels import state_label
 from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
 from ui.lookups import cached_gpus
+from ui.text import escape_markdown
 
 PICK = "run_page_pick"  # the run picker's key
 
@@ -44,21 +45,27 @@ def live_view(path, was_active: bool) -> None:
     if any_job_active(path) != was_active:
         st.rerun()  # start or stop polling
     state = run.state
-    st.markdown(f"### {state_label(state)} · {run.name}")
+    st.markdown(f"### {state_label(state)} · {escape_markdown(run.name)}")
     if view.waiting_for:
-        st.info(f"Queued: waiting for {view.waiting_for} to finish (one job at a time on this machine).")
+        st.info(
+            f"Queued: waiting for {escape_markdown(view.waiting_for)} to finish (one job at a time on this machine)."
+        )
     elif state == "queued" and not view.active:
         st.info("Queued but not started.")
     if view.stop_requested:
         st.warning("Stopping…: the job saves a checkpoint at its current step, then ends.")
     if run.broken:
-        st.error("This run folder is broken: " + "; ".join(run.problems))
+        st.error("This run folder is broken: " + escape_markdown("; ".join(run.problems)))
         delete_controls(path, run.name, st.columns(4)[3], forget_run)
         return
     if view.error or run.status.get("error"):
-        st.error(view.error or run.status.get("error"))
+        st.error(escape_markdown(view.error or run.status.get("error")))
 
-    events, _ = read_jsonl(path / EVENTS_FILE)
+    try:
+        events, _ = read_jsonl(path / EVENTS_FILE)
+    except OSError as exc:
+        st.warning(f"The run's events cannot be read: {escape_markdown(exc)}")
+        events = []
     progress = training_progress(run.status, events, running=view.active and state == "running")
     pace = f" · {progress.seconds_per_step:.2f} s/step" if progress.seconds_per_step else ""
     st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}{pace}")
@@ -112,11 +119,11 @@ st.title("Run")
 try:
     prepare_runs_root(root)  # a shared link to a lab run may be the first page a session opens
 except OSError as exc:
-    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
+    st.error(f"Cannot add the lab's recorded runs to {root}: {escape_markdown(exc)}")
 try:
     runs = with_live_states(list_runs(root))
 except OSError as exc:
-    st.error(f"Cannot read the runs folder {root}: {exc}")
+    st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
     st.stop()
 if not runs:
     st.info("No runs yet.")
@@ -138,7 +145,7 @@ name = st.selectbox(
     help="The page's address names the run: copy it to share or bookmark this run.",
 )
 if name is None:
-    notice.warning(f"There is no run named {wanted!r} in {root}; pick one below.")
+    notice.warning(f"There is no run named {escape_markdown(repr(wanted))} in {root}; pick one below.")
     st.stop()
 record_choice("run", PICK, name)
 path = root / name

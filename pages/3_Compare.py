@@ -13,6 +13,7 @@ from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, cost_section, loss_curves_section
 from ui.links import record_choice, synced_choice
+from ui.text import escape_markdown
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
 
@@ -37,16 +38,18 @@ st.caption(
 try:
     prepare_runs_root(root)
 except OSError as exc:
-    st.error(f"Cannot add the lab's recorded runs to {root}: {exc}")
+    st.error(f"Cannot add the lab's recorded runs to {root}: {escape_markdown(exc)}")
 try:
     runs = cached_runs(str(root), repr(compare.root_signature(root)))
 except OSError as exc:
-    st.error(f"Cannot read the runs folder {root}: {exc}")
+    st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
     runs = []
 
 broken = [run for run in runs if run.broken]
 for run in broken:
-    st.warning(f"**{run.name}** cannot be read and is left out: {'; '.join(run.problems)}")
+    st.warning(
+        f"**{escape_markdown(run.name)}** cannot be read and is left out: {escape_markdown('; '.join(run.problems))}"
+    )
 candidates = compare.selectable_runs(runs)
 if not candidates:
     st.info(f"No runs to compare in `{root}`. Train a run, or import an experiments_log.csv on Home.")
@@ -64,7 +67,7 @@ linked = synced_choice(
 )
 unknown = [name for name in dict.fromkeys((linked or "").split(",")) if name and name not in by_name]
 if unknown:
-    st.warning(f"Not in {root} (left out): {', '.join(unknown)}.")
+    st.warning(f"Not in {root} (left out): {escape_markdown(', '.join(unknown))}.")
 picked_names = st.multiselect(
     "Runs",
     list(by_name),

@@ -28,6 +28,7 @@ from core.models.sources import (
 )
 from core.store.paths import runs_root
 from ui.secrets import app_secrets
+from ui.text import escape_markdown
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
@@ -60,11 +61,13 @@ def frame_cards(frame: pd.DataFrame) -> list[Card]:
 
 def show_result(result, notice: str | None) -> None:
     if notice:
-        st.warning(notice)
+        st.warning(escape_markdown(notice))
     if len(result.cards) < result.requested:
-        st.warning(f"Made {len(result.cards)} of {result.requested} cards: {result.summary()}.")
+        st.warning(
+            f"Made {len(result.cards)} of {result.requested} cards: {escape_markdown(result.summary())}."
+        )
     else:
-        st.success(result.summary())
+        st.success(escape_markdown(result.summary()))
 
 
 st.title("Study cards")
@@ -117,7 +120,7 @@ def uploaded_text() -> str | None:
     try:
         return upload.getvalue().decode("utf-8-sig")
     except UnicodeDecodeError:
-        st.error(f"{upload.name} is not UTF-8 text; paste the notes instead.")
+        st.error(f"{escape_markdown(upload.name)} is not UTF-8 text; paste the notes instead.")
         return None
 
 
@@ -136,15 +139,17 @@ if submitted and file_text is not None:
         validate_request(request)
         choice = local_choice(local_path) if model_label == LOCAL_FILE else choices[model_label]
         source = resolved(choice)
-        with st.spinner(f"Loading {source.path.name}..."):
+        with st.spinner(f"Loading {escape_markdown(source.path.name)}..."):
             model = model_slot().get(source.path)
-        with st.status(f"Writing {count} cards with {source.choice.label}...") as progress:
+        with st.status(f"Writing {count} cards with {escape_markdown(source.choice.label)}...") as progress:
             line = st.empty()
-            result = generate_cards(model, request, on_progress=line.caption)
-            progress.update(label=result.summary(), state="complete")
+            result = generate_cards(
+                model, request, on_progress=lambda text: line.caption(escape_markdown(text))
+            )
+            progress.update(label=escape_markdown(result.summary()), state="complete")
     except (CardRequestError, ModelError) as exc:
         for problem in getattr(exc, "problems", {"model": str(exc)}).items():
-            st.error(f"{problem[0].capitalize()}: {problem[1]}")
+            st.error(f"{problem[0].capitalize()}: {escape_markdown(problem[1])}")
     else:
         state.update(
             cards=result.cards,
@@ -180,14 +185,14 @@ if "cards" in state:
                 model_slot().get(Path(state.model_path)), dataclasses.replace(request, count=1), avoid=cards
             )
         except (CardRequestError, ModelError, OSError) as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
         else:
             result.raw_outputs.extend(single.raw_outputs)
             if single.cards:
                 cards[number - 1] = single.cards[0]
                 state.update(cards=cards, card_version=state.card_version + 1)
                 st.rerun()
-            st.warning(f"No new card: {single.summary()}.")
+            st.warning(f"No new card: {escape_markdown(single.summary())}.")
 
     with st.expander("Raw model output"):
         for index, raw in enumerate(result.raw_outputs, 1):
@@ -198,7 +203,7 @@ if "cards" in state:
         csv_text = cards_to_csv(cards, request.deck_name, request.card_type, request.tags)
         package = apkg_bytes(cards, request.deck_name, request.card_type, request.tags)
     except ValueError as exc:
-        st.error(f"Cannot export the deck yet: {exc}")
+        st.error(f"Cannot export the deck yet: {escape_markdown(exc)}")
     else:
         csv_column, apkg_column = st.columns(2)
         name = re.sub(r"[^\w-]+", "_", request.deck_name).strip("_") or "study_cards"

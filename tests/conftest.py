@@ -166,6 +166,11 @@ HEAVY_MODULES = (
 )
 
 
+def shown(text: str) -> str:
+    """A markdown string as the browser shows it: the pages' backslash escapes (ui.text) taken out."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def app_at(page: str = "Home.py", query_params: dict | None = None, timeout: float = 60):
     """An AppTest of the app as a server runs it: Home.py is the entry point and `page` (a path under
     the project such as pages/2_Run.py) the page shown, with the URL's `query_params`. Not yet run."""

@@ -15,7 +15,7 @@ import random
 
 import pytest
 import streamlit as st
-from conftest import app_at, charts, follow, heavy_modules_after_rendering, run_core
+from conftest import app_at, charts, follow, heavy_modules_after_rendering, run_core, shown
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
@@ -392,7 +392,7 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     app.text_input(key=f"{r16_key}:note").input("wrong word order")
     next(button for button in app.button if button.key == f"{r16_key}:save").click()
     rerun(app)
-    assert "Saved the rating of t4_r16 · adapter on swedish." in [s.value for s in app.success]
+    assert "Saved the rating of t4_r16 · adapter on swedish." in [shown(s.value) for s in app.success]
     stored = read_json_object(lab_root / "t4_r16" / "ratings.json")
     assert (
         stored["adapter"]["swedish"]["rating"] == 2
@@ -452,7 +452,7 @@ def test_a_rating_is_not_shown_next_to_a_new_answer(lab_root, downloads):
     app.text_input(key=f"{old_key}:note").input("wrong word order")
     next(button for button in app.button if button.key == f"{old_key}:save").click()
     rerun(app)
-    assert "Saved the rating of t4_r16 · adapter on swedish." in [s.value for s in app.success]
+    assert "Saved the rating of t4_r16 · adapter on swedish." in [shown(s.value) for s in app.success]
 
     write_eval(lab_root / "t4_r16", "adapter", eval_rows("adapter", GOOD, latency=1.6))  # evaluated again
     rerun(app)
@@ -492,7 +492,7 @@ def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_
     (unreadable / EVENTS_FILE).unlink()
     (unreadable / EVENTS_FILE).mkdir()  # stat works, reading fails (as root, a chmod would not stop it)
     app = open_page()
-    warnings = [warning.value for warning in app.warning]
+    warnings = [shown(warning.value) for warning in app.warning]
     assert any(
         w.startswith("**half_written** cannot be read") and "status.json is not valid JSON" in w
         for w in warnings
@@ -509,7 +509,7 @@ def test_a_broken_run_is_listed_with_its_reason_and_the_rest_still_compares(lab_
     assert "t4_r64" not in set(table(app, "Run")["Run"])
     assert any(
         w.startswith(
-            "No loss curve for **unreadable_events**: events.jsonl cannot be read (IsADirectoryError"
+            "No loss curve for **unreadable_events**: events.jsonl cannot be read (not a regular file)"
         )
         for w in warnings
     )
@@ -717,3 +717,31 @@ def test_a_run_named_twice_or_unknown_in_the_url_is_picked_once_or_said(runs_roo
     app = open_page({"runs": "exp3_1B_10k_600steps,exp3_1B_10k_600steps,gone"})
     assert app.multiselect(key="compare_runs").value == ["exp3_1B_10k_600steps"]
     assert any("(left out): gone" in warning.value for warning in app.warning)
+
+
+def test_a_check_detail_and_a_prompt_from_files_are_shown_literally(runs_root):
+    """Answers planted with a check detail and a prompt that markdown would render as a remote
+    image: the answer cell shows them as text (markdown-it, as in test_markdown_escaping)."""
+    from markdown_it import MarkdownIt
+
+    runs_root.mkdir()
+    (runs_root / SEED_MARKER).write_text("")
+    run = trained_run(
+        runs_root,
+        "planted",
+        config={"max_steps": 5},
+        device="cpu",
+        peak=0.5,
+        lora=0.05,
+        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=5),
+    )
+    image = "![x](http://127.0.0.1:9/pixel.png)"
+    rows = eval_rows("adapter", GOOD, failing={"vpn": ("words", f"3 words {image}")})
+    rows[0]["prompt"] = f"Explain {image}"
+    write_eval(run, "adapter", rows)
+    app = open_page({"runs": "planted"})
+    shown = [element.value for element in app.markdown]
+    assert any("pixel" in text and "words" in text for text in shown)
+    assert any(text.startswith("**Explain") for text in shown)
+    renderer = MarkdownIt("commonmark")
+    assert not [text for text in shown if "<img" in renderer.render(text)]

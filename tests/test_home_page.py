@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 import streamlit as st
-from conftest import app_at, seed_run_names
+from conftest import app_at, seed_run_names, shown
 from streamlit.testing.v1 import AppTest
 
 from core.machine.devices import Gpu
@@ -89,7 +89,7 @@ def test_the_run_column_links_each_run_to_its_page(runs_root):
     page = app_at("pages/2_Run.py", {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()})
     page.run()
     assert not page.exception, page.exception
-    assert page.markdown[0].value == "### ✅ completed · baseline_1B_r16_10k_600steps"
+    assert shown(page.markdown[0].value) == "### ✅ completed · baseline_1B_r16_10k_600steps"
 
 
 def test_missing_values_show_as_a_dash(empty_root):
@@ -144,7 +144,7 @@ def test_home_marks_a_broken_run_and_keeps_the_others(empty_root, corrupt):
     assert table.loc["half_written", "state"].endswith("broken")
     assert "status.json" in table.loc["half_written", "note"]
     assert metric_values(app)["Broken"] == "1"
-    assert "half_written" in app.warning[0].value
+    assert "half_written" in shown(app.warning[0].value)
 
 
 def test_import_from_the_page_adds_runs_and_reports_bad_rows(empty_root):
@@ -157,7 +157,7 @@ def test_import_from_the_page_adds_runs_and_reports_bad_rows(empty_root):
     app.file_uploader[0].set_value(("experiments_log.csv", csv_bytes, "text/csv")).run()
     app.button[0].click().run()
     assert not app.exception
-    assert "imported 1 run(s), 1 row(s) skipped" in app.success[0].value
+    assert "imported 1 run(s), 1 row(s) skipped" in shown(app.success[0].value)
     assert "line 3" in app.warning[0].value and "slash" in app.warning[0].value
     table = runs_table(app)
     assert list(table.index) == ["colab_r32"]
@@ -170,7 +170,7 @@ def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(empty_root,
     app.file_uploader[0].set_value(("other.csv", content, "text/csv")).run()
     app.button[0].click().run()
     assert not app.exception
-    assert "other.csv was not imported" in app.error[0].value
+    assert "other.csv was not imported" in shown(app.error[0].value)
     assert [path.name for path in empty_root.iterdir()] == [SEED_MARKER]
 
 

@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from conftest import app_at, heavy_modules_after_rendering, train_smoke_run
+from conftest import app_at, heavy_modules_after_rendering, shown, train_smoke_run
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.lifecycle import job_view
@@ -52,7 +52,8 @@ def labels(app: AppTest) -> list[str]:
 
 
 def heading(app: AppTest) -> str:
-    return next(m.value for m in app.markdown if m.value.startswith("### "))
+    """The run's heading as the browser shows it (the name's markdown escapes taken out)."""
+    return shown(next(m.value for m in app.markdown if m.value.startswith("### ")))
 
 
 def links(app: AppTest) -> dict[str, tuple[str, str]]:
@@ -117,7 +118,9 @@ def test_an_unknown_run_is_said_and_a_picker_offered(root):
     for name in ("first", "second"):
         create_run(root, name, smoke_config(), status=initial_status("stopped", 30))
     app = open_page("gone")
-    assert [w.value for w in app.warning] == [f"There is no run named 'gone' in {root}; pick one below."]
+    assert [shown(w.value) for w in app.warning] == [
+        f"There is no run named 'gone' in {root}; pick one below."
+    ]
     picker = app.selectbox(key="run_page_pick")
     assert picker.value is None and set(picker.options) == {"first", "second"}
     assert not [m for m in app.markdown if m.value.startswith("### ")]  # no run shown that was not asked for
@@ -254,7 +257,7 @@ def test_export_refuses_a_bad_hub_repo_before_starting_anything(runs_root, tiny_
     app = open_page("exportme")
     app.text_input(key="export_repo").input("not a repo").run()
     button(app, "Export").click().run()
-    assert any("invalid repo id 'not a repo'" in e.value for e in app.error)
+    assert any("invalid repo id 'not a repo'" in shown(e.value) for e in app.error)
     app.text_input(key="export_repo").input("someone/tiny").run()
     button(app, "Export").click().run()
     assert any("no Hugging Face token" in e.value for e in app.error)

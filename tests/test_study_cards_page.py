@@ -1,7 +1,7 @@
 """The Study cards page (pages/4_Study_cards.py) through Streamlit's AppTest, generating with the
 real bundled model."""
 
-from conftest import app_at
+from conftest import app_at, shown
 from streamlit.testing.v1 import AppTest
 
 
@@ -30,7 +30,7 @@ def test_a_file_that_is_not_a_model_is_refused(runs_root, tmp_path):
     next(box for box in app.text_input if box.label == "GGUF file path").input(str(tmp_path / "notes.gguf"))
     next(box for box in app.text_input if box.label == "Topic").input("volcanoes")
     app.button[0].click().run()
-    assert any("notes.gguf is not a GGUF file" in e.value for e in app.error)
+    assert any("notes.gguf is not a GGUF file" in shown(e.value) for e in app.error)
     assert not downloads(app)
 
 

@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from conftest import app_at, charts, follow, heavy_modules_after_rendering
+from conftest import app_at, charts, follow, heavy_modules_after_rendering, shown
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.lifecycle import job_view
@@ -67,7 +67,7 @@ def error_under(app: AppTest, key: str) -> str | None:
         for position, child in enumerate(children):
             if getattr(child, "key", None) == key:
                 following = children[position + 1] if position + 1 < len(children) else None
-                return following.value if getattr(following, "type", None) == "error" else None
+                return shown(following.value) if getattr(following, "type", None) == "error" else None
             if hasattr(child, "children"):
                 found = search(child)
                 if found is not ...:
@@ -80,7 +80,7 @@ def error_under(app: AppTest, key: str) -> str | None:
 
 
 def heading(app: AppTest) -> str:
-    return next(m.value for m in app.markdown if m.value.startswith("### "))
+    return shown(next(m.value for m in app.markdown if m.value.startswith("### ")))
 
 
 def rerun_until(app: AppTest, condition, timeout: float = 120.0) -> None:
@@ -107,7 +107,7 @@ def test_a_preset_fills_the_form_and_shows_what_will_run(root):
         "python -m core train model_centric_1B_r64_10k_600steps --preset t2_model_centric"
         in app.code[0].value
     )
-    assert any("cannot run here" in w.value and "load_in_4bit" in w.value for w in app.warning)
+    assert any("cannot run here" in shown(w.value) and "load_in_4bit" in shown(w.value) for w in app.warning)
     estimate = next(m for m in app.metric if m.label.startswith("Peak GPU memory"))
     assert estimate.value == "≈ 3.0 GB"  # the lab measured 2.96 GB for this run on a T4
 
@@ -212,7 +212,7 @@ def test_the_form_opened_from_a_runs_page_holds_that_runs_settings(root):
 
 def test_a_from_run_that_does_not_exist_is_said_and_the_preset_is_used(root):
     app = open_page({"from": "gone"})
-    assert any("Cannot start from run 'gone'" in w.value for w in app.warning)
+    assert any("Cannot start from run 'gone'" in shown(w.value) for w in app.warning)
     assert (
         app.selectbox(key="train_preset").value == "cpu_smoke" and widget(app, "base_model") == "tiny-llama"
     )
@@ -244,7 +244,7 @@ def test_the_queue_lists_queued_and_running_jobs_with_links_to_their_pages(root)
     assert "Queue (2)" in [header.value for header in app.subheader]
     links = {link.proto.label: link.proto for link in app.get("page_link")}
     assert set(links) == {"waiting", "busy"}
-    captions = [caption.value for caption in app.caption]
+    captions = [shown(caption.value) for caption in app.caption]
     assert "⏳ queued · step 0/30" in captions and "🔄 running · step 7/30" in captions
     assert {(link.page, link.query_string) for link in links.values()} == {
         ("Run", "run=waiting"),

@@ -10,8 +10,10 @@ from core import describe
 from core.compare import Cell, Column, PromptRow
 from core.evaluate.answers import variant_label
 from core.evaluate.ratings import answer_sha256, save_rating
+from ui.text import escape_markdown
 
 RATINGS = (None, 1, 2, 3, 4, 5)
+CHECK_MARKS = {True: "✅", False: "❌", None: "⏸️"}  # None: not run (no isolation for code here)
 
 
 def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
@@ -39,7 +41,8 @@ def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | Non
         return
     st.markdown(
         "  \n".join(
-            f"{'✅' if check.get('passed') else '❌'} {check.get('name')}: {check.get('detail', '')}"
+            f"{CHECK_MARKS.get(check.get('passed'), '❌')} "
+            f"{escape_markdown(check.get('name'))}: {escape_markdown(check.get('detail', ''))}"
             for check in cell.checks
         )
         or "no checks"

@@ -15,6 +15,7 @@ from core.store.files import FileStamp, file_stamp
 from core.store.runs import EVENTS_FILE, Run
 from ui.answers import answer_cell
 from ui.charts import MARGINS, bar_figure, memory_figure, scatter_figure
+from ui.text import escape_markdown
 
 COLUMNS_PER_ROW = 4
 
@@ -70,7 +71,7 @@ def loss_curves_section(picked: list[Run], baseline: str, colours: dict[str, str
             if curve.skipped:
                 skipped.append(f"{name} ({curve.skipped})")
             if curve.problem:
-                st.warning(f"No loss curve for **{name}**: {curve.problem}")
+                st.warning(f"No loss curve for **{name}**: {escape_markdown(curve.problem)}")
             if not len(x):
                 unplotted.append(name)
                 continue
@@ -215,11 +216,11 @@ def answers_section(picked: list[Run], by_name: dict[str, Run], baseline: str) -
                 "Prompt", list(by_id), format_func=lambda pid: f"{pid}: {by_id[pid].prompt}"
             )
             row = by_id[prompt_id]
-            st.markdown(f"**{row.prompt}**")
+            st.markdown(f"**{escape_markdown(row.prompt)}**")
             if problem := st.session_state.pop("rating_problem", None):
-                st.error(problem)
+                st.error(escape_markdown(problem))
             if saved := st.session_state.pop("rating_saved", None):
-                st.success(saved)
+                st.success(escape_markdown(saved))
             for start in range(0, len(chosen), COLUMNS_PER_ROW):
                 for column, slot in zip(
                     chosen[start : start + COLUMNS_PER_ROW],

@@ -20,6 +20,7 @@ from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_pro
 from core.jobs.lifecycle import start_job
 from core.store.runs import GGUF_DIR
 from ui.jobs import act, job_panel
+from ui.text import escape_markdown
 
 SUMMARY_COLUMNS = {
     "variant": "Variant",
@@ -61,12 +62,14 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
         )
         for entry in sets:
             if entry.problem:
-                st.warning(f"Prompt set {entry.name} cannot be used: {entry.problem}")
+                st.warning(
+                    f"Prompt set {escape_markdown(entry.name)} cannot be used: {escape_markdown(entry.problem)}"
+                )
         if st.button("Evaluate", disabled=view.active, key="eval_start"):
             try:
                 check_request(path, variant, int(max_new_tokens))
             except (EvalError, PromptSetError) as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
             else:
                 act(
                     lambda: start_job(
@@ -101,6 +104,6 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
             try:
                 saved = save_prompt_set(root, set_name, upload.getvalue().decode("utf-8-sig"))
             except (PromptSetError, UnicodeDecodeError) as exc:
-                st.error(f"Not saved: {exc}")
+                st.error(f"Not saved: {escape_markdown(exc)}")
             else:
-                st.success(f"Saved {set_name}: {len(saved.prompts)} prompts.")
+                st.success(f"Saved {escape_markdown(set_name)}: {len(saved.prompts)} prompts.")

@@ -25,6 +25,7 @@ from core.models.generation import InferenceError, check_adapter
 from core.store.runs import GGUF_DIR, MERGED_DIR
 from ui.jobs import act, job_panel
 from ui.secrets import app_secrets
+from ui.text import escape_markdown
 
 FILE_COLUMNS = {
     "file": "File",
@@ -69,7 +70,7 @@ def export_panel(path: Path, models_here: Capability) -> None:
                 arguments += ["--push", validate_repo_id(repo.strip())]
                 secrets = {"HF_TOKEN": hub_token(app_secrets().get("HF_TOKEN"))}
         except (ExportError, InferenceError, HubError) as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
         else:
             act(
                 lambda: start_job(
@@ -84,12 +85,13 @@ def export_panel(path: Path, models_here: Capability) -> None:
             placeholder=MISSING,
         )
         hub = export.get("hub") or {}
-        if hub.get("url"):
-            st.markdown(
-                f"Pushed to [{hub.get('repo_id', hub['url'])}]({hub['url']}) (commit `{hub.get('commit')}`)."
-            )
+        if isinstance(hub, dict) and hub.get("url"):
+            repo, url, commit = (escape_markdown(hub.get(key)) for key in ("repo_id", "url", "commit"))
+            link = f"[{repo}]({url})" if str(hub["url"]).startswith("https://") else url
+            st.markdown(f"Pushed to {link} (commit {commit}).")
         st.caption(
-            f"Files in {path / GGUF_DIR}. Converter: {(export.get('converter') or {}).get('version', '?')}."
+            f"Files in {path / GGUF_DIR}. Converter: "
+            + escape_markdown((export.get("converter") or {}).get("version", "?"))
         )
     merged = path / MERGED_DIR
     deletable = merged.is_dir() and not view.active

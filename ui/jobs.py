@@ -12,6 +12,7 @@ from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_vi
 from core.store.files import finite_number
 from ui.labels import STATE_ICONS
 from ui.links import flash
+from ui.text import escape_markdown
 
 POLL_SECONDS = 1.0  # how often a view of an active job draws itself again
 
@@ -21,7 +22,7 @@ def act(action: Callable[[], Any]) -> None:
     try:
         action()
     except (JobError, OSError) as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
     else:
         st.rerun()
 
@@ -53,14 +54,17 @@ def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
         stopping = " · stopping…" if view.stop_requested else ""
         st.progress(
             min(1.0, max(0.0, finite_number(view.status.get("fraction")) or 0.0)),
-            text=f"{icon} {title} {view.state}: {stage}{waiting}{stopping}",
+            text=f"{icon} {title} {view.state}: " + escape_markdown(f"{stage}{waiting}{stopping}"),
         )
         if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
             act(lambda: request_stop(path, kind))
     else:
-        st.caption(f"Last {title.lower()}: {icon} {view.state}, ended {view.status.get('ended_at') or '?'}")
+        st.caption(
+            f"Last {title.lower()}: {icon} {view.state}, ended "
+            + escape_markdown(view.status.get("ended_at") or "?")
+        )
         if view.error and view.state != "completed":
-            st.error(view.error)
+            st.error(escape_markdown(view.error))
     with st.expander(f"{title} log"):
         st.code("\n".join(view.tail()) or "(no output yet)", language="log")
 
@@ -72,16 +76,18 @@ def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None
         st.session_state["confirm_delete"] = name
     if st.session_state.get("confirm_delete") != name:
         return
-    st.warning(f"Delete {name} and everything in its folder (checkpoints, adapter, exports)?")
+    st.warning(
+        f"Delete {escape_markdown(name)} and everything in its folder (checkpoints, adapter, exports)?"
+    )
     confirm, cancel = st.columns(2)
-    if confirm.button(f"Yes, delete {name}", type="primary"):
+    if confirm.button(f"Yes, delete {escape_markdown(name)}", type="primary"):
         st.session_state.pop("confirm_delete")
         try:
             delete_run(path)
         except (JobError, OSError) as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
             return
-        flash(f"Deleted {name}.")
+        flash(f"Deleted {escape_markdown(name)}.")
         after()
     if cancel.button("Cancel"):
         st.session_state.pop("confirm_delete")
