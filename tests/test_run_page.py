@@ -19,6 +19,7 @@ from core.jobs.lifecycle import job_view
 from core.store.files import read_json_object
 from core.store.runs import create_run, initial_status
 from core.store.seed import SEED_MARKER, import_seed_runs
+from core.train.config import default_config
 from core.train.presets import get_preset
 
 RUN = "pages/2_Run.py"
@@ -348,3 +349,20 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
 def test_a_completed_runs_page_imports_no_training_or_inference_library(runs_root, tiny_model):
     train_smoke_run("light", runs_root, max_steps=2)
     assert heavy_modules_after_rendering(RUN, {"run": "light"}) == []
+
+
+def test_the_evaluate_panel_says_how_code_checks_are_isolated(runs_root, monkeypatch):
+    """With bubblewrap (installed by make test) the panel names it; with bwrap missing from PATH
+    it says code checks will not run, and with PEFT_UNISOLATED_CODE_CHECKS=1 that they run
+    behind an audit hook only."""
+    import_seed_runs(runs_root)
+    path = create_run(runs_root, "done", default_config(), status=initial_status("completed", 30))
+    (path / "adapter").mkdir()
+    app = open_page("done")
+    assert any("bubblewrap" in caption.value for caption in app.caption)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    app = open_page("done")
+    assert any("are not run" in shown(w.value) and "bwrap" in shown(w.value) for w in app.warning)
+    monkeypatch.setenv("PEFT_UNISOLATED_CODE_CHECKS", "1")
+    app = open_page("done")
+    assert any("audit hook only" in shown(w.value) for w in app.warning)

@@ -17,6 +17,7 @@ from core.evaluate.answers import (
     variant_summaries,
 )
 from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
+from core.evaluate.sandbox import code_check_isolation
 from core.jobs.lifecycle import start_job
 from core.store.runs import GGUF_DIR
 from ui.jobs import act, job_panel
@@ -37,6 +38,11 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
     st.caption(
         "Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**."
     )
+    isolation = code_check_isolation()
+    if isolation.kind == "bwrap":
+        st.caption(f"Code checks: {isolation.description}.")
+    else:
+        st.warning(f"Code checks: {escape_markdown(isolation.description)}.", icon=":material/shield:")
     view = job_panel(path, "eval", "Evaluation")
     ggufs = sorted((path / GGUF_DIR).glob("*.gguf")) if (path / GGUF_DIR).is_dir() else []
     variants = [*(["adapter", "base"] if models_here else []), *(f"gguf:{gguf.name}" for gguf in ggufs)]
