@@ -17,9 +17,11 @@ from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import run_url, show_flash
 from ui.lookups import cached_gpus
+from ui.owner import access_panel, owner_only
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
+access_panel()
 show_flash()
 root = runs_root()
 
@@ -89,7 +91,7 @@ with st.expander("Import or export an experiments_log.csv"):
     upload_column, download_column = st.columns(2)
     with upload_column:
         upload = st.file_uploader("The lab's CSV schema, one row per run", type=["csv"])
-        if upload is not None and st.button("Import runs"):
+        if upload is not None and st.button("Import runs") and owner_only():
             try:
                 report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
             except (LogFormatError, UnicodeDecodeError, OSError) as exc:

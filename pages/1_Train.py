@@ -36,9 +36,11 @@ from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
+from ui.owner import access_panel, owner_only
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="Train · PEFT Dashboard", page_icon="🧪", layout="wide")
+access_panel()
 show_flash()
 
 
@@ -117,6 +119,8 @@ def what_will_run(config, name: str | None, preset: str) -> str | None:
 
 def start(config, name: str) -> None:
     """Create the run and start its job; open its page, or say why not (and keep nothing)."""
+    if not owner_only():
+        return
     try:
         path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
     except (RunExistsError, RunNameError, OSError) as exc:

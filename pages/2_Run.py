@@ -24,11 +24,13 @@ from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls
 from ui.labels import state_label
 from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
 from ui.lookups import cached_gpus
+from ui.owner import access_panel
 from ui.text import escape_markdown
 
 PICK = "run_page_pick"  # the run picker's key
 
 st.set_page_config(page_title="Run · PEFT Dashboard", page_icon="🧪", layout="wide")
+access_panel()
 show_flash()
 
 

@@ -13,6 +13,7 @@ from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, cost_section, loss_curves_section
 from ui.links import record_choice, synced_choice
+from ui.owner import access_panel
 from ui.text import escape_markdown
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
@@ -29,6 +30,7 @@ def cached_runs(root: str, signature: str) -> list[Run]:
 
 
 st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
+access_panel()
 root = runs_root()
 st.title("Compare runs")
 st.caption(

@@ -27,12 +27,14 @@ from core.models.sources import (
     run_choices,
 )
 from core.store.paths import runs_root
+from ui.owner import access_panel
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
 LOCAL_FILE = "A GGUF file on this machine..."
 
 st.set_page_config(page_title="Study cards · PEFT Dashboard", page_icon="🧪", layout="wide")
+access_panel()
 
 
 @st.cache_resource

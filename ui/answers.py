@@ -10,6 +10,7 @@ from core import describe
 from core.compare import Cell, Column, PromptRow
 from core.evaluate.answers import variant_label
 from core.evaluate.ratings import answer_sha256, save_rating
+from ui.owner import OWNER_ONLY, is_owner
 from ui.text import escape_markdown
 
 RATINGS = (None, 1, 2, 3, 4, 5)
@@ -17,7 +18,11 @@ CHECK_MARKS = {True: "✅", False: "❌", None: "⏸️"}  # None: not run (no i
 
 
 def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
-    """Form callback: store the rating and note the person entered for `answer` (before the page reruns)."""
+    """Form callback: store the rating and note the person entered for `answer` (before the page
+    reruns), when this session is the owner's."""
+    if not is_owner():
+        st.session_state["rating_problem"] = f"The rating for {column.label} was not saved. {OWNER_ONLY}"
+        return
     try:
         save_rating(
             run_path,

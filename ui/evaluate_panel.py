@@ -21,6 +21,7 @@ from core.evaluate.sandbox import code_check_isolation
 from core.jobs.lifecycle import start_job
 from core.store.runs import GGUF_DIR
 from ui.jobs import act, job_panel
+from ui.owner import owner_only
 from ui.text import escape_markdown
 
 SUMMARY_COLUMNS = {
@@ -106,7 +107,7 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
         )
         upload = st.file_uploader("Prompt set (.json)", type=["json"], key="eval_upload")
         set_name = st.text_input("Save as", key="eval_set_name", placeholder="my_prompts")
-        if st.button("Save prompt set", key="eval_save_set") and upload is not None:
+        if st.button("Save prompt set", key="eval_save_set") and upload is not None and owner_only():
             try:
                 saved = save_prompt_set(root, set_name, upload.getvalue().decode("utf-8-sig"))
             except (PromptSetError, UnicodeDecodeError) as exc:

@@ -12,13 +12,17 @@ from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_vi
 from core.store.files import finite_number
 from ui.labels import STATE_ICONS
 from ui.links import flash
+from ui.owner import owner_only
 from ui.text import escape_markdown
 
 POLL_SECONDS = 1.0  # how often a view of an active job draws itself again
 
 
 def act(action: Callable[[], Any]) -> None:
-    """Run a job action; show why it failed, or rerun the page to show its effect."""
+    """Run a job action when this session is the owner's; show why it failed, or rerun the page
+    to show its effect."""
+    if not owner_only():
+        return
     try:
         action()
     except (JobError, OSError) as exc:
@@ -82,6 +86,8 @@ def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None
     confirm, cancel = st.columns(2)
     if confirm.button(f"Yes, delete {escape_markdown(name)}", type="primary"):
         st.session_state.pop("confirm_delete")
+        if not owner_only():
+            return
         try:
             delete_run(path)
         except (JobError, OSError) as exc:
