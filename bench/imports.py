@@ -67,24 +67,22 @@ def bulk_import(root: Path, text: str) -> int:
     return len(report.imported)
 
 
-def timed(step, text: str) -> float:
-    """Seconds `step` takes to import `text` into a fresh runs root (its removal not counted)."""
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        step(Path(folder) / "runs", text)
-        return time.perf_counter() - started
+def timed(step, text: str, root: Path) -> float:
+    """Seconds `step` takes to import `text` into the fresh runs root `root`."""
+    started = time.perf_counter()
+    step(root, text)
+    return time.perf_counter() - started
 
 
-def peak_memory_at_cap() -> tuple[int, int]:
+def peak_memory_at_cap(root: Path) -> tuple[int, int]:
     """Peak bytes allocated while import_log reads a file at the size cap (MAX_IMPORT_ROWS rows,
     notes long enough to bring it to MAX_IMPORT_BYTES), and the file's size in bytes."""
     bare = len(log_text(MAX_IMPORT_ROWS, note_chars=0))  # ASCII: characters are bytes
     text = log_text(MAX_IMPORT_ROWS, note_chars=(MAX_IMPORT_BYTES - bare) // MAX_IMPORT_ROWS)
-    with tempfile.TemporaryDirectory() as folder:
-        tracemalloc.start()
-        bulk_import(Path(folder) / "runs", text)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+    tracemalloc.start()
+    bulk_import(root, text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     return peak, len(text.encode("utf-8"))
 
 
@@ -101,12 +99,18 @@ def main() -> None:
     text, baseline_text = log_text(args.rows), log_text(args.baseline_rows)
     scale = args.rows / args.baseline_rows
     parse, bulk, per_run = [], [], []
-    for _ in range(args.rounds):  # alternating, so that a busy moment hits both alike
-        started = time.perf_counter()
-        parse_log(text)
-        parse.append(time.perf_counter() - started)
-        bulk.append(timed(bulk_import, text))
-        per_run.append(timed(per_run_import, baseline_text) * scale)
+    # Each measurement gets a fresh runs root, all deleted at the end: deleting thousands of files
+    # between measurements (on a file system mounted with `discard`, a discard per freed block)
+    # would slow the next one.
+    with tempfile.TemporaryDirectory() as folder:
+        roots = (Path(folder) / f"runs-{index}" for index in range(2 * args.rounds + 1))
+        for _ in range(args.rounds):  # alternating, so that a busy moment hits both alike
+            started = time.perf_counter()
+            parse_log(text)
+            parse.append(time.perf_counter() - started)
+            bulk.append(timed(bulk_import, text, next(roots)))
+            per_run.append(timed(per_run_import, baseline_text, next(roots)) * scale)
+        peak, size = peak_memory_at_cap(next(roots))
     ours, before = statistics.median(bulk), statistics.median(per_run)
     print(
         f"{args.rows:,} rows ({len(text.encode('utf-8')):,} bytes), {os.cpu_count()} CPU cores, {args.rounds} rounds"
@@ -118,7 +122,6 @@ def main() -> None:
         f" ({args.rows / before:,.0f} runs/s)"
     )
     print(f"ratio bulk / per-run: {ours / before:.2f}")
-    peak, size = peak_memory_at_cap()
     print(
         f"peak memory importing a file at the cap ({MAX_IMPORT_ROWS:,} rows, {size:,} bytes): "
         f"{peak / 2**20:.1f} MB allocated, {peak / size:.1f} x the file"

@@ -28,6 +28,7 @@ from core.store.experiments_log import (
     parse_log,
     run_documents,
 )
+from core.store.files import sweep_debris
 from core.store.runs import create_run, initial_status, list_runs, load_run
 from core.store.seed import SEED_LOG, SEED_MARKER, import_seed_runs, prepare_runs_root
 
@@ -549,5 +550,7 @@ def test_a_crash_half_way_leaves_whole_runs_and_only_hidden_debris(runs_root):
         "run_00003",
         "run_00004",
     ]
+    assert sweep_debris(runs_root) == [debris]  # as the dashboard sweeps a runs root it opens
     again = import_log(runs_root, text, source="x.csv")
     assert again.existing == ["run_00000", "run_00001"] and len(again.imported) == 3
+    assert sorted(os.listdir(runs_root)) == [f"run_{i:05d}" for i in range(5)]
