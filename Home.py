@@ -9,7 +9,13 @@ import streamlit as st
 from core import MISSING
 from core.jobs.lifecycle import ACTIVE_STATES, with_live_states
 from core.machine.system import system_report
-from core.store.experiments_log import LogFormatError, export_log, import_log
+from core.store.experiments_log import (
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_ROWS,
+    LogFormatError,
+    export_log,
+    import_log,
+)
 from core.store.paths import runs_root
 from core.store.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
 from core.store.seed import prepare_runs_root
@@ -90,10 +96,15 @@ table_area = st.container()
 with st.expander("Import or export an experiments_log.csv"):
     upload_column, download_column = st.columns(2)
     with upload_column:
-        upload = st.file_uploader("The lab's CSV schema, one row per run", type=["csv"])
+        upload = st.file_uploader(
+            "The lab's CSV schema, one row per run",
+            type=["csv"],
+            help=f"At most {MAX_IMPORT_ROWS:,} rows ({MAX_IMPORT_BYTES / 2**20:g} MB)",
+        )
         if upload is not None and st.button("Import runs") and owner_only():
             try:
-                report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
+                with st.spinner(f"Importing {escape_markdown(upload.name)}..."):
+                    report = import_log(root, upload.getvalue().decode("utf-8-sig"), source=upload.name)
             except (LogFormatError, UnicodeDecodeError, OSError) as exc:
                 st.error(f"{escape_markdown(upload.name)} was not imported: {escape_markdown(exc)}")
             else:

@@ -70,6 +70,7 @@ bubblewrap:
 bench: $(VENV)/.dev-deps chromium bubblewrap
 	$(BIN)/python bench/cards.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/imports.py
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/startup.py

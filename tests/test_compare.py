@@ -75,7 +75,7 @@ def test_read_curve_keeps_the_later_record_of_a_repeated_step_and_skips_bad_line
     (tmp_path / "folder.jsonl").mkdir()
     unreadable = compare.read_curve(tmp_path / "folder.jsonl")
     assert len(unreadable) == 0 and unreadable.problem.startswith(
-        "folder.jsonl cannot be read (IsADirectoryError"
+        "folder.jsonl cannot be read (not a regular file)"
     )
 
 

@@ -471,17 +471,17 @@ def test_a_bulk_import_at_the_limit_writes_what_the_per_run_path_writes(runs_roo
 
 def test_taken_names_are_reported_existing_and_left_untouched(runs_root, monkeypatch):
     """One run exists before the import; another process creates a second while the import
-    syncs (simulated by creating it when bulk_runs calls os.sync)."""
+    syncs (simulated by creating it when bulk_runs syncs the file system)."""
     create_run(runs_root, "run_00001", {"base_model": "mine"})
     (runs_root / "run_00003").write_text("not a run, but the name is taken\n")
     before = {path.name: path.read_bytes() for path in (runs_root / "run_00001").iterdir()}
-    real_sync = os.sync
+    real_sync = bulk_runs.sync_file_system
 
-    def sync_while_another_run_appears():
+    def sync_while_another_run_appears(path):
         create_run(runs_root, "run_00002", {"base_model": "theirs"})
-        real_sync()
+        real_sync(path)
 
-    monkeypatch.setattr(bulk_runs.os, "sync", sync_while_another_run_appears)
+    monkeypatch.setattr(bulk_runs, "sync_file_system", sync_while_another_run_appears)
     report = import_log(runs_root, HEADER + log_rows(5), source="x.csv")
     assert report.imported == ["run_00000", "run_00004"]
     assert report.existing == ["run_00001", "run_00003", "run_00002"] and report.problems == []

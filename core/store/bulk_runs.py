@@ -10,14 +10,12 @@ the rest in the hidden staging folder, which a sweep of hidden leftovers removes
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.store.files import place_new_dir, staging_dir
+from core.store.files import json_document, place_new_dir, staging_dir, sync_file_system
 from core.store.runs import CONFIG_FILE, METRICS_FILE, STATUS_FILE, taken_names, validate_run_name
 
 
@@ -41,18 +39,13 @@ class CreatedRuns:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _document_text(data: dict[str, Any]) -> str:
-    """A JSON document as write_json_atomic writes it."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
 def _build(folder: Path, run: NewRun) -> None:
     """The run's folder and files, written without a sync (the caller syncs them all at once)."""
     folder.mkdir()
     documents = {CONFIG_FILE: run.config, STATUS_FILE: run.status, METRICS_FILE: run.metrics}
     for filename, document in documents.items():
         if document is not None:
-            (folder / filename).write_text(_document_text(document), encoding="utf-8")
+            (folder / filename).write_text(json_document(document), encoding="utf-8")
 
 
 def create_runs(root: Path, runs: Iterable[NewRun]) -> CreatedRuns:
@@ -80,7 +73,7 @@ def create_runs(root: Path, runs: Iterable[NewRun]) -> CreatedRuns:
                 result.failed[name] = str(exc)  # what it wrote goes with the staging folder
                 continue
             built.append(name)
-        os.sync()  # every file and folder on disk before any run is in place
+        sync_file_system(staging)  # every file and folder on disk before any run is in place
         for name in built:
             try:
                 placed = place_new_dir(staging / name, root / name)

@@ -144,15 +144,19 @@ def _utf8_size(text: str) -> int:
     )
 
 
-def _check_bounds(text: str) -> None:
-    """Raise LogFormatError when `text` is larger than MAX_IMPORT_BYTES or has more than
-    MAX_IMPORT_ROWS rows (non-blank lines after the header)."""
-    size = _utf8_size(text)
+def check_import_size(size: int) -> None:
+    """Raise LogFormatError when a file of `size` bytes is larger than an import takes."""
     if size > MAX_IMPORT_BYTES:
         raise LogFormatError(
             f"The file is {size:,} bytes ({size / 2**20:.1f} MB); an import takes at most "
             f"{MAX_IMPORT_BYTES:,} bytes ({MAX_IMPORT_BYTES / 2**20:g} MB). Split it into smaller files."
         )
+
+
+def _check_bounds(text: str) -> None:
+    """Raise LogFormatError when `text` is larger than MAX_IMPORT_BYTES or has more than
+    MAX_IMPORT_ROWS rows (non-blank lines after the header)."""
+    check_import_size(_utf8_size(text))
     rows = sum(1 for _ in _filled_lines(text)) - 1  # the first is the header
     if rows > MAX_IMPORT_ROWS:
         raise LogFormatError(

@@ -119,9 +119,29 @@ def write_text_atomic(path: Path, text: str) -> None:
             raise
 
 
+def json_document(data: Any) -> str:
+    """`data` as the run folder's JSON documents are written: indented, UTF-8, a final newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write `data` as indented JSON to `path`, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json_document(data))
+
+
+def sync_file_system(path: Path) -> None:
+    """Flush everything written to the file system that holds `path` (Linux's syncfs; os.sync,
+    every file system, elsewhere)."""
+    function = getattr(_libc(), "syncfs", None) if _libc() is not None else None
+    if function is None:
+        os.sync()
+        return
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if function(descriptor) != 0:
+            os.sync()
+    finally:
+        os.close(descriptor)
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -243,13 +263,21 @@ _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EN
 
 
 @functools.cache
-def _renameat2() -> Any:
-    """Linux's renameat2 from the C library, or None where there is none."""
+def _libc() -> Any:
+    """Linux's C library, or None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """Linux's renameat2 from the C library, or None where there is none."""
+    function = getattr(_libc(), "renameat2", None) if _libc() is not None else None
+    if function is None:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     function.restype = ctypes.c_int
