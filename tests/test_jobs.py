@@ -3,14 +3,17 @@ tiny Llama, real signals.
 
 Every job here is `python -m core <kind> ...` started by core.jobs in its own session, as the
 pages start it; kills and stops are real SIGKILL and SIGTERM signals. The lifecycle's own
-endings are also checked in this process with run_job around plain code.
+endings are also checked in this process with run_job around plain code. Planted run folders
+name real processes (a `sleep`) that must survive every look, stop and delete.
 """
 
 import fcntl
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,6 +116,43 @@ def working(run: Path, kind: str) -> bool:
     return view.state == "running" and (view.status.get("fraction") or 0) >= 0.08
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live processes of a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split() if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment process `pid` started with, from /proc/PID/environ."""
+    data = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace")
+    return dict(item.split("=", 1) for item in data.split("\0") if "=" in item)
+
+
+def core_command(root: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """`python -m core --runs-dir ROOT ARGUMENTS` in a process of its own, as a person runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(root), *arguments],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
     run = queued_run(runs_root, "orphan", max_steps=8)
     launcher = subprocess.run(
@@ -138,12 +178,15 @@ def test_a_job_outlives_the_process_that_launched_it(runs_root, tiny_model):
 
 
 @pytest.mark.parametrize("kind", jobs.JOB_KINDS)
-def test_a_killed_job_is_reported_dead(runs_root, request, kind):
+def test_a_killed_job_is_reported_dead_and_leaves_no_child(runs_root, request, kind):
     run = start_kind(kind, runs_root, request, f"killed-{kind}")
     wait_until(lambda: working(run, kind))
     pid = jobs.job_view(run, kind).pid
-    os.killpg(pid, signal.SIGKILL)  # the job and any child of it (export's converter), as kill -9 leaves them
+    if kind == "export":  # killed while llama.cpp's converter runs in a child process
+        wait_until(lambda: any("gguf_files" in command_of(member) for member in group_members(pid)))
+    os.kill(pid, signal.SIGKILL)  # the job alone, as the out-of-memory killer or kill -9 PID ends it
     wait_until(lambda: not pid_alive(pid))
+    wait_until(lambda: not group_members(pid), timeout=10)  # its group watch took its children with it
     state_file = jobs.state_path(run, kind)
     assert read_json_object(state_file)["state"] == "running"  # as the dead job left it
 
@@ -185,9 +228,20 @@ def test_a_killed_training_is_listed_failed_and_resumes_from_its_checkpoint(runs
 
 
 @pytest.mark.parametrize("kind", jobs.JOB_KINDS)
-def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind):
+def test_stop_ends_the_job_stopped_promptly(runs_root, request, kind, monkeypatch):
+    monkeypatch.setenv(
+        "HF_TOKEN", "hf_the_dashboards_own"
+    )  # in the dashboard's environment, as Streamlit puts it
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not for jobs")
     run = start_kind(kind, runs_root, request, f"stop-{kind}")
     wait_until(lambda: working(run, kind))
+    # The job (the tiny model and the bundled sample: nothing from the Hub) has no token, no other secret.
+    environment = environment_of(jobs.job_view(run, kind).pid)
+    assert not {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(environment)
+    assert (
+        environment["PEFT_CACHE_DIR"] == os.environ["PEFT_CACHE_DIR"]
+        and environment["PYTHONUNBUFFERED"] == "1"
+    )
     logged_before = last_logged_step(run)
     view = jobs.request_stop(run, kind)
     assert view.stop_requested
@@ -266,36 +320,6 @@ def test_start_refuses_runs_that_cannot_train(runs_root):
     with pytest.raises(jobs.JobError, match="continue it with --resume"):
         jobs.start_training(stopped)
     assert not (stopped / "jobs" / "train.launch.json").exists()  # nothing launched
-
-
-def test_a_job_that_ignores_its_stop_request_is_killed_after_the_grace_period(tmp_path, monkeypatch):
-    """The job's command is a stand-in process that ignores SIGTERM: no real job does on purpose."""
-    run = tmp_path / "stubborn"
-    (run / "jobs").mkdir(parents=True)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "print('ready', flush=True); time.sleep(120)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout.readline().strip() == "ready"
-    identity = {"pid": process.pid, "host": os.uname().nodename, "pid_start": process_start(process.pid)}
-    write_json_atomic(run / "jobs" / "export.json", {"state": "running", **identity})
-    monkeypatch.setattr(jobs, "STOP_GRACE_S", 2.0)
-
-    jobs.request_stop(run, "export")
-    time.sleep(0.2)
-    assert jobs.job_view(run, "export").alive  # still inside the grace period
-    time.sleep(2.0)
-    view = jobs.job_view(run, "export")
-    process.wait(timeout=10)
-    assert (view.state, view.alive) == ("stopped", False)
-    assert view.error.startswith("killed")
 
 
 def test_run_job_records_each_ending(tmp_path):
@@ -418,6 +442,8 @@ def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, request, kind):
         view = jobs.job_view(run, kind)
         assert (view.state, view.active) == ("queued", True)
         assert view.waiting_for.startswith("a job held by this test")
+        with pytest.raises(jobs.JobError, match=f"has a {kind} job queued: stop it first"):
+            jobs.delete_run(run)
         jobs.request_stop(run, kind)
         view = jobs.wait_for_job(run, kind, timeout_s=30)
     assert (view.state, view.error) == ("stopped", None)
@@ -504,3 +530,250 @@ def test_a_token_handed_to_a_job_reaches_the_hub_and_no_file(
     files = [path for path in run.rglob("*") if path.is_file()]
     assert run / "jobs" / "export.log" in files and run / "jobs" / "export.launch.json" in files
     assert not [path for path in files if TOKEN.encode() in path.read_bytes()]
+
+
+PLANTED_IDENTITIES = {
+    # what versions before this one recorded, or a folder from elsewhere: a pid alone
+    "a pid without host or start time": lambda pid: {"pid": pid},
+    # the right pid, host and start time of a process that is not `python -m core train RUN`
+    "a process without the marker": lambda pid: {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "pid_start": process_start(pid),
+    },
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED_IDENTITIES)
+def test_looking_at_stopping_or_deleting_a_planted_run_never_signals_its_process(runs_root, planted):
+    """A run folder says its training runs as a process of ours (a `sleep` started here) and has a
+    stop request an hour old: listing runs once SIGKILLed that process's group."""
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    identity = PLANTED_IDENTITIES[planted](sleeper.pid)
+    old_request = {
+        "pid": sleeper.pid,
+        "pid_start": identity.get("pid_start"),
+        "requested_s": time.time() - 3600,
+        "killed_at": None,
+    }
+
+    def plant(name: str) -> Path:
+        run = queued_run(runs_root, name)
+        write_json_atomic(
+            run / "status.json", {**read_json_object(run / "status.json"), "state": "running", **identity}
+        )
+        (run / "jobs").mkdir()
+        write_json_atomic(run / "jobs" / "train.launch.json", {**identity, "stop": old_request})
+        return run
+
+    try:
+        plant("listed")
+        listing = core_command(runs_root, "runs", "list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        assert [(row["name"], row["state"]) for row in json.loads(listing.stdout)] == [("listed", "failed")]
+
+        view = jobs.job_view(plant("viewed"), "train")
+        assert (view.state, view.alive, view.active) == ("failed", False, False)
+        assert view.error.startswith("process died") and not view.stop_requested
+        plant("live")
+        assert [run.state for run in jobs.with_live_states([load_run(runs_root, "live")])] == ["failed"]
+        for act in (jobs.request_stop, jobs.kill_job):
+            with pytest.raises(jobs.JobError, match="has no train job running"):
+                act(plant(f"by-{act.__name__}"), "train")
+        for extra in ([], ["--kill"]):
+            plant(f"cli{len(extra)}")
+            done = core_command(runs_root, "stop", f"cli{len(extra)}", *extra)
+            assert done.returncode == 1 and "has no train job running" in done.stderr, done.stderr
+        deleted = plant("deleted")
+        jobs.delete_run(deleted)
+        assert not deleted.exists()
+
+        assert sleeper.poll() is None and pid_alive(sleeper.pid)  # never signalled
+        for run in runs_root.iterdir():
+            assert read_json_object(run / "status.json")["state"] == "failed", run.name  # recorded dead
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+class SilentHub:
+    """A local stand-in for the Hub that takes requests for a repo and never answers them: the
+    network hangs (other requests get a 404). The real Hub cannot be reached from tests."""
+
+    def __init__(self, repo: str):
+        self.repo = repo
+
+    def __enter__(self) -> "SilentHub":
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests: list[str] = []
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            request = connection.recv(65536).decode("latin-1")
+            if self.repo in request.partition("\r\n")[0]:
+                self.requests.append(request)
+                self.connections.append(connection)
+            else:
+                connection.sendall(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                connection.close()
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_job_that_ignores_its_stop_request_is_killed_after_the_grace_period_without_anyone_looking(
+    runs_root, tiny_model, monkeypatch
+):
+    """A real training job pulls its dataset from a Hub that never answers: stuck in a read, it
+    cannot act on its stop request. Its group watch (PEFT_STOP_GRACE_S=2, in the job's
+    environment as in this process's) kills it; nothing reads the run meanwhile."""
+    token = "hf_pull_token"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("PEFT_STOP_GRACE_S", "2")
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable)
+    for variable in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        monkeypatch.setenv(variable, "120")  # the read hangs longer than the grace period
+    run = queued_run(runs_root, "hanging", dataset="tester/hanging-data")
+    with SilentHub("tester/hanging-data") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        pid = jobs.start_training(run)
+        wait_until(lambda: hub.requests, timeout=120)
+        assert f"authorization: bearer {token}" in hub.requests[0].lower()  # a pulling job gets the token
+        assert environment_of(pid)["HF_TOKEN"] == token
+        assert jobs.request_stop(run, "train").stop_requested
+        asked = time.monotonic()
+        wait_until(lambda: not pid_alive(pid), timeout=30)  # /proc only: the run is not looked at
+        took = time.monotonic() - asked
+    assert 2 <= took < 6, took
+    assert not group_members(pid)
+    assert read_json_object(run / "status.json")["state"] == "running"  # nobody recorded anything yet
+    view = jobs.job_view(run, "train")
+    assert (view.state, view.error) == ("stopped", "killed: it did not stop within 2 s of the stop request")
+
+
+def test_kill_ends_a_job_at_once_and_its_children_with_it(runs_root, tiny_model):
+    run = queued_run(runs_root, "killme", max_steps=400, save_steps=1000)
+    pid = jobs.start_training(run)
+    wait_until(lambda: working(run, "train"))
+    done = core_command(runs_root, "stop", "killme", "--kill")
+    assert done.returncode == 0, done.stderr
+    assert f"killed the train job of killme (pid {pid}): stopped" in done.stderr
+    view = jobs.job_view(run, "train")
+    assert (view.state, view.alive, view.error) == (
+        "stopped",
+        False,
+        "killed on request before it had stopped",
+    )
+    wait_until(lambda: not group_members(pid), timeout=10)
+    assert latest_checkpoint(run) is None  # killed, not stopped: no checkpoint saved
+    with pytest.raises(jobs.JobError, match="has no train job running"):
+        jobs.kill_job(run, "train")
+
+
+def test_a_stop_is_overdue_once_the_grace_period_is_over(tmp_path, monkeypatch):
+    """When the Run page offers Kill. A JobView is plain data: built here for an active job."""
+    monkeypatch.setenv("PEFT_STOP_GRACE_S", "30")
+    process = {"pid": 4242, "host": socket.gethostname(), "pid_start": 7}
+
+    def view(requested_s: float) -> jobs.JobView:
+        launch = {**process, "stop": {"pid": 4242, "pid_start": 7, "requested_s": requested_s}}
+        return jobs.JobView("train", "running", True, 4242, {"state": "running", **process}, launch, tmp_path)
+
+    assert view(time.time() - 5).stop_requested and not view(time.time() - 5).stop_overdue
+    assert view(time.time() - 31).stop_overdue
+
+
+def test_only_a_job_that_pushes_or_pulls_reaches_the_hub(tmp_path, tiny_model):
+    local = create_run(tmp_path, "local", smoke_config())  # the tiny model, the bundled sample
+    folder = create_run(tmp_path, "folder", smoke_config(base_model=str(tiny_model)))  # a model folder here
+    hub_model = create_run(tmp_path, "hubmodel", smoke_config(base_model="unsloth/Llama-3.2-1B-Instruct"))
+    hub_data = create_run(tmp_path, "hubdata", smoke_config(dataset="mlabonne/FineTome-100k"))
+    for run in (local, folder):
+        assert not jobs.job_reaches_hub(run, "train", [])
+        assert not jobs.job_reaches_hub(run, "eval", ["--variant", "adapter"])
+        assert not jobs.job_reaches_hub(run, "export", ["--quant", "f16"])
+    assert jobs.job_reaches_hub(local, "export", ["--quant", "f16", "--push", "me/model"])
+    assert jobs.job_reaches_hub(hub_data, "train", []) and not jobs.job_reaches_hub(hub_data, "eval", [])
+    for kind, arguments in (("train", []), ("eval", ["--variant", "base"]), ("export", ["--quant", "f16"])):
+        assert jobs.job_reaches_hub(hub_model, kind, arguments), kind
+    assert not jobs.job_reaches_hub(hub_model, "eval", ["--variant", "gguf:model.gguf"])
+
+
+def test_planted_links_for_a_jobs_log_or_lock_are_not_followed(runs_root, tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("precious\n")
+    run = queued_run(runs_root, "linked")
+    (run / "train.log").symlink_to(target)
+    message = "cannot open linked/train.log: it or its folder is a symbolic link, which is not followed"
+    with pytest.raises(jobs.JobError, match=f"could not start the training of run linked: {message}"):
+        jobs.start_training(run)
+    view = jobs.job_view(run, "train")
+    assert (view.state, view.error) == ("failed", f"the job could not be started: {message}")
+
+    other = tmp_path / "other"
+    (other / "jobs").mkdir(parents=True)
+    (other / "jobs" / "eval.log").symlink_to(target)  # the job's own log, as a job run by hand writes it
+    linked = "cannot open jobs/eval.log: it or its folder is a symbolic link"
+    with pytest.raises(jobs.JobError, match=linked), jobs.run_job(other, "eval"):
+        pytest.fail("the job ran")
+    (other / "jobs" / ".export.lock").symlink_to(target)
+    linked = "cannot open jobs/.export.lock: it or its folder is a symbolic link"
+    with pytest.raises(jobs.JobError, match=linked), jobs.run_job(other, "export"):
+        pytest.fail("the job ran")
+    assert target.read_text() == "precious\n"
+    assert not jobs.state_path(other, "eval").exists() and not jobs.state_path(other, "export").exists()
+
+
+def test_delete_waits_for_a_launch_in_progress_and_nothing_is_launched_into_a_deleted_run(runs_root):
+    run = queued_run(runs_root, "doomed")
+    (run / "jobs").mkdir()
+    with open(
+        run / "jobs" / ".eval.control", "a"
+    ) as launching:  # held as start_job holds it while it launches
+        fcntl.flock(launching, fcntl.LOCK_EX)
+        deleter = threading.Thread(target=jobs.delete_run, args=(run,))
+        deleter.start()
+        time.sleep(0.5)
+        assert run.exists() and deleter.is_alive()
+    deleter.join(timeout=10)
+    assert not deleter.is_alive() and not run.exists()
+    with pytest.raises(jobs.JobError, match="no run folder"):
+        jobs.start_job(run, "eval", [])
+    assert not run.exists()
+
+
+def test_a_job_removes_what_killed_writers_left_once_it_holds_the_slot(tmp_path):
+    run = tmp_path / "r"
+    (run / "gguf").mkdir(parents=True)
+    staging = run / ".adapter.0123abcd.partial"
+    staging.mkdir()
+    (staging / "adapter_model.safetensors").write_text("half")
+    partial_file = run / "gguf" / ".r-f16.gguf.89abcdef.partial"
+    partial_file.write_text("half")
+    temporary = run / ".status.json.01234567.tmp"
+    temporary.write_text("{")
+    in_use = run / ".merged.fedcba98.partial"  # a writer still at work holds its staging folder
+    in_use.mkdir()
+    held = os.open(in_use, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with jobs.run_job(run, "eval"):
+            assert not staging.exists() and not partial_file.exists() and not temporary.exists()
+            assert in_use.exists()
+    finally:
+        os.close(held)
+    log = (run / "jobs" / "eval.log").read_text()
+    assert "removed what interrupted writers left:" in log and "gguf/.r-f16.gguf.89abcdef.partial" in log

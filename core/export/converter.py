@@ -1,7 +1,8 @@
 """Where llama.cpp's HF-to-GGUF converter comes from.
 
 Either a llama.cpp checkout named by `$LLAMA_CPP_DIR`, or the sdist of the installed
-llama-cpp-python version (it vendors llama.cpp), fetched with pip into the cache.
+llama-cpp-python version (it vendors llama.cpp), fetched with pip into the cache. pip runs with
+a minimal environment (pip_environment): what it needs, never a Hub token or another secret.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jobs.processes import NETWORK_VARIABLES, chosen_environment
 from core.machine.installed import package_version
 from core.store.files import replace_dir, staging_dir
 from core.store.paths import cache_dir
@@ -23,6 +25,13 @@ CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
 # What the converter needs from the sdist's vendor/llama.cpp/ (the rest is C++ sources: ~170 MB).
 CONVERTER_PARTS = (CONVERTER_SCRIPT, "conversion/", "gguf-py/", "models/templates/", "LICENSE")
 FETCH_TIMEOUT_S = 900
+# What pip may see of the environment: paths, locale, its cache and config folders, its own
+# settings (PIP_INDEX_URL, PIP_CERT, ...), proxies and certificates.
+PIP_VARIABLES = NETWORK_VARIABLES | {
+    *("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VIRTUAL_ENV"),
+    "PIP_KEYRING_PROVIDER",
+}
+PIP_VARIABLE_PREFIXES = ("LC_", "PIP_")
 
 
 class ConverterError(ValueError):
@@ -80,6 +89,12 @@ def _extract_converter(archive: Path, target: Path) -> None:
         tar.extractall(target, members=members, filter="data")
 
 
+def pip_environment() -> dict[str, str]:
+    """The whole environment of the pip that fetches the sdist: PIP_VARIABLES and
+    PIP_VARIABLE_PREFIXES of this process's (core.jobs.processes.chosen_environment)."""
+    return chosen_environment(PIP_VARIABLES, PIP_VARIABLE_PREFIXES)
+
+
 def fetch_converter(say: Callable[[str], None]) -> ConverterLocation:
     """The converter, fetching the installed llama-cpp-python's source with pip when it is not cached.
 
@@ -117,6 +132,7 @@ def fetch_converter(say: Callable[[str], None]) -> ConverterLocation:
                 capture_output=True,
                 text=True,
                 timeout=FETCH_TIMEOUT_S,
+                env=pip_environment(),
             )
             archives = sorted((staging / "download").glob("*.tar.gz"))
             if done.returncode != 0 or not archives:

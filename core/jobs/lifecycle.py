@@ -5,21 +5,34 @@ in the run folder, so it outlives a page reload and a restart of the dashboard; 
 re-attach by reading the run folder. Nothing here touches Streamlit. Two sides, one module:
 
 - inside the job process, `run_job(run_path, kind)` runs the job's work: it takes the run's
-  lock for this kind, waits for the machine's job slot (core.jobs.slot) in state `queued`,
-  records `running`, and ends `completed`, `stopped` (after a SIGTERM/SIGINT) or `failed`
-  (with the error and the log's last lines). It hands the work a JobControl
-  (core.jobs.protocol), the only thing job code knows of all this;
-- in the dashboard and the command line, `start_job` launches a job, `job_view` reads its
-  state checked against its process (recording a death it finds), `request_stop` stops it
-  and enforces the stop after a grace period, and `delete_run` deletes a run without jobs.
+  lock for this kind, starts the group watch (core.jobs.processes.watch_job_group) that ends a
+  job ignoring its stop request, waits for the machine's job slot (core.jobs.slot) in state
+  `queued`, sweeps what killed writers left in the run folder, records `running`, and ends
+  `completed`, `stopped` (after a SIGTERM/SIGINT) or `failed` (with the error and the log's last
+  lines). It hands the work a JobControl (core.jobs.protocol), the only thing job code knows
+  of all this;
+- in the dashboard and the command line, `start_job` launches a job with a minimal environment
+  (`job_environment`: a Hub token only for a job that pushes or pulls), `job_view` reads its
+  state checked against its process (recording a death it finds), `request_stop` asks it to
+  stop, `kill_job` kills it at once, and `delete_run` deletes a run without jobs.
 
-Files a job leaves in its run folder:
+A process is the job only when pid, start time, host and its command line all match (see
+core.jobs.processes); anything less is a dead job, recorded as such and never signalled.
+Reading and listing (job_view, with_live_states) never send a signal: only a person's stop or
+kill does, and only to a verified job. The grace period of a stop is enforced by the job's own
+group watch, which SIGKILLs the job's process group STOP_GRACE_S (30 s; $PEFT_STOP_GRACE_S)
+after the stop request; `kill_job` is there for a job that outlives even that.
+
+Files a job leaves in its run folder (opened without following a symbolic link: a planted link
+makes the launch or the job fail with a message saying which file, and is never followed):
 - its state: `jobs/<kind>.json`, except training's, which is the run's `status.json`
   (training also writes its progress there: step, max_steps, training_s, resumes);
 - its output: `jobs/<kind>.log`, except training's, which is `train.log`;
-- `jobs/<kind>.launch.json`: written only by whoever launched or stopped the job (pid, host,
-  process start time, command, stop request), so a job that dies before it writes anything
-  is still found dead.
+- `jobs/<kind>.launch.json`: written only by whoever launched, stopped or killed the job (pid,
+  host, process start time, command, stop request), so a job that dies before it writes
+  anything is still found dead;
+- the lock files `.<kind>.lock` (held by the job) and `jobs/.<kind>.control` (held by those who
+  launch, stop, kill, record a death or delete the run).
 
 One job at a time per machine: a job started while another holds the slot is not refused:
 it waits in state `queued`, naming the job it waits for, and starts by itself when the slot
@@ -28,6 +41,7 @@ frees. Queue the lab's experiments one after another and leave them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -37,18 +51,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import describe
-from core.jobs.processes import job_alive, job_identity, process_start
+from core.jobs.processes import (
+    JOB_VARIABLE_PREFIXES,
+    JOB_VARIABLES,
+    NETWORK_VARIABLES,
+    chosen_environment,
+    job_alive,
+    job_identity,
+    process_start,
+    runs_job,
+    same_process,
+    start_group_watch,
+)
 from core.jobs.protocol import JobControl, JobStopped
 from core.jobs.slot import job_slot
-from core.store.files import read_json_or_empty, tail_lines, write_json_atomic
+from core.store.files import (
+    delete_dir,
+    finite_number,
+    open_regular,
+    read_json_or_empty,
+    sweep_debris,
+    tail_lines,
+    write_json_atomic,
+)
 from core.store.paths import PROJECT_DIR
 from core.store.runs import (
+    CONFIG_FILE,
+    GGUF_DIR,
     STATUS_FILE,
     TRAIN_LOG,
     Run,
@@ -74,14 +109,26 @@ KINDS = {
 JOB_KINDS = tuple(KINDS)  # the one list of job kinds: python -m core <kind> RUN ...
 JOBS_DIR = "jobs"
 ACTIVE_STATES = ("queued", "running")
+STOP_GRACE_ENV = "PEFT_STOP_GRACE_S"
 STOP_GRACE_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXEC_WAIT_S = 5.0  # for a launched job's command line to show in /proc
 JOB_LOG = logging.getLogger("core")  # a job's stage lines come from core.jobs.protocol, core.train.*, ...
 log = logging.getLogger(__name__)
 
 
 class JobError(RuntimeError):
     """A job cannot be started or stopped now; the message says why."""
+
+
+def stop_grace_s() -> float:
+    """How long a job may take to stop before its group watch kills it: $PEFT_STOP_GRACE_S
+    seconds (saving a big model's checkpoint to a slow disk may need more), else STOP_GRACE_S."""
+    try:
+        chosen = finite_number(float(os.environ.get(STOP_GRACE_ENV) or STOP_GRACE_S))
+    except ValueError:
+        chosen = None
+    return chosen if chosen is not None and chosen > 0 else STOP_GRACE_S
 
 
 def _check_kind(kind: str) -> str:
@@ -111,9 +158,30 @@ def lock_path(run_path: Path, kind: str) -> Path:
 
 
 def _merge(path: Path, **changes: Any) -> dict[str, Any]:
-    """Merge `changes` into the JSON object at `path` (stamping updated_at) and return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Merge `changes` into the JSON object at `path` (stamping updated_at) and return it. A
+    missing jobs/ folder is made, never a missing run folder: a run deleted meanwhile stays deleted."""
+    if path.name != STATUS_FILE:  # status.json lies in the run folder itself, the others in jobs/
+        path.parent.mkdir(exist_ok=True)
     return merge_document(path, {}, **changes)
+
+
+def _open_run_file(path: Path, flags: int) -> int:
+    """Open (creating it when missing) one of the lifecycle's own files in a run folder, a log or
+    a lock, through open_regular; JobError saying which file when it is a symbolic link (or its
+    folder is) or not a regular file: nothing planted there is followed."""
+    try:
+        return open_regular(path, flags | os.O_CREAT)
+    except OSError as exc:
+        where = f"{path.parent.name}/{path.name}"
+        if exc.errno == errno.ELOOP:
+            reason = "it or its folder is a symbolic link, which is not followed"
+        elif exc.errno == errno.ENOTDIR:
+            reason = "its folder is not a folder"
+        elif exc.errno == errno.EINVAL:
+            reason = "it is not a regular file"
+        else:
+            reason = exc.strerror or str(exc)
+        raise JobError(f"cannot open {where}: {reason}") from None
 
 
 def _reset(path: Path, **changes: Any) -> dict[str, Any]:
@@ -138,13 +206,19 @@ def _reset(path: Path, **changes: Any) -> dict[str, Any]:
 
 @contextmanager
 def _control(run_path: Path, kind: str) -> Iterator[None]:
-    """Serialize those who launch, stop or record the end of a run's job of this kind (not the
-    job itself): a launch's reset-start-record and a dead job's recording never interleave."""
-    path = run_path / JOBS_DIR / f".{kind}.control"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Serialize those who launch, stop, kill or record the end of a run's job of this kind, and
+    who delete the run (not the job itself): a launch's reset-start-record, a dead job's
+    recording and a deletion never interleave."""
+    try:
+        (run_path / JOBS_DIR).mkdir(exist_ok=True)
+    except FileNotFoundError:  # deleted meanwhile
+        raise JobError(f"no run folder at {run_path}") from None
+    descriptor = _open_run_file(run_path / JOBS_DIR / f".{kind}.control", os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)
 
 
 def failure_text(kind: str, exc: BaseException) -> str:
@@ -162,19 +236,23 @@ def failure_text(kind: str, exc: BaseException) -> str:
 def _own_lock(run_path: Path, kind: str) -> Iterator[None]:
     """One job of a kind per run at a time."""
     path = lock_path(run_path, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    path.parent.mkdir(exist_ok=True)
+    descriptor = _open_run_file(path, os.O_RDWR)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             job = f"the {KINDS[kind].title} of run {run_path.name}"
             raise JobError(f"{job} is already running in another process") from None
         yield
+    finally:
+        os.close(descriptor)
 
 
 def _same_file(stream: Any, path: Path) -> bool:
+    """Whether `stream` writes to the file at `path` (a link there is another file)."""
     try:
-        mine, theirs = os.fstat(stream.fileno()), os.stat(path)
+        mine, theirs = os.fstat(stream.fileno()), os.lstat(path)
     except (OSError, ValueError, AttributeError):
         return False
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
@@ -188,26 +266,29 @@ def _job_logging(path: Path) -> Iterator[logging.Handler]:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    console: logging.Handler = logging.StreamHandler(sys.stderr)
-    handlers = [console]
-    to_file = console
-    if not _same_file(sys.stderr, path):
-        to_file = logging.FileHandler(path, encoding="utf-8")
-        handlers.append(to_file)
-    before = JOB_LOG.level, JOB_LOG.propagate
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        JOB_LOG.addHandler(handler)
-    JOB_LOG.setLevel(logging.INFO)
-    JOB_LOG.propagate = False
-    try:
-        yield to_file
-    finally:
+    with ExitStack() as stack:
+        console: logging.Handler = logging.StreamHandler(sys.stderr)
+        handlers = [console]
+        to_file = console
+        if not _same_file(sys.stderr, path):
+            log_file = os.fdopen(_open_run_file(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
+            stack.enter_context(log_file)
+            to_file = logging.StreamHandler(log_file)
+            handlers.append(to_file)
+        before = JOB_LOG.level, JOB_LOG.propagate
         for handler in handlers:
-            JOB_LOG.removeHandler(handler)
-            handler.close()
-        JOB_LOG.setLevel(before[0])
-        JOB_LOG.propagate = before[1]
+            handler.setFormatter(formatter)
+            JOB_LOG.addHandler(handler)
+        JOB_LOG.setLevel(logging.INFO)
+        JOB_LOG.propagate = False
+        try:
+            yield to_file
+        finally:
+            for handler in handlers:
+                JOB_LOG.removeHandler(handler)
+                handler.close()
+            JOB_LOG.setLevel(before[0])
+            JOB_LOG.propagate = before[1]
 
 
 @contextmanager
@@ -215,8 +296,8 @@ def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterato
     """Turn the first SIGTERM/SIGINT into the control's stop request, raising JobStopped at once
     when `raise_now()` says so. After it, a second SIGINT (Ctrl-C twice in a terminal) acts as it
     did before the job (KeyboardInterrupt in the command line), while a further SIGTERM is
-    ignored: the stop is under way (training is saving its checkpoint), and only the grace
-    period's SIGKILL (see request_stop) ends a job that does not finish it."""
+    ignored: the stop is under way (training is saving its checkpoint), and only the group
+    watch's SIGKILL after the grace period (or kill_job) ends a job that does not finish it."""
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     stopping = [False]
 
@@ -245,6 +326,27 @@ def _stop_signals(control: JobControl, raise_now: Callable[[], bool]) -> Iterato
 
 
 @contextmanager
+def _group_watch() -> Iterator[None]:
+    """The job's group watch (core.jobs.processes.watch_job_group) for the block: a stop request
+    left unanswered for stop_grace_s() ends the job and its children without anyone looking."""
+    watch = start_group_watch(stop_grace_s())
+    try:
+        yield
+    finally:
+        if watch is not None:
+            watch.kill()
+            watch.wait()
+
+
+def _sweep_debris(run_path: Path) -> None:
+    """Delete what killed writers left in the run folder and its gguf/ folder (sweep_debris leaves
+    a live writer's files alone; no other job runs on this machine while the slot is held)."""
+    swept = sweep_debris(run_path) + [f"{GGUF_DIR}/{name}" for name in sweep_debris(run_path / GGUF_DIR)]
+    if swept:
+        log.info("removed what interrupted writers left: %s", ", ".join(swept))
+
+
+@contextmanager
 def run_job(
     run_path: Path, kind: str, *, interrupt: bool = False, admit: Callable[[], object] | None = None
 ) -> Iterator[JobControl]:
@@ -252,10 +354,11 @@ def run_job(
 
     Takes the run's lock for this kind (JobError when another process holds it), calls
     `admit()` (which raises to refuse the job; nothing is written then), logs the `core`
-    loggers to the job's log, then waits for the machine's job slot in state `queued`
-    (naming the job it waits for), and runs the block in state `running` with the job's
-    pid identity and start time. The block gets a JobControl to report stages and learn of
-    a stop. The job ends:
+    loggers to the job's log, starts its group watch (a launched job only: see
+    core.jobs.processes.watch_job_group), then waits for the machine's job slot in state
+    `queued` (naming the job it waits for), sweeps what killed writers left in the run folder
+    (_sweep_debris), and runs the block in state `running` with the job's pid identity and start
+    time. The block gets a JobControl to report stages and learn of a stop. The job ends:
 
     - `completed` when the block returns;
     - `stopped` when JobStopped (or a KeyboardInterrupt) escapes. The first SIGTERM/SIGINT
@@ -279,11 +382,12 @@ def run_job(
             _merge(path, waiting_for=holder)
             log.info("waiting for %s to finish (one job at a time per machine)", holder)
 
-        with _job_logging(output) as log_file, _stop_signals(control, lambda: raising[0]):
+        with _job_logging(output) as log_file, _group_watch(), _stop_signals(control, lambda: raising[0]):
             try:
                 _reset(path, state="queued", **job_identity(), stage="waiting for the job slot")
                 with job_slot(f"{title} of {run_path.name}", waiting):
                     control.check_stop()
+                    _sweep_debris(run_path)
                     _merge(path, state="running", started_at=now_iso(), waiting_for=None, stage="starting")
                     raising[0] = interrupt
                     yield control
@@ -313,18 +417,84 @@ def run_job(
             _merge(path, state="completed", ended_at=now_iso(), stage="done", fraction=1.0)
 
 
-# --- launching, watching and stopping ----------------------------------------------------
+# --- launching, watching, stopping and killing -------------------------------------------
 
 
-def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, str] | None = None) -> int:
-    """Start `python -m core --runs-dir ROOT <arguments>` as its own session; return its pid.
+def _dashboard_token() -> str | None:
+    """The dashboard's own Hub token: $HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN (Streamlit copies
+    root-level secrets into the environment); None when there is none."""
+    from core.export.gguf_files import HUB_TOKEN_VARIABLES
 
-    `secrets` (a Hub token, say) reach the job through its environment only: they are in no
-    file, no command line and no log.
-    """
-    command = [sys.executable, "-m", "core", "--runs-dir", str(run_path.parent), *arguments]
+    return next((value for name in HUB_TOKEN_VARIABLES if (value := os.environ.get(name, "").strip())), None)
+
+
+def _option(arguments: list[str], name: str, default: str) -> str:
+    """The value of `--name VALUE` (or `--name=VALUE`) in a job's arguments, else `default`."""
+    for index, argument in enumerate(arguments):
+        if argument == name and index + 1 < len(arguments):
+            return arguments[index + 1]
+        if argument.startswith(f"{name}="):
+            return argument.partition("=")[2]
+    return default
+
+
+def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
+    """Whether the job pushes to or pulls from the Hugging Face Hub: an export with --push, or a
+    job that loads the run's base model from the Hub (a Hub id, not a local folder or the tiny
+    model), as training, the merge of an export, and an evaluation of the adapter or the base
+    model do; training also pulls a dataset that is not a local file. An evaluation of a GGUF
+    file reads the file only."""
+    from core.train.config import is_local_model, resolve_local_file
+    from core.train.tiny import TINY_MODEL_ID
+
+    def from_hub(spec: object) -> bool:
+        if not isinstance(spec, str) or spec == TINY_MODEL_ID:
+            return False
+        return not is_local_model(str(PROJECT_DIR / Path(spec).expanduser()))  # as jobs run, from PROJECT_DIR
+
+    if kind == "export" and _option(arguments, "--push", ""):
+        return True
+    if kind == "eval" and _option(arguments, "--variant", "adapter").startswith("gguf"):
+        return False
+    config = read_json_or_empty(run_path / CONFIG_FILE)
+    dataset = config.get("dataset")
+    pulls_data = kind == "train" and isinstance(dataset, str) and resolve_local_file(dataset) is None
+    return pulls_data or from_hub(config.get("base_model"))
+
+
+def job_environment(hub: bool) -> dict[str, str]:
+    """The whole environment a job starts with, built from this process's: the variables jobs need
+    (core.jobs.processes.JOB_VARIABLES and JOB_VARIABLE_PREFIXES: paths, locale, caches, offline
+    switches, threads, devices, this project's settings) and unbuffered output; for a job that
+    pushes or pulls (`hub`, see job_reaches_hub) also the proxy and certificate settings and the
+    dashboard's Hub token as HF_TOKEN. Nothing else of the dashboard's reaches a job: no other
+    token, key or password, whatever its name."""
+    names = JOB_VARIABLES | NETWORK_VARIABLES if hub else JOB_VARIABLES
+    environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
+    token = _dashboard_token() if hub else None
+    if token:
+        environment["HF_TOKEN"] = token
+    return environment
+
+
+def _wait_for_exec(process: subprocess.Popen[bytes], run_path: Path, kind: str) -> None:
+    """Wait (up to EXEC_WAIT_S) until the launched job's command line shows in /proc: Popen returns
+    once the child has exec'd, a few ms before that. Recorded sooner, the job would be taken for
+    a process that is not the job, and recorded dead, by the next look."""
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while (
+        not runs_job(process.pid, run_path, kind) and process.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.001)
+
+
+def _launch(run_path: Path, kind: str, arguments: list[str], environment: dict[str, str]) -> int:
+    """Start `python -m core --runs-dir ROOT <arguments>` as its own session with `environment`
+    (its whole environment: secrets in it are in no file, no command line and no log); return
+    its pid."""
+    command = [sys.executable, "-m", "core", "--runs-dir", str(run_path.parent.resolve()), *arguments]
     (run_path / JOBS_DIR).mkdir(exist_ok=True)
-    with log_path(run_path, kind).open("ab") as output:
+    with os.fdopen(_open_run_file(log_path(run_path, kind), os.O_WRONLY | os.O_APPEND), "ab") as output:
         output.write(f"\n=== {now_iso()} {shlex.join(['python', *command[1:]])}\n".encode())
         output.flush()
         process = subprocess.Popen(
@@ -334,8 +504,9 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(secrets or {}), "PYTHONUNBUFFERED": "1"},
+            env=environment,
         )
+    _wait_for_exec(process, run_path, kind)
     try:
         write_json_atomic(
             launch_path(run_path, kind),
@@ -347,8 +518,8 @@ def _launch(run_path: Path, kind: str, arguments: list[str], secrets: dict[str, 
                 "launched_at": now_iso(),
             },
         )
-    except BaseException:  # a job nobody could find or stop: end it (its session, any child with it)
-        _signal_job({"pid": process.pid}, signal.SIGKILL)
+    except BaseException:  # a job nobody could find or stop: end it, the child just started (its session)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
     return process.pid
@@ -362,8 +533,9 @@ def start_job(
     *,
     admit: Callable[[], object] | None = None,
 ) -> int:
-    """Start the run's job of this kind, `python -m core <kind> RUN <arguments>` (with `secrets`
-    in its environment), in state `queued`; return its pid.
+    """Start the run's job of this kind, `python -m core <kind> RUN <arguments>`, in state
+    `queued`, with job_environment (the dashboard's Hub token only when job_reaches_hub) and
+    `secrets` (variables for this job alone, e.g. a page's Hub token for a push); return its pid.
 
     Raises JobError when a job of this kind of the run is queued or running, or when
     `admit()`, called under the run's control lock before anything is written, raises it,
@@ -381,12 +553,13 @@ def start_job(
             admit()
         path = state_path(run_path, kind)
         _reset(path, state="queued", stage="starting")
+        environment = {**job_environment(job_reaches_hub(run_path, kind, arguments)), **(secrets or {})}
         try:
-            return _launch(run_path, kind, [kind, run_path.name, *arguments], secrets)
+            return _launch(run_path, kind, [kind, run_path.name, *arguments], environment)
         except Exception as exc:
             # Recorded here, under the lock: left `queued`, the next look would take the earlier
             # job's process (still in launch.json) for this one and record its death.
-            reason = describe(exc)[:500]
+            reason = str(exc) if isinstance(exc, JobError) else describe(exc)[:500]
             _merge(path, state="failed", ended_at=now_iso(), error=f"the job could not be started: {reason}")
             raise JobError(
                 f"could not start the {KINDS[kind].title} of run {run_path.name}: {reason}"
@@ -415,7 +588,7 @@ class JobView:
 
     kind: str
     state: str | None  # None: never started
-    alive: bool
+    alive: bool  # its process is verified to be the job (core.jobs.processes.job_alive)
     pid: int | None
     status: dict[str, Any]
     launch: dict[str, Any]
@@ -434,7 +607,20 @@ class JobView:
     @property
     def stop_requested(self) -> bool:
         """Whether a stop was asked for and the job has not ended yet."""
-        return self.active and _stop_request(self.launch, _process_of(self.status, self.launch)) is not None
+        return self.active and self._request is not None
+
+    @property
+    def stop_overdue(self) -> bool:
+        """Whether the job still runs stop_grace_s() after its stop request, which its group
+        watch would have ended (an older job without one, or one not launched by the
+        dashboard): the moment for kill_job (the Run page's Kill button)."""
+        request = self._request if self.active else None
+        requested = finite_number(request.get("requested_s")) if request else None
+        return requested is not None and time.time() - requested >= stop_grace_s()
+
+    @property
+    def _request(self) -> dict[str, Any] | None:
+        return _stop_request(self.launch, _process_of(self.status, self.launch))
 
     @property
     def error(self) -> str | None:
@@ -453,24 +639,40 @@ def _process_of(status: dict[str, Any], launch: dict[str, Any]) -> dict[str, Any
 
 def _stop_request(launch: dict[str, Any], process: dict[str, Any]) -> dict[str, Any] | None:
     """The stop request recorded for this process (pid and start time), if there is one; older
-    requests were for earlier jobs of the run."""
+    requests were for earlier jobs of the run, and a record without a start time names no
+    process that could have been asked."""
     request = launch.get("stop")
-    if not isinstance(request, dict) or process.get("pid") is None:
+    if not isinstance(request, dict) or process.get("pid") is None or process.get("pid_start") is None:
         return None
     same = request.get("pid") == process.get("pid") and request.get("pid_start") == process.get("pid_start")
     return request if same else None
 
 
+def _kill_reason(request: dict[str, Any]) -> str | None:
+    """Why a job that was asked to stop ended without recording its end: killed on request
+    (kill_job), or by its group watch once the grace period was over; None when it died sooner
+    by itself."""
+    grace = stop_grace_s()
+    requested = finite_number(request.get("requested_s")) or 0.0
+    killed = finite_number(request.get("killed_s"))
+    if killed is not None and killed - requested < grace:
+        return "killed on request before it had stopped"
+    if killed is not None or time.time() - requested >= grace:
+        return f"killed: it did not stop within {grace:.0f} s of the stop request"
+    return None
+
+
 def _ended_by_death(
     run_path: Path, kind: str, launch: dict[str, Any], status: dict[str, Any]
 ) -> dict[str, Any]:
-    """Record a job whose process is gone while its state says queued or running."""
+    """Record a job whose process is gone (or is not the job) while its state says queued or
+    running."""
     changes: dict[str, Any] = {"ended_at": now_iso()}
-    request = _stop_request(launch, _process_of(status, launch))
+    process = _process_of(status, launch)
+    # A process still there that is not the job was never asked, nor killed, by us.
+    request = None if same_process(process) else _stop_request(launch, process)
     if request:
-        changes["state"] = "stopped"
-        if request.get("killed_at"):
-            changes["error"] = f"killed: it did not stop within {STOP_GRACE_S:.0f} s of the stop request"
+        changes |= {"state": "stopped", "error": _kill_reason(request)}
     else:
         tail = tail_lines(log_path(run_path, kind))
         last = next((line for line in reversed(tail) if line.strip() and not line.startswith("===")), None)
@@ -485,37 +687,43 @@ def _ended_by_death(
 
 
 def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
-    """The job's state and launch records, its process identity, and whether that process lives."""
+    """The job's state and launch records, its process identity, and whether that process is the
+    job and alive (core.jobs.processes.job_alive)."""
     status, launch = (
         read_json_or_empty(state_path(run_path, kind)),
         read_json_or_empty(launch_path(run_path, kind)),
     )
     process = _process_of(status, launch)
-    return status, launch, process, job_alive(process) if process.get("pid") else False
+    return status, launch, process, job_alive(process, run_path, kind) if process.get("pid") else False
+
+
+def _dead_here(status: dict[str, Any], process: dict[str, Any], alive: bool) -> bool:
+    """Whether a job is queued or running by its files while the process it names, recorded on
+    this host (or on none, as older versions did), is not the job."""
+    recorded_here = process.get("host") in (None, job_identity()["host"])
+    return status.get("state") in ACTIVE_STATES and bool(process.get("pid")) and not alive and recorded_here
 
 
 def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
-    """The job's state, checked against its process.
+    """The job's state, checked against its process. It reads and records; it never signals.
 
-    With `reconcile`, a job that is queued or running by its files but whose process is gone
-    on this machine is recorded as ended here, so every reader agrees: `stopped` when a stop
-    was requested, else `failed` ("process died"); and a stop request older than the grace
-    period is enforced with SIGKILL. The recording happens under the run's control lock
-    after reading the files again: a death is final, so what is read then is what the job
-    left, and a launch in progress is waited for. Jobs on another host are reported as their
-    files say.
+    With `reconcile`, a job that is queued or running by its files but whose process is gone,
+    or is not the job (see core.jobs.processes), is recorded as ended here, so every reader
+    agrees: `stopped` when a stop was requested (with the kill that ended it, if one did), else
+    `failed` ("process died"). The recording happens under the run's control lock after
+    reading the files again: a death is final, so what is read then is what the job left, and
+    a launch in progress is waited for. Jobs recorded on another host are reported as their
+    files say; a record without a host (an older version's) is not alive.
     """
     status, launch, process, alive = _look(run_path, kind)
-    if reconcile and status.get("state") in ACTIVE_STATES and process.get("pid"):
-        request = _stop_request(launch, process)
-        if alive and request and not request.get("killed_at"):
-            alive = _enforce_stop(run_path, kind, launch, process)
-        foreign = process.get("host") not in (None, job_identity()["host"])
-        if not alive and not foreign:
+    if reconcile and _dead_here(status, process, alive):
+        try:
             with _control(run_path, kind):
                 status, launch, process, alive = _look(run_path, kind)
-                if status.get("state") in ACTIVE_STATES and process.get("pid") and not alive:
+                if _dead_here(status, process, alive):
                     status = _ended_by_death(run_path, kind, launch, status)
+        except (JobError, OSError):
+            pass  # a run folder that cannot be written (planted links, read-only, deleted): reported as read
     pid = process.get("pid")
     return JobView(
         kind,
@@ -529,7 +737,8 @@ def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
 
 
 def _signal_job(process: dict[str, Any], signum: int) -> None:
-    """Send `signum` to the job's process group when it leads one, else to the process."""
+    """Send `signum` to the verified job's process group when it leads one (a launched job and
+    its group watch, its children), else to the process alone."""
     pid = process["pid"]
     try:
         if os.getpgid(pid) == pid:
@@ -540,43 +749,29 @@ def _signal_job(process: dict[str, Any], signum: int) -> None:
         pass
 
 
-def _enforce_stop(run_path: Path, kind: str, launch: dict[str, Any], process: dict[str, Any]) -> bool:
-    """SIGKILL a job that ignored its stop request for the grace period; return whether it lives."""
-    request = launch["stop"]
-    if time.time() - float(request.get("requested_s") or 0) < STOP_GRACE_S:
-        return True
-    _signal_job(process, signal.SIGKILL)
-    with _control(run_path, kind):
-        _merge(launch_path(run_path, kind), stop={**request, "killed_at": now_iso()})
-    for _ in range(50):
-        if not job_alive(process):
-            return False
-        time.sleep(0.1)
-    return job_alive(process)
-
-
 def request_stop(run_path: Path, kind: str) -> JobView:
-    """Ask a queued or running job to stop (SIGTERM to its process group).
+    """Ask a queued or running job to stop: SIGTERM to its process group, once its process is
+    verified to be the job (JobError "no job running" otherwise: nothing is signalled).
 
     The job ends `stopped` (see run_job; training saves a checkpoint at its current step
-    first); a job that has not stopped after STOP_GRACE_S is killed the next time it is
-    looked at. Asking again while a stop is under way (Stop clicked twice, `python -m core
-    stop` run twice) sends nothing and returns the job's view: the first request and its
-    grace period stand.
+    first); a job that has not stopped stop_grace_s() after the request is killed by its group
+    watch, without anyone looking. Asking again while a stop is under way (Stop clicked twice,
+    `python -m core stop` run twice) sends nothing and returns the job's view: the first
+    request and its grace period stand.
     """
     view = job_view(run_path, kind)
     if not view.active:
         raise JobError(f"run {run_path.name} has no {kind} job running")
     if view.stop_requested:
         return view
-    process = _process_of(view.status, view.launch)
     with _control(run_path, kind):  # of two requests at once (two tabs), the second finds the first's
-        if _stop_request(read_json_or_empty(launch_path(run_path, kind)), process) is None:
+        _, launch, process, alive = _look(run_path, kind)  # verified again, just before the signal
+        if alive and _stop_request(launch, process) is None:
             _merge(
                 launch_path(run_path, kind),
                 stop={
-                    "pid": view.pid,
-                    "pid_start": process.get("pid_start"),
+                    "pid": process["pid"],
+                    "pid_start": process["pid_start"],
                     "requested_at": now_iso(),
                     "requested_s": time.time(),
                     "killed_at": None,
@@ -584,6 +779,32 @@ def request_stop(run_path: Path, kind: str) -> JobView:
             )
             _signal_job(process, signal.SIGTERM)
     return job_view(run_path, kind)
+
+
+def kill_job(run_path: Path, kind: str, wait_s: float = 5.0) -> JobView:
+    """Kill the run's job of this kind at once: SIGKILL to its process group (the job and its
+    children), once its process is verified to be the job (JobError "no job running"
+    otherwise: nothing is signalled). For a job that outlives its stop request (the Run page's
+    Kill button when JobView.stop_overdue, `python -m core stop RUN --kill`): training saves no
+    checkpoint. The kill is recorded as the stop request's end, so the job is recorded
+    `stopped` with "killed ..." as its error; waits up to `wait_s` for the process to end and
+    returns the job's view."""
+    view = job_view(run_path, kind)
+    if not view.active:
+        raise JobError(f"run {run_path.name} has no {kind} job running")
+    with _control(run_path, kind):
+        _, launch, process, alive = _look(run_path, kind)  # verified again, just before the signal
+        if alive:
+            now = time.time()
+            request = _stop_request(launch, process) or {
+                "pid": process["pid"],
+                "pid_start": process["pid_start"],
+                "requested_at": now_iso(),
+                "requested_s": now,
+            }
+            _merge(launch_path(run_path, kind), stop={**request, "killed_at": now_iso(), "killed_s": now})
+            _signal_job(process, signal.SIGKILL)
+    return wait_for_job(run_path, kind, wait_s, poll_s=0.05)
 
 
 def wait_for_job(run_path: Path, kind: str, timeout_s: float, poll_s: float = 0.2) -> JobView:
@@ -599,22 +820,24 @@ def wait_for_job(run_path: Path, kind: str, timeout_s: float, poll_s: float = 0.
 def delete_run(run_path: Path) -> None:
     """Delete a run folder; JobError while any of its jobs is queued or running.
 
-    The folder is first renamed to a hidden name, so it leaves the runs list at once and a
-    failure half-way leaves no half-deleted run behind.
+    The check and the deletion happen under the run's control locks of every kind, so no job
+    is launched into a run being deleted. The folder is first renamed to a hidden name, so it
+    leaves the runs list at once and a failure half-way leaves no half-deleted run behind.
     """
-    busy = [view.kind for kind in JOB_KINDS if (view := job_view(run_path, kind)).active]
-    if busy:
-        raise JobError(
-            f"run {run_path.name} has a {busy[0]} job {job_view(run_path, busy[0]).state}: stop it first"
-        )
-    from core.store.files import delete_dir
-
-    delete_dir(run_path)
+    for kind in JOB_KINDS:
+        job_view(run_path, kind)  # records jobs found dead, outside the locks it takes
+    with ExitStack() as locks:
+        for kind in JOB_KINDS:  # always in this order: no two deleters wait for each other
+            locks.enter_context(_control(run_path, kind))
+        busy = [view for kind in JOB_KINDS if (view := job_view(run_path, kind, reconcile=False)).active]
+        if busy:
+            raise JobError(f"run {run_path.name} has a {busy[0].kind} job {busy[0].state}: stop it first")
+        delete_dir(run_path)
 
 
 def with_live_states(runs: list[Run]) -> list[Run]:
     """`runs` with every queued or running training job checked against its process; a job
-    found dead is recorded as ended (see job_view) and its run read again."""
+    found dead is recorded as ended (see job_view) and its run read again. Never signals."""
     return [
         read_run_folder(run.path)
         if run.state in ACTIVE_STATES and job_view(run.path, "train").state != run.state
