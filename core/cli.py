@@ -19,6 +19,7 @@ from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
     job_view,
+    kill_job,
     request_stop,
     run_job,
     wait_for_job,
@@ -29,6 +30,7 @@ from core.machine.devices import PlanError
 from core.store.experiments_log import (
     ImportReport,
     LogFormatError,
+    check_import_size,
     export_log,
     import_log,
 )
@@ -107,7 +109,10 @@ def _runs_list(args: argparse.Namespace) -> int:
 def _runs_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
+        check_import_size(path.stat().st_size)  # a huge file is refused before it is read
         text = path.read_text(encoding="utf-8-sig")
+    except LogFormatError as exc:
+        raise CommandError(f"{path.name}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from None
     root = runs_root(args.runs_dir)
@@ -299,6 +304,10 @@ def _stop(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
     path = load_run(root, args.name).path
     try:
+        if args.kill:
+            view = kill_job(path, args.job)
+            print(f"killed the {args.job} job of {args.name} (pid {view.pid}): {view.state}", file=sys.stderr)
+            return 0
         already = job_view(path, args.job).stop_requested
         view = request_stop(path, args.job)
     except JobError as exc:
@@ -497,14 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
         "stop",
         help="stop a run's job (training saves a checkpoint first)",
         description="Send the job a stop request (SIGTERM). Training saves a checkpoint at its current step and ends "
-        "stopped, to be resumed with train NAME --resume. A job that has not stopped 30 s after the request is "
-        "killed the next time its run is looked at.",
+        "stopped, to be resumed with train NAME --resume. A job that has not stopped 30 s ($PEFT_STOP_GRACE_S) after "
+        "the request is killed. --kill kills it at once (no checkpoint).",
     )
     stop.add_argument("name", help="run name")
     stop.add_argument(
         "--job", choices=JOB_KINDS, default="train", help="which job of the run (default: train)"
     )
     stop.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the job to end")
+    stop.add_argument(
+        "--kill", action="store_true", help="kill the job and its children now (SIGKILL) instead of asking"
+    )
     stop.set_defaults(handler=_stop)
 
     cards = commands.add_parser(

@@ -108,3 +108,15 @@ def test_train_help_lists_the_config_fields_with_their_bounds(runs_root):
     assert "config fields for --set KEY=VALUE" in done.stdout
     assert "  lora_r: a whole number from 1 to 1024; default 16" in done.stdout
     assert "  optimizer: one of auto, adamw_torch" in done.stdout
+
+
+def test_an_import_larger_than_the_limit_is_refused_before_it_is_read(runs_root, tmp_path):
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as handle:  # sparse: 2 GB on paper, nothing on disk to read
+        handle.truncate(2 << 30)
+    result = core("runs", "import", str(huge), runs_root=runs_root)
+    assert result.returncode == 1
+    assert (
+        "huge.csv: The file is 2,147,483,648 bytes" in result.stderr and "at most 5,242,880" in result.stderr
+    )
+    assert not runs_root.exists() or list(runs_root.iterdir()) == []

@@ -5,15 +5,13 @@ jobs that really train run as subprocesses in test_training.py.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import write_conversations
 
 from core.cli import main
-from core.store.runs import create_run, initial_status, update_status
+from core.store.runs import create_run, initial_status
 from core.train.presets import PRESETS
 
 
@@ -83,27 +81,20 @@ def test_runs_that_cannot_be_trained_now_are_left_as_they_are(capsys, runs_root)
         status=initial_status("completed"),
     )
     create_run(runs_root, "stopped", config, status=initial_status("stopped", 60))
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        create_run(runs_root, "busy", config, status=initial_status("running", 60))
-        update_status(runs_root / "busy", pid=sleeper.pid)
-        before = {name: (runs_root / name / "status.json").read_text() for name in run_folders(runs_root)}
-        cases = {
-            ("done",): "run done is already completed; train a new run instead",
-            ("done", "--resume"): "run done is already completed",
-            ("imported", "--resume"): "was imported from a CSV and holds metrics only",
-            ("stopped",): "run stopped is stopped; continue it with --resume",
-            ("busy", "--resume"): f"run busy is already training (pid {sleeper.pid})",
-            ("busy", "--preset", "cpu_smoke"): "a run named busy already exists",
-        }
-        for args, message in cases.items():
-            code, _, err = command(capsys, runs_root, "train", *args)
-            assert code == 1 and message in err, (args, err)
-        after = {name: (runs_root / name / "status.json").read_text() for name in run_folders(runs_root)}
-        assert after == before
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    create_run(runs_root, "busy", config, status=initial_status("running", 60))
+    before = {name: (runs_root / name / "status.json").read_text() for name in run_folders(runs_root)}
+    cases = {
+        ("done",): "run done is already completed; train a new run instead",
+        ("done", "--resume"): "run done is already completed",
+        ("imported", "--resume"): "was imported from a CSV and holds metrics only",
+        ("stopped",): "run stopped is stopped; continue it with --resume",
+        ("busy", "--preset", "cpu_smoke"): "a run named busy already exists",
+    }
+    for args, message in cases.items():
+        code, _, err = command(capsys, runs_root, "train", *args)
+        assert code == 1 and message in err, (args, err)
+    after = {name: (runs_root / name / "status.json").read_text() for name in run_folders(runs_root)}
+    assert after == before
 
 
 def test_dry_run_prints_config_plan_and_command_and_creates_nothing(capsys, runs_root):

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_view, request_stop
+from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_view, kill_job, request_stop
 from core.store.files import finite_number
 from ui.labels import STATE_ICONS
 from ui.links import flash
@@ -16,6 +16,7 @@ from ui.owner import owner_only
 from ui.text import escape_markdown
 
 POLL_SECONDS = 1.0  # how often a view of an active job draws itself again
+KILL_HELP = "The job did not stop after its stop request: end it and its children now (no checkpoint)."
 
 
 def act(action: Callable[[], Any]) -> None:
@@ -62,6 +63,8 @@ def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
         )
         if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
             act(lambda: request_stop(path, kind))
+        if view.stop_overdue and st.button(f"Kill {title.lower()}", key=f"kill_{kind}", help=KILL_HELP):
+            act(lambda: kill_job(path, kind))
     else:
         st.caption(
             f"Last {title.lower()}: {icon} {view.state}, ended "

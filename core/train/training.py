@@ -68,7 +68,7 @@ def trainable_config(run: Run, *, resume: bool) -> RunConfig:
             f"run {run.name} was imported from a CSV and holds metrics only; it cannot be trained"
         )
     state = run.state
-    if state == "running" and job_alive(run.status):
+    if state == "running" and job_alive(run.status, run.path, "train"):
         raise TrainingError(f"run {run.name} is already training (pid {run.status.get('pid')})")
     if state == "completed":
         raise TrainingError(f"run {run.name} is already completed; train a new run instead")
