@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -387,8 +388,8 @@ def test_the_python_installation_and_the_folder_can_be_read():
     assert run.ok and run.stdout == "Point(x=1, y=2) 0.8\n", (run.reason, run.stderr)
 
 
-def descendants() -> list[int]:
-    """The processes below this one (children, their children, ...)."""
+def descendants(of: int | None = None) -> list[int]:
+    """The processes below process `of`, by default this one (children, their children, ...)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -398,7 +399,7 @@ def descendants() -> list[int]:
         except (OSError, IndexError):
             continue
         children.setdefault(parent, []).append(int(entry))
-    found, pending = [], [os.getpid()]
+    found, pending = [], [os.getpid() if of is None else of]
     while pending:
         below = children.get(pending.pop(), [])
         found += below
@@ -450,8 +451,9 @@ def test_an_interrupted_run_leaves_no_process_behind():
 # bubblewrap it meets the namespaces. The code is real attack code run in the real sandbox.
 
 # Loads a second copy of _posixsubprocess from the file SO_PATH under another module name (the
-# hook replaced fork_exec in the first copy only) and defines spawn(argv): argv runs, unhooked,
-# with the sandbox's stdout and stderr; spawn waits for it and returns its exit status.
+# hook replaced fork_exec in the first copy only) and defines start(argv): argv runs, unhooked,
+# with the sandbox's stdout and stderr, and start returns its pid; spawn(argv) also waits for it
+# and returns its exit status.
 SPAWN = """
 import importlib.machinery, importlib.util, os
 _loader = importlib.machinery.ExtensionFileLoader("copy._posixsubprocess", SO_PATH)
@@ -459,14 +461,19 @@ _fresh = importlib.util.module_from_spec(
     importlib.util.spec_from_file_location("copy._posixsubprocess", SO_PATH, loader=_loader)
 )
 
-def spawn(argv):
+def start(argv):
     errors, errors_end = os.pipe()
-    pid = _fresh.fork_exec(  # CPython 3.11's signature
-        [a.encode() for a in argv], [argv[0].encode()], True, (), None, None,
-        -1, -1, -1, -1, -1, -1, errors, errors_end, True, False, -1, -1, None, -1, -1, None, False,
-    )
-    os.close(errors_end)
-    return os.waitpid(pid, 0)[1]
+    try:
+        return _fresh.fork_exec(  # CPython 3.11's signature
+            [a.encode() for a in argv], [argv[0].encode()], True, (), None, None,
+            -1, -1, -1, -1, -1, -1, errors, errors_end, True, False, -1, -1, None, -1, -1, None, False,
+        )
+    finally:
+        os.close(errors)
+        os.close(errors_end)
+
+def spawn(argv):
+    return os.waitpid(start(argv), 0)[1]
 """
 
 
@@ -481,13 +488,13 @@ def unhooked_python(code: str, so_path: str = "_posixsubprocess.__file__") -> st
     return spawning(f"[sys.executable, '-I', '-c', {code!r}]", so_path)
 
 
-def past_the_hook(run: sandbox.SandboxRun) -> bool:
-    """True when the code started its process; False when RLIMIT_NPROC stopped it first, which
-    holds only when the tests do not run as root (the kernel exempts root)."""
-    if os.geteuid() != 0 and "Resource temporarily unavailable" in run.reason:
-        return False
+# The code may start this many processes past the hook (none by default: RLIMIT_NPROC refuses).
+PAST_THE_HOOK = Limits(processes=3)
+
+
+def assert_past_the_hook(run: sandbox.SandboxRun) -> None:
+    """The code started its process past the hook, and it ended well."""
     assert run.ok and "status 0" in run.stdout, run
-    return True
 
 
 def host_processes(command: bytes) -> list[int]:
@@ -503,14 +510,104 @@ def host_processes(command: bytes) -> list[int]:
 def test_a_shell_started_past_the_hook_is_nobody_sees_no_host_files_and_dies_with_the_run():
     """(a) A second copy of _posixsubprocess runs /bin/sh; it leaves a sleep behind."""
     shell = "id -u; id -g; cat /etc/shadow; ls -A /root; ls /work /home; sleep 313.7 & echo started $!"
-    run = run_python(spawning(repr(["/bin/sh", "-c", shell])))
-    if not past_the_hook(run):
-        return
+    run = run_python(spawning(repr(["/bin/sh", "-c", shell])), limits=PAST_THE_HOOK)
+    assert_past_the_hook(run)
     lines = run.stdout.splitlines()
     assert lines[:3] == ["65534", "65534", ".pyenv"] and lines[3].startswith("started "), run.stdout
     assert "cat: /etc/shadow: No such file or directory" in run.stderr, run.stderr
     assert "/work" in run.stderr and "/home" in run.stderr and "No such file" in run.stderr  # not there
     assert host_processes(b"sleep\x00313.7\x00") == []  # killed with the sandbox before run_python returned
+
+
+def test_past_the_hook_the_code_starts_no_more_processes_than_its_limit():
+    """RLIMIT_NPROC holds whoever runs the dashboard (the kernel exempts root, so as root bubblewrap
+    runs as uid 65534): a loop that starts sleeps past the hook is refused with EAGAIN at its limit,
+    and the run ends at once, not at its wall clock, its sleeps with it."""
+    bomb = (
+        f"import _posixsubprocess, errno\nSO_PATH = _posixsubprocess.__file__\n{SPAWN}\nstarted = 0\n"
+        "try:\n    while started < 100:\n        start(['/bin/sleep', '271.3'])\n        started += 1\n"
+        "except OSError as exc:\n    print(started, errno.errorcode[exc.errno])\n"
+    )
+    for processes in (0, 3):
+        began = time.monotonic()
+        run = run_python(bomb, limits=Limits(wall_s=20, processes=processes))
+        assert run.ok and run.stdout == f"{processes} EAGAIN\n", run
+        assert time.monotonic() - began < 5
+    assert host_processes(b"/bin/sleep\x00271.3\x00") == []
+
+
+def test_a_killed_dashboard_leaves_no_process_behind():
+    """When the dashboard's process is killed outright (none of its code runs) while the code runs,
+    every process of the sandbox dies with it: each bubblewrap is killed when its parent dies, and
+    as root the first one's PID namespace takes the unprivileged one with it."""
+    code = f"import _posixsubprocess\nSO_PATH = _posixsubprocess.__file__\n{SPAWN}\nspawn(['/bin/sleep', '271.7'])\n"
+    dashboard = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from core.evaluate.sandbox import Limits, run_python\n"
+            f"run_python({code!r}, limits=Limits(wall_s=60, cpu_s=60, processes=1))\n",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    sleeps: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not sleeps and time.monotonic() < deadline:  # then the code is running
+            time.sleep(0.02)
+            sleeps = host_processes(b"/bin/sleep\x00271.7\x00")
+        running = descendants(dashboard.pid)
+    finally:
+        dashboard.kill()
+        dashboard.wait()
+    deadline = time.monotonic() + 2
+    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [pid for pid in running if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert sleeps and set(sleeps) < set(running) and left == [], (sleeps, running)
+
+
+def status_of(pid: int) -> dict[str, str]:
+    """The fields of /proc/<pid>/status as the host sees them."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def test_on_the_host_the_code_and_bubblewrap_run_as_nobody():
+    """Read from the host while the code runs: the Python running the code and the bubblewrap
+    that made its namespaces are uid and gid 65534 with no other group and no capability when the
+    dashboard is root (the dashboard's own user otherwise)."""
+    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    harness = b"\x00".join(
+        part.encode() for part in (sandbox._interpreter(), *sandbox.PYTHON_FLAGS, "-c", sandbox._HARNESS)
+    )
+    bwrap = str(sandbox.find_bwrap()).encode()
+    runs: list[sandbox.SandboxRun] = []
+    thread = threading.Thread(target=lambda: runs.append(run_python("import time\ntime.sleep(2)\n")))
+    thread.start()
+    try:
+        found: dict[str, int] = {}
+        deadline = time.monotonic() + 5
+        while len(found) < 2 and time.monotonic() < deadline:
+            for pid in descendants():
+                with contextlib.suppress(OSError):
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if command == harness + b"\x00":
+                        found["harness"] = pid
+                    elif command.startswith(bwrap + b"\x00--unshare-all\x00"):
+                        found["bwrap"] = pid
+            time.sleep(0.02)
+        statuses = {name: status_of(pid) for name, pid in found.items()}
+    finally:
+        thread.join()
+    assert runs[0].ok and set(statuses) == {"harness", "bwrap"}, (runs, found)
+    for status in statuses.values():
+        assert status["Uid"].split() == [str(uid)] * 4 and status["Gid"].split() == [str(gid)] * 4, status
+        assert status["CapEff"] == status["CapPrm"] == "0000000000000000", status
+        if os.geteuid() == 0:
+            assert status["Groups"] == "", status
 
 
 NATIVE_READER = r"""
@@ -579,13 +676,11 @@ def test_native_code_written_to_the_folder_cannot_read_the_dashboards_environmen
     try:
         paths = [f"/proc/{os.getpid()}/environ", f"/proc/{holder.pid}/environ", "/proc/self/status"]
         paths += [f"/proc/{pid}/environ" for pid in range(1, 8)]
-        run = run_python(native_reading(tmp_path, paths))
+        run = run_python(native_reading(tmp_path, paths), limits=PAST_THE_HOOK)
         assert Path(f"/proc/{holder.pid}/environ").read_bytes().startswith(b"HF_TOKEN=" + secret.encode())
     finally:
         holder.kill()
         holder.wait()
-    if shutil.which("cc") is None and not past_the_hook(run):
-        return
     assert run.ok, run
     lines = run.stdout.splitlines()
     assert secret not in run.stdout + run.stderr
@@ -673,13 +768,13 @@ def test_no_network_even_past_the_hook():
         "    try:\n        socket.create_connection(address, timeout=2)\n        print('connected')\n"
         "    except OSError as exc:\n        print(exc.strerror)\n"
     )
-    run = run_python(unhooked_python(code))
+    run = run_python(unhooked_python(code), limits=PAST_THE_HOOK)
     server.settimeout(0.1)
     with pytest.raises(TimeoutError):  # nothing queued a connection
         server.accept()
     server.close()
-    if past_the_hook(run):
-        assert run.stdout.splitlines()[:2] == ["Connection refused", "Network is unreachable"], run.stdout
+    assert_past_the_hook(run)
+    assert run.stdout.splitlines()[:2] == ["Connection refused", "Network is unreachable"], run.stdout
 
 
 # --- when bubblewrap is not there ---------------------------------------------------------------
@@ -716,6 +811,70 @@ def test_a_bwrap_that_does_not_work_counts_as_none(monkeypatch):
     monkeypatch.delenv(sandbox.UNISOLATED_ENV, raising=False)
     isolation = sandbox.code_check_isolation()
     assert isolation.kind == "none" and "/bin/false failed: exit code 1" in isolation.description
+
+
+# Run as root: in a new user namespace where it is root and uid and gid 65534 are themselves, and
+# where no further user namespace may be made, it prints what the sandbox makes of that host.
+REFUSING_HOST = r"""
+import ctypes, json, os, sys
+ready, ready_end = os.pipe()
+mapped, mapped_end = os.pipe()
+pid = os.fork()
+if pid:
+    os.read(ready, 1)
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as out:
+            out.write("0 0 1\n65534 65534 1\n")
+    os.write(mapped_end, b"x")
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+if ctypes.CDLL(None, use_errno=True).unshare(0x10000000):  # CLONE_NEWUSER
+    os._exit(90)
+os.write(ready_end, b"x")
+os.read(mapped, 1)
+with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+    limit.write("0")
+from core.evaluate import sandbox
+isolation = sandbox.code_check_isolation()
+verdict = sandbox.run_function_cases("def rev(s):\n    return s[::-1]\n", [(["ab"], "ba")])
+print(json.dumps([isolation.kind, isolation.description, verdict.passed, verdict.reason]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mapping uid 65534 into a new user namespace needs root")
+def test_a_host_that_refuses_user_namespaces_runs_no_code_checks():
+    """The probe starts bubblewrap the way a run does, as uid 65534 when root: where the kernel
+    refuses it a user namespace (max_user_namespaces 0, in a user namespace of its own here),
+    the probe fails with bubblewrap's reason and code checks are not run, neither passed nor failed."""
+    env = {key: value for key, value in os.environ.items() if key != sandbox.UNISOLATED_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSING_HOST],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done
+    kind, description, passed, reason = json.loads(done.stdout)
+    assert kind == "none" and "max_*_namespaces exceeded (ENOSPC)" in description, description
+    assert (passed, reason) == (None, "not run: no isolation on this machine")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not sandbox._reveal_python("bwrap"),
+    reason="only as root with a Python installation that uid 65534 cannot reach",
+)
+def test_as_root_the_probe_runs_bubblewrap_as_nobody(monkeypatch):
+    """Without the root bubblewrap that shows it the Python installation, bubblewrap started as uid
+    65534 cannot reach it (a root one could): the probe, started like a run, fails and says why."""
+    monkeypatch.setattr(sandbox, "_reveal_python", lambda bwrap: [])
+    # probed afresh, not the answer cached for this bwrap
+    monkeypatch.setattr(sandbox, "_bwrap_problem", sandbox._bwrap_problem.__wrapped__)
+    monkeypatch.delenv(sandbox.UNISOLATED_ENV, raising=False)
+    isolation = sandbox.code_check_isolation()
+    hidden = next(folder for folder in sandbox._python_folders() if sandbox._hidden_ancestor(folder))
+    assert isolation.kind == "none", isolation
+    assert f"Can't find source path {hidden}: Permission denied" in isolation.description, isolation
 
 
 def test_the_operator_can_run_code_behind_the_audit_hook_only(monkeypatch, tmp_path):

@@ -11,6 +11,13 @@ The boundary is the operating system. `code_check_isolation()` says what is in u
   folder; the root and /dev are read-only. Nothing else of the host is there: no /etc, no
   home or runs folder, no host process to read or signal, no network but its own loopback.
   Every process it starts dies with it.
+  When the dashboard runs as root, bubblewrap itself runs as uid and gid 65534 ("nobody") with no
+  other group, started by setpriv (util-linux): it makes the user namespace unprivileged, uid
+  65534 inside is uid 65534 on the host, and the kernel's process limit holds (it exempts root).
+  A first bubblewrap, still root, only gives it a private view of the host in which the Python
+  installation's folders that uid 65534 could not enter (a pyenv build under /root, mode 700) are
+  reachable: under a fresh world-searchable tmpfs, bound read-only. Otherwise bubblewrap runs as
+  the dashboard's user, which uid 65534 inside then is on the host.
 - "audit-hook": bubblewrap is missing or does not work here and the operator set
   PEFT_UNISOLATED_CODE_CHECKS=1: the code runs in a host temporary folder behind the audit
   hook alone, which is no boundary (see below); code checks say "unisolated".
@@ -18,7 +25,10 @@ The boundary is the operating system. `code_check_isolation()` says what is in u
   machine" and count neither as passed nor as failed.
 
 Either way the code runs in a fresh `python -I` process under CPU, memory, file-size and
-process rlimits and the parent's wall clock (the process group is killed when it runs out).
+process rlimits and the parent's wall clock (the process group is killed when it runs out). It
+may start no process (under bubblewrap, `Limits.processes` of them: RLIMIT_NPROC is the number
+of processes of its uid in its user namespace plus that). The limit holds under bubblewrap
+whoever runs the dashboard; behind the audit hook alone, only when that is not root.
 Its stdout and stderr come back through pipes the parent reads, keeping OUTPUT_LIMIT bytes
 of each; the result comes back through a pipe the parent holds (an inherited descriptor,
 never a file the code could replace).
@@ -57,10 +67,11 @@ neither a signal handler's frame argument nor frame.f_back or f_locals) to send 
 its own. A forged result can only claim values its functions could have returned: to pass,
 the code must know the expected values, which stay in the parent.
 
-What bubblewrap does not stop: uid 65534 inside is the dashboard's own user outside, so when
-the dashboard runs as root RLIMIT_NPROC does not hold (the kernel exempts root) and code past
-the hook can start processes until the wall clock ends them all; there is no seccomp filter,
-so the kernel's system calls are the attack surface.
+What bubblewrap does not stop: there is no seccomp filter, so the kernel's system calls are the
+attack surface. An escape lands as the user bubblewrap runs as: "nobody" when the dashboard is
+root, a user every concurrent sandbox (and any host service running as nobody) shares; the
+dashboard's own user otherwise. As root, the first bubblewrap and setpriv run as root, before
+any of the code and with none of its input.
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -344,7 +356,11 @@ def main():
     limit(resource.RLIMIT_AS, limits["memory_mb"] * 2**20, limits["memory_mb"] * 2**20)
     limit(resource.RLIMIT_CPU, limits["cpu_s"], limits["cpu_s"] + 1)
     limit(resource.RLIMIT_FSIZE, limits["file_size_mb"] * 2**20, limits["file_size_mb"] * 2**20)
-    limit(resource.RLIMIT_NPROC, 0, 0)
+    # Under bubblewrap /proc lists the sandbox's own processes (its init and this one): the code may
+    # start limits["processes"] more. Behind the audit hook alone (None), none.
+    processes = limits["processes"]
+    allowed = 0 if processes is None else sum(name.isdigit() for name in os.listdir("/proc")) + processes
+    limit(resource.RLIMIT_NPROC, allowed, allowed)
     hook, refuse = make_hook(root, folders, channel, request["refused_exit"])
 
     def fork_exec(*args, _refuse=refuse):  # subprocess's way to start a process, which raises no audit event
@@ -386,6 +402,7 @@ DEFAULT_TIMEOUT_S = 5.0
 UNISOLATED_ENV = "PEFT_UNISOLATED_CODE_CHECKS"
 NOT_RUN = "not run: no isolation on this machine"
 SANDBOX_FOLDER = "/sandbox"  # the working folder under bubblewrap: a fresh tmpfs, the only writable place
+NOBODY = 65534  # the uid and gid the code runs as (and, when the dashboard is root, bubblewrap on the host)
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # symlinks into /usr, or folders
 
 
@@ -398,6 +415,7 @@ class Limits:
     memory_mb: int = 256
     file_size_mb: int = 1
     folder_mb: int = 16  # the size of the writable tmpfs under bubblewrap
+    processes: int = 0  # how many processes the code may start under bubblewrap (none behind the hook alone)
 
 
 def limits_for_timeout(seconds: float) -> Limits:
@@ -453,10 +471,62 @@ def _python_folders() -> list[str]:
     return chosen
 
 
+def _enterable_by_nobody(folder: str) -> bool:
+    """True when uid 65534, with gid 65534 and no other group, may enter `folder`."""
+    info = os.stat(folder)
+    if info.st_uid == NOBODY:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid == NOBODY:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def _hidden_ancestor(folder: str) -> str | None:
+    """The outermost folder above `folder` that uid 65534 cannot enter (/root, mode 700), or None."""
+    above = ""
+    for name in folder.strip("/").split("/")[:-1]:
+        above += "/" + name
+        if not _enterable_by_nobody(above):
+            return above
+    return None
+
+
+def _reveal_python(bwrap: str) -> list[str]:
+    """A root bubblewrap, up to the command it runs, that shows that command the host as it is but
+    with each Python folder that uid 65534 could not reach reachable: a fresh world-searchable
+    tmpfs over the folder that hides it (the host's own is untouched), the folders leading down to
+    the Python folder, and the folder bound read-only. Empty when nothing is hidden.
+
+    (bubblewrap's --ro-bind-fd does not do it: it resolves the descriptor to its path, as the user
+    it runs as, and uid 65534 cannot enter /root.)"""
+    command: list[str] = []
+    made: set[str] = set()
+    for folder in _python_folders():
+        hidden = _hidden_ancestor(folder)
+        if hidden is None:
+            continue
+        made_here, mounts = hidden, [("--tmpfs", hidden)]
+        for name in folder[len(hidden) + 1 :].split("/")[:-1]:
+            made_here += "/" + name
+            mounts.append(("--dir", made_here))
+        for option, path in mounts:
+            if path not in made:
+                command += ["--perms", "0755", option, path]
+                made.add(path)
+        command += ["--ro-bind", folder, folder]
+    # Its own PID namespace: when it dies (with its parent) the kernel kills all below it. Its
+    # monitor drops its capabilities, so its death signal could not reach a uid 65534 child.
+    view = [bwrap, "--dev-bind", "/", "/", "--unshare-pid", "--die-with-parent"]
+    view += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # setpriv's
+    return [*view, *command, "--"] if command else []
+
+
 def _bwrap_command(bwrap: str, folder_bytes: int) -> list[str]:
-    """bubblewrap with the sandbox's options, up to the command it runs."""
+    """bubblewrap with the sandbox's options, up to the command it runs. As root it is started as
+    uid and gid 65534 with no other group (by setpriv, after _reveal_python), so that it makes its
+    user namespace unprivileged and the kernel's process limit holds for what runs inside."""
     command = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
-    command += ["--new-session", "--uid", "65534", "--gid", "65534", "--ro-bind", "/usr", "/usr"]
+    command += ["--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--ro-bind", "/usr", "/usr"]
     for path in SYSTEM_LINKS:
         if os.path.islink(path):
             command += ["--symlink", os.readlink(path), path]
@@ -466,13 +536,18 @@ def _bwrap_command(bwrap: str, folder_bytes: int) -> list[str]:
         command += ["--ro-bind", folder, folder]
     command += ["--size", str(folder_bytes), "--tmpfs", SANDBOX_FOLDER, "--proc", "/proc", "--dev", "/dev"]
     command += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SANDBOX_FOLDER, "--clearenv"]
-    return command
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv") or "setpriv"  # util-linux; when it is missing the probe says so
+    as_nobody = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    return [*_reveal_python(bwrap), *as_nobody, "--", *command]
 
 
 @functools.cache
 def _bwrap_problem(bwrap: str) -> str | None:
     """Why `bwrap` cannot run this Python in the sandbox, or None when it can: it is tried once
-    per process with the sandbox's own options (user namespaces may be refused on a host)."""
+    per process, started as a run starts it (as root: as uid 65534, which a host may refuse user
+    namespaces, or which may not reach the Python installation)."""
     try:
         probe = subprocess.run(
             [*_bwrap_command(bwrap, 2**20), _interpreter(), *PYTHON_FLAGS, "-c", "pass"],
@@ -739,6 +814,7 @@ def run_python(
                     "cpu_s": limits.cpu_s,
                     "memory_mb": limits.memory_mb,
                     "file_size_mb": limits.file_size_mb,
+                    "processes": limits.processes if under_bwrap else None,
                 },
             }
         )
