@@ -6,6 +6,8 @@ processes that need them, never at module import.
 
 from __future__ import annotations
 
+import re
+
 MISSING = "—"
 """How every page and report shows a value that is missing."""
 
@@ -20,3 +22,13 @@ def describe(exc: BaseException) -> str:
     """The exception's type and the first line of its message."""
     line = first_line(exc)
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+_LINK_STARTS = re.compile(r"([\\`!\[\]<>])")
+
+
+def markdown_text(value: object) -> str:
+    """`value` as text for a Markdown file we write (a report, a model card): no link, image,
+    HTML or code span can start in it, while names such as `t4_r16` stay readable. (Pages escape
+    more: ui.text.escape_markdown.)"""
+    return _LINK_STARTS.sub(r"\\\1", str(value))

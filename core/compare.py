@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import MISSING
+from core import MISSING, markdown_text
 from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.csv_cells import csv_cell
@@ -627,7 +627,7 @@ def answers_csv(matrix: Matrix) -> str:
 def _markdown_cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    return " ".join(str(value).split()).replace("|", "\\|")
+    return " ".join(markdown_text(value).split()).replace("|", "\\|")
 
 
 def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
@@ -698,5 +698,10 @@ def markdown_report(
         parts.append(markdown_table(matrix_frame(matrix)))
     if broken:
         parts.append("## Runs that could not be read")
-        parts.append("\n".join(f"- **{run.name}**: {'; '.join(run.problems)}" for run in broken))
+        parts.append(
+            "\n".join(
+                " ".join(f"- **{markdown_text(run.name)}**: {markdown_text('; '.join(run.problems))}".split())
+                for run in broken
+            )
+        )
     return "\n\n".join(parts) + "\n"

@@ -27,7 +27,7 @@ from core.models.sources import (
     run_choices,
 )
 from core.store.paths import runs_root
-from ui.owner import access_panel
+from ui.owner import access_panel, is_owner
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
@@ -82,7 +82,7 @@ choices = {c.label: c for c in [hub_choice(app_secrets()), bundled_choice(), *ru
 model_column, path_column = st.columns(2)
 model_label = model_column.selectbox(
     "Model",
-    [*choices, LOCAL_FILE],
+    [*choices, *([LOCAL_FILE] if is_owner() else [])],  # any path on the server: the owner's only
     help="Without the Hub the bundled SmolLM2 model is used, and you are told so.",
 )
 local_path = (

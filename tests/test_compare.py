@@ -451,3 +451,25 @@ def test_file_keys_change_with_the_file(runs_root):
     (run / "eval").mkdir()
     (run / "eval" / "adapter.jsonl").write_text(json.dumps(answer("vpn", "x", True)) + "\n")
     assert compare.eval_signature(run) != empty and compare.root_signature(runs_root / "absent") == ()
+
+
+def test_the_report_carries_no_image_or_link_from_the_run_files(runs_root):
+    """Config values, a broken run's folder name and its problems from files that carry markdown:
+    in the downloaded report (rendered by markdown-it as GitHub would) they are text only."""
+    from markdown_it import MarkdownIt
+
+    image = "![p](http://127.0.0.1:9/pixel.png)"
+    runs = seed_runs(runs_root)
+    config = json.loads((runs[0].path / "config.json").read_text())
+    (runs[0].path / "config.json").write_text(json.dumps({**config, "dataset": f"data {image}"}))
+    (runs_root / "[x](http:..127.0.0.1:9)").mkdir()
+    runs = [read_run_folder(run.path) for run in runs]
+    report = compare.markdown_report(
+        metrics_rows(runs, runs[0].name),
+        compare.config_diff(runs),
+        None,
+        baseline=runs[0].name,
+        broken=[read_run_folder(runs_root / "[x](http:..127.0.0.1:9)")],
+    )
+    html = MarkdownIt("commonmark").enable("table").render(report)
+    assert "pixel" in html and "<img" not in html and "<a " not in html

@@ -41,7 +41,7 @@ from core.models.generation import (
     load_run_model,
 )
 from core.models.gguf import GgufModel, gguf_greedy_with
-from core.store.files import read_json_object
+from core.store.files import folder_size, read_json_object
 from core.store.runs import create_run, initial_status
 from core.train import tiny
 from core.train.presets import get_preset
@@ -471,7 +471,7 @@ def test_a_file_that_does_not_answer_like_the_merged_model_is_not_kept(
 def test_delete_merged_frees_the_merged_model_and_keeps_the_gguf_files(tmp_path, exported):
     run = copy_trained_run(exported, tmp_path, "copy", with_export=True)
     shutil.copytree(exported.run / "merged", run / "merged")
-    size = export.folder_size(run / "merged")
+    size = folder_size(run / "merged")
     assert size > 500_000
     assert export.delete_merged(run) == size and not (run / "merged").exists()
     assert export.delete_merged(run) == 0

@@ -501,3 +501,22 @@ def test_offline_mode_is_reported_as_such(tmp_path):
     run = exported_run(tmp_path)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
         push_export(run, "tester/x", token=TOKEN, endpoint="http://127.0.0.1:9")
+
+
+def test_text_from_the_run_files_cannot_put_an_image_or_link_in_the_card(tmp_path):
+    """A run folder from elsewhere: its device, split and converter carry markdown (rendered by
+    markdown-it as the Hub would render the card)."""
+    from markdown_it import MarkdownIt
+
+    run = exported_run(tmp_path)
+    image = "![p](http://127.0.0.1:9/pixel.png)"
+    metrics = json.loads((run / "metrics.json").read_text())
+    write_json_atomic(run / "metrics.json", {**metrics, "device": f"cpu {image}"})
+    config = json.loads((run / "config.json").read_text())
+    write_json_atomic(run / "config.json", {**config, "split": f"train` {image} `"})
+    export = json.loads((run / EXPORT_FILE).read_text())
+    export["converter"] = {"version": "[click](http://127.0.0.1:9/)", "source": "<img src=x>"}
+    card = model_card(run, "tester/tiny", export, export["files"][:1])
+    html = MarkdownIt("commonmark").enable("table").render(card)
+    assert "pixel" in html and "127.0.0.1" in html  # the text is there...
+    assert "<img" not in html and 'href="http://127' not in html  # ...as text only

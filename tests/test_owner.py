@@ -177,7 +177,9 @@ def test_a_login_on_the_owners_list_unlocks_and_any_other_does_not(runs_root, mo
     logged_out = home({"is_logged_in": False})
     assert "Log in" in [b.label for b in logged_out.sidebar.button]
     assert not (runs_root / "colab_r32").exists()
-    owner = home({"is_logged_in": True, "email": "Ada@Example.com"})
+    unverified = home({"is_logged_in": True, "email": "ada@example.com", "email_verified": False})
+    assert not (runs_root / "colab_r32").exists() and not unverified.success
+    owner = home({"is_logged_in": True, "email": "Ada@Example.com", "email_verified": True})
     assert "imported 1 run(s)" in shown(owner.success[0].value)
     assert (runs_root / "colab_r32").is_dir()
 
@@ -187,3 +189,14 @@ def test_an_open_deploy_says_so(runs_root, monkeypatch):
     app = app_at("Home.py")
     app.run()
     assert any("Open to everyone" in caption.value for caption in app.sidebar.caption)
+
+
+def test_study_cards_offer_a_file_path_on_the_server_to_the_owner_only(locked):
+    app = app_at("pages/4_Study_cards.py")
+    app.run()
+    assert not app.exception
+    model = next(box for box in app.selectbox if box.label == "Model")
+    assert "A GGUF file on this machine..." not in model.options
+    unlock(app, PASSWORD)
+    model = next(box for box in app.selectbox if box.label == "Model")
+    assert "A GGUF file on this machine..." in model.options

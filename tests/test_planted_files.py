@@ -6,6 +6,7 @@ Every test plants the file as an attacker would and runs the real readers and wr
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -211,3 +212,65 @@ def test_a_planted_lock_link_creates_nothing_where_it_points(tmp_path):
         save_rating(run, "adapter", "p1", 4, "good", answer="an answer")
     assert not aimed.exists()
     assert not (run / "ratings.json").exists()
+
+
+@pytest.mark.parametrize("digits", [400, 5000])  # too large for a float; too long for Python to convert
+def test_an_enormous_number_in_a_run_folder_breaks_no_page(tmp_path, monkeypatch, digits):
+    from conftest import app_at
+
+    root = tmp_path / "runs"
+    run = make_run(root, "huge_number")
+    (root / ".seeded").write_text("")
+    number = "9" * digits
+    (run / "metrics.json").write_text(f'{{"train_loss": {number}, "peak_memory_gb": {number}}}')
+    (run / "events.jsonl").write_text(f'{{"step": 1, "loss": {number}}}\n{{"step": 2, "loss": 1.5}}\n')
+    monkeypatch.setenv("PEFT_RUNS_DIR", str(root))
+    loaded = read_run_folder(run)
+    assert loaded.broken == (digits > 4300)
+    for page, query in (("Home.py", {}), ("pages/2_Run.py", {"run": "huge_number"}), ("pages/3_Compare.py", {})):
+        app = app_at(page, query)
+        app.run()
+        assert not app.exception, (page, app.exception)
+
+
+def test_a_rating_is_refused_rather_than_overwriting_an_unreadable_ratings_file(tmp_path):
+    from core.evaluate.ratings import RatingError, save_rating
+
+    run = make_run(tmp_path / "runs")
+    (run / "ratings.json").write_text('{"adapter": {"p1": {"rating": 5, "note": "kept"}')  # torn by a crash
+    before = (run / "ratings.json").read_bytes()
+    with pytest.raises(RatingError, match="not saved"):
+        save_rating(run, "adapter", "p2", 3, "", answer="an answer")
+    assert (run / "ratings.json").read_bytes() == before
+
+
+def test_linked_checkpoints_merged_and_gguf_files_are_not_followed(tmp_path):
+    """Another run's unfinished checkpoint is not deleted through a planted link, a linked
+    merged/ is not measured or deleted, and linked GGUF files are not offered."""
+    from core.export.pipeline import delete_merged
+    from core.store.files import folder_size
+    from core.store.runs import latest_checkpoint, remove_incomplete_checkpoints, run_gguf_files
+
+    root = tmp_path / "runs"
+    victim = make_run(root, "victim")
+    (victim / "checkpoints" / "checkpoint-9").mkdir(parents=True)  # unfinished, being written
+    (victim / "merged").mkdir()
+    (victim / "merged" / "model.safetensors").write_bytes(b"x" * 1000)
+    (victim / "gguf").mkdir()
+    (victim / "gguf" / "victim-q8_0.gguf").write_bytes(b"GGUF")
+    planted = make_run(root, "planted")
+    (planted / "checkpoints").symlink_to(victim / "checkpoints")
+    (planted / "merged").symlink_to(victim / "merged")
+    (planted / "gguf").mkdir()
+    (planted / "gguf" / "stolen.gguf").symlink_to(victim / "gguf" / "victim-q8_0.gguf")
+    (planted / "gguf" / "own.gguf").write_bytes(b"GGUF")
+
+    assert latest_checkpoint(planted) is None
+    assert remove_incomplete_checkpoints(planted) == []
+    assert (victim / "checkpoints" / "checkpoint-9").is_dir()
+    assert folder_size(planted / "merged") == 0 and delete_merged(planted) == 0
+    assert (victim / "merged" / "model.safetensors").exists()
+    assert [path.name for path in run_gguf_files(planted)] == ["own.gguf"]
+    shutil.rmtree(planted / "gguf")
+    (planted / "gguf").symlink_to(victim / "gguf")
+    assert run_gguf_files(planted) == []

@@ -14,7 +14,6 @@ from ui.owner import OWNER_ONLY, is_owner
 from ui.text import escape_markdown
 
 RATINGS = (None, 1, 2, 3, 4, 5)
-CHECK_MARKS = {True: "✅", False: "❌", None: "⏸️"}  # None: not run (no isolation for code here)
 
 
 def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, key: str) -> None:
@@ -38,6 +37,13 @@ def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, ke
         st.session_state["rating_saved"] = f"Saved the rating of {column.label} on {prompt_id}."
 
 
+def check_mark(passed: object) -> str:
+    """A stored check result's mark: passed, not run (code without isolation here), else failed."""
+    if passed is True:
+        return "✅"
+    return "⏸️" if passed is None else "❌"
+
+
 def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | None) -> None:
     """A column's answer to the row's prompt, with its check results and a rating form."""
     st.markdown(f"**{column.run}**  \n`{variant_label(column.variant)}`")
@@ -46,7 +52,7 @@ def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | Non
         return
     st.markdown(
         "  \n".join(
-            f"{CHECK_MARKS.get(check.get('passed'), '❌')} "
+            f"{check_mark(check.get('passed'))} "
             f"{escape_markdown(check.get('name'))}: {escape_markdown(check.get('detail', ''))}"
             for check in cell.checks
         )

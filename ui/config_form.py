@@ -19,6 +19,7 @@ from core.train.config import (
     field_problem,
     field_specs,
 )
+from ui.text import escape_markdown
 
 NUMBER_FORMATS = {"learning_rate": ("%.1e", 1e-5)}  # (format, step) where the default 0.01 step is wrong
 
@@ -104,7 +105,7 @@ def field_widget(spec: FieldSpec, problem: str | None) -> None:
     else:
         st.text_input(spec.label, **options)
     if problem:
-        st.error(problem, icon=":material/error:")
+        st.error(escape_markdown(problem), icon=":material/error:")
 
 
 def config_fields(problems: dict[str, str]) -> None:
@@ -117,4 +118,4 @@ def config_fields(problems: dict[str, str]) -> None:
                 with columns[index % 2]:
                     field_widget(spec, problems.get(spec.name))
     for field in set(problems) - {"name"} - set(specs):
-        st.error(f"{field}: {problems[field]}")
+        st.error(escape_markdown(f"{field}: {problems[field]}"))

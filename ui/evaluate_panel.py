@@ -19,7 +19,7 @@ from core.evaluate.answers import (
 from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
 from core.evaluate.sandbox import code_check_isolation
 from core.jobs.lifecycle import start_job
-from core.store.runs import GGUF_DIR
+from core.store.runs import run_gguf_files
 from ui.jobs import act, job_panel
 from ui.owner import owner_only
 from ui.text import escape_markdown
@@ -45,7 +45,7 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
     else:
         st.warning(f"Code checks: {escape_markdown(isolation.description)}.", icon=":material/shield:")
     view = job_panel(path, "eval", "Evaluation")
-    ggufs = sorted((path / GGUF_DIR).glob("*.gguf")) if (path / GGUF_DIR).is_dir() else []
+    ggufs = run_gguf_files(path)
     variants = [*(["adapter", "base"] if models_here else []), *(f"gguf:{gguf.name}" for gguf in ggufs)]
     if not models_here:
         st.info(

@@ -9,19 +9,19 @@ import streamlit as st
 
 from core import MISSING
 from core.export.gguf_files import ExportError
-from core.export.hub import HubError, hub_token, validate_repo_id
+from core.export.hub import HubError, hub_token, pushed_repo, validate_repo_id
 from core.export.pipeline import (
     DEFAULT_QUANTS,
     QUANTS,
     delete_merged,
     export_file_rows,
-    folder_size,
     read_export,
     validate_quants,
 )
 from core.jobs.lifecycle import start_job
 from core.machine.system import Capability
 from core.models.generation import InferenceError, check_adapter
+from core.store.files import folder_size, is_real_dir
 from core.store.runs import GGUF_DIR, MERGED_DIR
 from ui.jobs import act, job_panel
 from ui.secrets import app_secrets
@@ -84,17 +84,13 @@ def export_panel(path: Path, models_here: Capability) -> None:
             hide_index=True,
             placeholder=MISSING,
         )
-        hub = export.get("hub") or {}
-        if isinstance(hub, dict) and hub.get("url"):
-            repo, url, commit = (escape_markdown(hub.get(key)) for key in ("repo_id", "url", "commit"))
-            link = f"[{repo}]({url})" if str(hub["url"]).startswith("https://") else url
-            st.markdown(f"Pushed to {link} (commit {commit}).")
-        st.caption(
-            f"Files in {path / GGUF_DIR}. Converter: "
-            + escape_markdown((export.get("converter") or {}).get("version", "?"))
-        )
+        if pushed := pushed_repo(export):
+            st.markdown(f"Pushed to [{escape_markdown(pushed[0])}]({pushed[1]}).")
+        converter = export.get("converter")
+        version = converter.get("version", "?") if isinstance(converter, dict) else "?"
+        st.caption(f"Files in {path / GGUF_DIR}. Converter: " + escape_markdown(version))
     merged = path / MERGED_DIR
-    deletable = merged.is_dir() and not view.active
+    deletable = is_real_dir(merged) and not view.active
     if deletable and st.button(
         f"Delete merged/ ({folder_size(merged) / 1e6:.0f} MB)", key="export_delete_now"
     ):

@@ -59,7 +59,7 @@ def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
         stopping = " · stopping…" if view.stop_requested else ""
         st.progress(
             min(1.0, max(0.0, finite_number(view.status.get("fraction")) or 0.0)),
-            text=f"{icon} {title} {view.state}: " + escape_markdown(f"{stage}{waiting}{stopping}"),
+            text=f"{icon} {title} " + escape_markdown(f"{view.state}: {stage}{waiting}{stopping}"),
         )
         if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
             act(lambda: request_stop(path, kind))
@@ -67,8 +67,8 @@ def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
             act(lambda: kill_job(path, kind))
     else:
         st.caption(
-            f"Last {title.lower()}: {icon} {view.state}, ended "
-            + escape_markdown(view.status.get("ended_at") or "?")
+            f"Last {title.lower()}: {icon} "
+            + escape_markdown(f"{view.state}, ended {view.status.get('ended_at') or '?'}")
         )
         if view.error and view.state != "completed":
             st.error(escape_markdown(view.error))

@@ -31,7 +31,8 @@ def is_owner() -> bool:
         return True
     if current.mode == "password":
         return st.session_state.get(UNLOCKED) is True
-    return bool(st.user.is_logged_in) and is_owner_email(current, st.user.get("email"))
+    user = st.user
+    return bool(user.is_logged_in) and is_owner_email(current, user.get("email"), user.get("email_verified"))
 
 
 def owner_only() -> bool:

@@ -59,9 +59,10 @@ def access_policy(secrets: Mapping[str, Any]) -> AccessPolicy:
     return AccessPolicy("open")
 
 
-def is_owner_email(policy: AccessPolicy, email: object) -> bool:
-    """Whether a logged-in user's email is one of the owners'."""
-    return isinstance(email, str) and email.strip().lower() in policy.owners
+def is_owner_email(policy: AccessPolicy, email: object, verified: object = True) -> bool:
+    """Whether a logged-in user's email is one of the owners'; an email the identity provider
+    says is not verified (`email_verified` false) is nobody's."""
+    return verified is not False and isinstance(email, str) and email.strip().lower() in policy.owners
 
 
 def _digest(text: str) -> bytes:

@@ -151,6 +151,8 @@ def _json(text: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PromptSetError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # a number too long to convert, nesting too deep
+        raise PromptSetError(f"not readable JSON ({type(exc).__name__})") from None
 
 
 def load_prompt_set(path: Path) -> PromptSet:

@@ -29,6 +29,7 @@ from core.store.runs import (
 )
 
 MAX_NOTE_CHARS = 2000
+MAX_RATINGS_BYTES = 8 << 20  # some 4,000 notes of 2,000 characters
 
 
 ANSWER_HASH_FIELD = "answer_sha256"  # in ratings.json: which answer a rating rates
@@ -69,9 +70,19 @@ def load_ratings(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """variant -> prompt id -> {"rating": 1-5 or None, "note": str, "answer_sha256": str (absent in old
     entries)}; a bad file or entry reads as none. rating_applies says whether one rates a given answer."""
     try:
-        data = read_json_object(run_path / RATINGS_FILE)
+        return _ratings_in(run_path)
     except FileProblem:
         return {}
+
+
+def _ratings_in(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """load_ratings, raising FileProblem when ratings.json exists but cannot be read."""
+    try:
+        data = read_json_object(run_path / RATINGS_FILE, MAX_RATINGS_BYTES)
+    except FileProblem:
+        if not os.path.lexists(run_path / RATINGS_FILE):
+            return {}
+        raise
     ratings: dict[str, dict[str, dict[str, Any]]] = {}
     for variant, prompts in data.items():
         if not isinstance(prompts, dict):
@@ -108,7 +119,10 @@ def save_rating(
         raise RatingError(f"no run folder at {run_path}")
     with os.fdopen(open_regular(run_path / f".{RATINGS_FILE}.lock", os.O_RDWR | os.O_CREAT), "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        ratings = load_ratings(run_path)
+        try:
+            ratings = _ratings_in(run_path)
+        except FileProblem as exc:  # saving now would overwrite every rating in it
+            raise RatingError(f"{exc}: the ratings there are kept and this one is not saved") from None
         prompts = ratings.setdefault(variant, {})
         if rating is None and not note.strip():
             prompts.pop(prompt_id, None)

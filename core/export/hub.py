@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import first_line
+from core import first_line, markdown_text
 from core.evaluate.answers import load_eval_results, pass_count
 from core.export.pipeline import gguf_file_path, read_export, record_push, sha256_file
 from core.store.files import read_json_or_empty
@@ -68,6 +68,18 @@ class UploadPlan:
         return sum(f.size for f in self.files) + len(self.card.encode("utf-8"))
 
 
+def pushed_repo(export: dict[str, Any]) -> tuple[str, str] | None:
+    """The repo an export.json says it was pushed to, with its page's address built here from
+    the validated repo id (never a URL from the file); None when it names no valid repo."""
+    hub = export.get("hub")
+    try:
+        repo_id = validate_repo_id(hub.get("repo_id") if isinstance(hub, dict) else None)
+    except HubError:
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    return repo_id, f"{endpoint}/{repo_id}"
+
+
 def validate_repo_id(repo_id: object) -> str:
     """`repo_id` if it is a valid `owner/name` Hub model repo id, else HubError saying why."""
     if not isinstance(repo_id, str) or not repo_id.strip():
@@ -115,6 +127,16 @@ def _number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _cell(value: object) -> str:
+    """A value from the run's files in the card's text or a table cell: inert (see markdown_text)."""
+    return " ".join(markdown_text(value).split()).replace("|", "\\|")
+
+
+def _code(value: object) -> str:
+    """A value from the run's files as a code span that it cannot close early."""
+    return "`" + " ".join(str(value).replace("`", "'").split()).replace("|", "\\|") + "`"
+
+
 def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files: list[dict[str, Any]]) -> str:
     """The model card (README.md) of the push: lineage, training, evaluation and how to run it."""
     config = read_json_or_empty(run_path / CONFIG_FILE)
@@ -136,9 +158,9 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
         "",
         f"# {repo_id.split('/')[1]}",
         "",
-        f"A LoRA fine-tune of `{base}`"
+        f"A LoRA fine-tune of {_code(base)}"
         + (
-            f" (trained on its 4-bit version `{config.get('base_model')}`)"
+            f" (trained on its 4-bit version {_code(config.get('base_model'))})"
             if config.get("base_model") not in (None, base)
             else ""
         )
@@ -149,16 +171,16 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
         "",
         "| setting | value |",
         "|---|---|",
-        f"| base model | `{base}` |",
-        f"| dataset | `{dataset}` |",
-        f"| split | `{config.get('split', '-')}` |",
-        f"| LoRA r / alpha / dropout | {config.get('lora_r', '-')} / {config.get('lora_alpha', '-')} / {config.get('lora_dropout', '-')} |",
-        f"| target modules | {modules_text} |",
-        f"| rsLoRA | {config.get('use_rslora', '-')} |",
+        f"| base model | {_code(base)} |",
+        f"| dataset | {_code(dataset)} |",
+        f"| split | {_code(config.get('split', '-'))} |",
+        f"| LoRA r / alpha / dropout | {_cell(config.get('lora_r', '-'))} / {_cell(config.get('lora_alpha', '-'))} / {_cell(config.get('lora_dropout', '-'))} |",
+        f"| target modules | {_cell(modules_text)} |",
+        f"| rsLoRA | {_cell(config.get('use_rslora', '-'))} |",
         f"| steps | {_number(metrics.get('steps', config.get('max_steps')))} |",
-        f"| batch x gradient accumulation | {config.get('batch_size', '-')} x {config.get('gradient_accumulation_steps', '-')} |",
-        f"| learning rate | {_number(config.get('learning_rate'))} ({config.get('lr_scheduler', '-')}) |",
-        f"| max sequence length | {config.get('max_seq_length', '-')} |",
+        f"| batch x gradient accumulation | {_cell(config.get('batch_size', '-'))} x {_cell(config.get('gradient_accumulation_steps', '-'))} |",
+        f"| learning rate | {_number(config.get('learning_rate'))} ({_cell(config.get('lr_scheduler', '-'))}) |",
+        f"| max sequence length | {_cell(config.get('max_seq_length', '-'))} |",
         "",
     ]
     if metrics:
@@ -172,7 +194,7 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             f"| tokens/s | {_number(metrics.get('tokens_per_s'))} |",
             f"| peak memory (GB, {memory}) | {_number(metrics.get('peak_memory_gb'))} |",
             f"| LoRA memory (GB) | {_number(metrics.get('lora_memory_gb'))} |",
-            f"| device | {metrics.get('device', '-')} |",
+            f"| device | {_cell(metrics.get('device', '-'))} |",
             "",
         ]
     evals = eval_summary(run_path)
@@ -185,9 +207,10 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             "| variant | passed |",
             "|---|---|",
         ]
-        lines += [f"| {variant} | {passed} of {total} |" for variant, (passed, total) in evals.items()]
+        lines += [f"| {_cell(variant)} | {passed} of {total} |" for variant, (passed, total) in evals.items()]
         lines.append("")
-    converter = export.get("converter") or {}
+    converter = export.get("converter") if isinstance(export.get("converter"), dict) else {}
+    adapter = adapter if isinstance(adapter, dict) else {}
     lines += [
         "## Files",
         "",
@@ -205,9 +228,9 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
         )
     lines += [
         "",
-        f"`adapter/` holds the LoRA adapter (step {adapter.get('step', '-')}) and the tokenizer with its chat template.",
-        f"Converted with {converter.get('version', 'llama.cpp')} ({converter.get('source', '-')}); "
-        f"exported {export.get('created_at', '-')}.",
+        f"`adapter/` holds the LoRA adapter (step {_cell(adapter.get('step', '-'))}) and the tokenizer with its chat template.",
+        f"Converted with {_cell(converter.get('version', 'llama.cpp'))} ({_cell(converter.get('source', '-'))}); "
+        f"exported {_cell(export.get('created_at', '-'))}.",
         "",
         "## Use it",
         "",

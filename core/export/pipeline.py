@@ -61,7 +61,9 @@ from core.models.generation import (
 from core.store.files import (
     delete_dir,
     finite_number,
+    folder_size,
     hidden_beside,
+    is_real_dir,
     read_json_object,
     read_json_or_empty,
     replace_dir,
@@ -173,16 +175,11 @@ def delete_merged(run_path: Path) -> int:
     """Delete the run's merged/ model (the GGUF files stay); return the bytes freed. The folder is
     renamed away first (delete_dir), so no half-deleted merged/ is ever seen under its name."""
     folder = run_path / MERGED_DIR
-    if not folder.is_dir():
+    if not is_real_dir(folder):
         return 0
     size = folder_size(folder)
     delete_dir(folder)
     return size
-
-
-def folder_size(folder: Path) -> int:
-    """Bytes taken by the files in `folder`, or 0 when there is none."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def read_export(run_path: Path) -> dict[str, Any] | None:

@@ -725,9 +725,10 @@ def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
         except (JobError, OSError):
             pass  # a run folder that cannot be written (planted links, read-only, deleted): reported as read
     pid = process.get("pid")
+    state = status.get("state")
     return JobView(
         kind,
-        status.get("state"),
+        None if state is None else str(state),  # a state file from elsewhere may hold anything
         alive,
         pid if isinstance(pid, int) else None,
         status,

@@ -18,7 +18,7 @@ from typing import Any
 
 from core import first_line
 from core.models.gguf import ModelError, check_gguf
-from core.store.runs import GGUF_DIR, list_runs
+from core.store.runs import list_runs, run_gguf_files
 
 LAB_REPO = "dnagard/PEFT-optimization"
 
@@ -87,10 +87,12 @@ def bundled_choice() -> ModelChoice:
 
 
 def run_choices(root: Path) -> list[ModelChoice]:
-    """Every GGUF file that a run's export wrote, newest run first."""
+    """Every GGUF file that a run's export wrote, newest run first (broken runs and links left out)."""
     choices = []
     for run in list_runs(root):
-        for path in sorted((run.path / GGUF_DIR).glob("*.gguf")):
+        if run.broken:
+            continue
+        for path in run_gguf_files(run.path):
             choices.append(ModelChoice("run", f"{run.name} / {path.name} (exported run)", path=str(path)))
     return choices
 

@@ -38,7 +38,7 @@ class FileProblem(OSError):
 
 
 MAX_DOCUMENT_BYTES = 1 << 20  # config.json, status.json, metrics.json, a job's state: small documents
-MAX_RECORDS_BYTES = 64 << 20  # JSON-lines records (answers, ratings, events)
+MAX_RECORDS_BYTES = 16 << 20  # JSON-lines records (answers, events): ~50,000 logged steps
 TAIL_BYTES = 64 << 10  # what tail_lines reads from the end of a log
 
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -144,11 +144,11 @@ def sync_file_system(path: Path) -> None:
         os.close(descriptor)
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """Read a JSON object of at most MAX_DOCUMENT_BYTES from `path` (see read_capped); raise
+def read_json_object(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> dict[str, Any]:
+    """Read a JSON object of at most `limit` bytes from `path` (see read_capped); raise
     FileProblem with a readable reason otherwise."""
     try:
-        text = read_capped(path, MAX_DOCUMENT_BYTES).decode("utf-8")
+        text = read_capped(path, limit).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FileProblem(f"{path.name} cannot be read ({exc})") from None
     try:
@@ -157,6 +157,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         raise FileProblem(f"{path.name} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise FileProblem(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except ValueError as exc:  # a number of more digits than Python converts
+        raise FileProblem(f"{path.name} cannot be read ({exc})") from None
     if not isinstance(data, dict):
         raise FileProblem(f"{path.name} holds a {type(data).__name__}, not a JSON object")
     return data
@@ -165,9 +167,13 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def finite_number(value: Any) -> float | None:
     """`value` as a float when it is a finite number, else None: files from elsewhere may hold
     anything (text, booleans, NaN) where a number belongs."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)  # an int of over 308 digits does not fit
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 FileStamp = tuple[str, int, int]
@@ -228,7 +234,7 @@ def read_jsonl(path: Path, limit: int = MAX_RECORDS_BYTES) -> tuple[list[dict[st
             continue
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, a number too long, too deep
             skipped += 1
             continue
         if isinstance(record, dict):
@@ -301,6 +307,25 @@ def _rename_with(flag: int, source: Path, target: Path) -> bool:
 def _exchange(first: Path, second: Path) -> bool:
     """Swap two paths in one atomic step; False where that cannot be done here."""
     return _rename_with(_RENAME_EXCHANGE, first, second)
+
+
+def is_real_dir(path: Path) -> bool:
+    """True for a folder that is not a symbolic link: a run's subfolders are never followed."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes taken by the regular files in `folder` and its subfolders, no link followed; 0 when
+    it is no real folder. What cannot be read counts nothing."""
+    if not is_real_dir(folder):
+        return 0
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(parent, name))
+                total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
 
 
 def hidden_beside(target: Path, purpose: str) -> Path:

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.store.files import FileProblem, place_new_dir, read_json_object, staging_dir, write_json_atomic
+from core.store.files import (
+    FileProblem,
+    finite_number,
+    is_real_dir,
+    place_new_dir,
+    read_json_object,
+    staging_dir,
+    write_json_atomic,
+)
 from core.train.config import stored_text_problems
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -166,22 +174,38 @@ def checkpoint_step(path: Path) -> int | None:
 def latest_checkpoint(path: Path) -> Path | None:
     """The run's newest complete checkpoint, or None."""
     folder = path / CHECKPOINTS_DIR
-    if not folder.is_dir():
+    if not is_real_dir(folder):
         return None
-    found = [(step, entry) for entry in folder.iterdir() if (step := checkpoint_step(entry)) is not None]
+    found = [
+        (step, entry)
+        for entry in folder.iterdir()
+        if is_real_dir(entry) and (step := checkpoint_step(entry)) is not None
+    ]
     return max(found)[1] if found else None
+
+
+def run_gguf_files(path: Path) -> list[Path]:
+    """The GGUF files in the run's gguf/ folder, by name: regular files only, no link followed
+    (a run folder from elsewhere may point anywhere)."""
+    folder = path / GGUF_DIR
+    if not is_real_dir(folder):
+        return []
+    return sorted(entry for entry in folder.glob("*.gguf") if entry.is_file() and not entry.is_symlink())
 
 
 def remove_incomplete_checkpoints(path: Path) -> list[str]:
     """Delete checkpoint folders a crash left half-written; return their names."""
     folder = path / CHECKPOINTS_DIR
-    if not folder.is_dir():
+    if not is_real_dir(folder):
         return []
     broken = [
         entry for entry in folder.iterdir() if _is_checkpoint_name(entry) and checkpoint_step(entry) is None
     ]
     for entry in broken:
-        shutil.rmtree(entry, ignore_errors=True)
+        if is_real_dir(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)  # a link or a file: removed itself, never what it points at
     return sorted(entry.name for entry in broken)
 
 
@@ -323,8 +347,14 @@ def _device_label(metrics: dict[str, Any]) -> str | None:
     return device
 
 
+def _text(value: Any) -> str | None:
+    """A value from a run's files as table text: files from elsewhere may hold any JSON there."""
+    return None if value is None else str(value)
+
+
 def run_summary(run: Run) -> dict[str, Any]:
-    """One row of the runs table (keys of RUN_TABLE_COLUMNS), shared by the UI and the CLI."""
+    """One row of the runs table (keys of RUN_TABLE_COLUMNS), shared by the UI and the CLI: text
+    columns hold text and number columns finite numbers, whatever the files hold."""
     config, metrics = run.config, run.metrics
     if run.broken:
         note = "; ".join(run.problems)
@@ -335,14 +365,14 @@ def run_summary(run: Run) -> dict[str, Any]:
     return {
         "name": run.name,
         "state": run.state,
-        "base_model": config.get("base_model"),
+        "base_model": _text(config.get("base_model")),
         "dataset": _dataset_label(config),
         "lora": _lora_label(config),
         "steps": _steps_label(run),
-        "train_loss": metrics.get("train_loss"),
-        "runtime_s": metrics.get("train_runtime_s"),
-        "peak_memory_gb": metrics.get("peak_memory_gb"),
-        "lora_memory_gb": metrics.get("lora_memory_gb"),
-        "device": _device_label(metrics),
-        "note": note,
+        "train_loss": finite_number(metrics.get("train_loss")),
+        "runtime_s": finite_number(metrics.get("train_runtime_s")),
+        "peak_memory_gb": finite_number(metrics.get("peak_memory_gb")),
+        "lora_memory_gb": finite_number(metrics.get("lora_memory_gb")),
+        "device": _text(_device_label(metrics)),
+        "note": _text(note),
     }
