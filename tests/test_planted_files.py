@@ -227,7 +227,11 @@ def test_an_enormous_number_in_a_run_folder_breaks_no_page(tmp_path, monkeypatch
     monkeypatch.setenv("PEFT_RUNS_DIR", str(root))
     loaded = read_run_folder(run)
     assert loaded.broken == (digits > 4300)
-    for page, query in (("Home.py", {}), ("pages/2_Run.py", {"run": "huge_number"}), ("pages/3_Compare.py", {})):
+    for page, query in (
+        ("Home.py", {}),
+        ("pages/2_Run.py", {"run": "huge_number"}),
+        ("pages/3_Compare.py", {}),
+    ):
         app = app_at(page, query)
         app.run()
         assert not app.exception, (page, app.exception)
