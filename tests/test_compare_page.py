@@ -188,6 +188,21 @@ def eval_rows(variant, answers, *, failing=None, latency=1.0):
     return rows
 
 
+def small_cpu_run(runs_root, name):
+    """A runs root with no seed runs and one 5-step CPU run, trained as the job writes it."""
+    runs_root.mkdir()
+    (runs_root / SEED_MARKER).write_text("")
+    return trained_run(
+        runs_root,
+        name,
+        config={"max_steps": 5},
+        device="cpu",
+        peak=0.5,
+        lora=0.05,
+        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=5),
+    )
+
+
 def write_eval(path, variant, rows):
     (path / "eval").mkdir(exist_ok=True)
     write_jsonl_atomic(path / "eval" / f"{variant}.jsonl", rows)
@@ -417,17 +432,7 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
 
 def test_answers_without_a_prompt_set_are_shown(runs_root):
     """Eval rows without a prompt_set (written before it was recorded) still fill the matrix."""
-    runs_root.mkdir()
-    (runs_root / SEED_MARKER).write_text("")
-    run = trained_run(
-        runs_root,
-        "old_eval",
-        config={"max_steps": 5},
-        device="cpu",
-        peak=0.5,
-        lora=0.05,
-        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=5),
-    )
+    run = small_cpu_run(runs_root, "old_eval")
     rows = eval_rows("adapter", GOOD, failing={"swedish": ("translation", "similarity 0.5 < 0.85")})
     write_eval(run, "adapter", [{k: v for k, v in row.items() if k != "prompt_set"} for row in rows])
     app = open_page()
@@ -724,17 +729,7 @@ def test_a_check_detail_and_a_prompt_from_files_are_shown_literally(runs_root):
     image: the answer cell shows them as text (markdown-it, as in test_markdown_escaping)."""
     from markdown_it import MarkdownIt
 
-    runs_root.mkdir()
-    (runs_root / SEED_MARKER).write_text("")
-    run = trained_run(
-        runs_root,
-        "planted",
-        config={"max_steps": 5},
-        device="cpu",
-        peak=0.5,
-        lora=0.05,
-        events=training_events(5, 3.0, 2.0, seconds_per_step=0.1, tokens_per_step=100, memory_gb=0.5, seed=5),
-    )
+    run = small_cpu_run(runs_root, "planted")
     image = "![x](http://127.0.0.1:9/pixel.png)"
     rows = eval_rows("adapter", GOOD, failing={"vpn": ("words", f"3 words {image}")})
     rows[0]["prompt"] = f"Explain {image}"

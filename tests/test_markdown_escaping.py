@@ -70,38 +70,42 @@ def no_image_or_link(app) -> None:
         )
 
 
-def test_a_status_error_from_a_run_folder_is_shown_literally(runs_root):
-    """A run folder from elsewhere whose status.json error carries a remote image."""
+@pytest.fixture
+def empty_root(runs_root):
+    """A runs root without the lab's seed runs."""
     runs_root.mkdir()
     (runs_root / ".seeded").write_text("")
-    path = create_run(runs_root, "planted", default_config(), status=initial_status("failed", 30))
+    return runs_root
+
+
+def rendered_page(page: str, query_params: dict | None = None):
+    """The page run once, as a link opens it, with no exception."""
+    app = app_at(page, query_params)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_status_error_from_a_run_folder_is_shown_literally(empty_root):
+    """A run folder from elsewhere whose status.json error carries a remote image."""
+    path = create_run(empty_root, "planted", default_config(), status=initial_status("failed", 30))
     status = {**initial_status("failed", 30), "error": f"boom {REMOTE_IMAGE}"}
     write_json_atomic(path / "status.json", status)
-    app = app_at("pages/2_Run.py", {"run": "planted"})
-    app.run()
-    assert not app.exception
+    app = rendered_page("pages/2_Run.py", {"run": "planted"})
     assert any("track" in error.value for error in app.error)
     no_image_or_link(app)
 
 
-def test_a_broken_run_named_like_an_image_is_listed_literally(runs_root):
+def test_a_broken_run_named_like_an_image_is_listed_literally(empty_root):
     """A folder name that is no run name (and that markdown would take for an image)."""
-    runs_root.mkdir()
-    (runs_root / ".seeded").write_text("")
-    (runs_root / "![x](http:..127.0.0.1:9.png)").mkdir()
-    app = app_at("Home.py")
-    app.run()
-    assert not app.exception
+    (empty_root / "![x](http:..127.0.0.1:9.png)").mkdir()
+    app = rendered_page("Home.py")
     assert any("127" in warning.value for warning in app.warning)
     no_image_or_link(app)
 
 
-def test_a_name_in_the_url_is_shown_literally(runs_root):
-    runs_root.mkdir()
-    (runs_root / ".seeded").write_text("")
-    create_run(runs_root, "real", default_config(), status=initial_status("completed", 30))
-    app = app_at("pages/3_Compare.py", {"runs": f"real,{REMOTE_IMAGE}"})
-    app.run()
-    assert not app.exception
+def test_a_name_in_the_url_is_shown_literally(empty_root):
+    create_run(empty_root, "real", default_config(), status=initial_status("completed", 30))
+    app = rendered_page("pages/3_Compare.py", {"runs": f"real,{REMOTE_IMAGE}"})
     assert any("track" in warning.value for warning in app.warning)
     no_image_or_link(app)

@@ -416,6 +416,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def survivors(pids: list[int], wait_s: float = 2.0) -> list[int]:
+    """Those of `pids` still alive after `wait_s`; they are killed so that no test leaves them."""
+    deadline = time.monotonic() + wait_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def test_an_interrupted_run_leaves_no_process_behind():
     """A stopped eval job interrupts run_python with an exception: neither bubblewrap nor the code
     inside may live on (they get SIGKILL, which the kernel delivers within moments)."""
@@ -437,12 +448,7 @@ def test_an_interrupted_run_leaves_no_process_behind():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    deadline = time.monotonic() + 2
-    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    left = [pid for pid in running if alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = survivors(running)
     assert len(running) >= 3 and left == []  # bwrap, its init in the sandbox, the harness
 
 
@@ -560,12 +566,7 @@ def test_a_killed_dashboard_leaves_no_process_behind():
     finally:
         dashboard.kill()
         dashboard.wait()
-    deadline = time.monotonic() + 2
-    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    left = [pid for pid in running if alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = survivors(running)
     assert sleeps and set(sleeps) < set(running) and left == [], (sleeps, running)
 
 
