@@ -111,6 +111,12 @@ def read_curve(events_path: Path) -> Curve:
     except OSError as exc:
         empty = np.empty(0)
         return Curve(empty, empty, empty, empty, problem=str(exc))  # read_jsonl's FileProblem names the file
+    return curve_of(records, skipped)
+
+
+def curve_of(records: list[dict[str, Any]], skipped: int = 0) -> Curve:
+    """The Curve of events.jsonl's records (read_jsonl's); records without a finite step and loss
+    are counted as skipped, the last record of a step wins."""
     by_step: dict[float, tuple[float, float, float]] = {}
     for record in records:
         step, loss = finite_number(record.get("step")), finite_number(record.get("loss"))

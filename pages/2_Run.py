@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import MISSING
-from core.compare import read_curve
+from core.compare import curve_of
 from core.jobs.lifecycle import job_view, kill_job, request_stop, start_training, with_live_states
 from core.machine.system import training_capability
 from core.store.files import read_jsonl
@@ -64,10 +64,10 @@ def live_view(path, was_active: bool) -> None:
         st.error(escape_markdown(view.error or run.status.get("error")))
 
     try:
-        events, _ = read_jsonl(path / EVENTS_FILE)
+        events, skipped = read_jsonl(path / EVENTS_FILE)
     except OSError as exc:
         st.warning(f"The run's events cannot be read: {escape_markdown(exc)}")
-        events = []
+        events, skipped = [], 0
     progress = training_progress(run.status, events, running=view.active and state == "running")
     pace = f" · {progress.seconds_per_step:.2f} s/step" if progress.seconds_per_step else ""
     st.progress(progress.fraction, text=f"step {progress.step}/{progress.max_steps or '?'}{pace}")
@@ -80,7 +80,7 @@ def live_view(path, was_active: bool) -> None:
         MISSING if progress.memory_gb is None else f"{progress.memory_gb:.2f} GB",
         help="GPU reserved memory on a GPU; process RSS on a CPU",
     )
-    curve = read_curve(path / EVENTS_FILE)
+    curve = curve_of(events, skipped)
     if len(curve):
         weight = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="run_smoothing")
         st.plotly_chart(run_loss_figure(curve, weight), key="run_loss_chart")
