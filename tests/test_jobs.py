@@ -694,6 +694,7 @@ def test_a_stop_is_overdue_once_the_grace_period_is_over(tmp_path, monkeypatch):
 
     assert view(time.time() - 5).stop_requested and not view(time.time() - 5).stop_overdue
     assert view(time.time() - 31).stop_overdue
+    assert view(time.time() + 3600).stop_overdue  # a request dated in the future never withholds Kill
 
 
 def test_only_a_job_that_pushes_or_pulls_reaches_the_hub(tmp_path, tiny_model):

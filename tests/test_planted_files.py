@@ -278,3 +278,76 @@ def test_linked_checkpoints_merged_and_gguf_files_are_not_followed(tmp_path):
     shutil.rmtree(planted / "gguf")
     (planted / "gguf").symlink_to(victim / "gguf")
     assert run_gguf_files(planted) == []
+
+
+def test_a_lone_surrogate_in_a_run_file_is_refused_on_read(tmp_path, monkeypatch):
+    """A JSON escape that decodes to half a character: accepted by json, it would fail every
+    later write and render (Home, runs list)."""
+    root = tmp_path / "runs"
+    run = make_run(root, "odd")
+    (run / "status.json").write_text('{"state": "failed", "error": "\\ud800"}')
+    (run / "events.jsonl").write_text(
+        '{"step": 1, "loss": 2.0, "note": "\\ud800"}\n{"step": 2, "loss": 1.5}\n'
+    )
+    loaded = read_run_folder(run)
+    assert loaded.broken and "status.json cannot be read" in loaded.problems[0]
+    records, skipped = read_jsonl(run / "events.jsonl")
+    assert [record["step"] for record in records] == [2] and skipped == 1
+    (run / "metrics.json").write_text('{"device": "\\ud83d\\ude00"}')  # a real pair still reads
+    assert read_json_object(run / "metrics.json") == {"device": "😀"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(root), "runs", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0 and "odd" in listing.stdout
+
+
+def test_a_run_folder_that_is_a_link_has_no_job_and_deleting_it_removes_only_the_link(tmp_path):
+    """A planted `evil -> real` beside a run whose job records say running: looking at, stopping
+    or deleting evil never reads, records or deletes anything of real."""
+    from core.jobs.lifecycle import JobError, delete_run, job_view, request_stop
+
+    root = tmp_path / "runs"
+    real = make_run(root, "real")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        write_json_atomic(real / "status.json", {**initial_status("running", 30), "pid": sleeper.pid})
+        before = (real / "status.json").read_bytes()
+        (root / "evil").symlink_to(real)
+        view = job_view(root / "evil", "train")
+        assert (view.state, view.alive) == (None, False)
+        with pytest.raises(JobError):
+            request_stop(root / "evil", "train")
+        delete_run(root / "evil")
+        assert not os.path.lexists(root / "evil")
+        assert (real / "status.json").read_bytes() == before and sleeper.poll() is None
+        assert not (real / "jobs").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_run_whose_jobs_folder_is_planted_can_still_be_deleted(tmp_path):
+    from core.jobs.lifecycle import delete_run
+
+    root = tmp_path / "runs"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = make_run(root, "linked")
+    (linked / "jobs").symlink_to(elsewhere)
+    filed = make_run(root, "filed")
+    (filed / "jobs").write_text("not a folder")
+    delete_run(linked)
+    delete_run(filed)
+    assert list(root.iterdir()) == [] and elsewhere.is_dir() and list(elsewhere.iterdir()) == []
+
+
+def test_the_sweep_does_not_follow_a_linked_folder(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / ".precious.deadbeef.tmp").write_text("not ours")
+    (tmp_path / "gguf").symlink_to(target)
+    assert sweep_debris(tmp_path / "gguf") == []
+    assert (target / ".precious.deadbeef.tmp").exists()

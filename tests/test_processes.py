@@ -115,8 +115,18 @@ def test_the_command_line_must_run_the_runs_job_in_its_runs_root(tmp_path, stand
         command=[sys.executable, "-c", "import time; time.sleep(60)", "-m", "core", "train", "r1"]
     )
     assert not runs_job(code.pid, run, "train")  # `-m core` as arguments of other code
+    glued = stand_in(command=[sys.executable, "-cimport time; time.sleep(60)", "-m", "core", "train", "r1"])
+    assert not runs_job(glued.pid, run, "train")  # the same, with -c glued to its code
     sleeper = stand_in(command=["sleep", "60"])
     assert not runs_job(sleeper.pid, run, "train")
+    # Another run's job whose arguments happen to hold this run's name: the name must be the run's.
+    evaluation = stand_in("--runs-dir", str(root), "eval", "other", "--variant", "base", "--prompts", "lab")
+    for name in ("base", "lab"):
+        assert not runs_job(evaluation.pid, root / name, "eval")
+    assert runs_job(evaluation.pid, root / "other", "eval")
+    # The runs root core itself would use: of two --runs-dir, the last.
+    twice = stand_in("--runs-dir", str(root), "--runs-dir", "/other", "train", "r1")
+    assert not runs_job(twice.pid, run, "train")
 
     identity = {"pid": job.pid, "host": socket.gethostname(), "pid_start": process_start(job.pid)}
     assert job_alive(identity, run, "train")
@@ -194,8 +204,13 @@ SECRETS = {
     "HUGGING_FACE_HUB_TOKEN": "hf_legacy",
     "AWS_SECRET_ACCESS_KEY": "aws",
     "OPENAI_API_KEY": "sk",
-    "PEFT_BUCKET_TOKEN": "bucket",  # a project-prefixed name is still a secret's
+    "PEFT_BUCKET_TOKEN": "bucket",  # a project setting not named in JOB_VARIABLES stays out
+    "PEFT_OWNER_PASSWORD": "owner",
+    "PEFT_owner_pass": "owner",
     "TRANSFORMERS_AUTH": "auth",
+    "TORCH_HUB_PAT": "pat",  # names taken by prefix: a secret's word in any case keeps them out
+    "CUDA_DB_PWD": "pwd",
+    "TORCH_COOKIE_SIGNING": "cookie",
 }
 SETTINGS = {
     "PEFT_RUNS_DIR": "/runs",
@@ -218,6 +233,7 @@ def test_a_job_gets_what_it_needs_and_a_token_only_when_it_reaches_the_hub(monke
     local = job_environment(hub=False)
     assert local == {**SETTINGS, "PATH": "/usr/bin", "HOME": "/home/u", "PYTHONUNBUFFERED": "1"}
     assert job_environment(hub=True) == {**local, **NETWORK, "HF_TOKEN": "hf_dashboard"}
+    assert job_environment(hub=False, network=True) == {**local, **NETWORK}  # an export's pip: no token
     del os.environ["HF_TOKEN"]
     assert job_environment(hub=True)["HF_TOKEN"] == "hf_legacy"  # the name older setups use
     del os.environ["HUGGING_FACE_HUB_TOKEN"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.cards.anki import CARD_TYPES, CLOZE_DELETION, Card
 from core.models.gguf import ModelError
+from core.store.files import json_value
 
 DIFFICULTIES = ("beginner", "intermediate", "advanced")
 MAX_CARDS = 20
@@ -224,6 +225,7 @@ def _salvage_objects(text: str) -> list[Any]:
             break
         try:
             value, end = decoder.raw_decode(text, index)
+            json_value(text[index:end])  # refuses a lone surrogate, as for a whole reply
         except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
@@ -241,7 +243,7 @@ def _qa_blocks(text: str) -> list[dict[str, str]]:
 def raw_cards(text: str) -> tuple[list[Any], str | None]:
     """The card objects a reply holds, and how it was read if not as clean JSON."""
     try:
-        data = json.loads(text)
+        data = json_value(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         salvaged = _salvage_objects(text)
         if salvaged:

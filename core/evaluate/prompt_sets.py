@@ -20,6 +20,7 @@ from core.evaluate.checks import (
 )
 from core.store.files import (
     MAX_DOCUMENT_BYTES,
+    json_value,
     read_capped,
     write_json_atomic,
 )
@@ -148,10 +149,10 @@ def parse_prompt_set(data: object) -> PromptSet:
 
 def _json(text: str) -> object:
     try:
-        return json.loads(text)
+        return json_value(text)
     except json.JSONDecodeError as exc:
         raise PromptSetError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except (ValueError, RecursionError) as exc:  # a number too long to convert, nesting too deep
+    except (ValueError, RecursionError) as exc:  # a number too long, a lone surrogate, nesting too deep
         raise PromptSetError(f"not readable JSON ({type(exc).__name__})") from None
 
 

@@ -208,7 +208,10 @@ def _reset(path: Path, **changes: Any) -> dict[str, Any]:
 def _control(run_path: Path, kind: str) -> Iterator[None]:
     """Serialize those who launch, stop, kill or record the end of a run's job of this kind, and
     who delete the run (not the job itself): a launch's reset-start-record, a dead job's
-    recording and a deletion never interleave."""
+    recording and a deletion never interleave. JobError for a run folder that is a symbolic link:
+    no job is started, stopped or recorded through one."""
+    if run_path.is_symlink():
+        raise JobError(f"run {run_path.name} is a symbolic link to another folder: not followed")
     try:
         (run_path / JOBS_DIR).mkdir(exist_ok=True)
     except FileNotFoundError:  # deleted meanwhile
@@ -462,14 +465,15 @@ def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
     return pulls_data or from_hub(config.get("base_model"))
 
 
-def job_environment(hub: bool) -> dict[str, str]:
+def job_environment(hub: bool, network: bool = False) -> dict[str, str]:
     """The whole environment a job starts with, built from this process's: the variables jobs need
     (core.jobs.processes.JOB_VARIABLES and JOB_VARIABLE_PREFIXES: paths, locale, caches, offline
     switches, threads, devices, this project's settings) and unbuffered output; for a job that
     pushes or pulls (`hub`, see job_reaches_hub) also the proxy and certificate settings and the
-    dashboard's Hub token as HF_TOKEN. Nothing else of the dashboard's reaches a job: no other
-    token, key or password, whatever its name."""
-    names = JOB_VARIABLES | NETWORK_VARIABLES if hub else JOB_VARIABLES
+    dashboard's Hub token as HF_TOKEN; with `network` (an export, whose converter may be fetched
+    with pip) the proxy and certificate settings without the token. Nothing else of the
+    dashboard's reaches a job: no other token, key or password, whatever its name."""
+    names = JOB_VARIABLES | NETWORK_VARIABLES if hub or network else JOB_VARIABLES
     environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
     token = _dashboard_token() if hub else None
     if token:
@@ -553,7 +557,8 @@ def start_job(
             admit()
         path = state_path(run_path, kind)
         _reset(path, state="queued", stage="starting")
-        environment = {**job_environment(job_reaches_hub(run_path, kind, arguments)), **(secrets or {})}
+        hub = job_reaches_hub(run_path, kind, arguments)
+        environment = {**job_environment(hub, network=kind == "export"), **(secrets or {})}
         try:
             return _launch(run_path, kind, [kind, run_path.name, *arguments], environment)
         except Exception as exc:
@@ -613,10 +618,14 @@ class JobView:
     def stop_overdue(self) -> bool:
         """Whether the job still runs stop_grace_s() after its stop request, which its group
         watch would have ended (an older job without one, or one not launched by the
-        dashboard): the moment for kill_job (the Run page's Kill button)."""
+        dashboard): the moment for kill_job (the Run page's Kill button). A request dated in the
+        future (a clock gone wrong, a planted record) counts as overdue: Kill is never withheld."""
         request = self._request if self.active else None
         requested = finite_number(request.get("requested_s")) if request else None
-        return requested is not None and time.time() - requested >= stop_grace_s()
+        if requested is None:
+            return False
+        waited = time.time() - requested
+        return waited >= stop_grace_s() or waited < 0
 
     @property
     def _request(self) -> dict[str, Any] | None:
@@ -688,7 +697,10 @@ def _ended_by_death(
 
 def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], bool]:
     """The job's state and launch records, its process identity, and whether that process is the
-    job and alive (core.jobs.processes.job_alive)."""
+    job and alive (core.jobs.processes.job_alive). A run folder that is a symbolic link has no job
+    of its own: nothing in it is read (it would be another folder's)."""
+    if run_path.is_symlink():
+        return {}, {}, {}, False
     status, launch = (
         read_json_or_empty(state_path(run_path, kind)),
         read_json_or_empty(launch_path(run_path, kind)),
@@ -827,9 +839,19 @@ def delete_run(run_path: Path) -> None:
     """
     for kind in JOB_KINDS:
         job_view(run_path, kind)  # records jobs found dead, outside the locks it takes
-    with ExitStack() as locks:
+    locks = ExitStack()
+    try:
         for kind in JOB_KINDS:  # always in this order: no two deleters wait for each other
             locks.enter_context(_control(run_path, kind))
+    except (JobError, OSError):  # OSError: jobs/ is a file
+        locks.close()
+        if not os.path.lexists(run_path):
+            raise
+        # A link to another folder (only the link goes), or planted control files: no job of ours
+        # can be launched there, since every launch takes these locks first.
+        delete_dir(run_path)
+        return
+    with locks:
         busy = [view for kind in JOB_KINDS if (view := job_view(run_path, kind, reconcile=False)).active]
         if busy:
             raise JobError(f"run {run_path.name} has a {busy[0].kind} job {busy[0].state}: stop it first")

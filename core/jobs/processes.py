@@ -23,6 +23,9 @@ variables they need by name or prefix, never the rest of the dashboard's (tokens
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import math
 import os
 import re
@@ -46,8 +49,9 @@ JOB_VARIABLES = frozenset(
         # the system: programs, home, locale, time zone, temporary files, caches, the venv, CUDA libraries
         *("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CACHE_HOME", "VIRTUAL_ENV"),
         "LD_LIBRARY_PATH",
-        # this project: the llama.cpp checkout (its PEFT_* settings are a prefix below)
+        # this project: the llama.cpp checkout and the settings a job reads (never the owner's password)
         "LLAMA_CPP_DIR",
+        *("PEFT_RUNS_DIR", "PEFT_CACHE_DIR", "PEFT_STOP_GRACE_S", "PEFT_UNISOLATED_CODE_CHECKS"),
         # Hugging Face caches, mirror and offline switches (never a token)
         *("HF_HOME", "HF_HUB_CACHE", "HF_XET_CACHE", "HF_DATASETS_CACHE", "HF_ENDPOINT"),
         *("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"),
@@ -59,7 +63,6 @@ JOB_VARIABLES = frozenset(
 )
 JOB_VARIABLE_PREFIXES = (
     "LC_",  # locale
-    "PEFT_",  # this project's settings: runs and cache folders, stop grace period
     "HF_HUB_DISABLE_",  # progress bars, telemetry, symlink warnings
     "TRANSFORMERS_",  # offline switch, cache, verbosity
     *("CUDA_", "PYTORCH_", "TORCH", "TRITON_", "BNB_", "UNSLOTH_"),  # devices, allocator, compile caches
@@ -72,7 +75,7 @@ NETWORK_VARIABLES = frozenset(
         *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
     }
 )
-SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH")
+SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASS|PWD|KEY|CREDENTIAL|AUTH|COOKIE|PAT\b", re.IGNORECASE)
 """What a variable taken by prefix may not contain: a secret's name (only a name listed in full,
 such as TOKENIZERS_PARALLELISM, may)."""
 
@@ -128,16 +131,29 @@ def _read_proc(pid: int, name: str) -> list[str] | None:
 
 
 def _core_arguments(command: list[str]) -> list[str] | None:
-    """The arguments after `-m core` in a Python command line, or None when it runs something else
-    (a script, `-c` code, another module)."""
+    """The arguments after `-m core` in a Python command line, read as the interpreter reads its
+    options (clusters such as `-Im`, `-mcore`, `-cCODE`); None when it runs something else (a
+    script, code given with -c, another module)."""
     options = iter(command[1:])
     for option in options:
-        if option == "-m":
-            return list(options) if next(options, None) == "core" else None
-        if not option.startswith("-") or option in ("-", "-c"):
-            return None
-        if option in ("-W", "-X"):  # the interpreter options that take a value
+        if option == "--check-hash-based-pycs":  # the one long option that takes a value
             next(options, None)
+            continue
+        if option.startswith("--"):
+            continue
+        if option == "-" or not option.startswith("-"):
+            return None
+        cluster = option[1:]
+        for index, flag in enumerate(cluster):
+            rest = cluster[index + 1 :]
+            if flag == "c":
+                return None
+            if flag == "m":
+                return list(options) if (rest or next(options, None)) == "core" else None
+            if flag in "WX":  # takes a value: the rest of the cluster, else the next argument
+                if not rest:
+                    next(options, None)
+                break
     return None
 
 
@@ -155,20 +171,38 @@ def _runs_root_of(pid: int, explicit: str | None) -> Path | None:
     return (Path(folder) / Path(chosen or "runs").expanduser()).resolve()
 
 
+@functools.cache
+def _core_parser() -> Any:
+    """The command line's one parser (core.cli imports this module: imported when first used)."""
+    from core.cli import build_parser
+
+    return build_parser()
+
+
+def _core_command(arguments: list[str]) -> Any:
+    """The arguments of `python -m core` as its own parser reads them (command, name, runs_dir),
+    or None when it would refuse them."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parsed, _ = _core_parser().parse_known_args(arguments)
+    except SystemExit:
+        return None
+    return parsed
+
+
 def runs_job(pid: int, run_path: Path, kind: str) -> bool:
-    """Whether process `pid` runs `python -m core [--runs-dir ROOT] KIND ...` with the run's name
-    among its arguments, in the run's runs root."""
+    """Whether process `pid` runs `python -m core [--runs-dir ROOT] KIND NAME ...` for this run:
+    its command line read as Python and core's own parser read it (the command is KIND, the run
+    named is this one), in the run's runs root."""
     arguments = _core_arguments(_read_proc(pid, "cmdline") or [])
-    if arguments is None:
+    parsed = None if arguments is None else _core_command(arguments)
+    if (
+        parsed is None
+        or getattr(parsed, "command", None) != kind
+        or getattr(parsed, "name", None) != run_path.name
+    ):
         return False
-    explicit = None
-    if arguments[:1] == ["--runs-dir"] and len(arguments) > 1:
-        explicit, arguments = arguments[1], arguments[2:]
-    elif arguments and arguments[0].startswith("--runs-dir="):
-        explicit, arguments = arguments[0].partition("=")[2], arguments[1:]
-    if arguments[:1] != [kind] or run_path.name not in arguments[1:]:
-        return False
-    return _runs_root_of(pid, explicit) == run_path.parent.resolve()
+    return _runs_root_of(pid, parsed.runs_dir) == run_path.parent.resolve()
 
 
 def job_identity() -> dict[str, Any]:

@@ -144,6 +144,18 @@ def sync_file_system(path: Path) -> None:
         os.close(descriptor)
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def json_value(text: str) -> Any:
+    """json.loads, refusing what no page or file could hold: a lone surrogate (`\\ud800`) from an
+    escape raises UnicodeEncodeError (a ValueError), as writing or showing it would later."""
+    data = json.loads(text)
+    if _SURROGATE_ESCAPE.search(text):
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return data
+
+
 def read_json_object(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> dict[str, Any]:
     """Read a JSON object of at most `limit` bytes from `path` (see read_capped); raise
     FileProblem with a readable reason otherwise."""
@@ -152,13 +164,13 @@ def read_json_object(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> dict[str, A
     except UnicodeDecodeError as exc:
         raise FileProblem(f"{path.name} cannot be read ({exc})") from None
     try:
-        data = json.loads(text)
+        data = json_value(text)
     except RecursionError:
         raise FileProblem(f"{path.name} is nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise FileProblem(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except ValueError as exc:  # a number of more digits than Python converts
-        raise FileProblem(f"{path.name} cannot be read ({exc})") from None
+    except ValueError as exc:  # a number of more digits than Python converts, a lone surrogate
+        raise FileProblem(f"{path.name} cannot be read ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise FileProblem(f"{path.name} holds a {type(data).__name__}, not a JSON object")
     return data
@@ -233,7 +245,7 @@ def read_jsonl(path: Path, limit: int = MAX_RECORDS_BYTES) -> tuple[list[dict[st
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json_value(line.decode("utf-8"))
         except (ValueError, RecursionError):  # not JSON, not UTF-8, a number too long, too deep
             skipped += 1
             continue
@@ -349,7 +361,10 @@ def sweep_debris(folder: Path) -> list[str]:
     """Delete what killed writers left in `folder`: hidden staging folders and temporary files
     (`.NAME.RANDOM.partial` / `.tmp`), folders set aside or being deleted (`.old`,
     `.deleting`); return their names. A staging folder or temporary file still being written
-    is held under an flock by its writer (staging_dir, write_text_atomic) and left alone."""
+    is held under an flock by its writer (staging_dir, write_text_atomic) and left alone. A
+    folder that is a symbolic link is not swept: what it points at is not ours."""
+    if not is_real_dir(folder):
+        return []
     try:
         entries = list(os.scandir(folder))
     except OSError:
