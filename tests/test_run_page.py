@@ -74,6 +74,14 @@ def rerun_until(app: AppTest, condition, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
+def start_and_follow(app: AppTest, label: str, state_file) -> None:
+    """Click the panel's button, then follow the page until its job's state file says completed."""
+    button(app, label).click().run()
+    assert not app.error, [e.value for e in app.error]
+    rerun_until(app, lambda a: read_json_object(state_file)["state"] == "completed")
+    app.run()
+
+
 def status(root, name: str) -> dict:
     return read_json_object(root / name / "status.json")
 
@@ -236,12 +244,7 @@ def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_mod
         "#### Export to GGUF",
     ]
     app.number_input(key="eval_max_new_tokens").set_value(8).run()
-    button(app, "Evaluate").click().run()
-    assert not app.error, [e.value for e in app.error]
-    rerun_until(
-        app, lambda a: read_json_object(runs_root / "evalme" / "jobs" / "eval.json")["state"] == "completed"
-    )
-    app.run()
+    start_and_follow(app, "Evaluate", runs_root / "evalme" / "jobs" / "eval.json")
     table = app.dataframe[-1].value
     assert list(table["Variant"]) == ["adapter"] and table["Passed all checks"][0].endswith("/10")
     assert any(c.value.startswith("Last evaluation: ✅ completed") for c in app.caption)
@@ -272,12 +275,7 @@ def test_a_completed_run_is_exported_from_its_page_as_a_job(
     train_smoke_run("shipme", runs_root, max_steps=2)
     app = open_page("shipme")
     app.multiselect(key="export_quants").set_value(["f16"]).run()
-    button(app, "Export").click().run()
-    assert not app.error, [e.value for e in app.error]
-    rerun_until(
-        app, lambda a: read_json_object(runs_root / "shipme" / "jobs" / "export.json")["state"] == "completed"
-    )
-    app.run()
+    start_and_follow(app, "Export", runs_root / "shipme" / "jobs" / "export.json")
     files = app.dataframe[-1].value
     assert list(files["File"]) == ["gguf/shipme-f16.gguf"] and files["Verification"][0].startswith("verified")
     assert (runs_root / "shipme" / "gguf" / "shipme-f16.gguf").is_file()
