@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import describe
-from core.evaluate.sandbox import DEFAULT_TIMEOUT_S, limits_for_timeout, run_function_cases
+from core.evaluate.sandbox import DEFAULT_TIMEOUT_S, limits_for_timeout, run_function_cases, valid_timeout
 
 
 @dataclass(frozen=True)
@@ -488,7 +488,7 @@ def _check_param(key: str, kind: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             return f"{key} must be a number above 0 and at most 1 (got {value!r})"
     elif kind == "seconds":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 60:
+        if not valid_timeout(value):
             return f"{key} must be a number of seconds from 0.1 to 60 (got {value!r})"
     elif kind == "text":
         if not isinstance(value, str) or not value.strip():

@@ -19,6 +19,7 @@ from typing import Any
 from core.evaluate.answers import VARIANT_FILE_PATTERN
 from core.evaluate.prompt_sets import NAME_PATTERN
 from core.store.files import (
+    FileMissing,
     FileProblem,
     open_regular,
     read_json_object,
@@ -79,10 +80,8 @@ def _ratings_in(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """load_ratings, raising FileProblem when ratings.json exists but cannot be read."""
     try:
         data = read_json_object(run_path / RATINGS_FILE, MAX_RATINGS_BYTES)
-    except FileProblem:
-        if not os.path.lexists(run_path / RATINGS_FILE):
-            return {}
-        raise
+    except FileMissing:
+        return {}
     ratings: dict[str, dict[str, dict[str, Any]]] = {}
     for variant, prompts in data.items():
         if not isinstance(prompts, dict):

@@ -418,9 +418,18 @@ class Limits:
     processes: int = 0  # how many processes the code may start under bubblewrap (none behind the hook alone)
 
 
+TIMEOUT_RANGE_S = (0.1, 60.0)  # what a code check's timeout may be
+
+
+def valid_timeout(seconds: object) -> bool:
+    """Whether `seconds` is a number within TIMEOUT_RANGE_S."""
+    low, high = TIMEOUT_RANGE_S
+    return not isinstance(seconds, bool) and isinstance(seconds, (int, float)) and low <= seconds <= high
+
+
 def limits_for_timeout(seconds: float) -> Limits:
     """The limits a code check with `seconds` of wall clock runs under (CPU time rounded up)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.1 <= seconds <= 60:
+    if not valid_timeout(seconds):
         raise ValueError(f"the timeout must be from 0.1 to 60 seconds (got {seconds!r})")
     return Limits(wall_s=seconds, cpu_s=max(1, math.ceil(seconds)))
 

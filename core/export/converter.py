@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.jobs.processes import NETWORK_VARIABLES, chosen_environment
+from core.jobs.processes import NETWORK_VARIABLES, SYSTEM_VARIABLES, chosen_environment
 from core.machine.installed import package_version
 from core.store.files import replace_dir, staging_dir
 from core.store.paths import cache_dir
@@ -27,10 +27,7 @@ CONVERTER_PARTS = (CONVERTER_SCRIPT, "conversion/", "gguf-py/", "models/template
 FETCH_TIMEOUT_S = 900
 # What pip may see of the environment: paths, locale, its cache and config folders, its own
 # settings (PIP_INDEX_URL, PIP_CERT, ...), proxies and certificates.
-PIP_VARIABLES = NETWORK_VARIABLES | {
-    *("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VIRTUAL_ENV"),
-    "PIP_KEYRING_PROVIDER",
-}
+PIP_VARIABLES = SYSTEM_VARIABLES | NETWORK_VARIABLES | {"XDG_CONFIG_HOME", "PIP_KEYRING_PROVIDER"}
 PIP_VARIABLE_PREFIXES = ("LC_", "PIP_")
 
 

@@ -41,12 +41,12 @@ frees. Queue the lab's experiments one after another and leave them.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +62,7 @@ from core.jobs.processes import (
     JOB_VARIABLES,
     NETWORK_VARIABLES,
     chosen_environment,
+    core_command,
     job_alive,
     job_identity,
     process_start,
@@ -78,9 +79,10 @@ from core.store.files import (
     read_json_or_empty,
     sweep_debris,
     tail_lines,
+    why_not_opened,
     write_json_atomic,
 )
-from core.store.paths import PROJECT_DIR
+from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR, RUNS_DIR_ENV
 from core.store.runs import (
     CONFIG_FILE,
     GGUF_DIR,
@@ -172,16 +174,7 @@ def _open_run_file(path: Path, flags: int) -> int:
     try:
         return open_regular(path, flags | os.O_CREAT)
     except OSError as exc:
-        where = f"{path.parent.name}/{path.name}"
-        if exc.errno == errno.ELOOP:
-            reason = "it or its folder is a symbolic link, which is not followed"
-        elif exc.errno == errno.ENOTDIR:
-            reason = "its folder is not a folder"
-        elif exc.errno == errno.EINVAL:
-            reason = "it is not a regular file"
-        else:
-            reason = exc.strerror or str(exc)
-        raise JobError(f"cannot open {where}: {reason}") from None
+        raise JobError(f"cannot open {path.parent.name}/{path.name}: {why_not_opened(exc)}") from None
 
 
 def _reset(path: Path, **changes: Any) -> dict[str, Any]:
@@ -431,16 +424,6 @@ def _dashboard_token() -> str | None:
     return next((value for name in HUB_TOKEN_VARIABLES if (value := os.environ.get(name, "").strip())), None)
 
 
-def _option(arguments: list[str], name: str, default: str) -> str:
-    """The value of `--name VALUE` (or `--name=VALUE`) in a job's arguments, else `default`."""
-    for index, argument in enumerate(arguments):
-        if argument == name and index + 1 < len(arguments):
-            return arguments[index + 1]
-        if argument.startswith(f"{name}="):
-            return argument.partition("=")[2]
-    return default
-
-
 def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
     """Whether the job pushes to or pulls from the Hugging Face Hub: an export with --push, or a
     job that loads the run's base model from the Hub (a Hub id, not a local folder or the tiny
@@ -455,9 +438,10 @@ def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
             return False
         return not is_local_model(str(PROJECT_DIR / Path(spec).expanduser()))  # as jobs run, from PROJECT_DIR
 
-    if kind == "export" and _option(arguments, "--push", ""):
+    command = core_command([kind, run_path.name, *arguments])  # as the job will read them
+    if kind == "export" and getattr(command, "push", None):
         return True
-    if kind == "eval" and _option(arguments, "--variant", "adapter").startswith("gguf"):
+    if kind == "eval" and str(getattr(command, "variant", "")).startswith("gguf"):
         return False
     config = read_json_or_empty(run_path / CONFIG_FILE)
     dataset = config.get("dataset")
@@ -465,15 +449,24 @@ def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
     return pulls_data or from_hub(config.get("base_model"))
 
 
+def job_settings() -> frozenset[str]:
+    """This project's settings a job reads, passed on by name (see job_environment)."""
+    from core.evaluate.sandbox import UNISOLATED_ENV  # imported when a job starts, not with the pages
+    from core.export.converter import LLAMA_CPP_DIR_ENV
+
+    return frozenset({RUNS_DIR_ENV, CACHE_DIR_ENV, STOP_GRACE_ENV, UNISOLATED_ENV, LLAMA_CPP_DIR_ENV})
+
+
 def job_environment(hub: bool, network: bool = False) -> dict[str, str]:
     """The whole environment a job starts with, built from this process's: the variables jobs need
     (core.jobs.processes.JOB_VARIABLES and JOB_VARIABLE_PREFIXES: paths, locale, caches, offline
-    switches, threads, devices, this project's settings) and unbuffered output; for a job that
+    switches, threads, devices), this project's settings a job reads (job_settings, by name: never
+    the owner's password) and unbuffered output; for a job that
     pushes or pulls (`hub`, see job_reaches_hub) also the proxy and certificate settings and the
     dashboard's Hub token as HF_TOKEN; with `network` (an export, whose converter may be fetched
     with pip) the proxy and certificate settings without the token. Nothing else of the
     dashboard's reaches a job: no other token, key or password, whatever its name."""
-    names = JOB_VARIABLES | NETWORK_VARIABLES if hub or network else JOB_VARIABLES
+    names = JOB_VARIABLES | job_settings() | (NETWORK_VARIABLES if hub or network else frozenset())
     environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
     token = _dashboard_token() if hub else None
     if token:
@@ -712,7 +705,7 @@ def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], di
 def _dead_here(status: dict[str, Any], process: dict[str, Any], alive: bool) -> bool:
     """Whether a job is queued or running by its files while the process it names, recorded on
     this host (or on none, as older versions did), is not the job."""
-    recorded_here = process.get("host") in (None, job_identity()["host"])
+    recorded_here = process.get("host") in (None, socket.gethostname())
     return status.get("state") in ACTIVE_STATES and bool(process.get("pid")) and not alive and recorded_here
 
 

@@ -38,20 +38,21 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from core.store.paths import PROJECT_DIR, RUNS_DIR_ENV
+from core.store.paths import PROJECT_DIR, runs_root
 
 PROC_READ_BYTES = 1 << 16  # of a command line or an environment: a job's are far shorter
 WATCH_POLL_S = 0.2
 
-# What a job process may see of the dashboard's environment (job_environment, in the lifecycle):
-JOB_VARIABLES = frozenset(
+# The system's variables every child process may see: programs, home, locale, time zone,
+# temporary files, caches, the venv.
+SYSTEM_VARIABLES = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CACHE_HOME", "VIRTUAL_ENV"}
+)
+# What a job process may see of the dashboard's environment besides them and this project's own
+# settings (job_environment, in the lifecycle, adds those by name):
+JOB_VARIABLES = SYSTEM_VARIABLES | frozenset(
     {
-        # the system: programs, home, locale, time zone, temporary files, caches, the venv, CUDA libraries
-        *("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "XDG_CACHE_HOME", "VIRTUAL_ENV"),
-        "LD_LIBRARY_PATH",
-        # this project: the llama.cpp checkout and the settings a job reads (never the owner's password)
-        "LLAMA_CPP_DIR",
-        *("PEFT_RUNS_DIR", "PEFT_CACHE_DIR", "PEFT_STOP_GRACE_S", "PEFT_UNISOLATED_CODE_CHECKS"),
+        "LD_LIBRARY_PATH",  # CUDA libraries
         # Hugging Face caches, mirror and offline switches (never a token)
         *("HF_HOME", "HF_HUB_CACHE", "HF_XET_CACHE", "HF_DATASETS_CACHE", "HF_ENDPOINT"),
         *("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"),
@@ -102,21 +103,31 @@ def _proc_stat_fields(pid: int) -> list[str] | None:
     return stat.rpartition(")")[2].split()
 
 
-def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), or None when unknown."""
-    fields = _proc_stat_fields(pid)
+def _start_time(fields: list[str] | None) -> int | None:
+    """The start time in clock ticks since boot in /proc/PID/stat's fields, or None."""
     try:
         return int(fields[19]) if fields else None  # field 22 of stat; the list starts at field 3
     except (IndexError, ValueError):
         return None
 
 
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None when unknown."""
+    return _start_time(_proc_stat_fields(pid))
+
+
+def _live_stat(pid: object) -> list[str] | None:
+    """The /proc/PID/stat fields of the process `pid` names when it exists and is not a zombie;
+    None for anything else, a pid of the wrong type included (read from /proc: no signal)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    fields = _proc_stat_fields(pid)
+    return fields if fields and fields[0] != "Z" else None
+
+
 def pid_alive(pid: object) -> bool:
     """True when a process with this pid exists and is not a zombie (read from /proc: no signal)."""
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    fields = _proc_stat_fields(pid)
-    return bool(fields) and fields[0] != "Z"
+    return _live_stat(pid) is not None
 
 
 def _read_proc(pid: int, name: str) -> list[str] | None:
@@ -158,17 +169,15 @@ def _core_arguments(command: list[str]) -> list[str] | None:
 
 
 def _runs_root_of(pid: int, explicit: str | None) -> Path | None:
-    """The runs root `python -m core` resolves in process `pid` (as core.store.paths.runs_root
-    does there: --runs-dir, else its $PEFT_RUNS_DIR, else ./runs, from its working folder)."""
+    """The runs root `python -m core` resolves in process `pid` (core.store.paths.runs_root with
+    its --runs-dir, its environment and its working folder), or None when they cannot be read."""
     try:
         folder = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
-    chosen = explicit
-    if not chosen:
-        variables = _read_proc(pid, "environ") or []
-        chosen = next((v.partition("=")[2] for v in variables if v.startswith(f"{RUNS_DIR_ENV}=")), None)
-    return (Path(folder) / Path(chosen or "runs").expanduser()).resolve()
+    variables = _read_proc(pid, "environ") or []
+    environment = dict(variable.partition("=")[::2] for variable in variables)
+    return runs_root(explicit, environment, Path(folder))
 
 
 @functools.cache
@@ -179,7 +188,7 @@ def _core_parser() -> Any:
     return build_parser()
 
 
-def _core_command(arguments: list[str]) -> Any:
+def core_command(arguments: list[str]) -> Any:
     """The arguments of `python -m core` as its own parser reads them (command, name, runs_dir),
     or None when it would refuse them."""
     try:
@@ -195,7 +204,7 @@ def runs_job(pid: int, run_path: Path, kind: str) -> bool:
     its command line read as Python and core's own parser read it (the command is KIND, the run
     named is this one), in the run's runs root."""
     arguments = _core_arguments(_read_proc(pid, "cmdline") or [])
-    parsed = None if arguments is None else _core_command(arguments)
+    parsed = None if arguments is None else core_command(arguments)
     if (
         parsed is None
         or getattr(parsed, "command", None) != kind
@@ -216,7 +225,8 @@ def same_process(record: Mapping[str, Any]) -> bool:
     pid, started = record.get("pid"), record.get("pid_start")
     if record.get("host") != socket.gethostname() or type(started) is not int:
         return False
-    return pid_alive(pid) and process_start(pid) == started
+    fields = _live_stat(pid)
+    return fields is not None and _start_time(fields) == started
 
 
 def job_alive(record: Mapping[str, Any], run_path: Path, kind: str) -> bool:
@@ -249,5 +259,5 @@ def start_group_watch(grace_s: float) -> subprocess.Popen[bytes] | None:
         return None
     code = f"from core.jobs.processes import watch_job_group; watch_job_group({os.getpid()}, {grace_s!r})"
     return subprocess.Popen(
-        [sys.executable, "-S", "-c", code], cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, close_fds=True
+        [sys.executable, "-S", "-c", code], cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, close_fds=True, env={}
     )

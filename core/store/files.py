@@ -37,6 +37,10 @@ class FileProblem(OSError):
     """A file that is missing or cannot be understood; the message says which and why."""
 
 
+class FileMissing(FileProblem):
+    """The file is not there (readers that take a missing file as empty catch this one)."""
+
+
 MAX_DOCUMENT_BYTES = 1 << 20  # config.json, status.json, metrics.json, a job's state: small documents
 MAX_RECORDS_BYTES = 16 << 20  # JSON-lines records (answers, events): ~50,000 logged steps
 TAIL_BYTES = 64 << 10  # what tail_lines reads from the end of a log
@@ -80,9 +84,9 @@ def read_capped(path: Path, limit: int) -> bytes:
     try:
         descriptor = open_regular(path)
     except FileNotFoundError:
-        raise FileProblem(f"{path.name} is missing") from None
+        raise FileMissing(f"{path.name} is missing") from None
     except OSError as exc:
-        raise FileProblem(f"{path.name} cannot be read ({_reason(exc)})") from None
+        raise FileProblem(f"{path.name} cannot be read ({why_not_opened(exc)})") from None
     with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
@@ -90,13 +94,13 @@ def read_capped(path: Path, limit: int) -> bytes:
     return data
 
 
-def _reason(exc: OSError) -> str:
-    """Why a file could not be opened, in words."""
+def why_not_opened(exc: OSError) -> str:
+    """Why open_regular refused a file, in words."""
     if exc.errno == errno.ELOOP:
-        return "it is a symbolic link, which is not followed"
+        return "it or its folder is a symbolic link, which is not followed"
     if exc.errno == errno.ENOTDIR:
-        return "its folder is a symbolic link or not a folder"
-    return exc.strerror or str(exc)
+        return "its folder is not a folder"
+    return exc.strerror or str(exc)  # EINVAL: "not a regular file"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -235,10 +239,8 @@ def read_jsonl(path: Path, limit: int = MAX_RECORDS_BYTES) -> tuple[list[dict[st
     """
     try:
         raw = read_capped(path, limit)
-    except FileProblem:
-        if not os.path.lexists(path):
-            return [], 0
-        raise
+    except FileMissing:
+        return [], 0
     records: list[dict[str, Any]] = []
     skipped = 0
     for line in raw.splitlines():

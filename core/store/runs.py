@@ -8,7 +8,6 @@ exception for the caller to handle.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.store.files import (
+    FileMissing,
     FileProblem,
     finite_number,
     is_real_dir,
@@ -257,7 +257,7 @@ def read_run_folder(path: Path) -> Run:
         except FileProblem as exc:
             documents[filename] = {}
             unreadable.add(filename)
-            missing_metrics_ok = filename == METRICS_FILE and not os.path.lexists(path / filename)
+            missing_metrics_ok = filename == METRICS_FILE and isinstance(exc, FileMissing)
             if not missing_metrics_ok:
                 problems.append(str(exc))
     problems += [f"config.json: {problem}" for problem in stored_text_problems(documents[CONFIG_FILE])]
