@@ -28,7 +28,14 @@ _LINK_STARTS = re.compile(r"([\\`!\[\]<>])")
 
 
 def markdown_text(value: object) -> str:
-    """`value` as text for a Markdown file we write (a report, a model card): no link, image,
-    HTML or code span can start in it, while names such as `t4_r16` stay readable. (Pages escape
-    more: ui.text.escape_markdown.)"""
+    """`value` as text for a Markdown file we write (a report, a model card): no link syntax,
+    image, HTML or code span can start in it, while names such as `t4_r16` stay readable (a
+    bare URL may still be shown as a link by GitHub-style renderers). Pages escape more:
+    ui.text.escape_markdown."""
     return _LINK_STARTS.sub(r"\\\1", str(value))
+
+
+def markdown_cell(value: object) -> str:
+    """`value` as one line of a Markdown table cell we write: markdown_text, line breaks folded,
+    pipes escaped."""
+    return " ".join(markdown_text(value).split()).replace("|", "\\|")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import MISSING, markdown_text
+from core import MISSING, markdown_cell
 from core.evaluate.answers import row_passed, variant_label
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.csv_cells import csv_cell
@@ -633,7 +633,7 @@ def answers_csv(matrix: Matrix) -> str:
 def _markdown_cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    return " ".join(markdown_text(value).split()).replace("|", "\\|")
+    return markdown_cell(value)
 
 
 def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
@@ -706,8 +706,7 @@ def markdown_report(
         parts.append("## Runs that could not be read")
         parts.append(
             "\n".join(
-                " ".join(f"- **{markdown_text(run.name)}**: {markdown_text('; '.join(run.problems))}".split())
-                for run in broken
+                f"- **{markdown_cell(run.name)}**: {markdown_cell('; '.join(run.problems))}" for run in broken
             )
         )
     return "\n\n".join(parts) + "\n"

@@ -516,6 +516,7 @@ def test_text_from_the_run_files_cannot_put_an_image_or_link_in_the_card(tmp_pat
     write_json_atomic(run / "config.json", {**config, "split": f"train` {image} `"})
     export = json.loads((run / EXPORT_FILE).read_text())
     export["converter"] = {"version": "[click](http://127.0.0.1:9/)", "source": "<img src=x>"}
+    export["files"][0]["quant"] = image
     card = model_card(run, "tester/tiny", export, export["files"][:1])
     html = MarkdownIt("commonmark").enable("table").render(card)
     assert "pixel" in html and "127.0.0.1" in html  # the text is there...

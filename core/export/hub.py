@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import first_line, markdown_text
+from core import first_line, markdown_cell
 from core.evaluate.answers import load_eval_results, pass_count
 from core.export.pipeline import gguf_file_path, read_export, record_push, sha256_file
 from core.store.files import read_json_or_empty
@@ -127,11 +127,6 @@ def _number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def _cell(value: object) -> str:
-    """A value from the run's files in the card's text or a table cell: inert (see markdown_text)."""
-    return " ".join(markdown_text(value).split()).replace("|", "\\|")
-
-
 def _code(value: object) -> str:
     """A value from the run's files as a code span that it cannot close early."""
     return "`" + " ".join(str(value).replace("`", "'").split()).replace("|", "\\|") + "`"
@@ -174,13 +169,13 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
         f"| base model | {_code(base)} |",
         f"| dataset | {_code(dataset)} |",
         f"| split | {_code(config.get('split', '-'))} |",
-        f"| LoRA r / alpha / dropout | {_cell(config.get('lora_r', '-'))} / {_cell(config.get('lora_alpha', '-'))} / {_cell(config.get('lora_dropout', '-'))} |",
-        f"| target modules | {_cell(modules_text)} |",
-        f"| rsLoRA | {_cell(config.get('use_rslora', '-'))} |",
+        f"| LoRA r / alpha / dropout | {markdown_cell(config.get('lora_r', '-'))} / {markdown_cell(config.get('lora_alpha', '-'))} / {markdown_cell(config.get('lora_dropout', '-'))} |",
+        f"| target modules | {markdown_cell(modules_text)} |",
+        f"| rsLoRA | {markdown_cell(config.get('use_rslora', '-'))} |",
         f"| steps | {_number(metrics.get('steps', config.get('max_steps')))} |",
-        f"| batch x gradient accumulation | {_cell(config.get('batch_size', '-'))} x {_cell(config.get('gradient_accumulation_steps', '-'))} |",
-        f"| learning rate | {_number(config.get('learning_rate'))} ({_cell(config.get('lr_scheduler', '-'))}) |",
-        f"| max sequence length | {_cell(config.get('max_seq_length', '-'))} |",
+        f"| batch x gradient accumulation | {markdown_cell(config.get('batch_size', '-'))} x {markdown_cell(config.get('gradient_accumulation_steps', '-'))} |",
+        f"| learning rate | {_number(config.get('learning_rate'))} ({markdown_cell(config.get('lr_scheduler', '-'))}) |",
+        f"| max sequence length | {markdown_cell(config.get('max_seq_length', '-'))} |",
         "",
     ]
     if metrics:
@@ -194,7 +189,7 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             f"| tokens/s | {_number(metrics.get('tokens_per_s'))} |",
             f"| peak memory (GB, {memory}) | {_number(metrics.get('peak_memory_gb'))} |",
             f"| LoRA memory (GB) | {_number(metrics.get('lora_memory_gb'))} |",
-            f"| device | {_cell(metrics.get('device', '-'))} |",
+            f"| device | {markdown_cell(metrics.get('device', '-'))} |",
             "",
         ]
     evals = eval_summary(run_path)
@@ -207,7 +202,10 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             "| variant | passed |",
             "|---|---|",
         ]
-        lines += [f"| {_cell(variant)} | {passed} of {total} |" for variant, (passed, total) in evals.items()]
+        lines += [
+            f"| {markdown_cell(variant)} | {passed} of {total} |"
+            for variant, (passed, total) in evals.items()
+        ]
         lines.append("")
     converter = export.get("converter") if isinstance(export.get("converter"), dict) else {}
     adapter = adapter if isinstance(adapter, dict) else {}
@@ -223,14 +221,15 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
     for entry in gguf_files:
         check = entry.get("verification") or {}
         lines.append(
-            f"| `{Path(entry['file']).name}` | {entry['quant']} | {entry['size'] / 1e6:.1f} | `{entry['sha256'][:16]}…` | "
-            f"{check.get('exact_matches', '-')} of {check.get('prompts', '-')} | {_number(check.get('agreement'))} |"
+            f"| {_code(Path(entry['file']).name)} | {markdown_cell(entry['quant'])} | {entry['size'] / 1e6:.1f} | "
+            f"{_code(str(entry['sha256'])[:16] + '…')} | {markdown_cell(check.get('exact_matches', '-'))} of "
+            f"{markdown_cell(check.get('prompts', '-'))} | {_number(check.get('agreement'))} |"
         )
     lines += [
         "",
-        f"`adapter/` holds the LoRA adapter (step {_cell(adapter.get('step', '-'))}) and the tokenizer with its chat template.",
-        f"Converted with {_cell(converter.get('version', 'llama.cpp'))} ({_cell(converter.get('source', '-'))}); "
-        f"exported {_cell(export.get('created_at', '-'))}.",
+        f"`adapter/` holds the LoRA adapter (step {markdown_cell(adapter.get('step', '-'))}) and the tokenizer with its chat template.",
+        f"Converted with {markdown_cell(converter.get('version', 'llama.cpp'))} ({markdown_cell(converter.get('source', '-'))}); "
+        f"exported {markdown_cell(export.get('created_at', '-'))}.",
         "",
         "## Use it",
         "",
