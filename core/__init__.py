@@ -6,10 +6,19 @@ processes that need them, never at module import.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 MISSING = "—"
 """How every page and report shows a value that is missing."""
+
+
+def setting(name: str, secrets: Mapping[str, Any]) -> str:
+    """An operator's setting: from Streamlit secrets (passed in by the pages), else the
+    environment; "" when unset."""
+    return str(secrets.get(name) or os.environ.get(name) or "").strip()
 
 
 def first_line(exc: BaseException) -> str:

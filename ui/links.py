@@ -18,9 +18,9 @@ def run_url(name: str) -> str:
     return "Run?" + urlencode({"run": name})
 
 
-def run_link(name: str, label: str | None = None) -> None:
+def run_link(name: str) -> None:
     """A link to the run's own page."""
-    st.page_link(RUN_PAGE, label=label or name, icon=":material/open_in_new:", query_params={"run": name})
+    st.page_link(RUN_PAGE, label=name, icon=":material/open_in_new:", query_params={"run": name})
 
 
 def open_run(name: str) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from core import setting
 
 PASSWORD_SETTING = "PEFT_OWNER_PASSWORD"
 OWNERS_SETTING = "PEFT_OWNERS"
@@ -35,11 +36,6 @@ class AccessPolicy:
     mode: str  # "open", "password" or "login"
     password: str = field(default="", repr=False)
     owners: frozenset[str] = frozenset()
-
-
-def setting(name: str, secrets: Mapping[str, Any]) -> str:
-    """A setting from Streamlit secrets, else the environment; "" when unset."""
-    return str(secrets.get(name) or os.environ.get(name) or "").strip()
 
 
 def owners_from(text: str) -> frozenset[str]:

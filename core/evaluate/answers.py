@@ -69,23 +69,23 @@ def _safe_stem(path: Path) -> str:
 
 
 def _find_gguf(run_path: Path, name: str) -> Path:
-    folder = run_path / GGUF_DIR
+    found = run_gguf_files(run_path)
     if not name:
-        found = run_gguf_files(run_path)
         if len(found) == 1:
             return found[0]
         listed = ", ".join(p.name for p in found) or "none"
         raise EvalError(f"name the GGUF file as gguf:FILE; run {run_path.name} has {listed} in {GGUF_DIR}/")
-    for candidate in (folder / name, folder / f"{name}.gguf"):
-        if "/" not in name and candidate in run_gguf_files(run_path):
-            return candidate
+    if "/" not in name:
+        folder = run_path / GGUF_DIR
+        for candidate in (folder / name, folder / f"{name}.gguf"):
+            if candidate in found:
+                return candidate
     path = Path(name).expanduser()
     if path.is_file():
         return path.resolve()
-    found = [p.name for p in run_gguf_files(run_path)]
     raise EvalError(
         f"no GGUF file {name!r} in {run_path.name}/{GGUF_DIR}/ or at that path"
-        + (f"; the run has {', '.join(found)}" if found else "; export the run first")
+        + (f"; the run has {', '.join(p.name for p in found)}" if found else "; export the run first")
     )
 
 

@@ -178,7 +178,6 @@ class PromptSetEntry:
     """One prompt set on offer: the set, or why it cannot be used."""
 
     name: str
-    path: Path
     prompt_set: PromptSet | None
     problem: str | None
     bundled: bool
@@ -205,7 +204,7 @@ def set_name_problem(name: object) -> str | None:
 
 def list_prompt_sets(runs_root: Path) -> list[PromptSetEntry]:
     """The bundled lab set first, then the users' sets by name; broken files carry their problem."""
-    entries = [PromptSetEntry(LAB_SET_NAME, LAB_SET_FILE, load_prompt_set(LAB_SET_FILE), None, True)]
+    entries = [PromptSetEntry(LAB_SET_NAME, load_prompt_set(LAB_SET_FILE), None, True)]
     folder = prompt_sets_dir(runs_root)
     paths = sorted(folder.glob(f"*{JSON_SUFFIX}")) if folder.is_dir() else []
     for path in paths:
@@ -220,7 +219,7 @@ def list_prompt_sets(runs_root: Path) -> list[PromptSetEntry]:
                 loaded = load_prompt_set(path)
             except PromptSetError as exc:
                 problem = str(exc)
-        entries.append(PromptSetEntry(name, path, loaded, problem, False))
+        entries.append(PromptSetEntry(name, loaded, problem, False))
     return entries
 
 

@@ -28,7 +28,7 @@ from core.store.runs import (
     METRICS_FILE,
     now_iso,
 )
-from core.train.config import DATASET_SUFFIXES, HUB_ID_PATTERN
+from core.train.config import is_hub_id
 
 TOKEN_ENV = "HF_TOKEN"
 CARD_FILE = "README.md"
@@ -114,13 +114,6 @@ def eval_summary(run_path: Path) -> dict[str, tuple[int, int]]:
     return {variant: pass_count(rows) for variant, rows in load_eval_results(run_path).items()}
 
 
-def _hub_id(value: object) -> str | None:
-    """`value` when it names a Hub repo (owner/name), not a local file or folder."""
-    if not isinstance(value, str) or not HUB_ID_PATTERN.fullmatch(value) or value.endswith(DATASET_SUFFIXES):
-        return None
-    return None if Path(value).expanduser().exists() else value
-
-
 def _number(value: object, digits: int = 4) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
@@ -139,9 +132,9 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
     base = str(export.get("merged_from") or config.get("base_model") or "unknown")
     dataset = str(config.get("dataset") or "unknown")
     front = ["---", "library_name: peft", "tags:", "- lora", "- peft", "- gguf", "- llama-cpp"]
-    if _hub_id(base):
+    if is_hub_id(base):
         front.append(f"base_model: {base}")
-    if _hub_id(dataset):
+    if is_hub_id(dataset):
         front += ["datasets:", f"- {dataset}"]
     front.append("---")
 

@@ -10,13 +10,12 @@ instead and the caller is told why.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import first_line
+from core import first_line, setting
 from core.models.gguf import ModelError, check_gguf
 from core.store.runs import list_runs, run_gguf_files
 
@@ -67,8 +66,8 @@ class ResolvedModel:
 def hub_choice(settings: Mapping[str, Any] | None = None) -> ModelChoice:
     """The Hub model: repo and file from `settings` (Streamlit secrets), the environment, or the lab's."""
     settings = settings or {}
-    repo = str(settings.get(REPO_SETTING) or os.environ.get(REPO_SETTING) or LAB_REPO)
-    filename = str(settings.get(FILE_SETTING) or os.environ.get(FILE_SETTING) or LAB_FILE)
+    repo = setting(REPO_SETTING, settings) or LAB_REPO
+    filename = setting(FILE_SETTING, settings) or LAB_FILE
     return ModelChoice("hub", f"{repo} / {filename} (Hugging Face Hub)", repo=repo, filename=filename)
 
 

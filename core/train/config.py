@@ -222,11 +222,20 @@ def _check_base_model(value: str, check_files: bool) -> str | None:
     )
 
 
+def is_hub_id(value: object) -> bool:
+    """Whether `value` names a Hub repo (owner/name), not a local data file or an existing path."""
+    return (
+        isinstance(value, str)
+        and HUB_ID_PATTERN.fullmatch(value) is not None
+        and Path(value).suffix.lower() not in DATASET_SUFFIXES
+        and not Path(value).expanduser().exists()
+    )
+
+
 def _check_dataset(value: str, check_files: bool) -> str | None:
-    suffix = Path(value).suffix.lower()
-    if suffix in DATASET_SUFFIXES:
+    if Path(value).suffix.lower() in DATASET_SUFFIXES:
         return None if not check_files or resolve_local_file(value) else f"no such file: {value}"
-    if HUB_ID_PATTERN.fullmatch(value) and not Path(value).exists():
+    if is_hub_id(value):
         return None
     return f"{value!r} is neither a Hub dataset id (owner/name) nor a local file ending in " + ", ".join(
         DATASET_SUFFIXES
