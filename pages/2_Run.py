@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import MISSING
 from core.compare import curve_of
-from core.jobs.lifecycle import job_view, kill_job, request_stop, start_training, with_live_states
+from core.jobs.lifecycle import job_view, start_training, with_live_states
 from core.machine.system import training_capability
 from core.store.files import read_jsonl
 from core.store.paths import runs_root
@@ -20,7 +20,7 @@ from core.train.progress import format_duration, training_progress
 from ui.charts import run_loss_figure
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
-from ui.jobs import KILL_HELP, POLL_SECONDS, act, any_job_active, delete_controls
+from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls, stop_controls
 from ui.labels import state_label
 from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
 from ui.lookups import cached_gpus
@@ -92,11 +92,7 @@ def live_view(path, was_active: bool) -> None:
     actions = st.columns(4)
     checkpoint = latest_checkpoint(path)
     if view.active:
-        label = "Stopping…" if view.stop_requested else "Stop"
-        if actions[0].button(label, type="primary", disabled=view.stop_requested, key="run_stop"):
-            act(lambda: request_stop(path, "train"))
-        if view.stop_overdue and actions[1].button("Kill", key="run_kill", help=KILL_HELP):
-            act(lambda: kill_job(path, "train"))
+        stop_controls(path, view, ("Stopping…" if view.stop_requested else "Stop", "Kill"), actions[:2])
     elif state in ("stopped", "failed") and not run.imported:
         label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
         if actions[0].button(label, type="primary"):

@@ -32,6 +32,16 @@ def act(action: Callable[[], Any]) -> None:
         st.rerun()
 
 
+def stop_controls(path: Path, view: JobView, labels: tuple[str, str], places: tuple[Any, Any]) -> None:
+    """An active job's Stop button, and its Kill button once the stop is overdue (labels and the
+    containers to draw them in, in that order)."""
+    stop, kill = places
+    if stop.button(labels[0], type="primary", key=f"stop_{view.kind}", disabled=view.stop_requested):
+        act(lambda: request_stop(path, view.kind))
+    if view.stop_overdue and kill.button(labels[1], key=f"kill_{view.kind}", help=KILL_HELP):
+        act(lambda: kill_job(path, view.kind))
+
+
 def any_job_active(path: Path) -> bool:
     """Whether any job of the run is queued or running."""
     return any(job_view(path, kind).active for kind in JOB_KINDS)
@@ -61,10 +71,7 @@ def job_status(path: Path, kind: str, title: str, was_active: bool) -> None:
             min(1.0, max(0.0, finite_number(view.status.get("fraction")) or 0.0)),
             text=f"{icon} {title} " + escape_markdown(f"{view.state}: {stage}{waiting}{stopping}"),
         )
-        if st.button(f"Stop {title.lower()}", key=f"stop_{kind}", disabled=view.stop_requested):
-            act(lambda: request_stop(path, kind))
-        if view.stop_overdue and st.button(f"Kill {title.lower()}", key=f"kill_{kind}", help=KILL_HELP):
-            act(lambda: kill_job(path, kind))
+        stop_controls(path, view, (f"Stop {title.lower()}", f"Kill {title.lower()}"), (st, st))
     else:
         st.caption(
             f"Last {title.lower()}: {icon} "
