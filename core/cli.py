@@ -249,7 +249,7 @@ def _train(args: argparse.Namespace) -> int:
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
     try:
-        plan, problem = plan_training(config, detect_device()), None
+        plan, problem = plan_training(config, detect_device(config.backend)), None
     except PlanError as exc:
         plan, problem = None, str(exc)
     if problem and not args.dry_run:

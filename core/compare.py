@@ -234,15 +234,43 @@ class Metric:
     better: str | None
     digits: int
     memory: bool = False
+    help: str = ""
 
 
+LAB_MEMORY = "the lab's definition (its notebook, and the seed runs): "
+TRAINING_MEMORY = "peak stats reset when training starts: "
 METRICS = (
     Metric("train_loss", "Train loss (mean)", "lower", 4),
     Metric("final_loss", "Final loss", "lower", 4),
     Metric("train_runtime_s", "Runtime (s)", "lower", 1),
     Metric("tokens_per_s", "Tokens/s", "higher", 1),
-    Metric("peak_memory_gb", "Peak memory (GB)", "lower", 3, memory=True),
-    Metric("lora_memory_gb", "LoRA memory (GB)", "lower", 3, memory=True),
+    Metric(
+        "peak_memory_gb", "Peak memory (GB)", "lower", 3, True, LAB_MEMORY + "the job's peak, never reset"
+    ),
+    Metric(
+        "lora_memory_gb",
+        "LoRA memory (GB)",
+        "lower",
+        3,
+        True,
+        LAB_MEMORY + "the peak minus the peak before training started",
+    ),
+    Metric(
+        "training_peak_memory_gb",
+        "Peak in training (GB)",
+        "lower",
+        3,
+        True,
+        TRAINING_MEMORY + "the peak since then",
+    ),
+    Metric(
+        "training_memory_gb",
+        "Training memory (GB)",
+        "lower",
+        3,
+        True,
+        TRAINING_MEMORY + "the peak since then minus the memory in use at the start",
+    ),
     Metric("steps", "Steps", None, 0),
 )
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}

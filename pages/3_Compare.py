@@ -102,7 +102,8 @@ cost_section(rows, by_name, baseline, colours)
 
 st.subheader("Metrics against the baseline")
 number_columns = {
-    metric.label: st.column_config.NumberColumn(format=f"%.{metric.digits}f") for metric in compare.METRICS
+    metric.label: st.column_config.NumberColumn(format=f"%.{metric.digits}f", help=metric.help or None)
+    for metric in compare.METRICS
 }
 st.dataframe(
     compare.metrics_frame(rows),

@@ -177,7 +177,9 @@ def test_a_t4_is_not_taken_for_a_bf16_gpu(monkeypatch):
     )
     from core.machine.devices import detect_device
 
-    facts = detect_device()
+    detect_device.cache_clear()
+    facts = detect_device("hf")
+    detect_device.cache_clear()
     assert (facts.cuda, facts.bf16, facts.gpu_name, facts.gpu_memory_gb) == (True, False, "Tesla T4", 15.0)
     assert plan_training(lab(backend="hf"), facts).precision == "fp16"
 
@@ -234,3 +236,159 @@ def test_the_unsloth_backend_drives_fast_language_model_as_the_notebook_does(mon
     assert calls[0][1] == from_pretrained_arguments(config) and calls[1][1] == "llama-3.1"
     assert calls[2][1:] == ("base model", peft_arguments(config))
     assert tok.pad_token == "<|finetune_right_pad_id|>"
+
+
+@pytest.mark.parametrize(
+    "precision, trainable_dtype", [("fp16", "torch.float32"), ("bf16", "torch.bfloat16")]
+)
+def test_fp16_training_gets_float32_adapters_after_trl_casts_a_quantized_models_to_bf16(
+    tmp_path: Path, tiny_model, precision, trainable_dtype
+):
+    """trl casts a 4-bit model's trainable parameters to bf16 when the trainer is built; fp16
+    loss scaling cannot unscale bf16 gradients (a T4's first optimizer step died), so fp16
+    training casts them back. The trainer is real; the 4-bit flag is faked (bitsandbytes'
+    4-bit needs a GPU), and it makes trl cast: without the rule the adapters stay bf16."""
+    from core.train.backend_hf import load_model
+    from core.train.plan import TrainingPlan
+    from core.train.training import build_trainer
+
+    config = parse_config(get_preset("cpu_smoke").config())
+    plan = TrainingPlan("hf", "cpu", "adamw_torch", precision, gradient_checkpointing=False)
+    model, tokenizer = load_model(config, plan_training(config, CPU))
+    model.get_base_model().is_loaded_in_4bit = True  # what bitsandbytes sets on a GPU
+    rows = [{"input_ids": tokenizer("a short example")["input_ids"]}] * 4
+    trainer = build_trainer(model, tokenizer, rows, config, plan, tmp_path, [])
+    trainable = {str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}
+    assert trainable == {trainable_dtype}
+
+
+STANDIN_SITE = """
+import atexit, json, os, sys
+from types import SimpleNamespace
+
+import torch
+
+calls = []
+
+
+def noted(name, answer):
+    def call(*args, **kwargs):
+        calls.append(name)
+        return answer(*args, **kwargs)
+
+    return call
+
+
+torch.cuda.is_available = lambda: True
+torch.cuda.get_device_properties = noted(
+    "get_device_properties", lambda index: SimpleNamespace(name="Tesla T4", total_memory=15 * 1024**3)
+)
+torch.cuda.is_bf16_supported = noted("is_bf16_supported", lambda including_emulation=True: including_emulation)
+torch.cuda.standin_calls = calls
+
+
+def record(**fields):
+    with open(os.environ["STANDIN_RECORD"], "a") as out:
+        out.write(json.dumps({"pid": os.getpid(), **fields}) + "\\n")
+
+
+torch.cuda.standin_record = record
+atexit.register(lambda: record(event="exit", unsloth_loaded="unsloth" in sys.modules))
+"""
+STANDIN_UNSLOTH = """
+import os, sys
+
+import torch
+
+torch.cuda.standin_record(
+    event="import unsloth",
+    cuda_calls_before=list(torch.cuda.standin_calls),
+    loaded_before=sorted(m for m in ("transformers", "trl", "peft", "datasets") if m in sys.modules),
+)
+if os.environ.get("STANDIN_UNSLOTH_FAILS"):
+    raise ImportError("the stand-in unsloth does not import")
+"""
+
+
+@pytest.fixture
+def gpu_standin(tmp_path: Path) -> Path:
+    """A site folder that makes torch report a T4 (no GPU here) and holds a stand-in unsloth
+    package (the real one needs a GPU) that records, when imported, which CUDA calls and
+    which training libraries came before it."""
+    site = tmp_path / "site"
+    (site / "unsloth").mkdir(parents=True)
+    (site / "sitecustomize.py").write_text(STANDIN_SITE)
+    (site / "unsloth" / "__init__.py").write_text(STANDIN_UNSLOTH)
+    info = site / "unsloth-2026.10.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unsloth\nVersion: 2026.10.9\n")
+    return site
+
+
+def plan_in_a_job_process(site: Path, tmp_path: Path, backend: str, *, unsloth_fails: bool = False):
+    """`python -m core train --dry-run` for the lab's T1 on the stand-in T4: its plan (or error)
+    and the records of every process that imported the stand-in unsloth."""
+    import json
+    import os
+    import subprocess
+
+    record = tmp_path / "record.jsonl"
+    record.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "STANDIN_RECORD": str(record), "OMP_NUM_THREADS": "1"}
+    if unsloth_fails:
+        env["STANDIN_UNSLOTH_FAILS"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "--runs-dir", str(tmp_path / "runs"), "train", "t1"]
+        + ["--preset", "t1_baseline", "--set", f"backend={backend}", "--dry-run"],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    job = [line for line in lines if line["event"] == "exit"][-1]  # the command ends last
+    imports = [line for line in lines if line["event"] == "import unsloth"]
+    return result, job, imports
+
+
+def test_unsloth_is_imported_in_the_job_before_cuda_starts_and_before_the_training_libraries(
+    gpu_standin: Path, tmp_path: Path
+):
+    import json
+
+    result, job, imports = plan_in_a_job_process(gpu_standin, tmp_path, "unsloth")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plan"]["backend"] == "unsloth"
+    assert job["unsloth_loaded"] and [i["pid"] for i in imports] == [job["pid"]]
+    assert imports[0]["cuda_calls_before"] == [] and imports[0]["loaded_before"] == []
+
+
+def test_auto_checks_unsloth_in_another_process_and_imports_it_only_when_it_is_used(
+    gpu_standin: Path, tmp_path: Path
+):
+    import json
+
+    result, job, imports = plan_in_a_job_process(gpu_standin, tmp_path, "auto")
+    assert json.loads(result.stdout)["plan"]["backend"] == "unsloth"
+    assert [i["pid"] == job["pid"] for i in imports] == [False, True]  # the check, then the job's own
+    assert imports[1]["cuda_calls_before"] == [] and imports[1]["loaded_before"] == []
+
+    result, job, imports = plan_in_a_job_process(gpu_standin, tmp_path, "auto", unsloth_fails=True)
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["backend"] == "hf" and "the stand-in unsloth does not import" in plan["warnings"][0]
+    assert not job["unsloth_loaded"] and [i["pid"] == job["pid"] for i in imports] == [False]
+
+
+def test_the_hf_backend_on_a_gpu_never_imports_unsloth(gpu_standin: Path, tmp_path: Path):
+    """An hf run is plain transformers + peft + trl: unsloth would replace trl's SFTTrainer."""
+    import json
+
+    result, job, imports = plan_in_a_job_process(gpu_standin, tmp_path, "hf")
+    assert json.loads(result.stdout)["plan"]["backend"] == "hf"
+    assert not job["unsloth_loaded"] and imports == []
+
+
+def test_a_broken_unsloth_stops_an_unsloth_run_with_the_reason(gpu_standin: Path, tmp_path: Path):
+    result, job, imports = plan_in_a_job_process(gpu_standin, tmp_path, "unsloth", unsloth_fails=True)
+    assert result.returncode != 0 and "the stand-in unsloth does not import" in result.stderr

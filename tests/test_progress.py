@@ -82,8 +82,52 @@ def test_the_estimate_scales_with_tokens_and_precision_and_knows_its_limits():
     assert estimate_memory(parse_config(get_preset("cpu_smoke").config(), check_files=False)) is None
 
 
+def test_the_16_bit_estimate_counts_in_gib_like_every_measured_figure():
+    full_3b = parse_config(
+        {
+            **get_preset("t4_3b").config(),
+            "load_in_4bit": False,
+            "base_model": "meta-llama/Llama-3.2-3B-Instruct",
+        },
+        check_files=False,
+    )
+    weights_only = estimate_memory(full_3b).weights_gb - 0.3  # what a 4-bit load holds beyond its weights
+    assert weights_only == pytest.approx(5.98, abs=0.01)  # 3.21e9 x 2 bytes in GiB; 6.42 in decimal GB
+
+
 def test_the_step_is_the_latest_of_the_status_and_the_logged_events():
     """status.json is rewritten at most once a second, events.jsonl at every logged step: the bar
     must not trail the loss and the log shown beside it."""
     assert training_progress({"step": 1, "max_steps": 30}, events(9, 0.5), running=True).step == 9
     assert training_progress({"step": 12, "max_steps": 30}, events(9, 0.5), running=True).step == 12
+
+
+def test_memory_is_recorded_under_the_labs_definition_and_since_training_started():
+    """On CPU the meter reads the process's RSS; a load peak freed before training stays in the
+    lab's figures (its start is the peak so far, never reset) and not in the reset ones."""
+    from core.train.memory import MemoryMeter
+
+    meter = MemoryMeter("cpu")
+    loading = b"x" * (300 * 1024**2)  # written, so its pages are resident
+    del loading
+    meter.start_training()
+    training = b"y" * (100 * 1024**2)
+    figures = meter.figures([])
+    metrics = figures.to_metrics()
+    assert figures.start_peak_gb >= figures.start_gb + 0.25  # the load's peak, read before the reset
+    assert figures.peak_gb >= figures.start_peak_gb and figures.lora_gb == pytest.approx(
+        figures.peak_gb - figures.start_peak_gb
+    )
+    assert (
+        figures.training_gb >= 0.09 > figures.lora_gb
+    )  # the lab's figure hides what fits under the load peak
+    assert figures.training_peak_gb < figures.peak_gb
+    assert set(metrics) == {
+        "peak_memory_gb",
+        "lora_memory_gb",
+        "start_peak_memory_gb",
+        "training_peak_memory_gb",
+        "training_memory_gb",
+        "start_memory_gb",
+    }
+    del training

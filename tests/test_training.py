@@ -93,6 +93,9 @@ def test_a_config_file_run_memorizes_and_writes_the_whole_run_folder(
     assert metrics["final_loss"] == losses[-1] and metrics["steps"] == 20
     assert metrics["memory_measure"] == "process_rss" and metrics["device"] == "cpu"
     assert 0 < metrics["start_memory_gb"] <= metrics["peak_memory_gb"] < 4
+    assert metrics["start_peak_memory_gb"] <= metrics["peak_memory_gb"]  # the lab's definition
+    assert metrics["start_memory_gb"] <= metrics["training_peak_memory_gb"] <= metrics["peak_memory_gb"]
+    assert metrics["training_memory_gb"] >= 0 and metrics["lora_memory_gb"] >= 0
     assert metrics["tokens_seen"] > 0 and metrics["tokens_per_s"] > 0 and metrics["train_runtime_s"] > 0
     assert metrics["data"]["rows_used"] == 6 and metrics["data"]["skipped"] == {}
     assert metrics["plan"]["backend"] == "hf" and metrics["plan"]["optimizer"] == "adamw_torch"

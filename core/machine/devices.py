@@ -4,8 +4,10 @@ the pages), and as torch sees them (in the job itself).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from core import describe
@@ -39,9 +41,41 @@ class PlanError(RuntimeError):
     """The config cannot train on this machine; the message says why and what to do."""
 
 
-def _unsloth_import_error() -> str | None:
-    """None if unsloth imports, else why not. Importing it first is what a job must do anyway:
-    it patches transformers and trl."""
+UNSLOTH_CHECK_TIMEOUT_S = 600  # unsloth's first import compiles kernels: minutes on a cold Colab
+
+
+def unsloth_import_problem() -> str | None:
+    """None when `import unsloth` succeeds in a fresh interpreter, else why not.
+
+    The import is tried in a child process, so this one stays free of unsloth's patches
+    (importing it replaces trl's SFTTrainer): a run that falls back to the hf backend is then
+    plain transformers + peft + trl.
+    """
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", "import unsloth"],
+            capture_output=True,
+            text=True,
+            timeout=UNSLOTH_CHECK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return f"import unsloth took over {UNSLOTH_CHECK_TIMEOUT_S} s"
+    except OSError as exc:
+        return describe(exc)
+    if result.returncode == 0:
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else f"import unsloth exited with {result.returncode}"
+
+
+def import_unsloth() -> str | None:
+    """Import unsloth into this process: None, or why it failed.
+
+    Unsloth patches transformers and trl when imported, and unsloth_zoo sets the CUDA
+    allocator's settings (PYTORCH_ALLOC_CONF) that torch reads when CUDA starts, so this must
+    come before any CUDA call other than torch.cuda.is_available().
+    """
     try:
         import unsloth  # noqa: F401
     except Exception as exc:  # a broken install raises anything from ImportError to RuntimeError
@@ -49,8 +83,17 @@ def _unsloth_import_error() -> str | None:
     return None
 
 
-def detect_device() -> DeviceFacts:
-    """Ask torch about CUDA, and on a GPU whether unsloth imports (imports both)."""
+@functools.cache
+def detect_device(backend: str) -> DeviceFacts:
+    """What a run with `backend` ("auto", "unsloth" or "hf") trains on in this process, asked
+    in the order the training stack needs (imports torch, and unsloth where the run uses it).
+
+    1. torch.cuda.is_available(), which does not start CUDA;
+    2. unsloth, imported only where the run will use it, before CUDA starts: "hf" never
+       imports it, "unsloth" imports it, and "auto" first checks in a child process that it
+       imports (unsloth_import_problem), so that a fallback to hf finds trl unpatched;
+    3. the GPU's properties, which start CUDA.
+    """
     try:
         import torch
     except ImportError:
@@ -58,17 +101,27 @@ def detect_device() -> DeviceFacts:
             "training needs torch and the training stack, which this installation lacks: "
             f"{GPU_HINT}, or pip install -r requirements-dev.txt for CPU training of the tiny model"
         ) from None
-    unsloth = package_version("unsloth") is not None
+    installed = package_version("unsloth") is not None
     if not torch.cuda.is_available():
-        return DeviceFacts(cuda=False, unsloth_installed=unsloth)
+        return DeviceFacts(cuda=False, unsloth_installed=installed)
+    error = None
+    if installed and backend != "hf":
+        error = unsloth_import_problem() if backend == "auto" else None
+        if error is None:
+            error = import_unsloth()
+            if error is not None and backend == "auto":
+                raise PlanError(
+                    f"unsloth imported in a separate check but not in this process ({error}); "
+                    "set backend=hf or fix the installation"
+                )
     properties = torch.cuda.get_device_properties(0)
     return DeviceFacts(
         cuda=True,
         bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
         gpu_name=properties.name,
         gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
-        unsloth_installed=unsloth,
-        unsloth_error=_unsloth_import_error() if unsloth else None,
+        unsloth_installed=installed,
+        unsloth_error=error,
     )
 
 

@@ -36,9 +36,18 @@ LOG_COLUMNS = (
 )
 # Facts the lab's schema has no column for. Export writes them after the schema's columns
 # (readers that go by column name are unaffected); import reads them when present.
-EXTRA_COLUMNS = ("lora_alpha", "dataset", "device", "note")
+# peak_gpu_GB and lora_gpu_GB are the lab's memory figures; the training_ columns are the
+# same since training started (peak stats reset then; see core.train.memory).
+EXTRA_COLUMNS = ("lora_alpha", "dataset", "device", "note", "training_peak_gpu_GB", "training_gpu_GB")
 _WHOLE_NUMBER_COLUMNS = ("lora_r", "max_steps", "lora_alpha")
-_DECIMAL_COLUMNS = ("train_loss", "train_runtime_sec", "peak_gpu_GB", "lora_gpu_GB")
+_DECIMAL_COLUMNS = (
+    "train_loss",
+    "train_runtime_sec",
+    "peak_gpu_GB",
+    "lora_gpu_GB",
+    "training_peak_gpu_GB",
+    "training_gpu_GB",
+)
 _MISSING_NUMBER_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-"}
 _WHOLE_NUMBER = re.compile(r"\d+(\.0*)?", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
@@ -238,6 +247,8 @@ def run_documents(
         "train_runtime_s": values["train_runtime_sec"],
         "peak_memory_gb": values["peak_gpu_GB"],
         "lora_memory_gb": values["lora_gpu_GB"],
+        "training_peak_memory_gb": values.get("training_peak_gpu_GB"),
+        "training_memory_gb": values.get("training_gpu_GB"),
         "memory_measure": "cuda_reserved",
         "device": extra["device"],
     }
@@ -295,6 +306,8 @@ def log_row(run: Run) -> dict[str, Any] | None:
         "dataset": config.get("dataset"),
         "device": metrics.get("device"),
         "note": config.get("note"),
+        "training_peak_gpu_GB": metrics.get("training_peak_memory_gb") if on_gpu else None,
+        "training_gpu_GB": metrics.get("training_memory_gb") if on_gpu else None,
     }
 
 

@@ -1,7 +1,7 @@
 """The Unsloth backend: FastLanguageModel with the lab notebook's settings (CUDA only).
 
-Unsloth patches transformers and trl when it is imported, so it is imported here first,
-before anything else of the training stack is loaded in the job process.
+Unsloth patches transformers and trl when it is imported, so the job has imported it already,
+before CUDA started and before the rest of the training stack (detect_device).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ def peft_arguments(config: RunConfig) -> dict[str, Any]:
 
 def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
     """The 4-bit (or 16-bit) base model with Unsloth's LoRA and chat template helpers."""
-    import unsloth  # noqa: F401  (first: it patches transformers and trl)
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_arguments(config))

@@ -2,7 +2,8 @@
 model and its tokenizer, ready for trl's SFTTrainer.
 
 `hf` is transformers + peft and runs anywhere; `unsloth` is Unsloth's FastLanguageModel and
-needs a CUDA GPU. Only `core.train.backend_unsloth` imports unsloth, and only when it loads.
+needs a CUDA GPU. The job imports unsloth only when the run uses it, first of the training
+stack (core.machine.devices.detect_device); an hf run never imports it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Only the Llama 3.2 models the lab trained can be estimated: their shapes are known here and
 the lab measured them on a T4 (Unsloth, 4-bit, batch 2 x 1024 tokens): 1B r16 peaked at
 2.56 GB, 1B r64 at 2.96 GB, 3B r64 at 4.43 GB. The estimate scales the training share
-(activations, LoRA weights, optimizer state) by tokens per step and rank.
+(activations, LoRA weights, optimizer state) by tokens per step and rank. Every figure is in
+GiB, written GB as the lab wrote it, like core.train.memory's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.train.config import RunConfig
+from core.train.memory import GB
+
+BYTES_16BIT = 2  # bytes per weight of a 16-bit model
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate | None:
     if config.load_in_4bit:
         weights = shape.weights_4bit_gb
     else:  # 16-bit weights, plus what the measured 4-bit load holds beyond its 4-bit weights
-        weights = shape.parameters * 2 / 1e9 + 0.3
+        weights = shape.parameters * BYTES_16BIT / GB + 0.3
     tokens = config.batch_size * config.max_seq_length / LAB_TOKENS_PER_STEP
     training = (shape.training_gb_r16 + shape.training_gb_per_rank * (config.lora_r - 16)) * tokens
     return MemoryEstimate(round(weights, 2), round(max(training, 0.1), 2))

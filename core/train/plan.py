@@ -2,8 +2,8 @@
 
 Plain functions over plain facts, so the command line, the Train page and the tests can all
 ask "can this run here, and how?" without importing torch: the facts (DeviceFacts) come from
-core.machine.devices.detect_device, which imports torch, and only `build_sft_config` imports
-trl here, when it is called.
+core.machine.devices.detect_device, which imports torch (and unsloth where the run uses it),
+and only `build_sft_config` and `keep_trainable_float32` import trl or torch, when called.
 """
 
 from __future__ import annotations
@@ -149,3 +149,23 @@ def build_sft_config(arguments: dict[str, Any]) -> Any:
             "gradient_checkpointing"
         )  # renamed in transformers 5.2x
     return SFTConfig(**arguments)
+
+
+def keep_trainable_float32(model: Any, precision: str) -> int:
+    """When training in fp16, cast the trainable parameters back to float32; how many were cast.
+
+    trl's SFTTrainer casts a quantized model's trainable (LoRA) parameters to bf16 when it is
+    built (QLoRA's recipe). fp16 mixed precision cannot unscale bf16 gradients, so on a GPU
+    without bf16 (a T4) the hf backend died at its first optimizer step; fp16 training keeps
+    float32 master weights. Unsloth's trainer leaves the cast out: nothing to cast there.
+    """
+    if precision != "fp16":
+        return 0
+    import torch
+
+    cast = 0
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+            cast += 1
+    return cast

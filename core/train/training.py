@@ -36,6 +36,7 @@ from core.store.runs import (
     update_status,
 )
 from core.train.config import ConfigError, RunConfig, parse_config
+from core.train.plan import TrainingPlan, build_sft_config, keep_trainable_float32, sft_arguments
 
 log = logging.getLogger(__name__)
 VERSION_PACKAGES = (
@@ -111,6 +112,36 @@ def _save_adapter(model: Any, tokenizer: Any, run_path: Path) -> None:
         replace_dir(staging, run_path / ADAPTER_DIR)
 
 
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    config: RunConfig,
+    plan: TrainingPlan,
+    output_dir: Path,
+    callbacks: list[Any],
+) -> Any:
+    """trl's SFTTrainer for the tokenized `rows`, its trainable parameters in a dtype the plan's
+    precision trains (see keep_trainable_float32) and without trl's per-step printing."""
+    import datasets
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    arguments = sft_arguments(config, plan, output_dir, progress_bar=sys.stderr.isatty())
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(arguments),
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # the run's recorder logs one line per step instead
+    cast = keep_trainable_float32(trainer.model, plan.precision)
+    if cast:
+        log.info("fp16 training: %d trainable tensors cast back to float32", cast)
+    return trainer
+
+
 def _versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0]}
     found.update({name: version for name in VERSION_PACKAGES if (version := package_version(name))})
@@ -129,7 +160,7 @@ def _train(
     from core.train.data import load_conversations, tokenize_conversations
     from core.train.plan import plan_training
 
-    facts = detect_device()
+    facts = detect_device(config.backend)
     plan = plan_training(config, facts)
     log.info(
         "plan: backend %s on %s, optimizer %s, precision %s%s",
@@ -155,26 +186,13 @@ def _train(
     rows = tokenize_conversations(tokenizer, conversations, config, report)
     log.info("data: %s", report.summary())
 
-    import datasets
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTTrainer
-
     from core.train.memory import MemoryMeter
-    from core.train.plan import build_sft_config, sft_arguments
     from core.train.recorder import RunRecorder
 
     meter = MemoryMeter(plan.device)
     recorder = RunRecorder(run_path, meter, job, runtime_before)
-    arguments = sft_arguments(config, plan, run_path / CHECKPOINTS_DIR, progress_bar=sys.stderr.isatty())
-    trainer = SFTTrainer(
-        model=model,
-        args=build_sft_config(arguments),
-        train_dataset=datasets.Dataset.from_list(rows),
-        processing_class=tokenizer,
-        callbacks=[recorder],
-    )
-    trainer.remove_callback(PrinterCallback)  # the recorder logs one line per step instead
-    meter.reset_peak()
+    trainer = build_trainer(model, tokenizer, rows, config, plan, run_path / CHECKPOINTS_DIR, [recorder])
+    meter.start_training()
     job.stage(
         f"training: {config.max_steps} steps, memory at start {meter.start_gb:.2f} GB ({meter.measure})"
     )
@@ -189,9 +207,7 @@ def _train(
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     runtime = recorder.elapsed_s()
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    peak = max(
-        [meter.peak_gb()] + [e["memory_gb"] for e in events if isinstance(e.get("memory_gb"), (int, float))]
-    )
+    memory = meter.figures([e["memory_gb"] for e in events if isinstance(e.get("memory_gb"), (int, float))])
     allocated = meter.peak_allocated_gb()
     metrics = {
         "train_loss": mean_loss(events),
@@ -201,10 +217,8 @@ def _train(
         "steps": trainer.state.global_step,
         "tokens_seen": tokens,
         "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
-        "peak_memory_gb": round(peak, 3),
+        **memory.to_metrics(),
         "peak_allocated_gb": None if allocated is None else round(allocated, 3),
-        "lora_memory_gb": round(meter.training_gb(), 3),
-        "start_memory_gb": round(meter.start_gb, 3),
         "memory_measure": meter.measure,
         "device": facts.gpu_name or "cpu",
         "device_memory_gb": facts.gpu_memory_gb,
@@ -215,13 +229,16 @@ def _train(
     }
     write_json_atomic(run_path / METRICS_FILE, metrics)
     log.info(
-        "completed: loss %.4f (last %.4f), %.1f s, %d tokens, peak %.2f GB, training %.2f GB (%s)",
+        "completed: loss %.4f (last %.4f), %.1f s, %d tokens, peak %.2f GB, LoRA %.2f GB "
+        "(since training started: peak %.2f GB, training %.2f GB; %s)",
         metrics["train_loss"] or float("nan"),
         metrics["final_loss"] or float("nan"),
         runtime,
         tokens,
-        peak,
-        metrics["lora_memory_gb"],
+        memory.peak_gb,
+        memory.lora_gb,
+        memory.training_peak_gb,
+        memory.training_gb,
         meter.measure,
     )
 
