@@ -223,7 +223,31 @@ def test_export_leaves_out_unfinished_runs_and_cpu_memory(tmp_path):
     )
     export = export_log(list_runs(tmp_path))
     assert export.left_out == ["running"] and export.exported == ["cpu_done"]
-    assert export.text.splitlines()[1] == "cpu_done,tiny,train[:64],8,30,2.0,8.5,,,,,,"
+    assert export.text.splitlines()[1] == "cpu_done,tiny,train[:64],8,30,2.0,8.5,,,,,,,,"
+
+
+def test_both_memory_definitions_survive_an_export_and_an_import(tmp_path):
+    gpu_metrics = {
+        "train_loss": 0.9,
+        "peak_memory_gb": 2.564,
+        "lora_memory_gb": 1.361,
+        "training_peak_memory_gb": 2.31,
+        "training_memory_gb": 1.02,
+        "memory_measure": "cuda_reserved",
+        "device": "Tesla T4",
+    }
+    config = {"base_model": "m", "split": "train[:64]", "lora_r": 16, "max_steps": 30}
+    create_run(tmp_path, "t1", config, status=initial_status("completed", 30), metrics=gpu_metrics)
+    text = export_log(list_runs(tmp_path)).text
+    header, row = text.splitlines()[:2]
+    assert "peak_gpu_GB,lora_gpu_GB" in header and "training_peak_gpu_GB,training_gpu_GB" in header
+    other = tmp_path / "other"
+    other.mkdir()
+    import_log(other, text, source="exported.csv")
+    metrics = load_run(other, "t1").metrics
+    assert {k: metrics[k] for k in gpu_metrics if k != "train_loss"} == {
+        k: v for k, v in gpu_metrics.items() if k != "train_loss"
+    }
 
 
 def test_reimport_leaves_existing_runs_unchanged(runs_root):
@@ -307,7 +331,8 @@ def test_a_run_that_cannot_be_written_is_reported_not_called_existing(runs_root,
 def test_extra_columns_are_read_when_present():
     text = (
         HEADER.strip()
-        + ",lora_alpha,dataset,device,note\na,m,s,8,50,1,1,1,1,32,my/data,NVIDIA A100,first try\n"
+        + ",lora_alpha,dataset,device,note,training_peak_gpu_GB,training_gpu_GB\n"
+        + "a,m,s,8,50,1,1,1,1,32,my/data,NVIDIA A100,first try,2.5,1.25\n"
     )
     rows, problems = parse_log(text)
     assert problems == []
@@ -316,6 +341,8 @@ def test_extra_columns_are_read_when_present():
         "dataset": "my/data",
         "device": "NVIDIA A100",
         "note": "first try",
+        "training_peak_gpu_GB": 2.5,
+        "training_gpu_GB": 1.25,
     }
 
 

@@ -247,11 +247,15 @@ def run_documents(
         "train_runtime_s": values["train_runtime_sec"],
         "peak_memory_gb": values["peak_gpu_GB"],
         "lora_memory_gb": values["lora_gpu_GB"],
-        "training_peak_memory_gb": values.get("training_peak_gpu_GB"),
-        "training_memory_gb": values.get("training_gpu_GB"),
         "memory_measure": "cuda_reserved",
         "device": extra["device"],
     }
+    for key, column in (
+        ("training_peak_memory_gb", "training_peak_gpu_GB"),
+        ("training_memory_gb", "training_gpu_GB"),
+    ):
+        if extra[column] is not None:
+            metrics[key] = extra[column]
     return config, status, metrics
 
 
