@@ -473,3 +473,16 @@ def test_the_report_carries_no_image_or_link_from_the_run_files(runs_root):
     )
     html = MarkdownIt("commonmark").enable("table").render(report)
     assert "pixel" in html and "<img" not in html and "<a " not in html
+
+
+def test_config_diff_shows_packing_where_two_runs_differ_in_it(runs_root):
+    """Packed runs see other batches and other losses: the diff must say which was packed."""
+    from core.train.presets import get_preset
+
+    runs = []
+    for name, packing in (("t1_unpacked", False), ("t1_packed", True)):
+        config = {**get_preset("t1_baseline").config(), "packing": packing}
+        runs.append(read_run_folder(create_run(runs_root, name, config, status=initial_status("completed"))))
+    diff = compare.config_diff(runs)
+    assert list(diff.columns) == ["packing"]
+    assert list(diff["packing"]) == ["False", "True"]

@@ -26,7 +26,7 @@ def test_defaults_are_the_lab_notebooks():
     assert config.target_modules == PROJECTION_MODULES and len(PROJECTION_MODULES) == 7
     assert (config.batch_size, config.gradient_accumulation_steps, config.warmup_steps) == (2, 4, 5)
     assert (config.learning_rate, config.weight_decay, config.lr_scheduler) == (2e-4, 0.01, "linear")
-    assert (config.seed, config.packing, config.max_seq_length) == (3407, True, 1024)
+    assert (config.seed, config.packing, config.max_seq_length) == (3407, False, 1024)  # see below
     assert (config.save_steps, config.save_total_limit, config.optimizer) == (100, 2, "auto")
     assert parse_config({}) == config
     assert parse_config(config.to_dict()) == config
@@ -92,20 +92,27 @@ def test_a_local_dataset_resolves_from_the_project_folder_and_all_linear_is_allo
     assert parse_config({"save_total_limit": None}).save_total_limit is None
 
 
+@pytest.mark.parametrize("preset", ["t1_baseline", "t2_model_centric", "t3_data_centric", "t4_3b"])
+def test_the_lab_presets_train_unpacked_as_the_lab_really_did(preset):
+    """The notebook asked for packing=True, but the Unsloth of its day (before 2025-12-09) had no
+    packing and dropped the option when given TrainingArguments: T1-T4 trained unpacked."""
+    assert parse_config(get_preset(preset).config()).packing is False
+
+
 def test_set_assignments_are_typed_by_their_field():
     config = apply_overrides(
         default_config(),
         [
             "lora_r=64",
             "learning_rate=1e-4",
-            "packing=false",
+            "packing=true",
             "target_modules=q_proj, v_proj",
             "save_total_limit=none",
             "note=a = b",
         ],
     )
     parsed = parse_config(config)
-    assert (parsed.lora_r, parsed.learning_rate, parsed.packing) == (64, 1e-4, False)
+    assert (parsed.lora_r, parsed.learning_rate, parsed.packing) == (64, 1e-4, True)
     assert parsed.target_modules == ("q_proj", "v_proj")
     assert parsed.save_total_limit is None and parsed.note == "a = b"
 
@@ -150,9 +157,9 @@ def test_every_preset_is_a_valid_config_and_reproduces_the_lab():
 
 def test_overrides_from_turns_a_base_into_the_config():
     base = get_preset("t1_baseline").config()
-    changed = apply_overrides(base, ["lora_r=32", "packing=false", "target_modules=q_proj,v_proj"])
+    changed = apply_overrides(base, ["lora_r=32", "packing=true", "target_modules=q_proj,v_proj"])
     assignments = overrides_from(changed, base)
-    assert assignments == ["lora_r=32", "target_modules=q_proj,v_proj", "packing=false"]
+    assert assignments == ["lora_r=32", "target_modules=q_proj,v_proj", "packing=true"]
     assert apply_overrides(base, assignments) == changed
 
 

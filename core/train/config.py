@@ -470,9 +470,17 @@ class RunConfig:
             high=2**32 - 1,
         ),
     )
+    # The lab's notebook passed packing=True, but Unsloth then had no packing (it came on
+    # 2025-12-09, after the lab's runs) and dropped the option: the lab trained unpacked.
     packing: bool = field(
-        default=True,
-        metadata=_meta("Pack sequences", "pack several conversations into each sequence", TRAINING, "bool"),
+        default=False,
+        metadata=_meta(
+            "Pack sequences",
+            "pack several conversations into each sequence (trl's packing): fewer padding tokens, "
+            "other losses; the lab's runs were not packed",
+            TRAINING,
+            "bool",
+        ),
     )
     train_on_responses_only: bool = field(
         default=True,
