@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from core import MISSING, markdown_cell
-from core.evaluate.answers import row_passed, variant_label
+from core.evaluate.answers import tally, variant_label
+from core.evaluate.checks import CHECK_MARKS, FAIL, NEEDS_JUDGE, NOT_RUN, passed_of, stored_verdict
 from core.evaluate.ratings import is_rating, rating_applies
 from core.store.csv_cells import csv_cell
 from core.store.files import FileStamp, file_stamp, finite_number, read_jsonl
@@ -442,19 +443,24 @@ class Column:
 
 @dataclass(frozen=True)
 class Cell:
-    """One answer: its checks, latency and a person's rating of this answer (None and "" when unrated)."""
+    """One answer: its verdict (core.evaluate.checks.VERDICTS), checks, latency and a person's rating of
+    this answer (None and "" when unrated)."""
 
     answer: str
-    passed: bool | None
+    verdict: str
     checks: tuple[dict[str, Any], ...]
     latency_s: float | None
     new_tokens: float | None
     rating: int | None
     note: str
 
+    def checks_with(self, verdict: str) -> list[str]:
+        """The names of the checks with `verdict`."""
+        return [str(check.get("name")) for check in self.checks if stored_verdict(check) == verdict]
+
     @property
     def failed_checks(self) -> list[str]:
-        return [str(check.get("name")) for check in self.checks if check.get("passed") is False]
+        return self.checks_with(FAIL)
 
 
 @dataclass(frozen=True)
@@ -468,8 +474,9 @@ class PromptRow:
 
     @property
     def disagrees(self) -> bool:
-        """True when the columns that answered differ in pass/fail."""
-        return len({cell.passed for cell in self.cells.values() if cell.passed is not None}) > 1
+        """True when the columns that answered differ in verdict (pass, fail, needs a judge; not run
+        is left out)."""
+        return len({cell.verdict for cell in self.cells.values() if cell.verdict != NOT_RUN}) > 1
 
 
 @dataclass(frozen=True)
@@ -479,13 +486,12 @@ class Matrix:
     columns: tuple[Column, ...]
     prompts: tuple[PromptRow, ...]
 
-    def pass_counts(self) -> dict[Column, tuple[int, int]]:
-        """Per column: answers that passed every check, and answers given."""
-        counts = {}
-        for column in self.columns:
-            cells = [row.cells[column] for row in self.prompts if column in row.cells]
-            counts[column] = (sum(cell.passed is True for cell in cells), len(cells))
-        return counts
+    def pass_counts(self) -> dict[Column, tuple[int, int, int]]:
+        """Per column: the tally of its answers (passed, need a judge, answered)."""
+        return {
+            column: tally([row.cells[column].verdict for row in self.prompts if column in row.cells])
+            for column in self.columns
+        }
 
     def disagreements(self) -> Matrix:
         """The same matrix with only the prompts whose answers differ in pass/fail."""
@@ -559,7 +565,7 @@ def build_matrix(
             rating = entry if isinstance(entry, dict) and rating_applies(entry, answer) else {}
             cells.setdefault(prompt_id, {})[column] = Cell(
                 answer=answer,
-                passed=row_passed(row),
+                verdict=stored_verdict(row),
                 checks=checks,
                 latency_s=finite_number(row.get("latency_s")),
                 new_tokens=finite_number(row.get("new_tokens")),
@@ -574,13 +580,14 @@ def build_matrix(
 
 
 def cell_summary(cell: Cell | None) -> str:
-    """A matrix cell in one short line: pass mark, failed checks, latency."""
+    """A matrix cell in one short line: the verdict's mark, the checks that failed (or, when none
+    failed, that need a judge), latency."""
     if cell is None:
         return MISSING
-    mark = {True: "✅", False: "❌", None: "❔"}[cell.passed]
-    failed = f" {', '.join(cell.failed_checks)}" if cell.failed_checks else ""
+    named = cell.failed_checks or cell.checks_with(NEEDS_JUDGE)
+    names = f" {', '.join(named)}" if named else ""
     latency = f" · {cell.latency_s:.1f} s" if cell.latency_s is not None else ""
-    return f"{mark}{failed}{latency}"
+    return f"{CHECK_MARKS[cell.verdict]}{names}{latency}"
 
 
 def matrix_frame(matrix: Matrix) -> pd.DataFrame:
@@ -595,19 +602,21 @@ def matrix_frame(matrix: Matrix) -> pd.DataFrame:
 
 
 def pass_counts_frame(matrix: Matrix) -> pd.DataFrame:
-    """Per column: run, variant, prompts passed, answered, and the pass rate in %."""
+    """Per column: run, variant, prompts passed, prompts that need a judge (not passed), answered,
+    and the pass rate in %."""
     return pd.DataFrame(
         [
             {
                 "Run": c.run,
                 "Variant": variant_label(c.variant),
                 "Passed": passed,
+                "Needs a judge": judge,
                 "Answered": answered,
                 "Pass rate (%)": round(100 * passed / answered, 1) if answered else None,
             }
-            for c, (passed, answered) in matrix.pass_counts().items()
+            for c, (passed, judge, answered) in matrix.pass_counts().items()
         ],
-        columns=["Run", "Variant", "Passed", "Answered", "Pass rate (%)"],
+        columns=["Run", "Variant", "Passed", "Needs a judge", "Answered", "Pass rate (%)"],
     )
 
 
@@ -620,6 +629,7 @@ ANSWER_COLUMNS = (
     "prompt_id",
     "prompt",
     "passed",
+    "verdict",
     "failed_checks",
     "latency_s",
     "new_tokens",
@@ -646,7 +656,8 @@ def answers_csv(matrix: Matrix) -> str:
                 row.prompt_set,
                 row.prompt_id,
                 row.prompt,
-                None if cell.passed is None else str(cell.passed).lower(),
+                None if (passed := passed_of(cell.verdict)) is None else str(passed).lower(),
+                cell.verdict,
                 ";".join(cell.failed_checks),
                 cell.latency_s,
                 None if cell.new_tokens is None else int(cell.new_tokens),

@@ -55,7 +55,8 @@ def test_vpn_one_short_paragraph():
     assert set(failing("vpn", VPN_GOOD + "\n\nIn summary, a VPN keeps you private online.")) == {"paragraphs"}
     assert failing("vpn", "A VPN hides you.") == {
         "words": "4 words, wanted 20-150",
-        "topic": "mentions 0 of 'encrypt', 'tunnel', 'server', 'ip address', 'private network' (wanted 1)",
+        "topic": "mentions 0 of 'encrypt', 'tunnel', 'server', 'ip address', 'private network', 'scrambl', "
+        "'rout' (wanted 1)",
     }
     assert set(failing("vpn", " ".join([VPN_GOOD] * 3))) == {"words"}
     assert failing("vpn", "")["words"] == "0 words, wanted 20-150 (empty answer)"
@@ -169,7 +170,9 @@ def test_pasta_at_most_five_ingredients():
         "Kaffet är för varmt för att dricka.",
         'The Swedish translation is: "Kaffet är för varmt för att dricka."',
         "Here is the translation:\n\nKAFFET ÄR FÖR VARMT FÖR ATT DRICKA!\n\n(Literally: the coffee is too hot to drink.)",
-        "Kaffet är för varmt att dricka.",  # a dropped word: close enough (similarity 0.94)
+        "Kaffet är för varmt att dricka.",  # a listed alternative
+        "Kaffet är alldeles för varmt att dricka.",  # correct; character similarity failed it (0.82)
+        "Kaffet är för hett för att dricka.",
     ],
 )
 def test_swedish_translations_that_pass(answer):
@@ -177,26 +180,65 @@ def test_swedish_translations_that_pass(answer):
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "detail"),
     [
-        "Kaffen er for varm til å drikke.",  # Norwegian
-        "The coffee is too hot to drink.",
-        "Te är för kallt för att äta.",
-        "",
+        # The lab's quoted failures: character similarity passed both (0.94 and 0.91).
+        ("Kaffe är för varm för att drinka.", "contains 'kaffe är', 'för varm', 'drinka', listed as wrong"),
+        ("Kafféet är för varm att dricka.", "contains 'kafféet', 'för varm', listed as wrong"),
+        ("Kaffet är för varm för att dricka.", "contains 'för varm', listed as wrong"),  # passed at 0.98
+        ("Kaffet är för kallt för att dricka.", "contains 'kallt', listed as wrong"),
+        (
+            "Kaffen er for varm til å drikke.",  # Norwegian
+            "'kaffen er for varm til å drikke': word error rate 1.00 against 'Kaffet är för varmt för att "
+            "dricka.', fails above 0.35; no accepted translation",
+        ),
+        (
+            "The coffee is too hot to drink.",
+            "'the coffee is too hot to drink': word error rate 1.00 against 'Kaffet är för varmt för att "
+            "dricka.', fails above 0.35; no accepted translation",
+        ),
+        (
+            "Kaffet är varmt.",
+            "'kaffet är varmt': word error rate 0.50 against 'Kaffet är för varmt att dricka.', fails above "
+            "0.35; no accepted translation",
+        ),
+        ("", "empty answer"),
     ],
 )
-def test_wrong_translations_fail(answer):
-    assert set(failing("swedish", answer)) == {"translation"}
+def test_wrong_translations_fail(answer, detail):
+    assert failing("swedish", answer) == {"translation": detail}
 
 
-def test_translation_records_its_similarity():
+def test_a_translation_no_rule_decides_needs_a_judge():
     spec = LAB["swedish"]["checks"][0]
-    exact = run_check(spec, "Kaffet är för varmt för att dricka.")
-    close = run_check(spec, "Kaffet är för varmt att dricka.")
-    wrong = run_check(spec, "Kaffen er for varm til å drikke.")
-    assert exact.score == 1.0 and exact.detail == "matches the reference"
-    assert 0.85 <= close.score < 1.0 and wrong.score < 0.85
-    assert "similarity" in wrong.detail and wrong.as_dict()["score"] == wrong.score
+    result = run_check(spec, 'Here you go: "Kaffet är för varmt för att drickas."')
+    assert (result.verdict, result.passed, result.score) == ("needs_judge", None, 0.875)
+    assert result.detail == (
+        "'kaffet är för varmt för att drickas': word error rate 0.12 against 'Kaffet är för varmt för att "
+        "kunna drickas.', fails above 0.35; close to, but not, an accepted translation"
+    )
+    assert result.as_dict() == {
+        "name": "translation",
+        "passed": None,
+        "verdict": "needs_judge",
+        "detail": result.detail,
+        "score": 0.875,
+    }
+    [translation, leakage] = check_answer([spec], "Kaffet är på tok för varmt för att dricka.", "p")
+    assert (translation.verdict, leakage.verdict) == ("needs_judge", "pass")
+
+
+def test_translation_references_wrong_forms_and_ceiling():
+    spec = validate_check(
+        {"type": "translation", "references": ["Hej världen", "Hallå världen"], "wrong": ["hej värld"]}
+    )
+    assert run_check(spec, "Hallå, världen!").detail == "matches the accepted translation 'Hallå världen'"
+    assert run_check(spec, "hej värld").verdict == "fail"
+    assert run_check(spec, "Hej hela världen").verdict == "needs_judge"  # 1 of 2 words off: WER 0.5
+    assert run_check({**spec, "max_wer": 0.4}, "Hej hela världen").verdict == "fail"
+    old = {"type": "translation", "reference": "Kaffet är för varmt för att dricka.", "threshold": 0.85}
+    assert run_check(validate_check(old), "Kaffet är för varm för att dricka.").verdict == "needs_judge"
+    assert run_check(old, "Kaffet är för varmt för att dricka.").verdict == "pass"
 
 
 RENEWABLE = """Here are two advantages and two disadvantages of renewable energy:
@@ -309,8 +351,11 @@ def test_overfitting_analogy_length():
         "does badly on new data it has never seen before."
     )
     assert failing("overfitting", no_analogy) == {
-        "analogy": "mentions 0 of 'like', 'imagine', 'similar', 'think of', "
-        "'analogy', 'just as', 'as if', 'compare' (wanted 1)"
+        "analogy": "mentions 0 of 'like', 'imagine', 'similar', 'similarly', 'think of', 'analogy', 'just as', "
+        "'as if', 'compare', 'compared to', 'picture' (wanted 1)"
+    }
+    assert set(failing("overfitting", no_analogy.replace("does badly", "will likely do badly"))) == {
+        "analogy"
     }
 
 
@@ -333,6 +378,8 @@ def test_mentions_match_word_starts_in_any_case():
         == "mentions 'encrypt', 'ip address'"
     )
     assert not run_check(spec, "Decrypted: a VPN.").passed  # "decrypted" does not start with "encrypt"
+    whole = {"type": "mentions", "words": ["like"], "whole_words": True}
+    assert run_check(whole, "It is like a map.").passed and not run_check(whole, "It likely fails.").passed
 
 
 ADA = """Ada Lovelace (1815-1852) was an English mathematician and writer. Here are three key points:
@@ -413,11 +460,27 @@ def test_clean_answers_do_not_leak(prompt_id):
         ({"type": "words", "min": -1}, "words: min must be a whole number >= 0 (got -1)"),
         ({"type": "words", "min": True}, "words: min must be a whole number >= 0 (got True)"),
         ({"type": "items", "min": 4, "max": 3}, "items: min (4) is above max (3)"),
-        ({"type": "translation"}, "translation: reference is required"),
+        ({"type": "translation"}, "translation: reference or references is required"),
         (
-            {"type": "translation", "reference": "x", "threshold": 1.5},
-            "threshold must be a number above 0 and at most 1",
+            {"type": "translation", "references": []},
+            "references must be a non-empty list of non-empty strings",
         ),
+        (
+            {"type": "translation", "references": ["ok", 3]},
+            "references must be a non-empty list of non-empty",
+        ),
+        ({"type": "translation", "reference": "?!"}, "translation: '?!' has no words"),
+        ({"type": "translation", "reference": "x" * 501}, "reference is 501 characters long (at most 500)"),
+        ({"type": "translation", "references": ["a"] * 21}, "references has 21 entries (at most 20)"),
+        (
+            {"type": "translation", "reference": "Kaffet är varmt.", "wrong": ["är varmt"]},
+            "translation: wrong form 'är varmt' is part of the reference 'Kaffet är varmt.'",
+        ),
+        (
+            {"type": "translation", "reference": "x", "max_wer": 1.5},
+            "max_wer must be a number above 0 and at most 1",
+        ),
+        ({"type": "mentions", "words": ["a"], "whole_words": "yes"}, "whole_words must be true or false"),
         ({"type": "section_items", "headings": []}, "headings must be a non-empty list of non-empty strings"),
         ({"type": "python_function", "cases": [{"args": "abc", "expected": "cba"}]}, "cases 1 must be"),
         (

@@ -269,10 +269,10 @@ def test_matrix_columns_prompt_sets_and_pass_counts():
     assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
     counts = {c.label: value for c, value in matrix.pass_counts().items()}
     assert counts == {
-        "r16 · adapter": (2, 3),
-        "r16 · base": (0, 1),
-        "r64 · adapter": (3, 3),
-        "r64 · gguf:model-q8_0.gguf": (0, 1),
+        "r16 · adapter": (2, 0, 3),
+        "r16 · base": (0, 0, 1),
+        "r64 · adapter": (3, 0, 3),
+        "r64 · gguf:model-q8_0.gguf": (0, 0, 1),
     }
     email = matrix.prompts[1].cells[Column("r64", "adapter")]
     assert (email.rating, email.note) == (5, "best email")
@@ -297,7 +297,7 @@ def test_rows_without_a_prompt_set_are_one_set_and_are_shown():
     matrix = build_matrix(bare, {}, compare.matrix_columns(bare), unnamed)
     assert [row.prompt_id for row in matrix.prompts] == ["vpn", "email", "recipe"]
     assert {row.prompt_set for row in matrix.prompts} == {unnamed} and unnamed == compare.UNNAMED_SET
-    assert matrix.pass_counts() == {Column("r16", "adapter"): (2, 3), Column("r64", "adapter"): (3, 3)}
+    assert matrix.pass_counts() == {Column("r16", "adapter"): (2, 0, 3), Column("r64", "adapter"): (3, 0, 3)}
     mixed = {"r16": bare["r16"], "r64": {"adapter": RESULTS["r64"]["adapter"]}}
     assert compare.prompt_sets(mixed) == [unnamed, "lab", "mine"]
     assert [
@@ -349,8 +349,14 @@ def test_odd_rows_make_cells_that_say_what_is_unknown():
     }
     matrix = build_matrix(odd, {"x": {"adapter": {"vpn": "five"}}}, [Column("x", "adapter")], "lab")
     cell = matrix.prompts[0].cells[Column("x", "adapter")]
-    assert (cell.answer, cell.checks, cell.passed, cell.latency_s, cell.rating) == ("", (), None, None, None)
-    assert len(matrix.prompts) == 1 and compare.cell_summary(cell) == "❔" and not matrix.prompts[0].disagrees
+    assert (cell.answer, cell.checks, cell.verdict, cell.latency_s, cell.rating) == (
+        "",
+        (),
+        "not_run",
+        None,
+        None,
+    )
+    assert len(matrix.prompts) == 1 and compare.cell_summary(cell) == "⏸️" and not matrix.prompts[0].disagrees
 
 
 def test_disagreement_filter_keeps_prompts_whose_pass_fail_differ():
@@ -362,6 +368,45 @@ def test_disagreement_filter_keeps_prompts_whose_pass_fail_differ():
     table = compare.matrix_frame(matrix.disagreements())
     assert table.to_dict("records") == [
         {"Prompt": "email", "r16 · adapter": "❌ leakage · 1.0 s", "r64 · adapter": "✅ · 1.0 s"}
+    ]
+
+
+def test_an_answer_that_needs_a_judge_is_neither_passed_nor_failed_everywhere():
+    """A row written with verdicts (needs_judge) next to rows written before them (passed only)."""
+    judged = {
+        **answer("swedish", "Kaffet är för varmt för att drickas.", None),
+        "verdict": "needs_judge",
+        "checks": [
+            {"name": "translation", "passed": None, "verdict": "needs_judge", "detail": "WER 0.12"},
+            {"name": "leakage", "passed": True, "verdict": "pass", "detail": "none"},
+        ],
+    }
+    results = {
+        "r16": {"adapter": [answer("vpn", "A VPN tunnels.", True), judged]},
+        "r64": {"adapter": [answer("vpn", "A VPN encrypts.", True), answer("swedish", "Kaffet är...", True)]},
+    }
+    matrix = build_matrix(results, {}, compare.matrix_columns(results), "lab")
+    cell = matrix.prompts[1].cells[Column("r16", "adapter")]
+    assert (cell.verdict, cell.failed_checks, cell.checks_with("needs_judge")) == (
+        "needs_judge",
+        [],
+        ["translation"],
+    )
+    assert compare.cell_summary(cell) == "⚖️ translation · 1.0 s"
+    assert matrix.pass_counts() == {Column("r16", "adapter"): (1, 1, 2), Column("r64", "adapter"): (2, 0, 2)}
+    assert [row.prompt_id for row in matrix.disagreements().prompts] == ["swedish"]
+    assert compare.pass_counts_frame(matrix).to_dict("records")[0] == {
+        "Run": "r16",
+        "Variant": "adapter",
+        "Passed": 1,
+        "Needs a judge": 1,
+        "Answered": 2,
+        "Pass rate (%)": 50.0,
+    }
+    exported = list(csv.DictReader(io.StringIO(compare.answers_csv(matrix))))
+    assert [(r["prompt_id"], r["passed"], r["verdict"]) for r in exported if r["run"] == "r16"] == [
+        ("vpn", "true", "pass"),
+        ("swedish", "", "needs_judge"),
     ]
 
 
@@ -426,7 +471,9 @@ def test_markdown_report_has_the_tables_and_the_check_summary(runs_root):
     t2 = next(line for line in lines if line.startswith("| model_centric_1B_r64_10k_600steps | GPU reserved"))
     assert "| 0.8806 ▼ -0.0112 (-1.3%) better |" in t2 and "| 2649.7 ▲ +55.7 (+2.1%) worse |" in t2
     assert "| Run | base_model | split | lora_r | lora_alpha | max_steps |" in lines
-    assert "| r16 | adapter | 2 | 3 | 66.7 |" in lines and "| r64 | adapter | 3 | 3 | 100.0 |" in lines
+    assert (
+        "| r16 | adapter | 2 | 0 | 3 | 66.7 |" in lines and "| r64 | adapter | 3 | 0 | 3 | 100.0 |" in lines
+    )
     assert "### Per prompt (1 of 3 prompts with differing results)" in lines
     assert "| email | ❌ leakage · 1.0 s | ✅ · 1.0 s |" in lines
     assert any(

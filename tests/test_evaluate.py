@@ -70,6 +70,7 @@ ROW_KEYS = {
     "answer",
     "checks",
     "passed",
+    "verdict",
     "latency_s",
     "new_tokens",
     "max_new_tokens",
@@ -205,6 +206,7 @@ def test_the_adapter_answers_the_lab_set_and_its_rows_are_written_whole(runs):
         assert row["model"] == "tiny-llama + taught/adapter"
         assert 0 < row["latency_s"] < seconds and 1 <= row["new_tokens"] <= TOKENS
         assert row["passed"] == all(check["passed"] for check in row["checks"])
+        assert row["verdict"] == ("pass" if row["passed"] else "fail")  # no code check is undecided here
         assert row["checks"][-1]["name"] == "leakage" and row["checks"][-1]["passed"], row
     by_id = {row["prompt_id"]: row for row in rows}
     for prompt_id, (_, answer) in TAUGHT.items():
@@ -212,12 +214,13 @@ def test_the_adapter_answers_the_lab_set_and_its_rows_are_written_whole(runs):
     assert by_id["swedish"]["checks"][0] == {
         "name": "translation",
         "passed": True,
-        "detail": "matches the reference",
+        "verdict": "pass",
+        "detail": "matches the accepted translation 'Kaffet är för varmt för att dricka.'",
         "score": 1.0,
     }
     assert by_id["reverse_string"]["checks"][0]["detail"] == "reverse passed 7 case(s)"
     passed = sum(row["passed"] for row in rows)
-    assert summary_line(rows) == f"adapter: {passed}/10 prompts passed all checks" and passed >= 3
+    assert summary_line(rows) == f"adapter: {passed}/10 passed" and passed >= 3
     assert heard[0] == ("loading the model (adapter)", 0.0)
     assert [fraction for _, fraction in heard[1:]] == [n / 10 for n in range(1, 11)]
     assert heard[5][0].startswith("[5/10] swedish: 2/2 checks passed, ")
@@ -259,6 +262,7 @@ def test_only_the_new_tokens_are_decoded(runs):
     assert row["answer"] == SWEDISH and row["checks"][-1] == {
         "name": "leakage",
         "passed": True,
+        "verdict": "pass",
         "detail": "no template or prompt text",
     }
     prompt_length = encoded["input_ids"].shape[1]
@@ -290,7 +294,7 @@ def test_the_command_evaluates_and_records_the_job_and_a_new_eval_replaces_the_f
     )
     adapter_s = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "adapter: 3/3 prompts passed all checks\n"
+    assert done.stdout == "adapter: 3/3 passed\n"
     lines = [line for line in done.stderr.splitlines() if "] " in line and "checks passed" in line]
     assert [line.split(" ", 2)[2].split(":")[0] for line in lines] == [
         "[1/3] swedish",
@@ -353,7 +357,8 @@ def test_the_gguf_file_answers_like_the_adapter_with_no_template_text(
     adapter = evaluate_run(run, "adapter", lab, max_new_tokens=TOKENS)
     assert {row["variant"] for row in rows} == {"gguf-taught-q8_0"} and rows[0]["model"] == str(gguf)
     assert all(
-        row["checks"][-1] == {"name": "leakage", "passed": True, "detail": "no template or prompt text"}
+        row["checks"][-1]
+        == {"name": "leakage", "passed": True, "verdict": "pass", "detail": "no template or prompt text"}
         for row in rows
     )
     by_id = {row["prompt_id"]: row for row in rows}
@@ -369,9 +374,7 @@ def test_the_gguf_file_answers_like_the_adapter_with_no_template_text(
     code, out, err = command(
         capsys, runs_root, "taught", "--variant", f"gguf:{gguf.name}", "--max-new-tokens", "48"
     )
-    assert (
-        code == 0 and out.startswith("gguf-taught-q8_0: ") and out.endswith("/10 prompts passed all checks\n")
-    ), err
+    assert code == 0 and out.startswith("gguf-taught-q8_0: ") and out.endswith("/10 passed\n"), err
     print(f"lab set, {TOKENS} new tokens: gguf {gguf_s:.2f} s; {same}/10 answers equal to the adapter's")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from core.evaluate import sandbox
-from core.evaluate.checks import answer_passed, run_check
+from core.evaluate.checks import answer_verdict, run_check
 from core.evaluate.sandbox import Limits, run_function_cases, run_python
 
 CASES = [([""], ""), (["abc"], "cba"), (["åäö 🙂"], "🙂 öäå")]
@@ -800,8 +800,8 @@ def test_without_isolation_code_is_not_run(monkeypatch, tmp_path):
     result = run_check(REVERSE_CHECK, "```python\ndef rev(s):\n    return s[::-1]\n```")
     assert (result.passed, result.detail) == (None, "not run: no isolation on this machine")
     results = [result.as_dict(), {"name": "words", "passed": True, "detail": ""}]
-    assert results[0]["passed"] is None and answer_passed(results) is None  # neither passed nor failed
-    assert answer_passed([*results, {"name": "leakage", "passed": False, "detail": ""}]) is False
+    assert results[0]["passed"] is None and answer_verdict(results) == "not_run"  # neither passed nor failed
+    assert answer_verdict([*results, {"name": "leakage", "passed": False, "detail": ""}]) == "fail"
     assert not sentinel.exists()
 
 

@@ -9,6 +9,7 @@ import streamlit as st
 from core import describe
 from core.compare import Cell, Column, PromptRow
 from core.evaluate.answers import variant_label
+from core.evaluate.checks import CHECK_MARKS, stored_verdict
 from core.evaluate.ratings import answer_sha256, save_rating
 from ui.owner import OWNER_ONLY, is_owner
 from ui.text import escape_markdown
@@ -37,11 +38,9 @@ def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, ke
         st.session_state["rating_saved"] = f"Saved the rating of {column.label} on {prompt_id}."
 
 
-def check_mark(passed: object) -> str:
-    """A stored check result's mark: passed, not run (code without isolation here), else failed."""
-    if passed is True:
-        return "✅"
-    return "⏸️" if passed is None else "❌"
+def check_mark(check: dict) -> str:
+    """A stored check result's mark (CHECK_MARKS): passed, failed, needs a judge, not run."""
+    return CHECK_MARKS[stored_verdict(check)]
 
 
 def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | None) -> None:
@@ -52,7 +51,7 @@ def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | Non
         return
     st.markdown(
         "  \n".join(
-            f"{check_mark(check.get('passed'))} "
+            f"{check_mark(check)} "
             f"{escape_markdown(check.get('name'))}: {escape_markdown(check.get('detail', ''))}"
             for check in cell.checks
         )

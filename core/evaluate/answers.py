@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from core import first_line
-from core.evaluate.checks import answer_passed, check_answer
+from core.evaluate.checks import (
+    FAIL,
+    NEEDS_JUDGE,
+    PASS,
+    answer_verdict,
+    check_answer,
+    passed_of,
+    stored_verdict,
+)
 from core.evaluate.prompt_sets import EvalPrompt, PromptSet
 from core.jobs.protocol import Progress
 from core.models.generation import (
@@ -209,32 +217,28 @@ def evaluate_run(
         try:
             generation = answer(_messages(prompt))
         except InferenceError as exc:
-            checks = [{"name": "generation", "passed": False, "detail": str(exc)}]
+            checks = [{"name": "generation", "passed": False, "verdict": FAIL, "detail": str(exc)}]
             row |= {
                 "answer": "",
                 "checks": checks,
                 "passed": False,
+                "verdict": FAIL,
                 "latency_s": None,
                 "new_tokens": 0,
                 "prompt_tokens": None,
                 "error": str(exc),
             }
         else:
-            checks = [
-                result.as_dict()
-                for result in check_answer(list(prompt.checks), generation.text, prompt.prompt)
-            ]
             row |= {
                 "answer": generation.text,
-                "checks": checks,
-                "passed": answer_passed(checks),
+                **checked_answer(prompt, generation.text),
                 "latency_s": round(generation.seconds, 3),
                 "new_tokens": len(generation.token_ids),
                 "prompt_tokens": generation.prompt_tokens,
             }
         row |= {"max_new_tokens": max_new_tokens, "model": model_label, "created_at": now_iso()}
         rows.append(row)
-        passed = sum(1 for c in row["checks"] if c["passed"])
+        passed = sum(1 for c in row["checks"] if c["passed"] is True)
         latency = (
             "no answer"
             if row["latency_s"] is None
@@ -250,16 +254,28 @@ def evaluate_run(
     return rows
 
 
-def row_passed(row: Mapping[str, Any]) -> bool | None:
-    """Whether an eval row's answer passed all its checks; None when the row does not say (also
-    when a check was not run)."""
-    passed = row.get("passed")
-    return passed if isinstance(passed, bool) else None
+def checked_answer(prompt: EvalPrompt, answer: str) -> dict[str, Any]:
+    """The checks of `prompt` (and leakage) on `answer`, as an eval row holds them: `checks` (each
+    as CheckResult.as_dict), the answer's `verdict` (answer_verdict) and `passed` (passed_of)."""
+    checks = [result.as_dict() for result in check_answer(list(prompt.checks), answer, prompt.prompt)]
+    verdict = answer_verdict(checks)
+    return {"checks": checks, "passed": passed_of(verdict), "verdict": verdict}
 
 
-def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-    """(answers that passed all their checks, answers): the one pass count every view shows."""
-    return sum(row_passed(row) is True for row in rows), len(rows)
+def tally(verdicts: Sequence[str]) -> tuple[int, int, int]:
+    """(answers that passed all their checks, answers that need a judge, answers) of answers'
+    verdicts: the one pass count every view shows. An answer that needs a judge has not passed."""
+    return verdicts.count(PASS), verdicts.count(NEEDS_JUDGE), len(verdicts)
+
+
+def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
+    """The tally of eval rows (their stored verdicts)."""
+    return tally([stored_verdict(row) for row in rows])
+
+
+def pass_text(passed: int, judge: int, total: int) -> str:
+    """ "7/10 passed, 1 needs a judge" (the judge part only when there is one)."""
+    return f"{passed}/{total} passed" + (f", {judge} need{'s' * (judge == 1)} a judge" if judge else "")
 
 
 def variant_summaries(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -271,12 +287,11 @@ def variant_summaries(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> lis
         if not rows:
             continue
         latencies = [value for row in rows if (value := finite_number(row.get("latency_s"))) is not None]
-        passed, total = pass_count(rows)
         summaries.append(
             {
                 "variant": variant_label(name),
                 "prompt_set": text_or_none(rows[0].get("prompt_set")),
-                "passed": f"{passed}/{total}",
+                "passed": pass_text(*pass_count(rows)),
                 "mean_latency_s": round(sum(latencies) / len(latencies), 2) if latencies else None,
                 "evaluated": text_or_none(rows[0].get("created_at")),
             }
@@ -290,10 +305,9 @@ def text_or_none(value: Any) -> str | None:
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:
-    """ "adapter: 7/10 prompts passed all checks"."""
+    """ "adapter: 7/10 passed, 1 needs a judge": answers that passed all their checks."""
     variant = rows[0]["variant"] if rows else "?"
-    passed, total = pass_count(rows)
-    return f"{variant}: {passed}/{total} prompts passed all checks"
+    return f"{variant}: {pass_text(*pass_count(rows))}"
 
 
 def _variant_order(name: str) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import first_line, markdown_cell
-from core.evaluate.answers import load_eval_results, pass_count
+from core.evaluate.answers import load_eval_results, pass_count, pass_text
 from core.export.pipeline import gguf_file_path, read_export, record_push, sha256_file
 from core.store.files import read_json_or_empty
 from core.store.runs import (
@@ -109,9 +109,9 @@ def hub_token(explicit: str | None = None) -> str:
     return token
 
 
-def eval_summary(run_path: Path) -> dict[str, tuple[int, int]]:
-    """Per eval variant (`eval/<variant>.jsonl`): answers that passed all their checks, and answers."""
-    return {variant: pass_count(rows) for variant, rows in load_eval_results(run_path).items()}
+def eval_summary(run_path: Path) -> dict[str, str]:
+    """Per eval variant (`eval/<variant>.jsonl`): answers that passed all their checks, as pass_text says it."""
+    return {variant: pass_text(*pass_count(rows)) for variant, rows in load_eval_results(run_path).items()}
 
 
 def _number(value: object, digits: int = 4) -> str:
@@ -195,10 +195,7 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             "| variant | passed |",
             "|---|---|",
         ]
-        lines += [
-            f"| {markdown_cell(variant)} | {passed} of {total} |"
-            for variant, (passed, total) in evals.items()
-        ]
+        lines += [f"| {markdown_cell(variant)} | {passed} |" for variant, passed in evals.items()]
         lines.append("")
     converter = export.get("converter") if isinstance(export.get("converter"), dict) else {}
     adapter = adapter if isinstance(adapter, dict) else {}
