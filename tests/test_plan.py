@@ -124,7 +124,7 @@ def test_trainer_arguments_are_accepted_by_the_installed_trl(tmp_path: Path):
     config = parse_config(get_preset("cpu_smoke").config())
     arguments = sft_arguments(config, plan_training(config, CPU), tmp_path, progress_bar=False)
     sft = build_sft_config(arguments)
-    assert (sft.max_length, sft.packing, sft.use_cpu, sft.max_steps) == (256, False, True, 30)
+    assert (sft.max_length, sft.packing, sft.use_cpu, sft.max_steps) == (256, True, True, 30)
     assert not sft.gradient_checkpointing
 
 

@@ -108,15 +108,15 @@ def test_dry_run_prints_config_plan_and_command_and_creates_nothing(capsys, runs
         "--set",
         "lora_r=32",
         "--set",
-        "packing=true",
+        "packing=false",
         "--dry-run",
     )
     assert code == 0, err
     printed = json.loads(out)
-    assert printed["config"]["lora_r"] == 32 and printed["config"]["packing"] is True
+    assert printed["config"]["lora_r"] == 32 and printed["config"]["packing"] is False
     assert printed["plan"]["backend"] == "hf" and printed["plan"]["device"] == "cpu"
     assert printed["command"] == (
-        f"python -m core --runs-dir {runs_root} train try --preset cpu_smoke --set lora_r=32 --set packing=true"
+        f"python -m core --runs-dir {runs_root} train try --preset cpu_smoke --set lora_r=32 --set packing=false"
     )
     assert run_folders(runs_root) == []
 

@@ -66,6 +66,7 @@ PRESETS: dict[str, Preset] = {
                 "max_steps": 30,
                 "learning_rate": 1e-2,
                 "save_steps": 10,
+                "packing": True,  # the sample's short conversations, several to a sequence
             },
         ),
         Preset(
