@@ -60,6 +60,9 @@ from core.train.config import (
 from core.train.presets import PRESETS, PresetError, get_preset, train_command
 from core.train.training import TrainingError
 
+MAX_ANSWER_BYTES = 1 << 20
+"""`check --file` reads at most this much (the answer itself is limited to checks.MAX_ANSWER_CHARS)."""
+
 
 class CommandError(Exception):
     """A failure to report as one line on stderr with a non-zero exit."""
@@ -404,6 +407,52 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from core.evaluate.answers import find_prompt, try_answer
+    from core.evaluate.prompt_sets import resolve_prompt_set
+    from core.store.files import read_capped
+
+    prompt_set = resolve_prompt_set(runs_root(args.runs_dir), args.prompts)
+    prompt = find_prompt(prompt_set, args.prompt_id)
+    answer = args.answer
+    if args.file:
+        path = Path(args.answer)
+        try:
+            answer = read_capped(path, MAX_ANSWER_BYTES).decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+    result = {"prompt_set": prompt_set.name, "prompt_id": prompt.id, **try_answer(prompt, answer)}
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _checks_calibrate(args: argparse.Namespace) -> int:
+    from core.evaluate.calibration import (
+        AGREEMENT_COLUMNS,
+        LAB_CALIBRATION_FILE,
+        agreement_rows,
+        calibrate,
+        load_calibration,
+    )
+    from core.evaluate.prompt_sets import resolve_prompt_set
+
+    prompt_set = resolve_prompt_set(runs_root(args.runs_dir), args.prompts)
+    agreements = calibrate(
+        load_calibration(Path(args.file) if args.file else LAB_CALIBRATION_FILE), prompt_set
+    )
+    disagreements = [d for agreement in agreements for d in agreement.disagreements]
+    if args.json:
+        print(json.dumps([agreement.as_dict() for agreement in agreements], ensure_ascii=False, indent=2))
+    else:
+        print(format_table(agreement_rows(agreements), AGREEMENT_COLUMNS))
+        for d in disagreements:
+            print(
+                f"line {d.case.line} ({d.case.prompt}/{d.case.check}): expected {d.case.expected}, got "
+                f"{d.result.verdict}: {d.result.detail} (the person: {d.case.reason})"
+            )
+    return 1 if disagreements else 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from core.export.hub import hub_token, push_export, validate_repo_id
     from core.export.pipeline import (
@@ -564,6 +613,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=256, help="answer length limit (default 256)"
     )
     evaluation.set_defaults(handler=_eval)
+
+    check = commands.add_parser(
+        "check",
+        help="run the checks of one prompt on one answer and print the verdicts as JSON",
+        description="Run the checks of prompt PROMPT_ID (and the leakage check) on ANSWER, as an evaluation "
+        "would, and print one JSON object: the answer's verdict (pass, fail, needs_judge or not_run), passed "
+        "(true, false, or null when undecided) and each check's name, passed, verdict and detail. Exit status 0 "
+        "whatever the verdict; 1 for an unknown prompt set or prompt, or an unreadable file.",
+    )
+    check.add_argument("prompt_id", metavar="PROMPT_ID", help="a prompt's id in the set, e.g. swedish")
+    check.add_argument("answer", metavar="ANSWER", help="the answer's text (with --file: a file holding it)")
+    check.add_argument("--prompts", help="a prompt set: lab (default), a saved set's name, or a .json file")
+    check.add_argument("--file", action="store_true", help="ANSWER is the path of a UTF-8 text file")
+    check.set_defaults(handler=_check)
+
+    checks = commands.add_parser("checks", help="measure the automatic checks")
+    checks_commands = checks.add_subparsers(dest="checks_command", required=True, metavar="ACTION")
+    calibration = checks_commands.add_parser(
+        "calibrate",
+        help="agreement of the checks with a person's verdicts on a calibration set",
+        description="Run every answer of a calibration set (JSON lines: prompt, check, answer, expected, "
+        "reason; default: data/check_calibration.jsonl) through its check and print the agreement per check "
+        "type, then each disagreement. Exit status 0 when every verdict agrees, 1 when any disagrees (or the "
+        "set or prompt set cannot be read).",
+    )
+    calibration.add_argument("--file", help="a calibration set (default: the lab's)")
+    calibration.add_argument(
+        "--prompts", help="the prompt set the cases name: lab (default), a saved set's name, or a .json file"
+    )
+    calibration.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    calibration.set_defaults(handler=_checks_calibrate)
 
     export = commands.add_parser(
         "export",

@@ -120,3 +120,94 @@ def test_an_import_larger_than_the_limit_is_refused_before_it_is_read(runs_root,
         "huge.csv: The file is 2,147,483,648 bytes" in result.stderr and "at most 5,242,880" in result.stderr
     )
     assert not runs_root.exists() or list(runs_root.iterdir()) == []
+
+
+def test_check_prints_each_verdict_as_json_and_exits_0_whatever_it_is(runs_root, tmp_path):
+    done = core("check", "swedish", "Kaffe är för varm för att drinka.", runs_root=runs_root)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["prompt_set"], result["prompt_id"], result["verdict"], result["passed"]) == (
+        "lab",
+        "swedish",
+        "fail",
+        False,
+    )
+    assert [(c["name"], c["verdict"]) for c in result["checks"]] == [
+        ("translation", "fail"),
+        ("leakage", "pass"),
+    ]
+    assert result["checks"][0]["detail"] == "contains 'kaffe är', 'för varm', 'drinka', listed as wrong"
+    answer = tmp_path / "answer.txt"
+    answer.write_text(
+        'Here is the translation:\n\n"Kaffet är för varmt för att drickas."\n', encoding="utf-8"
+    )
+    judged = json.loads(core("check", "swedish", str(answer), "--file", runs_root=runs_root).stdout)
+    assert (judged["verdict"], judged["passed"], judged["checks"][0]["verdict"]) == (
+        "needs_judge",
+        None,
+        "needs_judge",
+    )
+    mine = tmp_path / "mine.json"
+    mine.write_text(
+        json.dumps({"name": "mine", "prompts": [{"id": "hi", "prompt": "Say hi.", "checks": []}]})
+    )
+    own = json.loads(core("check", "hi", "Hi!", "--prompts", str(mine), runs_root=runs_root).stdout)
+    assert (own["prompt_set"], own["verdict"], [c["name"] for c in own["checks"]]) == (
+        "mine",
+        "pass",
+        ["leakage"],
+    )
+
+
+def test_check_refuses_an_unknown_prompt_a_missing_file_and_a_bad_set(runs_root, tmp_path):
+    done = core("check", "nope", "x", runs_root=runs_root)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: prompt set 'lab' has no prompt 'nope'; its prompts: vpn, ")
+    done = core("check", "swedish", str(tmp_path / "missing.txt"), "--file", runs_root=runs_root)
+    assert (
+        done.returncode == 1
+        and "error: cannot read" in done.stderr
+        and "missing.txt is missing" in done.stderr
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "bad", "prompts": [{"id": "a", "prompt": "p", "checks": [{"type": "wordz"}]}]}')
+    done = core("check", "a", "x", "--prompts", str(bad), runs_root=runs_root)
+    assert done.returncode == 1 and "unknown check type 'wordz'" in done.stderr
+
+
+def test_checks_calibrate_prints_the_agreement_and_fails_on_a_disagreement(runs_root, tmp_path):
+    done = core("checks", "calibrate", runs_root=runs_root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["Check", "type", "Agree", "%", "Pass", "Fail", "Needs", "judge"]
+    assert rows[0].split()[:3] == ["translation", "25/25", "100"]
+    assert rows[-1].split()[0] == "all" and len(rows) == 11
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        json.dumps(
+            {
+                "prompt": "swedish",
+                "check": "translation",
+                "answer": "Kafféet är för varm att dricka.",
+                "expected": "pass",
+                "reason": "T4, marked wrongly",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    done = core("checks", "calibrate", "--file", str(cases), runs_root=runs_root)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[-1].startswith(
+        "line 1 (swedish/translation): expected pass, got fail: contains 'kafféet', 'för varm'"
+    )
+    as_json = json.loads(
+        core("checks", "calibrate", "--file", str(cases), "--json", runs_root=runs_root).stdout
+    )
+    assert as_json[0]["agree"] == 0 and as_json[0]["disagreements"][0]["reason"] == "T4, marked wrongly"
+    cases.write_text("not json\n")
+    done = core("checks", "calibrate", "--file", str(cases), runs_root=runs_root)
+    assert (
+        done.returncode == 1
+        and done.stderr == "error: cases.jsonl: line 1: not a JSON object (JSONDecodeError)\n"
+    )

@@ -19,6 +19,7 @@ from typing import Any
 from core import first_line
 from core.evaluate.checks import (
     FAIL,
+    MAX_ANSWER_CHARS,
     NEEDS_JUDGE,
     PASS,
     answer_verdict,
@@ -252,6 +253,25 @@ def evaluate_run(
     folder.mkdir(exist_ok=True)
     write_jsonl_atomic(folder / f"{chosen.file_name}.jsonl", rows)
     return rows
+
+
+def find_prompt(prompt_set: PromptSet, prompt_id: str) -> EvalPrompt:
+    """The prompt of the set with this id; EvalError names the set's prompts when there is none."""
+    for prompt in prompt_set.prompts:
+        if prompt.id == prompt_id:
+            return prompt
+    raise EvalError(
+        f"prompt set {prompt_set.name!r} has no prompt {prompt_id!r}; its prompts: "
+        + ", ".join(prompt.id for prompt in prompt_set.prompts)
+    )
+
+
+def try_answer(prompt: EvalPrompt, answer: str) -> dict[str, Any]:
+    """A person's answer to `prompt` checked (checked_answer), after refusing one longer than
+    MAX_ANSWER_CHARS (EvalError)."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise EvalError(f"the answer is {len(answer)} characters long (at most {MAX_ANSWER_CHARS})")
+    return checked_answer(prompt, answer)
 
 
 def checked_answer(prompt: EvalPrompt, answer: str) -> dict[str, Any]:

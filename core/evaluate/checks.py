@@ -579,6 +579,10 @@ MAX_WORD_ERROR_RATE = 0.5
 than this word error rate from every one of them (another sentence, another language, the source
 repeated); closer, a judge decides."""
 
+MAX_ANSWER_CHARS = 20_000
+"""The longest answer a person's own answer may be (`core check`, the "try an answer" box, a
+calibration set): a 4096-token answer fits."""
+
 MAX_TEXTS = 20
 """At most this many entries in a list parameter (references, wrong forms, words, headings)."""
 

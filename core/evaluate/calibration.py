@@ -1,0 +1,244 @@
+"""How far the automatic checks agree with a careful person's verdicts, measured on a calibration set.
+
+A calibration set is JSON lines, one answer per line: `{"prompt": PROMPT_ID, "check": NAME,
+"answer": TEXT, "expected": "pass" | "fail" | "needs_judge", "reason": TEXT}`. `check` names one
+check of that prompt (its name, or its type when the prompt has one check of that type), or
+`leakage`, which every answer gets. The lab's set ships in data/check_calibration.jsonl;
+`python -m core checks calibrate` prints the agreement per check type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.evaluate.checks import (
+    FAIL,
+    MAX_ANSWER_CHARS,
+    NEEDS_JUDGE,
+    PASS,
+    RESERVED_CHECK,
+    CheckResult,
+    check_name,
+    leakage_check,
+    run_check,
+)
+from core.evaluate.prompt_sets import EvalPrompt, PromptSet
+from core.store.files import json_value, read_capped
+from core.store.paths import DATA_DIR
+
+LAB_CALIBRATION_FILE = DATA_DIR / "check_calibration.jsonl"
+
+
+MAX_CALIBRATION_BYTES = 2 << 20
+
+
+MAX_CASES = 2000
+
+
+EXPECTED = (PASS, FAIL, NEEDS_JUDGE)
+
+
+FIELDS = ("prompt", "check", "answer", "expected", "reason")
+
+
+class CalibrationError(ValueError):
+    """A calibration set that cannot be used; the message names the line at fault."""
+
+
+@dataclass(frozen=True)
+class CalibrationCase:
+    """One answer with the verdict a careful person gives it on one check, and why."""
+
+    line: int
+    prompt: str
+    check: str
+    answer: str
+    expected: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A case whose check gave another verdict than the person's."""
+
+    case: CalibrationCase
+    result: CheckResult
+
+
+@dataclass
+class Agreement:
+    """One check type's agreement: cases per expected verdict, how many agreed, which did not."""
+
+    check_type: str
+    expected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EXPECTED, 0))
+    agree: int = 0
+    disagreements: list[Disagreement] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Cases of this check type."""
+        return sum(self.expected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The agreement as `checks calibrate --json` prints it."""
+        return {
+            "check_type": self.check_type,
+            "agree": self.agree,
+            "total": self.total,
+            "expected": self.expected,
+            "disagreements": [
+                {
+                    "line": d.case.line,
+                    "prompt": d.case.prompt,
+                    "check": d.case.check,
+                    "expected": d.case.expected,
+                    "got": d.result.verdict,
+                    "detail": d.result.detail,
+                    "reason": d.case.reason,
+                }
+                for d in self.disagreements
+            ],
+        }
+
+
+def _case(data: object, line: int) -> CalibrationCase:
+    where = f"line {line}"
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{where}: must be a JSON object with {', '.join(FIELDS)}")
+    for key in data:
+        if key not in FIELDS:
+            raise CalibrationError(f"{where}: unknown field {key!r}; fields: {', '.join(FIELDS)}")
+    for key in FIELDS:
+        if not isinstance(data.get(key), str) or (key != "answer" and not data[key].strip()):
+            raise CalibrationError(f"{where}: {key} must be a{' non-empty' * (key != 'answer')} string")
+    if data["expected"] not in EXPECTED:
+        raise CalibrationError(
+            f"{where}: expected must be one of {', '.join(EXPECTED)} (got {data['expected']!r})"
+        )
+    if len(data["answer"]) > MAX_ANSWER_CHARS:
+        raise CalibrationError(
+            f"{where}: the answer is {len(data['answer'])} characters long (at most {MAX_ANSWER_CHARS})"
+        )
+    return CalibrationCase(
+        line, data["prompt"], data["check"], data["answer"], data["expected"], data["reason"]
+    )
+
+
+def parse_calibration(text: str) -> list[CalibrationCase]:
+    """The cases of a calibration set's JSON lines (blank lines are skipped); CalibrationError
+    names the first bad line."""
+    cases = []
+    for line, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            data = json_value(raw)
+        except (ValueError, RecursionError) as exc:
+            raise CalibrationError(f"line {line}: not a JSON object ({type(exc).__name__})") from None
+        cases.append(_case(data, line))
+        if len(cases) > MAX_CASES:
+            raise CalibrationError(f"more than {MAX_CASES} cases")
+    if not cases:
+        raise CalibrationError("no cases")
+    return cases
+
+
+def load_calibration(path: Path) -> list[CalibrationCase]:
+    """The calibration set in the JSON-lines file at `path`; CalibrationError says which file and why."""
+    try:
+        text = read_capped(path, MAX_CALIBRATION_BYTES).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read {path}: {exc}") from None
+    try:
+        return parse_calibration(text)
+    except CalibrationError as exc:
+        raise CalibrationError(f"{path.name}: {exc}") from None
+
+
+def find_check(prompt: EvalPrompt, check: str) -> dict[str, Any] | None:
+    """The check of `prompt` named `check`, else its only check of type `check`; None for leakage.
+    CalibrationError when there is none, or several of that type."""
+    if check == RESERVED_CHECK:
+        return None
+    named = [spec for spec in prompt.checks if check_name(spec) == check]
+    typed = [spec for spec in prompt.checks if spec["type"] == check]
+    if named or len(typed) == 1:
+        return (named or typed)[0]
+    names = ", ".join([check_name(spec) for spec in prompt.checks] + [RESERVED_CHECK])
+    if typed:
+        raise CalibrationError(f"prompt {prompt.id!r} has {len(typed)} {check} checks: name one of {names}")
+    raise CalibrationError(f"prompt {prompt.id!r} has no check {check!r}; it has {names}")
+
+
+def _resolved(
+    cases: Sequence[CalibrationCase], prompt_set: PromptSet
+) -> list[tuple[CalibrationCase, EvalPrompt, dict | None]]:
+    prompts = {prompt.id: prompt for prompt in prompt_set.prompts}
+    resolved = []
+    for case in cases:
+        prompt = prompts.get(case.prompt)
+        if prompt is None:
+            raise CalibrationError(
+                f"line {case.line}: prompt set {prompt_set.name!r} has no prompt {case.prompt!r}"
+            )
+        try:
+            resolved.append((case, prompt, find_check(prompt, case.check)))
+        except CalibrationError as exc:
+            raise CalibrationError(f"line {case.line}: {exc}") from None
+    return resolved
+
+
+def calibrate(cases: Sequence[CalibrationCase], prompt_set: PromptSet) -> list[Agreement]:
+    """Run each case's check on its answer and compare the verdict with the expected one; one
+    Agreement per check type (leakage included), in the order the types first appear. Every case
+    is resolved before any check runs: CalibrationError names a line whose prompt or check is unknown."""
+    agreements: dict[str, Agreement] = {}
+    for case, prompt, spec in _resolved(cases, prompt_set):
+        result = leakage_check(case.answer, prompt.prompt) if spec is None else run_check(spec, case.answer)
+        agreement = agreements.setdefault(
+            RESERVED_CHECK if spec is None else spec["type"],
+            Agreement(RESERVED_CHECK if spec is None else spec["type"]),
+        )
+        agreement.expected[case.expected] += 1
+        if result.verdict == case.expected:
+            agreement.agree += 1
+        else:
+            agreement.disagreements.append(Disagreement(case, result))
+    return list(agreements.values())
+
+
+def agreement_rows(agreements: Sequence[Agreement]) -> list[dict[str, Any]]:
+    """One table row per check type and a total row: agreement, and the cases per expected verdict."""
+    rows = [
+        {
+            "check_type": a.check_type,
+            "agree": f"{a.agree}/{a.total}",
+            "percent": round(100 * a.agree / a.total, 1),
+            **{verdict: a.expected[verdict] for verdict in EXPECTED},
+        }
+        for a in agreements
+    ]
+    agree, total = sum(a.agree for a in agreements), sum(a.total for a in agreements)
+    rows.append(
+        {
+            "check_type": "all",
+            "agree": f"{agree}/{total}",
+            "percent": round(100 * agree / total, 1) if total else None,
+            **{verdict: sum(a.expected[verdict] for a in agreements) for verdict in EXPECTED},
+        }
+    )
+    return rows
+
+
+AGREEMENT_COLUMNS = {
+    "check_type": "Check type",
+    "agree": "Agree",
+    "percent": "%",
+    PASS: "Pass",
+    FAIL: "Fail",
+    NEEDS_JUDGE: "Needs judge",
+}
+"""agreement_rows' columns and their headers (Pass/Fail/Needs judge: the cases expected so)."""
