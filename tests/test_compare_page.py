@@ -424,7 +424,7 @@ def test_runs_with_curves_and_answers(lab_root, downloads):
     assert len(answers) == 8
     report = downloads(app, "Download the comparison (Markdown)")
     assert (
-        "| t4_r16 | adapter | 3 | 4 | 75.0 |" in report
+        "| t4_r16 | adapter | 3 | 0 | 4 | 75.0 |" in report
         and "| swedish | ❌ translation · 2.5 s | ✅ · 2.8 s |" in report
     )
     assert "baseline **t4_r16**" in report

@@ -364,3 +364,43 @@ def test_the_evaluate_panel_says_how_code_checks_are_isolated(runs_root, monkeyp
     monkeypatch.setenv("PEFT_UNISOLATED_CODE_CHECKS", "1")
     app = open_page("done")
     assert any("audit hook only" in shown(w.value) for w in app.warning)
+
+
+def test_the_evaluate_panel_tries_an_answer_on_a_prompts_checks(runs_root):
+    """The "Try an answer" box: the lab's Swedish prompt on T0's answer, then on a correct Swedish
+    variant no reference lists (needs a judge), then on a reference with a leaked header."""
+    import_seed_runs(runs_root)
+    path = create_run(runs_root, "done", default_config(), status=initial_status("completed", 30))
+    (path / "adapter").mkdir()
+    app = open_page("done")
+    assert next(box for box in app.selectbox if box.key == "try_set").value == "lab"
+    app.selectbox(key="try_prompt").select("swedish").run()
+    assert any(
+        shown(c.value) == "Translate this sentence to Swedish: The coffee is too hot to drink."
+        for c in app.caption
+    )
+
+    def verdict(answer: str) -> list[str]:
+        app.text_area(key="try_answer").input(answer)
+        button(app, "Check the answer").click().run()
+        assert not app.exception, app.exception
+        return [
+            shown(m.value)
+            for m in app.markdown
+            if m.value.startswith(("**✅", "**❌", "**⚖️", "✅", "❌", "⚖️"))
+        ]
+
+    assert verdict("Kaffe är för varm för att drinka.") == [
+        "**❌ failed**",
+        "❌ translation: contains 'kaffe är', 'för varm', 'drinka', listed as wrong  \n"
+        "✅ leakage: no template or prompt text",
+    ]
+    judged = verdict("Kaffet är för varmt för att drickas.")
+    assert judged[0] == "**⚖️ needs a judge**" and judged[1].startswith(
+        "⚖️ translation: 'kaffet är för varmt för att drickas'"
+    )
+    leaked = verdict(
+        "user\n\nTranslate this sentence to Swedish: The coffee is too hot to drink.assistant\n\nKaffet är för hett att dricka."
+    )
+    assert leaked[0] == "**❌ failed**" and "✅ translation: matches the accepted translation" in leaked[1]
+    assert "❌ leakage: role name 'user' at line 1; the prompt is echoed" in leaked[1]

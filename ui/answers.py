@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -9,7 +10,7 @@ import streamlit as st
 from core import describe
 from core.compare import Cell, Column, PromptRow
 from core.evaluate.answers import variant_label
-from core.evaluate.checks import CHECK_MARKS, stored_verdict
+from core.evaluate.checks import CHECK_MARKS, FAIL, NEEDS_JUDGE, NOT_RUN, PASS, stored_verdict
 from core.evaluate.ratings import answer_sha256, save_rating
 from ui.owner import OWNER_ONLY, is_owner
 from ui.text import escape_markdown
@@ -38,9 +39,23 @@ def store_rating(run_path: Path, column: Column, prompt_id: str, answer: str, ke
         st.session_state["rating_saved"] = f"Saved the rating of {column.label} on {prompt_id}."
 
 
+VERDICT_WORDS = {PASS: "passed", FAIL: "failed", NEEDS_JUDGE: "needs a judge", NOT_RUN: "not run"}
+
+
 def check_mark(check: dict) -> str:
     """A stored check result's mark (CHECK_MARKS): passed, failed, needs a judge, not run."""
     return CHECK_MARKS[stored_verdict(check)]
+
+
+def check_lines(checks: Sequence[dict]) -> str:
+    """Check results as Markdown lines: mark, name and detail (escaped), or "no checks"."""
+    return (
+        "  \n".join(
+            f"{check_mark(check)} {escape_markdown(check.get('name'))}: {escape_markdown(check.get('detail', ''))}"
+            for check in checks
+        )
+        or "no checks"
+    )
 
 
 def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | None) -> None:
@@ -49,14 +64,7 @@ def answer_cell(run_path: Path, column: Column, row: PromptRow, cell: Cell | Non
     if cell is None:
         st.caption("No answer to this prompt.")
         return
-    st.markdown(
-        "  \n".join(
-            f"{check_mark(check)} "
-            f"{escape_markdown(check.get('name'))}: {escape_markdown(check.get('detail', ''))}"
-            for check in cell.checks
-        )
-        or "no checks"
-    )
+    st.markdown(check_lines(cell.checks))
     st.code(cell.answer, language=None, wrap_lines=True)
     latency = f"{cell.latency_s:.2f} s" if cell.latency_s is not None else "latency unknown"
     tokens = f", {cell.new_tokens:.0f} tokens" if cell.new_tokens is not None else ""

@@ -13,13 +13,17 @@ from core.evaluate.answers import (
     MAX_NEW_TOKENS_LIMIT,
     EvalError,
     check_request,
+    find_prompt,
     load_eval_results,
+    try_answer,
     variant_summaries,
 )
-from core.evaluate.prompt_sets import PromptSetError, list_prompt_sets, save_prompt_set
+from core.evaluate.checks import CHECK_MARKS, MAX_ANSWER_CHARS
+from core.evaluate.prompt_sets import PromptSet, PromptSetError, list_prompt_sets, save_prompt_set
 from core.evaluate.sandbox import code_check_isolation
 from core.jobs.lifecycle import start_job
 from core.store.runs import run_gguf_files
+from ui.answers import VERDICT_WORDS, check_lines
 from ui.jobs import act, job_panel
 from ui.owner import owner_only
 from ui.text import escape_markdown
@@ -34,7 +38,7 @@ SUMMARY_COLUMNS = {
 
 
 def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
-    """Start an evaluation, follow it, list the results, add a prompt set."""
+    """Start an evaluation, follow it, list the results, add a prompt set, try an answer."""
     st.markdown("#### Evaluate")
     st.caption(
         "Greedy answers to a prompt set, checked automatically; compare them side by side on **Compare**."
@@ -52,8 +56,8 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
             "The adapter and the base model need the training stack (torch, transformers, peft), which this "
             "installation lacks; exported GGUF files can be evaluated here."
         )
+    sets = list_prompt_sets(root)
     if variants:
-        sets = list_prompt_sets(root)
         columns = st.columns(3)
         variant = columns[0].selectbox(
             "Answer with",
@@ -114,3 +118,30 @@ def evaluate_panel(root: Path, path: Path, models_here: bool) -> None:
                 st.error(f"Not saved: {escape_markdown(exc)}")
             else:
                 st.success(f"Saved {escape_markdown(set_name)}: {len(saved.prompts)} prompts.")
+    try_answer_box([entry.prompt_set for entry in sets if entry.prompt_set])
+
+
+def try_answer_box(prompt_sets: list[PromptSet]) -> None:
+    """Pick a prompt set and a prompt, paste an answer, see each check's verdict and detail."""
+    with st.expander("Try an answer"):
+        st.caption(
+            "Runs a prompt's checks on an answer you paste, as an evaluation would "
+            "(`python -m core check PROMPT_ID ANSWER` on the command line)."
+        )
+        columns = st.columns(2)
+        by_name = {prompt_set.name: prompt_set for prompt_set in prompt_sets}
+        prompt_set = by_name[columns[0].selectbox("Prompt set", list(by_name), key="try_set")]
+        prompt_id = columns[1].selectbox("Prompt", [p.id for p in prompt_set.prompts], key="try_prompt")
+        prompt = find_prompt(prompt_set, prompt_id)
+        st.caption(escape_markdown(prompt.prompt))
+        answer = st.text_area("Answer", key="try_answer", max_chars=MAX_ANSWER_CHARS)
+        runs_code = any(spec["type"] == "python_function" for spec in prompt.checks)
+        if not st.button("Check the answer", key="try_check") or (runs_code and not owner_only()):
+            return
+        try:
+            result = try_answer(prompt, answer)
+        except EvalError as exc:
+            st.error(escape_markdown(exc))
+            return
+        st.markdown(f"**{CHECK_MARKS[result['verdict']]} {VERDICT_WORDS[result['verdict']]}**")
+        st.markdown(check_lines(result["checks"]))
