@@ -17,7 +17,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-.PHONY: run test lint fmt bench app-deps dev-deps chromium bubblewrap clean
+.PHONY: run test lint fmt bench gpu-check app-deps dev-deps chromium bubblewrap clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,11 @@ bench: $(VENV)/.dev-deps chromium bubblewrap
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/startup.py
 
+# The GPU check (bench/gpu_check.py): on a CUDA machine with requirements-train.txt installed,
+# trains T1 for 30 steps with unsloth and with hf, evaluates and exports the unsloth run, and
+# writes gpu-check/report.json. Exits 2 where there is no GPU.
+gpu-check:
+	$(PYTHON) bench/gpu_check.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache test-output
+	rm -rf $(VENV) .pytest_cache test-output gpu-check

@@ -547,3 +547,11 @@ def test_a_base_model_that_is_not_here_offline_is_a_clear_error(runs_root, expor
         "offline, download it into the Hugging Face cache first",
     ):
         load_run_model(run)
+
+
+def test_the_gpu_checks_export_summary_reads_the_q8_0_verification(exported):
+    """bench/gpu_check.py reports whether the q8_0 GGUF answers as the merged model does."""
+    from bench.gpu_check import export_summary
+
+    summary = export_summary(exported.run)
+    assert summary == {"state": "completed", "gguf_matches_merged": True, "problems": []}

@@ -180,8 +180,10 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             f"| last logged loss | {_number(metrics.get('final_loss'))} |",
             f"| runtime (s) | {_number(metrics.get('train_runtime_s'))} |",
             f"| tokens/s | {_number(metrics.get('tokens_per_s'))} |",
-            f"| peak memory (GB, {memory}) | {_number(metrics.get('peak_memory_gb'))} |",
-            f"| LoRA memory (GB) | {_number(metrics.get('lora_memory_gb'))} |",
+            f"| peak memory (GB, {memory}; the lab's: never reset) | {_number(metrics.get('peak_memory_gb'))} |",
+            f"| LoRA memory (GB; the lab's: peak minus the peak before training) | {_number(metrics.get('lora_memory_gb'))} |",
+            f"| peak in training (GB; peak reset when training started) | {_number(metrics.get('training_peak_memory_gb'))} |",
+            f"| training memory (GB; that peak minus the memory in use at the start) | {_number(metrics.get('training_memory_gb'))} |",
             f"| device | {markdown_cell(metrics.get('device', '-'))} |",
             "",
         ]

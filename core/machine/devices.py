@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from core import describe
 from core.machine.installed import package_version
 
-GPU_HINT = "pip install -r requirements-train.txt on a machine with a CUDA GPU (e.g. Colab with a T4)"
+GPU_HINT = (
+    "pip install -r requirements-train.txt on a machine with a CUDA GPU, or on Colab (a T4) "
+    "run notebooks/colab_train.ipynb"
+)
 
 
 @dataclass(frozen=True)
