@@ -6,6 +6,7 @@ code in the real sandbox.
 """
 
 import json
+import time
 
 import pytest
 
@@ -516,3 +517,17 @@ def test_every_lab_check_is_valid_and_every_type_is_used():
     assert all(case["expected"] == case["args"][0][::-1] for case in reverse)
     assert {"", "abc"} <= {case["args"][0] for case in reverse}
     assert any(not case["args"][0].isascii() for case in reverse)
+
+
+@pytest.mark.parametrize(
+    "answer", ["." + " " * 20_000 + "x", "1." + " " * 20_000, " " * 20_000 + "x", "```" * 6_666]
+)
+def test_a_long_hostile_answer_is_checked_in_linear_time(answer):
+    """Answers pasted by a person are up to 20,000 characters; before, the ordinal and list patterns
+    backtracked quadratically on a run of blanks (29 s for the first two answers here)."""
+    started = time.monotonic()
+    for prompt in LAB.values():
+        check_answer(
+            [s for s in prompt["checks"] if s["type"] != "python_function"], answer, prompt["prompt"]
+        )
+    assert time.monotonic() - started < 3

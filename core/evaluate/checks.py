@@ -116,7 +116,7 @@ _ITEM = re.compile(
     r"(?:(?P<number>\d{1,3})[.)]|[-*+•‣–])[ \t]+(?P<text>\S.*)$"
 )
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-_ORDINAL_START = re.compile(r"(?:^|[.!?]\s+|\n)\s*(?:\*\*)?(" + "|".join(_ORDINALS) + r")(?:ly)?\b", re.I)
+_ORDINAL_START = re.compile(r"(?:^|[.!?]\s++|\n)\s*+(?:\*\*)?(" + "|".join(_ORDINALS) + r")(?:ly)?\b", re.I)
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _TABLE_SEPARATOR = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
 _BOLD_TITLE = re.compile(r"^(?:\*\*|__)[^*_\n]{1,80}(?:\*\*|__)")
