@@ -49,11 +49,23 @@ def test_the_report_compares_two_runs_step_time_memory_and_losses(runs_root):
     assert hf["first_losses"] == [event["loss"] for event in events[:5]]
     assert hf["peak_memory_gb"] == metrics["peak_memory_gb"]
     assert hf["training_peak_memory_gb"] == metrics["training_peak_memory_gb"]
-    assert 0 < hf["steady_step_time_s"] < hf["step_time_s"] * 3
+    assert hf["steady_step_time_s"] > 0
     comparison = gpu_check.backend_comparison(unsloth, hf)
     assert comparison["speedup"] == pytest.approx(hf["step_time_s"] / unsloth["step_time_s"], abs=1e-3)
     assert comparison["memory_ratio"] == pytest.approx(
         unsloth["training_peak_memory_gb"] / hf["training_peak_memory_gb"], abs=1e-3
     )
     assert comparison["first_loss_gap"] == 0 and comparison["largest_loss_gap"] == 0  # same seed, same data
-    assert comparison["speedup_met"] is (comparison["speedup"] >= 1.5)
+
+
+def test_every_command_the_check_runs_is_one_the_command_line_takes():
+    from core.cli import build_parser
+    from core.train.presets import get_preset
+
+    parser = build_parser()
+    for backend in gpu_check.BACKENDS:
+        parsed = parser.parse_args(gpu_check.train_arguments("r", backend, 30))
+        get_preset(parsed.preset)
+        assert f"backend={backend}" in parsed.set and "max_steps=30" in parsed.set
+    assert parser.parse_args(gpu_check.eval_arguments("r")).variant == "adapter"
+    assert parser.parse_args(gpu_check.export_arguments("r")).quant == ["q8_0"]

@@ -114,6 +114,8 @@ def test_memory_is_recorded_under_the_labs_definition_and_since_training_started
     training = b"y" * (100 * 1024**2)
     figures = meter.figures([])
     metrics = figures.to_metrics()
+    if not figures.peak_reset:
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
     assert figures.start_peak_gb >= figures.start_gb + 0.25  # the load's peak, read before the reset
     assert figures.peak_gb >= figures.start_peak_gb and figures.lora_gb == pytest.approx(
         figures.peak_gb - figures.start_peak_gb
@@ -129,5 +131,6 @@ def test_memory_is_recorded_under_the_labs_definition_and_since_training_started
         "training_peak_memory_gb",
         "training_memory_gb",
         "start_memory_gb",
+        "memory_peak_reset",
     }
     del training

@@ -228,7 +228,10 @@ def run_documents(
     `details` supplies EXTRA_COLUMNS facts the row leaves empty.
     """
     values = row.values
-    extra = {column: values.get(column) or (details or {}).get(column) for column in EXTRA_COLUMNS}
+    extra = {
+        column: values[column] if values.get(column) is not None else (details or {}).get(column)
+        for column in EXTRA_COLUMNS
+    }
     config = {
         "base_model": values["model_name"],
         "dataset": extra["dataset"],

@@ -17,7 +17,6 @@ project writes it "GB" as the lab did.
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import sys
 from dataclasses import dataclass
@@ -48,8 +47,9 @@ class MemoryFigures:
     training_peak_gb: float  # the peak since training started
     training_gb: float  # that peak minus the memory in use when training started
     start_gb: float  # the memory in use when training started
+    peak_reset: bool  # False: the peak could not be reset, the training figures cover the whole job
 
-    def to_metrics(self) -> dict[str, float]:
+    def to_metrics(self) -> dict[str, float | bool]:
         """The figures under their metrics.json names."""
         return {
             "peak_memory_gb": round(self.peak_gb, 3),
@@ -58,6 +58,7 @@ class MemoryFigures:
             "training_peak_memory_gb": round(self.training_peak_gb, 3),
             "training_memory_gb": round(self.training_gb, 3),
             "start_memory_gb": round(self.start_gb, 3),
+            "memory_peak_reset": self.peak_reset,
         }
 
 
@@ -69,6 +70,7 @@ class MemoryMeter:
         self.measure = "cuda_reserved" if device == "cuda" else "process_rss"
         self.start_gb = 0.0
         self.start_peak_gb = 0.0
+        self.peak_reset = False  # whether the peak was reset when training started
 
     def current_gb(self) -> float:
         """Memory in use now: CUDA reserved, or the process's RSS."""
@@ -87,11 +89,13 @@ class MemoryMeter:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
+            self.peak_reset = True
         else:
-            with contextlib.suppress(
-                OSError
-            ):  # not Linux or not permitted: the peak then covers the whole process
+            try:
                 PROC_CLEAR_REFS.write_text("5")
+                self.peak_reset = True
+            except OSError:  # not Linux or not permitted: the peak then covers the whole process
+                self.peak_reset = False
         self.start_gb = self.current_gb()
 
     def peak_gb(self) -> float:
@@ -126,4 +130,5 @@ class MemoryMeter:
             training_peak_gb=training_peak,
             training_gb=max(0.0, training_peak - self.start_gb),
             start_gb=self.start_gb,
+            peak_reset=self.peak_reset,
         )

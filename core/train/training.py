@@ -207,7 +207,16 @@ def _train(
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     runtime = recorder.elapsed_s()
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    memory = meter.figures([e["memory_gb"] for e in events if isinstance(e.get("memory_gb"), (int, float))])
+    first_step = checkpoint_step(checkpoint) if checkpoint else 0  # earlier attempts' readings stay out
+    memory = meter.figures(
+        [
+            e["memory_gb"]
+            for e in events
+            if isinstance(e.get("memory_gb"), (int, float))
+            and isinstance(e.get("step"), int)
+            and e["step"] > first_step
+        ]
+    )
     allocated = meter.peak_allocated_gb()
     metrics = {
         "train_loss": mean_loss(events),
