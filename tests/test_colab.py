@@ -19,7 +19,7 @@ INSTALL = [
 
 
 def notebook_lines() -> list[str]:
-    notebook = json.loads((PROJECT_DIR / "notebooks" / "colab_train.ipynb").read_text())
+    notebook = json.loads((PROJECT_DIR / "notebooks" / "train_on_colab.ipynb").read_text())
     assert notebook["nbformat"] == 4 and notebook["metadata"]["colab"]["gpuType"] == "T4"
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)

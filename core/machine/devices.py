@@ -15,7 +15,7 @@ from core.machine.installed import package_version
 
 GPU_HINT = (
     "pip install -r requirements-train.txt on a machine with a CUDA GPU, or on Colab (a T4) "
-    "run notebooks/colab_train.ipynb"
+    "run notebooks/train_on_colab.ipynb"
 )
 
 
