@@ -161,6 +161,8 @@ def _train(
     from core.train.plan import plan_training
 
     facts = detect_device(config.backend)
+    # Where this attempt starts; read now: the trainer may rotate that checkpoint away later.
+    first_step = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
     plan = plan_training(config, facts)
     log.info(
         "plan: backend %s on %s, optimizer %s, precision %s%s",
@@ -207,7 +209,6 @@ def _train(
     events, _ = read_jsonl(run_path / EVENTS_FILE)
     runtime = recorder.elapsed_s()
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    first_step = checkpoint_step(checkpoint) if checkpoint else 0  # earlier attempts' readings stay out
     memory = meter.figures(
         [
             e["memory_gb"]
