@@ -434,23 +434,29 @@ def _checks_calibrate(args: argparse.Namespace) -> int:
         calibrate,
         load_calibration,
     )
-    from core.evaluate.prompt_sets import resolve_prompt_set
+    from core.evaluate.prompt_sets import PromptSetError, resolve_prompt_set
 
-    prompt_set = resolve_prompt_set(runs_root(args.runs_dir), args.prompts)
-    agreements = calibrate(
-        load_calibration(Path(args.file) if args.file else LAB_CALIBRATION_FILE), prompt_set
-    )
-    disagreements = [d for agreement in agreements for d in agreement.disagreements]
+    try:
+        prompt_set = resolve_prompt_set(runs_root(args.runs_dir), args.prompts)
+        agreements = calibrate(
+            load_calibration(Path(args.file) if args.file else LAB_CALIBRATION_FILE), prompt_set
+        )
+    except (CalibrationError, PromptSetError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps([agreement.as_dict() for agreement in agreements], ensure_ascii=False, indent=2))
     else:
         print(format_table(agreement_rows(agreements), AGREEMENT_COLUMNS))
-        for d in disagreements:
-            print(
-                f"line {d.case.line} ({d.case.prompt}/{d.case.check}): expected {d.case.expected}, got "
-                f"{d.result.verdict}: {d.result.detail} (the person: {d.case.reason})"
-            )
-    return 1 if disagreements else 0
+        for agreement in agreements:
+            for kind, verdicts in (("deferred", agreement.deferrals), ("DISAGREES", agreement.disagreements)):
+                for v in verdicts:
+                    print(
+                        f"{kind}: line {v.case.line} ({v.case.prompt}/{v.case.check}): the person says "
+                        f"{v.case.expected}, the check {v.result.verdict}: {v.result.detail} "
+                        f"(the person: {v.case.reason})"
+                    )
+    return 1 if any(agreement.disagreements for agreement in agreements) else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -464,6 +470,7 @@ def _export(args: argparse.Namespace) -> int:
     from core.export.verify import file_verdict
     from core.models.generation import check_adapter
 
+        CalibrationError,
     run = load_run(runs_root(args.runs_dir), validate_run_name(args.name))
     quants = validate_quants(args.quant or list(DEFAULT_QUANTS))
     check_adapter(run.path)
@@ -635,8 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="agreement of the checks with a person's verdicts on a calibration set",
         description="Run every answer of a calibration set (JSON lines: prompt, check, answer, expected, "
         "reason; default: data/check_calibration.jsonl) through its check and print the agreement per check "
-        "type, then each disagreement. Exit status 0 when every verdict agrees, 1 when any disagrees (or the "
-        "set or prompt set cannot be read).",
+        "type: the person's pass and fail verdicts, and how many the checks agreed on, deferred (left to a "
+        "judge: needs_judge or not_run) and disagreed on; then each deferred and disagreeing case. Exit status "
+        "0 when no verdict disagrees (deferrals allowed), 1 when one does, 2 when the calibration set or the "
+        "prompt set cannot be read or a case names an unknown prompt or check.",
     )
     calibration.add_argument("--file", help="a calibration set (default: the lab's)")
     calibration.add_argument(

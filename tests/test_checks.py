@@ -18,6 +18,7 @@ from core.evaluate.checks import (
     extract_code,
     leakage_check,
     run_check,
+    same_stem,
     section_items,
     validate_check,
 )
@@ -100,6 +101,36 @@ def test_list_styles_are_counted(answer):
     assert count_items(answer)[0] == 3, count_items(answer)
 
 
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        # three points, then a numbered list of sources: numbered items no longer win
+        (
+            "Ada was a mathematician.\n\n- Point one.\n- Point two.\n- Point three.\n\nSources:\n1. Wikipedia\n"
+            "2. Britannica",
+            3,
+        ),
+        ("Here are three differences:\n\n1. Labels.\n2. Goal.\n3. Evaluation.\n\nNote:\n1. Both are ML.", 3),
+        (
+            "Key points:\n\n1. First algorithm.\n2. Byron's daughter.\n3. Music.\n\n**Fun fact:**\n- Ada, the language.",
+            3,
+        ),
+        ("1. Data.\n\nExample:\n```\n1. not an item\n```\n2. Goal.\n3. Eval.", 3),  # numbering runs on
+        ("1. Labels.\n1. Goals.\n1. Evaluation.\n1. Cost.", 4),  # Markdown's 1. 1. 1. numbering
+        (
+            "1. **Plan**\n- a week ahead\n- daily\n2. **Sleep**\n- 8 hours\n- no screens\n3. **Rest**\n- walk\n- eat",
+            3,
+        ),
+        (
+            "**Time:**\n- Plan.\n- Prioritise.\n\n**Memory:**\n- Recall.\n- Space it out.",
+            4,
+        ),  # sections of tips
+    ],
+)
+def test_the_main_list_is_counted_not_every_list(answer, count):
+    assert count_items(answer)[0] == count, count_items(answer)
+
+
 def test_numbers_in_text_and_code_are_not_items():
     assert count_items("1.5 GB of memory is used.\nIt costs 2) dollars")[0] == 0
     assert count_items("```python\n# 1. not an item\n- x\n```\nNo list here.")[0] == 0
@@ -129,6 +160,31 @@ def test_email_greeting_and_sign_off():
     assert set(failing("feedback_email", body)) == {"greeting", "sign_off"}
     assert set(failing("feedback_email", "Hi Sam,\n\n" + body)) == {"sign_off"}
     assert set(failing("feedback_email", body + "\n\nSincerely,\n[Your Name]")) == {"greeting"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "failed"),
+    [
+        ("Dear Ms. Smith, could you share feedback on my interview?\nBest regards, Alex", set()),
+        ("Dear Ms. Smith,\n\nCould you share feedback?\n\nBest regards,\nAlex\nP.S. Thanks again!", set()),
+        ("Dear Ms. Smith:\n\nCould you share feedback?\n\nSincerely,\nAlex", set()),
+        ("Hi,\n\nThank you.\n\nCheers", set()),
+        ("Dear Ms. Smith,\nRegards", {"sign_off"}),  # no body
+        # a sign-off with a paragraph of email after it is not the email's end
+        (
+            "Dear Ms. Smith,\n\nThanks!\n\nI would be grateful for any feedback on my interview, as I want to "
+            "improve before my next one.",
+            {"sign_off"},
+        ),
+        (
+            "Sure! Here is an email you can send:\n\nI would like feedback.\n\nBest regards,\nAlex",
+            {"greeting"},
+        ),
+        ("Dear Ms. Smith,\n\nCould you share feedback?\n\n## Why this works\n- Thanks again,", {"sign_off"}),
+    ],
+)
+def test_the_email_is_told_from_what_the_answer_says_around_it(answer, failed):
+    assert set(failing("feedback_email", answer)) == failed
 
 
 PASTA = """Here's a simple garlic pasta recipe that uses only 5 ingredients:
@@ -163,6 +219,39 @@ def test_pasta_at_most_five_ingredients():
     assert failing("pasta_recipe", "Boil pasta, add sauce, eat.") == {
         "ingredients": "no heading naming ingredients / ingredient / you will need / you'll need"
     }
+    assert (
+        failing(
+            "pasta_recipe", "Ingredients (5):\n1. Spaghetti\n2. Garlic\n3. Oil\n4. Salt, pepper and basil"
+        )
+        == {}
+    )
+    assert (
+        failing("pasta_recipe", "Ingredients: pasta, garlic and oil; salt or pepper.") == {}
+    )  # 4 (';' is in a part)
+
+
+@pytest.mark.parametrize(
+    ("answer", "advantages", "disadvantages"),
+    [
+        ("Advantages: clean and cheap.\nDisadvantages: intermittent or land-hungry.", "2 items", "2 items"),
+        (
+            "| Advantages | Disadvantages |\n|---|---|\n| Clean | Intermittent |\n| Cheap | |",
+            "2 items",
+            "1 items",
+        ),
+        (
+            "Renewable energy has no real disadvantages, but here are the advantages:\n- clean\n- cheap",
+            "2 items",
+            "no heading",
+        ),
+        ("Advantages: clean.\nDisadvantages: intermittent and costly storage.", "1 items", "2 items"),
+    ],
+)
+def test_sections_in_tables_inline_lists_and_sentences(answer, advantages, disadvantages):
+    found = {name: detail for name, (_, detail) in results("renewable", answer).items() if name != "leakage"}
+    assert found["advantages"].startswith(advantages) and found["disadvantages"].startswith(disadvantages), (
+        found
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,14 +278,46 @@ def test_swedish_translations_that_pass(answer):
         ("Kaffet är för varm för att dricka.", "contains 'för varm', listed as wrong"),  # passed at 0.98
         ("Kaffet är för kallt för att dricka.", "contains 'kallt', listed as wrong"),
         (
-            "Kaffen er for varm til å drikke.",  # Norwegian
-            "'kaffen er for varm til å drikke': word error rate 1.00 against 'Kaffet är för varmt för att "
+            "Kaffe er for varmt til å drikke.",  # Norwegian
+            "'kaffe er for varmt til å drikke': word error rate 0.86 against 'Kaffet är för varmt för att "
             "dricka.', fails above 0.35; no accepted translation",
         ),
+        ("The coffee is too hot to drink.", "contains 'drink', 'too', 'hot', 'coffee', listed as wrong"),
+        # A right translation with more around it (review A): other words, another attempt, English
+        ("Det är inte sant att kaffet är för varmt för att dricka.", "contains 'inte', listed as wrong"),
         (
-            "The coffee is too hot to drink.",
-            "'the coffee is too hot to drink': word error rate 1.00 against 'Kaffet är för varmt för att "
-            "dricka.', fails above 0.35; no accepted translation",
+            "Option 1: Kaffet är för varmt för att dricka.\nOption 2: Kaffet är för varmt för att äta.",
+            "contains 'äta', listed as wrong",
+        ),
+        (
+            "Kaffet är för varmt för att dricka the coffee is too hot to drink lol",
+            "contains 'drink', 'too', 'hot', 'coffee', listed as wrong",
+        ),
+        # Near misses on no list (review B): a wrong form or a missing word against the closest reference
+        (
+            "Kaffets är för varmt för att dricka.",
+            "'kaffets är för varmt för att dricka': word error rate 0.14 against 'Kaffet är för varmt för att "
+            "dricka.', fails above 0.35; wrong form 'kaffets' where an accepted translation has 'kaffet'",
+        ),
+        (
+            "Kaffet är för varmare för att dricka.",
+            "'kaffet är för varmare för att dricka': word error rate 0.14 against 'Kaffet är för varmt för "
+            "att dricka.', fails above 0.35; wrong form 'varmare' where an accepted translation has 'varmt'",
+        ),
+        (
+            "Kaffet är för varmt för att drickar.",
+            "'kaffet är för varmt för att drickar': word error rate 0.14 against 'Kaffet är för varmt för "
+            "att dricka.', fails above 0.35; wrong form 'drickar' where an accepted translation has 'dricka'",
+        ),
+        (
+            "Kaffet är för varmt för dricka.",
+            "'kaffet är för varmt för dricka': word error rate 0.14 against 'Kaffet är för varmt för att "
+            "dricka.', fails above 0.35; missing 'att'",
+        ),
+        (
+            "Kaffet är varmt för att dricka.",
+            "'kaffet är varmt för att dricka': word error rate 0.14 against 'Kaffet är för varmt för att "
+            "dricka.', fails above 0.35; missing 'för'",
         ),
         (
             "Kaffet är varmt.",
@@ -212,21 +333,46 @@ def test_wrong_translations_fail(answer, detail):
 
 def test_a_translation_no_rule_decides_needs_a_judge():
     spec = LAB["swedish"]["checks"][0]
-    result = run_check(spec, 'Here you go: "Kaffet är för varmt för att drickas."')
-    assert (result.verdict, result.passed, result.score) == ("needs_judge", None, 0.875)
+    result = run_check(spec, 'Here you go: "Kaffet är på tok för varmt för att dricka."')
+    assert (result.verdict, result.passed, result.score) == ("needs_judge", None, 0.75)
     assert result.detail == (
-        "'kaffet är för varmt för att drickas': word error rate 0.12 against 'Kaffet är för varmt för att "
-        "kunna drickas.', fails above 0.35; close to, but not, an accepted translation"
+        "'kaffet är på tok för varmt för att dricka': word error rate 0.25 against 'Kaffet är alldeles för "
+        "varmt för att dricka.', fails above 0.35; close to, but not, an accepted translation"
     )
     assert result.as_dict() == {
         "name": "translation",
         "passed": None,
         "verdict": "needs_judge",
         "detail": result.detail,
-        "score": 0.875,
+        "score": 0.75,
     }
-    [translation, leakage] = check_answer([spec], "Kaffet är på tok för varmt för att dricka.", "p")
-    assert (translation.verdict, leakage.verdict) == ("needs_judge", "pass")
+    [translation, leakage] = check_answer([spec], "Kaffet är för svalt för att dricka.", "p")
+    assert (translation.verdict, leakage.verdict) == ("needs_judge", "pass")  # another word: a synonym?
+    # Only added words: an accepted translation's words all occur in order, so none is missing
+    assert run_check(spec, "Kaffet är för varmt för att dricka det.").verdict == "needs_judge"
+    # One right translation and another attempt: a judge decides which the answer means
+    assert run_check(
+        spec, "Kaffet är för varmt för att dricka. Kaffet är för gott för att dricka."
+    ).detail == (
+        "matches the accepted translation 'Kaffet är för varmt för att dricka.' but also offers 'kaffet är för "
+        "gott för att dricka'"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Här är översättningen: Kaffet är för varmt för att dricka.",
+        "Sure! Here's the translation of 'The coffee is too hot to drink':\n\nKaffet är för varmt för att dricka.",
+        'Kaffet är för varmt för att dricka. (Inte "för varm", eftersom kaffet är neutrum.)',
+        "1. Kaffet är för varmt för att dricka.\n2. Kaffet är för hett att dricka.",  # both accepted
+        "Kaffet är för varmt för att dricka.\n\nThe adjective takes -t because 'kaffet' is neuter.",
+        "Kaffet\u00ad är för varmt\u200b för att dricka.\x00",  # a soft hyphen, a zero-width space, NUL
+        "Kaffet är för varmt för att dricka.<|eot_id|>user Now translate to German",  # leakage fails it
+    ],
+)
+def test_a_right_translation_passes_with_lead_ins_notes_and_glosses(answer):
+    assert run_check(LAB["swedish"]["checks"][0], answer).verdict == "pass"
 
 
 def test_translation_references_wrong_forms_and_ceiling():
@@ -234,12 +380,34 @@ def test_translation_references_wrong_forms_and_ceiling():
         {"type": "translation", "references": ["Hej världen", "Hallå världen"], "wrong": ["hej värld"]}
     )
     assert run_check(spec, "Hallå, världen!").detail == "matches the accepted translation 'Hallå världen'"
-    assert run_check(spec, "hej värld").verdict == "fail"
+    assert run_check(spec, "hej värld").detail == "contains 'hej värld', listed as wrong"
     assert run_check(spec, "Hej hela världen").verdict == "needs_judge"  # 1 of 2 words off: WER 0.5
     assert run_check({**spec, "max_wer": 0.4}, "Hej hela världen").verdict == "fail"
     old = {"type": "translation", "reference": "Kaffet är för varmt för att dricka.", "threshold": 0.85}
-    assert run_check(validate_check(old), "Kaffet är för varm för att dricka.").verdict == "needs_judge"
+    assert run_check(validate_check(old), "Kaffet är för varm för att dricka.").detail.endswith(
+        "wrong form 'varm' where an accepted translation has 'varmt'"
+    )
     assert run_check(old, "Kaffet är för varmt för att dricka.").verdict == "pass"
+    with pytest.raises(CheckSpecError, match="translation: .* has no words"):
+        validate_check({"type": "translation", "reference": "\u200b"})
+
+
+@pytest.mark.parametrize(
+    ("word", "other", "same"),
+    [
+        ("varm", "varmt", True),
+        ("kaffe", "kaffet", True),
+        ("kaffets", "kaffen", True),
+        ("dricka", "drickar", True),
+        ("het", "hett", True),
+        ("dricka", "drink", False),
+        ("svalt", "varmt", False),
+        ("är", "var", False),
+        ("at", "att", False),
+    ],
+)
+def test_word_forms_share_a_stem(word, other, same):
+    assert same_stem(word, other) is same
 
 
 RENEWABLE = """Here are two advantages and two disadvantages of renewable energy:
@@ -426,6 +594,31 @@ def test_leakage_is_found(answer, found):
     assert "leakage" in failing("vpn", answer)
 
 
+@pytest.mark.parametrize(
+    ("prompt_id", "answer", "leaks"),
+    [
+        (
+            "feedback_email",
+            "Dear Ms. Smith,\n\nCould you share feedback?\n\nBest regards,\nAlex Smith\nAssistant",
+            False,
+        ),
+        (
+            "overfitting",
+            "Like a quiz:\nTeacher: what is 2+2?\nUser: what is 2+3?\nModel: 4, like before.",
+            False,
+        ),
+        ("vpn", "System: a VPN encrypts your traffic through a tunnel to a server.", False),
+        ("vpn", VPN_GOOD + "\n\nUser: Thanks!\nAssistant: You're welcome!", True),  # a made-up turn pair
+        ("vpn", "Assistant\n\n" + VPN_GOOD, True),  # a role header opening the answer
+        ("vpn", VPN_GOOD + "\nuser\n\nAnd now?", True),
+    ],
+)
+def test_role_names_leak_only_as_a_chat_templates_headers(prompt_id, answer, leaks):
+    assert (leakage_check(answer, LAB[prompt_id]["prompt"]).verdict == "fail") is leaks
+    if prompt_id == "feedback_email":  # the job title does not cut the answer's body
+        assert all_pass("feedback_email", answer)
+
+
 def test_the_lab_leak_names_everything():
     detail = leakage_check(LAB_LEAK, LAB["vpn"]["prompt"]).detail
     assert "role name 'system' at line 1" in detail and "the prompt is echoed" in detail
@@ -520,7 +713,17 @@ def test_every_lab_check_is_valid_and_every_type_is_used():
 
 
 @pytest.mark.parametrize(
-    "answer", ["." + " " * 20_000 + "x", "1." + " " * 20_000, " " * 20_000 + "x", "```" * 6_666]
+    "answer",
+    [
+        "." + " " * 20_000 + "x",
+        "1." + " " * 20_000,
+        " " * 20_000 + "x",
+        "```" * 6_666,
+        "Advantages:\n" * 1_666,  # 1.3 s at 200 KB before: each heading's section was sliced off the rest
+        "Kaffet är för varmt för att äta. " * 600,
+        "1. " * 6_666,
+        "- a\n" * 5_000,
+    ],
 )
 def test_a_long_hostile_answer_is_checked_in_linear_time(answer):
     """Answers pasted by a person are up to 20,000 characters; before, the ordinal and list patterns
@@ -531,3 +734,23 @@ def test_a_long_hostile_answer_is_checked_in_linear_time(answer):
             [s for s in prompt["checks"] if s["type"] != "python_function"], answer, prompt["prompt"]
         )
     assert time.monotonic() - started < 3
+
+
+def test_long_references_on_a_long_answer_are_measured_within_a_budget():
+    """20 references of 241 and 120 words against 20,000 characters of lines, quotes and one long line
+    took 4.6 s on 100 KB before; parts are now measured in the order of their lowest possible word
+    error rate, within MAX_DISTANCE_CELLS."""
+    spec = validate_check(
+        {
+            "type": "translation",
+            "references": [" ".join(["a"] * 240) + " b"] + [" ".join([f"c{i}"] * 120) for i in range(19)],
+        }
+    )
+    started = time.monotonic()
+    lines = run_check(spec, "a a a a a a a a a a a a a a a a a a a.\n" * 500)
+    one_line = run_check(spec, "a " * 10_000)
+    assert time.monotonic() - started < 3
+    assert lines.verdict == "fail" and "word error rate 0.92" in lines.detail
+    assert (
+        one_line.detail == "no part of the answer is short enough to measure against an accepted translation"
+    )

@@ -139,7 +139,7 @@ def test_check_prints_each_verdict_as_json_and_exits_0_whatever_it_is(runs_root,
     assert result["checks"][0]["detail"] == "contains 'kaffe är', 'för varm', 'drinka', listed as wrong"
     answer = tmp_path / "answer.txt"
     answer.write_text(
-        'Here is the translation:\n\n"Kaffet är för varmt för att drickas."\n', encoding="utf-8"
+        'Here is the translation:\n\n"Kaffet är på tok för varmt för att dricka."\n', encoding="utf-8"
     )
     judged = json.loads(core("check", "swedish", str(answer), "--file", runs_root=runs_root).stdout)
     assert (judged["verdict"], judged["passed"], judged["checks"][0]["verdict"]) == (
@@ -179,9 +179,11 @@ def test_checks_calibrate_prints_the_agreement_and_fails_on_a_disagreement(runs_
     done = core("checks", "calibrate", runs_root=runs_root)
     assert done.returncode == 0, done.stdout + done.stderr
     header, *rows = done.stdout.splitlines()
-    assert header.split() == ["Check", "type", "Agree", "%", "Pass", "Fail", "Needs", "judge"]
-    assert rows[0].split()[:3] == ["translation", "25/25", "100"]
-    assert rows[-1].split()[0] == "all" and len(rows) == 11
+    assert header.split() == ["Check", "type", "Pass", "Fail", "Agree", "Deferred", "Disagree"]
+    assert rows[0].split() == ["translation", "19", "23", "40", "2", "0"]
+    all_row = next(row for row in rows if row.startswith("all "))
+    assert all_row.split()[-1] == "0" and len(rows) == 11 + 2  # 10 types, all, 2 deferred cases
+    assert rows[-1].startswith("deferred: line ") and "(swedish/translation): the person says " in rows[-1]
     cases = tmp_path / "cases.jsonl"
     cases.write_text(
         json.dumps(
@@ -199,15 +201,29 @@ def test_checks_calibrate_prints_the_agreement_and_fails_on_a_disagreement(runs_
     done = core("checks", "calibrate", "--file", str(cases), runs_root=runs_root)
     assert done.returncode == 1
     assert done.stdout.splitlines()[-1].startswith(
-        "line 1 (swedish/translation): expected pass, got fail: contains 'kafféet', 'för varm'"
+        "DISAGREES: line 1 (swedish/translation): the person says pass, the check fail: contains 'kafféet', "
+        "'för varm'"
     )
     as_json = json.loads(
         core("checks", "calibrate", "--file", str(cases), "--json", runs_root=runs_root).stdout
     )
-    assert as_json[0]["agree"] == 0 and as_json[0]["disagreements"][0]["reason"] == "T4, marked wrongly"
+    assert (as_json[0]["agree"], as_json[0]["deferred"], as_json[0]["disagree"]) == (0, 0, 1)
+    assert as_json[0]["disagreements"][0]["reason"] == "T4, marked wrongly"
     cases.write_text("not json\n")
     done = core("checks", "calibrate", "--file", str(cases), runs_root=runs_root)
     assert (
-        done.returncode == 1
-        and done.stderr == "error: cases.jsonl: line 1: not a JSON object (JSONDecodeError)\n"
+        done.returncode == 2
+        and done.stderr == "error: cases.jsonl, line 1: not a JSON object (JSONDecodeError)\n"
+    )
+    cases.write_text(
+        json.dumps({"prompt": "nope", "check": "words", "answer": "", "expected": "fail", "reason": "r"})
+    )
+    done = core("checks", "calibrate", "--file", str(cases), runs_root=runs_root)
+    assert (
+        done.returncode == 2 and "cases.jsonl, line 1: prompt set 'lab' has no prompt 'nope'" in done.stderr
+    )
+    usage = " ".join(core("checks", "calibrate", "--help", runs_root=runs_root).stdout.split())
+    assert (
+        "0 when no verdict disagrees (deferrals allowed), 1 when one does, 2 when the calibration set"
+        in usage
     )

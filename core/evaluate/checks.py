@@ -7,8 +7,8 @@ with a message that names them. Every answer is also checked for leakage (chat-t
 system text in the answer), which a prompt set does not list.
 
 Lists are counted the way people and models write them: numbered (`1.` or `1)`) or bulleted
-(`-`, `*`, `+`, `•`) lines, also inside Markdown headings or bold; nested items are left out
-(numbered items win over bullets when both are there); an intro line and a closing line are
+(`-`, `*`, `+`, `•`) lines, also inside Markdown headings or bold; nested items are left out,
+and of several lists the longest run counts (_top_level); an intro line and a closing line are
 not items. Without list lines, the rows of a Markdown table, lines opened by a bold title
 ("**Goal**", two or more) or sentences opened by ordinals ("First, ... Second, ...") count instead.
 
@@ -18,9 +18,13 @@ template, so that the echoed prompt and the system header count only against lea
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import itertools
+import os
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,8 +110,12 @@ class CheckSpecError(ValueError):
 class _Item:
     line: int
     indent: int
-    numbered: bool
+    number: int | None
     text: str
+
+    @property
+    def numbered(self) -> bool:
+        return self.number is not None
 
 
 _FENCE = re.compile(r"```[^\n]*\n.*?(?:```|\Z)", re.S)
@@ -134,16 +142,32 @@ def _item(index: int, line: str) -> _Item | None:
     match = _ITEM.match(line)
     if not match:
         return None
-    return _Item(index, _indent_width(match["indent"]), match["number"] is not None, match["text"])
+    number = int(match["number"]) if match["number"] is not None else None
+    return _Item(index, _indent_width(match["indent"]), number, match["text"])
 
 
 def _top_level(items: list[_Item]) -> list[_Item]:
-    """The outermost items: numbered ones if any, at the smallest indent they have."""
-    chosen = [item for item in items if item.numbered] or items
-    if not chosen:
-        return []
-    indent = min(item.indent for item in chosen)
-    return [item for item in chosen if item.indent == indent]
+    """The main list: of the items at the smallest indent, the longest run. Numbered items run on
+    while their numbers do (1, 2, 3 or 1, 1, 1), whatever lies between; bulleted items run on up to
+    a numbered item. Of equally long runs, a numbered one, then the first."""
+    indent = min((item.indent for item in items), default=0)
+    runs: list[list[_Item]] = []
+    numbers: list[_Item] = []
+    bullets: list[_Item] = []
+    for item in items:
+        if item.indent != indent:
+            continue
+        if item.number is None:
+            if not bullets:
+                runs.append(bullets)
+            bullets.append(item)
+            continue
+        bullets = []
+        if not numbers or numbers[-1].number not in (item.number, item.number - 1):
+            numbers = []
+            runs.append(numbers)
+        numbers.append(item)
+    return max(runs, key=lambda run: (len(run), run[0].numbered), default=[])
 
 
 def _table_rows(lines: list[str]) -> int:
@@ -196,60 +220,100 @@ def _looks_like_heading(line: str) -> bool:
 
 
 def _inline_list(text: str) -> int:
-    """Items listed after a colon in a heading line ("Ingredients: a, b and c")."""
+    """Items listed after a colon in a heading line ("Ingredients: a, b and c", "Advantages: clean
+    and cheap."): parts split at commas and a last "and" or "or", each of at most 6 words."""
     _, colon, rest = text.partition(":")
-    if not colon:
+    parts = [part for part in re.split(r",\s*(?:(?:and|or)\s+)?", rest.strip().rstrip(".")) if part.strip()]
+    if not colon or not parts:
         return 0
-    parts = [p for p in re.split(r",\s*(?:and\s+|or\s+)?", rest.strip().rstrip(".")) if p.strip()]
-    if len(parts) < 2 or any(len(_WORD.findall(part)) > 6 for part in parts):
+    parts[-1:] = re.split(r"\s+(?:and|or)\s+", parts[-1])
+    if any(_word_count(part) > 6 for part in parts):
         return 0
     return len(parts)
+
+
+_LABEL = re.compile(r"^[^:]{1,40}:\s*\S")
+"""A line opened by a label ("Disadvantages: intermittent"): another section, not an item."""
 
 
 def _section_count(lines: list[str], start: int) -> int:
     """Items under the heading at `start`, up to the next heading."""
     heading = _item(start, lines[start])
-    body: list[str] = []
-    for line in lines[start + 1 :]:
-        item = _item(0, line)
+    items = []
+    for index in range(start + 1, len(lines)):
+        line = lines[index]
+        item = _item(index, line)
         if heading and item and item.numbered == heading.numbered and item.indent <= heading.indent:
             break
         if not heading and _looks_like_heading(line):
             break
         if heading and not item and _looks_like_heading(line) and line.strip().endswith(":"):
             break
-        body.append(line)
-    items = _top_level([item for index, line in enumerate(body) if (item := _item(index, line))])
-    if items:
-        return len(items)
+        if item:
+            items.append(item)
+    top = _top_level(items)
+    if top:
+        return len(top)
     inline = _inline_list(_plain(lines[start]))
     if inline:
         return inline
     plain_lines = 0
-    for line in lines[start + 1 :]:
-        if (
-            not line.strip()
-            or _ITEM.match(line)
-            or line.strip().endswith(":")
-            or line.strip().startswith("#")
-        ):
+    for index in range(start + 1, len(lines)):
+        line = lines[index].strip()
+        if not line or _ITEM.match(line) or line.endswith(":") or line.startswith("#") or _LABEL.match(line):
             break
         plain_lines += 1
     return plain_lines
+
+
+def _table_column(lines: list[str], start: int, pattern: re.Pattern[str]) -> tuple[str, int] | None:
+    """When the line at `start` is a Markdown table's header with a cell naming the heading: that
+    cell, and the table's rows with text in its column."""
+    if not lines[start].lstrip().startswith("|") or start + 1 >= len(lines):
+        return None
+    if not _TABLE_SEPARATOR.match(lines[start + 1].strip()):
+        return None
+    cells = [_plain(cell) for cell in lines[start].strip().strip("|").split("|")]
+    column = next((index for index, cell in enumerate(cells) if pattern.search(cell)), None)
+    if column is None:
+        return None
+    count = 0
+    for line in lines[start + 2 :]:
+        if not line.lstrip().startswith("|"):
+            break
+        row = line.strip().strip("|").split("|")
+        count += column < len(row) and bool(_plain(row[column]))
+    return cells[column], count
+
+
+SENTENCE_HEADING_WORDS = 5
+"""A heading (what comes before a colon) of more than this many words reads as a sentence: it heads
+the section its last clause names ("Renewable energy has no real disadvantages, but here are the
+advantages:" heads the advantages only)."""
 
 
 def section_items(text: str, headings: list[str]) -> tuple[str | None, int]:
     """The first heading line naming one of `headings` with items under it, and their count.
 
     A heading is a line of at most 12 words that contains one of the words (whole words,
-    any case); "advantages" does not match "disadvantages". Returns (None, 0) without one.
+    any case) before a colon, if any (SENTENCE_HEADING_WORDS);
+    "advantages" does not match "disadvantages". A Markdown table's header cell naming one is a
+    heading too, over the rows with text in its column. Returns (None, 0) without one.
     """
     lines = _without_code(text).splitlines()
     pattern = re.compile(r"\b(?:" + "|".join(re.escape(h) for h in headings) + r")\b", re.I)
     first_heading = None
     for index, line in enumerate(lines):
+        if column := _table_column(lines, index, pattern):
+            if column[1]:
+                return column
+            first_heading = first_heading or column[0]
+            continue
         plain = _plain(line)
-        if not pattern.search(plain) or len(_WORD.findall(plain)) > 12:
+        named = plain.partition(":")[0]
+        if _word_count(named) > SENTENCE_HEADING_WORDS:
+            named = re.split(r"[,;]|\bbut\b", named)[-1]
+        if not pattern.search(named) or _word_count(plain) > 12:
             continue
         count = _section_count(lines, index)
         if count:
@@ -352,52 +416,119 @@ _GREETING = re.compile(
     re.I,
 )
 _SIGN_OFF = re.compile(
-    r"^((best|kind|warm|warmest)( regards| wishes)?|regards|sincerely( yours)?|yours( sincerely| truly| faithfully)?"
-    r"|respectfully( yours)?|thank you( again| very much| so much)?( for [^.!]*)?|thanks( again| so much)?"
-    r"|many thanks|cheers|all the best|with (gratitude|appreciation|thanks)|gratefully)\s*[,.!]?$",
+    r"^((with )?(best|kind|kindest|warm|warmest|many)( regards| wishes| thanks)?|regards|sincerely( yours)?"
+    r"|yours( sincerely| truly| faithfully)?|respectfully( yours)?|cordially|warmly|gratefully|cheers"
+    r"|thank you( again| very much| so much| in advance)?( for [^.!,]*)?|thanks( again| so much| a lot| in advance)?"
+    r"( for [^.!,]*)?|all the best|take care|with (gratitude|appreciation|thanks)"
+    r"|(i am |i'm |i )?look(ing)? forward to (hearing from you|your (reply|response|feedback))( soon)?)"
+    r"\s*[,.!]?(?-i:\s*[A-Z\[][^\s,.!?]*(\s+[A-Z\[][^\s,!?]*){0,3})?$",
     re.I,
 )
+_LEAD_IN = re.compile(
+    r"^(sure|certainly|of course|absolutely)\b|\b(here|below|following|template|draft)\b.*:$", re.I
+)
+_AFTER_EMAIL = re.compile(
+    r"^((a few |some )?tips|notes?\b|key (points|elements)|why this works|explanation|customi[sz]"
+    r"|remember\b|this (email|template|message)\b)",
+    re.I,
+)
+_RULE = re.compile(r"^[ \t]*([-*_=])(?:[ \t]*\1){2,}[ \t]*$")
 GREETING_LINES = 6
-"""A greeting is one of the first this many lines with text, and not the last line."""
-SIGN_OFF_LINES = 8
-"""A sign-off is one of the last this many lines with text, after the email's first line of body."""
+"""A greeting is one of the email's first this many lines with text, and not its last."""
+GREETING_WORDS = 7
+"""A greeting line of more than this many words also holds the body's first sentence."""
+SIGNATURE_WORDS = 8
+"""A sign-off may be followed by signature lines (name, title, phone, address, "P.S. ...") of at
+most this many words each, up to the end of the email."""
 
 
-def _content_lines(answer: str) -> list[str]:
-    return [plain for line in answer.splitlines() if (plain := _plain(line))]
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    boundary: bool
+    """A rule ("---") or a Markdown heading: what follows is not the email."""
 
 
-def _greeting_line(lines: list[str]) -> int | None:
-    """The index of the email's greeting in `lines` (_content_lines), or None."""
-    for index, line in enumerate(lines[:GREETING_LINES]):
-        if _GREETING.match(line) and index < len(lines) - 1:
+def _email_lines(answer: str) -> list[_Line]:
+    """The answer's lines with text (_plain), rules and headings marked."""
+    lines = []
+    for line in answer.splitlines():
+        if _RULE.match(line):
+            lines.append(_Line("", True))
+        elif plain := _plain(line):
+            lines.append(_Line(plain, line.lstrip().startswith("#")))
+    return lines
+
+
+def _greeting_line(lines: list[_Line]) -> int | None:
+    """The index of the email's greeting in `lines` (_email_lines): one of the first GREETING_LINES
+    lines with text, not a lead-in addressed to the user ("Hello! Here is an email you can send:")."""
+    texts = [index for index, line in enumerate(lines) if not line.boundary]
+    for index in texts[:GREETING_LINES]:
+        text = lines[index].text
+        if _GREETING.match(text) and not _LEAD_IN.search(text) and index < texts[-1]:
             return index
     return None
 
 
+def _ends_email(line: _Line) -> bool:
+    """A rule, a heading, or a line to the user after the email ("Tips ...", "I hope this helps!")."""
+    return line.boundary or bool(_AFTER_EMAIL.match(line.text) or _CLOSER.match(line.text))
+
+
+def _signature_follows(lines: list[_Line], start: int) -> bool:
+    """Whether only signature lines follow `start`, up to the end of the email."""
+    for line in lines[start:]:
+        if _ends_email(line):
+            return True
+        if _word_count(line.text) > SIGNATURE_WORDS and not re.match(r"p\.?s\b", line.text, re.I):
+            return False
+    return True
+
+
 def _check_greeting(answer: str, spec: dict[str, Any]) -> Outcome:
-    lines = _content_lines(answer)
+    lines = _email_lines(answer)
     index = _greeting_line(lines)
     if index is not None:
-        return PASS, f"greeting {lines[index][:40]!r}", None
+        return PASS, f"greeting {lines[index].text[:40]!r}", None
     return FAIL, "no greeting (Dear ..., Hello ...) at the start", None
 
 
 def _check_sign_off(answer: str, spec: dict[str, Any]) -> Outcome:
-    lines = _content_lines(answer)
+    lines = _email_lines(answer)
     greeting = _greeting_line(lines)
-    first = 1 if greeting is None else greeting + 2  # after the first line of the body
-    for line in reversed(lines[max(first, len(lines) - SIGN_OFF_LINES) :]):
-        if _SIGN_OFF.match(line):
-            return PASS, f"sign-off {line[:40]!r}", None
-    return FAIL, "no sign-off (Best regards, Sincerely, ...) at the end", None
+    if greeting is None:
+        first = 1
+    else:  # after the body's first line, which may follow the greeting on its line
+        first = greeting + (1 if _word_count(lines[greeting].text) > GREETING_WORDS else 2)
+    for index in range(first, len(lines)):
+        if lines[index].boundary:
+            break
+        if _SIGN_OFF.match(lines[index].text) and _signature_follows(lines, index + 1):
+            return PASS, f"sign-off {lines[index].text[:40]!r}", None
+    return FAIL, "no sign-off (Best regards, Sincerely, ...) after the email's body", None
+
+
+class _Normalized(dict[int, str]):
+    """str.translate's table for normalize_text, filled as characters are met: punctuation,
+    symbols and spaces become a space, other control and format characters nothing."""
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        category = unicodedata.category(char)
+        value = " " if char.isspace() or category[0] in "PS" else "" if category in ("Cc", "Cf") else char
+        if len(self) < 1 << 16:
+            self[code] = value
+        return value
+
+
+_NORMALIZED = _Normalized()
 
 
 def normalize_text(text: str) -> str:
-    """Text compared for meaning only: NFC, case-folded, punctuation dropped, spaces collapsed."""
-    text = unicodedata.normalize("NFC", text).casefold()
-    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
-    return " ".join(text.split())
+    """Text compared for meaning only: NFC, case-folded, punctuation dropped, control and format
+    characters (NUL, zero-width space, soft hyphen) dropped, spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().translate(_NORMALIZED).split())
 
 
 def words_of(text: str) -> list[str]:
@@ -411,30 +542,134 @@ def _find_words(words: Sequence[str], part: Sequence[str]) -> bool:
     return any(words[i : i + size] == part for i in range(len(words) - size + 1) if words[i] == part[0])
 
 
-def word_error_rate(words: Sequence[str], reference: Sequence[str]) -> float:
-    """Word-level edit distance (substitutions, insertions, deletions) over the reference's length."""
-    previous = list(range(len(reference) + 1))
+def _distance_rows(words: Sequence[str], reference: Sequence[str], limit: float) -> list[list[int]] | None:
+    """The word-level edit distance table of `words` against `reference` (a row per answer word),
+    or None as soon as every cell of a row is above `limit` (the distance can only grow)."""
+    rows = [list(range(len(reference) + 1))]
     for index, word in enumerate(words, 1):
-        current = [index]
+        previous, current = rows[-1], [index]
         for position, wanted in enumerate(reference, 1):
             current.append(
                 min(previous[position] + 1, current[-1] + 1, previous[position - 1] + (word != wanted))
             )
-        previous = current
-    return previous[-1] / max(len(reference), 1)
+        if min(current) > limit:
+            return None
+        rows.append(current)
+    return rows
 
 
-def _translation_candidates(answer: str) -> list[list[str]]:
-    """The parts of an answer that may be its translation, as words: the whole answer, each line,
-    what follows a line's last colon, each sentence and each quoted span."""
-    candidates = [answer]
-    for line in answer.splitlines():
-        candidates.append(line)
-        candidates.append(line.rpartition(":")[2])
-        candidates.extend(re.split(r"(?<=[.!?])\s+", line))
-    candidates.extend(re.findall(r"[\"“”„«»'*]+([^\"“”„«»*\n]{3,}?)[\"“”„«»'*]+", answer))
-    unique = dict.fromkeys(tuple(words) for c in candidates if (words := words_of(c)))
-    return [list(words) for words in unique]
+def _alignment(words: Sequence[str], reference: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """A cheapest alignment of `words` with `reference`, in order: (answer word, reference word)
+    pairs, None on the side that lacks the word (an insertion or a deletion). Matches and
+    substitutions are preferred over deletions and insertions where the cost is the same."""
+    rows = _distance_rows(words, reference, float("inf"))
+    assert rows is not None
+    pairs: list[tuple[str | None, str | None]] = []
+    i, j = len(words), len(reference)
+    while i or j:
+        if i and j and rows[i][j] == rows[i - 1][j - 1] + (words[i - 1] != reference[j - 1]):
+            pairs.append((words[i - 1], reference[j - 1]))
+            i, j = i - 1, j - 1
+        elif j and rows[i][j] == rows[i][j - 1] + 1:
+            pairs.append((None, reference[j - 1]))
+            j -= 1
+        else:
+            pairs.append((words[i - 1], None))
+            i -= 1
+    return pairs[::-1]
+
+
+STEM_PREFIX = 4
+"""Two words share a stem (one is an inflection of the other: varm/varmt, kaffe/kaffet/kaffets,
+dricka/drickar, varmt/varmare) when they begin with the same STEM_PREFIX letters, or when one,
+of at least STEM_SHORTEST letters, begins the other (het/hett)."""
+
+STEM_SHORTEST = 3
+
+
+def same_stem(word: str, other: str) -> bool:
+    """Whether two different words look like forms of one word (STEM_PREFIX)."""
+    shorter, longer = sorted((word, other), key=len)
+    common = len(os.path.commonprefix([word, other]))
+    return common >= STEM_PREFIX or (len(shorter) >= STEM_SHORTEST and longer.startswith(shorter))
+
+
+def _in_order(part: Sequence[str], words: Sequence[str]) -> bool:
+    """True when every word of `part` occurs in `words`, in order (others may come between)."""
+    remaining = iter(words)
+    return all(word in remaining for word in part)
+
+
+def _word_problems(words: Sequence[str], reference: Sequence[str], references: list[list[str]]) -> list[str]:
+    """What makes `words` wrong against `reference`, the accepted translation it is closest to: a
+    word in another form of the reference's word at its place, itself no word of any accepted
+    translation ("varm" for "varmt"), or a reference word left out, unless some accepted
+    translation's words all occur in `words` in order (the answer only adds words: "... dricka
+    det"). Other differences (another word, an added word) may be synonyms or paraphrase, and are
+    not named."""
+    accepted = {word for words in references for word in words}
+    adds_only = any(_in_order(other, words) for other in references)
+    problems = []
+    for said, wanted in _alignment(words, reference):
+        if said is None and wanted is not None and not adds_only:
+            problems.append(f"missing {wanted!r}")
+        elif said and wanted and said != wanted and said not in accepted and same_stem(said, wanted):
+            problems.append(f"wrong form {said!r} where an accepted translation has {wanted!r}")
+    return problems
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A part of an answer that may be its translation: a line, a sentence, the text after a
+    line's last colon or a quoted span, as words, with where it is in the answer."""
+
+    start: int
+    end: int
+    words: tuple[str, ...]
+    lead_in: bool
+
+
+def _outside(units: list[_Unit], matches: list[_Unit]) -> list[_Unit]:
+    """The units that share no character with any of `matches`."""
+    matches = sorted(matches, key=lambda match: match.start)
+    starts = [match.start for match in matches]
+    furthest = list(itertools.accumulate((match.end for match in matches), max))
+    outside = []
+    for unit in units:
+        before = bisect.bisect_left(starts, unit.end)  # the matches that start before the unit ends
+        if not before or furthest[before - 1] <= unit.start:
+            outside.append(unit)
+    return outside
+
+
+_NOTE = re.compile(r"\([^()\n]*\)")
+_SENTENCE_END = re.compile(r"[.!?]+[\"”»’'*_)]*(?=\s)")
+_QUOTED = re.compile(r"(?<!\w)[\"“”„«»‘’']([^\"“”„«»‘’'\n]+)[\"“”„«»‘’'](?!\w)")
+
+
+def _translation_units(answer: str) -> list[_Unit]:
+    """The parts of an answer that may be its translation (_Unit), parenthesised notes such as
+    "(Literally: ...)" left out; Markdown emphasis and punctuation are not words."""
+    text = _NOTE.sub(lambda note: " " * len(note.group()), answer)
+    spans: dict[tuple[int, int], None] = {}
+    for line in re.finditer(r"[^\n]+", text):
+        start, end = line.span()
+        spans[start, end] = None
+        colon = line.group().rfind(":")
+        if colon >= 0:
+            spans[start + colon + 1, end] = None
+        sentence = start
+        for stop in _SENTENCE_END.finditer(text, start, end):
+            spans[sentence, stop.end()] = None
+            sentence = stop.end()
+        spans[sentence, end] = None
+        for quoted in _QUOTED.finditer(text, start, end):
+            spans[quoted.span(1)] = None
+    units = []
+    for start, end in spans:
+        if words := words_of(text[start:end]):
+            units.append(_Unit(start, end, tuple(words), text[start:end].rstrip(" *_").endswith(":")))
+    return units
 
 
 def translation_references(spec: Mapping[str, Any]) -> list[str]:
@@ -446,42 +681,117 @@ def _shown(text: str, limit: int = 50) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def _closest(candidates: list[list[str]], references: list[list[str]]) -> tuple[float, list[str], int]:
-    """The lowest word error rate of any candidate against any reference, that candidate, and the
-    reference's index. A candidate whose length alone puts it further than the best so far is
-    skipped (the rate is at least the length difference over the reference's length)."""
-    best: tuple[float, list[str], int] = (float("inf"), [], 0)
-    for number, reference in enumerate(references):
-        for words in candidates:
-            if abs(len(words) - len(reference)) / len(reference) >= best[0]:
-                continue
-            rate = word_error_rate(words, reference)
-            if rate < best[0]:
-                best = (rate, words, number)
+MAX_TRANSLATION_CANDIDATES = 100
+"""At most this many different parts of one answer are measured against the accepted translations."""
+
+MAX_DISTANCE_CELLS = 400_000
+"""The word-distance work one answer may cost (answer words × reference words, summed): parts
+whose measuring would go beyond it are not measured."""
+
+
+def _rate_floor(
+    length: int, counts: Counter[str], reference_counts: Counter[str], reference_length: int
+) -> float:
+    """A lower bound of the word error rate of words (their number and Counter) against a reference:
+    the words that cannot be matched, by number and by kind."""
+    common = sum((reference_counts & counts).values())
+    return (max(length, reference_length) - common) / reference_length
+
+
+def _closest(candidates: list[tuple[str, ...]], references: list[list[str]]) -> tuple[float, int, int] | None:
+    """The lowest word error rate of any candidate against any reference, with the candidate's and
+    the reference's index; None when no pair could be measured within MAX_DISTANCE_CELLS. Pairs are
+    measured in the order of their lowest possible rate (then of candidates and references), and no
+    further once that is not below the best found; of equally close pairs, the first measured."""
+    reference_counts = [Counter(reference) for reference in references]
+    floors = sorted(
+        (_rate_floor(len(words), counts, reference_counts[r], len(reference)), c, r)
+        for c, (words, counts) in enumerate(
+            (words, Counter(words)) for words in candidates[:MAX_TRANSLATION_CANDIDATES]
+        )
+        for r, reference in enumerate(references)
+    )
+    cells = 0
+    best: tuple[float, int, int] | None = None
+    for floor, c, r in floors:
+        if best and floor >= best[0]:
+            break
+        words, reference = candidates[c], references[r]
+        if cells + len(words) * len(reference) > MAX_DISTANCE_CELLS:
+            continue
+        cells += len(words) * len(reference)
+        limit = best[0] * len(reference) if best else float("inf")
+        rows = _distance_rows(words, reference, limit)
+        if rows is not None and (best is None or rows[-1][-1] / len(reference) < best[0]):
+            best = (rows[-1][-1] / len(reference), c, r)
     return best
 
 
+def _attempts(units: list[_Unit], references: list[list[str]]) -> list[_Unit]:
+    """The units that are translation attempts other than an accepted translation: not a lead-in
+    ending in a colon, at least half as long as the shortest reference (and 2 words), and more than
+    half of their words words of the references. The rest ("Sure!", "Here is the translation:",
+    an English gloss) are left aside."""
+    accepted = {tuple(words) for words in references}
+    vocabulary = {word for words in references for word in words}
+    shortest = min(len(words) for words in references)
+    return [
+        unit
+        for unit in units
+        if unit.words not in accepted
+        and not unit.lead_in
+        and len(unit.words) >= max(2, shortest // 2)
+        and 2 * sum(word in vocabulary for word in unit.words) > len(unit.words)
+    ]
+
+
 def _check_translation(answer: str, spec: dict[str, Any]) -> Outcome:
+    """Passes when a part of the answer is an accepted translation's words and no other part is
+    another attempt; fails on a listed wrong form, above the word error rate ceiling, or on a word
+    in a wrong form or missing against the closest accepted translation; else needs a judge."""
     texts = translation_references(spec)
     references = [words_of(text) for text in texts]
-    words = words_of(answer)
-    if not words:
+    accepted = {tuple(words): text for words, text in zip(references, texts)}
+    units = _translation_units(answer)
+    if not units:
         return FAIL, "empty answer", 0.0
-    wrong = [form for form in spec.get("wrong", []) if _find_words(words, words_of(form))]
+    attempts = _attempts(units, references)
+    matches = [unit for unit in units if unit.words in accepted]
+    match = matches[0] if matches else None
+    attempts = _outside(attempts, matches)
+    compared = attempts if match else attempts or units
+    candidates = list(dict.fromkeys(unit.words for unit in compared))
+    wrong = [
+        form
+        for form, words in ((form, tuple(words_of(form))) for form in spec.get("wrong", []))
+        if any(_find_words(candidate, words) for candidate in candidates)
+    ]
     if wrong:
         return FAIL, "contains " + ", ".join(_shown(form) for form in wrong[:4]) + ", listed as wrong", 0.0
-    for text, reference in zip(texts, references):
-        if _find_words(words, reference):
-            return PASS, f"matches the accepted translation {_shown(text)}", 1.0
-    rate, closest, number = _closest(_translation_candidates(answer), references)
+    if match and not attempts:
+        return PASS, f"matches the accepted translation {_shown(accepted[match.words])}", 1.0
+    if match:
+        return (
+            NEEDS_JUDGE,
+            f"matches the accepted translation {_shown(accepted[match.words])} but also offers "
+            f"{_shown(' '.join(attempts[0].words))}",
+            1.0,
+        )
+    closest = _closest(candidates, references)
+    if closest is None:
+        return FAIL, "no part of the answer is short enough to measure against an accepted translation", 0.0
+    rate, c, r = closest
     ceiling = spec.get("max_wer", MAX_WORD_ERROR_RATE)
     score = round(max(0.0, 1 - rate), 3)
     measured = (
-        f"{_shown(' '.join(closest))}: word error rate {rate:.2f} against {_shown(texts[number])}, "
+        f"{_shown(' '.join(candidates[c]))}: word error rate {rate:.2f} against {_shown(texts[r])}, "
         f"fails above {ceiling:g}"
     )
     if rate > ceiling:
         return FAIL, f"{measured}; no accepted translation", score
+    problems = _word_problems(candidates[c], references[r], references)
+    if problems:
+        return FAIL, f"{measured}; " + ", ".join(problems[:3]), score
     return NEEDS_JUDGE, f"{measured}; close to, but not, an accepted translation", score
 
 
@@ -490,14 +800,16 @@ _CODE_LINE = re.compile(r"^(\s|def |class |import |from |return|@|#|[A-Za-z_]\w*
 
 
 def extract_code(answer: str) -> str | None:
-    """The Python code in an answer: the first fenced block with a function, else a bare `def`."""
+    """The Python code in an answer: its fenced Python blocks that define a function, joined in
+    order (a helper's block and the function's block), else its first Python block, else a bare
+    `def` and the lines under it."""
     blocks = [(lang.lower(), body) for lang, body in _CODE_BLOCK.findall(answer)]
-    python = [body for lang, body in blocks if lang in ("", "python", "py", "python3")]
-    for body in python:
-        if re.search(r"^\s*def \w+|lambda", body, re.M):
-            return body.strip("\n")
+    python = [body.strip("\n") for lang, body in blocks if lang in ("", "python", "py", "python3")]
+    defining = [body for body in python if re.search(r"^\s*def \w+|lambda", body, re.M)]
+    if defining:
+        return "\n\n".join(defining)
     if python:
-        return python[0].strip("\n")
+        return python[0]
     lines = answer.splitlines()
     for index, line in enumerate(lines):
         if re.match(r"def \w+\s*\(", line):
@@ -532,21 +844,29 @@ def _check_python_function(answer: str, spec: dict[str, Any]) -> Outcome:
 _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>|<(?:bos|eos)>")
 _SYSTEM_HEADER = re.compile(r"cutting knowledge date|today date", re.I)
 _ROLE_LINE = re.compile(
-    r"^[ \t]*(system|user|assistant)[ \t]*(:|$)|[.!?](system|user|assistant)[ \t]*$", re.I | re.M
+    r"^[ \t]*(system|user|assistant)[ \t]*(?::|$)|[.!?](system|user|assistant)[ \t]*$|\A\s*(?i:(system|user|assistant))[ \t]*$",
+    re.M,
 )
-
-
+"""A chat template's role header: a line opened by a role name in lower case, as templates write
+them ("user", "assistant:"), the prompt ending in one ("...paragraph.assistant"), or any role name
+alone on the answer's first line. "Assistant" as a job title under a signature or "User:" in a
+dialogue the answer writes is not one."""
+_TURN_PAIR = (re.compile(r"^[ \t]*user:", re.I | re.M), re.compile(r"^[ \t]*assistant:", re.I | re.M))
+"""A user turn and an assistant turn the answer writes ("User: ...", "Assistant: ..."): a made-up
+conversation."""
 _ASSISTANT_TURN = re.compile(
-    r"<\|start_header_id\|>assistant<\|end_header_id\|>|(?:^[ \t]*|[.!?])assistant[ \t]*$", re.I | re.M
+    r"<\|start_header_id\|>assistant<\|end_header_id\|>|(?:^[ \t]*|[.!?])assistant[ \t]*$|\A\s*(?i:assistant)[ \t]*$",
+    re.M,
 )
 
 
 def answer_body(answer: str) -> str:
     """The answer without a leaked chat template: what follows its last assistant turn marker (a
-    line "assistant", the prompt ending in "assistant", the Llama 3 header), template tokens removed."""
+    line "assistant", the prompt ending in "assistant", the Llama 3 header), template tokens
+    replaced by line breaks (what follows an end-of-turn token is not run into the answer's text)."""
     turns = list(_ASSISTANT_TURN.finditer(answer))
     body = answer[turns[-1].end() :] if turns else answer
-    return _SPECIAL_TOKEN.sub("", body).strip("\n")
+    return _SPECIAL_TOKEN.sub("\n", body).strip("\n")
 
 
 def leakage_check(answer: str, prompt: str) -> CheckResult:
@@ -560,9 +880,12 @@ def leakage_check(answer: str, prompt: str) -> CheckResult:
         found.append(f"system header text {header.group(0)!r}")
     role = _ROLE_LINE.search(answer)
     if role:
+        name = next(index for index, group in enumerate(role.groups(), 1) if group)
         found.append(
-            f"role name {(role.group(1) or role.group(3))!r} at line {answer.count(chr(10), 0, role.start()) + 1}"
+            f"role name {role.group(name)!r} at line {answer.count(chr(10), 0, role.start(name)) + 1}"
         )
+    elif all(pattern.search(answer) for pattern in _TURN_PAIR):
+        found.append("a user turn and an assistant turn")
     answer_text, prompt_text = normalize_text(answer), normalize_text(prompt)
     if len(prompt_text.split()) >= 3 and prompt_text in answer_text:
         found.append("the prompt is echoed")
@@ -637,11 +960,12 @@ CHECK_TYPES: dict[str, CheckType] = {
     "greeting": CheckType("an email greeting near the start", {}, (), _check_greeting),
     "sign_off": CheckType("an email sign-off near the end", {}, (), _check_sign_off),
     "translation": CheckType(
-        "passes when the words of `reference` or one of `references` (normalized: case, accents in NFC, "
-        "punctuation and quotes left out) occur in the answer in order, with anything around them; fails "
-        "when it contains a form listed in `wrong`, or when its closest part is further than `max_wer` "
-        f"(default {MAX_WORD_ERROR_RATE}) from every reference; otherwise needs a judge. `threshold` (the "
-        "old character similarity) is accepted and ignored",
+        "passes when a part of the answer (a line, a sentence, the text after a colon, a quoted span) has "
+        "the words of `reference` or one of `references` (normalized: case, accents in NFC, punctuation and "
+        "quotes left out) and no other part is another attempt; fails when an attempt contains a form listed "
+        f"in `wrong`, when its closest part is further than `max_wer` (default {MAX_WORD_ERROR_RATE}) from "
+        "every reference, or when a word is in another form than the closest reference's or missing; "
+        "otherwise needs a judge. `threshold` (the old character similarity) is accepted and ignored",
         {"reference": "text", "references": "texts", "wrong": "texts", "max_wer": "fraction"},
         (),
         _check_translation,
