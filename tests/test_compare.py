@@ -374,7 +374,7 @@ def test_disagreement_filter_keeps_prompts_whose_pass_fail_differ():
 def test_an_answer_that_needs_a_judge_is_neither_passed_nor_failed_everywhere():
     """A row written with verdicts (needs_judge) next to rows written before them (passed only)."""
     judged = {
-        **answer("swedish", "Kaffet är för varmt för att drickas.", None),
+        **answer("swedish", "Kaffet är på tok för varmt för att dricka.", None),
         "verdict": "needs_judge",
         "checks": [
             {"name": "translation", "passed": None, "verdict": "needs_judge", "detail": "WER 0.12"},

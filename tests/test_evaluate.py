@@ -26,6 +26,7 @@ from core.evaluate.answers import (
     evaluate_run,
     gguf_model_for,
     load_eval_results,
+    pass_text,
     summary_line,
 )
 from core.evaluate.checks import leakage_check
@@ -646,3 +647,9 @@ def test_results_are_read_tolerantly(tmp_path):
         "gguf-run-q8_0": [{"prompt_id": "vpn"}],
     }
     assert load_eval_results(tmp_path / "missing") == {}
+
+
+def test_pass_counts_say_what_needs_a_judge():
+    assert pass_text(7, 1, 10) == "7/10 passed, 1 needs a judge"
+    assert pass_text(1, 2, 3, "checks") == "1/3 checks passed, 2 need a judge"
+    assert pass_text(2, 0, 2, "checks") == "2/2 checks passed"

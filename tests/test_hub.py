@@ -319,6 +319,7 @@ def test_the_plan_sends_the_adapter_the_verified_gguf_and_a_card(tmp_path):
         "| split | `train[:10000]` |",
         "| training loss (mean over steps) | 1.235 |",
         "| peak memory (GB, GPU reserved; the lab's: never reset) | 5.1 |",
+        "| variant | answers |",
         "| adapter | 2/3 passed |",
         "| base | 1/2 passed |",
         "| `r1-q8_0.gguf` | q8_0 | 0.0 |",

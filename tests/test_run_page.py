@@ -15,6 +15,7 @@ import pytest
 from conftest import app_at, heavy_modules_after_rendering, shown, train_smoke_run
 from streamlit.testing.v1 import AppTest
 
+from core.evaluate.prompt_sets import save_prompt_set
 from core.jobs.lifecycle import job_view
 from core.store.files import read_json_object
 from core.store.runs import create_run, initial_status
@@ -395,12 +396,31 @@ def test_the_evaluate_panel_tries_an_answer_on_a_prompts_checks(runs_root):
         "❌ translation: contains 'kaffe är', 'för varm', 'drinka', listed as wrong  \n"
         "✅ leakage: no template or prompt text",
     ]
-    judged = verdict("Kaffet är för varmt för att drickas.")
+    judged = verdict("Kaffet är på tok för varmt för att dricka.")
     assert judged[0] == "**⚖️ needs a judge**" and judged[1].startswith(
-        "⚖️ translation: 'kaffet är för varmt för att drickas'"
+        "⚖️ translation: 'kaffet är på tok för varmt för att dricka'"
     )
     leaked = verdict(
         "user\n\nTranslate this sentence to Swedish: The coffee is too hot to drink.assistant\n\nKaffet är för hett att dricka."
     )
     assert leaked[0] == "**❌ failed**" and "✅ translation: matches the accepted translation" in leaked[1]
     assert "❌ leakage: role name 'user' at line 1; the prompt is echoed" in leaked[1]
+
+
+def test_try_an_answer_keeps_working_when_the_picked_set_lacks_the_picked_prompt(runs_root):
+    """The prompt remembered from the lab's set ("swedish") is not in a set picked next: the box
+    offers that set's first prompt instead of breaking the page."""
+    import_seed_runs(runs_root)
+    save_prompt_set(
+        runs_root,
+        "mine",
+        json.dumps({"name": "mine", "prompts": [{"id": "hi", "prompt": "Say hi.", "checks": []}]}),
+    )
+    path = create_run(runs_root, "done", default_config(), status=initial_status("completed", 30))
+    (path / "adapter").mkdir()
+    app = open_page("done")
+    app.selectbox(key="try_prompt").select("swedish").run()
+    app.selectbox(key="try_set").select("mine").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="try_prompt").value == "hi"
+    assert any(shown(c.value) == "Say hi." for c in app.caption)

@@ -131,8 +131,10 @@ def try_answer_box(prompt_sets: list[PromptSet]) -> None:
         columns = st.columns(2)
         by_name = {prompt_set.name: prompt_set for prompt_set in prompt_sets}
         prompt_set = by_name[columns[0].selectbox("Prompt set", list(by_name), key="try_set")]
-        prompt_id = columns[1].selectbox("Prompt", [p.id for p in prompt_set.prompts], key="try_prompt")
-        prompt = find_prompt(prompt_set, prompt_id)
+        ids = [p.id for p in prompt_set.prompts]
+        if st.session_state.get("try_prompt") not in ids:  # a prompt of the set picked before: start over
+            st.session_state.pop("try_prompt", None)
+        prompt = find_prompt(prompt_set, columns[1].selectbox("Prompt", ids, key="try_prompt"))
         st.caption(escape_markdown(prompt.prompt))
         answer = st.text_area("Answer", key="try_answer", max_chars=MAX_ANSWER_CHARS)
         runs_code = any(spec["type"] == "python_function" for spec in prompt.checks)

@@ -239,14 +239,14 @@ def evaluate_run(
             }
         row |= {"max_new_tokens": max_new_tokens, "model": model_label, "created_at": now_iso()}
         rows.append(row)
-        passed = sum(1 for c in row["checks"] if c["passed"] is True)
+        passed, judge, checks = tally([stored_verdict(check) for check in row["checks"]])
         latency = (
             "no answer"
             if row["latency_s"] is None
             else f"{row['latency_s']:.2f} s, {row['new_tokens']} tokens"
         )
         report(
-            f"[{number}/{total}] {prompt.id}: {passed}/{len(row['checks'])} checks passed, {latency}",
+            f"[{number}/{total}] {prompt.id}: {pass_text(passed, judge, checks, 'checks')}, {latency}",
             number / total,
         )
     folder = run_path / EVAL_DIR
@@ -293,9 +293,12 @@ def pass_count(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
     return tally([stored_verdict(row) for row in rows])
 
 
-def pass_text(passed: int, judge: int, total: int) -> str:
-    """ "7/10 passed, 1 needs a judge" (the judge part only when there is one)."""
-    return f"{passed}/{total} passed" + (f", {judge} need{'s' * (judge == 1)} a judge" if judge else "")
+def pass_text(passed: int, judge: int, total: int, counted: str = "") -> str:
+    """ "7/10 passed, 1 needs a judge" (the judge part only when there is one); with `counted`
+    "checks": "1/2 checks passed, 1 needs a judge"."""
+    return f"{passed}/{total}{' ' * bool(counted)}{counted} passed" + (
+        f", {judge} need{'s' * (judge == 1)} a judge" if judge else ""
+    )
 
 
 def variant_summaries(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

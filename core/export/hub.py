@@ -194,7 +194,7 @@ def model_card(run_path: Path, repo_id: str, export: dict[str, Any], gguf_files:
             "",
             "Fixed prompts, answers checked automatically for known failure modes.",
             "",
-            "| variant | passed |",
+            "| variant | answers |",
             "|---|---|",
         ]
         lines += [f"| {markdown_cell(variant)} | {passed} |" for variant, passed in evals.items()]
