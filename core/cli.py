@@ -6,8 +6,11 @@ Every command exits 0 on success and non-zero with a one-line reason on stderr o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +152,40 @@ def _runs_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote(spec: str) -> Any:
+    """The store a REMOTE argument names, with this process's Hub token for a bucket."""
+    from core.export.gguf_files import environment_token
+    from core.remote.stores import RemoteError, open_remote
+
+    try:
+        return open_remote(spec, token=environment_token())
+    except RemoteError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _runs_sync(args: argparse.Namespace) -> int:
+    from core.remote.stores import RemoteError
+    from core.remote.sync import pull, push
+
+    root = runs_root(args.runs_dir)
+    runs = [validate_run_name(name) for name in args.run] or None
+    extras = [part.strip() for part in (args.with_files or "").split(",") if part.strip()]
+    store = _remote(args.remote)
+    root.mkdir(parents=True, exist_ok=True)
+    steps = {"push": (push,), "pull": (pull,), "sync": (pull, push)}[args.runs_command]
+    problems = []
+    try:
+        for step in steps:
+            report = step(root, store, runs, extras)
+            print(f"{step.__name__} {store.name}: {report.summary()}", file=sys.stderr)
+            problems += report.problems
+    except RemoteError as exc:
+        raise CommandError(str(exc)) from None
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _presets(args: argparse.Namespace) -> int:
     if args.json:
         print(
@@ -221,6 +258,23 @@ def _check_local_dataset(config: RunConfig) -> None:
         raise CommandError(f"dataset {config.dataset}: {exc}") from None
 
 
+def _live_sync(path: Path, remote: str, every_s: float) -> Any:
+    """The training job's live sync to `remote` (core.remote.live), stopping the job itself
+    when a dashboard elsewhere asks."""
+    from core.remote.live import LiveSync
+
+    if not every_s >= 1:
+        raise CommandError(f"--sync-every must be at least 1 second (got {every_s:g})")
+
+    def stop_this_job() -> None:
+        try:
+            request_stop(path, "train")
+        except JobError:  # not recorded as running yet, or ending: signal this process directly
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return LiveSync(path, _remote(remote), every_s, stop_this_job)
+
+
 def _train(args: argparse.Namespace) -> int:
     from core.machine.devices import detect_device
     from core.train.plan import plan_training
@@ -284,18 +338,20 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    live = _live_sync(path, args.sync, args.sync_every) if args.sync else contextlib.nullcontext()
     if creating:
         create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
     started = False
-    try:
-        with run_job(path, "train", admit=lambda: check_trainable(path, resume=args.resume)) as job:
-            started = True
-            train_run(path, job, resume=args.resume)
-    except JobStopped:
-        pass  # stopped (while training, with a checkpoint): resumable with --resume
-    except BaseException:
-        if not started:  # refused, or no job: nothing was recorded
-            raise
+    with live:
+        try:
+            with run_job(path, "train", admit=lambda: check_trainable(path, resume=args.resume)) as job:
+                started = True
+                train_run(path, job, resume=args.resume)
+        except JobStopped:
+            pass  # stopped (while training, with a checkpoint): resumable with --resume
+        except BaseException:
+            if not started:  # refused, or no job: nothing was recorded
+                raise
     status = load_run(root, name).status  # how the job ended, as its lifecycle recorded it
     if status.get("state") == "failed":
         raise CommandError(f"training {name} failed: {status.get('error')} (see {path / TRAIN_LOG})")
@@ -430,6 +486,7 @@ def _checks_calibrate(args: argparse.Namespace) -> int:
     from core.evaluate.calibration import (
         AGREEMENT_COLUMNS,
         LAB_CALIBRATION_FILE,
+        CalibrationError,
         agreement_rows,
         calibrate,
         load_calibration,
@@ -470,7 +527,6 @@ def _export(args: argparse.Namespace) -> int:
     from core.export.verify import file_verdict
     from core.models.generation import check_adapter
 
-        CalibrationError,
     run = load_run(runs_root(args.runs_dir), validate_run_name(args.name))
     quants = validate_quants(args.quant or list(DEFAULT_QUANTS))
     check_adapter(run.path)
@@ -514,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", help="runs folder (default: $PEFT_RUNS_DIR, else ./runs)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    runs = commands.add_parser("runs", help="list, import and export runs")
+    runs = commands.add_parser("runs", help="list, import, export and sync runs")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     listing = runs_commands.add_parser("list", help="print the runs table")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -527,6 +583,31 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.set_defaults(handler=_runs_export)
     seeding = runs_commands.add_parser("seed", help="add the lab's recorded runs (T1-T4, Experiment 3)")
     seeding.set_defaults(handler=_runs_seed)
+    for action, what in (
+        ("push", "send this side's new and changed files of the runs to REMOTE"),
+        ("pull", "fetch the other sides' new and changed files of the runs from REMOTE"),
+        ("sync", "pull, then push"),
+    ):
+        syncing = runs_commands.add_parser(
+            action,
+            help=what,
+            description=f"{what[0].upper()}{what[1:]}: a folder, or hf://buckets/NAMESPACE/NAME[/prefix] "
+            "(a token from $HF_TOKEN). Each file has one writer (the side whose job writes it; ratings and "
+            "stop requests the side that wrote them): a push sends only this side's files, a pull never "
+            "replaces them. Light files always move, a run's adapter once it is completed, checkpoints, GGUF "
+            "files and the merged model only with --with. Exit status 1 when a file could not be moved.",
+        )
+        syncing.add_argument(
+            "remote", metavar="REMOTE", help="a folder, or hf://buckets/NAMESPACE/NAME[/prefix]"
+        )
+        syncing.add_argument("run", nargs="*", metavar="RUN", help="only these runs (default: all)")
+        syncing.add_argument(
+            "--with",
+            dest="with_files",
+            metavar="PARTS",
+            help="also move these, comma-separated: checkpoints, gguf, merged",
+        )
+        syncing.set_defaults(handler=_runs_sync)
 
     presets = commands.add_parser("presets", help="list the training presets")
     presets.add_argument("--json", action="store_true", help="print every setting of every preset as JSON")
@@ -556,6 +637,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="validate and print the config, plan and command"
     )
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.add_argument(
+        "--sync",
+        metavar="REMOTE",
+        help="while training, push the run's files to REMOTE (a folder, or hf://buckets/NAMESPACE/NAME[/prefix]) "
+        "and stop when a dashboard elsewhere asks through it",
+    )
+    train.add_argument(
+        "--sync-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="push every this many seconds, and at every change of state (default 30)",
+    )
     train.set_defaults(handler=_train)
 
     stop = commands.add_parser(

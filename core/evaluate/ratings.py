@@ -5,6 +5,8 @@ SHA-256 of the answer text that was rated. A rating applies only to that answer:
 evaluation gives a different answer, the rating is no longer shown (rating_applies), though it
 stays in the file until the person rates the new answer. Entries written before answer_sha256
 was recorded cannot be matched; they apply to whatever answer is there, as they did before.
+The file also names the side (core.store.paths.runs_root_side) whose dashboard wrote it last,
+under SIDE_KEY: a sync (core.remote) copies it only from that side.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from core.store.files import (
     read_json_object,
     write_json_atomic,
 )
+from core.store.paths import runs_root_side
 from core.store.runs import (
     RATINGS_FILE,
 )
@@ -34,6 +37,7 @@ MAX_RATINGS_BYTES = 8 << 20  # some 4,000 notes of 2,000 characters
 
 
 ANSWER_HASH_FIELD = "answer_sha256"  # in ratings.json: which answer a rating rates
+SIDE_KEY = "_side"  # in ratings.json: the side that wrote it (not a variant: variants match a pattern)
 
 
 class RatingError(ValueError):
@@ -127,4 +131,5 @@ def save_rating(
             prompts.pop(prompt_id, None)
         else:
             prompts[prompt_id] = {"rating": rating, "note": note, ANSWER_HASH_FIELD: answer_sha256(answer)}
-        write_json_atomic(run_path / RATINGS_FILE, {v: p for v, p in ratings.items() if p})
+        kept = {v: p for v, p in ratings.items() if p}
+        write_json_atomic(run_path / RATINGS_FILE, {SIDE_KEY: runs_root_side(run_path.parent), **kept})

@@ -47,6 +47,12 @@ GIT_TIMEOUT_S = 30
 HUB_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
+def environment_token() -> str | None:
+    """This process's Hub token: $HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN (Streamlit copies
+    root-level secrets into the environment); None when there is none."""
+    return next((value for name in HUB_TOKEN_VARIABLES if (value := os.environ.get(name, "").strip())), None)
+
+
 def git_revision(folder: Path) -> str | None:
     """The short git revision of the checkout at `folder`; None when it is not one or git is not installed."""
     try:

@@ -82,7 +82,7 @@ from core.store.files import (
     why_not_opened,
     write_json_atomic,
 )
-from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR, RUNS_DIR_ENV
+from core.store.paths import CACHE_DIR_ENV, PROJECT_DIR, RUNS_DIR_ENV, runs_root_side
 from core.store.runs import (
     CONFIG_FILE,
     GGUF_DIR,
@@ -380,7 +380,13 @@ def run_job(
 
         with _job_logging(output) as log_file, _group_watch(), _stop_signals(control, lambda: raising[0]):
             try:
-                _reset(path, state="queued", **job_identity(), stage="waiting for the job slot")
+                _reset(
+                    path,
+                    state="queued",
+                    **job_identity(),
+                    side=runs_root_side(run_path.parent),  # whose files these are, for a sync
+                    stage="waiting for the job slot",
+                )
                 with job_slot(f"{title} of {run_path.name}", waiting):
                     control.check_stop()
                     _sweep_debris(run_path)
@@ -414,14 +420,6 @@ def run_job(
 
 
 # --- launching, watching, stopping and killing -------------------------------------------
-
-
-def _dashboard_token() -> str | None:
-    """The dashboard's own Hub token: $HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN (Streamlit copies
-    root-level secrets into the environment); None when there is none."""
-    from core.export.gguf_files import HUB_TOKEN_VARIABLES
-
-    return next((value for name in HUB_TOKEN_VARIABLES if (value := os.environ.get(name, "").strip())), None)
 
 
 def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
@@ -468,7 +466,9 @@ def job_environment(hub: bool, network: bool = False) -> dict[str, str]:
     dashboard's reaches a job: no other token, key or password, whatever its name."""
     names = JOB_VARIABLES | job_settings() | (NETWORK_VARIABLES if hub or network else frozenset())
     environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
-    token = _dashboard_token() if hub else None
+    from core.export.gguf_files import environment_token
+
+    token = environment_token() if hub else None
     if token:
         environment["HF_TOKEN"] = token
     return environment

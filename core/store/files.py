@@ -28,9 +28,9 @@ import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class FileProblem(OSError):
@@ -103,17 +103,18 @@ def why_not_opened(exc: OSError) -> str:
     return exc.strerror or str(exc)  # EINVAL: "not a regular file"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and an atomic replace. The temporary file
-    is created new (never opened through a planted link) in the folder opened without following
-    a link, and the replace puts a regular file where any link or file was."""
+def write_file_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Fill `path` by `write(handle)` through a temporary file and an atomic replace. The
+    temporary file is created new (never opened through a planted link) in the folder opened
+    without following a link, and the replace puts a regular file where any link or file was;
+    if `write` raises, `path` is left as it was."""
     tmp = f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     with _folder_of(path) as folder:
         try:
             descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644, dir_fd=folder)
             fcntl.flock(descriptor, fcntl.LOCK_EX)  # in use: sweep_debris leaves it alone
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(descriptor, "wb") as handle:
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
@@ -121,6 +122,12 @@ def write_text_atomic(path: Path, text: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=folder)
             raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` (UTF-8) through a temporary file and an atomic replace
+    (write_file_atomic)."""
+    write_file_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def json_document(data: Any) -> str:
