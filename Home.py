@@ -24,16 +24,20 @@ from ui.labels import state_label
 from ui.links import run_url, show_flash
 from ui.lookups import cached_gpus
 from ui.owner import access_panel, owner_only
+from ui.remote import remote_sync, synced_remote
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
 access_panel()
 show_flash()
 root = runs_root()
+synced_remote(root)
 
 
 def runs_table(was_active: bool) -> None:
-    """Counts and the runs table, read again every POLL_SECONDS while a job is queued or running."""
+    """Counts and the runs table, read again every POLL_SECONDS while a job is queued or running
+    (here, or elsewhere through the runs remote)."""
+    remote_sync(root)
     try:
         runs = with_live_states(list_runs(root))
     except OSError as exc:

@@ -25,6 +25,7 @@ from ui.labels import state_label
 from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
 from ui.lookups import cached_gpus
 from ui.owner import access_panel
+from ui.remote import elsewhere_notice, remote_sync, synced_remote
 from ui.text import escape_markdown
 
 PICK = "run_page_pick"  # the run picker's key
@@ -40,11 +41,19 @@ def forget_run() -> None:
     st.rerun()
 
 
-def live_view(path, was_active: bool) -> None:
-    """Heading, progress, loss chart, log and the job's buttons; reruns itself while a job is active."""
+def watched(path) -> bool:
+    """Whether the page follows the run live: a job of it is active here, or its training runs
+    elsewhere (a synced copy)."""
+    return any_job_active(path) or job_view(path, "train").elsewhere
+
+
+def live_view(path, was_watched: bool) -> None:
+    """Heading, progress, loss chart, log and the job's buttons; reruns itself while a job is
+    active here or elsewhere."""
+    sync = remote_sync(path.parent)  # a copy of a run elsewhere is fresh as of this sync
     run = read_run_folder(path)
     view = job_view(path, "train")
-    if any_job_active(path) != was_active:
+    if watched(path) != was_watched:
         st.rerun()  # start or stop polling
     state = run.state
     st.markdown(f"### {state_label(state)} · {escape_markdown(run.name)}")
@@ -56,6 +65,8 @@ def live_view(path, was_active: bool) -> None:
         st.info("Queued but not started.")
     if view.stop_requested:
         st.warning("Stopping…: the job saves a checkpoint at its current step, then ends.")
+    if view.elsewhere:
+        elsewhere_notice(path.parent, run.name, view, sync, st)
     if run.broken:
         st.error("This run folder is broken: " + escape_markdown("; ".join(run.problems)))
         delete_controls(path, run.name, st.columns(4)[3], forget_run)
@@ -93,6 +104,8 @@ def live_view(path, was_active: bool) -> None:
     checkpoint = latest_checkpoint(path)
     if view.active:
         stop_controls(path, view, ("Stopping…" if view.stop_requested else "Stop", "Kill"), actions[:2])
+    elif view.elsewhere:
+        pass  # stopped through the remote (above): its side's job resumes it there
     elif state in ("stopped", "failed") and not run.imported:
         label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
         if actions[0].button(label, type="primary"):
@@ -110,12 +123,13 @@ def live_view(path, was_active: bool) -> None:
     actions[2].page_link(
         COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": run.name}
     )
-    if not any_job_active(path):
+    if not watched(path):
         delete_controls(path, run.name, actions[3], forget_run)
 
 
 root = runs_root()
 st.title("Run")
+synced_remote(root)
 try:
     prepare_runs_root(root)  # a shared link to a lab run may be the first page a session opens
 except OSError as exc:
@@ -150,8 +164,8 @@ if name is None:
 record_choice("run", PICK, name)
 path = root / name
 run = read_run_folder(path)
-active = any_job_active(path)
-st.fragment(run_every=POLL_SECONDS if active else None)(live_view)(path, active)
+following = watched(path)
+st.fragment(run_every=POLL_SECONDS if following else None)(live_view)(path, following)
 
 if run.state == "completed" and (path / ADAPTER_DIR).is_dir():
     capability = training_capability(cached_gpus())

@@ -14,6 +14,7 @@ from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, cost_section, loss_curves_section
 from ui.links import record_choice, synced_choice
 from ui.owner import access_panel
+from ui.remote import synced_remote
 from ui.text import escape_markdown
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
@@ -32,6 +33,7 @@ def cached_runs(root: str, signature: str) -> list[Run]:
 st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
 access_panel()
 root = runs_root()
+synced_remote(root)
 st.title("Compare runs")
 st.caption(
     "Loss curves, what each run cost, metrics against a baseline, config differences and answers side by side."

@@ -247,7 +247,7 @@ def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_mod
     app.number_input(key="eval_max_new_tokens").set_value(8).run()
     start_and_follow(app, "Evaluate", runs_root / "evalme" / "jobs" / "eval.json")
     table = app.dataframe[-1].value
-    assert list(table["Variant"]) == ["adapter"] and table["Passed all checks"][0].endswith("/10")
+    assert list(table["Variant"]) == ["adapter"] and table["Answers"][0].endswith("/10 passed")
     assert any(c.value.startswith("Last evaluation: ✅ completed") for c in app.caption)
     rows = [
         json.loads(line)
@@ -317,7 +317,7 @@ def test_odd_run_folders_show_without_breaking_the_page_and_a_broken_one_can_be_
             {
                 "Variant": "adapter",
                 "Prompt set": None,
-                "Passed all checks": "0/1",
+                "Answers": "0/1 passed",
                 "Mean latency (s)": None,
                 "Evaluated": None,
             }

@@ -31,7 +31,7 @@ from ui.text import escape_markdown
 SUMMARY_COLUMNS = {
     "variant": "Variant",
     "prompt_set": "Prompt set",
-    "passed": "Passed all checks",
+    "passed": "Answers",
     "mean_latency_s": "Mean latency (s)",
     "evaluated": "Evaluated",
 }

@@ -591,11 +591,18 @@ class JobView:
     status: dict[str, Any]
     launch: dict[str, Any]
     log: Path
+    recorded_elsewhere: bool = False  # by another host or side: its files are a synced copy
 
     @property
     def active(self) -> bool:
         """Queued or running, with its process alive."""
         return self.state in ACTIVE_STATES and self.alive
+
+    @property
+    def elsewhere(self) -> bool:
+        """Queued or running by its files, on another host or side: watched through a sync,
+        stopped through a remote (core.remote.sync.request_remote_stop)."""
+        return self.state in ACTIVE_STATES and self.recorded_elsewhere
 
     @property
     def waiting_for(self) -> str | None:
@@ -702,11 +709,25 @@ def _look(run_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, Any], di
     return status, launch, process, job_alive(process, run_path, kind) if process.get("pid") else False
 
 
-def _dead_here(status: dict[str, Any], process: dict[str, Any], alive: bool) -> bool:
-    """Whether a job is queued or running by its files while the process it names, recorded on
-    this host (or on none, as older versions did), is not the job."""
-    recorded_here = process.get("host") in (None, socket.gethostname())
-    return status.get("state") in ACTIVE_STATES and bool(process.get("pid")) and not alive and recorded_here
+def _recorded_elsewhere(run_path: Path, status: dict[str, Any], process: dict[str, Any]) -> bool:
+    """Whether the job was recorded by another host, or by another side (runs root) of a sync
+    (core.remote): its state file is a copy, and only that side can tell whether it still runs."""
+    side = status.get("side")
+    host = process.get("host")
+    return (host is not None and host != socket.gethostname()) or (
+        isinstance(side, str) and side != runs_root_side(run_path.parent)
+    )
+
+
+def _dead_here(run_path: Path, status: dict[str, Any], process: dict[str, Any], alive: bool) -> bool:
+    """Whether a job is queued or running by its files while the process it names, recorded here
+    (or with no host, as older versions did), is not the job."""
+    return (
+        status.get("state") in ACTIVE_STATES
+        and bool(process.get("pid"))
+        and not alive
+        and not _recorded_elsewhere(run_path, status, process)
+    )
 
 
 def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
@@ -721,11 +742,11 @@ def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
     files say; a record without a host (an older version's) is not alive.
     """
     status, launch, process, alive = _look(run_path, kind)
-    if reconcile and _dead_here(status, process, alive):
+    if reconcile and _dead_here(run_path, status, process, alive):
         try:
             with _control(run_path, kind):
                 status, launch, process, alive = _look(run_path, kind)
-                if _dead_here(status, process, alive):
+                if _dead_here(run_path, status, process, alive):
                     status = _ended_by_death(run_path, kind, launch, status)
         except (JobError, OSError):
             pass  # a run folder that cannot be written (planted links, read-only, deleted): reported as read
@@ -739,6 +760,7 @@ def job_view(run_path: Path, kind: str, *, reconcile: bool = True) -> JobView:
         status,
         launch,
         log_path(run_path, kind),
+        _recorded_elsewhere(run_path, status, process),
     )
 
 

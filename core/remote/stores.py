@@ -26,7 +26,7 @@ BUCKET_SCHEME = "hf://buckets/"
 _BUCKET_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
-class RemoteError(RuntimeError):
+class RemoteError(OSError):
     """A remote that cannot be used as given, or a transfer that failed; the message says why."""
 
 
