@@ -27,7 +27,11 @@ def remote_with_a_run_elsewhere(tmp_path, runs_root, monkeypatch):
     )
     status = read_json_object(a / "far" / "status.json")
     status.update(
-        side=runs_root_side(a), host="colab-t4", pid=4242, step=12, started_at="2026-11-30T10:00:00+00:00"
+        side=runs_root_side(a),
+        host=socket.gethostname(),
+        pid=4242,
+        step=12,
+        started_at="2026-11-30T10:00:00+00:00",
     )
     write_json_atomic(a / "far" / "status.json", status)
     (a / "far" / "events.jsonl").write_text('{"step": 12, "loss": 1.5, "elapsed_s": 30.0}\n')
