@@ -35,6 +35,7 @@ SETTINGS = {
     "use_rslora": False,
     "batch_size": 2,
     "gradient_accumulation_steps": 4,
+    "num_processes": 1,
     "warmup_steps": 5,
     "max_steps": 30,
     "learning_rate": 1e-2,

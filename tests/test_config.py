@@ -28,6 +28,7 @@ def test_defaults_are_the_lab_notebooks():
     assert (config.learning_rate, config.weight_decay, config.lr_scheduler) == (2e-4, 0.01, "linear")
     assert (config.seed, config.packing, config.max_seq_length) == (3407, False, 1024)  # see below
     assert (config.save_steps, config.save_total_limit, config.optimizer) == (100, 2, "auto")
+    assert config.num_processes == 1  # the notebook's one GPU
     assert parse_config({}) == config
     assert parse_config(config.to_dict()) == config
 
@@ -64,6 +65,9 @@ def test_defaults_are_the_lab_notebooks():
         ("save_steps", 10**20, f"must be from 1 to 1000000 (got {10**20})"),
         ("logging_steps", 0, "must be from 1 to 1000000 (got 0)"),
         ("logging_steps", 2_000_000, "from 1 to 1000000"),
+        ("num_processes", 0, "must be from 1 to 64 (got 0)"),
+        ("num_processes", 65, "must be from 1 to 64 (got 65)"),
+        ("num_processes", 2.0, "must be a whole number"),
     ],
 )
 def test_a_bad_field_is_reported_by_name(field, value, message):
@@ -109,10 +113,12 @@ def test_set_assignments_are_typed_by_their_field():
             "target_modules=q_proj, v_proj",
             "save_total_limit=none",
             "note=a = b",
+            "num_processes=2",
         ],
     )
     parsed = parse_config(config)
     assert (parsed.lora_r, parsed.learning_rate, parsed.packing) == (64, 1e-4, True)
+    assert parsed.num_processes == 2
     assert parsed.target_modules == ("q_proj", "v_proj")
     assert parsed.save_total_limit is None and parsed.note == "a = b"
 

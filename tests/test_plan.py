@@ -22,6 +22,9 @@ CPU = DeviceFacts(cuda=False)
 T4 = DeviceFacts(cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7, unsloth_installed=True)
 T4_WITHOUT_UNSLOTH = DeviceFacts(cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7)
 A100 = DeviceFacts(cuda=True, bf16=True, gpu_name="NVIDIA A100", gpu_memory_gb=40.0, unsloth_installed=True)
+TWO_T4 = DeviceFacts(
+    cuda=True, bf16=False, gpu_name="Tesla T4", gpu_memory_gb=14.7, gpu_count=2, unsloth_installed=True
+)
 
 
 def lab(**changes):
@@ -74,6 +77,33 @@ def test_configs_that_cannot_run_here_are_refused_with_the_reason(changes, facts
         plan_training(lab(**changes), facts)
 
 
+def test_processes_need_a_gpu_each_and_train_on_the_cpu_only_with_a_warning(monkeypatch):
+    monkeypatch.setattr("core.train.plan.package_version", lambda name: "2026.10.9")
+    plan = plan_training(lab(num_processes=2), TWO_T4)
+    assert (plan.backend, plan.processes, plan.warnings) == ("unsloth", 2, ())
+    assert plan.to_dict()["processes"] == 2 and plan_training(lab(), TWO_T4).processes == 1
+    with pytest.raises(
+        PlanError, match="num_processes=3 needs 3 GPUs, one per process, and this machine has 2"
+    ):
+        plan_training(lab(num_processes=3), TWO_T4)
+    smoke = parse_config({**get_preset("cpu_smoke").config(), "num_processes": 2})
+    assert plan_training(smoke, CPU).warnings == (
+        "no CUDA GPU here: 2 processes train on the CPU (gloo) and share its cores, which tests DDP but is "
+        "slower than one process",
+    )
+
+
+@pytest.mark.parametrize("version", ["2025.11.6", "2026.10.8", "not-a-version", None])
+def test_an_unsloth_older_than_its_checked_ddp_support_is_refused_for_processes(monkeypatch, version):
+    monkeypatch.setattr("core.train.plan.package_version", lambda name: version)
+    with pytest.raises(
+        PlanError, match=r"trains on one GPU only here: multi-GPU \(DDP\) training needs unsloth>=2026.10.9"
+    ):
+        plan_training(lab(num_processes=2), TWO_T4)
+    assert plan_training(lab(num_processes=2, backend="hf"), TWO_T4).backend == "hf"
+    assert plan_training(lab(), TWO_T4).backend == "unsloth"  # one process: any unsloth
+
+
 def test_a_full_size_model_on_cpu_is_allowed_with_a_warning():
     plan = plan_training(lab(base_model="meta-llama/Llama-3.2-1B-Instruct", load_in_4bit=False), CPU)
     assert plan.device == "cpu" and "very slowly" in plan.warnings[0]
@@ -88,6 +118,7 @@ def test_trainer_arguments_carry_the_config_and_the_plan(tmp_path: Path):
         progress_bar=False,
     )
     assert cpu_args["use_cpu"] and not cpu_args["bf16"] and not cpu_args["fp16"]
+    assert cpu_args["ddp_find_unused_parameters"] is False  # every LoRA parameter gets a gradient
     assert not cpu_args["gradient_checkpointing"] and cpu_args["disable_tqdm"]
     gpu_args = sft_arguments(config, plan_training(config, T4), tmp_path, progress_bar=True)
     expected = {

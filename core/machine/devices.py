@@ -36,6 +36,7 @@ class DeviceFacts:
     bf16: bool = False
     gpu_name: str | None = None
     gpu_memory_gb: float | None = None
+    gpu_count: int = 0
     unsloth_installed: bool = False
     unsloth_error: str | None = None
 
@@ -123,6 +124,7 @@ def detect_device(backend: str) -> DeviceFacts:
         bf16=torch.cuda.is_bf16_supported(including_emulation=False),  # a T4 only emulates bf16
         gpu_name=properties.name,
         gpu_memory_gb=round(properties.total_memory / 1024**3, 1),
+        gpu_count=torch.cuda.device_count(),
         unsloth_installed=installed,
         unsloth_error=error,
     )
@@ -140,6 +142,7 @@ def device_facts_from(gpus: list[Gpu]) -> DeviceFacts:
         bf16=(gpu.compute_capability or 0) >= 8.0,
         gpu_name=gpu.name,
         gpu_memory_gb=gpu.memory_gb,
+        gpu_count=len(gpus),
         unsloth_installed=unsloth,
     )
 

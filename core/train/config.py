@@ -412,6 +412,18 @@ class RunConfig:
             high=1024,
         ),
     )
+    num_processes: int = field(
+        default=1,
+        metadata=_meta(
+            "Processes (GPUs)",
+            "training processes, one per GPU: above 1 the job runs them under accelerate launch "
+            "(data-parallel, DDP); the global batch is batch size x accumulation x processes",
+            TRAINING,
+            "whole",
+            low=1,
+            high=64,
+        ),
+    )
     learning_rate: float = field(
         default=2e-4,
         metadata=_meta(

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from core.machine.devices import GPU_HINT, DeviceFacts, PlanError
+from core.machine.installed import package_version
 from core.train.backends import named_template
 from core.train.config import RunConfig
 from core.train.tiny import TINY_MODEL_ID
 
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+UNSLOTH_DDP_VERSION = "2026.10.9"
+"""The first Unsloth whose multi-GPU (DDP) support this project checked: under `accelerate launch`
+FastLanguageModel.from_pretrained puts each process's model on its own GPU
+(loader_utils.prepare_device_map) and its trainers turn off DDP's find_unused_parameters for a
+LoRA adapter under gradient checkpointing (models/_ddp_defaults.py)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class TrainingPlan:
     optimizer: str
     precision: str
     gradient_checkpointing: bool
+    processes: int = 1
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,6 +46,7 @@ class TrainingPlan:
             "optimizer": self.optimizer,
             "precision": self.precision,
             "gradient_checkpointing": self.gradient_checkpointing,
+            "processes": self.processes,
             "warnings": list(self.warnings),
         }
 
@@ -89,14 +97,47 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
     is_small = config.base_model == TINY_MODEL_ID or Path(config.base_model).expanduser().is_dir()
     if device == "cpu" and not is_small:
         warnings.append("no CUDA GPU here: a full-size model trains very slowly on CPU")
+    warnings += _processes_problems(config.num_processes, backend, facts)
     return TrainingPlan(
         backend=backend,
         device=device,
         optimizer=optimizer,
         precision=precision,
         gradient_checkpointing=device == "cuda",
+        processes=config.num_processes,
         warnings=tuple(warnings),
     )
+
+
+def _processes_problems(processes: int, backend: str, facts: DeviceFacts) -> list[str]:
+    """The warnings of a run with `processes` training processes; PlanError when it cannot run
+    here: more processes than GPUs, or an Unsloth older than the DDP support checked."""
+    if processes == 1:
+        return []
+    if facts.cuda and processes > facts.gpu_count:
+        raise PlanError(
+            f"num_processes={processes} needs {processes} GPUs, one per process, and this machine has "
+            f"{facts.gpu_count}: set num_processes to at most {facts.gpu_count}"
+        )
+    if backend == "unsloth":
+        from packaging.version import InvalidVersion, Version  # a dependency of transformers and streamlit
+
+        version = package_version("unsloth") or "0"
+        try:
+            too_old = Version(version) < Version(UNSLOTH_DDP_VERSION)
+        except InvalidVersion:
+            too_old = True
+        if too_old:
+            raise PlanError(
+                f"unsloth {version} trains on one GPU only here: multi-GPU (DDP) training needs "
+                f"unsloth>={UNSLOTH_DDP_VERSION} (pip install -U 'unsloth>={UNSLOTH_DDP_VERSION}'), or set backend=hf"
+            )
+    if not facts.cuda:
+        return [
+            f"no CUDA GPU here: {processes} processes train on the CPU (gloo) and share its cores, "
+            "which tests DDP but is slower than one process"
+        ]
+    return []
 
 
 def sft_arguments(
@@ -107,6 +148,9 @@ def sft_arguments(
     The dataset arrives tokenized (input ids and, for responses-only loss, labels), so trl
     only packs. Gradient checkpointing stays on with Unsloth: its trainer passes the flag to
     the model's for_training, and off would undo get_peft_model's "unsloth" checkpointing.
+    Under DDP every LoRA parameter gets a gradient at every step, so DDP need not look for
+    unused ones (the Trainer would ask it to for a PEFT model, which reentrant gradient
+    checkpointing breaks: "marked as ready twice").
     """
     return {
         "output_dir": str(output_dir),
@@ -131,6 +175,7 @@ def sft_arguments(
         "use_cpu": plan.device == "cpu",
         "gradient_checkpointing": plan.gradient_checkpointing,
         "include_num_input_tokens_seen": "non_padding",
+        "ddp_find_unused_parameters": False,
         "report_to": "none",
         "disable_tqdm": not progress_bar,
         "dataset_num_proc": None,
