@@ -6,6 +6,7 @@ from typing import Any
 
 from core.train.backends import lora_arguments, prepare_tokenizer, resolve_base_model
 from core.train.config import RunConfig
+from core.train.distributed import local_rank
 
 
 def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
@@ -18,7 +19,7 @@ def load_model(config: RunConfig, plan: Any) -> tuple[Any, Any]:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision, torch.float32)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if plan.device == "cuda":
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": local_rank()}  # each process of a distributed run on its own GPU
     if config.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

@@ -1,7 +1,10 @@
 """The trainer callback that writes a run's progress into its folder and honours stop requests.
 
 Imported only by the training job (it imports transformers). The stop request is the job's
-(core.jobs.protocol.JobControl): checked at every step, it ends the step with a checkpoint.
+(core.jobs.protocol.JobControl): checked at every step, it ends the step with a checkpoint. In a
+run of several processes (core.train.distributed) every process has a recorder: at each step's
+end they take the maximum of their stop flags and memory readings together, so all of them stop
+after the same step, and only the first process (rank 0) writes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from transformers import TrainerCallback
 from core.jobs.protocol import JobControl
 from core.store.files import append_jsonl
 from core.store.runs import EVENTS_FILE, update_status
+from core.train.distributed import max_over_processes
 from core.train.memory import MemoryMeter
 
 log = logging.getLogger(__name__)
@@ -25,8 +29,8 @@ STATUS_INTERVAL_S = 1.0  # status.json is rewritten at most this often (it may s
 class RunRecorder(TrainerCallback):
     """Appends one event per logging step, keeps status.json current, stops on request.
 
-    `job` is the training job's control: once a stop is requested, the current step ends
-    with a checkpoint and training stops.
+    `job` is the training job's control: once a stop is requested (of any process of the
+    run: `stopping`), the current step ends with a checkpoint and training stops.
     """
 
     def __init__(self, run_path: Path, meter: MemoryMeter, job: JobControl, runtime_before_s: float):
@@ -36,6 +40,8 @@ class RunRecorder(TrainerCallback):
         self.runtime_before_s = runtime_before_s
         self.segment_start = time.monotonic()
         self.status_written = float("-inf")
+        self.stopping = False  # a stop was requested of any process of the run
+        self.memory_gb = 0.0  # at the last step's end: the largest of the processes' readings
 
     def elapsed_s(self) -> float:
         """Training time of the whole run so far, earlier segments included."""
@@ -46,15 +52,19 @@ class RunRecorder(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         last_step = state.global_step >= state.max_steps
-        stopping = self.job.stop_requested
-        if stopping or last_step or time.monotonic() - self.status_written >= STATUS_INTERVAL_S:
+        stop, self.memory_gb = max_over_processes([float(self.job.stop_requested), self.meter.current_gb()])
+        self.stopping = stopping = stop > 0
+        due = time.monotonic() - self.status_written >= STATUS_INTERVAL_S
+        if state.is_world_process_zero and (stopping or last_step or due):
             update_status(self.run_path, step=state.global_step, training_s=round(self.elapsed_s(), 3))
             self.status_written = time.monotonic()
         if stopping or last_step:
             control.should_log = True  # the loss of a last, partial logging interval is not lost
         if stopping and not last_step:
             log.info(
-                "stop requested (%s): saving a checkpoint at step %d", self.job.stop_signal, state.global_step
+                "stop requested (%s): saving a checkpoint at step %d",
+                self.job.stop_signal or "of another process",
+                state.global_step,
             )
             control.should_save = True
             control.should_training_stop = True
@@ -63,9 +73,9 @@ class RunRecorder(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not logs or "loss" not in logs:
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
-        memory = self.meter.current_gb()
+        memory = self.memory_gb
         event = {
             "step": state.global_step,
             "loss": logs["loss"],

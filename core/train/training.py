@@ -5,7 +5,8 @@ records the job's state in status.json; training adds its progress there (step, 
 training_s, resumes) and writes events.jsonl, checkpoints, adapter/ and metrics.json. A
 completed run has its adapter and metrics; on a stop request (SIGTERM or SIGINT) the current
 step ends with a checkpoint and JobStopped ends the job `stopped`. Heavy libraries are
-imported only once training starts.
+imported only once training starts. With num_processes > 1 the job trains through
+core.train.distributed (accelerate launch), each process running `train_process`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs.processes import job_alive
-from core.jobs.protocol import JobControl
+from core.jobs.protocol import JobControl, JobStopped
+from core.machine.devices import DeviceFacts
 from core.machine.installed import package_version
 from core.store.files import (
     read_jsonl,
@@ -36,6 +38,7 @@ from core.store.runs import (
     update_status,
 )
 from core.train.config import ConfigError, RunConfig, parse_config
+from core.train.memory import MemoryFigures, MemoryMeter
 from core.train.plan import TrainingPlan, build_sft_config, keep_trainable_float32, sft_arguments
 
 log = logging.getLogger(__name__)
@@ -148,36 +151,46 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _train(
+def plan_here(config: RunConfig) -> tuple[DeviceFacts, TrainingPlan]:
+    """What this process trains on and how (detect_device comes first: it decides the backend
+    and imports unsloth before anything else); PlanError when the config cannot run here."""
+    from core.machine.devices import detect_device
+    from core.train.plan import plan_training
+
+    facts = detect_device(config.backend)
+    return facts, plan_training(config, facts)
+
+
+def _process_memory(
+    meter: MemoryMeter, seen_gb: list[float]
+) -> tuple[MemoryFigures, list[float], float | None]:
+    """The memory figures of the process with the highest peak, every process's peak, and the
+    highest peak allocated (CUDA); one process's own in a run of one process."""
+    from core.train.distributed import gathered
+
+    every = gathered((meter.figures(seen_gb), meter.peak_allocated_gb()))
+    figures = max((figures for figures, _ in every), key=lambda figures: figures.peak_gb)
+    allocated = [value for _, value in every if value is not None]
+    return figures, [f.peak_gb for f, _ in every], max(allocated) if allocated else None
+
+
+def train_process(
     run_path: Path,
     config: RunConfig,
+    facts: DeviceFacts,
+    plan: TrainingPlan,
     checkpoint: Path | None,
     resume: bool,
     runtime_before: float,
     job: JobControl,
 ) -> None:
-    from core.machine.devices import detect_device
+    """Train the run in this process: the whole of it, or one rank's share of a distributed run
+    (core.train.rank), where rank 0 alone writes the run folder. Raises JobStopped after the
+    checkpoint of a stop request."""
     from core.train.data import load_conversations, tokenize_conversations
-    from core.train.plan import plan_training
 
-    facts = detect_device(config.backend)
     # Where this attempt starts; read now: the trainer may rotate that checkpoint away later.
     first_step = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
-    plan = plan_training(config, facts)
-    log.info(
-        "plan: backend %s on %s, optimizer %s, precision %s%s",
-        plan.backend,
-        facts.gpu_name or plan.device,
-        plan.optimizer,
-        plan.precision,
-        "".join(f"; warning: {w}" for w in plan.warnings),
-    )
-    if resume:
-        _rewind_events(run_path, checkpoint)
-        log.info(
-            "resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s",
-            checkpoint or "",
-        )
     job.stage(f"loading data: {config.dataset} [{config.split}]")
     conversations, report = load_conversations(config.dataset, config.split)
     job.stage(f"loading model: {config.base_model} ({plan.backend} backend)")
@@ -188,37 +201,40 @@ def _train(
     rows = tokenize_conversations(tokenizer, conversations, config, report)
     log.info("data: %s", report.summary())
 
-    from core.train.memory import MemoryMeter
     from core.train.recorder import RunRecorder
 
     meter = MemoryMeter(plan.device)
     recorder = RunRecorder(run_path, meter, job, runtime_before)
     trainer = build_trainer(model, tokenizer, rows, config, plan, run_path / CHECKPOINTS_DIR, [recorder])
+    main = trainer.is_world_process_zero()
     meter.start_training()
     job.stage(
         f"training: {config.max_steps} steps, memory at start {meter.start_gb:.2f} GB ({meter.measure})"
     )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if job.stop_requested and trainer.state.global_step < config.max_steps:
-        update_status(run_path, step=trainer.state.global_step, training_s=round(recorder.elapsed_s(), 3))
+    if recorder.stopping and trainer.state.global_step < config.max_steps:
+        if main:
+            update_status(run_path, step=trainer.state.global_step, training_s=round(recorder.elapsed_s(), 3))
         log.info("stopped at step %d; resume with --resume", trainer.state.global_step)
-        job.check_stop()
+        raise JobStopped(f"stopped by {job.stop_signal or 'a stop request to another process'}")
 
-    log.info("saving the adapter")
-    _save_adapter(model, tokenizer, run_path)
     events, _ = read_jsonl(run_path / EVENTS_FILE)
-    runtime = recorder.elapsed_s()
-    tokens = int(trainer.state.num_input_tokens_seen or 0)
-    memory = meter.figures(
+    memory, peaks, allocated = _process_memory(
+        meter,
         [
             e["memory_gb"]
             for e in events
             if isinstance(e.get("memory_gb"), (int, float))
             and isinstance(e.get("step"), int)
             and e["step"] > first_step
-        ]
+        ],
     )
-    allocated = meter.peak_allocated_gb()
+    if not main:
+        return
+    log.info("saving the adapter")
+    _save_adapter(model, tokenizer, run_path)
+    runtime = recorder.elapsed_s()
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
         "train_loss": mean_loss(events),
         "trainer_train_loss": None if resume else output.training_loss,  # the trainer's covers one attempt
@@ -230,6 +246,8 @@ def _train(
         **memory.to_metrics(),
         "peak_allocated_gb": None if allocated is None else round(allocated, 3),
         "memory_measure": meter.measure,
+        "processes": plan.processes,
+        "process_peak_memory_gb": [round(peak, 3) for peak in peaks],
         "device": facts.gpu_name or "cpu",
         "device_memory_gb": facts.gpu_memory_gb,
         "plan": plan.to_dict(),
@@ -278,4 +296,25 @@ def train_run(run_path: Path, job: JobControl, *, resume: bool = False) -> None:
     )
     # Training time already spent counts, work lost to a crash included: it is what the run cost.
     spent = float(previous.get("training_s") or 0.0) if resume else 0.0
-    _train(run_path, config, checkpoint, resume, spent, job)
+    facts, plan = plan_here(config)
+    log.info(
+        "plan: backend %s on %s, optimizer %s, precision %s%s%s",
+        plan.backend,
+        facts.gpu_name or plan.device,
+        plan.optimizer,
+        plan.precision,
+        f", {plan.processes} processes" if plan.processes > 1 else "",
+        "".join(f"; warning: {w}" for w in plan.warnings),
+    )
+    if resume:
+        _rewind_events(run_path, checkpoint)
+        log.info(
+            "resuming from %s" if checkpoint else "no checkpoint yet: starting over from step 0%s",
+            checkpoint or "",
+        )
+    if plan.processes > 1:
+        from core.train.distributed import train_processes
+
+        train_processes(run_path, config, plan, checkpoint, resume, spent, job)
+    else:
+        train_process(run_path, config, facts, plan, checkpoint, resume, spent, job)
