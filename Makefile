@@ -73,6 +73,7 @@ bench: $(VENV)/.dev-deps chromium bubblewrap
 	$(BIN)/python bench/imports.py
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/ddp.py
 	$(BIN)/python bench/startup.py
 
 # The GPU check (bench/gpu_check.py): on a CUDA machine with requirements-train.txt installed,
