@@ -1,6 +1,7 @@
 """A training job watched and stopped from elsewhere: while it runs, its light files go to a
-remote every few seconds and at every change of state, and the remote is polled for a stop
-request a dashboard on another side wrote there (core.remote.sync.request_remote_stop).
+remote every few seconds and at every change of state, and the remote is polled (every
+STOP_POLL_S seconds at most) for a stop request a dashboard on another side wrote there
+(core.remote.sync.request_remote_stop).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from core.store.runs import STATUS_FILE
 log = logging.getLogger(__name__)
 DEFAULT_SYNC_EVERY_S = 30.0
 _LOOK_EVERY_S = 1.0  # how often the state is looked at, for a push at every change
+STOP_POLL_S = 5.0  # how often the remote is asked for a stop request (a small read)
 
 
 class LiveSync:
@@ -77,11 +79,13 @@ class LiveSync:
             log.warning("cannot read stop requests from %s: %s", self.store.name, exc)
 
     def _loop(self) -> None:
-        last_state, last_push = None, 0.0
+        last_state, last_push, last_poll = None, 0.0, 0.0
         while not self._done.wait(_LOOK_EVERY_S):
             status = self._status()
             state = status.get("state")
             if state != last_state or time.monotonic() - last_push >= self.every_s:
                 self._push()
-                self._poll_stop(status)
                 last_state, last_push = state, time.monotonic()
+            if time.monotonic() - last_poll >= min(self.every_s, STOP_POLL_S):
+                self._poll_stop(status)
+                last_poll = time.monotonic()

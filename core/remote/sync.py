@@ -419,10 +419,16 @@ def request_remote_stop(root: Path, store: RemoteStore, run: str, kind: str = "t
     push(root, store, [run])
 
 
-def remote_stop_requested(store: RemoteStore, run: str, since: str) -> bool:
-    """Whether the remote holds a stop request for `run` made after `since` (an ISO time: the
-    job's start)."""
-    files = store.files()
-    document = _remote_document(store, files, f"{run}/{STOP_REQUEST_FILE}")
+def remote_stop_request(store: RemoteStore, run: str) -> str | None:
+    """When a stop of `run` was last requested through the remote (an ISO time in whole seconds,
+    as now_iso writes it), or None when none was."""
+    document = _remote_document(store, store.files(), f"{run}/{STOP_REQUEST_FILE}")
     requested = document.get("requested_at")
-    return isinstance(requested, str) and requested > since
+    return requested if isinstance(requested, str) else None
+
+
+def remote_stop_requested(store: RemoteStore, run: str, since: str) -> bool:
+    """Whether the remote holds a stop request for `run` made at or after `since` (the job's
+    start; whole seconds: the same second counts)."""
+    requested = remote_stop_request(store, run)
+    return requested is not None and requested >= since

@@ -25,14 +25,17 @@ class ModelShape:
     weights_4bit_gb: float  # measured: reserved memory after loading in 4-bit with Unsloth
     training_gb_r16: float  # measured: peak minus load at r=16, batch 2 x 1024 tokens
     training_gb_per_rank: float
+    t4_step_s: float  # measured: seconds per step on a T4, batch 2 x 4 x 1024 tokens (the lab's runtimes)
 
 
 LAB_PER_RANK_GB = (1.75 - 1.36) / (64 - 16)  # 1B: r16 -> r64 added 0.39 GB
 KNOWN_SHAPES = {
-    "llama-3.2-1b": ModelShape(1.24e9, 1.20, 1.36, LAB_PER_RANK_GB),
-    "llama-3.2-3b": ModelShape(3.21e9, 3.07, 1.36 - 48 * LAB_PER_RANK_GB, LAB_PER_RANK_GB),
+    # T1 2594 s and T2 2650 s for 600 steps; T4 (3B) 3515 s for 400 steps
+    "llama-3.2-1b": ModelShape(1.24e9, 1.20, 1.36, LAB_PER_RANK_GB, (2594.04 + 2649.69) / 2 / 600),
+    "llama-3.2-3b": ModelShape(3.21e9, 3.07, 1.36 - 48 * LAB_PER_RANK_GB, LAB_PER_RANK_GB, 3515.17 / 400),
 }
 LAB_TOKENS_PER_STEP = 2 * 1024
+LAB_TOKENS_PER_OPTIMIZER_STEP = 2 * 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,14 @@ def estimate_memory(config: RunConfig) -> MemoryEstimate | None:
     tokens = config.batch_size * config.max_seq_length / LAB_TOKENS_PER_STEP
     training = (shape.training_gb_r16 + shape.training_gb_per_rank * (config.lora_r - 16)) * tokens
     return MemoryEstimate(round(weights, 2), round(max(training, 0.1), 2))
+
+
+def estimate_t4_step_s(config: RunConfig) -> float | None:
+    """Seconds per optimizer step on a T4 for `config`: the lab's runtimes scaled by the tokens a
+    step may hold (batch x accumulation x max length), a rough figure; None for a model the lab
+    did not train."""
+    shape = model_shape(config.base_model)
+    if shape is None:
+        return None
+    tokens = config.batch_size * config.gradient_accumulation_steps * config.max_seq_length
+    return shape.t4_step_s * tokens / LAB_TOKENS_PER_OPTIMIZER_STEP
