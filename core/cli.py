@@ -275,6 +275,53 @@ def _live_sync(path: Path, remote: str, every_s: float) -> Any:
     return LiveSync(path, _remote(remote), every_s, stop_this_job)
 
 
+def _launch_on_hf_jobs(root: Path, name: str, config: Any, creating: bool, args: argparse.Namespace) -> int:
+    """Create the run here (queued) and launch it on Hugging Face Jobs (core.remote.hf_jobs)."""
+    from huggingface_hub import HfApi
+
+    from core.export.gguf_files import environment_token
+    from core.remote.dashboard import REMOTE_SETTING
+    from core.remote.hf_jobs import HfJobError, gpu_hardware, launch
+    from core.remote.stores import BUCKET_SCHEME, RemoteError
+
+    if args.resume:
+        raise CommandError("--resume runs here only: a Hugging Face job starts a queued run")
+    remote = args.sync or os.environ.get(REMOTE_SETTING, "").strip()
+    if not remote:
+        raise CommandError(
+            f"--on hf-jobs needs the runs bucket the job trains into: --sync hf://buckets/NAMESPACE/NAME[/prefix], "
+            f"or ${REMOTE_SETTING}"
+        )
+    if not remote.startswith(BUCKET_SCHEME):
+        raise CommandError(
+            f"a Hugging Face job mounts a bucket: the runs remote must be {BUCKET_SCHEME}... (got {remote})"
+        )
+    token = environment_token()
+    if not token:
+        raise CommandError("--on hf-jobs needs a Hugging Face token with write access in $HF_TOKEN")
+    api = HfApi()
+    try:
+        flavours = {hardware.name: hardware for hardware in gpu_hardware(api, token)}
+        if args.flavor not in flavours:
+            raise CommandError(
+                f"Hugging Face Jobs has no GPU flavour {args.flavor!r}; it offers: {', '.join(flavours)}"
+            )
+        if creating:
+            create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+        record = launch(root, name, config, remote, args.flavor, api, token)
+    except (HfJobError, RemoteError) as exc:
+        raise CommandError(str(exc)) from None
+    hardware = flavours[args.flavor]
+    cost = hardware.cost_usd(config)
+    estimate = f", about ${cost:.2f} for {config.max_steps} steps" if cost is not None else ""
+    print(
+        f"{name}: launched on Hugging Face Jobs as job {record['job_id']} ({hardware.label}, "
+        f"${hardware.usd_per_hour:.2f}/hour{estimate}). Its files arrive in {remote}: "
+        f"python -m core runs pull {remote} {name}"
+    )
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from core.machine.devices import detect_device
     from core.train.plan import plan_training
@@ -305,6 +352,8 @@ def _train(args: argparse.Namespace) -> int:
             config = check_trainable(path, resume=args.resume)
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
+    if args.on == "hf-jobs" and not args.dry_run:
+        return _launch_on_hf_jobs(root, name, config, creating, args)
     try:
         plan, problem = plan_training(config, detect_device(config.backend)), None
     except PlanError as exc:
@@ -642,6 +691,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REMOTE",
         help="while training, push the run's files to REMOTE (a folder, or hf://buckets/NAMESPACE/NAME[/prefix]) "
         "and stop when a dashboard elsewhere asks through it",
+    )
+    train.add_argument(
+        "--on",
+        choices=("here", "hf-jobs"),
+        default="here",
+        help="where to train: here (default), or hf-jobs: a Hugging Face Jobs GPU, with the runs bucket "
+        "(--sync or $PEFT_RUNS_REMOTE) and $HF_TOKEN",
+    )
+    train.add_argument(
+        "--flavor",
+        default="t4-small",
+        help="the Hugging Face Jobs GPU for --on hf-jobs (default t4-small)",
     )
     train.add_argument(
         "--sync-every",

@@ -254,3 +254,25 @@ def test_the_jobs_command_installs_only_what_the_image_lacks():
     assert "pip install -r requirements-gpu.txt -c /tmp/keep-torch.txt" in command
     assert "unsloth" not in hf_jobs.job_command("t1", "hf")[2].split("||")[0]
     assert (PROJECT_DIR / "requirements-gpu.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, environment, message",
+    [
+        ([], {}, "needs the runs bucket the job trains into"),
+        (["--sync", "/tmp"], {"HF_TOKEN": "x"}, "a Hugging Face job mounts a bucket"),
+        (["--sync", "hf://buckets/lab/runs"], {}, "needs a Hugging Face token"),
+    ],
+)
+def test_the_command_line_refuses_a_launch_it_cannot_make_and_creates_nothing(
+    runs_root, monkeypatch, extra, environment, message
+):
+    from conftest import run_core
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PEFT_RUNS_REMOTE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    done = run_core("train", "t1", "--preset", "cpu_smoke", "--on", "hf-jobs", *extra, runs_root=runs_root)
+    assert done.returncode != 0 and message in done.stderr
+    assert not (runs_root / "t1").exists()
