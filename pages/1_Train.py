@@ -16,6 +16,7 @@ from core.jobs.lifecycle import (
 )
 from core.machine.devices import PlanError, device_facts_from
 from core.machine.system import training_capability
+from core.remote.dashboard import configured_remote
 from core.store.paths import runs_root
 from core.store.runs import (
     RunExistsError,
@@ -32,11 +33,13 @@ from core.train.estimate import estimate_memory
 from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
 from ui.config_form import config_fields, fill_form, form_document, restore_form, save_form
+from ui.hf_jobs import jobs_launcher
 from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
 from ui.owner import access_panel, owner_only
+from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="Train · PEFT Dashboard", page_icon="🧪", layout="wide")
@@ -228,4 +231,5 @@ with form_column:
             st.error(f"Cannot train here: {escape_markdown(plan_problem)}. Nothing was created.")
         else:
             start(config, name)
+    jobs_launcher(root, configured_remote(app_secrets()), config, name, problems)
 save_form()

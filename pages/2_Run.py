@@ -4,8 +4,9 @@ import streamlit as st
 
 from core import MISSING
 from core.compare import curve_of
-from core.jobs.lifecycle import job_view, start_training, with_live_states
+from core.jobs.lifecycle import ACTIVE_STATES, job_view, start_training, with_live_states
 from core.machine.system import training_capability
+from core.remote.hf_jobs import TERMINAL_STAGES, job_record
 from core.store.files import read_jsonl
 from core.store.paths import runs_root
 from core.store.runs import (
@@ -20,6 +21,7 @@ from core.train.progress import format_duration, training_progress
 from ui.charts import run_loss_figure
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
+from ui.hf_jobs import job_panel
 from ui.jobs import POLL_SECONDS, act, any_job_active, delete_controls, stop_controls
 from ui.labels import state_label
 from ui.links import COMPARE_PAGE, TRAIN_PAGE, forget_choice, record_choice, show_flash, synced_choice
@@ -42,9 +44,10 @@ def forget_run() -> None:
 
 
 def watched(path) -> bool:
-    """Whether the page follows the run live: a job of it is active here, or its training runs
-    elsewhere (a synced copy)."""
-    return any_job_active(path) or job_view(path, "train").elsewhere
+    """Whether the page follows the run live: a job of it is active here, its training runs
+    elsewhere (a synced copy), or it was launched on Hugging Face Jobs and has not ended."""
+    launched = bool(job_record(path)) and read_run_folder(path).state in ACTIVE_STATES
+    return any_job_active(path) or job_view(path, "train").elsewhere or launched
 
 
 def live_view(path, was_watched: bool) -> None:
@@ -67,6 +70,9 @@ def live_view(path, was_watched: bool) -> None:
         st.warning("Stopping…: the job saves a checkpoint at its current step, then ends.")
     if view.elsewhere:
         elsewhere_notice(path.parent, run.name, view, sync, st)
+    record = job_record(path)
+    stage = job_panel(record, sync.store if sync else None, run.name) if record else None
+    launched = bool(record) and stage not in TERMINAL_STAGES  # not known to have ended: no second start
     if run.broken:
         st.error("This run folder is broken: " + escape_markdown("; ".join(run.problems)))
         delete_controls(path, run.name, st.columns(4)[3], forget_run)
@@ -110,7 +116,7 @@ def live_view(path, was_watched: bool) -> None:
         label = f"Resume from {checkpoint.name}" if checkpoint else "Restart (no checkpoint)"
         if actions[0].button(label, type="primary"):
             act(lambda: start_training(path, resume=True))
-    elif state == "queued" and actions[0].button("Start", type="primary"):
+    elif state == "queued" and not launched and actions[0].button("Start", type="primary"):
         act(lambda: start_training(path))
     if not run.imported:
         actions[1].page_link(
