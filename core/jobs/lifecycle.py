@@ -70,7 +70,7 @@ from core.jobs.processes import (
     same_process,
     start_group_watch,
 )
-from core.jobs.protocol import JobControl, JobStopped
+from core.jobs.protocol import STOP_GRACE_ENV, JobControl, JobStopped, stop_grace_s
 from core.jobs.slot import job_slot
 from core.store.files import (
     delete_dir,
@@ -111,8 +111,6 @@ KINDS = {
 JOB_KINDS = tuple(KINDS)  # the one list of job kinds: python -m core <kind> RUN ...
 JOBS_DIR = "jobs"
 ACTIVE_STATES = ("queued", "running")
-STOP_GRACE_ENV = "PEFT_STOP_GRACE_S"
-STOP_GRACE_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 EXEC_WAIT_S = 5.0  # for a launched job's command line to show in /proc
 JOB_LOG = logging.getLogger("core")  # a job's stage lines come from core.jobs.protocol, core.train.*, ...
@@ -121,16 +119,6 @@ log = logging.getLogger(__name__)
 
 class JobError(RuntimeError):
     """A job cannot be started or stopped now; the message says why."""
-
-
-def stop_grace_s() -> float:
-    """How long a job may take to stop before its group watch kills it: $PEFT_STOP_GRACE_S
-    seconds (saving a big model's checkpoint to a slow disk may need more), else STOP_GRACE_S."""
-    try:
-        chosen = finite_number(float(os.environ.get(STOP_GRACE_ENV) or STOP_GRACE_S))
-    except ValueError:
-        chosen = None
-    return chosen if chosen is not None and chosen > 0 else STOP_GRACE_S
 
 
 def _check_kind(kind: str) -> str:

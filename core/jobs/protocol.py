@@ -9,7 +9,24 @@ plain Progress function instead.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+
+from core.store.files import finite_number
+
+STOP_GRACE_ENV = "PEFT_STOP_GRACE_S"
+STOP_GRACE_S = 30.0
+
+
+def stop_grace_s() -> float:
+    """How long a job may take to stop before its group watch kills it: $PEFT_STOP_GRACE_S
+    seconds (saving a big model's checkpoint to a slow disk may need more), else STOP_GRACE_S."""
+    try:
+        chosen = finite_number(float(os.environ.get(STOP_GRACE_ENV) or STOP_GRACE_S))
+    except ValueError:
+        chosen = None
+    return chosen if chosen is not None and chosen > 0 else STOP_GRACE_S
+
 
 log = logging.getLogger(__name__)  # a child of "core": the job's log while a job runs
 

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import TypeVar
 
-from core.jobs.protocol import JobControl, JobStopped
+from core.jobs.protocol import JobControl, JobStopped, stop_grace_s
 from core.store.files import open_regular
 from core.store.paths import PROJECT_DIR
 from core.store.runs import TRAIN_LOG
@@ -173,8 +173,6 @@ def launch_environment(plan: TrainingPlan) -> dict[str, str]:
     """The launcher's environment: the job's own (already the minimal one a job gets), the job's
     pid for die_with_parent, the stop grace as the launcher's wait for its ranks, and the CPU
     switch where there is no GPU."""
-    from core.jobs.lifecycle import stop_grace_s
-
     environment = {
         **os.environ,
         PARENT_PID_ENV: str(os.getpid()),
