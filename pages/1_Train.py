@@ -19,10 +19,7 @@ from core.machine.system import training_capability
 from core.remote.dashboard import configured_remote
 from core.store.paths import runs_root
 from core.store.runs import (
-    RunExistsError,
     RunNameError,
-    create_run,
-    initial_status,
     list_runs,
     load_run,
     taken_names,
@@ -34,7 +31,7 @@ from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
 from ui.config_form import config_fields, fill_form, form_document, restore_form, save_form
 from ui.hf_jobs import jobs_launcher
-from ui.jobs import POLL_SECONDS
+from ui.jobs import POLL_SECONDS, new_queued_run
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
@@ -122,12 +119,7 @@ def what_will_run(config, name: str | None, preset: str) -> str | None:
 
 def start(config, name: str) -> None:
     """Create the run and start its job; open its page, or say why not (and keep nothing)."""
-    if not owner_only():
-        return
-    try:
-        path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
-    except (RunExistsError, RunNameError, OSError) as exc:
-        st.error(f"Could not create the run: {escape_markdown(exc)}")
+    if not owner_only() or (path := new_queued_run(root, name, config)) is None:
         return
     try:
         start_training(path)

@@ -16,11 +16,13 @@ import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 from urllib.parse import parse_qsl  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -266,3 +268,33 @@ def seed_run_names() -> list[str]:
     from core.store.seed import SEED_LOG
 
     return [row["run_name"] for row in csv.DictReader(io.StringIO(SEED_LOG.read_text(encoding="utf-8")))]
+
+
+class StandInBucketApi:
+    """huggingface_hub's three bucket calls the store makes, over a local folder (no Hub here)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.calls: list[str] = []
+
+    def list_bucket_tree(self, bucket_id, prefix=None, *, recursive=None, token=None):
+        self.calls.append(f"list {bucket_id} {prefix} {token}")
+        base = self.folder / bucket_id
+        for path in sorted(base.rglob("*")):
+            relative = str(path.relative_to(base))
+            hidden = any(part.startswith(".") for part in path.relative_to(base).parts)
+            if path.is_file() and not hidden and (prefix is None or relative.startswith(prefix + "/")):
+                data = path.read_bytes()
+                yield SimpleNamespace(type="file", path=relative, size=len(data), xet_hash=str(hash(data)))
+
+    def download_bucket_files(self, bucket_id, files, *, raise_on_missing_files=False, token=None):
+        self.calls.append(f"download {bucket_id} {len(files)}")
+        for source, target in files:
+            shutil.copyfile(self.folder / bucket_id / source, target)
+
+    def batch_bucket_files(self, bucket_id, *, add=None, copy=None, delete=None, token=None):
+        self.calls.append(f"batch {bucket_id} {len(add or [])} {token}")
+        for source, destination in add or []:
+            target = self.folder / bucket_id / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)

@@ -5,7 +5,6 @@ the install check, the pull from the mounted bucket, training with a live sync, 
 Never run against the live service (README)."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, StandInBucketApi
 from huggingface_hub import Volume
 
 from core.remote import hf_jobs, sync
@@ -26,33 +25,14 @@ from core.train.presets import get_preset
 TOKEN = "hf_standin_token_never_written"
 
 
-class StandInHub:
+class StandInHub(StandInBucketApi):
     """The bucket calls (over `hub/<bucket>/...`) and the Jobs calls (local processes)."""
 
     def __init__(self, hub: Path, home: Path, environment: dict[str, str]):
+        super().__init__(hub)
         self.hub, self.home, self.environment = hub, home, environment
         self.jobs: dict[str, SimpleNamespace] = {}
         self.mounts: dict[str, Path] = {}
-
-    # buckets
-    def list_bucket_tree(self, bucket_id, prefix=None, *, recursive=None, token=None):
-        base = self.hub / bucket_id
-        for path in sorted(base.rglob("*")):
-            relative = str(path.relative_to(base))
-            hidden = any(part.startswith(".") for part in path.relative_to(base).parts)
-            if path.is_file() and not hidden and (prefix is None or relative.startswith(prefix + "/")):
-                data = path.read_bytes()
-                yield SimpleNamespace(type="file", path=relative, size=len(data), xet_hash=str(hash(data)))
-
-    def download_bucket_files(self, bucket_id, files, *, raise_on_missing_files=False, token=None):
-        for source, target in files:
-            shutil.copyfile(self.hub / bucket_id / source, target)
-
-    def batch_bucket_files(self, bucket_id, *, add=None, copy=None, delete=None, token=None):
-        for source, destination in add or []:
-            target = self.hub / bucket_id / destination
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
 
     # jobs
     def list_jobs_hardware(self, token=None):

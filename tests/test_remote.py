@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_core
+from conftest import StandInBucketApi, run_core
 
 from core.evaluate.ratings import load_ratings, save_rating
 from core.remote import sync
@@ -164,35 +164,6 @@ def test_what_a_remote_holds_is_checked_before_it_lands(sides, monkeypatch):
     assert not (sides.b / "smoke" / "evil.sh").exists() and not (sides.b / "smoke" / "eval").exists()
     assert pulled.problems == ["smoke/train.log: 5,000 bytes, more than 4,096: not fetched"]
     assert not (sides.b / "smoke" / "train.log").exists() and (sides.b / "smoke" / "status.json").is_file()
-
-
-class StandInBucketApi:
-    """huggingface_hub's three bucket calls the store makes, over a local folder (no Hub here)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.calls: list[str] = []
-
-    def list_bucket_tree(self, bucket_id, prefix=None, *, recursive=None, token=None):
-        self.calls.append(f"list {bucket_id} {prefix} {token}")
-        base = self.folder / bucket_id
-        for path in sorted(base.rglob("*")):
-            relative = str(path.relative_to(base))
-            if path.is_file() and (prefix is None or relative.startswith(prefix + "/")):
-                data = path.read_bytes()
-                yield SimpleNamespace(type="file", path=relative, size=len(data), xet_hash=str(hash(data)))
-
-    def download_bucket_files(self, bucket_id, files, *, raise_on_missing_files=False, token=None):
-        self.calls.append(f"download {bucket_id} {len(files)}")
-        for source, target in files:
-            shutil.copyfile(self.folder / bucket_id / source, target)
-
-    def batch_bucket_files(self, bucket_id, *, add=None, copy=None, delete=None, token=None):
-        self.calls.append(f"batch {bucket_id} {len(add or [])} {token}")
-        for source, destination in add or []:
-            target = self.folder / bucket_id / destination
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
 
 
 def test_a_bucket_remote_carries_a_run_through_the_hub_calls(sides, tmp_path):

@@ -22,7 +22,7 @@ from core.remote.hf_jobs import (
     launch,
 )
 from core.remote.stores import BUCKET_SCHEME, RemoteError
-from core.store.runs import RunExistsError, RunNameError, create_run, initial_status
+from ui.jobs import new_queued_run
 from ui.owner import owner_only
 from ui.text import escape_markdown
 
@@ -74,10 +74,8 @@ def jobs_launcher(root: Path, remote: str, config: Any, name: str, problems: dic
     if problems or config is None:
         st.error("Fix the problems marked above; nothing was created.")
         return
-    try:
-        path = create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
-    except (RunExistsError, RunNameError, OSError) as exc:
-        st.error(f"Could not create the run: {escape_markdown(exc)}")
+    path = new_queued_run(root, name, config)
+    if path is None:
         return
     try:
         launch(root, name, config, remote, hardware.name, _api(), token)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_view, kill_job, request_stop
 from core.store.files import finite_number
+from core.store.runs import RunExistsError, RunNameError, create_run, initial_status
 from ui.labels import STATE_ICONS
 from ui.links import flash
 from ui.owner import owner_only
@@ -108,3 +109,12 @@ def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None
     if cancel.button("Cancel"):
         st.session_state.pop("confirm_delete")
         st.rerun()
+
+
+def new_queued_run(root: Path, name: str, config: Any) -> Path | None:
+    """Create the run `name` with `config`, queued; None, after saying why, when it cannot be."""
+    try:
+        return create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+    except (RunExistsError, RunNameError, OSError) as exc:
+        st.error(f"Could not create the run: {escape_markdown(exc)}")
+        return None

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from core import describe
-from core.store.files import open_regular, write_file_atomic
+from core.store.files import open_regular, regular_files, write_file_atomic
 
 BUCKET_SCHEME = "hf://buckets/"
 _BUCKET_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -71,23 +70,7 @@ class FolderStore:
         """Regular files under the folder, no link followed, no hidden name (a write in progress)."""
         if not self.folder.is_dir():
             raise RemoteError(f"the remote folder {self.folder} does not exist")
-        found: dict[str, RemoteFile] = {}
-        pending = [("", self.folder)]
-        while pending:
-            prefix, folder = pending.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    pending.append((f"{prefix}{entry.name}/", Path(entry.path)))
-                elif stat.S_ISREG(info.st_mode):
-                    found[prefix + entry.name] = _stamp(info)
-        return found
+        return {path: _stamp(info) for path, info in regular_files(self.folder).items()}
 
     def read(self, path: str, into: BinaryIO) -> None:
         """Copy the file at `path` (never through a link) into `into`."""

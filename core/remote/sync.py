@@ -29,7 +29,6 @@ import hashlib
 import io
 import os
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from core.store.files import (
     place_new_dir,
     read_capped,
     read_json_object,
+    regular_files,
     staging_dir,
     write_file_atomic,
     write_json_atomic,
@@ -202,23 +202,9 @@ def local_files(root: Path, runs: set[str] | None = None) -> dict[str, tuple[int
     except OSError:
         return found
     for entry in entries:
-        if runs is not None and entry.name not in runs:
-            continue
-        pending = [(f"{entry.name}/", Path(entry.path))]
-        while pending:
-            prefix, folder = pending.pop()
-            try:
-                children = list(os.scandir(folder))
-            except OSError:
-                continue
-            for child in children:
-                if child.name.startswith("."):
-                    continue
-                info = child.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    pending.append((f"{prefix}{child.name}/", Path(child.path)))
-                elif stat.S_ISREG(info.st_mode):
-                    found[prefix + child.name] = (info.st_size, info.st_mtime_ns)
+        if runs is None or entry.name in runs:
+            files = regular_files(Path(entry.path), f"{entry.name}/")
+            found.update({path: (info.st_size, info.st_mtime_ns) for path, info in files.items()})
     return found
 
 

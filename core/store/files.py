@@ -103,6 +103,29 @@ def why_not_opened(exc: OSError) -> str:
     return exc.strerror or str(exc)  # EINVAL: "not a regular file"
 
 
+def regular_files(folder: Path, prefix: str = "") -> dict[str, os.stat_result]:
+    """The regular files under `folder` by `/`-separated relative path (after `prefix`), with
+    their stat: no link is followed and hidden names (a write in progress, a lock) are skipped;
+    a folder that cannot be read is left out."""
+    found: dict[str, os.stat_result] = {}
+    pending = [(prefix, folder)]
+    while pending:
+        start, current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                pending.append((f"{start}{entry.name}/", Path(entry.path)))
+            elif stat.S_ISREG(info.st_mode):
+                found[start + entry.name] = info
+    return found
+
+
 def write_file_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Fill `path` by `write(handle)` through a temporary file and an atomic replace. The
     temporary file is created new (never opened through a planted link) in the folder opened
