@@ -270,3 +270,45 @@ def test_a_run_trained_with_sync_is_watched_live_and_stopped_from_another_side(t
     sync.pull(b, store)
     assert read_run_folder(b / "smoke").state == "stopped"
     assert read_json_object(b / "smoke" / "status.json")["step"] == stopped.status["step"] < 2000
+
+
+def test_a_run_resumed_on_another_side_is_handed_over_and_never_sent_back_and_forth(sides):
+    """A trained `smoke` and pushed it; B pulls it and resumes it (a later job, B's side): A takes
+    B's files from then on and never sends its old ones over them."""
+    sync.push(sides.a, sides.remote)
+    sync.pull(sides.b, sides.remote)
+    status = read_json_object(sides.b / "smoke" / "status.json")
+    resumed = {**status, "side": runs_root_side(sides.b), "started_at": "2099-01-01T00:00:00Z", "step": 5}
+    write_json_atomic(sides.b / "smoke" / "status.json", resumed)
+    assert sync.push(sides.b, sides.remote).sent == ["smoke/status.json"]
+    assert sync.pull(sides.a, sides.remote).received == ["smoke/status.json"]
+    assert read_json_object(sides.a / "smoke" / "status.json")["step"] == 5
+    for _ in range(2):
+        assert sync.push(sides.a, sides.remote).sent == [] and sync.push(sides.b, sides.remote).sent == []
+        assert (
+            sync.pull(sides.a, sides.remote).received == []
+            and sync.pull(sides.b, sides.remote).received == []
+        )
+    assert read_json_object(sides.folder / "smoke" / "status.json")["step"] == 5
+
+
+def test_a_different_run_of_the_same_name_is_not_merged(sides):
+    create_run(sides.a, "demo", {"base_model": "mine"}, status=initial_status("queued", 10))
+    create_run(sides.b, "demo", {"base_model": "theirs"}, status=initial_status("queued", 10))
+    sync.push(sides.b, sides.remote)
+    pulled = sync.pull(sides.a, sides.remote, ["demo"])
+    assert pulled.received == [] and pulled.problems == [
+        "demo: a different run of that name is here (another config): not merged"
+    ]
+    assert read_json_object(sides.a / "demo" / "config.json") == {"base_model": "mine"}
+
+
+def test_a_link_planted_in_a_folder_remote_is_never_followed_out_of_it(sides, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (sides.folder / "smoke").symlink_to(victim, target_is_directory=True)
+    pushed = sync.push(sides.a, sides.remote)
+    assert pushed.sent == [] and pushed.problems and all("is not a folder" in p for p in pushed.problems)
+    assert list(victim.iterdir()) == []  # nothing written through the link
+    with pytest.raises(RemoteError, match="is not a folder"):
+        sides.remote.read("smoke/status.json", open(tmp_path / "out", "wb"))

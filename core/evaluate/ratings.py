@@ -11,10 +11,11 @@ under SIDE_KEY: a sync (core.remote) copies it only from that side.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,24 @@ def _ratings_in(run_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return ratings
 
 
+@contextlib.contextmanager
+def ratings_lock(run_path: Path) -> Iterator[None]:
+    """Hold the run's ratings lock: one writer of ratings.json at a time (a page saving a rating,
+    a sync replacing another side's copy)."""
+    with os.fdopen(open_regular(run_path / f".{RATINGS_FILE}.lock", os.O_RDWR | os.O_CREAT), "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def ratings_side(run_path: Path) -> str | None:
+    """The side that wrote the run's ratings.json (None when it does not say, or is unreadable)."""
+    try:
+        side = read_json_object(run_path / RATINGS_FILE, MAX_RATINGS_BYTES).get(SIDE_KEY)
+    except FileProblem:
+        return None
+    return side if isinstance(side, str) else None
+
+
 def save_rating(
     run_path: Path, variant: str, prompt_id: str, rating: int | None, note: str, *, answer: str
 ) -> None:
@@ -120,8 +139,7 @@ def save_rating(
         raise RatingError(f"the note is {len(note)} characters long (at most {MAX_NOTE_CHARS})")
     if not run_path.is_dir():
         raise RatingError(f"no run folder at {run_path}")
-    with os.fdopen(open_regular(run_path / f".{RATINGS_FILE}.lock", os.O_RDWR | os.O_CREAT), "rb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with ratings_lock(run_path):
         try:
             ratings = _ratings_in(run_path)
         except FileProblem as exc:  # saving now would overwrite every rating in it

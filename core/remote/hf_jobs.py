@@ -211,8 +211,8 @@ def cancel_if_overdue(
     `grace_s` seconds ago and it still runs (the graceful stop did not end it); whether it was."""
     if report.stage in TERMINAL_STAGES:
         return False
-    requested = remote_stop_request(store, run)
-    if requested is None or requested < str(record.get("launched_at") or ""):
+    requested = remote_stop_request(store, run).get("requested_at")
+    if not isinstance(requested, str) or requested < str(record.get("launched_at") or ""):
         return False
     try:
         waited = (

@@ -10,9 +10,11 @@ relative, `/`-separated, and checked by the sync before they reach a store.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +44,17 @@ class RemoteStore(Protocol):
 
     name: str
 
-    def files(self) -> dict[str, RemoteFile]:
-        """Every file, by relative path."""
+    def files(self, under: str | None = None) -> dict[str, RemoteFile]:
+        """Every file (or every file under the folder `under`, a run), by relative path."""
         ...
 
     def read(self, path: str, into: BinaryIO) -> None:
         """Copy the file at `path` into `into`."""
         ...
 
-    def write(self, uploads: dict[str, Path]) -> dict[str, RemoteFile]:
-        """Put each local file at its relative path, each whole or not at all; the new files."""
+    def write(self, uploads: dict[str, Path]) -> tuple[dict[str, RemoteFile], list[str]]:
+        """Put each local file at its relative path, each whole or not at all; the files
+        written, and why each other one was not."""
         ...
 
 
@@ -66,36 +69,62 @@ class FolderStore:
         self.folder = folder
         self.name = str(folder)
 
-    def files(self) -> dict[str, RemoteFile]:
-        """Regular files under the folder, no link followed, no hidden name (a write in progress)."""
+    def files(self, under: str | None = None) -> dict[str, RemoteFile]:
+        """Regular files under the folder (or its folder `under`), no link followed, no hidden
+        name (a write in progress)."""
         if not self.folder.is_dir():
             raise RemoteError(f"the remote folder {self.folder} does not exist")
-        return {path: _stamp(info) for path, info in regular_files(self.folder).items()}
+        start = self.folder / under if under else self.folder
+        if start.is_symlink() or not start.is_dir():
+            return {}
+        found = regular_files(start, f"{under}/" if under else "")
+        return {path: _stamp(info) for path, info in found.items()}
+
+    def _folder_for(self, path: str, *, make: bool) -> Path:
+        """The folder the file `path` lies in, every part of it a real folder of the remote (made
+        where missing when `make`): a link planted in the remote is never followed out of it."""
+        current = self.folder
+        for part in path.split("/")[:-1]:
+            current = current / part
+            if make:
+                with contextlib.suppress(FileExistsError):
+                    current.mkdir()
+            try:
+                real = stat.S_ISDIR(os.lstat(current).st_mode)
+            except OSError as exc:
+                raise RemoteError(f"{path}: {describe(exc)}") from None
+            if not real:
+                raise RemoteError(f"{path}: {part} in {self.name} is not a folder (a link is never followed)")
+        return current
 
     def read(self, path: str, into: BinaryIO) -> None:
         """Copy the file at `path` (never through a link) into `into`."""
         try:
-            descriptor = open_regular(self.folder / path)
+            descriptor = open_regular(self._folder_for(path, make=False) / path.rsplit("/", 1)[-1])
+        except RemoteError:
+            raise
         except OSError as exc:
             raise RemoteError(f"cannot read {path} from {self.name}: {describe(exc)}") from None
         with os.fdopen(descriptor, "rb") as source:
             shutil.copyfileobj(source, into, 1 << 20)
 
-    def write(self, uploads: dict[str, Path]) -> dict[str, RemoteFile]:
-        """Copy each local file to its path, atomically (a temporary name, then a rename)."""
-        written = {}
+    def write(self, uploads: dict[str, Path]) -> tuple[dict[str, RemoteFile], list[str]]:
+        """Copy each local file to its path, atomically (a temporary name, then a rename); the
+        files written, and why each other one was not."""
+        written, problems = {}, []
         for path, local in uploads.items():
-            target = self.folder / path
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target = self._folder_for(path, make=True) / path.rsplit("/", 1)[-1]
                 with os.fdopen(open_regular(local), "rb") as source:
                     write_file_atomic(
                         target, lambda handle, source=source: shutil.copyfileobj(source, handle, 1 << 20)
                     )
                 written[path] = _stamp(os.stat(target, follow_symlinks=False))
+            except RemoteError as exc:
+                problems.append(str(exc))
             except OSError as exc:
-                raise RemoteError(f"cannot write {path} to {self.name}: {describe(exc)}") from None
-        return written
+                problems.append(f"cannot write {path} to {self.name}: {describe(exc)}")
+        return written, problems
 
 
 class BucketStore:
@@ -108,14 +137,13 @@ class BucketStore:
     def _full(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def files(self) -> dict[str, RemoteFile]:
-        """The bucket's files under the prefix, stamped with their content hash."""
+    def files(self, under: str | None = None) -> dict[str, RemoteFile]:
+        """The bucket's files under the prefix (and `under` in it), stamped with their content hash."""
         start = f"{self.prefix}/" if self.prefix else ""
+        listed = "/".join(part for part in (self.prefix, under) if part) or None
         try:
             entries = list(
-                self.api.list_bucket_tree(
-                    self.bucket_id, self.prefix or None, recursive=True, token=self.token
-                )
+                self.api.list_bucket_tree(self.bucket_id, listed, recursive=True, token=self.token)
             )
         except Exception as exc:  # HTTP and auth errors come in many types
             raise RemoteError(f"cannot list {self.name}: {describe(exc)}") from None
@@ -141,10 +169,10 @@ class BucketStore:
             except Exception as exc:
                 raise RemoteError(f"cannot read {path} from {self.name}: {describe(exc)}") from None
 
-    def write(self, uploads: dict[str, Path]) -> dict[str, RemoteFile]:
+    def write(self, uploads: dict[str, Path]) -> tuple[dict[str, RemoteFile], list[str]]:
         """Upload the files in one batch (each whole or not at all)."""
         if not uploads:
-            return {}
+            return {}, []
         try:
             self.api.batch_bucket_files(
                 self.bucket_id,
@@ -156,7 +184,10 @@ class BucketStore:
             raise
         except Exception as exc:
             raise RemoteError(f"cannot write to {self.name}: {describe(exc)}") from None
-        return {path: after[path] for path in uploads if path in after}
+        written = {path: after[path] for path in uploads if path in after}
+        return written, [
+            f"{path}: not in {self.name} after the upload" for path in uploads if path not in after
+        ]
 
 
 def parse_bucket(spec: str) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.evaluate.ratings import SIDE_KEY
+from core.evaluate.ratings import SIDE_KEY, ratings_lock, ratings_side
 from core.remote.stores import RemoteError, RemoteFile, RemoteStore
 from core.store.files import (
     MAX_DOCUMENT_BYTES,
@@ -157,6 +157,18 @@ class _Owners:
         return _side_in(self._documents[key], document)
 
 
+def _taken_over(run: str, relative: str, remote_documents: Any, root: Path) -> bool:
+    """Whether a job on another side has since taken over a job's files of this side: its state
+    file there names another side and a later start (a run resumed elsewhere). Ratings and stop
+    requests are never taken over."""
+    document = _owner_document(relative)
+    if document is None or document in (RATINGS_FILE, STOP_REQUEST_FILE):
+        return False
+    there, here = remote_documents(f"{run}/{document}"), _local_document(root, f"{run}/{document}")
+    started_there, started_here = there.get("started_at"), here.get("started_at")
+    return isinstance(started_there, str) and isinstance(started_here, str) and started_there > started_here
+
+
 def _local_document(root: Path, path: str) -> dict[str, Any]:
     try:
         return read_json_object(root / path)
@@ -165,15 +177,40 @@ def _local_document(root: Path, path: str) -> dict[str, Any]:
 
 
 def _remote_document(store: RemoteStore, files: dict[str, RemoteFile], path: str) -> dict[str, Any]:
+    """A small JSON document of the remote (a status, a job's state, ratings), {} when it is
+    missing, too large or not a JSON object."""
     if path not in files or files[path].size > MAX_DOCUMENT_BYTES:
         return {}
     buffer = io.BytesIO()
     try:
-        store.read(path, buffer)
+        store.read(path, _Capped(buffer, min(files[path].size, MAX_DOCUMENT_BYTES), path))
         data = json_value(buffer.getvalue().decode("utf-8"))
     except (RemoteError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+class _RemoteDocuments:
+    """The remote's documents, each read once; one the manifest records as fetched unchanged
+    since is read from the copy here instead (no transfer)."""
+
+    def __init__(
+        self, root: Path, store: RemoteStore, files: dict[str, RemoteFile], manifest: dict, local: dict
+    ):
+        self.root, self.store, self.files, self.manifest, self.local = root, store, files, manifest, local
+        self._read: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, path: str) -> dict[str, Any]:
+        if path not in self._read:
+            same = (
+                path in self.local
+                and path in self.files
+                and _unchanged(self.manifest, path, self.local, self.files)
+            )
+            self._read[path] = (
+                _local_document(self.root, path) if same else _remote_document(self.store, self.files, path)
+            )
+        return self._read[path]
 
 
 # --- listings and the manifest -------------------------------------------------------------
@@ -231,6 +268,23 @@ def _entry(local: tuple[int, int], remote: RemoteFile) -> list[Any]:
     return [local[0], local[1], remote.stamp]
 
 
+def _changed_here(manifest: dict[str, list[Any]], path: str, local: dict[str, tuple[int, int]]) -> bool:
+    """Whether the file here differs from what the last sync left (or was never synced)."""
+    entry = manifest.get(path)
+    return entry is None or entry[:2] != list(local[path])
+
+
+def _changed_there(manifest: dict[str, list[Any]], path: str, remote: dict[str, RemoteFile]) -> bool:
+    """Whether the remote's file differs from what the last sync left (or was never synced)."""
+    entry = manifest.get(path)
+    return entry is None or entry[2] != remote[path].stamp
+
+
+def _unchanged(manifest: dict, path: str, local: dict, remote: dict) -> bool:
+    """Whether neither side's file moved since the last sync."""
+    return not _changed_here(manifest, path, local) and not _changed_there(manifest, path, remote)
+
+
 def _moves(relative: str, extras: set[str], completed: bool) -> bool:
     kind = file_kind(relative)
     return kind == "light" or (kind == "adapter" and completed) or (kind in extras)
@@ -261,8 +315,9 @@ def push(
     report = SyncReport()
     manifest = _load_manifest(root, store)
     local = local_files(root, only)
-    remote = store.files()
+    remote = store.files(under=next(iter(only)) if only is not None and len(only) == 1 else None)
     owners = _Owners(lambda path: _local_document(root, path))
+    theirs = _Owners(_RemoteDocuments(root, store, remote, manifest, local))
     uploads: dict[str, Path] = {}
     for run, relatives in _runs_of(local, only).items():
         completed = _completed(_local_document(root, f"{run}/{STATUS_FILE}"))
@@ -271,14 +326,17 @@ def push(
             if not _moves(relative, chosen, completed):
                 continue
             owner = owners.owner(run, relative)
-            if owner is None and path in remote:
-                continue  # written once, or of no recorded side: never replaced
-            if owner is not None and owner != me:
-                continue  # the other side's: it came from there
-            if path in remote and manifest.get(path) == _entry(local[path], remote[path]):
-                continue  # unchanged since it was last sent
+            if path not in remote:
+                if owner in (None, me):
+                    uploads[path] = root / path  # new there: a run created here, or this side's file
+                continue
+            if owner != me or not _changed_here(manifest, path, local):
+                continue  # another side's (or written once), or unchanged since it was last synced
+            if _changed_there(manifest, path, remote) and theirs.owner(run, relative) not in (None, me):
+                report.kept.append(path)  # another side has taken it over meanwhile: theirs stands
+                continue
             uploads[path] = root / path
-    written = store.write(uploads)
+    written, report.problems = store.write(uploads)
     for path, remote_file in written.items():
         manifest[path] = _entry(local[path], remote_file)
         report.sent.append(path)
@@ -286,23 +344,23 @@ def push(
     return report
 
 
+class _Capped:
+    """A writer that refuses more than `limit` bytes (a remote file that grew, or lied)."""
+
+    def __init__(self, handle: Any, limit: int, path: str):
+        self.handle, self.limit, self.path, self.written = handle, limit, path, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written > self.limit:
+            raise RemoteError(f"{self.path} is larger than the remote listed ({self.limit:,} bytes)")
+        return self.handle.write(data)
+
+
 def _download(store: RemoteStore, path: str, size: int, target: Path) -> None:
     """Copy the remote file `path` to `target` atomically, refusing more than `size` bytes."""
-
-    def write(handle: Any) -> None:
-        class Capped:
-            written = 0
-
-            def write(self, data: bytes) -> int:
-                Capped.written += len(data)
-                if Capped.written > size:
-                    raise RemoteError(f"{path} is larger than the remote listed ({size:,} bytes)")
-                return handle.write(data)
-
-        store.read(path, Capped())  # type: ignore[arg-type]
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(target, write)
+    write_file_atomic(target, lambda handle: store.read(path, _Capped(handle, size, path)))  # type: ignore[arg-type]
 
 
 def pull(
@@ -315,12 +373,19 @@ def pull(
     me = runs_root_side(root)
     report = SyncReport()
     manifest = _load_manifest(root, store)
-    remote = store.files()
+    remote = store.files(under=next(iter(only)) if only is not None and len(only) == 1 else None)
     local = local_files(root, only)
-    theirs = _Owners(lambda path: _remote_document(store, remote, path))
+    documents = _RemoteDocuments(root, store, remote, manifest, local)
+    theirs = _Owners(documents)
     ours = _Owners(lambda path: _local_document(root, path))
     for run, relatives in _runs_of(remote, only).items():
-        completed = _completed(_remote_document(store, remote, f"{run}/{STATUS_FILE}"))
+        config = f"{run}/{CONFIG_FILE}"
+        if config in local and config in remote and documents(config) != _local_document(root, config):
+            report.problems.append(
+                f"{run}: a different run of that name is here (another config): not merged"
+            )
+            continue
+        completed = _completed(documents(f"{run}/{STATUS_FILE}"))
         wanted = []
         for relative in relatives:
             path = f"{run}/{relative}"
@@ -334,12 +399,10 @@ def pull(
                 )
                 continue
             if path in local:
-                if ours.owner(run, relative) == me:
-                    report.kept.append(path)
-                    continue
-                if theirs.owner(run, relative) in (None, me):
-                    continue  # written once, or this side's own file come back: the copy here stands
-                if manifest.get(path) == _entry(local[path], remote[path]):
+                if not _changed_there(manifest, path, remote) or theirs.owner(run, relative) is None:
+                    continue  # as last synced, or written once: the copy here stands
+                if ours.owner(run, relative) == me and not _taken_over(run, relative, documents, root):
+                    report.kept.append(path)  # this side's: never replaced
                     continue
             elif theirs.owner(run, relative) == me:
                 continue  # this side's file, deleted here: not brought back
@@ -370,7 +433,13 @@ def _fetch(
     target: Path,
 ) -> None:
     path = f"{run}/{relative}"
-    _download(store, path, remote[path].size, target)
+    if relative == RATINGS_FILE:  # a page may be saving a rating now: under its lock, and only
+        with ratings_lock(root / run):  # while the copy here is still another side's
+            if ratings_side(root / run) == runs_root_side(root):
+                raise RemoteError(f"{path}: rated here meanwhile: this side's copy stands")
+            _download(store, path, remote[path].size, target)
+    else:
+        _download(store, path, remote[path].size, target)
     info = os.stat(root / path, follow_symlinks=False)
     manifest[path] = _entry((info.st_size, info.st_mtime_ns), remote[path])
 
@@ -397,24 +466,35 @@ def _fetch_new_run(
 
 def request_remote_stop(root: Path, store: RemoteStore, run: str, kind: str = "train") -> None:
     """Ask the job of `run` that runs on another side to stop: a stop request in the run
-    folder, sent to the remote, which that job polls (see watch_remote_stop)."""
+    folder, sent to the remote, which that job polls (core.remote.live). It names the job by
+    the start its synced state file records, so no clock of this machine is compared with
+    that job's."""
+    from core.jobs.lifecycle import state_path
     from core.store.runs import now_iso
 
-    path = root / validate_run_name(run) / STOP_REQUEST_FILE
-    write_json_atomic(path, {"side": runs_root_side(root), "kind": kind, "requested_at": now_iso()})
+    path = root / validate_run_name(run)
+    started = _local_document(root, str(state_path(path, kind).relative_to(root))).get("started_at")
+    request = {
+        "side": runs_root_side(root),
+        "kind": kind,
+        "job_started_at": started if isinstance(started, str) else None,
+        "requested_at": now_iso(),
+    }
+    write_json_atomic(path / STOP_REQUEST_FILE, request)
     push(root, store, [run])
 
 
-def remote_stop_request(store: RemoteStore, run: str) -> str | None:
-    """When a stop of `run` was last requested through the remote (an ISO time in whole seconds,
-    as now_iso writes it), or None when none was."""
-    document = _remote_document(store, store.files(), f"{run}/{STOP_REQUEST_FILE}")
-    requested = document.get("requested_at")
-    return requested if isinstance(requested, str) else None
+def remote_stop_request(store: RemoteStore, run: str) -> dict[str, Any]:
+    """The remote's stop request for `run` ({} when there is none)."""
+    return _remote_document(store, store.files(under=run), f"{run}/{STOP_REQUEST_FILE}")
 
 
-def remote_stop_requested(store: RemoteStore, run: str, since: str) -> bool:
-    """Whether the remote holds a stop request for `run` made at or after `since` (the job's
-    start; whole seconds: the same second counts)."""
-    requested = remote_stop_request(store, run)
-    return requested is not None and requested >= since
+def remote_stop_requested(store: RemoteStore, run: str, started_at: str) -> bool:
+    """Whether the remote holds a stop request for the job of `run` that started at `started_at`
+    (as its own state file says): one naming that start, or, made before the requester saw any
+    start, one made at or after it (whole seconds; two clocks, so the same second counts)."""
+    request = remote_stop_request(store, run)
+    named, requested = request.get("job_started_at"), request.get("requested_at")
+    if isinstance(named, str):
+        return named == started_at
+    return isinstance(requested, str) and requested >= started_at
