@@ -73,6 +73,12 @@ def live_view(path, was_watched: bool) -> None:
     record = job_record(path)
     stage = job_panel(record, sync.store if sync else None, run.name) if record else None
     launched = bool(record) and stage not in TERMINAL_STAGES  # not known to have ended: no second start
+    ended_there = bool(record) and stage in TERMINAL_STAGES and state in ("queued", "running")
+    if ended_there:
+        st.warning(
+            f"The Hugging Face job ended ({escape_markdown(stage)}) without recording its end here: this copy "
+            "still says it runs. Delete it, or resume it where its checkpoints are."
+        )
     if run.broken:
         st.error("This run folder is broken: " + escape_markdown("; ".join(run.problems)))
         delete_controls(path, run.name, st.columns(4)[3], forget_run)
@@ -129,7 +135,7 @@ def live_view(path, was_watched: bool) -> None:
     actions[2].page_link(
         COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": run.name}
     )
-    if not watched(path):
+    if not watched(path) or ended_there:
         delete_controls(path, run.name, actions[3], forget_run)
 
 

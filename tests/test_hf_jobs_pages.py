@@ -54,3 +54,18 @@ def test_the_cost_of_a_lab_run_shows_beside_a_t4(jobs_configured):
     options = [shown(option) for option in app.selectbox(key="train_hf_flavor").options]
     assert options[0].startswith("T4 small · $0.40/hour · this run ≈ $0.3")
     assert "this run" not in options[-1]  # an A10G was never measured: its price only
+
+
+def test_a_job_that_ended_without_saying_so_leaves_a_run_that_can_be_deleted(jobs_configured, runs_root):
+    from core.remote.hf_jobs import launch
+    from core.store.runs import create_run, initial_status
+    from core.train.config import parse_config
+    from core.train.presets import get_preset
+
+    config = parse_config({**get_preset("cpu_smoke").config(), "max_steps": 100_000})
+    create_run(runs_root, "gone", config.to_dict(), status=initial_status("queued", 100_000))
+    record = launch(runs_root, "gone", config, "hf://buckets/lab/runs", "t4-small", jobs_configured, TOKEN)
+    jobs_configured.cancel_job(job_id=record["job_id"])  # cancelled before it recorded anything
+    app = rerun(app_at("pages/2_Run.py", {"run": "gone"}))
+    assert any("ended (CANCELED) without recording its end here" in shown(w.value) for w in app.warning)
+    assert "Delete…" in [b.label for b in app.button]  # and Start: it may be trained here instead

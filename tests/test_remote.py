@@ -5,6 +5,7 @@ cannot be reached from here: everything but the HTTP is exercised).
 The trained run is real: a CPU smoke run of the tiny model trained by `python -m core train`.
 """
 
+import io
 import shutil
 import threading
 from pathlib import Path
@@ -311,4 +312,4 @@ def test_a_link_planted_in_a_folder_remote_is_never_followed_out_of_it(sides, tm
     assert pushed.sent == [] and pushed.problems and all("is not a folder" in p for p in pushed.problems)
     assert list(victim.iterdir()) == []  # nothing written through the link
     with pytest.raises(RemoteError, match="is not a folder"):
-        sides.remote.read("smoke/status.json", open(tmp_path / "out", "wb"))
+        sides.remote.read("smoke/status.json", io.BytesIO())
