@@ -93,7 +93,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_rank_0_alone_
     assert metrics["processes"] == 2 and metrics["plan"]["processes"] == 2 and metrics["steps"] == 12
     assert len(metrics["process_peak_memory_gb"]) == 2
     assert metrics["peak_memory_gb"] == max(metrics["process_peak_memory_gb"])  # the peak of the max
-    assert all(e["memory_gb"] <= metrics["peak_memory_gb"] for e in events)
+    assert all(e["memory_gb"] <= metrics["peak_memory_gb"] + 0.0005 for e in events)  # 4 vs 3 decimals
     assert read_json_object(runs_root / "one" / "metrics.json")["processes"] == 1
     status = read_json_object(run / "status.json")
     assert (status["state"], status["step"]) == ("completed", 12)
