@@ -56,7 +56,8 @@ def live_view(path, was_watched: bool) -> None:
     sync = remote_sync(path.parent)  # a copy of a run elsewhere is fresh as of this sync
     run = read_run_folder(path)
     view = job_view(path, "train")
-    if watched(path) != was_watched:
+    following = watched(path)
+    if following != was_watched:
         st.rerun()  # start or stop polling
     state = run.state
     st.markdown(f"### {state_label(state)} · {escape_markdown(run.name)}")
@@ -71,7 +72,7 @@ def live_view(path, was_watched: bool) -> None:
     if view.elsewhere:
         elsewhere_notice(path.parent, run.name, view, sync, st)
     record = job_record(path)
-    stage = job_panel(record, sync.store if sync else None, run.name) if record else None
+    stage = job_panel(record, path) if record else None
     launched = bool(record) and stage not in TERMINAL_STAGES  # not known to have ended: no second start
     ended_there = bool(record) and stage in TERMINAL_STAGES and state in ("queued", "running")
     if ended_there:
@@ -135,7 +136,7 @@ def live_view(path, was_watched: bool) -> None:
     actions[2].page_link(
         COMPARE_PAGE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": run.name}
     )
-    if not watched(path) or ended_there:
+    if not following or ended_there:
         delete_controls(path, run.name, actions[3], forget_run)
 
 

@@ -193,9 +193,13 @@ def test_a_job_is_stopped_through_the_bucket_and_cancelled_when_a_stop_is_overdu
     wait_for(running_here)
     report = hf_jobs.job_report(hub, record, TOKEN)
     assert report.stage == "RUNNING" and report.metrics
-    assert not hf_jobs.cancel_if_overdue(hub, record, store, "long", report, 30.0, TOKEN)  # nothing asked yet
+    assert not hf_jobs.cancel_if_overdue(
+        hub, record, dashboard / "long", report, 30.0, TOKEN
+    )  # nothing asked yet
     sync.request_remote_stop(dashboard, store, "long")
-    assert not hf_jobs.cancel_if_overdue(hub, record, store, "long", report, 30.0, TOKEN)  # asked just now
+    assert not hf_jobs.cancel_if_overdue(
+        hub, record, dashboard / "long", report, 30.0, TOKEN
+    )  # asked just now
     wait_for(lambda: hf_jobs.job_report(hub, record, TOKEN).stage == "COMPLETED", 120)
     sync.pull(dashboard, store)
     assert read_run_folder(dashboard / "long").state == "stopped"  # graceful: a checkpoint, then stopped
@@ -204,7 +208,7 @@ def test_a_job_is_stopped_through_the_bucket_and_cancelled_when_a_stop_is_overdu
     record = hf_jobs.launch(dashboard, "stuck", config, "hf://buckets/lab/runs", "t4-small", hub, TOKEN)
     sync.request_remote_stop(dashboard, store, "stuck")  # before the job reads it: as if ignored
     report = hf_jobs.job_report(hub, record, TOKEN)
-    assert hf_jobs.cancel_if_overdue(hub, record, store, "stuck", report, 0.0, TOKEN)
+    assert hf_jobs.cancel_if_overdue(hub, record, dashboard / "stuck", report, 0.0, TOKEN)
     assert hf_jobs.job_report(hub, record, TOKEN).stage == "CANCELED"
 
 

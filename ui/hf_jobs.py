@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from core.export.gguf_files import environment_token
-from core.jobs.lifecycle import stop_grace_s
+from core.jobs.lifecycle import delete_run, stop_grace_s
 from core.remote.hf_jobs import (
     TERMINAL_STAGES,
     Hardware,
@@ -23,6 +23,7 @@ from core.remote.hf_jobs import (
 )
 from core.remote.stores import BUCKET_SCHEME, RemoteError
 from ui.jobs import new_queued_run
+from ui.links import open_run
 from ui.owner import owner_only
 from ui.text import escape_markdown
 
@@ -80,17 +81,13 @@ def jobs_launcher(root: Path, remote: str, config: Any, name: str, problems: dic
     try:
         launch(root, name, config, remote, hardware.name, _api(), token)
     except (HfJobError, RemoteError) as exc:
-        from core.jobs.lifecycle import delete_run
-
         delete_run(path)
         st.error(f"Could not launch the job ({escape_markdown(exc)}); the run was not kept.")
         return
-    from ui.links import open_run
-
     open_run(name)
 
 
-def job_panel(record: dict[str, Any], store: Any, run: str) -> str | None:
+def job_panel(record: dict[str, Any], run_path: Path) -> str | None:
     """The launched job's stage, hardware, log tail and latest metrics; cancels it once a stop
     through the remote is overdue. Its stage, or None when the Hub cannot be asked."""
     token = environment_token()
@@ -101,7 +98,7 @@ def job_panel(record: dict[str, Any], store: Any, run: str) -> str | None:
         return None
     try:
         report = _report(record["job_id"], token)
-        if store is not None and cancel_if_overdue(_api(), record, store, run, report, stop_grace_s(), token):
+        if cancel_if_overdue(_api(), record, run_path, report, stop_grace_s(), token):
             st.warning("The job did not stop within the grace period of the stop request: it was cancelled.")
             _report.clear()
     except (HfJobError, RemoteError) as exc:

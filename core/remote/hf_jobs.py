@@ -25,7 +25,7 @@ from typing import Any
 
 from core import describe
 from core.remote.stores import BucketStore, open_remote
-from core.remote.sync import push, remote_stop_request
+from core.remote.sync import STOP_REQUEST_FILE, push
 from core.store.files import read_json_or_empty, write_json_atomic
 from core.store.paths import PROJECT_DIR, runs_root_side
 from core.store.runs import now_iso
@@ -201,17 +201,17 @@ def job_report(api: Any, record: dict[str, Any], token: str | None, tail: int = 
 def cancel_if_overdue(
     api: Any,
     record: dict[str, Any],
-    store: Any,
-    run: str,
+    run_path: Path,
     report: JobReport,
     grace_s: float,
     token: str | None,
 ) -> bool:
-    """Cancel the job when a stop was requested through the remote, after its launch, at least
-    `grace_s` seconds ago and it still runs (the graceful stop did not end it); whether it was."""
+    """Cancel the job when a stop was requested through the remote (the request is in the run
+    folder here: the dashboard wrote it, or pulled it), after the launch, at least `grace_s`
+    seconds ago, and it still runs (the graceful stop did not end it); whether it was."""
     if report.stage in TERMINAL_STAGES:
         return False
-    requested = remote_stop_request(store, run).get("requested_at")
+    requested = read_json_or_empty(run_path / STOP_REQUEST_FILE).get("requested_at")
     if not isinstance(requested, str) or requested < str(record.get("launched_at") or ""):
         return False
     try:

@@ -29,12 +29,13 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.evaluate.ratings import SIDE_KEY, ratings_lock, ratings_side
+from core.jobs.lifecycle import JOBS_DIR, state_path
 from core.remote.stores import RemoteError, RemoteFile, RemoteStore
 from core.store.files import (
     MAX_DOCUMENT_BYTES,
@@ -42,7 +43,7 @@ from core.store.files import (
     json_value,
     place_new_dir,
     read_capped,
-    read_json_object,
+    read_json_or_empty,
     regular_files,
     staging_dir,
     write_file_atomic,
@@ -60,6 +61,7 @@ from core.store.runs import (
     RATINGS_FILE,
     STATUS_FILE,
     RunNameError,
+    now_iso,
     validate_run_name,
 )
 
@@ -107,7 +109,7 @@ def file_kind(relative: str) -> str | None:
     top = parts[0]
     if top == EVAL_DIR and len(parts) == 2:
         return "light"
-    if top == "jobs" and len(parts) == 2 and _JOB_FILE.fullmatch(parts[1]):
+    if top == JOBS_DIR and len(parts) == 2 and _JOB_FILE.fullmatch(parts[1]):
         return "light"
     if top == ADAPTER_DIR and len(parts) == 2:
         return "adapter"
@@ -128,11 +130,11 @@ def _owner_document(relative: str) -> str | None:
         return relative
     if relative in _TRAINING_FILES or parts[0] in (ADAPTER_DIR, CHECKPOINTS_DIR):
         return STATUS_FILE
-    if parts[0] == "jobs":
-        return f"jobs/{_JOB_FILE.fullmatch(parts[1])['kind']}.json"
+    if parts[0] == JOBS_DIR:
+        return f"{JOBS_DIR}/{_JOB_FILE.fullmatch(parts[1])['kind']}.json"
     if parts[0] == EVAL_DIR:
-        return "jobs/bench.json" if parts[1].startswith("bench-") else "jobs/eval.json"
-    return "jobs/export.json"  # export.json, gguf/, merged/
+        return f"{JOBS_DIR}/bench.json" if parts[1].startswith("bench-") else f"{JOBS_DIR}/eval.json"
+    return f"{JOBS_DIR}/export.json"  # export.json, gguf/, merged/
 
 
 def _side_in(document: dict[str, Any], relative: str) -> str | None:
@@ -143,8 +145,8 @@ def _side_in(document: dict[str, Any], relative: str) -> str | None:
 class _Owners:
     """The owner of each file of one side's copy, reading each owner document once."""
 
-    def __init__(self, read: Any):
-        self._read = read  # run-relative path -> dict (empty when missing or unreadable)
+    def __init__(self, read: Callable[[str], dict[str, Any]]):
+        self._read = read  # run-relative path -> its document ({} when missing or unreadable)
         self._documents: dict[str, dict[str, Any]] = {}
 
     def owner(self, run: str, relative: str) -> str | None:
@@ -157,23 +159,18 @@ class _Owners:
         return _side_in(self._documents[key], document)
 
 
-def _taken_over(run: str, relative: str, remote_documents: Any, root: Path) -> bool:
+def _taken_over(
+    run: str, relative: str, remote_documents: Callable[[str], dict[str, Any]], root: Path
+) -> bool:
     """Whether a job on another side has since taken over a job's files of this side: its state
     file there names another side and a later start (a run resumed elsewhere). Ratings and stop
     requests are never taken over."""
     document = _owner_document(relative)
     if document is None or document in (RATINGS_FILE, STOP_REQUEST_FILE):
         return False
-    there, here = remote_documents(f"{run}/{document}"), _local_document(root, f"{run}/{document}")
+    there, here = remote_documents(f"{run}/{document}"), read_json_or_empty(root / f"{run}/{document}")
     started_there, started_here = there.get("started_at"), here.get("started_at")
     return isinstance(started_there, str) and isinstance(started_here, str) and started_there > started_here
-
-
-def _local_document(root: Path, path: str) -> dict[str, Any]:
-    try:
-        return read_json_object(root / path)
-    except (FileProblem, ValueError):
-        return {}
 
 
 def _remote_document(store: RemoteStore, files: dict[str, RemoteFile], path: str) -> dict[str, Any]:
@@ -208,7 +205,9 @@ class _RemoteDocuments:
                 and _unchanged(self.manifest, path, self.local, self.files)
             )
             self._read[path] = (
-                _local_document(self.root, path) if same else _remote_document(self.store, self.files, path)
+                read_json_or_empty(self.root / path)
+                if same
+                else _remote_document(self.store, self.files, path)
             )
         return self._read[path]
 
@@ -316,11 +315,11 @@ def push(
     manifest = _load_manifest(root, store)
     local = local_files(root, only)
     remote = store.files(under=next(iter(only)) if only is not None and len(only) == 1 else None)
-    owners = _Owners(lambda path: _local_document(root, path))
+    owners = _Owners(lambda path: read_json_or_empty(root / path))
     theirs = _Owners(_RemoteDocuments(root, store, remote, manifest, local))
     uploads: dict[str, Path] = {}
     for run, relatives in _runs_of(local, only).items():
-        completed = _completed(_local_document(root, f"{run}/{STATUS_FILE}"))
+        completed = _completed(read_json_or_empty(root / f"{run}/{STATUS_FILE}"))
         for relative in relatives:
             path = f"{run}/{relative}"
             if not _moves(relative, chosen, completed):
@@ -377,10 +376,13 @@ def pull(
     local = local_files(root, only)
     documents = _RemoteDocuments(root, store, remote, manifest, local)
     theirs = _Owners(documents)
-    ours = _Owners(lambda path: _local_document(root, path))
+    ours = _Owners(lambda path: read_json_or_empty(root / path))
     for run, relatives in _runs_of(remote, only).items():
+        if (root / run).is_symlink():
+            report.problems.append(f"{run}: the run folder here is a link: nothing is written through it")
+            continue
         config = f"{run}/{CONFIG_FILE}"
-        if config in local and config in remote and documents(config) != _local_document(root, config):
+        if config in local and config in remote and documents(config) != read_json_or_empty(root / config):
             report.problems.append(
                 f"{run}: a different run of that name is here (another config): not merged"
             )
@@ -469,11 +471,8 @@ def request_remote_stop(root: Path, store: RemoteStore, run: str, kind: str = "t
     folder, sent to the remote, which that job polls (core.remote.live). It names the job by
     the start its synced state file records, so no clock of this machine is compared with
     that job's."""
-    from core.jobs.lifecycle import state_path
-    from core.store.runs import now_iso
-
     path = root / validate_run_name(run)
-    started = _local_document(root, str(state_path(path, kind).relative_to(root))).get("started_at")
+    started = read_json_or_empty(state_path(path, kind)).get("started_at")
     request = {
         "side": runs_root_side(root),
         "kind": kind,
