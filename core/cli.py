@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import describe
+from core.data.command import add_data_commands
 from core.evaluate.sandbox import DEFAULT_TIMEOUT_S
 from core.jobs.lifecycle import (
     JOB_KINDS,
@@ -51,6 +52,7 @@ from core.store.runs import (
     validate_run_name,
 )
 from core.store.seed import import_seed_runs
+from core.sweeps.command import add_sweep_commands
 from core.train.config import (
     ConfigError,
     RunConfig,
@@ -246,16 +248,23 @@ def _new_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
     return apply_overrides(base, args.set), base
 
 
-def _check_local_dataset(config: RunConfig) -> None:
-    """Read a local dataset before a run is created for it (a Hub dataset is read by the job)."""
+def _pinned_to_recipe(config: RunConfig, root: Path) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
+    """A new run's config pinned to its recipe and the documents its folder gets (core.data.recipes);
+    without a recipe, a local dataset is read first (a Hub dataset is read by the job)."""
+    from core.data.recipes import RecipeError, new_run_files
     from core.train.data import DataError, load_conversations
 
-    if resolve_local_file(config.dataset) is None:
-        return
+    try:
+        config, documents = new_run_files(config, root)
+    except RecipeError as exc:
+        raise CommandError(str(exc)) from None
+    if config.recipe or resolve_local_file(config.dataset) is None:
+        return config, documents
     try:
         load_conversations(config.dataset, config.split)
     except DataError as exc:
         raise CommandError(f"dataset {config.dataset}: {exc}") from None
+    return config, documents
 
 
 def _live_sync(path: Path, remote: str, every_s: float) -> Any:
@@ -275,8 +284,11 @@ def _live_sync(path: Path, remote: str, every_s: float) -> Any:
     return LiveSync(path, _remote(remote), every_s, stop_this_job)
 
 
-def _launch_on_hf_jobs(root: Path, name: str, config: Any, creating: bool, args: argparse.Namespace) -> int:
-    """Create the run here (queued) and launch it on Hugging Face Jobs (core.remote.hf_jobs)."""
+def _launch_on_hf_jobs(
+    root: Path, name: str, config: Any, documents: dict[str, dict[str, Any]] | None, args: argparse.Namespace
+) -> int:
+    """Create the run here (queued, with `documents`; None: it exists) and launch it on Hugging Face
+    Jobs (core.remote.hf_jobs)."""
     from huggingface_hub import HfApi
 
     from core.export.gguf_files import environment_token
@@ -306,8 +318,14 @@ def _launch_on_hf_jobs(root: Path, name: str, config: Any, creating: bool, args:
             raise CommandError(
                 f"Hugging Face Jobs has no GPU flavour {args.flavor!r}; it offers: {', '.join(flavours)}"
             )
-        if creating:
-            create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+        if documents is not None:
+            create_run(
+                root,
+                name,
+                config.to_dict(),
+                status=initial_status("queued", config.max_steps),
+                documents=documents,
+            )
         record = launch(root, name, config, remote, args.flavor, api, token)
     except (HfJobError, RemoteError) as exc:
         raise CommandError(str(exc)) from None
@@ -344,7 +362,7 @@ def _train(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"a run named {name} already exists in {root}: pick another name, or continue it with --resume"
             )
-        _check_local_dataset(config)
+        config, documents = _pinned_to_recipe(config, root)
     elif not path.is_dir():
         raise CommandError(f"no run named {name} in {root}: create it with --preset or --config")
     else:
@@ -353,7 +371,7 @@ def _train(args: argparse.Namespace) -> int:
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
     if args.on == "hf-jobs" and not args.dry_run:
-        return _launch_on_hf_jobs(root, name, config, creating, args)
+        return _launch_on_hf_jobs(root, name, config, documents if creating else None, args)
     try:
         plan, problem = plan_training(config, detect_device(config.backend)), None
     except PlanError as exc:
@@ -389,7 +407,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     live = _live_sync(path, args.sync, args.sync_every) if args.sync else contextlib.nullcontext()
     if creating:
-        create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
+        create_run(
+            root,
+            name,
+            config.to_dict(),
+            status=initial_status("queued", config.max_steps),
+            documents=documents,
+        )
     started = False
     with live:
         try:
@@ -857,6 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"wall-clock seconds, 0.1-60 (default {DEFAULT_TIMEOUT_S:g}); CPU seconds are this rounded up",
     )
     sandbox.set_defaults(handler=_sandbox)
+    add_sweep_commands(commands)
+    add_data_commands(commands)
     return parser
 
 

@@ -14,7 +14,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ class Curve:
     elapsed_s: np.ndarray
     skipped: int = 0
     problem: str = ""
+    eval_step: np.ndarray = field(default_factory=lambda: np.empty(0))
+    eval_loss: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """The validation loss at each evaluation (runs with a recipe's validation share)."""
 
     def __len__(self) -> int:
         return len(self.step)
@@ -116,11 +119,17 @@ def read_curve(events_path: Path) -> Curve:
 
 
 def curve_of(records: list[dict[str, Any]], skipped: int = 0) -> Curve:
-    """The Curve of events.jsonl's records (read_jsonl's); records without a finite step and loss
-    are counted as skipped, the last record of a step wins."""
+    """The Curve of events.jsonl's records (read_jsonl's): training losses and, from evaluation
+    records, validation losses; records with neither a finite step and loss nor a step and eval
+    loss are counted as skipped, the last record of a step wins."""
     by_step: dict[float, tuple[float, float, float]] = {}
+    evaluated: dict[float, float] = {}
     for record in records:
         step, loss = finite_number(record.get("step")), finite_number(record.get("loss"))
+        eval_loss = finite_number(record.get("eval_loss"))
+        if step is not None and loss is None and eval_loss is not None:
+            evaluated[step] = eval_loss
+            continue
         if step is None or loss is None:
             skipped += 1
             continue
@@ -132,7 +141,16 @@ def curve_of(records: list[dict[str, Any]], skipped: int = 0) -> Curve:
         )
     steps = sorted(by_step)
     values = np.array([by_step[step] for step in steps], dtype=float).reshape(-1, 3)
-    return Curve(np.array(steps, dtype=float), values[:, 0], values[:, 1], values[:, 2], skipped)
+    eval_steps = sorted(evaluated)
+    return Curve(
+        np.array(steps, dtype=float),
+        values[:, 0],
+        values[:, 1],
+        values[:, 2],
+        skipped,
+        eval_step=np.array(eval_steps, dtype=float),
+        eval_loss=np.array([evaluated[step] for step in eval_steps], dtype=float),
+    )
 
 
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:
@@ -184,6 +202,20 @@ def curve_points(
         known[:] = False
     x, loss = x[known], curve.loss[known]
     return downsample(x, smooth(loss, weight), max_points)
+
+
+def eval_points(curve: Curve, axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, validation loss) points to plot against `axis`: an evaluation's tokens or time are
+    read off the training curve at its step (an evaluation is logged with the step it follows)."""
+    if not len(curve.eval_step):
+        return curve.eval_step, curve.eval_loss
+    if axis == "step":
+        return curve.eval_step, curve.eval_loss
+    x = getattr(curve, axis)
+    known = np.isfinite(x)
+    if not np.any(x[known] > 0):
+        return np.empty(0), np.empty(0)
+    return np.interp(curve.eval_step, curve.step[known], x[known]), curve.eval_loss
 
 
 # --- picking runs ---------------------------------------------------------------------------
@@ -243,6 +275,14 @@ TRAINING_MEMORY = "peak stats reset when training starts: "
 METRICS = (
     Metric("train_loss", "Train loss (mean)", "lower", 4),
     Metric("final_loss", "Final loss", "lower", 4),
+    Metric(
+        "best_eval_loss",
+        "Best eval loss",
+        "lower",
+        4,
+        help="the lowest loss on the recipe's held-out rows (runs with a validation share)",
+    ),
+    Metric("best_eval_step", "Best eval step", None, 0, help="the step of the best eval loss"),
     Metric("train_runtime_s", "Runtime (s)", "lower", 1),
     Metric("tokens_per_s", "Tokens/s", "higher", 1),
     Metric(

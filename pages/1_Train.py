@@ -30,6 +30,7 @@ from core.train.estimate import estimate_memory
 from core.train.plan import plan_training
 from core.train.presets import PRESETS, closest_preset, propose_run_name, train_command
 from ui.config_form import config_fields, fill_form, form_document, restore_form, save_form
+from ui.data import recipe_into_form
 from ui.hf_jobs import jobs_launcher
 from ui.jobs import POLL_SECONDS, new_queued_run
 from ui.labels import state_label
@@ -167,6 +168,7 @@ capability = training_capability(cached_gpus())
 st.title("Train")
 restore_form()
 start_form(capability.available)
+recipe_into_form(root)
 form_column, queue_column = st.columns([3, 1])
 with queue_column:
     busy = bool(active_runs())

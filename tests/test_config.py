@@ -210,7 +210,12 @@ def test_field_specs_declare_every_field_once_in_form_order():
     assert (specs["lora_dropout"].high_open, specs["learning_rate"].low_open) == (True, True)
     assert specs["lr_scheduler"].choices == SCHEDULERS and specs["optimizer"].choices == OPTIMIZERS
     assert specs["backend"].choices == BACKENDS and specs["target_modules"].kind == "modules"
-    assert [name for name, spec in specs.items() if spec.optional] == ["save_total_limit"]
+    assert [name for name, spec in specs.items() if spec.optional] == [
+        "recipe",
+        "early_stopping_patience",
+        "save_total_limit",
+        "eval_steps",
+    ]
     checking_files = {name for name, spec in specs.items() if spec.checks_files}
     assert checking_files == {"base_model", "dataset", "chat_template"}
     assert specs["note"].kind == "long_text" and specs["warmup_steps"].high == 1_000_000

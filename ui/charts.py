@@ -12,7 +12,8 @@ MAX_SCATTER_LABELS = 25  # more run names over the points are unreadable: hover 
 
 
 def run_loss_figure(curve: Curve, weight: float) -> go.Figure:
-    """One run's loss, raw and smoothed with `weight` (TensorBoard's debiased moving average)."""
+    """One run's loss, raw and smoothed with `weight` (TensorBoard's debiased moving average), and
+    its validation loss where it has one."""
     figure = go.Figure()
     steps, raw = downsample(curve.step, curve.loss)
     figure.add_trace(
@@ -28,11 +29,21 @@ def run_loss_figure(curve: Curve, weight: float) -> go.Figure:
             line={"color": "#08519c", "width": 2},
         )
     )
+    if len(curve.eval_step):
+        figure.add_trace(
+            go.Scatter(
+                x=curve.eval_step,
+                y=curve.eval_loss,
+                mode="lines+markers",
+                name="validation",
+                line={"color": "#e6550d", "width": 2, "dash": "dash"},
+            )
+        )
     figure.update_layout(
         height=300,
         margin=MARGINS,
         xaxis_title="step",
-        yaxis_title="training loss",
+        yaxis_title="loss" if len(curve.eval_step) else "training loss",
         legend={"orientation": "h", "y": -0.25},
     )
     return figure

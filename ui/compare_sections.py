@@ -64,7 +64,7 @@ def loss_curves_section(picked: list[Run], baseline: str, colours: dict[str, str
                 "Runs in the chart", with_curves, default=compare.default_curve_runs(with_curves, baseline)
             )
         figure = go.Figure()
-        unplotted, skipped = [], []
+        unplotted, skipped, validated = [], [], False
         for name in charted:
             curve = cached_curve(curve_keys[name])
             x, y = compare.curve_points(curve, axis, smoothing)
@@ -81,13 +81,27 @@ def loss_curves_section(picked: list[Run], baseline: str, colours: dict[str, str
                     y=y,
                     mode="lines",
                     name=name,
+                    legendgroup=name,
                     line=dict(color=colours[name], width=3 if name == baseline else 1.5),
                 )
             )
+            eval_x, eval_y = compare.eval_points(curve, axis)
+            if len(eval_x):
+                validated = True
+                figure.add_trace(
+                    go.Scatter(
+                        x=eval_x,
+                        y=eval_y,
+                        mode="lines+markers",
+                        name=f"{name} · validation",
+                        legendgroup=name,
+                        line=dict(color=colours[name], width=2, dash="dash"),
+                    )
+                )
         if figure.data:
             figure.update_layout(
                 xaxis_title=CURVE_AXES[axis],
-                yaxis_title="training loss",
+                yaxis_title="loss (dashed: validation)" if validated else "training loss",
                 height=420,
                 margin=MARGINS,
                 legend=dict(orientation="h", y=-0.2),

@@ -103,7 +103,7 @@ def field_widget(spec: FieldSpec, problem: str | None) -> None:
     elif spec.kind == "long_text":
         st.text_area(spec.label, height=68, **options)
     else:
-        st.text_input(spec.label, **options)
+        st.text_input(spec.label, placeholder=spec.none_means or None, **options)
     if problem:
         st.error(escape_markdown(problem), icon=":material/error:")
 

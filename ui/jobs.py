@@ -8,9 +8,11 @@ from typing import Any
 
 import streamlit as st
 
+from core.data.recipes import RecipeError
 from core.jobs.lifecycle import JOB_KINDS, JobError, JobView, delete_run, job_view, kill_job, request_stop
 from core.store.files import finite_number
-from core.store.runs import RunExistsError, RunNameError, create_run, initial_status
+from core.store.runs import RunExistsError, RunNameError
+from core.train.new_runs import create_queued_run
 from ui.labels import STATE_ICONS
 from ui.links import flash
 from ui.owner import owner_only
@@ -114,7 +116,7 @@ def delete_controls(path: Path, name: str, column: Any, after: Callable[[], None
 def new_queued_run(root: Path, name: str, config: Any) -> Path | None:
     """Create the run `name` with `config`, queued; None, after saying why, when it cannot be."""
     try:
-        return create_run(root, name, config.to_dict(), status=initial_status("queued", config.max_steps))
-    except (RunExistsError, RunNameError, OSError) as exc:
+        return create_queued_run(root, name, config)
+    except (RunExistsError, RunNameError, RecipeError, OSError) as exc:
         st.error(f"Could not create the run: {escape_markdown(exc)}")
         return None

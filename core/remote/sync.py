@@ -59,6 +59,7 @@ from core.store.runs import (
     GGUF_DIR,
     MERGED_DIR,
     RATINGS_FILE,
+    RECIPE_FILE,
     STATUS_FILE,
     RunNameError,
     now_iso,
@@ -73,7 +74,7 @@ HEAVY_FILE_BYTES = 64 << 30  # an adapter, a checkpoint's shard, a GGUF, a merge
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _JOB_FILE = re.compile(r"(?P<kind>[a-z]{1,20})(?:\.launch)?\.(?:json|log)")
 _TRAINING_FILES = ("status.json", "events.jsonl", "metrics.json", "train.log")
-_LIGHT_FILES = (CONFIG_FILE, *_TRAINING_FILES, RATINGS_FILE, EXPORT_FILE, STOP_REQUEST_FILE)
+_LIGHT_FILES = (CONFIG_FILE, RECIPE_FILE, *_TRAINING_FILES, RATINGS_FILE, EXPORT_FILE, STOP_REQUEST_FILE)
 
 
 @dataclass
@@ -122,9 +123,9 @@ def file_kind(relative: str) -> str | None:
 
 def _owner_document(relative: str) -> str | None:
     """The run-relative document that names the owner of `relative` (itself for a document that
-    carries its own side), or None for a file written once (config.json)."""
+    carries its own side), or None for a file written once (config.json, recipe.json)."""
     parts = relative.split("/")
-    if relative == CONFIG_FILE:
+    if relative in (CONFIG_FILE, RECIPE_FILE):
         return None
     if relative in (RATINGS_FILE, STOP_REQUEST_FILE):
         return relative

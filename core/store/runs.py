@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "completed", "failed", "stopped")
 
 CONFIG_FILE = "config.json"
+RECIPE_FILE = "recipe.json"  # the data recipe a run trains on, copied in when it is created
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
 EVENTS_FILE = "events.jsonl"
@@ -106,8 +108,10 @@ def create_run(
     *,
     status: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    documents: Mapping[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Create the run folder `root/name` with its files, all at once; return its path.
+    `documents` are further JSON files by name (recipe.json: the data the run trains on).
 
     Raises RunNameError for an invalid name and RunExistsError if the run exists.
     """
@@ -121,6 +125,8 @@ def create_run(
         write_json_atomic(staging / STATUS_FILE, status or initial_status())
         if metrics is not None:
             write_json_atomic(staging / METRICS_FILE, metrics)
+        for file_name, document in (documents or {}).items():
+            write_json_atomic(staging / file_name, document)
         if not place_new_dir(staging, final):
             raise RunExistsError(f"A run named {name!r} already exists in {root}.")
     return final

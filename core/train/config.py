@@ -41,6 +41,8 @@ MODEL_TEMPLATE = "model"
 HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 SPLIT_PATTERN = re.compile(r"(?P<name>[A-Za-z_][\w-]*)(\[(?P<start>\d+%?)?:(?P<stop>\d+%?)?\])?")
 MODULE_PATTERN = re.compile(r"[A-Za-z_][\w.]*")
+RECIPE_PATTERN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})(@(?P<hash>[0-9a-f]{8,64}))?")
+"""A run's recipe: a saved recipe's name, pinned to its content hash (NAME@HASH) when the run is created."""
 
 MODEL_AND_DATA, LORA, TRAINING, CHECKPOINTS = "Model and data", "LoRA", "Training", "Checkpoints and logging"
 FORM_GROUPS: tuple[str, ...] = (MODEL_AND_DATA, LORA, TRAINING, CHECKPOINTS)
@@ -171,7 +173,7 @@ def _text(spec: FieldSpec, value: Any) -> str | None:
         return f"must be text (got {value!r})"
     multiline = spec.kind == "long_text"
     if not multiline and not value.strip():
-        return "is required"
+        return None if spec.optional else "is required"
     if spec.max_length is not None and len(value) > spec.max_length:
         return f"is {len(value)} characters long (at most {spec.max_length})"
     found = _control_character(value, LINE_BREAKS_AND_TABS if multiline else frozenset())
@@ -252,6 +254,12 @@ def _check_split(value: str, check_files: bool) -> str | None:
     return None
 
 
+def _check_recipe(value: str, check_files: bool) -> str | None:
+    if not value.strip() or RECIPE_PATTERN.fullmatch(value):
+        return None
+    return f"{value!r} is not a recipe name (letters, digits, '.', '_', '-'), optionally pinned as NAME@HASH"
+
+
 def _check_template(value: str, check_files: bool) -> str | None:
     if not value.endswith(".jinja") or not check_files:
         return None
@@ -297,6 +305,21 @@ class RunConfig:
             "text",
             max_length=100,
             check=_check_split,
+        ),
+    )
+    recipe: str = field(
+        default="",
+        metadata=_meta(
+            "Data recipe",
+            "a recipe saved on the Data page (filters, mix, sample, validation share): the run trains on "
+            "its rows and takes dataset and split from it; pinned to its content as NAME@HASH when the "
+            "run is created",
+            MODEL_AND_DATA,
+            "text",
+            max_length=100,
+            optional=True,
+            none_means="no recipe: the dataset and split as given",
+            check=_check_recipe,
         ),
     )
     max_seq_length: int = field(
@@ -500,6 +523,20 @@ class RunConfig:
             "Train on responses only", "compute the loss on assistant answers only", TRAINING, "bool"
         ),
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Early stopping patience",
+            "with a recipe's validation share: stop after this many evaluations without a lower eval "
+            "loss, and keep the best checkpoint as the adapter",
+            TRAINING,
+            "whole",
+            low=1,
+            high=1000,
+            optional=True,
+            none_means="never stop early",
+        ),
+    )
     # Checkpoints and logging
     save_steps: int = field(
         default=100,
@@ -529,6 +566,19 @@ class RunConfig:
         default=1,
         metadata=_meta(
             "Log every (steps)", "steps between loss records", CHECKPOINTS, "whole", low=1, high=1_000_000
+        ),
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Evaluate every (steps)",
+            "with a recipe's validation share: steps between evaluations of the validation loss",
+            CHECKPOINTS,
+            "whole",
+            low=1,
+            high=1_000_000,
+            optional=True,
+            none_means="10 evaluations per run",
         ),
     )
     note: str = field(

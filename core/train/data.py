@@ -102,7 +102,9 @@ def standardize_conversation(row: Any) -> list[dict[str, str]]:
         raise MalformedRow("not JSON")
     if not isinstance(row, dict):
         raise MalformedRow("not an object")
-    turns = row.get("conversations", row.get("messages"))
+    turns = row.get("conversations")
+    if turns is None:  # a dataset with both columns has None in the one a row lacks
+        turns = row.get("messages")
     if isinstance(turns, str):
         try:
             turns = json.loads(turns)

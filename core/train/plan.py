@@ -140,8 +140,16 @@ def _processes_problems(processes: int, backend: str, facts: DeviceFacts) -> lis
     return []
 
 
+EVALUATIONS_PER_RUN = 10  # with a validation share and no eval_steps
+
+
+def evaluation_interval(config: RunConfig) -> int:
+    """Steps between two evaluations of the validation loss."""
+    return config.eval_steps or max(1, config.max_steps // EVALUATIONS_PER_RUN)
+
+
 def sft_arguments(
-    config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool
+    config: RunConfig, plan: TrainingPlan, output_dir: Path, *, progress_bar: bool, evaluating: bool = False
 ) -> dict[str, Any]:
     """Keyword arguments of trl's SFTConfig for this config and plan.
 
@@ -151,8 +159,12 @@ def sft_arguments(
     Under DDP every LoRA parameter gets a gradient at every step, so DDP need not look for
     unused ones (the Trainer would ask it to for a PEFT model, which reentrant gradient
     checkpointing breaks: "marked as ready twice").
+
+    With `evaluating` (a validation set), the loss on it is evaluated every evaluation_interval
+    steps; with early stopping, a checkpoint is saved at each evaluation (the best one is loaded
+    at the end, so it must exist) whatever save_steps says.
     """
-    return {
+    arguments = {
         "output_dir": str(output_dir),
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
@@ -180,6 +192,19 @@ def sft_arguments(
         "disable_tqdm": not progress_bar,
         "dataset_num_proc": None,
     }
+    if evaluating:
+        every = evaluation_interval(config)
+        arguments.update(
+            eval_strategy="steps", eval_steps=every, per_device_eval_batch_size=config.batch_size
+        )
+        if config.early_stopping_patience:
+            arguments.update(
+                save_steps=every,
+                load_best_model_at_end=True,
+                metric_for_best_model="eval_loss",
+                greater_is_better=False,
+            )
+    return arguments
 
 
 def build_sft_config(arguments: dict[str, Any]) -> Any:

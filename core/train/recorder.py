@@ -73,7 +73,20 @@ class RunRecorder(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not logs or "loss" not in logs or not state.is_world_process_zero:
+        if not logs or not state.is_world_process_zero:
+            return
+        if "eval_loss" in logs:
+            append_jsonl(
+                self.run_path / EVENTS_FILE,
+                {
+                    "step": state.global_step,
+                    "eval_loss": logs["eval_loss"],
+                    "epoch": logs.get("epoch", state.epoch),
+                    "elapsed_s": round(self.elapsed_s(), 3),
+                },
+            )
+            log.info("step %d/%d eval loss %.4f", state.global_step, state.max_steps, logs["eval_loss"])
+        if "loss" not in logs:
             return
         memory = self.memory_gb
         event = {

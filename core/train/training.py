@@ -123,18 +123,30 @@ def build_trainer(
     plan: TrainingPlan,
     output_dir: Path,
     callbacks: list[Any],
+    validation_rows: list[dict[str, Any]] | None = None,
 ) -> Any:
-    """trl's SFTTrainer for the tokenized `rows`, its trainable parameters in a dtype the plan's
+    """trl's SFTTrainer for the tokenized `rows` (and `validation_rows`, evaluated as the plan
+    says, with early stopping when configured), its trainable parameters in a dtype the plan's
     precision trains (see keep_trainable_float32) and without trl's per-step printing."""
     import datasets
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
-    arguments = sft_arguments(config, plan, output_dir, progress_bar=sys.stderr.isatty())
+    evaluating = bool(validation_rows)
+    arguments = sft_arguments(
+        config, plan, output_dir, progress_bar=sys.stderr.isatty(), evaluating=evaluating
+    )
+    if evaluating and config.early_stopping_patience:
+        callbacks = [
+            *callbacks,
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
+        ]
     trainer = SFTTrainer(
         model=model,
         args=build_sft_config(arguments),
         train_dataset=datasets.Dataset.from_list(rows),
+        eval_dataset=datasets.Dataset.from_list(validation_rows) if evaluating else None,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -143,6 +155,47 @@ def build_trainer(
     if cast:
         log.info("fp16 training: %d trainable tensors cast back to float32", cast)
     return trainer
+
+
+def run_conversations(
+    run_path: Path, config: RunConfig
+) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]], Any]:
+    """The run's training and validation conversations and its data report: the rows of its recipe
+    (the copy in its folder, checked against the hash its config pins) or of its dataset and split."""
+    from core.data.recipes import RECIPE_FILE, RecipeError, read_recipe, recipe_conversations
+    from core.train.config import RECIPE_PATTERN
+    from core.train.data import DataError, load_conversations
+
+    if not config.recipe:
+        conversations, report = load_conversations(config.dataset, config.split)
+        return conversations, [], report
+    try:
+        document = read_recipe(run_path / RECIPE_FILE)
+    except RecipeError as exc:
+        raise DataError(
+            f"the run names the recipe {config.recipe}, but its copy in the run folder: {exc}"
+        ) from None
+    pinned = RECIPE_PATTERN.fullmatch(config.recipe)
+    if pinned is None or not pinned["hash"] or not str(document["hash"]).startswith(pinned["hash"]):
+        raise DataError(f"the run's recipe.json is not the recipe its config pins ({config.recipe})")
+    return recipe_conversations(document)
+
+
+def evaluation_metrics(events: list[dict[str, Any]], validation: Any) -> dict[str, Any]:
+    """The validation figures of a run's metrics: the last and the best eval loss and its step."""
+    evaluated = [
+        e for e in events if isinstance(e.get("eval_loss"), (int, float)) and isinstance(e.get("step"), int)
+    ]
+    if validation is None:
+        return {}
+    best = min(evaluated, key=lambda e: e["eval_loss"], default=None)
+    return {
+        "validation_rows": validation.rows_used,
+        "eval_loss": evaluated[-1]["eval_loss"] if evaluated else None,
+        "best_eval_loss": best["eval_loss"] if best else None,
+        "best_eval_step": best["step"] if best else None,
+        "evaluations": len(evaluated),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -187,12 +240,15 @@ def train_process(
     """Train the run in this process: the whole of it, or one rank's share of a distributed run
     (core.train.rank), where rank 0 alone writes the run folder. Raises JobStopped after the
     checkpoint of a stop request."""
-    from core.train.data import load_conversations, tokenize_conversations
+    from core.train.data import DataReport, tokenize_conversations
 
     # Where this attempt starts; read now: the trainer may rotate that checkpoint away later.
     first_step = (checkpoint_step(checkpoint) or 0) if checkpoint else 0
-    job.stage(f"loading data: {config.dataset} [{config.split}]")
-    conversations, report = load_conversations(config.dataset, config.split)
+    job.stage(
+        f"loading data: {config.dataset} [{config.split}]"
+        + (f", recipe {config.recipe}" if config.recipe else "")
+    )
+    conversations, validation, report = run_conversations(run_path, config)
     job.stage(f"loading model: {config.base_model} ({plan.backend} backend)")
     from core.train.backends import load_model
 
@@ -200,12 +256,20 @@ def train_process(
     job.check_stop()
     rows = tokenize_conversations(tokenizer, conversations, config, report)
     log.info("data: %s", report.summary())
+    validation_report = DataReport(source="validation", rows_read=len(validation), rows_used=len(validation))
+    validation_rows = (
+        tokenize_conversations(tokenizer, validation, config, validation_report) if validation else None
+    )
+    if validation_rows:
+        log.info("validation: %s", validation_report.summary())
 
     from core.train.recorder import RunRecorder
 
     meter = MemoryMeter(plan.device)
     recorder = RunRecorder(run_path, meter, job, runtime_before)
-    trainer = build_trainer(model, tokenizer, rows, config, plan, run_path / CHECKPOINTS_DIR, [recorder])
+    trainer = build_trainer(
+        model, tokenizer, rows, config, plan, run_path / CHECKPOINTS_DIR, [recorder], validation_rows
+    )
     main = trainer.is_world_process_zero()
     meter.start_training()
     job.stage(
@@ -238,7 +302,7 @@ def train_process(
     metrics = {
         "train_loss": mean_loss(events),
         "trainer_train_loss": None if resume else output.training_loss,  # the trainer's covers one attempt
-        "final_loss": events[-1]["loss"] if events else None,
+        "final_loss": next((e["loss"] for e in reversed(events) if "loss" in e), None),
         "train_runtime_s": round(runtime, 3),
         "steps": trainer.state.global_step,
         "tokens_seen": tokens,
@@ -252,10 +316,21 @@ def train_process(
         "device_memory_gb": facts.gpu_memory_gb,
         "plan": plan.to_dict(),
         "data": report.to_dict(),
+        **evaluation_metrics(events, validation_report if validation_rows else None),
+        "stopped_early": trainer.state.global_step < config.max_steps,
         "resumed": resume,
         "versions": _versions(),
     }
     write_json_atomic(run_path / METRICS_FILE, metrics)
+    if metrics["stopped_early"]:
+        log.info(
+            "stopped early at step %d: no lower eval loss in %s evaluations; the adapter is the best "
+            "checkpoint's (step %s, eval loss %.4f)",
+            metrics["steps"],
+            config.early_stopping_patience,
+            metrics.get("best_eval_step"),
+            metrics.get("best_eval_loss") or float("nan"),
+        )
     log.info(
         "completed: loss %.4f (last %.4f), %.1f s, %d tokens, peak %.2f GB, LoRA %.2f GB "
         "(since training started: peak %.2f GB, training %.2f GB; %s)",

@@ -1,0 +1,1 @@
+"""Training data before a run: load a dataset, measure it, and select rows by a recipe."""
