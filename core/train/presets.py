@@ -109,6 +109,37 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+DATA_ROWS = "dataset_rows"
+"""A sweep axis that is no config field: the first N rows of the split (core.sweeps.definition)."""
+
+
+@dataclass(frozen=True)
+class SweepPreset:
+    """A named sweep: a preset as its base and the values of each axis (a grid)."""
+
+    name: str
+    title: str
+    description: str
+    preset: str
+    grid: dict[str, tuple[Any, ...]]
+
+
+SWEEP_PRESETS: dict[str, SweepPreset] = {
+    sweep.name: sweep
+    for sweep in (
+        SweepPreset(
+            "task2",
+            "Task 2: model-centric vs data-centric (8 runs)",
+            "The lab's Task 2 as one grid from the T1 baseline (600 steps): LoRA r 16 or 64 (model-centric), "
+            "10k or 30k rows of FineTome-100k (data-centric), the 1B or the 3B model. The lab ran four of "
+            "these eight by hand (T1-T4; T4 with 400 steps).",
+            "t1_baseline",
+            {"lora_r": (16, 64), DATA_ROWS: (10000, 30000), "base_model": (LAB_1B, LAB_3B)},
+        ),
+    )
+}
+
+
 class PresetError(KeyError):
     """No preset of that name."""
 
@@ -142,7 +173,8 @@ MODEL_SIZE = re.compile(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])")
 SLICE_STOP = re.compile(r"\[[^:\]]*:(\d+)(%?)\]")
 
 
-def _size_label(base_model: str) -> str:
+def size_label(base_model: str) -> str:
+    """The model's size as run names say it (`1B`, `3B`, `tiny`), else a short form of its name."""
     if base_model == TINY_MODEL_ID:
         return "tiny"
     found = MODEL_SIZE.search(base_model.rsplit("/", 1)[-1])
@@ -166,7 +198,7 @@ def propose_run_name(config: dict[str, Any], preset: str | None, taken: set[str]
     with `_2`, `_3`, ... added when it is in `taken`."""
     prefix = NAME_PREFIXES.get(preset or "", "run")
     name = (
-        f"{prefix}_{_size_label(str(config.get('base_model', '')))}_r{config.get('lora_r')}_"
+        f"{prefix}_{size_label(str(config.get('base_model', '')))}_r{config.get('lora_r')}_"
         f"{_data_label(str(config.get('split', '')))}_{config.get('max_steps')}steps"
     )
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:60]

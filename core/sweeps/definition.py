@@ -1,0 +1,513 @@
+"""A sweep's definition: its base config, its axes, its members and their names, its record.
+
+A grid (`--grid lora_r=8,16,64 --grid dataset_rows=10000,30000`) has one member per combination
+of the axes' values, named from the sweep and the varied values (`NAME-r8-rows10000`); a search
+(`--search lora_r=int:4:64:log`) has one member per Optuna trial (`NAME-t0`, `NAME-t1`, ...,
+core.sweeps.search). `dataset_rows` is an axis that is no config field: N rows are the split
+`NAME[:N]` of the base config's split (its first N rows; a slice the base split had is replaced).
+
+Every member is checked before anything is created: its config as parse_config checks it, its
+name as a run name not yet taken, and whatever the caller checks for this machine (the plan, a
+local dataset). A sweep with a problem is refused with every offending member named; nothing is
+written. The record `<runs>/.sweeps/NAME.json` keeps the base, the axes, the members (run name
+and varied values) and when it was created; it is read through the safe-open helpers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.store.files import FileProblem, delete_dir, read_json_object, write_json_atomic
+from core.store.runs import (
+    RunExistsError,
+    RunNameError,
+    create_run,
+    initial_status,
+    now_iso,
+    taken_names,
+    validate_run_name,
+)
+from core.train.config import (
+    SPLIT_PATTERN,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    field_specs,
+    format_setting,
+    parse_config,
+    with_resolved_paths,
+)
+from core.train.presets import DATA_ROWS, size_label
+
+SWEEPS_DIR = ".sweeps"
+MAX_MEMBERS = 1000
+MAX_TRIALS = 1000
+OBJECTIVES = {"final_loss": "minimize", "eval_loss": "minimize", "checks_passed": "maximize"}
+OBJECTIVE_HELP = {
+    "final_loss": "the loss of the last logged step (metrics.json final_loss)",
+    "eval_loss": "the best validation loss (metrics.json best_eval_loss; needs a validation share)",
+    "checks_passed": "answers of the lab's prompts that pass their checks (an evaluation follows training)",
+}
+NAME_LABELS = {
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "learning_rate": "lr",
+    DATA_ROWS: "rows",
+    "max_steps": "steps",
+    "batch_size": "bs",
+    "gradient_accumulation_steps": "accum",
+    "max_seq_length": "len",
+    "warmup_steps": "warmup",
+    "weight_decay": "wd",
+    "base_model": "",
+    "dataset": "data",
+}
+SEARCH_KINDS = ("int", "float", "cat")
+UNFIT_AXES = ("note", "target_modules")  # free text; a list whose commas would split the values
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be defined or created; the message says why (and which members)."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched field: `int:LOW:HIGH[:log]`, `float:LOW:HIGH[:log]` or `cat:A,B,C`."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def text(self) -> str:
+        """The spec as --search takes it."""
+        if self.kind == "cat":
+            return "cat:" + ",".join(format_setting(choice) for choice in self.choices)
+        return f"{self.kind}:{format_setting(self.low)}:{format_setting(self.high)}" + (
+            ":log" if self.log else ""
+        )
+
+    def distribution(self) -> Any:
+        """The Optuna distribution of this parameter."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "cat":
+            return CategoricalDistribution(list(self.choices))
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        return FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a sweep: its name, the values of the varied fields, its checked config."""
+
+    name: str
+    values: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep as its record keeps it."""
+
+    name: str
+    kind: str  # "grid" or "search"
+    base: dict[str, Any]
+    preset: str | None = None
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # a grid's values per field
+    search: dict[str, str] = field(default_factory=dict)  # a search's spec per field (SearchParam.text)
+    trials: int = 0
+    objective: str = "final_loss"
+    members: list[dict[str, Any]] = field(default_factory=list)  # {"run": NAME, "values": {...}}
+    created: str = ""
+
+    @property
+    def direction(self) -> str:
+        """minimize or maximize, by the objective."""
+        return OBJECTIVES[self.objective]
+
+    @property
+    def fields(self) -> list[str]:
+        """The varied fields, in the order they were given."""
+        return list(self.axes or self.search)
+
+    @property
+    def run_names(self) -> list[str]:
+        """The members' run names, in order."""
+        return [str(member["run"]) for member in self.members]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's JSON document."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "preset": self.preset,
+            "base": self.base,
+            "axes": self.axes,
+            "search": self.search,
+            "trials": self.trials,
+            "objective": self.objective,
+            "members": self.members,
+            "created": self.created,
+        }
+
+
+def _typed(key: str, text: str, base: Mapping[str, Any]) -> Any:
+    """The value `text` stands for in field `key` (a dataset_rows count is a whole number)."""
+    if key == DATA_ROWS:
+        try:
+            rows = int(text.strip())
+        except ValueError:
+            raise SweepError(f"{DATA_ROWS}: {text!r} is not a whole number of rows") from None
+        if rows < 1:
+            raise SweepError(f"{DATA_ROWS}: {rows} rows is not a positive count")
+        return rows
+    if key in UNFIT_AXES:
+        raise SweepError(f"{key} cannot be swept")
+    try:
+        return apply_overrides(base, [f"{key}={text}"])[key]
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _assignment(text: str, option: str) -> tuple[str, str]:
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise SweepError(f"{option} {text!r} must look like FIELD=VALUES")
+    return key.strip(), values
+
+
+def parse_grid(assignments: Sequence[str], base: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The axes of `--grid FIELD=V1,V2,...` options, values typed by their field; SweepError for
+    an unknown field, a value that does not parse, a field given twice or a value listed twice."""
+    axes: dict[str, list[Any]] = {}
+    for assignment in assignments:
+        key, text = _assignment(assignment, "--grid")
+        if key in axes:
+            raise SweepError(f"--grid {key} is given twice: list all its values in one --grid")
+        values = [_typed(key, part, base) for part in text.split(",") if part.strip()]
+        repeated = [value for index, value in enumerate(values) if value in values[:index]]
+        if repeated:
+            raise SweepError(f"--grid {key} lists {format_setting(repeated[0])} twice")
+        axes[key] = values
+    return axes
+
+
+def parse_search(assignments: Sequence[str], base: Mapping[str, Any]) -> dict[str, SearchParam]:
+    """The searched fields of `--search FIELD=int:LOW:HIGH[:log]` (or float:..., cat:A,B,...)."""
+    params: dict[str, SearchParam] = {}
+    for assignment in assignments:
+        key, text = _assignment(assignment, "--search")
+        if key in params:
+            raise SweepError(f"--search {key} is given twice")
+        kind, _, rest = text.partition(":")
+        if kind == "cat":
+            choices = [_typed(key, part, base) for part in rest.split(",") if part.strip()]
+            if len(choices) < 2 or len(set(map(format_setting, choices))) < len(choices):
+                raise SweepError(f"--search {key}=cat:... needs two or more different values")
+            params[key] = SearchParam("cat", choices=tuple(choices))
+            continue
+        parts = rest.split(":")
+        if kind not in SEARCH_KINDS or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+            raise SweepError(
+                f"--search {assignment!r} must be FIELD=int:LOW:HIGH[:log], FIELD=float:LOW:HIGH[:log] "
+                "or FIELD=cat:A,B,..."
+            )
+        try:
+            low, high = (int(p) if kind == "int" else float(p) for p in parts[:2])
+        except ValueError:
+            raise SweepError(
+                f"--search {key}: {parts[0]!r} and {parts[1]!r} must be {kind} numbers"
+            ) from None
+        log = len(parts) == 3
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise SweepError(f"--search {key}: LOW must be less than HIGH (got {low} and {high})")
+        if log and low <= 0:
+            raise SweepError(f"--search {key}: a log scale needs LOW above 0 (got {low})")
+        for bound in (low, high):
+            _typed(key, str(bound), base)  # the field takes numbers of this kind
+        params[key] = SearchParam(kind, low, high, log)
+    return params
+
+
+def member_config(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The config document of a member: `base` with the varied values (dataset_rows as the split)."""
+    config = dict(base)
+    for key, value in values.items():
+        if key == DATA_ROWS:
+            found = SPLIT_PATTERN.fullmatch(str(base.get("split", "")))
+            split = found.group("name") if found else "train"
+            config["split"] = f"{split}[:{int(value)}]"
+        else:
+            config[key] = value
+    return config
+
+
+def _value_label(key: str, value: Any) -> str:
+    if key == "base_model":
+        text = size_label(str(value))
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = format_setting(value).rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def member_name(sweep: str, values: Mapping[str, Any]) -> str:
+    """`SWEEP-r8-rows10000`: the sweep's name and each varied field's short label and value."""
+    return "-".join([sweep, *(f"{NAME_LABELS.get(k, k)}{_value_label(k, v)}" for k, v in values.items())])
+
+
+def grid_members(sweep: str, base: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[Member]:
+    """One member per combination of the axes' values, in the order the axes were given (configs
+    not yet checked: see check_members). SweepError for no axis, an empty one or too many members."""
+    if not axes:
+        raise SweepError("a grid needs at least one --grid FIELD=V1,V2,...")
+    empty = [key for key, values in axes.items() if not values]
+    if empty:
+        raise SweepError(f"--grid {empty[0]} has no values")
+    count = math.prod(len(values) for values in axes.values())
+    if count > MAX_MEMBERS:
+        raise SweepError(f"the grid has {count} members: at most {MAX_MEMBERS}")
+    members = []
+    for combination in itertools.product(*axes.values()):
+        values = dict(zip(axes, combination))
+        members.append(Member(member_name(sweep, values), values, member_config(base, values)))
+    return members
+
+
+def _label(member: Member) -> str:
+    varied = ", ".join(f"{key}={format_setting(value)}" for key, value in member.values.items())
+    return f"{member.name} ({varied})" if varied else member.name
+
+
+def check_members(
+    members: Sequence[Member],
+    taken: set[str],
+    here: Callable[[RunConfig], str | None] | None = None,
+) -> list[Member]:
+    """The members with their configs checked and normalised (parse_config, local paths resolved);
+    SweepError naming every member whose name or config is refused, or that `here` (a check for
+    this machine: the plan, a local dataset) refuses. Nothing is written."""
+    problems, checked = [], []
+    seen: set[str] = set()
+    for member in members:
+        try:
+            validate_run_name(member.name)
+        except RunNameError as exc:
+            problems.append(f"{_label(member)}: {exc}")
+            continue
+        if member.name in taken or member.name in seen:
+            problems.append(f"{_label(member)}: a run named {member.name} already exists")
+            continue
+        seen.add(member.name)
+        try:
+            config = with_resolved_paths(parse_config(member.config))
+        except ConfigError as exc:
+            problems.append(f"{_label(member)}: {exc}")
+            continue
+        problem = here(config) if here else None
+        if problem:
+            problems.append(f"{_label(member)}: {problem}")
+            continue
+        checked.append(Member(member.name, member.values, config.to_dict()))
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise SweepError(
+            f"{len(problems)} of {len(members)} member(s) refused, nothing was created: " + "; ".join(shown)
+        )
+    return checked
+
+
+def sweeps_dir(root: Path) -> Path:
+    """The folder of sweep records and search studies in a runs root."""
+    return root / SWEEPS_DIR
+
+
+def record_path(root: Path, name: str) -> Path:
+    """The record of the sweep `name` (a validated run name)."""
+    return sweeps_dir(root) / f"{validate_run_name(name)}.json"
+
+
+def check_new_sweep(root: Path, name: str, objective: str, base: Mapping[str, Any]) -> None:
+    """SweepError when a sweep of this name exists, the objective is unknown, or it is eval_loss
+    while the base config has no validation share (its `recipe`, once configs have one: until
+    then a member without best_eval_loss is a failed trial, core.sweeps.outcomes)."""
+    validate_run_name(name)
+    if objective not in OBJECTIVES:
+        raise SweepError(f"unknown objective {objective!r}: one of {', '.join(OBJECTIVES)}")
+    if objective == "eval_loss" and "recipe" in field_specs() and not base.get("recipe"):
+        raise SweepError("the eval_loss objective needs a validation share: a base config with a recipe")
+    if record_path(root, name).exists():
+        raise SweepError(f"a sweep named {name} already exists in {root}")
+
+
+def write_sweep(root: Path, sweep: Sweep) -> None:
+    """Write the sweep's record (atomically)."""
+    sweeps_dir(root).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record_path(root, sweep.name), sweep.to_dict())
+
+
+def create_grid(root: Path, sweep: Sweep, members: Sequence[Member], *, evaluate: bool) -> None:
+    """Create the grid's members as queued runs, its record, and queue them (core.jobs.queue), all
+    or nothing: a failure half-way deletes what was created and raises."""
+    from core.jobs.queue import enqueue, run_item
+
+    created: list[Path] = []
+    try:
+        for member in members:
+            max_steps = member.config.get("max_steps")
+            created.append(
+                create_run(root, member.name, member.config, status=initial_status("queued", max_steps))
+            )
+        write_sweep(root, sweep)
+        enqueue(root, [run_item(member.name, sweep=sweep.name, evaluate=evaluate) for member in members])
+    except BaseException:
+        for path in created:
+            delete_dir(path)
+        record_path(root, sweep.name).unlink(missing_ok=True)
+        raise
+
+
+def read_sweep(root: Path, name: str) -> Sweep:
+    """The sweep `name` from its record; SweepError when it is missing or unreadable."""
+    try:
+        data = read_json_object(record_path(root, name))
+    except (FileProblem, RunNameError) as exc:
+        raise SweepError(f"sweep {name}: {exc}") from None
+    try:
+        members = [
+            {"run": validate_run_name(m["run"]), "values": dict(m.get("values") or {})}
+            for m in data.get("members") or []
+        ]
+        sweep = Sweep(
+            name=validate_run_name(data["name"]),
+            kind=str(data["kind"]),
+            base=dict(data["base"]),
+            preset=data.get("preset") if isinstance(data.get("preset"), str) else None,
+            axes={str(k): list(v) for k, v in (data.get("axes") or {}).items()},
+            search={str(k): str(v) for k, v in (data.get("search") or {}).items()},
+            trials=int(data.get("trials") or 0),
+            objective=str(data.get("objective") or "final_loss"),
+            members=members,
+            created=str(data.get("created") or ""),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SweepError(f"sweep {name}: its record is not a sweep record ({exc})") from None
+    if sweep.kind not in ("grid", "search") or sweep.objective not in OBJECTIVES:
+        raise SweepError(f"sweep {name}: its record has an unknown kind or objective")
+    return sweep
+
+
+def list_sweeps(root: Path) -> list[str]:
+    """The names of the sweeps recorded in the runs root, newest first by file time."""
+    folder = sweeps_dir(root)
+    if not folder.is_dir():
+        return []
+    records = [p for p in folder.glob("*.json") if p.is_file() and not p.is_symlink()]
+    records.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p.stem for p in records]
+
+
+def new_sweep(
+    name: str,
+    base: dict[str, Any],
+    *,
+    preset: str | None,
+    axes: dict[str, list[Any]] | None = None,
+    search: dict[str, SearchParam] | None = None,
+    trials: int = 0,
+    objective: str = "final_loss",
+) -> Sweep:
+    """A sweep not yet written: a grid (`axes`) or a search (`search` and `trials`)."""
+    if bool(axes) == bool(search):
+        raise SweepError("give the grid's axes (--grid) or the search's fields (--search), not both")
+    if search and not 1 <= trials <= MAX_TRIALS:
+        raise SweepError(f"--trials must be 1-{MAX_TRIALS} (got {trials})")
+    return Sweep(
+        name=name,
+        kind="grid" if axes else "search",
+        base=base,
+        preset=preset,
+        axes=axes or {},
+        search={key: param.text() for key, param in (search or {}).items()},
+        trials=trials if search else 0,
+        objective=objective,
+        created=now_iso(),
+    )
+
+
+def duplicate_run(root: Path, source: Mapping[str, Any], source_name: str, key: str, text: str) -> Member:
+    """The run `source_name` (config `source`) with one field changed, checked, named
+    `SOURCE-<label><value>` (SweepError saying why it cannot be)."""
+    value = _typed(key, text, source)
+    if member_config(source, {key: value}) == dict(source):
+        raise SweepError(f"{key} is already {format_setting(value)} in {source_name}")
+    values = {key: value}
+    member = Member(member_name(source_name, values), values, member_config(source, values))
+    return check_members([member], taken_names(root))[0]
+
+
+def create_member_run(root: Path, member: Member) -> Path:
+    """Create one member as a queued run (RunExistsError if its name was taken meanwhile)."""
+    try:
+        return create_run(
+            root, member.name, member.config, status=initial_status("queued", member.config.get("max_steps"))
+        )
+    except RunExistsError as exc:
+        raise SweepError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The members' estimated cost on the lab's T4 (core.train.estimate): total time and the
+    largest peak memory, over the members the estimate knows (`unknown` counts the others)."""
+
+    total_s: float | None
+    peak_gb: float | None
+    unknown: int
+
+
+def estimate(members: Sequence[Member]) -> Estimate:
+    """The estimate of running `members` one after another."""
+    from core.train.estimate import estimate_memory, estimate_t4_step_s
+
+    seconds, peaks, unknown = [], [], 0
+    for member in members:
+        try:
+            config = parse_config(member.config, check_files=False)
+        except ConfigError:
+            unknown += 1
+            continue
+        step_s, memory = estimate_t4_step_s(config), estimate_memory(config)
+        if step_s is None or memory is None:
+            unknown += 1
+            continue
+        seconds.append(step_s * config.max_steps)
+        peaks.append(memory.peak_gb)
+    return Estimate(sum(seconds) if seconds else None, max(peaks) if peaks else None, unknown)
+
+
+def search_corners(name: str, base: Mapping[str, Any], params: Mapping[str, SearchParam]) -> list[Member]:
+    """Members at the corners of a search space (each field at its low and high, or each of its
+    choices; at most MAX_MEMBERS): checked before a search is created, so that no trial's config
+    can be refused by a bound."""
+    ends = [
+        list(param.choices) if param.kind == "cat" else [param.low, param.high] for param in params.values()
+    ]
+    corners = []
+    for index, combination in enumerate(itertools.islice(itertools.product(*ends), MAX_MEMBERS)):
+        values = {
+            key: int(value) if params[key].kind == "int" else value for key, value in zip(params, combination)
+        }
+        corners.append(Member(f"{name}-corner{index}", values, member_config(base, values)))
+    return corners

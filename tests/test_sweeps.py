@@ -1,0 +1,296 @@
+"""Sweep definitions without training: grid expansion and names, dataset_rows, refusals that create
+nothing, search specs, the queue file's controls, and Optuna's importance on made-up outcomes."""
+
+import json
+
+import pytest
+from conftest import run_core
+
+from core.jobs.queue import (
+    REMOVED,
+    cancel_rest,
+    enqueue,
+    move_item,
+    read_queue,
+    retry_failed,
+    run_item,
+)
+from core.store.runs import create_run, initial_status, load_run, update_status
+from core.sweeps.definition import (
+    Sweep,
+    SweepError,
+    check_members,
+    duplicate_run,
+    grid_members,
+    parse_grid,
+    parse_search,
+    read_sweep,
+    record_path,
+)
+from core.sweeps.outcomes import MemberRow, best_member, importance, target_quantile
+from core.train.config import field_specs
+from core.train.presets import SWEEP_PRESETS, get_preset
+
+SMOKE = get_preset("cpu_smoke").config()
+
+
+def folders(root):
+    """Everything in the runs root (hidden folders included)."""
+    return sorted(path.name for path in root.iterdir()) if root.exists() else []
+
+
+def test_a_grid_has_one_member_per_combination_named_from_the_values():
+    base = {**get_preset("t1_baseline").config()}
+    axes = parse_grid(["lora_r=8,16,64", "dataset_rows=10000,30000"], base)
+    members = grid_members("NAME", base, axes)
+    assert [m.name for m in members] == [
+        "NAME-r8-rows10000",
+        "NAME-r8-rows30000",
+        "NAME-r16-rows10000",
+        "NAME-r16-rows30000",
+        "NAME-r64-rows10000",
+        "NAME-r64-rows30000",
+    ]
+    first = members[0]
+    assert (
+        first.config["lora_r"] == 8 and first.config["split"] == "train[:10000]"
+    )  # the base's slice replaced
+    assert first.values == {"lora_r": 8, "dataset_rows": 10000}
+    floats = grid_members(
+        "lr", SMOKE, parse_grid(["learning_rate=0.01,2e-4", "base_model=tiny-llama"], SMOKE)
+    )
+    assert [m.name for m in floats] == ["lr-lr0.01-tiny", "lr-lr0.0002-tiny"]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("lora_rank=8,16", "did you mean lora_r"),
+        ("lora_r=8,eight", "must be a whole number"),
+        ("lora_r=8,8", "lists 8 twice"),
+        ("dataset_rows=0,10", "not a positive count"),
+        ("note=a,b", "cannot be swept"),
+        ("lora_r", "must look like FIELD=VALUES"),
+    ],
+)
+def test_a_bad_grid_option_says_what_is_wrong(option, message):
+    with pytest.raises(SweepError, match=message):
+        parse_grid([option], SMOKE)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("lora_r=int:64:4", "LOW must be less than HIGH"),
+        ("learning_rate=float:0:1e-3:log", "log scale needs LOW above 0"),
+        ("lora_r=int:4:x", "must be int numbers"),
+        ("lora_r=normal:4:8", "must be FIELD=int:LOW:HIGH"),
+        ("lr_scheduler=cat:linear", "two or more different values"),
+    ],
+)
+def test_a_bad_search_option_says_what_is_wrong(option, message):
+    with pytest.raises(SweepError, match=message):
+        parse_search([option], SMOKE)
+
+
+def test_search_specs_round_trip():
+    params = parse_search(
+        ["lora_r=int:4:64:log", "learning_rate=float:1e-5:1e-3:log", "lr_scheduler=cat:linear,cosine"], SMOKE
+    )
+    assert {key: param.text() for key, param in params.items()} == {
+        "lora_r": "int:4:64:log",
+        "learning_rate": "float:1e-05:0.001:log",
+        "lr_scheduler": "cat:linear,cosine",
+    }
+    assert params["lora_r"].distribution().log
+
+
+def test_members_are_refused_by_name_with_every_reason(tmp_path):
+    base = {**SMOKE, "max_steps": 6}
+    members = grid_members("g", base, parse_grid(["lora_r=0,8", "warmup_steps=1,10"], base))
+    with pytest.raises(SweepError) as refused:
+        check_members(members, taken={"g-r8-warmup1"})
+    text = str(refused.value)
+    assert text.startswith("4 of 4 member(s) refused, nothing was created")
+    assert "g-r0-warmup1 (lora_r=0, warmup_steps=1): lora_r: must be from 1" in text
+    assert "g-r8-warmup1 (lora_r=8, warmup_steps=1): a run named g-r8-warmup1 already exists" in text
+    assert "g-r8-warmup10 (lora_r=8, warmup_steps=10): warmup_steps: is more than max_steps (10 > 6)" in text
+    too_long = grid_members("x" * 62, base, parse_grid(["lora_r=8"], base))
+    with pytest.raises(SweepError, match="characters long"):
+        check_members(too_long, set())
+
+
+def test_the_command_refuses_an_invalid_grid_and_creates_nothing(runs_root):
+    done = run_core(
+        "sweep", "bad", "--preset", "cpu_smoke", "--grid", "lora_r=4,0", "--grid", "learning_rate=0.01,0.02",
+        runs_root=runs_root,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "bad-r0-lr0.01 (lora_r=0, learning_rate=0.01)" in done.stderr
+    assert "bad-r0-lr0.02" in done.stderr and "bad-r4" not in done.stderr  # only the offending members named
+    assert folders(runs_root) == []  # no run, no record, no queue
+
+
+def test_a_dry_run_prints_the_sweep_and_creates_nothing(runs_root):
+    done = run_core(
+        "sweep", "lr", "--preset", "cpu_smoke", "--grid", "lora_r=4,8", "--grid", "learning_rate=0.01,0.02",
+        "--set", "max_steps=6", "--dry-run", runs_root=runs_root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert [m["run"] for m in printed["members"]] == [
+        "lr-r4-lr0.01",
+        "lr-r4-lr0.02",
+        "lr-r8-lr0.01",
+        "lr-r8-lr0.02",
+    ]
+    assert printed["base"]["max_steps"] == 6 and printed["axes"] == {
+        "lora_r": [4, 8],
+        "learning_rate": [0.01, 0.02],
+    }
+    assert folders(runs_root) == []
+
+
+def test_the_command_refuses_what_cannot_be_swept(runs_root):
+    cases = [
+        (["--preset", "cpu_smoke"], "give the grid's axes"),
+        (
+            ["--preset", "cpu_smoke", "--grid", "lora_r=4,8", "--search", "learning_rate=float:0.01:0.1"],
+            "not both",
+        ),
+        (["--preset", "cpu_smoke", "--search", "lora_r=int:4:8", "--trials", "0"], "--trials must be"),
+        (["--grid", "lora_r=4,8"], "a sweep needs a base"),
+        (["--sweep-preset", "nope"], "no sweep preset named 'nope'"),
+        (["--preset", "cpu_smoke", "--grid", "lora_r=4,8", "--set", "lora_rr=3"], "--set: lora_rr"),
+        (
+            ["--preset", "cpu_smoke", "--search", "lora_r=int:0:8"],
+            "lora_r: must be from 1",
+        ),  # a corner refused
+    ]
+    for arguments, message in cases:
+        done = run_core("sweep", "s", *arguments, runs_root=runs_root)
+        assert done.returncode == 1 and message in done.stderr, (arguments, done.stderr)
+    assert folders(runs_root) == []
+
+
+@pytest.mark.skipif("recipe" not in field_specs(), reason="configs have no validation share (recipe) yet")
+def test_an_eval_loss_objective_needs_a_validation_share(runs_root):
+    done = run_core(
+        "sweep",
+        "s",
+        "--preset",
+        "cpu_smoke",
+        "--grid",
+        "lora_r=4,8",
+        "--objective",
+        "eval_loss",
+        runs_root=runs_root,
+    )
+    assert done.returncode == 1 and "needs a validation share" in done.stderr
+    assert folders(runs_root) == []
+
+
+def test_the_task2_sweep_preset_is_the_labs_grid(runs_root):
+    done = run_core("sweep", "task2", "--sweep-preset", "task2", "--dry-run", runs_root=runs_root)
+    # The lab's 4-bit models cannot be planned on this CPU machine: the refusal names each member.
+    if done.returncode == 1:
+        assert "8 of 8 member(s) refused" in done.stderr and "task2-r16-rows10000-1B" in done.stderr
+    else:
+        assert [m["run"] for m in json.loads(done.stdout)["members"]][0] == "task2-r16-rows10000-1B"
+    preset = SWEEP_PRESETS["task2"]
+    base = get_preset(preset.preset).config()
+    members = grid_members("task2", base, {key: list(values) for key, values in preset.grid.items()})
+    assert len(members) == 8 and members[-1].name == "task2-r64-rows30000-3B"
+    assert members[-1].config["split"] == "train[:30000]"
+
+
+def queued_run(root, name, state="queued"):
+    create_run(root, name, {**SMOKE, "max_steps": 2, "warmup_steps": 0}, status=initial_status(state, 2))
+
+
+def test_the_queue_file_keeps_order_moves_cancels_and_retries(runs_root):
+    for name in ("a", "b", "c"):
+        queued_run(runs_root, name)
+    enqueue(runs_root, [run_item(name, sweep="s") for name in ("a", "b", "c")])
+    assert [item.run for item in read_queue(runs_root)] == ["a", "b", "c"]
+    move_item(runs_root, read_queue(runs_root)[2].id, -2)
+    assert [item.run for item in read_queue(runs_root)] == ["c", "a", "b"]
+    assert cancel_rest(runs_root, sweep="other") == []
+    assert cancel_rest(runs_root, sweep="s") == ["c", "a", "b"]  # no runner: nothing has started
+    assert read_queue(runs_root) == []
+    stopped = load_run(runs_root, "a").status
+    assert stopped["state"] == "stopped" and stopped["error"] == REMOVED
+    update_status(runs_root / "b", state="failed", error="boom")
+    update_status(runs_root / "c", state="completed")
+    assert retry_failed(runs_root, ["a", "b", "c"], sweep="s") == ["a", "b"]
+    assert [(item.run, item.resume) for item in read_queue(runs_root)] == [("a", True), ("b", True)]
+    assert retry_failed(runs_root, ["a", "b"], sweep="s") == []  # queued already
+
+
+def test_a_queue_file_from_elsewhere_is_read_tolerantly(runs_root):
+    folder = runs_root / ".queue"
+    folder.mkdir(parents=True)
+    (folder / "queue.json").write_text(
+        json.dumps({"items": [{"id": "1", "run": "../x"}, {"id": "2"}, "junk", {"id": "3", "run": "ok"}]})
+    )
+    assert [item.run for item in read_queue(runs_root)] == ["ok"]
+    (folder / "queue.json").write_text("{not json")
+    assert read_queue(runs_root) == []
+
+
+def test_duplicate_a_run_and_change_one_field(runs_root):
+    queued_run(runs_root, "base")
+    member = duplicate_run(runs_root, load_run(runs_root, "base").config, "base", "lora_r", "8")
+    assert member.name == "base-r8" and member.config["lora_r"] == 8
+    with pytest.raises(SweepError, match="already 16"):
+        duplicate_run(runs_root, load_run(runs_root, "base").config, "base", "lora_r", "16")
+
+
+def rows(values):
+    """Members with the given (lora_r, learning_rate, final_loss, checks_passed)."""
+    return [
+        MemberRow(
+            f"m{i}",
+            "completed",
+            {"lora_r": r, "learning_rate": lr},
+            {"final_loss": loss, "checks_passed": passed},
+            {},
+            None,
+        )
+        for i, (r, lr, loss, passed) in enumerate(values)
+    ]
+
+
+def test_importance_finds_the_field_that_matters():
+    sweep = Sweep("g", "grid", SMOKE, axes={"lora_r": [4, 8], "learning_rate": [0.01, 0.02]})
+    members = rows(
+        [
+            (4, 0.01, 3.0, 1),
+            (4, 0.02, 2.0, 5),
+            (8, 0.01, 3.01, 1),
+            (8, 0.02, 2.02, 6),
+            (4, 0.01, 3.02, 2),
+            (8, 0.02, 2.01, 5),
+        ]
+    )
+    found = importance(sweep, members, "final_loss")
+    assert found["learning_rate"] > 4 * found["lora_r"]
+    assert importance(sweep, members[:2], "final_loss").startswith("2 member(s) have a final loss")
+    assert best_member(sweep, members).run == "m1"  # the lowest final loss
+    assert (
+        best_member(Sweep("g", "grid", SMOKE, axes=sweep.axes, objective="checks_passed"), members).run
+        == "m3"
+    )
+    assert target_quantile(4) == 0.5 and target_quantile(12) == 0.25 and target_quantile(100) == 0.1
+
+
+def test_a_sweep_record_that_is_not_one_is_refused(runs_root):
+    path = record_path(runs_root, "s")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"name": "s", "kind": "grid"}))
+    with pytest.raises(SweepError, match="not a sweep record"):
+        read_sweep(runs_root, "s")
+    path.unlink()
+    path.symlink_to(runs_root)
+    with pytest.raises(SweepError):
+        read_sweep(runs_root, "s")
