@@ -105,11 +105,12 @@ def test_search_specs_round_trip():
     assert params["lora_r"].distribution().log
 
 
-def test_members_are_refused_by_name_with_every_reason(tmp_path):
+def test_members_are_refused_by_name_with_every_reason(runs_root):
     base = {**SMOKE, "max_steps": 6}
     members = grid_members("g", base, parse_grid(["lora_r=0,8", "warmup_steps=1,10"], base))
+    queued_run(runs_root, "g-r8-warmup1")
     with pytest.raises(SweepError) as refused:
-        check_members(members, taken={"g-r8-warmup1"})
+        check_members(runs_root, members)
     text = str(refused.value)
     assert text.startswith("4 of 4 member(s) refused, nothing was created")
     assert "g-r0-warmup1 (lora_r=0, warmup_steps=1): lora_r: must be from 1" in text
@@ -117,7 +118,7 @@ def test_members_are_refused_by_name_with_every_reason(tmp_path):
     assert "g-r8-warmup10 (lora_r=8, warmup_steps=10): warmup_steps: is more than max_steps (10 > 6)" in text
     too_long = grid_members("x" * 62, base, parse_grid(["lora_r=8"], base))
     with pytest.raises(SweepError, match="characters long"):
-        check_members(too_long, set())
+        check_members(runs_root, too_long)
 
 
 def test_the_command_refuses_an_invalid_grid_and_creates_nothing(runs_root):
@@ -294,3 +295,12 @@ def test_a_sweep_record_that_is_not_one_is_refused(runs_root):
     path.symlink_to(runs_root)
     with pytest.raises(SweepError):
         read_sweep(runs_root, "s")
+
+
+def test_members_with_an_unusable_recipe_are_refused(runs_root):
+    base = {**SMOKE, "recipe": "missing"}
+    with pytest.raises(SweepError, match="no recipe named missing"):
+        check_members(runs_root, grid_members("g", base, parse_grid(["lora_r=4,8"], base)))
+    with pytest.raises(SweepError, match="the recipe picks the rows: vary recipe, not dataset_rows"):
+        check_members(runs_root, grid_members("g", base, parse_grid(["dataset_rows=4,8"], base)))
+    assert not runs_root.exists()

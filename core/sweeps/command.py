@@ -26,7 +26,6 @@ from core.jobs.queue import (
     search_item,
 )
 from core.store.paths import runs_root
-from core.store.runs import taken_names
 from core.sweeps.definition import (
     OBJECTIVE_HELP,
     OBJECTIVES,
@@ -118,7 +117,6 @@ def _sweep(args: argparse.Namespace) -> int:
     base, preset = _base(args)
     check_new_sweep(root, args.name, args.objective, base)
     check = machine_check()
-    taken = taken_names(root)
     axes = parse_grid(args.grid, base)
     params = parse_search(args.search, base)
     sweep = new_sweep(
@@ -131,10 +129,10 @@ def _sweep(args: argparse.Namespace) -> int:
         objective=args.objective,
     )
     if sweep.kind == "grid":
-        members = check_members(grid_members(args.name, base, axes), taken, check)
+        members = check_members(root, grid_members(args.name, base, axes), check)
         sweep = replace(sweep, members=[{"run": m.name, "values": m.values} for m in members])
     else:
-        check_members(search_corners(args.name, base, params), set(), check)
+        check_members(root, search_corners(args.name, base, params), check)
         members = []
     cost = estimate(members)
     if args.dry_run:

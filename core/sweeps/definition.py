@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data.recipes import RecipeError, new_run_files
 from core.store.files import FileProblem, delete_dir, read_json_object, write_json_atomic
 from core.store.runs import (
     RunExistsError,
     RunNameError,
-    create_run,
-    initial_status,
     now_iso,
     taken_names,
     validate_run_name,
@@ -43,6 +42,7 @@ from core.train.config import (
     parse_config,
     with_resolved_paths,
 )
+from core.train.new_runs import create_queued_run
 from core.train.presets import DATA_ROWS, size_label
 
 SWEEPS_DIR = ".sweeps"
@@ -291,15 +291,17 @@ def _label(member: Member) -> str:
 
 
 def check_members(
+    root: Path,
     members: Sequence[Member],
-    taken: set[str],
     here: Callable[[RunConfig], str | None] | None = None,
 ) -> list[Member]:
     """The members with their configs checked and normalised (parse_config, local paths resolved);
-    SweepError naming every member whose name or config is refused, or that `here` (a check for
-    this machine: the plan, a local dataset) refuses. Nothing is written."""
+    SweepError naming every member whose name is taken in `root` or invalid, whose config or data
+    recipe (core.data.recipes.new_run_files) is refused, or that `here` (a check for this machine:
+    the plan, a local dataset) refuses. Nothing is written."""
     problems, checked = [], []
     seen: set[str] = set()
+    taken = taken_names(root)
     for member in members:
         try:
             validate_run_name(member.name)
@@ -310,9 +312,13 @@ def check_members(
             problems.append(f"{_label(member)}: a run named {member.name} already exists")
             continue
         seen.add(member.name)
+        if DATA_ROWS in member.values and member.config.get("recipe"):
+            problems.append(f"{_label(member)}: the recipe picks the rows: vary recipe, not {DATA_ROWS}")
+            continue
         try:
             config = with_resolved_paths(parse_config(member.config))
-        except ConfigError as exc:
+            new_run_files(config, root)
+        except (ConfigError, RecipeError) as exc:
             problems.append(f"{_label(member)}: {exc}")
             continue
         problem = here(config) if here else None
@@ -365,10 +371,7 @@ def create_grid(root: Path, sweep: Sweep, members: Sequence[Member], *, evaluate
     created: list[Path] = []
     try:
         for member in members:
-            max_steps = member.config.get("max_steps")
-            created.append(
-                create_run(root, member.name, member.config, status=initial_status("queued", max_steps))
-            )
+            created.append(create_queued_run(root, member.name, parse_config(member.config)))
         write_sweep(root, sweep)
         enqueue(root, [run_item(member.name, sweep=sweep.name, evaluate=evaluate) for member in members])
     except BaseException:
@@ -454,16 +457,15 @@ def duplicate_run(root: Path, source: Mapping[str, Any], source_name: str, key: 
         raise SweepError(f"{key} is already {format_setting(value)} in {source_name}")
     values = {key: value}
     member = Member(member_name(source_name, values), values, member_config(source, values))
-    return check_members([member], taken_names(root))[0]
+    return check_members(root, [member])[0]
 
 
 def create_member_run(root: Path, member: Member) -> Path:
-    """Create one member as a queued run (RunExistsError if its name was taken meanwhile)."""
+    """Create one member as a queued run, pinned to its recipe (SweepError if its name was taken
+    or its recipe changed meanwhile)."""
     try:
-        return create_run(
-            root, member.name, member.config, status=initial_status("queued", member.config.get("max_steps"))
-        )
-    except RunExistsError as exc:
+        return create_queued_run(root, member.name, parse_config(member.config))
+    except (RunExistsError, RecipeError) as exc:
         raise SweepError(str(exc)) from None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs.queue import POLL_S, run_member
-from core.store.runs import read_run_folder, taken_names
+from core.store.runs import read_run_folder
 from core.sweeps.definition import (
     Member,
     Sweep,
@@ -123,7 +123,7 @@ def advance_search(root: Path, name: str, *, poll_s: float = POLL_S) -> bool:
     values = {key: trial.params[key] for key in sweep.search}
     member = Member(f"{name}-t{trial.number}", values, member_config(sweep.base, values))
     try:
-        [member] = check_members([member], taken_names(root))
+        [member] = check_members(root, [member])
     except SweepError as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL)
