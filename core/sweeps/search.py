@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.jobs.lifecycle import job_view
 from core.jobs.queue import POLL_S, run_member
 from core.store.runs import read_run_folder
 from core.sweeps.definition import (
@@ -84,6 +85,7 @@ def _finish_trial(root: Path, sweep: Sweep, study: Any, number: int, run: str, p
     from optuna.trial import TrialState
 
     path = root / run
+    job_view(path, "train")  # records a training job found dead (the machine went down under it)
     status = read_run_folder(path)
     resume = status.state in ("failed", "stopped") and not status.status.get("resumes")
     state = run_member(path, resume=resume, evaluate=sweep.objective == "checks_passed", poll_s=poll_s)
