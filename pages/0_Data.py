@@ -100,6 +100,14 @@ if not dataset:
     st.info("Pick a dataset file, upload one, or name a Hub dataset.")
     st.stop()
 source = DataSource(dataset, split.strip() or "train")
+choice = f"{dataset}|{source.split}|{model}"
+if st.button("Measure", type="primary", key="data_measure") or wanted == dataset:
+    st.session_state["data_measured"] = choice  # a link that names the dataset measures it at once
+if st.session_state.get("data_measured") != choice:
+    st.info(
+        "Measure reads every row with the tokenizer (a Hub dataset is downloaded first); a second look is cached."
+    )
+    st.stop()
 st.query_params.update(source=dataset, split=source.split, model=model)
 
 try:

@@ -177,6 +177,7 @@ def test_import_of_a_foreign_file_shows_an_error_and_creates_nothing(empty_root,
 def test_home_navigates_to_every_page(runs_root):
     app = run_home()
     pages = {
+        "pages/0_Data.py": "Data",
         "pages/1_Train.py": "Train",
         "pages/2_Run.py": "Run",
         "pages/3_Compare.py": "Compare runs",

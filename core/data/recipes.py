@@ -101,6 +101,9 @@ class RecipeSpec:
 
 def spec_from_dict(data: Mapping[str, Any]) -> RecipeSpec:
     """The RecipeSpec a recipe document holds; RecipeError when it is malformed."""
+    for key in ("source", "model"):
+        if key not in data:
+            raise RecipeError(f"malformed recipe: no {key}")
     try:
         source = data["source"]
         values = {

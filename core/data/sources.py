@@ -63,8 +63,8 @@ def check_source(source: DataSource) -> None:
 
 def _cause(exc: BaseException) -> str:
     """The most telling message in an exception chain (datasets wraps the parser's error)."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
