@@ -1,5 +1,6 @@
 """Train: a new run from a preset or another run's settings, checked, shown as the command that
-runs, and started as a job; the queue of jobs on this machine."""
+runs, and started as a job; a sweep of it, or a copy of a run with one field changed, queued; the
+queue of jobs on this machine."""
 
 import shlex
 
@@ -38,6 +39,7 @@ from ui.links import open_run, run_link, show_flash
 from ui.lookups import cached_gpus
 from ui.owner import access_panel, owner_only
 from ui.secrets import app_secrets
+from ui.sweeps import keep_queue_going, queue_controls, sweep_panels
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="Train · PEFT Dashboard", page_icon="🧪", layout="wide")
@@ -161,9 +163,11 @@ def queue(was_active: bool) -> None:
                 f"{state_label(run.state)} · {step}" + (f" · waiting for {waiting}" if waiting else "")
             )
         )
+    queue_controls(root)
 
 
 root = runs_root()
+keep_queue_going(root)
 capability = training_capability(cached_gpus())
 st.title("Train")
 restore_form()
@@ -226,4 +230,5 @@ with form_column:
         else:
             start(config, name)
     jobs_launcher(root, configured_remote(app_secrets()), config, name, problems)
+    sweep_panels(root, config, preset, device_facts_from(cached_gpus()))
 save_form()

@@ -5,8 +5,8 @@ only (no torch): `python tests/cloud_pages.py REPORT.json`, from the project fol
 $PEFT_RUNS_DIR naming a runs folder that does not exist yet. In one process, as the app runs, each
 page opened as a server opens it (Home.py the entry point, the page and its URL's query): Home
 (which seeds the lab's runs), two completed runs with curves and answers added with the Compare
-bench's writer, Train, the Run page of a completed run with an adapter, Compare, and Study cards
-before and after a 3-card deck. Writes what a user sees on each page and the process's memory
+bench's writer, Train, the Run page of a completed run with an adapter, Compare, Sweeps (no sweep
+yet), and Study cards before and after a 3-card deck. Writes what a user sees on each page and the process's memory
 (VmRSS, VmHWM) without a card model and with one loaded, as JSON; the test judges it.
 """
 
@@ -109,6 +109,7 @@ def main() -> None:
     pages["train"] = seen(render("pages/1_Train.py"))
     pages["run"] = seen(render("pages/2_Run.py", {"run": "run_000"}))
     pages["compare"] = seen(render("pages/3_Compare.py"))
+    pages["sweeps"] = seen(render("pages/5_Sweeps.py"))
     pages["study_cards"], pages["study_cards_deck"], without_model = study_cards_deck()
     model = bundled_path()
     report = {

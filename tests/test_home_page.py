@@ -182,6 +182,7 @@ def test_home_navigates_to_every_page(runs_root):
         "pages/2_Run.py": "Run",
         "pages/3_Compare.py": "Compare runs",
         "pages/4_Study_cards.py": "Study cards",
+        "pages/5_Sweeps.py": "Sweeps",
     }
     for page, title in pages.items():
         app.switch_page(page).run()

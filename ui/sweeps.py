@@ -33,11 +33,13 @@ from core.store.runs import (
     METRICS_FILE,
     STATUS_FILE,
     Run,
+    list_runs,
     read_run_folder,
 )
 from core.sweeps.definition import (
     OBJECTIVE_HELP,
     OBJECTIVES,
+    Sweep,
     SweepError,
     check_members,
     check_new_sweep,
@@ -46,8 +48,10 @@ from core.sweeps.definition import (
     duplicate_run,
     estimate,
     grid_members,
+    list_sweeps,
     new_sweep,
     parse_grid,
+    read_sweep,
 )
 from core.sweeps.outcomes import ADAPTER_RESULTS, OUTCOMES, MemberRow
 from core.train.config import RunConfig, field_specs, format_setting
@@ -181,10 +185,30 @@ def duplicate_form(root: Path, runs: Sequence[Run]) -> None:
         st.success(f"Queued {escape_markdown(member.name)}.")
 
 
-def queue_controls(root: Path, sweeps: Sequence[Any]) -> None:
+def sweep_panels(root: Path, config: RunConfig | None, preset: str, facts: DeviceFacts) -> None:
+    """The Train page's sweep form over the form's config, and "duplicate a run, change one field"."""
+    with st.expander("Sweep: queue this config with some fields varied"):
+        sweep_form(root, config.to_dict() if config else None, preset, plan_check(facts))
+    with st.expander("Duplicate a run, change one field"):
+        duplicate_form(root, list_runs(root))
+
+
+def recorded_sweeps(root: Path) -> list[Sweep]:
+    """The readable sweeps of the runs root, newest first."""
+    found = []
+    for name in list_sweeps(root):
+        try:
+            found.append(read_sweep(root, name))
+        except SweepError:
+            continue
+    return found
+
+
+def queue_controls(root: Path) -> None:
     """The durable queue: its items in order with move and remove, the runner's state, cancel the
     rest, retry a sweep's failed runs."""
     items = read_queue(root)
+    st.markdown("**Queued runs and searches**")
     working = current_item(root)
     st.caption(
         ("The runner works on the first item. " if runner_running(root) else "No runner is running. ")
@@ -215,7 +239,7 @@ def queue_controls(root: Path, sweeps: Sequence[Any]) -> None:
         removed = cancel_rest(root)
         st.toast(f"Removed {len(removed)} item(s).")
         st.rerun()
-    retryable = [sweep for sweep in sweeps if sweep is not None]
+    retryable = recorded_sweeps(root)
     if retryable:
         chosen = st.selectbox("Sweep", [s.name for s in retryable], key="queue_retry_sweep")
         if (
@@ -234,8 +258,9 @@ def queue_controls(root: Path, sweeps: Sequence[Any]) -> None:
             )
             keep_queue_going(root)
             st.toast(f"Queued again: {', '.join(queued) or 'nothing to retry'}.")
-    with st.expander("Runner log"):
-        st.code("\n".join(runner_log(root)) or "(no output yet)", language="log")
+    if lines := runner_log(root):
+        with st.expander("Runner log"):
+            st.code("\n".join(lines), language="log")
 
 
 # --- the Sweeps page -------------------------------------------------------------------------
