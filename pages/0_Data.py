@@ -19,6 +19,7 @@ from core.data.stats import (
 from core.store.paths import runs_root
 from core.train.config import MODEL_TEMPLATE, RunConfig, is_hub_id
 from core.train.data import DataError
+from core.train.tiny import TINY_MODEL_ID
 from ui.data import (
     PREVIEW_ROWS,
     bar_figure,
@@ -32,7 +33,7 @@ from ui.data import (
 )
 from ui.links import TRAIN_PAGE, flash, show_flash
 from ui.lookups import cached_tokenizer
-from ui.owner import access_panel, owner_only
+from ui.owner import access_panel, is_owner, owner_only
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="Data · PEFT Dashboard", page_icon="🧪", layout="wide")
@@ -108,6 +109,8 @@ if st.session_state.get("data_measured") != choice:
         "Measure reads every row with the tokenizer (a Hub dataset is downloaded first); a second look is cached."
     )
     st.stop()
+if (kind == "Hub" or not is_hub_id(model) and model != TINY_MODEL_ID) and not owner_only():
+    st.stop()  # a visitor may not make the server download a dataset or read a model folder
 st.query_params.update(source=dataset, split=source.split, model=model)
 
 try:
@@ -181,7 +184,7 @@ with preview_tab:
     chat_preview(rows_dataset, table, int(page))
 
 st.header("Recipe")
-spec: RecipeSpec = recipe_form(source, model, table)
+spec: RecipeSpec = recipe_form(source, model, table, patterns=is_owner())
 try:
     selection = select_rows(spec, stats, rows_dataset)
 except RecipeError as exc:

@@ -82,8 +82,9 @@ def chat_preview(dataset: Any, table: Any, page: int) -> None:
                     st.markdown(escape_markdown(message["content"]))
 
 
-def recipe_form(source: DataSource, model: str, table: Any) -> RecipeSpec:
-    """The recipe's widgets over the measured rows; the spec they describe."""
+def recipe_form(source: DataSource, model: str, table: Any, *, patterns: bool) -> RecipeSpec:
+    """The recipe's widgets over the measured rows; the spec they describe. Regular expressions
+    only with `patterns` (the owner: a pattern can take the server's CPU for as long as it likes)."""
     names = [str(name) for name in source_counts(table).index]
     has_scores = table["score"].notna().any()
     left, right = st.columns(2)
@@ -101,8 +102,16 @@ def recipe_form(source: DataSource, model: str, table: Any) -> RecipeSpec:
             "Max tokens", value=None, step=16, min_value=0, key="recipe_max_tokens"
         )
         sources = st.multiselect("Sources", names, key="recipe_sources", help="none picked: every source")
-        match = st.text_input("Keep rows matching (regular expression)", key="recipe_match")
-        exclude = st.text_input("Drop rows matching (regular expression)", key="recipe_exclude")
+        locked = None if patterns else "the owner's: unlock in the sidebar"
+        match = st.text_input(
+            "Keep rows matching (regular expression)", key="recipe_match", disabled=not patterns, help=locked
+        )
+        exclude = st.text_input(
+            "Drop rows matching (regular expression)",
+            key="recipe_exclude",
+            disabled=not patterns,
+            help=locked,
+        )
         drop = st.checkbox("Drop exact duplicates", value=True, key="recipe_drop_duplicates")
     with right:
         take = st.radio(
@@ -123,7 +132,7 @@ def recipe_form(source: DataSource, model: str, table: Any) -> RecipeSpec:
         if names and st.checkbox("Mix sources by weight (with Rows) or count", key="recipe_mix_on"):
             for name in sources or names:
                 value = st.number_input(
-                    f"{name}", value=1.0, min_value=0.0, step=0.1, key=f"recipe_mix_{name}"
+                    escape_markdown(name), value=1.0, min_value=0.0, step=0.1, key=f"recipe_mix_{name}"
                 )
                 if value > 0:
                     mix[name] = float(value)
@@ -135,8 +144,8 @@ def recipe_form(source: DataSource, model: str, table: Any) -> RecipeSpec:
         sources=tuple(sources),
         min_tokens=None if min_tokens is None else int(min_tokens),
         max_tokens=None if max_tokens is None else int(max_tokens),
-        match=match,
-        exclude=exclude,
+        match=match if patterns else "",
+        exclude=exclude if patterns else "",
         drop_duplicates=drop,
         mix=mix,
         take=take,

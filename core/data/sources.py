@@ -91,6 +91,8 @@ def load_source(source: DataSource) -> Any:
     except Exception as exc:  # datasets, arrow and the Hub raise many types; the cause is what matters
         where = local.name if local is not None else f"{source.dataset} from the Hub"
         raise DataError(f"cannot read {where} [{source.split}]: {_cause(exc)}") from None
+    if not len(loaded):
+        raise DataError(f"{source.label} has no rows")
     if not any(column in loaded.column_names for column in ("conversations", "messages")):
         raise DataError(
             f"{source.label} has no 'conversations' (ShareGPT from/value) or 'messages' (role/content) "
