@@ -54,6 +54,16 @@ def test_values_that_are_not_numbers_are_unknown():
     )
 
 
+def test_an_evaluation_logged_last_leaves_the_loss_and_memory_shown():
+    events = [
+        {"step": 1, "loss": 2.5, "elapsed_s": 1.0, "memory_gb": 0.5},
+        {"step": 2, "loss": 2.25, "elapsed_s": 2.0, "memory_gb": 0.75},
+        {"step": 2, "eval_loss": 2.4, "elapsed_s": 2.2},
+    ]
+    progress = training_progress({"state": "running", "max_steps": 4}, events, running=True)
+    assert (progress.step, progress.loss, progress.memory_gb) == (2, 2.25, 0.75)
+
+
 def test_durations_read_like_a_clock():
     assert [format_duration(s) for s in (None, 42, 185, 3720)] == ["—", "42s", "3m 05s", "1h 02m"]
 

@@ -59,7 +59,7 @@ def training_progress(
         if (s := finite_number(event.get("step"))) is not None
         and (e := finite_number(event.get("elapsed_s"))) is not None
     ]
-    last = events[-1] if events else {}
+    last = next((event for event in reversed(events) if "loss" in event), {})  # not an evaluation's line
     elapsed = finite_number(status.get("training_s")) or (timed[-1][1] if timed else None)
     if elapsed is None and running:
         elapsed = _since(status.get("started_at"))
