@@ -17,29 +17,34 @@ from core.store.experiments_log import (
     import_log,
 )
 from core.store.paths import runs_root
-from core.store.runs import RUN_TABLE_COLUMNS, list_runs, run_summary
+from core.store.runs import RUN_TABLE_COLUMNS, run_summary
 from core.store.seed import prepare_runs_root
 from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import run_url, show_flash
-from ui.lookups import cached_gpus
+from ui.lookups import cached_gpus, runs_of
 from ui.owner import access_panel, owner_only
 from ui.remote import remote_sync, synced_remote
+from ui.sweeps import keep_queue_going
 from ui.text import escape_markdown
+
+PAGE_SIZE = 100  # rows of the runs table at a time: a thousand runs stay quick to draw
 
 st.set_page_config(page_title="PEFT Dashboard", page_icon="🧪", layout="wide")
 access_panel()
 show_flash()
 root = runs_root()
 synced_remote(root)
+keep_queue_going(root)  # a queue left by a restart goes on
 
 
-def runs_table(was_active: bool) -> None:
+def runs_table(was_active: bool, listed: list) -> None:
     """Counts and the runs table, read again every POLL_SECONDS while a job is queued or running
-    (here, or elsewhere through the runs remote)."""
-    remote_sync(root)
+    (here, or elsewhere through the runs remote); otherwise the runs the page run `listed` (the
+    fragment runs only with the page then, and a thousand runs are not listed twice)."""
+    synced = remote_sync(root)
     try:
-        runs = with_live_states(list_runs(root))
+        runs = with_live_states(runs_of(root)) if was_active or synced is not None or not listed else listed
     except OSError as exc:
         st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
         return
@@ -57,7 +62,14 @@ def runs_table(was_active: bool) -> None:
         counts[1].metric("Completed", states.count("completed"))
         counts[2].metric("Active", states.count("running") + states.count("queued"), help="running or queued")
         counts[3].metric("Broken", states.count("broken"))
-        table = pd.DataFrame([run_summary(run) for run in runs], columns=list(RUN_TABLE_COLUMNS))
+        shown = runs
+        if len(runs) > PAGE_SIZE:
+            pages = -(-len(runs) // PAGE_SIZE)
+            page = st.number_input(
+                f"Page (of {pages}, {PAGE_SIZE} runs each, newest first)", 1, pages, 1, key="home_page"
+            )
+            shown = runs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        table = pd.DataFrame([run_summary(run) for run in shown], columns=list(RUN_TABLE_COLUMNS))
         table["state"] = [state_label(state) for state in table["state"]]
         table["name"] = [run_url(name) for name in table["name"]]
         st.dataframe(
@@ -117,7 +129,7 @@ with st.expander("Import or export an experiments_log.csv"):
                     st.warning(f"Skipped {escape_markdown(problem)}")
 
 try:
-    runs = with_live_states(list_runs(root))
+    runs = with_live_states(runs_of(root))
 except OSError as exc:
     st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
     runs = []
@@ -132,7 +144,7 @@ with download_column:
 
 with table_area:
     active = any(run.state in ACTIVE_STATES for run in runs)
-    st.fragment(run_every=POLL_SECONDS if active else None)(runs_table)(active)
+    st.fragment(run_every=POLL_SECONDS if active else None)(runs_table)(active, runs)
 
 st.subheader("System")
 report = system_report(root, cached_gpus())

@@ -16,8 +16,6 @@ from core.sweeps.outcomes import (
     OUTCOMES,
     best_member,
     config_changes,
-    importance,
-    member_rows,
 )
 from core.train.config import format_setting
 from ui.compare_sections import loss_curves_section
@@ -29,9 +27,9 @@ from ui.sweeps import (
     brushed,
     importance_figure,
     keep_queue_going,
-    member_runs,
     members_frame,
     parcoords_figure,
+    sweep_analysis,
 )
 from ui.text import escape_markdown
 
@@ -70,8 +68,8 @@ except SweepError as exc:
 
 def view(was_active: bool) -> None:
     """The sweep's state and members, drawn again every POLL_SECONDS while one trains or waits."""
-    runs = member_runs(root, sweep.run_names)
-    rows = member_rows(sweep, runs)
+    analysis = sweep_analysis(root, sweep)
+    runs, rows = analysis.runs, analysis.rows
     active = any(row.state in ACTIVE_STATES for row in rows) or any(i.sweep == name for i in read_queue(root))
     if active != was_active:
         st.rerun()
@@ -120,13 +118,10 @@ def view(was_active: bool) -> None:
     st.caption(f"{len(shown)} of {len(frame)} members inside the sliders' ranges.")
 
     st.subheader("Which field mattered")
-    found, missing = {}, []
-    for outcome in outcomes:
-        result = importance(sweep, rows, outcome)
-        if isinstance(result, dict):
-            found[outcome] = result
-        else:
-            missing.append(f"{OUTCOMES[outcome]}: {result}")
+    found = {key: value for key, value in analysis.importance.items() if isinstance(value, dict)}
+    missing = [
+        f"{OUTCOMES[key]}: {value}" for key, value in analysis.importance.items() if isinstance(value, str)
+    ]
     if found:
         st.plotly_chart(importance_figure(found), key="importance")
         st.caption(

@@ -162,3 +162,14 @@ def test_the_sweep_view_without_sweeps_and_with_a_bad_record(root):
 def test_the_sweep_view_renders_without_the_training_stack(root):
     write_sweep_runs(root, [3.0, 2.0, 1.0, 3.1, 2.1])
     assert heavy_modules_after_rendering(SWEEPS, {"sweep": "g"}) == []
+
+
+def test_home_pages_a_sweep_sized_runs_table(root):
+    for index in range(130):
+        create_run(root, f"run_{index:03d}", SMOKE, status=initial_status("queued", 6))
+    app = open_page("Home.py")
+    assert {m.label: m.value for m in app.metric}["Runs"] == "130"
+    assert len(app.dataframe[0].value) == 100
+    app.number_input(key="home_page").set_value(2)
+    rerun(app)
+    assert len(app.dataframe[0].value) == 30

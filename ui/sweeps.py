@@ -4,7 +4,7 @@ field"; the Sweeps page's parallel coordinates, brushing filters and importance 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,9 @@ from core.sweeps.definition import (
     new_sweep,
     parse_grid,
     read_sweep,
+    record_path,
 )
-from core.sweeps.outcomes import ADAPTER_RESULTS, OUTCOMES, MemberRow
+from core.sweeps.outcomes import ADAPTER_RESULTS, OUTCOMES, MemberRow, importance, member_rows
 from core.train.config import RunConfig, field_specs, format_setting
 from core.train.plan import plan_training
 from core.train.presets import DATA_ROWS
@@ -72,18 +73,32 @@ def keep_queue_going(root: Path) -> None:
         st.warning(f"The queue's runner could not be started: {escape_markdown(exc)}")
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def cached_members(paths: tuple[str, ...], signature: str) -> dict[str, Run]:
-    """The members' run folders, read again when one of their files changes (`signature`)."""
-    return {Path(path).name: read_run_folder(Path(path)) for path in paths}
+@dataclass(frozen=True)
+class Analysis:
+    """A sweep's members read and weighed: their runs, their rows, and each outcome's importance
+    (or why it has none)."""
+
+    runs: dict[str, Run]
+    rows: list[MemberRow]
+    importance: dict[str, dict[str, float] | str]
 
 
-def member_runs(root: Path, names: Sequence[str]) -> dict[str, Run]:
-    """The runs of a sweep's members, cached by their files' stamps."""
-    paths = tuple(str(root / name) for name in names)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def analysed(root: str, name: str, signature: str) -> Analysis:
+    """The sweep's Analysis, made again only when its record or a member's files change
+    (`signature`); shared, not copied, by every rerun and session (nothing changes it)."""
+    sweep = read_sweep(Path(root), name)
+    runs = {n: read_run_folder(Path(root, n)) for n in sweep.run_names if Path(root, n).is_dir()}
+    rows = member_rows(sweep, runs)
+    measured = [key for key in OUTCOMES if any(row.outcomes[key] is not None for row in rows)]
+    return Analysis(runs, rows, {key: importance(sweep, rows, key) for key in measured})
+
+
+def sweep_analysis(root: Path, sweep: Sweep) -> Analysis:
+    """The sweep's Analysis, from the cache while its record and its members' files are unchanged."""
     files = (CONFIG_FILE, STATUS_FILE, METRICS_FILE, f"{EVAL_DIR}/{ADAPTER_RESULTS}")
-    signature = repr([[file_stamp(Path(path) / name) for name in files] for path in paths])
-    return {name: run for name, run in cached_members(paths, signature).items() if (root / name).is_dir()}
+    stamps = [[file_stamp(root / name / file) for file in files] for name in sweep.run_names]
+    return analysed(str(root), sweep.name, repr((file_stamp(record_path(root, sweep.name)), stamps)))
 
 
 # --- the Train page --------------------------------------------------------------------------
