@@ -1,26 +1,35 @@
-"""Study-card generation speed: time per deck and per card with the bundled model, and our
-end-to-end overhead against a bare llama-cpp call that produces the same number of tokens.
+"""Study-card generation with the bundled model: attempts per deck, seconds per deck and card,
+our end-to-end overhead against bare llama-cpp calls that produce the same tokens, the Hub
+stall without a network, and llama.cpp's compute buffer by prompt batch.
 
-Run: make bench (or .venv/bin/python bench/cards.py [--decks N]). Prints medians and the
-ratio ours / bare, measured in this run on this machine. Target: overhead under 10%.
+Run: make bench (or .venv/bin/python bench/cards.py [--decks N] [--skip-offline] [--skip-memory]).
+Prints medians and ratios measured in this run on this machine. Targets: mean attempts per deck
+at most 1.3, a 5-card deck at most 5 s (median), overhead under 10%, and the cards command
+without a network and without HF_HUB_OFFLINE within 1 s of the same command with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from core.cards.generation import CardRequest, generate_cards
-from core.models.gguf import GgufModel
-from core.models.sources import bundled_path
+from core.cards.generation import CardRequest, generate_cards  # noqa: E402
+from core.models.gguf import DEFAULT_BATCH, GgufModel  # noqa: E402
+from core.models.sources import bundled_path  # noqa: E402
 
 TOPICS = ("the water cycle", "volcanoes", "the Roman Empire", "photosynthesis", "prime numbers")
+BATCHES = (512, DEFAULT_BATCH, 32)
+# Llama 3.2 1B (the lab's default card model): its vocabulary, for the compute-buffer estimate.
+LLAMA_1B_VOCAB = 128_256
 
 
 class RecordingModel:
@@ -45,6 +54,7 @@ def replay_bare(model: GgufModel, calls: list) -> tuple[float, int]:
             messages=messages,
             max_tokens=options["max_tokens"],
             temperature=options["temperature"],
+            repeat_penalty=options["repeat_penalty"],
             seed=options["seed"],
             response_format={"type": "json_object", "schema": options["schema"]},
         )
@@ -52,39 +62,116 @@ def replay_bare(model: GgufModel, calls: list) -> tuple[float, int]:
     return time.perf_counter() - started, tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--decks", type=int, default=5, help="decks per measurement (default 5)")
-    parser.add_argument("--cards", type=int, default=5, help="cards per deck (default 5)")
-    args = parser.parse_args()
+def decks(count: int, cards: int) -> None:
+    """Attempts, seconds and overhead per deck, alternating ours and the bare replay."""
     model = GgufModel(bundled_path())
-    ratios, per_deck, per_card = [], [], []
-    for index in range(args.decks):
+    ratios, per_deck, per_card, attempts = [], [], [], []
+    for index in range(count):
         recorder = RecordingModel(model)
         started = time.perf_counter()
         result = generate_cards(
-            recorder, CardRequest(topic=TOPICS[index % len(TOPICS)], count=args.cards), seed=index
+            recorder, CardRequest(topic=TOPICS[index % len(TOPICS)], count=cards), seed=index
         )
         ours = time.perf_counter() - started
         bare, bare_tokens = replay_bare(model, recorder.calls)
         ratios.append(ours / bare)
         per_deck.append(ours)
         per_card.append(ours / max(1, len(result.cards)))
+        attempts.append(result.attempts)
         print(
-            f"deck {index + 1}: {len(result.cards)} cards, {result.attempts} attempt(s), tokens ours {result.tokens} "
-            f"bare {bare_tokens}, ours {ours:.2f} s, bare {bare:.2f} s, ratio {ours / bare:.3f}"
+            f"deck {index + 1}: {len(result.cards)} cards, {result.attempts} attempt(s), "
+            f"{len(result.rejected)} candidate(s) dropped, tokens ours {result.tokens} bare {bare_tokens}, "
+            f"ours {ours:.2f} s, bare {bare:.2f} s, ratio {ours / bare:.3f}"
         )
     ratio = statistics.median(ratios)
+    print(f"\nbundled SmolLM2-135M, {cards} cards per deck, {count} decks, {os.cpu_count()} CPU cores")
+    print(f"mean attempts per deck {statistics.mean(attempts):.2f} (target at most 1.3)")
     print(
-        f"\nbundled SmolLM2-135M, {args.cards} cards per deck, {args.decks} decks, {os.cpu_count()} CPU cores"
-    )
-    print(
-        f"median per deck {statistics.median(per_deck):.2f} s, per card {statistics.median(per_card):.2f} s"
+        f"median per deck {statistics.median(per_deck):.2f} s (target at most 5 s), "
+        f"per card {statistics.median(per_card):.2f} s"
     )
     print(
         f"median ratio ours / bare llama-cpp calls with the same prompts, grammar and seed: {ratio:.3f} "
         f"({(ratio - 1) * 100:+.1f}% overhead; target under +10%)"
     )
+
+
+def offline(rounds: int) -> None:
+    """`python -m core cards` with the Hub model and no network: without HF_HUB_OFFLINE against with it."""
+    base = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    command = [sys.executable, "-m", "core", "cards", "volcanoes", "-n", "5", "--model", "hub", "--seed", "1"]
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(rounds):
+        for arm, env in (("without", base), ("with", {**base, "HF_HUB_OFFLINE": "1"})):
+            started = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            times[arm].append(time.perf_counter() - started)
+            if done.returncode != 0 or "bundled model instead" not in done.stderr:
+                raise SystemExit(f"the cards command failed ({arm} HF_HUB_OFFLINE): {done.stderr[-500:]}")
+    without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
+    print(
+        f"\ncards command, Hub model, no network, {rounds} runs each: without HF_HUB_OFFLINE {without:.2f} s, "
+        f"with it {with_:.2f} s, difference {without - with_:+.2f} s (target within 1 s)"
+    )
+
+
+CHILD = """
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from core.cards.generation import CardRequest, generate_cards
+from core.models.gguf import GgufModel
+from core.models.sources import bundled_path
+model = GgufModel(bundled_path(), batch={batch}, verbose=True)  # llama.cpp logs its buffers
+seconds = []
+for seed in range(3):
+    model.llama.reset()
+    started = time.perf_counter()
+    generate_cards(model, CardRequest(topic="volcanoes", count=5), seed=seed)
+    seconds.append(time.perf_counter() - started)
+print("SECONDS", sorted(seconds)[1], "RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def memory() -> None:
+    """llama.cpp's compute buffer, peak memory and deck time by prompt batch (n_batch = n_ubatch)."""
+    print("\nprompt batch: compute buffer (llama.cpp's log), peak RSS and median deck of 3 (same seeds)")
+    per_token = []
+    for batch in BATCHES:
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD.format(root=str(ROOT), batch=batch)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        buffer = re.search(r"CPU compute buffer size =\s*([\d.]+) MiB", done.stderr)
+        figures = re.search(r"SECONDS ([\d.]+) RSS_MB ([\d.]+)", done.stdout)
+        if not buffer or not figures:
+            raise SystemExit(f"the memory child failed: {done.stderr[-800:]}")
+        mib = float(buffer.group(1))
+        per_token.append(mib / batch)
+        print(
+            f"n_batch {batch}: compute buffer {mib:.1f} MiB, peak RSS {float(figures.group(2)):.0f} MB, "
+            f"deck {float(figures.group(1)):.2f} s"
+        )
+    vocab_share = statistics.mean(per_token) * 1024 * 1024 / (49_152 * 4)
+    for batch in BATCHES:
+        estimate = batch * LLAMA_1B_VOCAB * 4 * vocab_share / 1024 / 1024
+        print(f"Llama 3.2 1B q8_0 estimate at n_batch {batch}: compute buffer about {estimate:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decks", type=int, default=10, help="decks to measure (default 10)")
+    parser.add_argument("--cards", type=int, default=5, help="cards per deck (default 5)")
+    parser.add_argument("--offline-rounds", type=int, default=3, help="cards commands per arm (default 3)")
+    parser.add_argument("--skip-offline", action="store_true", help="leave out the no-network stall")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the compute buffers")
+    args = parser.parse_args()
+    decks(args.decks, args.cards)
+    if not args.skip_offline:
+        offline(args.offline_rounds)
+    if not args.skip_memory:
+        memory()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 generation with the bundled SmolLM2 model in llama.cpp."""
 
 import json
+import re
+from collections import Counter
 
 import pytest
 
@@ -11,13 +13,16 @@ from core.cards.generation import (
     CardRequest,
     CardRequestError,
     build_messages,
+    candidates_for,
     card_schema,
     check_notes_fit,
     generate_cards,
     is_grounded,
     parse_cards,
+    take_spare,
     validate_request,
 )
+from core.cards.rules import card_problem, duplicate_of
 from core.models.gguf import ChatResult, GgufModel, ModelError
 from core.models.sources import bundled_path
 
@@ -30,38 +35,46 @@ def qa(question: str, answer: str) -> dict:
     return {"question": question, "answer": answer}
 
 
+def dropped(rejected) -> dict[str, int]:
+    return dict(Counter(r.reason for r in rejected))
+
+
 def test_valid_cards_pass_and_bad_ones_are_dropped_by_reason():
     text = reply(
         qa("What gas do plants take in?", "Carbon dioxide."),
         qa("What gas do plants take in?", "CO2."),  # duplicate
-        qa("what GAS do plants take in", "Carbon dioxide"),  # duplicate once normalized
+        qa("what GAS do plants, take in?", "Carbon dioxide"),  # duplicate once normalized
         qa("Which pigment makes leaves green, chlorophyll?", "Chlorophyll"),  # answers itself
         qa("Where does photosynthesis happen?", "   "),  # empty
         qa("2. Which organelle holds chlorophyll?", "The chloroplast."),  # numbering stripped
         {"question": 3, "answer": "x"},
         "not a card",
     )
-    cards, dropped = parse_cards(text, "basic")
+    cards, rejected = parse_cards(text, "basic")
     assert cards == [
         Card("What gas do plants take in?", "Carbon dioxide."),
         Card("Which organelle holds chlorophyll?", "The chloroplast."),
     ]
-    assert dropped == {
+    assert dropped(rejected) == {
         "duplicate": 2,
-        "answer in the question": 1,
+        "answer repeats the question": 1,
         "empty field": 1,
         "not text": 1,
         "not a card object": 1,
     }
+    assert rejected[0].repeats == "What gas do plants take in?" and rejected[-1].front == "not a card"
 
 
-def test_cards_already_in_the_deck_count_as_duplicates():
-    cards, dropped = parse_cards(
-        reply(qa("What is ATP?", "The cell's energy currency.")),
+def test_cards_already_in_the_deck_are_skipped_and_name_the_note():
+    cards, rejected = parse_cards(
+        reply(
+            qa("What is ATP?", "The cell's energy currency."), qa("What is a ribosome?", "A protein factory.")
+        ),
         "basic",
-        existing=[Card("What is ATP ?", "Energy.")],
+        avoid=[Card("What is ATP ?", "Energy.")],
     )
-    assert cards == [] and dropped == {"duplicate": 1}
+    assert cards == [Card("What is a ribosome?", "A protein factory.")]
+    assert [(r.reason, r.repeats) for r in rejected] == [("already in the deck", "What is ATP ?")]
 
 
 @pytest.mark.parametrize(
@@ -76,9 +89,9 @@ def test_cards_already_in_the_deck_count_as_duplicates():
     ],
 )
 def test_malformed_replies_never_raise_and_complete_cards_are_salvaged(text, expected_cards, reason):
-    cards, dropped = parse_cards(text, "basic")
+    cards, rejected = parse_cards(text, "basic")
     assert len(cards) == expected_cards
-    assert (reason in dropped) if reason else not dropped
+    assert (reason in dropped(rejected)) if reason else not rejected
 
 
 def test_cloze_cards_need_a_real_deletion():
@@ -93,44 +106,50 @@ def test_cloze_cards_need_a_real_deletion():
             ]
         }
     )
-    cards, dropped = parse_cards(text, "cloze")
+    cards, rejected = parse_cards(text, "cloze")
     assert [c.front for c in cards] == [
         "Plants release {{c1::oxygen}} during photosynthesis.",
-        "Water boils at {{c1::100}} degrees.",
         "Leaves are {{c2::green}} because of {{c1::chlorophyll}}.",
     ]
-    assert dropped == {"no cloze deletion": 1, "copied the rules' example": 1}
+    assert dropped(rejected) == {"no cloze deletion": 1, "placeholder deletion": 2}
 
 
 def test_odd_replies_are_dropped_not_raised():
-    cards, dropped = parse_cards(
+    cards, rejected = parse_cards(
         reply(
-            qa("Which family do big cats such as lions belong to?", "Cat"),  # "cat" only inside "cats": fine
+            qa("Which family do big cats such as lions belong to?", "Felidae"),
             qa("What does a sponge absorb?", "sorb"),  # inside a word, not the answer repeated
             qa("........", "Dots."),
             qa("Why?", "Because."),
         ),
         "basic",
     )
-    assert [c.back for c in cards] == ["Cat", "sorb"]
-    assert dropped == {"empty field": 1, "too short": 1}
-    assert parse_cards("[" * 5000, "basic") == ([], {"unreadable reply": 1})
+    assert [c.back for c in cards] == ["Felidae", "sorb"]
+    assert dropped(rejected) == {"empty field": 1, "too short": 1}
+    cards, rejected = parse_cards("[" * 5000, "basic")
+    assert cards == [] and dropped(rejected) == {"unreadable reply": 1}
 
 
 def test_a_cut_off_answer_is_trimmed_to_its_last_sentence():
     long_answer = "Water evaporates. It condenses into clouds. It falls as rain and then " + "flows " * 30
-    cards, _ = parse_cards(reply(qa("How does the water cycle work?", long_answer[:200])), "basic")
+    cards, _ = parse_cards(reply(qa("How does the water cycle work?", long_answer[:100])), "basic")
     assert cards[0].back == "Water evaporates. It condenses into clouds."
 
 
-def test_the_schema_bounds_every_field_and_the_count():
+def test_the_schema_shapes_every_field_and_bounds_the_count():
     schema = card_schema(4, "basic")
     cards = schema["properties"]["cards"]
     assert (cards["minItems"], cards["maxItems"]) == (4, 4)
-    question = cards["items"]["properties"]["question"]
-    assert question["minLength"] >= 8 and question["maxLength"] <= 200
-    cloze = card_schema(2, "cloze")["properties"]["cards"]["items"]["properties"]["text"]
-    assert "{{c1::" in cloze["pattern"].replace("\\", "")
+    question = re.compile(cards["items"]["properties"]["question"]["pattern"])
+    assert question.match("What drives the water cycle?") and question.match("In which year did Rome fall?")
+    assert not question.match("Photosynthesis is a process that involves plants.")
+    assert not question.match("The sun drives evaporation. 2?")  # one sentence, opening with a question word
+    answer = cards["items"]["properties"]["answer"]
+    assert answer["minLength"] == 1 and answer["maxLength"] <= 200
+    cloze = card_schema(2, "cloze")["properties"]["cards"]["items"]["properties"]
+    assert re.match(cloze["text"]["pattern"], "The sun drives {{c1::evaporation}} of water.")
+    assert not re.match(cloze["text"]["pattern"], "The sun drives {{c1:::1}} of water.")
+    assert re.match(cloze["extra"]["pattern"], "") and not re.match(cloze["extra"]["pattern"], "###")
 
 
 def test_the_prompt_states_the_rules_twice_and_grounds_notes():
@@ -207,7 +226,7 @@ def test_a_long_deck_to_avoid_is_cut_to_fit_the_context_and_errors_keep_the_card
     assert result.error == "llama.cpp could not answer: out of memory" and "stopped early" in result.summary()
 
 
-def test_missing_cards_are_asked_for_again_within_the_attempt_budget():
+def test_one_call_asks_for_spare_candidates_and_only_missing_cards_are_asked_again():
     model = ScriptedModel(
         [
             reply(qa("What is a cell?", "The unit of life."), qa("What is a cell?", "Dup.")),
@@ -215,18 +234,22 @@ def test_missing_cards_are_asked_for_again_within_the_attempt_budget():
             reply(
                 qa("What is DNA?", "Genetic material."),
                 qa("What is RNA?", "A messenger."),
-                qa("Is there an extra card?", "Yes."),
+                qa("What is a membrane?", "The cell's boundary."),
             ),
         ]
     )
     result = generate_cards(model, CardRequest(topic="cells", count=3))
     assert [c.front for c in result.cards] == ["What is a cell?", "What is DNA?", "What is RNA?"]
+    assert result.spares == [Card("What is a membrane?", "The cell's boundary.")]  # passed, not needed
     assert result.attempts == 3 == MAX_ATTEMPTS and len(result.raw_outputs) == 3
-    assert result.dropped == {"duplicate": 1, "unreadable reply": 1, "more than asked": 1}
-    second_messages, second_options = model.prompts[1]
-    assert second_options["schema"]["properties"]["cards"]["minItems"] == 2
+    assert result.dropped == {"duplicate": 1, "unreadable reply": 1}
+    first_options, (second_messages, second_options) = model.prompts[0][1], model.prompts[1]
+    assert first_options["schema"]["properties"]["cards"]["minItems"] == candidates_for(3) > 3
+    assert second_options["schema"]["properties"]["cards"]["minItems"] == candidates_for(2)
     assert "Do not repeat these: What is a cell?" in second_messages[1]["content"]
-    assert "2 of 3" not in result.summary() and "3 of 3 cards in 3 attempt(s)" in result.summary()
+    assert result.summary().startswith("3 of 3 cards in 3 attempts, ")
+    assert "dropped 2 candidates (duplicate: 1, unreadable reply: 1)" in result.summary()
+    assert take_spare(result, [Card("What is a membrane ?", "x")], "basic") is None and not result.spares
 
 
 def test_the_budget_is_bounded_when_the_model_never_delivers():
@@ -249,14 +272,21 @@ def test_notes_too_long_for_the_context_are_refused_with_how_much_fits(smollm):
     check_notes_fit(smollm, CardRequest(notes=notes[:2000], count=5))
 
 
-def test_real_generation_with_the_bundled_model_gives_valid_distinct_cards(smollm):
+def passes_every_rule(cards: list[Card], card_type: str, notes: str = "") -> bool:
+    return all(
+        card_problem(card, card_type, source=notes) is None
+        and duplicate_of(card, card_type, cards[:i]) is None
+        for i, card in enumerate(cards)
+    )
+
+
+def test_real_generation_with_the_bundled_model_gives_checked_distinct_cards(smollm):
     result = generate_cards(smollm, CardRequest(topic="the water cycle", count=4), seed=7)
-    assert len(result.cards) == 4
+    assert len(result.cards) == 4 and passes_every_rule(result.cards, "basic")
     for raw in result.raw_outputs:
         json.loads(raw)  # grammar-constrained: always valid JSON
-    fronts = [card.front.lower() for card in result.cards]
-    assert len(set(fronts)) == 4 and all(card.front and card.back for card in result.cards)
     assert result.tokens > 0 and result.seconds > 0
+    assert result.summary().startswith("4 of 4 cards in ")
 
 
 def test_real_generation_from_notes_reports_grounding(smollm):
@@ -273,10 +303,14 @@ def test_real_generation_from_notes_reports_grounding(smollm):
     assert "use only facts stated in the notes" in build_messages(CardRequest(notes=notes), 3)[1]["content"]
 
 
-def test_real_cloze_generation_is_held_to_the_cloze_grammar(smollm):
+def test_real_cloze_generation_is_held_to_the_cloze_grammar_and_rules(smollm):
     result = generate_cards(smollm, CardRequest(topic="volcanoes", count=2, card_type="cloze"), seed=2)
     assert result.raw_outputs
+    assert len(json.loads(result.raw_outputs[0])["cards"]) == candidates_for(2)
     for raw in result.raw_outputs:
-        texts = [card["text"] for card in json.loads(raw)["cards"]]
-        assert len(texts) <= 2 and all("{{c1::" in text and "}}" in text for text in texts)
-    assert all("{{c1::" in card.front for card in result.cards)
+        for item in json.loads(raw)[
+            "cards"
+        ]:  # the grammar: a deletion starting with a letter, an Extra starting with one
+            assert re.search(r"\{\{c1::[A-Za-z][^}]*\}\}", item["text"])
+            assert item["extra"] == "" or item["extra"][0].isalpha()
+    assert passes_every_rule(result.cards, "cloze")

@@ -1,11 +1,13 @@
-"""Study cards from a topic or notes: prompt, grammar-constrained JSON, validation, retries.
+"""Study cards from a topic or notes: prompt, grammar-constrained JSON, checks, a rare retry.
 
-The model is asked for exactly the missing number of cards with a JSON schema that
-llama.cpp turns into a grammar (length bounds keep fields from being empty or running
-away), and the rules are repeated in the prompt. Whatever comes back is validated: empty,
-duplicate, self-answering and (for cloze) unmarked cards are dropped and counted by reason,
-and the model is asked again for what is missing within a fixed number of attempts. Model
-output never raises: malformed JSON is salvaged card by card where possible.
+One call asks for a few more candidates than the deck needs, in a JSON schema that llama.cpp
+turns into a grammar: a basic card's question must end in "?", a cloze deletion must start
+with a letter, an Extra field with a letter, and length bounds keep every field from being
+empty or running away; a repeat penalty keeps candidates apart. Every candidate is then held
+to the card rules (core.cards.rules), and the first ones that pass make the deck; the model is
+asked again only for what is still missing, within a fixed number of attempts. Each dropped
+candidate keeps its reason. Model output never raises: malformed JSON is salvaged card by
+card where possible.
 """
 
 from __future__ import annotations
@@ -14,87 +16,57 @@ import dataclasses
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.cards.anki import CARD_TYPES, CLOZE_DELETION, Card
+from core.cards.rules import card_problem, content_words, duplicate_of, instruction_ngrams, normalize
 from core.models.gguf import ModelError
 from core.store.files import json_value
 
 DIFFICULTIES = ("beginner", "intermediate", "advanced")
 MAX_CARDS = 20
 MAX_ATTEMPTS = 3
-QUESTION_LIMITS = (8, 160)
-ANSWER_LIMITS = (1, 200)
+QUESTION_LIMITS = (8, 120)
+ANSWER_LIMITS = (1, 100)
 CLOZE_LIMITS = (12, 260)
-TOKENS_PER_CARD = {"basic": 110, "cloze": 150}  # room for the longest fields the schema allows
+TOKENS_PER_CARD = {"basic": 70, "cloze": 150}  # room for the longest fields the schema allows
+REPEAT_PENALTY = 1.1  # keeps the candidates of one reply from repeating each other
 NOTES_CHARACTERS_PER_TOKEN = (
     8  # notes longer than 8 characters per context token cannot fit: refused uncounted
 )
-# The grammar for a cloze text: plain characters, one {{c1::...}} deletion, plain characters.
 _PLAIN = r'[^{}"\\\n\r\t]'
-CLOZE_TEXT_PATTERN = (
-    f"^{_PLAIN}{{3,120}}\\{{\\{{c1::{_PLAIN}{{1,40}}\\}}\\}}{_PLAIN}{{0,90}}$"  # <= CLOZE_LIMITS
+# A question: one of these openers, then one sentence (no "." or "?") ending in "?".
+QUESTION_OPENERS = (
+    "What",
+    "Which",
+    "Why",
+    "How",
+    "When",
+    "Where",
+    "Who",
+    "Whose",
+    "In which",
+    "Is",
+    "Are",
+    "Do",
+    "Does",
+    "Can",
 )
-PLACEHOLDER_TERMS = frozenset(
-    {"", "term", "key term", "fact", "answer", "word", "x"}
-)  # copied from the rules
+QUESTION_PATTERN = (
+    "^("
+    + "|".join(QUESTION_OPENERS)
+    + ") "
+    + _PLAIN.replace("]", "?.]")
+    + f"{{4,{QUESTION_LIMITS[1] - 20}}}"
+    + r"\?$"
+)
+# A cloze text: plain characters, one {{c1::...}} deletion that starts with a letter, plain characters.
+CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,120}}\\{{\\{{c1::[A-Za-z]{_PLAIN}{{0,39}}\\}}\\}}{_PLAIN}{{0,90}}$"
+# An Extra field: empty, or starting with a letter (no "###" filler).
+EXTRA_PATTERN = f"^([A-Za-z]{_PLAIN}{{0,{ANSWER_LIMITS[1] - 1}}})?$"
 LEADING_NUMBER = re.compile(r"^\s*\d{1,2}[.)]\s+")
-WORD = re.compile(r"[^\W_]+")
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "their",
-        "this",
-        "to",
-        "was",
-        "were",
-        "which",
-        "with",
-        "what",
-        "who",
-        "why",
-        "how",
-        "when",
-        "where",
-        "does",
-        "do",
-        "did",
-        "not",
-        "no",
-        "can",
-        "will",
-        "into",
-        "than",
-        "then",
-        "there",
-        "these",
-        "those",
-        "they",
-        "them",
-    ]
-)
 
 
 class CardRequestError(ValueError):
@@ -156,47 +128,59 @@ def validate_request(request: CardRequest) -> CardRequest:
 
 
 def card_schema(count: int, card_type: str) -> dict[str, Any]:
-    """The JSON schema of a reply with exactly `count` cards, with length bounds per field."""
-
-    def text(limits: tuple[int, int]) -> dict[str, Any]:
-        return {"type": "string", "minLength": limits[0], "maxLength": limits[1]}
-
+    """The JSON schema of a reply with exactly `count` cards, with a shape and bounds per field."""
     if card_type == "cloze":
         item = {
             "text": {"type": "string", "pattern": CLOZE_TEXT_PATTERN},
-            "extra": {"type": "string", "maxLength": ANSWER_LIMITS[1]},
+            "extra": {"type": "string", "pattern": EXTRA_PATTERN},
         }
     else:
-        item = {"question": text(QUESTION_LIMITS), "answer": text(ANSWER_LIMITS)}
+        item = {
+            "question": {"type": "string", "pattern": QUESTION_PATTERN},
+            "answer": {"type": "string", "minLength": ANSWER_LIMITS[0], "maxLength": ANSWER_LIMITS[1]},
+        }
     card = {"type": "object", "properties": item, "required": list(item)}
     cards = {"type": "array", "items": card, "minItems": count, "maxItems": count}
     return {"type": "object", "properties": {"cards": cards}, "required": ["cards"]}
+
+
+def candidates_for(missing: int) -> int:
+    """How many candidates to ask for when `missing` cards are needed: a few spare, since some fail the rules."""
+    return missing + 1 + missing // 6
+
+
+def rule_text(request: CardRequest, count: int) -> str:
+    """The rules the prompt states (twice): also what a card must not copy."""
+    if request.card_type == "cloze":
+        rules = [
+            "each text is one sentence about the topic whose most important word is wrapped in a c1 cloze deletion",
+            "hide a term worth remembering, never a filler word or a number",
+            "extra is an optional short hint or context",
+        ]
+    else:
+        rules = [
+            "each question asks one thing and ends with a question mark",
+            "each answer is short: one sentence or a few words",
+            "a question never contains its own answer",
+        ]
+    rules += [
+        f"exactly {count} card{'s' if count != 1 else ''}",
+        "every card asks about a different fact",
+        f"pitch the cards at {request.difficulty} level",
+    ]
+    if request.notes.strip():
+        rules.append("use only facts stated in the notes; do not add outside knowledge")
+    return "; ".join(rules)
 
 
 def build_messages(request: CardRequest, count: int, avoid: Iterable[str] = ()) -> list[dict[str, str]]:
     """The chat for `count` cards; the rules are stated in the system turn and again at the end."""
     if request.card_type == "cloze":
         shape = '{"cards": [{"text": "...", "extra": "..."}]}'
-        rules = [
-            "each text is one sentence about the topic whose most important word is wrapped in a c1 cloze deletion",
-            "hide a term worth remembering, never a filler word",
-            "extra is an optional short hint or context",
-        ]
     else:
         shape = '{"cards": [{"question": "...", "answer": "..."}]}'
-        rules = [
-            "each answer is short: one sentence or a few words",
-            "a question never contains its own answer",
-        ]
-    rules += [
-        f"exactly {count} card{'s' if count != 1 else ''}",
-        "no two cards ask the same thing",
-        f"pitch the cards at {request.difficulty} level",
-    ]
-    if request.notes.strip():
-        rules.append("use only facts stated in the notes; do not add outside knowledge")
-    rule_text = "; ".join(rules)
-    system = f"You write flashcards for spaced-repetition study. Reply with JSON only, shaped as {shape}. Rules: {rule_text}."
+    rules = rule_text(request, count)
+    system = f"You write flashcards for spaced-repetition study. Reply with JSON only, shaped as {shape}. Rules: {rules}."
     if request.notes.strip():
         subject = f'Make the cards from these notes.\n\nNotes:\n"""\n{request.notes.strip()}\n"""'
         if request.topic.strip():
@@ -207,13 +191,8 @@ def build_messages(request: CardRequest, count: int, avoid: Iterable[str] = ()) 
     avoided = [front for front in avoid if front.strip()]
     if avoided:
         user += " Do not repeat these: " + " | ".join(avoided)
-    user += f" Remember: {rule_text}."
+    user += f" Remember: {rules}."
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def normalize(text: str) -> str:
-    """Lower-case words only: how two cards are compared for duplicates."""
-    return " ".join(WORD.findall(text.lower()))
 
 
 def _salvage_objects(text: str) -> list[Any]:
@@ -266,7 +245,7 @@ def _tidy(text: str, limit: int) -> str:
 
 
 def _card_from(item: Any, card_type: str) -> tuple[Card | None, str | None]:
-    """A Card from one reply object, or the reason it is dropped."""
+    """A Card from one reply object, or the reason it is dropped (its shape; the rules come later)."""
     if not isinstance(item, dict):
         return None, "not a card object"
     if card_type == "cloze":
@@ -284,42 +263,68 @@ def _card_from(item: Any, card_type: str) -> tuple[Card | None, str | None]:
         return None, "too short"
     if len(front) > limits[1] or len(back) > ANSWER_LIMITS[1]:
         return None, "too long"
-    if card_type == "cloze":
-        deletions = CLOZE_DELETION.findall(front)
-        if not deletions:
-            return None, "no cloze deletion"
-        if any(normalize(term) in PLACEHOLDER_TERMS for term in deletions):
-            return None, "copied the rules' example"
-    if card_type == "basic":
-        answer = normalize(back)
-        if len(answer) >= 3 and f" {answer} " in f" {normalize(front)} ":
-            return None, "answer in the question"
     return Card(front=front, back=back), None
 
 
-def parse_cards(text: str, card_type: str, existing: Iterable[Card] = ()) -> tuple[list[Card], Counter]:
-    """The valid, new cards in a model reply, and the count of dropped ones by reason."""
+@dataclass(frozen=True)
+class Rejection:
+    """A candidate card that was not shown: what the model wrote, why, and the card it repeats."""
+
+    front: str
+    back: str
+    reason: str
+    attempt: int = 1
+    repeats: str = ""
+
+
+def _fields(item: Any, card_type: str) -> tuple[str, str]:
+    """A reply object's two fields as text, however malformed, for the record of dropped cards."""
+    if not isinstance(item, dict):
+        return str(item)[:200], ""
+    keys = ("text", "extra") if card_type == "cloze" else ("question", "answer")
+    return tuple(str(item.get(key, ""))[:200] for key in keys)  # type: ignore[return-value]
+
+
+def parse_cards(
+    text: str,
+    card_type: str,
+    *,
+    avoid: Sequence[Card] = (),
+    accepted: Sequence[Card] = (),
+    source: str = "",
+    copied: frozenset[tuple[str, ...]] = frozenset(),
+    attempt: int = 1,
+) -> tuple[list[Card], list[Rejection]]:
+    """The cards in a model reply that pass every rule, and the rejected ones with their reasons.
+
+    `avoid` holds cards of the deck made elsewhere (a card repeating one is "already in the
+    deck"), `accepted` the cards this generation kept so far; `source` and `copied` go to the
+    card rules (core.cards.rules.card_problem).
+    """
     items, how = raw_cards(text)
-    dropped: Counter = Counter()
+    rejected: list[Rejection] = []
     if how and not items:
-        dropped[how] += 1
-    seen = {normalize(card.front) for card in existing}
-    cards = []
+        rejected.append(Rejection(text[:200], "", how, attempt))
+    kept: list[Card] = []
     for item in items:
         card, reason = _card_from(item, card_type)
-        if card is not None and normalize(card.front) in seen:
-            card, reason = None, "duplicate"
         if card is None:
-            dropped[reason] += 1
+            rejected.append(Rejection(*_fields(item, card_type), reason or "", attempt))
             continue
-        seen.add(normalize(card.front))
-        cards.append(card)
-    return cards, dropped
-
-
-def content_words(text: str) -> set[str]:
-    """Words that carry content: not stop words, three letters or more."""
-    return {word for word in WORD.findall(text.lower()) if len(word) >= 3 and word not in STOPWORDS}
+        reason = card_problem(card, card_type, source=source, copied=copied)
+        repeats = ""
+        if reason is None:
+            earlier = [*accepted, *kept]
+            for others, label in ((avoid, "already in the deck"), (earlier, None)):
+                found = duplicate_of(card, card_type, others)
+                if found:
+                    reason, repeats = label or found[0], others[found[1]].front
+                    break
+        if reason is not None:
+            rejected.append(Rejection(card.front, card.back, reason, attempt, repeats))
+            continue
+        kept.append(card)
+    return kept, rejected
 
 
 def is_grounded(card: Card, card_type: str, notes: str) -> bool:
@@ -329,13 +334,18 @@ def is_grounded(card: Card, card_type: str, notes: str) -> bool:
     return bool(words) and len(words & content_words(notes)) * 2 >= len(words)
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 @dataclass
 class CardResult:
-    """The cards made, and the record of how: drops by reason, raw replies, attempts, cost."""
+    """The cards made, and the record of how: rejected candidates, spares, raw replies, attempts, cost."""
 
     cards: list[Card]
     requested: int
-    dropped: Counter = field(default_factory=Counter)
+    rejected: list[Rejection] = field(default_factory=list)
+    spares: list[Card] = field(default_factory=list)
     raw_outputs: list[str] = field(default_factory=list)
     attempts: int = 0
     tokens: int = 0
@@ -343,20 +353,31 @@ class CardResult:
     grounded: int | None = None
     error: str | None = None
 
+    @property
+    def dropped(self) -> Counter:
+        """Rejected candidates counted by reason."""
+        return Counter(rejection.reason for rejection in self.rejected)
+
     def summary(self) -> str:
-        """One line: made, dropped and why, attempts, grounding."""
-        line = (
-            f"{len(self.cards)} of {self.requested} cards in {self.attempts} attempt(s), {self.seconds:.1f} s"
-        )
-        if self.dropped:
-            line += "; dropped " + ", ".join(
-                f"{count} {reason}" for reason, count in self.dropped.most_common()
-            )
+        """One line: cards that passed, attempts, time, candidates dropped and why, grounding."""
+        line = f"{len(self.cards)} of {_counted(self.requested, 'card')} in {_counted(self.attempts, 'attempt')}, {self.seconds:.1f} s"
+        if self.rejected:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in self.dropped.most_common())
+            line += f"; dropped {_counted(len(self.rejected), 'candidate')} ({reasons})"
         if self.grounded is not None and self.cards:
             line += f"; {self.grounded} of {len(self.cards)} answers share their content with the notes"
         if self.error:
             line += f"; stopped early: {self.error}"
         return line
+
+
+def take_spare(result: CardResult, deck: Sequence[Card], card_type: str) -> Card | None:
+    """A spare candidate of `result` that repeats no card of `deck` (removed from the spares), or None."""
+    while result.spares:
+        spare = result.spares.pop(0)
+        if duplicate_of(spare, card_type, deck) is None:
+            return spare
+    return None
 
 
 def _prompt_tokens(model: Any, messages: list[dict[str, str]]) -> int:
@@ -417,10 +438,12 @@ def generate_cards(
     seed: int | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> CardResult:
-    """Cards for `request`, asking again for missing ones up to MAX_ATTEMPTS times.
+    """Cards for `request`: a few spare candidates in one call, held to the card rules, and
+    another call only for cards still missing, up to MAX_ATTEMPTS calls.
 
     `avoid` holds cards that must not be repeated (the rest of a deck when one card is
-    regenerated). `on_progress` gets a short status line while the model writes.
+    regenerated, the notes of a deck being grown). `on_progress` gets a short status line
+    while the model writes.
     """
     validate_request(request)
     check_notes_fit(model, request)
@@ -428,23 +451,25 @@ def generate_cards(
     avoided = list(avoid)
     while len(result.cards) < request.count and result.attempts < MAX_ATTEMPTS:
         missing = request.count - len(result.cards)
+        asked = candidates_for(missing)
         result.attempts += 1
         attempt = result.attempts
 
-        def report(tokens: int, attempt: int = attempt, missing: int = missing) -> None:
+        def report(tokens: int, attempt: int = attempt, asked: int = asked) -> None:
             if on_progress:
-                on_progress(f"attempt {attempt}: writing {missing} card(s), {tokens} tokens so far")
+                on_progress(f"attempt {attempt}: writing {asked} candidate cards, {tokens} tokens so far")
 
-        max_tokens = TOKENS_PER_CARD[request.card_type] * missing + 64
+        max_tokens = TOKENS_PER_CARD[request.card_type] * asked + 64
         fronts = fitting_fronts(
-            model, request, missing, [card.front for card in avoided + result.cards], max_tokens
+            model, request, asked, [card.front for card in avoided + result.cards], max_tokens
         )
         try:
             reply = model.chat(
-                build_messages(request, missing, fronts),
-                schema=card_schema(missing, request.card_type),
+                build_messages(request, asked, fronts),
+                schema=card_schema(asked, request.card_type),
                 max_tokens=max_tokens,
                 temperature=0.7 if attempt == 1 else 0.9,
+                repeat_penalty=REPEAT_PENALTY,
                 seed=None if seed is None else seed + attempt,
                 on_token=report,
             )
@@ -454,11 +479,20 @@ def generate_cards(
         result.raw_outputs.append(reply.text)
         result.tokens += reply.tokens
         result.seconds += reply.seconds
-        cards, dropped = parse_cards(reply.text, request.card_type, avoided + result.cards)
-        result.dropped.update(dropped)
-        if len(cards) > missing:
-            result.dropped["more than asked"] += len(cards) - missing
+        cards, rejected = parse_cards(
+            reply.text,
+            request.card_type,
+            avoid=avoided,
+            accepted=result.cards,
+            source=request.notes,
+            copied=instruction_ngrams(rule_text(request, asked)),
+            attempt=attempt,
+        )
+        if request.notes.strip():  # the best first: cards whose answers come from the notes
+            cards.sort(key=lambda card: not is_grounded(card, request.card_type, request.notes))
+        result.rejected.extend(rejected)
         result.cards.extend(cards[:missing])
+        result.spares = cards[missing:]
     if request.notes.strip():
         result.grounded = sum(is_grounded(card, request.card_type, request.notes) for card in result.cards)
     return result

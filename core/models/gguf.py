@@ -24,6 +24,12 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_CONTEXT = 4096
 
 
+# llama.cpp's prompt batch (n_batch = n_ubatch). Its compute buffer is about n_ubatch x vocabulary
+# x 4 bytes: 99 MiB at llama.cpp's 512 for SmolLM2-135M, 25 MiB at 128, at the same prompt speed
+# here (bench/cards.py --memory; README "Memory").
+DEFAULT_BATCH = 128
+
+
 class ModelError(ValueError):
     """A model that cannot be used: missing, not a GGUF file, or unloadable."""
 
@@ -55,12 +61,20 @@ class ChatResult:
 class GgufModel:
     """A loaded GGUF model; every call holds its lock (llama.cpp contexts are not thread-safe)."""
 
-    def __init__(self, path: Path, context: int = DEFAULT_CONTEXT):
+    def __init__(
+        self, path: Path, context: int = DEFAULT_CONTEXT, batch: int = DEFAULT_BATCH, verbose: bool = False
+    ):
         check_gguf(path)
         from llama_cpp import Llama
 
         try:
-            self.llama = Llama(model_path=str(path), n_ctx=context, verbose=False)
+            self.llama = Llama(
+                model_path=str(path),
+                n_ctx=context,
+                n_batch=batch,
+                n_ubatch=batch,
+                verbose=verbose,
+            )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {path.name}: {exc}") from None
         self.path = path
@@ -84,6 +98,7 @@ class GgufModel:
         schema: dict[str, Any] | None = None,
         max_tokens: int = 1024,
         temperature: float = 0.7,
+        repeat_penalty: float = 1.0,
         seed: int | None = None,
         on_token: Callable[[int], None] | None = None,
     ) -> ChatResult:
@@ -93,7 +108,12 @@ class GgufModel:
         llama-cpp-python takes the schema as `{"type": "json_object", "schema": ...}`; its
         `json_schema` type is silently ignored.
         """
-        options: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        options: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "repeat_penalty": repeat_penalty,
+        }
         if schema is not None:
             options["response_format"] = {"type": "json_object", "schema": schema}
         if seed is not None:
