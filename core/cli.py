@@ -484,13 +484,25 @@ def _cards(args: argparse.Namespace) -> int:
             notes = Path(args.notes).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read notes {args.notes}: {exc}") from None
+    existing = []
+    if args.grow:
+        from core.cards.decks import MAX_UPLOAD_BYTES, DeckFileError, read_deck
+
+        try:
+            with open(args.grow, "rb") as handle:
+                grown = read_deck(args.grow, handle.read(MAX_UPLOAD_BYTES + 1))
+        except (OSError, DeckFileError) as exc:
+            raise CommandError(f"cannot grow {args.grow}: {exc}") from None
+        if grown.card_type != args.type:
+            raise CommandError(f"{args.grow} holds {grown.card_type} notes: add --type {grown.card_type}")
+        existing = list(grown.notes)
     request = CardRequest(
         topic=args.topic or "",
         notes=notes,
         count=args.count,
         difficulty=args.difficulty,
         card_type=args.type,
-        deck=args.deck or "",
+        deck=args.deck or (grown.name if args.grow else ""),
         tags=tuple(tag for text in args.tags for tag in text.split(",")),
     )
     try:
@@ -498,7 +510,7 @@ def _cards(args: argparse.Namespace) -> int:
         resolved = resolve_model(_model_choice(args.model))
         if resolved.notice:
             print(f"note: {resolved.notice}", file=sys.stderr)
-        result = generate_cards(GgufModel(resolved.path), request, seed=args.seed)
+        result = generate_cards(GgufModel(resolved.path), request, avoid=existing, seed=args.seed)
         if result.error:
             print(f"warning: {result.error}", file=sys.stderr)
     except (CardRequestError, ModelError) as exc:
@@ -510,14 +522,17 @@ def _cards(args: argparse.Namespace) -> int:
         print(f"{number}. {card.front}" + (f"\n   {card.back}" if card.back else ""))
     if len(result.cards) < request.count:
         print(f"warning: made {len(result.cards)} of {request.count} cards", file=sys.stderr)
-    tags = request.tags
+    for rejection in result.rejected:
+        if rejection.reason == "already in the deck":
+            print(f"skipped, already in the deck: {rejection.front}", file=sys.stderr)
+    tags, deck_cards = request.tags, existing + result.cards  # a grown deck keeps its notes' GUIDs
     if args.csv:
         write_text_atomic(
-            Path(args.csv), cards_to_csv(result.cards, request.deck_name, request.card_type, tags)
+            Path(args.csv), cards_to_csv(deck_cards, request.deck_name, request.card_type, tags)
         )
         print(f"wrote {args.csv}", file=sys.stderr)
     if args.apkg:
-        write_apkg(result.cards, request.deck_name, request.card_type, tags, Path(args.apkg))
+        write_apkg(deck_cards, request.deck_name, request.card_type, tags, Path(args.apkg))
         print(f"wrote {args.apkg}", file=sys.stderr)
     return 0
 
@@ -776,6 +791,10 @@ def build_parser() -> argparse.ArgumentParser:
     cards.add_argument("--seed", type=int, help="sampling seed, for repeatable decks")
     cards.add_argument("--csv", help="write an Anki CSV here")
     cards.add_argument("--apkg", help="write an Anki package here")
+    cards.add_argument(
+        "--grow",
+        help="an existing deck (our CSV, Anki's CSV export or an .apkg): add only cards it lacks, keep its notes",
+    )
     cards.set_defaults(handler=_cards)
 
     evaluation = commands.add_parser(

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.store.csv_cells import neutralise_cell
+
 CARD_TYPES = ("basic", "cloze")
 
 # Fixed forever: a new id makes Anki create a new note type on the next import.
@@ -43,10 +45,20 @@ _CLOZE_CSS = (
 
 @dataclass(frozen=True)
 class Card:
-    """One flashcard. For cloze cards `front` holds the `{{c1::...}}` text and `back` the extra text."""
+    """One flashcard. For cloze cards `front` holds the `{{c1::...}}` text and `back` the extra text.
+
+    A note of an uploaded deck also keeps its `guid` and its fields as Anki holds them (`html`),
+    so that an export writes it back unchanged and Anki updates it instead of adding a copy.
+    """
 
     front: str
     back: str
+    guid: str = ""
+    html: tuple[str, str] | None = None
+
+    def fields_html(self) -> tuple[str, str]:
+        """The two fields as Anki HTML: an uploaded note's own, else the plain text escaped."""
+        return self.html or (field_html(self.front), field_html(self.back))
 
 
 def deck_id(name: str) -> int:
@@ -59,7 +71,7 @@ def slugify_tag(text: str) -> str:
     """One Anki tag: whitespace runs become "_", only letters, digits, "_", "-" and "::" kept, lower case."""
     kept = "".join(_TAG_PARTS.findall(text)).strip()
     tag = re.sub(r"\s+", "_", kept).lower()
-    return re.sub(r"_*(?:::_*)+", "::", tag).strip(":")
+    return re.sub(r"_*(?:::_*)+", "::", tag).strip(":").lstrip("-")  # "-x" would start a formula
 
 
 def normalize_tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -72,6 +84,21 @@ def note_guid(deck: str, front: str) -> str:
     import genanki
 
     return genanki.guid_for(deck, front)
+
+
+def card_guid(card: Card, deck: str) -> str:
+    """The guid a card is exported with: an uploaded note's own, else note_guid."""
+    return card.guid or note_guid(deck, card.front)
+
+
+def csv_html(text: str) -> str:
+    """An HTML field for the CSV that no spreadsheet takes for a formula, and Anki shows unchanged:
+    leading whitespace and a leading =, +, - or @ become character references (&#61; for =)."""
+    if neutralise_cell(text) == text or text.startswith("'"):
+        return text
+    stripped = text.lstrip()
+    lead = text[: len(text) - len(stripped)]
+    return "".join(f"&#{ord(c)};" for c in lead + stripped[:1]) + stripped[1:]
 
 
 def field_html(text: str) -> str:
@@ -89,6 +116,8 @@ def _checked_deck(cards: Sequence[Card], deck: str, card_type: str) -> str:
     name = " ".join(deck.split())
     if not name:
         raise ValueError("the deck name is empty")
+    if neutralise_cell(name) != name:
+        raise ValueError("the deck name cannot start with =, +, - or @ (a spreadsheet would run it)")
     first_seen: dict[str, int] = {}
     for number, card in enumerate(cards, start=1):
         if card_type == "cloze" and not CLOZE_DELETION.search(card.front):
@@ -124,10 +153,14 @@ def cards_to_csv(cards: Sequence[Card], deck: str, card_type: str, tags: Iterabl
     # Quote every field: Anki skips any data line starting with "#" as a comment.
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for card in cards:
-        writer.writerow(
-            [field_html(card.front), field_html(card.back), tag_text, note_guid(name, card.front), name]
-        )
+        writer.writerow([*map(csv_html, card.fields_html()), tag_text, csv_guid(card_guid(card, name)), name])
     return "\n".join(header) + "\n" + out.getvalue()
+
+
+def csv_guid(guid: str) -> str:
+    """A GUID cell: empty for a GUID that starts like a formula (about 1 in 23 of genanki's), which
+    no character reference can hide; Anki then matches that note by its first field."""
+    return guid if neutralise_cell(guid) == guid else ""
 
 
 def _model(card_type: str) -> Any:
@@ -169,9 +202,9 @@ def _write_zip(cards: Sequence[Card], deck: str, card_type: str, tags: Iterable[
         package_deck.add_note(
             genanki.Note(
                 model=model,
-                fields=[field_html(card.front), field_html(card.back)],
+                fields=list(card.fields_html()),
                 tags=tag_list,
-                guid=note_guid(name, card.front),
+                guid=card_guid(card, name),
             )
         )
     with tempfile.TemporaryDirectory(prefix="anki-export-") as scratch:
