@@ -1,19 +1,21 @@
-"""Study cards: a topic or notes become flashcards, edited here and downloaded for Anki."""
+"""Study cards: a topic or notes become flashcards, checked, edited here and downloaded for Anki;
+an uploaded deck grows by cards it does not have yet."""
 
 import dataclasses
 import re
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from core.cards.anki import CARD_TYPES, Card, apkg_bytes, cards_to_csv
+from core.cards.anki import CARD_TYPES, apkg_bytes, cards_to_csv
+from core.cards.decks import DeckFileError, ExistingDeck, read_deck
 from core.cards.generation import (
     DIFFICULTIES,
     MAX_CARDS,
     CardRequest,
     CardRequestError,
     generate_cards,
+    take_spare,
     validate_request,
 )
 from core.models.gguf import ModelError, ModelSlot
@@ -21,17 +23,22 @@ from core.models.sources import (
     ModelChoice,
     ResolvedModel,
     bundled_choice,
+    falls_back,
     hub_choice,
     local_choice,
     resolve_model,
     run_choices,
 )
 from core.store.paths import runs_root
+from ui.cards import cards_frame, frame_cards, rejections_frame
 from ui.owner import access_panel, is_owner
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
 LOCAL_FILE = "A GGUF file on this machine..."
+CLOZE_CAVEAT = (
+    "The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better."
+)
 
 st.set_page_config(page_title="Study cards · PEFT Dashboard", page_icon="🧪", layout="wide")
 access_panel()
@@ -49,122 +56,145 @@ def resolved(choice: ModelChoice) -> ResolvedModel:
     return resolve_model(choice)
 
 
-def cards_frame(cards: list[Card]) -> pd.DataFrame:
-    return pd.DataFrame({"front": [c.front for c in cards], "back": [c.back for c in cards]})
-
-
-def frame_cards(frame: pd.DataFrame) -> list[Card]:
-    """The cards in the edited table; rows left empty are dropped."""
-    rows = frame.fillna("").astype(str).to_dict("records")
-    return [
-        Card(r["front"].strip(), r["back"].strip()) for r in rows if r["front"].strip() or r["back"].strip()
-    ]
-
-
-def show_result(result, notice: str | None) -> None:
+def show_result(result, notice: str | None, bundled_cloze: bool) -> None:
+    """The result's one summary line, and what the user must know about the model."""
     if notice:
         st.warning(escape_markdown(notice))
+    if bundled_cloze:
+        st.info(CLOZE_CAVEAT)
+    summary = escape_markdown(result.summary())
     if len(result.cards) < result.requested:
-        st.warning(
-            f"Made {len(result.cards)} of {result.requested} cards: {escape_markdown(result.summary())}."
-        )
+        st.warning(f"Made {len(result.cards)} of {result.requested} cards that pass the checks: {summary}.")
     else:
-        st.success(escape_markdown(result.summary()))
+        st.success(summary)
+
+
+def start_generating() -> None:
+    state.generate_pending = True  # the rerun renders Generate disabled, then generates
 
 
 st.title("Study cards")
-st.caption("A topic or your notes become flashcards for Anki, written by a GGUF model on this CPU.")
+st.caption(
+    "A topic or your notes become flashcards for Anki, written by a GGUF model on this CPU and checked "
+    "before you see them. Upload a deck to add only cards it does not have yet."
+)
 
 state = st.session_state
 state.setdefault("card_version", 0)
+busy = bool(state.pop("generate_pending", False))
 
 choices = {c.label: c for c in [hub_choice(app_secrets()), bundled_choice(), *run_choices(runs_root())]}
 model_column, path_column = st.columns(2)
 model_label = model_column.selectbox(
     "Model",
     [*choices, *([LOCAL_FILE] if is_owner() else [])],  # any path on the server: the owner's only
-    help="Without the Hub the bundled SmolLM2 model is used, and you are told so.",
+    help="Without the Hub a cached copy or the bundled SmolLM2 model is used, and you are told so.",
 )
 local_path = (
     path_column.text_input("GGUF file path", placeholder="/path/to/model.gguf")
     if model_label == LOCAL_FILE
     else ""
 )
+card_type = st.radio(  # outside the form: the cloze notice below follows it at once
+    "Card type",
+    CARD_TYPES,
+    horizontal=True,
+    help="basic: question and answer; cloze: a sentence with a hidden term",
+)
+choice = None if model_label == LOCAL_FILE else choices[model_label]
+if card_type == "cloze" and choice is not None and falls_back(choice) and not busy:
+    st.info(CLOZE_CAVEAT)
 
 with st.form("card_request"):
     topic = st.text_input("Topic", placeholder="e.g. photosynthesis", help="What the cards are about.")
     notes = st.text_area("Notes (optional)", height=140, help="Cards are made from these notes only.")
     upload = st.file_uploader("...or a notes file", type=["txt", "md"])
-    left, middle, right = st.columns(3)
+    left, right = st.columns(2)
     count = left.slider("Cards", 1, MAX_CARDS, 5)
-    difficulty = middle.selectbox("Difficulty", DIFFICULTIES)
-    card_type = right.radio(
-        "Card type",
-        CARD_TYPES,
-        horizontal=True,
-        help="basic: question and answer; cloze: a sentence with a hidden term",
-    )
-    deck = st.text_input("Deck name", placeholder="Study cards: <topic>")
+    difficulty = right.selectbox("Difficulty", DIFFICULTIES)
+    deck = st.text_input("Deck name", placeholder="Study cards: <topic>, or the uploaded deck's name")
     tags = st.text_input(
         "Tags", placeholder="biology, exam 1", help="Comma-separated; spaces become _ (Anki tags have none)"
     )
-    submitted = st.form_submit_button("Generate", type="primary")
-if card_type == "cloze" and model_label == bundled_choice().label:
-    st.info(
-        "The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better."
+    existing_file = st.file_uploader(
+        "Grow a deck (optional): our CSV, Anki's CSV export or an .apkg",
+        type=["csv", "txt", "apkg"],
+        help="Only cards the deck does not have are added; its notes keep their GUIDs, so Anki updates them.",
     )
+    st.form_submit_button("Generate", type="primary", disabled=busy, on_click=start_generating)
+    progress_line = st.empty()  # above the fold, under the button
 
 
-def uploaded_text() -> str | None:
-    """The uploaded notes file as text; None (after saying why) when it is not UTF-8 text."""
-    if upload is None:
-        return ""
+def uploaded_inputs() -> tuple[str, ExistingDeck | None] | None:
+    """The notes file's text and the deck to grow; None (after saying why) when one cannot be read."""
     try:
-        return upload.getvalue().decode("utf-8-sig")
+        text = upload.getvalue().decode("utf-8-sig") if upload is not None else ""
     except UnicodeDecodeError:
         st.error(f"{escape_markdown(upload.name)} is not UTF-8 text; paste the notes instead.")
         return None
+    try:
+        grown = read_deck(existing_file.name, existing_file.getvalue()) if existing_file else None
+    except DeckFileError as exc:
+        st.error(f"Deck {escape_markdown(existing_file.name)}: {escape_markdown(exc)}")
+        return None
+    if grown is not None and grown.card_type != card_type:
+        st.error(f"The uploaded deck holds {grown.card_type} notes: choose that card type to grow it.")
+        return None
+    return text, grown
 
 
-file_text = uploaded_text() if submitted else None
-if submitted and file_text is not None:
+inputs = uploaded_inputs() if busy else None
+if inputs is not None:
+    file_text, grown = inputs
     request = CardRequest(
         topic=topic,
         notes=(notes + "\n\n" + file_text).strip(),
         count=count,
         difficulty=difficulty,
         card_type=card_type,
-        deck=deck,
+        deck=deck or (grown.name if grown else ""),
         tags=tuple(tags.split(",")),
     )
+    existing = list(grown.notes) if grown else []
     try:
         validate_request(request)
-        choice = local_choice(local_path) if model_label == LOCAL_FILE else choices[model_label]
-        source = resolved(choice)
-        with st.spinner(f"Loading {escape_markdown(source.path.name)}..."):
-            model = model_slot().get(source.path)
-        with st.status(f"Writing {count} cards with {escape_markdown(source.choice.label)}...") as progress:
-            line = st.empty()
-            result = generate_cards(
-                model, request, on_progress=lambda text: line.caption(escape_markdown(text))
-            )
-            progress.update(label=escape_markdown(result.summary()), state="complete")
+        source = resolved(choice or local_choice(local_path))
+        progress_line.caption(f"Loading {escape_markdown(source.path.name)}...")
+        model = model_slot().get(source.path)
+        result = generate_cards(
+            model,
+            request,
+            avoid=existing,
+            on_progress=lambda text: progress_line.caption(escape_markdown(text)),
+        )
     except (CardRequestError, ModelError) as exc:
         for problem in getattr(exc, "problems", {"model": str(exc)}).items():
             st.error(f"{problem[0].capitalize()}: {escape_markdown(problem[1])}")
     else:
         state.update(
             cards=result.cards,
+            existing=existing,
             request=request,
             result=result,
             notice=source.notice,
+            bundled=source.choice.kind == "bundled",
             model_path=str(source.path),
             card_version=state.card_version + 1,
         )
+        st.rerun()  # Generate is enabled again, and the deck is shown once
 
 if "cards" in state:
-    request, result = state.request, state.result
-    show_result(result, state.notice)
+    request, result, existing = state.request, state.result, state.existing
+    show_result(result, state.notice, state.bundled and request.card_type == "cloze")
+    skipped = [r for r in result.rejected if r.reason == "already in the deck"]
+    if existing:
+        st.caption(
+            f"Growing a deck of {len(existing)} notes: the downloads hold them unchanged (same GUIDs) "
+            f"and the new cards below. {len(skipped)} candidate(s) skipped as already in the deck"
+            + (":" if skipped else ".")
+        )
+        for rejection in skipped:
+            st.caption(f"- {escape_markdown(rejection.front)} (like: {escape_markdown(rejection.repeats)})")
     edited = st.data_editor(
         cards_frame(state.cards),
         num_rows="dynamic",
@@ -182,28 +212,40 @@ if "cards" in state:
     again_column, button_column = st.columns([3, 1])
     number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
     if button_column.button("Regenerate", disabled=not cards):
-        try:  # the new card must differ from every card in the deck, the one it replaces included
-            single = generate_cards(
-                model_slot().get(Path(state.model_path)), dataclasses.replace(request, count=1), avoid=cards
-            )
+        others = existing + cards  # the new card must differ from every card, the one it replaces included
+        spare = take_spare(result, others, request.card_type)
+        try:
+            single = None
+            if spare is None:
+                single = generate_cards(
+                    model_slot().get(Path(state.model_path)),
+                    dataclasses.replace(request, count=1),
+                    avoid=others,
+                )
         except (CardRequestError, ModelError, OSError) as exc:
             st.error(escape_markdown(exc))
         else:
-            result.raw_outputs.extend(single.raw_outputs)
-            if single.cards:
-                cards[number - 1] = single.cards[0]
+            if single is not None:
+                result.raw_outputs.extend(single.raw_outputs)
+                result.rejected.extend(single.rejected)
+            replacement = spare or (single.cards[0] if single and single.cards else None)
+            if replacement is not None:
+                cards[number - 1] = replacement
                 state.update(cards=cards, card_version=state.card_version + 1)
                 st.rerun()
             st.warning(f"No new card: {escape_markdown(single.summary())}.")
 
-    with st.expander("Raw model output"):
+    with st.expander(f"Raw model output and the {len(result.rejected)} candidate(s) dropped"):
+        if result.rejected:
+            st.dataframe(rejections_frame(result.rejected), width="stretch", hide_index=True)
         for index, raw in enumerate(result.raw_outputs, 1):
-            st.caption(f"Attempt {index}")
+            st.caption(f"Reply {index}")
             st.code(raw, language="json")
 
     try:
-        csv_text = cards_to_csv(cards, request.deck_name, request.card_type, request.tags)
-        package = apkg_bytes(cards, request.deck_name, request.card_type, request.tags)
+        deck_cards = existing + cards
+        csv_text = cards_to_csv(deck_cards, request.deck_name, request.card_type, request.tags)
+        package = apkg_bytes(deck_cards, request.deck_name, request.card_type, request.tags)
     except ValueError as exc:
         st.error(f"Cannot export the deck yet: {escape_markdown(exc)}")
     else:

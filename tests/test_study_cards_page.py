@@ -44,6 +44,13 @@ def test_generate_offers_csv_and_apkg_and_regenerates_one_card(runs_root):
     assert any("Could not fetch" in w.value and "bundled" in w.value for w in app.warning)  # offline here
     cards = app.session_state["cards"]
     assert len(cards) == 3 and len({c.front for c in cards}) == 3
+    summary = app.session_state["result"].summary()
+    shown_summary = [
+        e for e in [*app.success, *app.warning, *app.info, *app.caption] if "3 of 3 cards" in e.value
+    ]
+    assert len(shown_summary) == 1 and shown(shown_summary[0].value) == summary  # once, not twice
+    generate = next(button for button in app.button if button.label == "Generate")
+    assert not generate.disabled  # enabled again once the deck is made
 
     assert set(downloads(app)) == {"Download CSV for Anki", "Download Anki package (.apkg)"}
 
@@ -70,3 +77,11 @@ def test_notes_too_long_for_the_model_say_how_much_fits(runs_root):
         len(errors) == 1 and errors[0].startswith("Notes: the notes take") and "tokens but only" in errors[0]
     )
     assert "cards" not in app.session_state
+
+
+def test_cloze_with_the_default_model_offline_warns_that_the_bundled_model_is_weak_at_cloze(runs_root):
+    app = open_page()
+    assert not any("rarely manages cloze" in i.value for i in app.info)
+    next(radio for radio in app.radio if radio.label == "Card type").set_value("cloze").run()
+    # The default choice is the Hub's model, which falls back to the bundled one here.
+    assert any("rarely manages cloze" in i.value for i in app.info)
