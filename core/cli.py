@@ -18,7 +18,9 @@ from typing import Any
 
 from core import describe
 from core.data.command import add_data_commands
+from core.evaluate.command import add_evaluate_commands
 from core.evaluate.sandbox import DEFAULT_TIMEOUT_S
+from core.interop.command import add_interop_commands
 from core.jobs.lifecycle import (
     JOB_KINDS,
     JobError,
@@ -671,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.set_defaults(handler=_runs_export)
     seeding = runs_commands.add_parser("seed", help="add the lab's recorded runs (T1-T4, Experiment 3)")
     seeding.set_defaults(handler=_runs_seed)
+    add_interop_commands(runs_commands)
     for action, what in (
         ("push", "send this side's new and changed files of the runs to REMOTE"),
         ("pull", "fetch the other sides' new and changed files of the runs from REMOTE"),
@@ -902,6 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(handler=_sandbox)
     add_sweep_commands(commands)
     add_data_commands(commands)
+    add_evaluate_commands(commands)
     return parser
 
 

@@ -18,6 +18,7 @@ from core.store.runs import (
 )
 from core.store.seed import prepare_runs_root
 from core.train.progress import format_duration, training_progress
+from ui.bench_panel import bench_panel
 from ui.charts import run_loss_figure
 from ui.evaluate_panel import evaluate_panel
 from ui.export_panel import export_panel
@@ -184,6 +185,7 @@ if run.state == "completed" and (path / ADAPTER_DIR).is_dir():
     capability = training_capability(cached_gpus())
     st.divider()
     evaluate_panel(root, path, capability.available)
+    bench_panel(path, capability.available)
     st.divider()
     export_panel(path, capability)
     st.divider()

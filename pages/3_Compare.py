@@ -11,7 +11,7 @@ from core import MISSING, compare
 from core.store.paths import runs_root
 from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
-from ui.compare_sections import answers_section, cost_section, loss_curves_section
+from ui.compare_sections import answers_section, benchmarks_section, cost_section, loss_curves_section
 from ui.links import record_choice, synced_choice
 from ui.owner import access_panel
 from ui.remote import synced_remote
@@ -129,6 +129,7 @@ if diff.columns.empty:
 else:
     st.dataframe(diff)
 
+benchmarks_section(picked, baseline)
 matrix = answers_section(picked, by_name, baseline)
 
 st.subheader("Export")

@@ -1,18 +1,21 @@
-"""The sections of the Compare page: loss curves, cost, and the answers side by side."""
+"""The sections of the Compare page: loss curves, cost, benchmarks and the judge, and the answers side by side."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import compare
+from core import MISSING, compare
 from core.compare import CURVE_AXES, Curve, Matrix, MetricsRow
 from core.evaluate.answers import load_eval_results
+from core.evaluate.bench import bench_frame
+from core.evaluate.judge import load_judgements
 from core.evaluate.ratings import load_ratings
 from core.store.files import FileStamp, file_stamp
-from core.store.runs import EVENTS_FILE, Run
+from core.store.runs import EVAL_DIR, EVENTS_FILE, Run
 from ui.answers import answer_cell
 from ui.charts import MARGINS, bar_figure, memory_figure, scatter_figure
 from ui.text import escape_markdown
@@ -246,3 +249,70 @@ def answers_section(picked: list[Run], by_name: dict[str, Run], baseline: str) -
                         answer_cell(by_name[column.run].path, column, row, cell)
 
     return matrix
+
+
+def _evaluation_files(picked: list[Run]) -> str:
+    """The stamps of the picked runs' benchmark and judgement files: what the cache below is keyed on."""
+    stamps = []
+    for run in picked:
+        folder = run.path / EVAL_DIR
+        if folder.is_dir():
+            stamps += [file_stamp(path) for path in sorted(folder.glob("*.json"))]
+    return repr(stamps)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_benchmarks(runs: tuple[tuple[str, str], ...], baseline: str, signature: str) -> tuple[Any, list]:
+    """The benchmark table and the judgements of the runs, read again when one of their files changes."""
+    frame = bench_frame([(name, Path(path)) for name, path in runs], baseline)
+    return frame, [entry for _, path in runs for entry in load_judgements(Path(path))]
+
+
+def benchmarks_section(picked: list[Run], baseline: str) -> None:
+    """Standard benchmarks (lm-eval) of the picked runs with deltas against the baseline, and the
+    pairwise judge's verdicts between picked runs; nothing when none has either."""
+    frame, judgements = cached_benchmarks(
+        tuple((run.name, str(run.path)) for run in picked), baseline, _evaluation_files(picked)
+    )
+    names = {run.name for run in picked}
+    judgements = [j for j in judgements if j["a"].split(":")[0] in names and j["b"].split(":")[0] in names]
+    if frame.empty and not judgements:
+        return
+    st.subheader("Benchmarks and judge")
+    if not frame.empty:
+        st.dataframe(
+            frame,
+            hide_index=True,
+            placeholder=MISSING,
+            column_config={
+                "Score": st.column_config.NumberColumn(format="%.3f"),
+                f"Δ vs {baseline}": st.column_config.NumberColumn(format="%+.3f"),
+            },
+        )
+        st.caption(
+            "lm-evaluation-harness scores (python -m core bench, or Benchmarks on a run's page). The intervals "
+            "are 95% from the harness's standard errors; a Δ interval that spans 0 is no evidence of a difference."
+        )
+    if judgements:
+        st.dataframe(
+            [
+                {
+                    "A": entry["a"],
+                    "B": entry["b"],
+                    "Judge": entry["judge"],
+                    "A wins / ties / B wins": f"{entry['wins']} / {entry['ties']} / {entry['losses']}",
+                    "A's win rate": f"{entry['win_rate']:.2f} ({entry['interval'][0]:.2f} to {entry['interval'][1]:.2f})",
+                    "Agrees with your ratings": (
+                        f"{entry['agreement'][0]} of {entry['agreement'][1]}"
+                        if entry["agreement"]
+                        else MISSING
+                    ),
+                }
+                for entry in judgements
+            ],
+            hide_index=True,
+        )
+        st.caption(
+            "python -m core judge: each prompt asked in both orders; a win counts when both orders agree, a tie "
+            "counts half. The interval is a 95% bootstrap over prompts."
+        )

@@ -107,6 +107,7 @@ KINDS = {
     "train": JobKind("training", "try a smaller batch_size or max_seq_length, or load_in_4bit=true"),
     "eval": JobKind("evaluation", "try a smaller max_new_tokens, or the GGUF variant on the CPU"),
     "export": JobKind("export", "the merge holds the base model in 16-bit: try a machine with more memory"),
+    "bench": JobKind("benchmark", "try a smaller --batch-size, or fewer examples with --limit"),
 }
 JOB_KINDS = tuple(KINDS)  # the one list of job kinds: python -m core <kind> RUN ...
 JOBS_DIR = "jobs"
@@ -450,7 +451,7 @@ def job_environment(hub: bool, network: bool = False) -> dict[str, str]:
     the owner's password) and unbuffered output; for a job that
     pushes or pulls (`hub`, see job_reaches_hub) also the proxy and certificate settings and the
     dashboard's Hub token as HF_TOKEN; with `network` (an export, whose converter may be fetched
-    with pip) the proxy and certificate settings without the token. Nothing else of the
+    with pip; a benchmark, whose tasks' data may be downloaded) the proxy and certificate settings without the token. Nothing else of the
     dashboard's reaches a job: no other token, key or password, whatever its name."""
     names = JOB_VARIABLES | job_settings() | (NETWORK_VARIABLES if hub or network else frozenset())
     environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
@@ -539,7 +540,7 @@ def start_job(
         path = state_path(run_path, kind)
         _reset(path, state="queued", stage="starting")
         hub = job_reaches_hub(run_path, kind, arguments)
-        environment = {**job_environment(hub, network=kind == "export"), **(secrets or {})}
+        environment = {**job_environment(hub, network=kind in ("export", "bench")), **(secrets or {})}
         try:
             return _launch(run_path, kind, [kind, run_path.name, *arguments], environment)
         except Exception as exc:
