@@ -6,6 +6,7 @@ import json
 import pytest
 from conftest import run_core
 
+from core.cli import main
 from core.jobs.queue import (
     REMOVED,
     cancel_rest,
@@ -20,6 +21,7 @@ from core.sweeps.definition import (
     Sweep,
     SweepError,
     check_members,
+    check_new_sweep,
     duplicate_run,
     grid_members,
     parse_grid,
@@ -27,8 +29,7 @@ from core.sweeps.definition import (
     read_sweep,
     record_path,
 )
-from core.sweeps.outcomes import MemberRow, best_member, importance, target_quantile
-from core.train.config import field_specs
+from core.sweeps.outcomes import MemberRow, best_member, importance, objective_value, target_quantile
 from core.train.presets import SWEEP_PRESETS, get_preset
 
 SMOKE = get_preset("cpu_smoke").config()
@@ -152,7 +153,7 @@ def test_a_dry_run_prints_the_sweep_and_creates_nothing(runs_root):
     assert folders(runs_root) == []
 
 
-def test_the_command_refuses_what_cannot_be_swept(runs_root):
+def test_the_command_refuses_what_cannot_be_swept(runs_root, capsys):
     cases = [
         (["--preset", "cpu_smoke"], "give the grid's axes"),
         (
@@ -168,27 +169,55 @@ def test_the_command_refuses_what_cannot_be_swept(runs_root):
             "lora_r: must be from 1",
         ),  # a corner refused
     ]
-    for arguments, message in cases:
-        done = run_core("sweep", "s", *arguments, runs_root=runs_root)
-        assert done.returncode == 1 and message in done.stderr, (arguments, done.stderr)
+    for arguments, message in cases:  # in this process: the command line's own main()
+        assert main(["--runs-dir", str(runs_root), "sweep", "s", *arguments]) == 1
+        stderr = capsys.readouterr().err
+        assert message in stderr, (arguments, stderr)
     assert folders(runs_root) == []
 
 
-@pytest.mark.skipif("recipe" not in field_specs(), reason="configs have no validation share (recipe) yet")
-def test_an_eval_loss_objective_needs_a_validation_share(runs_root):
-    done = run_core(
-        "sweep",
-        "s",
-        "--preset",
-        "cpu_smoke",
-        "--grid",
-        "lora_r=4,8",
-        "--objective",
-        "eval_loss",
-        runs_root=runs_root,
+def test_an_eval_loss_objective_needs_a_validation_share(runs_root, tiny_model):
+    with pytest.raises(SweepError, match="needs a validation share: a base config with a recipe"):
+        check_new_sweep(runs_root, "s", "eval_loss", SMOKE)
+    made = run_core(
+        "data", "recipe", "held", "--source", "data/sample_sharegpt.jsonl", "--model", "tiny-llama",
+        "--validation", "0.25", runs_root=runs_root,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    held = json.loads((runs_root / ".recipes" / "held.json").read_text())
+    assert held["validation_rows"]
+    whole = {
+        **held,
+        "name": "whole",
+        "train_rows": held["train_rows"] + held["validation_rows"],
+        "validation_rows": [],
+    }
+    (runs_root / ".recipes" / "whole.json").write_text(json.dumps(whole))
+    with pytest.raises(SweepError, match="the recipe whole holds out none"):
+        check_new_sweep(runs_root, "s", "eval_loss", {**SMOKE, "recipe": "whole"})
+    accepted = run_core(
+        "sweep", "s", "--preset", "cpu_smoke", "--set", "recipe=held", "--grid", "lora_r=4,8",
+        "--objective", "eval_loss", "--dry-run", runs_root=runs_root,
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["objective"] == "eval_loss"
+    assert sorted(path.name for path in runs_root.iterdir()) == [".recipes"]  # a dry run creates nothing
+
+
+def test_the_objective_reads_the_runs_outcome_or_says_why_not(runs_root):
+    create_run(runs_root, "done", SMOKE, status=initial_status("completed", 2), metrics={"final_loss": 1.5})
+    create_run(runs_root, "broke", SMOKE, status={**initial_status("failed", 2), "error": "boom"})
+    done, broke = load_run(runs_root, "done"), load_run(runs_root, "broke")
+    assert objective_value(done, "final_loss") == (1.5, "")
+    assert objective_value(done, "eval_loss") == (
+        None,
+        "metrics.json has no best_eval_loss: the run had no validation share",
     )
-    assert done.returncode == 1 and "needs a validation share" in done.stderr
-    assert folders(runs_root) == []
+    assert (
+        objective_value(done, "checks_passed")[1]
+        == "the run's adapter has no evaluation (eval/adapter.jsonl)"
+    )
+    assert objective_value(broke, "final_loss") == (None, "the run is failed: boom")
 
 
 def test_the_task2_sweep_preset_is_the_labs_grid(runs_root):

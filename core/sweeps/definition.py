@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data.recipes import RecipeError, new_run_files
+from core.data.recipes import RecipeError, load_recipe, new_run_files
 from core.store.files import FileProblem, delete_dir, read_json_object, write_json_atomic
 from core.store.runs import (
     RunExistsError,
@@ -33,11 +33,11 @@ from core.store.runs import (
     validate_run_name,
 )
 from core.train.config import (
+    RECIPE_PATTERN,
     SPLIT_PATTERN,
     ConfigError,
     RunConfig,
     apply_overrides,
-    field_specs,
     format_setting,
     parse_config,
     with_resolved_paths,
@@ -346,15 +346,24 @@ def record_path(root: Path, name: str) -> Path:
 
 def check_new_sweep(root: Path, name: str, objective: str, base: Mapping[str, Any]) -> None:
     """SweepError when a sweep of this name exists, the objective is unknown, or it is eval_loss
-    while the base config has no validation share (its `recipe`, once configs have one: until
-    then a member without best_eval_loss is a failed trial, core.sweeps.outcomes)."""
+    while the base config's recipe holds out no validation rows (or it has no recipe)."""
     validate_run_name(name)
     if objective not in OBJECTIVES:
         raise SweepError(f"unknown objective {objective!r}: one of {', '.join(OBJECTIVES)}")
-    if objective == "eval_loss" and "recipe" in field_specs() and not base.get("recipe"):
-        raise SweepError("the eval_loss objective needs a validation share: a base config with a recipe")
     if record_path(root, name).exists():
         raise SweepError(f"a sweep named {name} already exists in {root}")
+    if objective == "eval_loss":
+        recipe = RECIPE_PATTERN.fullmatch(str(base.get("recipe") or ""))
+        if recipe is None:
+            raise SweepError("the eval_loss objective needs a validation share: a base config with a recipe")
+        try:
+            document = load_recipe(root, recipe["name"])
+        except RecipeError as exc:
+            raise SweepError(str(exc)) from None
+        if not document.get("validation_rows"):
+            raise SweepError(
+                f"the eval_loss objective needs a validation share: the recipe {recipe['name']} holds out none"
+            )
 
 
 def write_sweep(root: Path, sweep: Sweep) -> None:
