@@ -10,7 +10,7 @@ by normalized text or by character-trigram similarity (a near-duplicate).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from core.cards.anki import CLOZE_DELETION, Card
 
@@ -143,10 +143,13 @@ def trigrams(text: str) -> frozenset[str]:
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
 
 
+def _jaccard(first: frozenset[str], second: frozenset[str]) -> float:
+    return len(first & second) / len(first | second) if first | second else 1.0
+
+
 def similarity(first: str, second: str) -> float:
     """Jaccard similarity of two texts' trigrams (see trigrams): 1.0 the same words, 0.0 nothing shared."""
-    a, b = trigrams(first), trigrams(second)
-    return len(a & b) / len(a | b) if a | b else 1.0
+    return _jaccard(trigrams(first), trigrams(second))
 
 
 def card_text(card: Card, card_type: str) -> str:
@@ -257,17 +260,6 @@ def duplicate_of(card: Card, card_type: str, others: Sequence[Card]) -> tuple[st
         other_text = card_text(other, card_type)
         if normalize(other_text) == key:
             return "duplicate", index
-        other_grams = trigrams(other_text)
-        union = grams | other_grams
-        if union and len(grams & other_grams) / len(union) >= NEAR_DUPLICATE:
+        if _jaccard(grams, trigrams(other_text)) >= NEAR_DUPLICATE:
             return "near-duplicate", index
     return None
-
-
-def distinct(cards: Iterable[Card], card_type: str) -> list[Card]:
-    """The cards without those that repeat an earlier one (exactly or nearly)."""
-    kept: list[Card] = []
-    for card in cards:
-        if duplicate_of(card, card_type, kept) is None:
-            kept.append(card)
-    return kept
