@@ -19,6 +19,7 @@ from core.store.experiments_log import (
 from core.store.paths import runs_root
 from core.store.runs import RUN_TABLE_COLUMNS, run_summary
 from core.store.seed import prepare_runs_root
+from ui.interop import bring_your_runs
 from ui.jobs import POLL_SECONDS
 from ui.labels import state_label
 from ui.links import run_url, show_flash
@@ -127,6 +128,8 @@ with st.expander("Import or export an experiments_log.csv"):
                 st.success(f"{escape_markdown(upload.name)}: {escape_markdown(report.summary())}.")
                 for problem in report.problems:
                     st.warning(f"Skipped {escape_markdown(problem)}")
+
+bring_your_runs(root)
 
 try:
     runs = with_live_states(runs_of(root))

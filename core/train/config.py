@@ -35,6 +35,8 @@ OPTIMIZERS = (
     "adafactor",
     "sgd",
 )
+TRACKERS = ("none", "tensorboard", "trackio", "wandb", "mlflow")
+"""Where a run's Trainer also reports (transformers' report_to); the run folder stays the record."""
 DATASET_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 MODEL_TEMPLATE = "model"
 
@@ -579,6 +581,18 @@ class RunConfig:
             high=1_000_000,
             optional=True,
             none_means="10 evaluations per run",
+        ),
+    )
+    report_to: str = field(
+        default="none",
+        metadata=_meta(
+            "Also report to",
+            "a tracker the Trainer also logs to: tensorboard (event files in the run's tensorboard/ "
+            "folder), trackio (its local store), wandb or mlflow (their credentials and server from "
+            "the environment); the run folder stays the record",
+            CHECKPOINTS,
+            "choice",
+            choices=TRACKERS,
         ),
     )
     note: str = field(

@@ -8,6 +8,7 @@ and only `build_sft_config` and `keep_trainable_float32` import trl or torch, wh
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,9 @@ def _processes_problems(processes: int, backend: str, facts: DeviceFacts) -> lis
 
 
 EVALUATIONS_PER_RUN = 10  # with a validation share and no eval_steps
+TENSORBOARD_DIR = "tensorboard"  # a run's TensorBoard event files, with report_to=tensorboard
+TRACKER_PROJECT = "peft-dashboard"  # the trackio project runs report to
+TENSORBOARD_LOGGING_DIR = "TENSORBOARD_LOGGING_DIR"  # where transformers 5's TensorBoardCallback writes
 
 
 def evaluation_interval(config: RunConfig) -> int:
@@ -159,6 +163,9 @@ def sft_arguments(
     Under DDP every LoRA parameter gets a gradient at every step, so DDP need not look for
     unused ones (the Trainer would ask it to for a PEFT model, which reentrant gradient
     checkpointing breaks: "marked as ready twice").
+
+    `output_dir` is the run's checkpoints/ folder: a tracker (report_to) names the run after the
+    run folder, and TensorBoard writes into the run's tensorboard/ folder (logging_dir).
 
     With `evaluating` (a validation set), the loss on it is evaluated every evaluation_interval
     steps; with early stopping, a checkpoint is saved at each evaluation (the best one is loaded
@@ -188,10 +195,14 @@ def sft_arguments(
         "gradient_checkpointing": plan.gradient_checkpointing,
         "include_num_input_tokens_seen": "non_padding",
         "ddp_find_unused_parameters": False,
-        "report_to": "none",
+        "report_to": config.report_to,
         "disable_tqdm": not progress_bar,
         "dataset_num_proc": None,
     }
+    if config.report_to != "none":
+        arguments.update(run_name=output_dir.parent.name, project=TRACKER_PROJECT)
+    if config.report_to == "tensorboard":
+        arguments["logging_dir"] = str(output_dir.parent / TENSORBOARD_DIR)
     if evaluating:
         every = evaluation_interval(config)
         arguments.update(
@@ -208,13 +219,20 @@ def sft_arguments(
 
 
 def build_sft_config(arguments: dict[str, Any]) -> Any:
-    """trl's SFTConfig from `sft_arguments`, under the names the installed transformers uses."""
+    """trl's SFTConfig from `sft_arguments`, under the names the installed transformers uses.
+
+    transformers 5 has no logging_dir argument: its TensorBoardCallback, built with the trainer
+    right after this, reads $TENSORBOARD_LOGGING_DIR instead, which is then set in this (the
+    training job's) process."""
     import dataclasses
 
     from trl import SFTConfig
 
     arguments = dict(arguments)
-    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    if "logging_dir" in arguments and "logging_dir" not in names:
+        os.environ[TENSORBOARD_LOGGING_DIR] = arguments.pop("logging_dir")
+    if "activation_checkpointing" in names:
         arguments["activation_checkpointing"] = arguments.pop(
             "gradient_checkpointing"
         )  # renamed in transformers 5.2x

@@ -1,0 +1,338 @@
+"""Bring your runs: a real SFTTrainer run of the tiny Llama (the `train` command, report_to=tensorboard,
+on a recipe with a validation share) leaves a Trainer output folder and TensorBoard event files; both
+import back with the losses it logged, the imported adapter answers as the run's own does, Compare
+draws the imported curve beside the native one, an export to TensorBoard imports back whole, and
+hostile zips and folders are refused with nothing created."""
+
+import io
+import json
+import os
+import pickle
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import app_at, charts, rerun, run_core, shown
+
+from core.evaluate.answers import evaluate_run
+from core.evaluate.prompt_sets import resolve_prompt_set
+from core.interop import archive
+from core.interop.imports import import_zip
+from core.interop.runs import InteropError
+from core.store.files import read_jsonl
+from core.store.runs import list_runs, load_run
+from core.train import tiny
+
+RUN = "native"
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path):
+    """A runs root with RUN trained by the real command (6 steps, a checkpoint every 3, an evaluation
+    every 2, report_to=tensorboard) and a cache where `tiny-llama` resolves; built once per module."""
+    from test_recipe_training import saved_recipe
+
+    cache = tmp_path_factory.mktemp("interop-cache")
+    root = tmp_path_factory.mktemp("interop") / "runs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_CACHE_DIR", str(cache))
+        tiny.tiny_model_dir().parent.mkdir(parents=True)
+        tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
+        saved_recipe(root, "held", rows=60, validation=0.2)
+        started = time.monotonic()
+        done = run_core(
+            "train", RUN, "--preset", "cpu_smoke", "--set", "recipe=held", "--set", f"max_steps={STEPS}",
+            "--set", "save_steps=3", "--set", "eval_steps=2", "--set", "warmup_steps=0",
+            "--set", "report_to=tensorboard", runs_root=root,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        print(f"trained {RUN} in {time.monotonic() - started:.1f} s")
+    return root, cache
+
+
+@pytest.fixture
+def runs(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh runs root for one test, holding a copy of the trained run."""
+    source, cache = trained
+    monkeypatch.setenv("PEFT_CACHE_DIR", str(cache))
+    root = tmp_path / "runs"
+    shutil.copytree(source, root, symlinks=True)
+    monkeypatch.setenv("PEFT_RUNS_DIR", str(root))
+    return root
+
+
+def events_of(run: Path) -> tuple[list[dict], list[dict]]:
+    events, skipped = read_jsonl(run / "events.jsonl")
+    assert skipped == 0
+    return [e for e in events if "loss" in e], [e for e in events if "eval_loss" in e]
+
+
+def zipped(folder: Path, prefix: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as handle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                handle.write(path, prefix + str(path.relative_to(folder)))
+    return buffer.getvalue()
+
+
+def visible(root: Path) -> list[str]:
+    return sorted(entry.name for entry in root.iterdir())
+
+
+def test_a_trainer_folder_imports_with_the_trainers_losses_and_its_adapter_answers_as_the_runs(runs):
+    native = runs / RUN
+    state = json.loads((native / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    logged = [(e["step"], e["loss"]) for e in state["log_history"] if "loss" in e]
+    evaluated = [(e["step"], e["eval_loss"]) for e in state["log_history"] if "eval_loss" in e]
+    assert len(logged) == STEPS and len(evaluated) == STEPS // 2  # the real trainer logged them
+
+    started = time.monotonic()
+    done = run_core("runs", "import-trainer", str(native / "checkpoints"), "--name", "colab", runs_root=runs)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    print(f"import-trainer: {seconds:.2f} s (command included)")
+    imported = runs / "colab"
+    train, evals = events_of(imported)
+    assert [(e["step"], e["loss"]) for e in train] == logged
+    assert [(e["step"], e["eval_loss"]) for e in evals] == evaluated
+    native_train, native_evals = events_of(native)
+    assert [(e["step"], e["loss"], e["learning_rate"], e["grad_norm"]) for e in train] == [
+        (e["step"], e["loss"], e["learning_rate"], e["grad_norm"]) for e in native_train
+    ]
+    assert [e["eval_loss"] for e in evals] == [e["eval_loss"] for e in native_evals]
+    assert set(evals[0]) == {"step", "eval_loss", "epoch", "elapsed_s"}
+
+    run = load_run(runs, "colab")
+    assert not run.broken and run.state == "completed" and run.status["step"] == STEPS
+    assert run.config["origin"]["importer"] == "trainer"
+    assert run.config["origin"]["state"] == f"checkpoint-{STEPS}/trainer_state.json"
+    assert (run.config["lora_r"], run.config["max_steps"], run.config["batch_size"]) == (16, STEPS, 2)
+    assert run.metrics["train_loss"] == pytest.approx(load_run(runs, RUN).metrics["train_loss"])
+    assert not (imported / "checkpoints").exists()  # no pickle (optimizer.pt, training_args.bin) comes along
+    assert sorted(p.name for p in (imported / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "chat_template.jinja",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+
+    prompts = resolve_prompt_set(runs, None)
+    answers = evaluate_run(imported, "adapter", prompts, max_new_tokens=6)
+    own = evaluate_run(native, "adapter", prompts, max_new_tokens=6)
+    assert [row["answer"] for row in answers] == [row["answer"] for row in own]
+    assert len(answers) == len(prompts.prompts)
+
+
+def test_compare_draws_the_imported_curve_beside_the_native_one(runs):
+    done = run_core(
+        "runs", "import-trainer", str(runs / RUN / "checkpoints"), "--name", "colab", runs_root=runs
+    )
+    assert done.returncode == 0, done.stderr
+    app = rerun(app_at("pages/3_Compare.py", {"runs": f"{RUN},colab"}))
+    curves = {trace["name"]: trace for trace in charts(app)["curves"]["data"]}
+    assert {RUN, "colab"} <= set(curves)
+    assert curves["colab"]["x"] == curves[RUN]["x"] == list(range(1, STEPS + 1))
+    assert curves["colab"]["y"] == curves[RUN]["y"]
+
+
+def test_tensorboard_files_of_a_real_run_import_back_with_identical_losses(runs):
+    logs = runs / RUN / "tensorboard"
+    assert any("tfevents" in p.name for p in logs.iterdir())
+    done = run_core("runs", "import-tensorboard", str(logs), "--name", "tb", runs_root=runs)
+    assert done.returncode == 0, done.stderr
+    train, evals = events_of(runs / "tb")
+    native_train, native_evals = events_of(runs / RUN)
+    assert [(e["step"], e["loss"]) for e in train] == [(e["step"], e["loss"]) for e in native_train]
+    assert [(e["step"], e["eval_loss"]) for e in evals] == [(e["step"], e["eval_loss"]) for e in native_evals]
+    assert [e["learning_rate"] for e in train] == pytest.approx([e["learning_rate"] for e in native_train])
+    assert train[-1]["elapsed_s"] > 0
+    run = load_run(runs, "tb")
+    assert run.config["origin"]["importer"] == "tensorboard" and not (runs / "tb" / "adapter").exists()
+
+
+def test_an_export_to_tensorboard_imports_back_with_hparams_and_exact_losses(runs, tmp_path):
+    out = tmp_path / "tb-export"
+    started = time.monotonic()
+    done = run_core("runs", "export-tensorboard", str(out), RUN, runs_root=runs)
+    print(f"export-tensorboard: {time.monotonic() - started:.2f} s (command included)")
+    assert done.returncode == 0, done.stderr
+    assert (out / RUN).is_dir() and any("tfevents" in p.name for p in out.iterdir())  # the experiment summary
+    done = run_core("runs", "import-tensorboard", str(out), "--name", "back", runs_root=runs)
+    assert done.returncode == 0, done.stderr
+    back = load_run(runs, f"back-{RUN}")
+    train, evals = events_of(back.path)
+    native_train, native_evals = events_of(runs / RUN)
+    keys = ("step", "loss", "learning_rate", "grad_norm", "epoch")
+    assert [[e[k] for k in keys] for e in train] == [[e[k] for k in keys] for e in native_train]
+    assert [(e["step"], e["eval_loss"]) for e in evals] == [(e["step"], e["eval_loss"]) for e in native_evals]
+    original = load_run(runs, RUN).config
+    for key in ("lora_r", "lora_alpha", "learning_rate", "max_steps", "base_model", "packing", "report_to"):
+        assert back.config[key] == original[key], key
+    assert back.config["target_modules"] == original["target_modules"]
+    # an export replaces its own folder, and refuses one it did not write
+    assert run_core("runs", "export-tensorboard", str(out), RUN, runs_root=runs).returncode == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    refused = run_core("runs", "export-tensorboard", str(tmp_path / "mine"), runs_root=runs)
+    assert refused.returncode == 1 and "did not write" in refused.stderr
+    assert visible(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_trackio_reads_back_what_a_run_reported_to_its_local_store(trained, tmp_path, monkeypatch):
+    _, cache = trained
+    monkeypatch.setenv("PEFT_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    root = tmp_path / "runs"
+    done = run_core(
+        "train", "tracked", "--preset", "cpu_smoke", "--set", "max_steps=3", "--set", "warmup_steps=0",
+        "--set", "report_to=trackio", runs_root=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    train, _ = events_of(root / "tracked")
+    assert [p.name for p in (tmp_path / "trackio").glob("*.db")] == ["peft-dashboard.db"]
+    script = (
+        "import json\nfrom trackio.sqlite_storage import SQLiteStorage\n"
+        "print(json.dumps(SQLiteStorage.get_logs('peft-dashboard', 'tracked')))"
+    )
+    read = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    logs = json.loads(read.stdout)
+    assert [(row["train/global_step"], row["train/loss"]) for row in logs if "train/loss" in row] == [
+        (e["step"], e["loss"]) for e in train
+    ]
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+
+def raw_zip(*members: tuple[str, bytes, int]) -> bytes:
+    """A zip of (name, data, unix mode) members, written as given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as handle:
+        for name, data, mode in members:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            handle.writestr(info, data)
+    return buffer.getvalue()
+
+
+def refused(runs: Path, data: bytes, reason: str) -> None:
+    before = visible(runs) if runs.exists() else []
+    with pytest.raises(InteropError, match=reason):
+        import_zip(runs, data, upload_name="up.zip", name="up")
+    assert visible(runs) == before  # no run, no staging folder left
+
+
+REGULAR = stat.S_IFREG | 0o644
+
+
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ([("../escape.txt", b"x", REGULAR)], "outside the archive"),
+        ([("outputs/../../escape.txt", b"x", REGULAR)], "outside the archive"),
+        ([("/tmp/escape.txt", b"x", REGULAR)], "outside the archive"),
+        ([("C:/escape.txt", b"x", REGULAR)], "outside the archive"),
+        ([("outputs/trainer_state.json", b"/etc/passwd", stat.S_IFLNK | 0o777)], "symbolic link"),
+        ([("fifo", b"", stat.S_IFIFO | 0o644)], "not a file or folder"),
+        ([("a.txt", b"1", REGULAR), ("a.txt", b"2", REGULAR)], "twice"),
+        ([("notes.txt", b"hello", REGULAR)], "neither a Trainer output folder"),
+    ],
+)
+def test_hostile_zips_are_refused_and_leave_nothing(runs_root, tmp_path, members, reason):
+    runs_root.mkdir()
+    refused(runs_root, raw_zip(*members), reason)
+    assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/escape.txt").exists()
+
+
+def test_zip_bombs_and_non_zips_are_refused_before_unpacking(runs_root, monkeypatch):
+    runs_root.mkdir()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as handle:
+        handle.writestr("outputs/trainer_state.json", b"0" * (archive.MAX_UNPACKED_BYTES + 1))
+    assert len(buffer.getvalue()) < 1 << 20  # a small upload that unpacks past the cap
+    refused(runs_root, buffer.getvalue(), "unpacks to")
+    refused(runs_root, raw_zip(*[(f"f{i}", b"", REGULAR) for i in range(archive.MAX_MEMBERS + 1)]), "members")
+    refused(runs_root, b"PK\x03\x04 not really a zip", "not a zip archive")
+    # a member that declares less than it holds is cut at its declared size and fails its check
+    data = bytearray(raw_zip(("outputs/trainer_state.json", b'{"log_history": []}' * 50, REGULAR)))
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")  # uncompressed size in the listing
+    refused(runs_root, bytes(data), "cannot be unpacked .Bad CRC-32")
+
+
+def test_pickles_are_never_loaded_and_a_pickled_adapter_is_left_out(runs, tmp_path):
+    planted = tmp_path / "pickle-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {planted}",))
+
+    folder = tmp_path / "outputs"
+    checkpoint = folder / f"checkpoint-{STEPS}"
+    shutil.copytree(runs / RUN / "checkpoints" / f"checkpoint-{STEPS}", checkpoint)
+    (checkpoint / "adapter_model.safetensors").unlink()
+    for name in ("adapter_model.bin", "training_args.bin", "optimizer.pt"):
+        (checkpoint / name).write_bytes(pickle.dumps(Payload()))
+    report = import_zip(runs, zipped(folder, "outputs/"), upload_name="outputs.zip", name="pickled")
+    assert report.created == ["pickled"] and not planted.exists()
+    assert any("adapter_model.bin is a pickle" in problem for problem in report.problems)
+    assert not (runs / "pickled" / "adapter").exists()
+    assert len(events_of(runs / "pickled")[0]) == STEPS
+
+
+def test_links_in_a_folder_are_not_followed_and_a_taken_name_changes_nothing(runs, tmp_path):
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    (folder / "trainer_state.json").symlink_to(
+        runs / RUN / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json"
+    )
+    done = run_core("runs", "import-trainer", str(folder), "--name", "linked", runs_root=runs)
+    assert done.returncode == 1 and "symbolic link" in done.stderr
+    before = (runs / RUN / "config.json").read_text()
+    done = run_core("runs", "import-trainer", str(runs / RUN / "checkpoints"), "--name", RUN, runs_root=runs)
+    assert done.returncode == 1 and "already exists" in done.stderr
+    assert (runs / RUN / "config.json").read_text() == before
+    done = run_core(
+        "runs", "import-trainer", str(runs / RUN / "checkpoints"), "--name", "../up", runs_root=runs
+    )
+    assert done.returncode == 1 and "Invalid run name" in done.stderr
+    assert [run.name for run in list_runs(runs) if not run.broken] == [RUN]
+
+
+def test_the_home_upload_imports_a_zipped_trainer_folder_and_refuses_a_hostile_one(runs):
+    data = zipped(runs / RUN / "checkpoints", "outputs/")
+    assert len(data) < 5 << 20  # within the upload limit
+    app = rerun(app_at())
+    app.text_input(key="interop_name").input("uploaded")
+    app.file_uploader(key="interop_upload").set_value(("outputs.zip", data, "application/zip")).run()
+    app.button(key="interop_import").click()
+    rerun(app)
+    assert "outputs.zip: imported 1 run(s) (uploaded)" in shown(app.success[0].value)
+    assert load_run(runs, "uploaded").config["origin"]["source"] == "outputs.zip"
+    assert len(events_of(runs / "uploaded")[0]) == STEPS and (runs / "uploaded" / "adapter").is_dir()
+
+    bad = raw_zip(("../../escape.txt", b"x", REGULAR))
+    app.file_uploader(key="interop_upload").set_value(("bad*name.zip", bad, "application/zip")).run()
+    app.button(key="interop_import").click()
+    rerun(app)
+    error = shown(app.error[0].value)
+    assert error.startswith("bad*name.zip was not imported") and "outside the archive" in error
+    assert app.error[0].value.startswith("bad\\*name")  # file-derived text is escaped before markdown
+
+
+def test_the_home_download_holds_every_run_as_tensorboard_logs(runs):
+    app = rerun(app_at())
+    app.button(key="interop_export").click()
+    rerun(app)
+    download = app.get("download_button")
+    assert any("as TensorBoard logs" in button.proto.label for button in download)

@@ -1,0 +1,70 @@
+"""Home's "Bring your runs" panel: upload a zip of a Trainer output folder or TensorBoard logs,
+and download every run as TensorBoard event files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core.interop.archive import MAX_UNPACKED_BYTES
+from core.interop.imports import import_zip
+from core.interop.runs import InteropError
+from core.store.runs import RunNameError, list_runs
+from ui.owner import owner_only
+from ui.text import escape_markdown
+
+UPLOAD_HELP = (
+    "A zip of a Trainer output folder (outputs/ with checkpoint-N/ folders: trainer_state.json, and "
+    "adapter_config.json with adapter_model.safetensors to evaluate and export the run) or of TensorBoard "
+    "logs (runs/, logs/: one run per folder of event files). The upload carries curves and small adapters "
+    f"(Streamlit's upload limit, 5 MB here; at most {MAX_UNPACKED_BYTES >> 20} MB unpacked); `python -m core runs import-trainer FOLDER` and "
+    "`runs import-tensorboard FOLDER` import any size from a folder on this machine. Pickles "
+    "(training_args.bin, optimizer.pt, adapter_model.bin) are never loaded."
+)
+
+
+def bring_your_runs(root: Path) -> None:
+    """The expander: the upload with an optional run name, and the TensorBoard download."""
+    with st.expander("Bring your runs: a Trainer output folder or TensorBoard logs"):
+        upload_column, download_column = st.columns(2)
+        with upload_column:
+            upload = st.file_uploader(
+                "A zip of the folder", type=["zip"], help=UPLOAD_HELP, key="interop_upload"
+            )
+            name = st.text_input(
+                "Run name (optional)",
+                key="interop_name",
+                help="Default: the zip's name; with several TensorBoard folders, the prefix of their names",
+            )
+            if upload is not None and st.button("Import the folder", key="interop_import") and owner_only():
+                _import(root, upload.name, upload.getvalue(), name.strip() or None)
+        with download_column:
+            if st.button("Prepare TensorBoard logs of every run", key="interop_export"):
+                from core.interop.tensorboard import tensorboard_zip
+
+                data, written, left_out = tensorboard_zip(list_runs(root))
+                st.download_button(
+                    f"Download {len(written)} run(s) as TensorBoard logs",
+                    data,
+                    file_name="tensorboard.zip",
+                    mime="application/zip",
+                    key="interop_download",
+                )
+                st.caption(
+                    "Unzip and run `tensorboard --logdir tensorboard`: the HParams view lays the runs out by config."
+                    + (f" {len(left_out)} run(s) without a logged loss are left out." if left_out else "")
+                )
+
+
+def _import(root: Path, upload_name: str, data: bytes, name: str | None) -> None:
+    try:
+        with st.spinner(f"Importing {escape_markdown(upload_name)}..."):
+            report = import_zip(root, data, upload_name=upload_name, name=name)
+    except (InteropError, RunNameError, OSError) as exc:
+        st.error(f"{escape_markdown(upload_name)} was not imported: {escape_markdown(exc)}")
+        return
+    message = f"{escape_markdown(upload_name)}: {escape_markdown(report.summary())}."
+    (st.success if report.created else st.error)(message)
+    for problem in report.problems:
+        st.warning(f"Left out: {escape_markdown(problem)}")
