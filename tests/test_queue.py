@@ -17,6 +17,7 @@ from conftest import PROJECT_DIR, app_at, charts, plain, run_core
 from core.jobs.queue import read_queue, runner_running
 from core.store.runs import load_run
 from core.sweeps.definition import read_sweep
+from core.sweeps.outcomes import objective_value
 from core.sweeps.search import storage_url
 
 
@@ -116,3 +117,19 @@ def test_a_search_resumes_after_being_killed_mid_trial(runs_root, tiny_model):
     for trial in study.trials:
         assert 2 <= trial.params["lora_r"] <= 16
         assert load_run(runs_root, trial.user_attrs["run"]).config["lora_r"] == trial.params["lora_r"]
+
+
+def test_a_checks_passed_sweep_evaluates_each_member_after_training(runs_root, tiny_model):
+    done = run_core(
+        "sweep", "c", "--preset", "cpu_smoke", "--grid", "lora_r=4", "--set", "max_steps=2", "--set",
+        "warmup_steps=0", "--objective", "checks_passed", "--no-start", runs_root=runs_root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ran = run_core("queue", "run", runs_root=runs_root, timeout=300)  # the runner in the foreground
+    assert ran.returncode == 0 and "c-r4: completed" in ran.stderr, ran.stderr
+    run = load_run(runs_root, "c-r4")
+    answers = [json.loads(line) for line in (run.path / "eval" / "adapter.jsonl").read_text().splitlines()]
+    assert len(answers) == 10  # the lab's prompts, answered by the member's adapter
+    value, _ = objective_value(run, "checks_passed")
+    assert value == sum(answer["passed"] is True for answer in answers)
+    assert drained(runs_root)

@@ -20,7 +20,6 @@ from core.jobs.queue import (
     ensure_runner,
     move_item,
     read_queue,
-    retry_failed,
     run_item,
     runner_log,
     runner_running,
@@ -53,6 +52,7 @@ from core.sweeps.definition import (
     parse_grid,
     read_sweep,
     record_path,
+    retry_sweep,
 )
 from core.sweeps.outcomes import ADAPTER_RESULTS, OUTCOMES, MemberRow, importance, member_rows
 from core.train.config import RunConfig, field_specs, format_setting
@@ -169,7 +169,7 @@ def sweep_form(root: Path, base: dict[str, Any] | None, preset: str, check: Any)
         sweep = new_sweep(name, base, preset=preset, axes=axes, objective=objective)
         sweep = replace(sweep, members=[{"run": m.name, "values": m.values} for m in members])
         try:
-            create_grid(root, sweep, members, evaluate=objective == "checks_passed")
+            create_grid(root, sweep, members)
         except (SweepError, OSError) as exc:
             st.error(f"Nothing was queued: {escape_markdown(exc)}")
             return
@@ -263,14 +263,7 @@ def queue_controls(root: Path) -> None:
             )
             and owner_only()
         ):
-            sweep = next(s for s in retryable if s.name == chosen)
-            queued = retry_failed(
-                root,
-                sweep.run_names,
-                sweep=sweep.name,
-                search=sweep.kind == "search",
-                evaluate=sweep.objective == "checks_passed",
-            )
+            queued = retry_sweep(root, next(s for s in retryable if s.name == chosen))
             keep_queue_going(root)
             st.toast(f"Queued again: {', '.join(queued) or 'nothing to retry'}.")
     if lines := runner_log(root):

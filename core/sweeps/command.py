@@ -20,7 +20,6 @@ from core.jobs.queue import (
     enqueue,
     ensure_runner,
     read_queue,
-    retry_failed,
     run_queue,
     runner_running,
     search_item,
@@ -40,6 +39,7 @@ from core.sweeps.definition import (
     parse_grid,
     parse_search,
     read_sweep,
+    retry_sweep,
     search_corners,
     write_sweep,
 )
@@ -139,7 +139,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(json.dumps({**sweep.to_dict(), "estimate": cost.__dict__}, indent=2))
         return 0
     if members:
-        create_grid(root, sweep, members, evaluate=args.objective == "checks_passed")
+        create_grid(root, sweep, members)
     else:
         write_sweep(root, sweep)
         enqueue(root, [search_item(sweep.name)])
@@ -182,13 +182,7 @@ def _queue(args: argparse.Namespace) -> int:
         return 0
     if action == "retry":
         sweep = read_sweep(root, args.sweep)
-        queued = retry_failed(
-            root,
-            sweep.run_names,
-            sweep=sweep.name,
-            search=sweep.kind == "search",
-            evaluate=sweep.objective == "checks_passed",
-        )
+        queued = retry_sweep(root, sweep)
         if queued and not args.no_start:
             ensure_runner(root)
         print(f"queued again: {', '.join(queued) or 'nothing (no failed or stopped member)'}")

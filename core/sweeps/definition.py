@@ -136,6 +136,11 @@ class Sweep:
         return OBJECTIVES[self.objective]
 
     @property
+    def evaluates(self) -> bool:
+        """Whether its members' adapters are evaluated after training (for checks_passed)."""
+        return self.objective == "checks_passed"
+
+    @property
     def fields(self) -> list[str]:
         """The varied fields, in the order they were given."""
         return list(self.axes or self.search)
@@ -372,7 +377,7 @@ def write_sweep(root: Path, sweep: Sweep) -> None:
     write_json_atomic(record_path(root, sweep.name), sweep.to_dict())
 
 
-def create_grid(root: Path, sweep: Sweep, members: Sequence[Member], *, evaluate: bool) -> None:
+def create_grid(root: Path, sweep: Sweep, members: Sequence[Member]) -> None:
     """Create the grid's members as queued runs, its record, and queue them (core.jobs.queue), all
     or nothing: a failure half-way deletes what was created and raises."""
     from core.jobs.queue import enqueue, run_item
@@ -382,12 +387,25 @@ def create_grid(root: Path, sweep: Sweep, members: Sequence[Member], *, evaluate
         for member in members:
             created.append(create_queued_run(root, member.name, parse_config(member.config)))
         write_sweep(root, sweep)
-        enqueue(root, [run_item(member.name, sweep=sweep.name, evaluate=evaluate) for member in members])
+        enqueue(
+            root, [run_item(member.name, sweep=sweep.name, evaluate=sweep.evaluates) for member in members]
+        )
     except BaseException:
         for path in created:
             delete_dir(path)
         record_path(root, sweep.name).unlink(missing_ok=True)
         raise
+
+
+def retry_sweep(root: Path, sweep: Sweep) -> list[str]:
+    """Queue again what failed in the sweep: a grid's failed and stopped members (each resumed
+    from its last checkpoint); a search itself, to go on to its trials (a failed trial stays
+    failed in the study: a new one takes its place). Returns what was queued."""
+    from core.jobs.queue import retry_failed
+
+    if sweep.kind == "search":
+        return retry_failed(root, [], sweep=sweep.name, search=True)
+    return retry_failed(root, sweep.run_names, sweep=sweep.name, evaluate=sweep.evaluates)
 
 
 def read_sweep(root: Path, name: str) -> Sweep:

@@ -88,7 +88,7 @@ def _finish_trial(root: Path, sweep: Sweep, study: Any, number: int, run: str, p
     job_view(path, "train")  # records a training job found dead (the machine went down under it)
     status = read_run_folder(path)
     resume = status.state in ("failed", "stopped") and not status.status.get("resumes")
-    state = run_member(path, resume=resume, evaluate=sweep.objective == "checks_passed", poll_s=poll_s)
+    state = run_member(path, resume=resume, evaluate=sweep.evaluates, poll_s=poll_s)
     value, why = objective_value(read_run_folder(path), sweep.objective)
     if value is None:
         log.info("trial %d (%s) failed: %s", number, run, why)
