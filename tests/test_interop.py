@@ -211,6 +211,28 @@ def test_trackio_reads_back_what_a_run_reported_to_its_local_store(trained, tmp_
     ]
 
 
+def test_a_tracker_that_is_not_installed_is_refused_before_a_run_exists(monkeypatch):
+    from test_plan import CPU
+
+    from core.machine.devices import PlanError
+    from core.train import plan
+    from core.train.config import parse_config
+    from core.train.presets import get_preset
+
+    config = parse_config({**get_preset("cpu_smoke").config(), "report_to": "wandb"})
+    monkeypatch.setattr(plan, "package_version", lambda name: None if name == "wandb" else "1.0")
+    with pytest.raises(PlanError, match="report_to=wandb needs the wandb package"):
+        plan.plan_training(config, CPU)
+    arguments = plan.sft_arguments(
+        parse_config({**config.to_dict(), "report_to": "tensorboard"}),
+        plan.plan_training(parse_config({**config.to_dict(), "report_to": "tensorboard"}), CPU),
+        Path("/runs/mine/checkpoints"),
+        progress_bar=False,
+    )
+    assert (arguments["report_to"], arguments["run_name"]) == ("tensorboard", "mine")
+    assert arguments["logging_dir"] == "/runs/mine/tensorboard"
+
+
 # --- hostile input -------------------------------------------------------------------------------
 
 

@@ -71,6 +71,11 @@ def plan_training(config: RunConfig, facts: DeviceFacts) -> TrainingPlan:
             f"chat_template {config.chat_template!r} is one of Unsloth's named templates; the hf backend takes "
             "'model' or a .jinja file"
         )
+    if config.report_to != "none" and package_version(config.report_to) is None:
+        raise PlanError(
+            f"report_to={config.report_to} needs the {config.report_to} package, which is not installed here: "
+            f"pip install {config.report_to}, or set report_to=none"
+        )
     device = "cuda" if facts.cuda else "cpu"
     if device == "cpu":
         if config.load_in_4bit:
