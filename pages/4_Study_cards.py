@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from core.cards.anki import CARD_TYPES, apkg_bytes, cards_to_csv
-from core.cards.decks import DeckFileError, ExistingDeck, read_deck
 from core.cards.generation import (
     DIFFICULTIES,
     MAX_CARDS,
@@ -30,7 +29,7 @@ from core.models.sources import (
     run_choices,
 )
 from core.store.paths import runs_root
-from ui.cards import cards_frame, frame_cards, rejections_frame
+from ui.cards import cards_frame, frame_cards, read_uploads, rejections_frame
 from ui.owner import access_panel, is_owner
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
@@ -125,25 +124,7 @@ with st.form("card_request"):
     progress_line = st.empty()  # above the fold, under the button
 
 
-def uploaded_inputs() -> tuple[str, ExistingDeck | None] | None:
-    """The notes file's text and the deck to grow; None (after saying why) when one cannot be read."""
-    try:
-        text = upload.getvalue().decode("utf-8-sig") if upload is not None else ""
-    except UnicodeDecodeError:
-        st.error(f"{escape_markdown(upload.name)} is not UTF-8 text; paste the notes instead.")
-        return None
-    try:
-        grown = read_deck(existing_file.name, existing_file.getvalue()) if existing_file else None
-    except DeckFileError as exc:
-        st.error(f"Deck {escape_markdown(existing_file.name)}: {escape_markdown(exc)}")
-        return None
-    if grown is not None and grown.card_type != card_type:
-        st.error(f"The uploaded deck holds {grown.card_type} notes: choose that card type to grow it.")
-        return None
-    return text, grown
-
-
-inputs = uploaded_inputs() if busy else None
+inputs = read_uploads(upload, existing_file, card_type) if busy else None
 if inputs is not None:
     file_text, grown = inputs
     request = CardRequest(

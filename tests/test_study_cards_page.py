@@ -4,6 +4,8 @@ real bundled model."""
 from conftest import app_at, shown
 from streamlit.testing.v1 import AppTest
 
+from core.cards.anki import Card, apkg_bytes, note_guid
+
 
 def open_page() -> AppTest:
     app = app_at("pages/4_Study_cards.py", timeout=180)
@@ -85,3 +87,36 @@ def test_cloze_with_the_default_model_offline_warns_that_the_bundled_model_is_we
     next(radio for radio in app.radio if radio.label == "Card type").set_value("cloze").run()
     # The default choice is the Hub's model, which falls back to the bundled one here.
     assert any("rarely manages cloze" in i.value for i in app.info)
+
+
+def test_an_uploaded_deck_grows_by_new_cards_and_keeps_its_notes(runs_root):
+    old = [
+        Card("What do mitochondria produce?", "ATP."),
+        Card("Which organelle holds chlorophyll?", "Chloroplasts."),
+    ]
+    app = open_page()
+    next(box for box in app.text_input if box.label == "Topic").input("cells")
+    next(slider for slider in app.slider if slider.label == "Cards").set_value(2)
+    grow = next(box for box in app.file_uploader if box.label.startswith("Grow a deck"))
+    grow.set_value(("biology.apkg", apkg_bytes(old, "Biology", "basic", []), "application/octet-stream"))
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    existing = app.session_state["existing"]
+    assert [(c.front, c.guid) for c in existing] == [(c.front, note_guid("Biology", c.front)) for c in old]
+    assert app.session_state["request"].deck_name == "Biology"  # the uploaded deck's name
+    assert any(shown(c.value).startswith("Growing a deck of 2 notes") for c in app.caption)
+    new_fronts = {c.front for c in app.session_state["cards"]}
+    assert new_fronts and not new_fronts & {c.front for c in old}
+    assert set(downloads(app)) == {"Download CSV for Anki", "Download Anki package (.apkg)"}
+
+
+def test_an_upload_that_is_not_a_deck_is_refused_and_makes_nothing(runs_root):
+    app = open_page()
+    next(box for box in app.text_input if box.label == "Topic").input("cells")
+    grow = next(box for box in app.file_uploader if box.label.startswith("Grow a deck"))
+    grow.set_value(("deck.apkg", b"PK\x03\x04 not a package", "application/octet-stream"))
+    app.button[0].click().run()
+    assert [shown(e.value) for e in app.error] == [
+        "Deck deck.apkg: the .apkg file is not a zip archive (is it an Anki package?)"
+    ]
+    assert "cards" not in app.session_state

@@ -1,11 +1,35 @@
-"""Study-card tables for the Study cards page: the editable deck and the candidates dropped."""
+"""Study-card pieces of the Study cards page: the uploads read, the editable deck and the
+candidates dropped."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
+import streamlit as st
 
 from core.cards.anki import Card
+from core.cards.decks import DeckFileError, ExistingDeck, read_deck
 from core.cards.generation import Rejection
+from ui.text import escape_markdown
+
+
+def read_uploads(notes_file: Any, deck_file: Any, card_type: str) -> tuple[str, ExistingDeck | None] | None:
+    """The notes file's text and the deck to grow; None (after saying why) when one cannot be used."""
+    try:
+        text = notes_file.getvalue().decode("utf-8-sig") if notes_file is not None else ""
+    except UnicodeDecodeError:
+        st.error(f"{escape_markdown(notes_file.name)} is not UTF-8 text; paste the notes instead.")
+        return None
+    try:
+        grown = read_deck(deck_file.name, deck_file.getvalue()) if deck_file else None
+    except DeckFileError as exc:
+        st.error(f"Deck {escape_markdown(deck_file.name)}: {escape_markdown(exc)}")
+        return None
+    if grown is not None and grown.card_type != card_type:
+        st.error(f"The uploaded deck holds {grown.card_type} notes: choose that card type to grow it.")
+        return None
+    return text, grown
 
 
 def cards_frame(cards: list[Card]) -> pd.DataFrame:
