@@ -190,17 +190,23 @@ def current_item(root: Path) -> QueueItem | None:
 
 
 def cancel_items(root: Path, chosen: Callable[[QueueItem], bool]) -> list[str]:
-    """Remove the `chosen` items that have not started (never the one the runner works on). Their
-    runs, still `queued`, are recorded `stopped` with REMOVED as their error. Returns the labels
-    of the removed items."""
+    """Remove the `chosen` items that have not started: never the run the runner works on (stop
+    it on its Run page), but a search it works on, which then ends after its current trial.
+    Their runs, still `queued` without a job, are recorded `stopped` with REMOVED as their error.
+    Returns the labels of the removed items."""
     working = current_item(root)
     with _editing(root) as queue:
-        removed = [item for data in queue if (item := _item(data)) and chosen(item) and item != working]
+        removed = [
+            item
+            for data in queue
+            if (item := _item(data)) and chosen(item) and (item != working or item.search)
+        ]
         ids = {item.id for item in removed}
         queue[:] = [data for data in queue if data["id"] not in ids]
     for item in removed:
-        if item.run and read_run_folder(root / item.run).state == "queued":
-            update_status(root / item.run, state="stopped", error=REMOVED)
+        path = root / item.run if item.run else None
+        if path and read_run_folder(path).state == "queued" and not job_view(path, "train").active:
+            update_status(path, state="stopped", error=REMOVED)
     return [item.label for item in removed]
 
 
