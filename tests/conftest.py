@@ -140,6 +140,27 @@ def converter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return location.script.parent
 
 
+@pytest.fixture(scope="session")
+def exported_tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, converter_dir: Path
+) -> Path:
+    """A run `tiny` of the tiny Llama (4 CPU steps) exported to q8_0 by the real commands, once per
+    session; tests copy its folder (gguf/tiny-q8_0.gguf, adapter/) into their own runs root."""
+    cache = tmp_path_factory.mktemp("exported-cache")
+    root = tmp_path_factory.mktemp("exported") / "runs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFT_CACHE_DIR", str(cache))
+        patch.setenv("LLAMA_CPP_DIR", str(converter_dir))
+        from core.train import tiny
+
+        tiny.tiny_model_dir().parent.mkdir(parents=True)
+        tiny.tiny_model_dir().symlink_to(tiny_model_build, target_is_directory=True)
+        train_smoke_run("tiny", root, max_steps=4)
+        done = run_core("export", "tiny", "--quant", "q8_0", runs_root=root, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return root / "tiny"
+
+
 def plain(values):
     """A trace's x or y as a list: plotly sends numpy arrays as base64 typed arrays."""
     if isinstance(values, dict) and "bdata" in values:
