@@ -21,7 +21,11 @@ from bench.compare import PROMPT_IDS
 
 CLOUD_MEMORY_GB = 2.7  # the most Community Cloud gives an app (0.7-2.7 GB)
 MEMORY_REPORT = PROJECT_DIR / "test-output" / "community-cloud" / "memory.json"
-TRAINING_STACK = ("torch", "transformers", "peft", "trl")
+TRAINING_STACK = (
+    "torch",
+    "peft",
+    "trl",
+)  # transformers is there for the Data page's tokenizers, without torch
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,9 @@ def cloud_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cloud_report(cloud_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def cloud_report(
+    cloud_python: Path, tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path
+) -> dict:
     """What tests/cloud_pages.py saw on every page in the cloud venv, and the app process's memory."""
     folder = tmp_path_factory.mktemp("cloud-app")
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
@@ -53,6 +59,8 @@ def cloud_report(cloud_python: Path, tmp_path_factory: pytest.TempPathFactory) -
         PEFT_CACHE_DIR=str(folder / "cache"),
         HF_HOME=str(folder / "huggingface"),
         HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        CLOUD_TOKENIZER=str(tiny_model_build),  # a model folder: its tokenizer loads without torch
     )
     report = folder / "report.json"
     done = subprocess.run(
@@ -114,6 +122,7 @@ def test_the_run_page_shows_a_completed_run_and_what_needs_the_training_stack(cl
     assert [shown(heading) for heading in run["headings"]] == [
         "### ✅ completed · run_000",
         "#### Evaluate",
+        "#### Benchmarks",
         "#### Export to GGUF",
     ]
     assert "run_loss_chart" in run["charts"]
@@ -136,6 +145,15 @@ def test_compare_shows_curves_answers_and_the_report(cloud_report):
     assert {"Download the comparison (Markdown)", "Download the answers (CSV)"} <= set(compare["downloads"])
     assert set(compare["query"]["runs"].split(",")) == set(seed_run_names()) | {"run_000", "run_001"}
     assert compare["query"]["baseline"] == "baseline_1B_r16_10k_600steps"
+
+
+def test_the_data_page_measures_a_dataset_without_the_training_stack(cloud_report):
+    opened, measured = cloud_report["pages"]["data"], cloud_report["pages"]["data_measured"]
+    assert_renders(opened)
+    assert opened["titles"] == ["Data"] and "Measure" in opened["buttons"]
+    assert_renders(measured)
+    assert set(measured["charts"]) == {"data_lengths", "data_turns", "data_sources", "data_scores"}
+    assert measured["query"]["source"] == "data/sample_scored.jsonl"
 
 
 def test_study_cards_make_a_deck_with_the_bundled_model(cloud_report):
