@@ -150,9 +150,12 @@ lengths_tab, turns_tab, sources_tab, preview_tab = st.tabs(
 )
 with lengths_tab:
     st.plotly_chart(length_figure(kept["tokens"].to_numpy(), lengths), key="data_lengths")
+    quantiles = " · ".join(f"p{round(q * 100)} {value:,}" for q, value in lengths.quantiles.items())
     st.caption(
         escape_markdown(
-            f"{lengths.truncated_rows:,} of {len(kept):,} conversations are longer than max_seq_length {lengths.max_seq_length:,}: training cuts them, losing {lengths.tokens_lost:,} of {lengths.tokens:,} tokens."
+            f"Tokens per conversation: {quantiles}. {lengths.truncated_rows:,} of {len(kept):,} conversations are "
+            f"longer than max_seq_length {lengths.max_seq_length:,}: training cuts them, losing "
+            f"{lengths.tokens_lost:,} of {lengths.tokens:,} tokens."
         )
     )
 with turns_tab:
