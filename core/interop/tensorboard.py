@@ -68,6 +68,9 @@ def _value_of(value: Any) -> float | None:
     if kind == "tensor":
         from tensorboard.util import tensor_util
 
+        tensor = value.tensor
+        if not tensor.tensor_shape.dim and len(tensor.double_val) + len(tensor.float_val) == 1:
+            return finite_number(float((tensor.double_val or tensor.float_val)[0]))  # the common case, fast
         try:
             array = tensor_util.make_ndarray(value.tensor)
         except (ValueError, TypeError):
@@ -237,16 +240,14 @@ def hparams_of(config: dict[str, Any]) -> dict[str, bool | float | str]:
 def _scalar_value(tag: str, number: float) -> Any:
     """A summary value holding `number` as a float64 tensor (TensorBoard's scalars plugin reads it;
     a simple_value would round it to float32)."""
-    import numpy as np
-    from tensorboard.compat.proto import summary_pb2
-    from tensorboard.util import tensor_util
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
 
     metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
     )
-    return summary_pb2.Summary.Value(
-        tag=tag, tensor=tensor_util.make_tensor_proto(np.float64(number)), metadata=metadata
-    )
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[number])
+    tensor.tensor_shape.SetInParent()  # a scalar: a shape with no dimensions
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
 
 
 def _write_events(folder: Path, summaries: Iterable[tuple[int, float, Any]]) -> None:
