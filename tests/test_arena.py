@@ -166,7 +166,8 @@ def test_votes_rank_the_runs_and_export_the_preferences_trl_reads(runs_root, tin
     rows = leaderboard(votes)
     assert [row.entry for row in rows] == ["a/gguf-x", "b/gguf-x", "c/gguf-x"]
     assert [(r.votes, r.wins, r.losses, r.ties) for r in rows] == [(4, 4, 0, 0), (5, 1, 3, 1), (3, 0, 2, 1)]
-    assert all(r.low <= r.score <= r.high for r in rows) and rows[0].score > 1000 > rows[-1].score
+    assert rows[1].low < rows[1].score < rows[1].high and rows[0].score > 1000 > rows[-1].score
+    assert rows[0].low is None and rows[2].high is None, "no interval under 5 votes"
     records = preference_records(votes)
     assert len(records) == 4 and records[3] == {
         "prompt": [{"role": "user", "content": "Say hi."}],
@@ -322,6 +323,7 @@ def test_the_page_streams_two_runs_a_vote_reaches_the_leaderboard_and_the_export
     table = app.dataframe[0].value
     assert list(table["Run · variant"]) == ["smol/gguf-smol-q4_1", "tiny/gguf-tiny-q8_0"]
     assert list(table["Votes"]) == [1, 1] and list(table["Won"]) == [1, 0]
+    assert list(table["95% interval"]) == ["under 5 votes"] * 2
     download = next(
         b for b in app.get("download_button") if b.proto.label.startswith("Download the preference")
     )

@@ -12,6 +12,9 @@ Playwright in the system's Chromium, the way a person uses it.
 - Study cards writes a deck with the bundled model (the Hub cannot be reached here, so the page
   falls back to it and says so), one card is edited in the table, and the CSV and .apkg
   downloads carry the edit.
+- Arena: two GGUF runs (the tiny Llama exported to q8_0, and a run whose export is the bundled
+  SmolLM2) stream their answers to a typed prompt side by side; a vote lands in the leaderboard
+  and in the downloaded preference dataset.
 
 A screenshot of every page lands in test-output/e2e/, with the server's log.
 """
@@ -29,6 +32,7 @@ import pytest
 from browser import launch_chromium, streamlit_server
 from conftest import PROJECT_DIR, parse_csv, read_apkg, seed_run_names
 from playwright.sync_api import Page, expect, sync_playwright
+from test_arena import arena_root
 
 from core.train.config import field_specs
 
@@ -359,3 +363,38 @@ def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: 
     assert sorted(
         [html.unescape(field) for field in note["fields"][:2]] for note in package["notes"]
     ) == sorted(row[:2] for row in rows)
+
+
+def test_arena_streams_two_runs_and_a_vote_reaches_the_leaderboard_and_the_export(
+    page: Page, app: App, exported_tiny_run: Path
+) -> None:
+    arena_root(app.runs, exported_tiny_run)
+    open_page(page, app.url, "Arena")
+    box = page.get_by_role("textbox", name="Prompt", exact=True)
+    box.fill("What colour is the sky?")
+    page.get_by_role("button", name="Ask").click()
+    stats = page.get_by_text(re.compile(r"^\d+ tokens · first token \d+\.\d+ s · "))
+    expect(stats).to_have_count(2, timeout=120_000)
+    settle(page)
+    columns = page.locator('[data-testid="stColumn"]').filter(has=stats)
+    headers = [columns.nth(i).locator("strong").first.text_content() for i in range(2)]
+    assert sorted(headers) == ["smol · gguf:smol-q4_1.gguf", "tiny · gguf:tiny-q8_0.gguf"]
+    page.get_by_role("button", name="B is better").click()
+    expect(page.get_by_text(re.compile(r"^Stored: B is better"))).to_be_visible()
+    settle(page)
+    cells = grid_texts(page)
+    assert "smol/gguf-smol-q4_1" in cells and "tiny/gguf-tiny-q8_0" in cells
+    screenshot(page, "arena")
+    (record,) = [
+        json.loads(line)
+        for line in download(page, "Download the preference dataset (JSONL)").read_text().splitlines()
+    ]
+    assert record["prompt"] == [{"role": "user", "content": "What colour is the sky?"}]
+    (vote,) = [json.loads(line) for line in (app.runs / ".arena" / "votes.jsonl").read_text().splitlines()]
+    assert (
+        record["chosen"][0]["content"] == vote["b"]["answer"]
+        and record["rejected"][0]["content"] == vote["a"]["answer"]
+    )
+    assert vote["a"]["run"] + " · " in headers[0] and vote["b"]["run"] + " · " in headers[1]
+    winner, loser = (f"{vote[side]['run']}/{vote[side]['variant']}" for side in ("b", "a"))
+    assert cells.index(winner) < cells.index(loser), "the winner first on the leaderboard"

@@ -183,6 +183,7 @@ def test_home_navigates_to_every_page(runs_root):
         "pages/3_Compare.py": "Compare runs",
         "pages/4_Study_cards.py": "Study cards",
         "pages/5_Sweeps.py": "Sweeps",
+        "pages/6_Arena.py": "Arena",
     }
     for page, title in pages.items():
         app.switch_page(page).run()

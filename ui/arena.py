@@ -11,6 +11,7 @@ import streamlit as st
 
 from core import describe
 from core.evaluate.arena import (
+    MIN_INTERVAL_VOTES,
     AnswerStream,
     ArenaError,
     Contender,
@@ -113,7 +114,12 @@ def leaderboard_frame(rows: Sequence[LeaderRow]) -> pd.DataFrame:
         {
             "Run · variant": [row.entry for row in rows],
             "Score": [round(row.score) for row in rows],
-            "95% interval": [f"{row.low:.0f}-{row.high:.0f}" for row in rows],
+            "95% interval": [
+                f"{row.low:.0f}-{row.high:.0f}"
+                if row.low is not None
+                else f"under {MIN_INTERVAL_VOTES} votes"
+                for row in rows
+            ],
             "Votes": [row.votes for row in rows],
             "Won": [row.wins for row in rows],
             "Lost": [row.losses for row in rows],

@@ -70,6 +70,7 @@ WINNERS = ("a", "b", "tie")
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 1024
 BOOTSTRAP_SAMPLES = 200
+MIN_INTERVAL_VOTES = 5  # below this, resampling an entry's few votes gives no meaningful interval
 ELO_BASE, ELO_SCALE = 1000.0, 400.0
 ADAPTER_PACKAGES = ("torch", "transformers", "peft")
 
@@ -427,12 +428,12 @@ def bradley_terry(games: np.ndarray, entries: int, iterations: int = 2000) -> np
 @dataclass(frozen=True)
 class LeaderRow:
     """One entry of the leaderboard: a run's variant, its score on the Elo scale with a 95%
-    bootstrap interval, and its votes."""
+    bootstrap interval (None under MIN_INTERVAL_VOTES votes), and its votes."""
 
     entry: str
     score: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     votes: int
     wins: int
     losses: int
@@ -467,12 +468,13 @@ def leaderboard(votes: Sequence[Vote], samples: int = BOOTSTRAP_SAMPLES, seed: i
         )
         tied = sum(name in (v.a.key, v.b.key) and v.winner == "tie" for v in votes)
         played = sum(name in (v.a.key, v.b.key) for v in votes)
+        interval = played >= MIN_INTERVAL_VOTES
         rows.append(
             LeaderRow(
                 name,
                 float(scores[number]),
-                float(low[number]),
-                float(high[number]),
+                float(low[number]) if interval else None,
+                float(high[number]) if interval else None,
                 played,
                 won,
                 played - won - tied,
