@@ -6,7 +6,7 @@ $PEFT_RUNS_DIR naming a runs folder that does not exist yet. In one process, as 
 page opened as a server opens it (Home.py the entry point, the page and its URL's query): Home
 (which seeds the lab's runs), two completed runs with curves and answers added with the Compare
 bench's writer, Train, the Run page of a completed run with an adapter, Compare, Sweeps (no sweep
-yet), Data (as it opens, and measuring data/sample_scored.jsonl with the tokenizer of the model
+yet), Arena (no GGUF file yet), Data (as it opens, and measuring data/sample_scored.jsonl with the tokenizer of the model
 folder $CLOUD_TOKENIZER names), and Study cards before and after a 3-card deck. Writes what a user sees on each page and the process's memory
 (VmRSS, VmHWM) without a card model and with one loaded, as JSON; the test judges it.
 """
@@ -112,6 +112,7 @@ def main() -> None:
     pages["run"] = seen(render("pages/2_Run.py", {"run": "run_000"}))
     pages["compare"] = seen(render("pages/3_Compare.py"))
     pages["sweeps"] = seen(render("pages/5_Sweeps.py"))
+    pages["arena"] = seen(render("pages/6_Arena.py"))  # no GGUF export yet; no adapters without torch
     pages["data"] = seen(render("pages/0_Data.py"))
     tokenizer = os.environ["CLOUD_TOKENIZER"]
     pages["data_measured"] = seen(
