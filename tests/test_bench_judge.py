@@ -221,6 +221,8 @@ def test_the_judge_asks_both_orders_and_reports_win_rate_and_agreement(judge_ser
     compare = rerun(app_at("pages/3_Compare.py", {"runs": "first,second"}))
     tables = [frame.value for frame in compare.dataframe if "A's win rate" in frame.value.columns]
     assert tables and tables[0]["A"].tolist() == ["first:adapter"]
+    reasons = [frame.value for frame in compare.dataframe if "reason, A first" in frame.value.columns]
+    assert reasons and reasons[0]["prompt"].tolist() == ["haiku", "capital"]
 
 
 def test_a_judge_that_cannot_be_reached_or_has_nothing_to_judge_is_refused(runs_root):

@@ -316,3 +316,6 @@ def benchmarks_section(picked: list[Run], baseline: str) -> None:
             "python -m core judge: each prompt asked in both orders; a win counts when both orders agree, a tie "
             "counts half. The interval is a 95% bootstrap over prompts."
         )
+        for entry in judgements:
+            with st.expander(escape_markdown(f"The judge's verdicts: {entry['a']} against {entry['b']}")):
+                st.dataframe(entry["prompts"], hide_index=True)

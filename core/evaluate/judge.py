@@ -293,7 +293,7 @@ def load_judgements(run_path: Path) -> list[dict[str, Any]]:
             and all(finite_number(x) is not None for x in interval)
         ):
             continue
-        agreement = document.get("agreement")
+        agreement, rows = document.get("agreement"), document.get("prompts")
         found.append(
             {
                 "a": str(document.get("a", ""))[:200],
@@ -310,6 +310,23 @@ def load_judgements(run_path: Path) -> list[dict[str, Any]]:
                     and all(isinstance(agreement.get(k), int) for k in ("agreed", "prompts"))
                     else None
                 ),
+                "prompts": [_stored_row(row) for row in rows if isinstance(row, dict)]
+                if isinstance(rows, list)
+                else [],
             }
         )
     return found
+
+
+def _stored_row(row: dict[str, Any]) -> dict[str, str]:
+    """One prompt's verdict and the judge's reasons in both orders, as text for a table."""
+
+    def reason(order: object) -> str:
+        return str(order.get("reason", ""))[:MAX_REPLY_CHARS] if isinstance(order, dict) else ""
+
+    return {
+        "prompt": str(row.get("prompt_id", ""))[:100],
+        "verdict": str(row.get("verdict", ""))[:10],
+        "reason, A first": reason(row.get("a_first")),
+        "reason, B first": reason(row.get("b_first")),
+    }
