@@ -17,6 +17,7 @@ from core.sweeps.outcomes import (
     best_member,
     config_changes,
 )
+from core.sweeps.search import study_counts
 from core.train.config import format_setting
 from ui.compare_sections import loss_curves_section
 from ui.jobs import POLL_SECONDS
@@ -80,12 +81,19 @@ def view(was_active: bool) -> None:
         if sweep.kind == "grid"
         else f"{len(sweep.members)} of {sweep.trials} trials"
     )
+    trials = study_counts(root, sweep.name) if sweep.kind == "search" else {}
     st.markdown(
         escape_markdown(
             f"{sweep.kind.title()} from {sweep.preset or 'a config file'}: {varied or searched}; {size}; "
             f"objective {sweep.objective} ({sweep.direction}); created {sweep.created}."
         )
     )
+    if trials:
+        st.caption(
+            "Optuna's study: "
+            + ", ".join(f"{count} {state.lower()}" for state, count in sorted(trials.items()))
+            + " (a trial refused before its run was created is failed there, with no run)"
+        )
     states = [row.state for row in rows]
     counts = st.columns(4)
     counts[0].metric("Completed", states.count("completed"))

@@ -173,3 +173,36 @@ def test_home_pages_a_sweep_sized_runs_table(root):
     app.number_input(key="home_page").set_value(2)
     rerun(app)
     assert len(app.dataframe[0].value) == 30
+
+
+def test_a_search_view_counts_the_studys_trials(root):
+    import optuna
+
+    from core.sweeps.definition import parse_search
+    from core.sweeps.search import storage_url
+
+    params = parse_search(["lora_r=int:2:16", "learning_rate=float:0.001:0.1:log"], SMOKE)
+    sweep = new_sweep("s", SMOKE, preset="cpu_smoke", search=params, trials=3)
+    (root / ".sweeps").mkdir()
+    study = optuna.create_study(study_name="s", storage=storage_url(root, "s"))
+    distributions = {key: param.distribution() for key, param in params.items()}
+    members = []
+    for number, (rank, rate, loss) in enumerate([(4, 0.01, 2.0), (8, 0.05, 1.5)]):
+        values = {"lora_r": rank, "learning_rate": rate}
+        create_run(
+            root,
+            f"s-t{number}",
+            {**SMOKE, **values},
+            status=initial_status("completed", 6),
+            metrics={"final_loss": loss},
+        )
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions, value=loss))
+        members.append({"run": f"s-t{number}", "values": values})
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    write_sweep(root, replace(sweep, members=members))
+    app = open_page(SWEEPS, {"sweep": "s"})
+    assert any(shown(c.value).startswith("Optuna's study: 2 complete, 1 fail") for c in app.caption)
+    assert any("[s-t1](Run?run=s-t1): final loss **1.5**" in shown(m.value) for m in app.markdown)
+    (root / ".sweeps" / "s.db").write_text("not a database")  # a file from elsewhere: no count, no crash
+    app = open_page(SWEEPS, {"sweep": "s"})
+    assert not any(shown(c.value).startswith("Optuna's study") for c in app.caption)

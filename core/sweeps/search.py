@@ -63,6 +63,22 @@ def open_study(root: Path, sweep: Sweep) -> Any:
     return optuna.load_study(study_name=sweep.name, storage=url, sampler=sampler)
 
 
+def study_counts(root: Path, name: str) -> dict[str, int]:
+    """The search's trials by state as its study records them ({} before its first trial); read
+    only: a study is created by its runner, never by a look."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    path = sweeps_dir(root) / f"{name}.db"
+    if not path.is_file() or path.is_symlink():
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return trial_counts(optuna.load_study(study_name=name, storage=storage_url(root, name)))
+    except (KeyError, ValueError, RuntimeError, SQLAlchemyError):  # no such study, or not a study's file
+        return {}
+
+
 def trial_counts(study: Any) -> dict[str, int]:
     """The study's trials by state name (COMPLETE, FAIL, RUNNING, ...)."""
     counts: dict[str, int] = {}
