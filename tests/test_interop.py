@@ -21,6 +21,7 @@ from conftest import app_at, charts, rerun, run_core, shown
 
 from core.evaluate.answers import evaluate_run
 from core.evaluate.prompt_sets import resolve_prompt_set
+from core.export.pipeline import adapter_record, sha256_file
 from core.interop import archive
 from core.interop.imports import import_zip
 from core.interop.runs import InteropError
@@ -123,6 +124,10 @@ def test_a_trainer_folder_imports_with_the_trainers_losses_and_its_adapter_answe
         "tokenizer.json",
         "tokenizer_config.json",
     ]
+
+    record = adapter_record(imported)  # what an export merges and records
+    weights = native / "checkpoints" / f"checkpoint-{STEPS}" / "adapter_model.safetensors"
+    assert (record["step"], record["sha256"]) == (STEPS, sha256_file(weights))
 
     prompts = resolve_prompt_set(runs, None)
     answers = evaluate_run(imported, "adapter", prompts, max_new_tokens=6)
@@ -270,6 +275,7 @@ REGULAR = stat.S_IFREG | 0o644
         ([("notes.txt", b"hello", REGULAR)], "neither a Trainer output folder"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the zip is written with one on purpose
 def test_hostile_zips_are_refused_and_leave_nothing(runs_root, tmp_path, members, reason):
     runs_root.mkdir()
     refused(runs_root, raw_zip(*members), reason)
@@ -320,6 +326,12 @@ def test_links_in_a_folder_are_not_followed_and_a_taken_name_changes_nothing(run
     )
     done = run_core("runs", "import-trainer", str(folder), "--name", "linked", runs_root=runs)
     assert done.returncode == 1 and "symbolic link" in done.stderr
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for event_file in (runs / RUN / "tensorboard").iterdir():
+        (logs / event_file.name).symlink_to(event_file)
+    done = run_core("runs", "import-tensorboard", str(logs), "--name", "linked", runs_root=runs)
+    assert done.returncode == 1 and "no TensorBoard event files" in done.stderr
     before = (runs / RUN / "config.json").read_text()
     done = run_core("runs", "import-trainer", str(runs / RUN / "checkpoints"), "--name", RUN, runs_root=runs)
     assert done.returncode == 1 and "already exists" in done.stderr
