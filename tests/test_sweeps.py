@@ -333,3 +333,28 @@ def test_members_with_an_unusable_recipe_are_refused(runs_root):
     with pytest.raises(SweepError, match="the recipe picks the rows: vary recipe, not dataset_rows"):
         check_members(runs_root, grid_members("g", base, parse_grid(["dataset_rows=4,8"], base)))
     assert not runs_root.exists()
+
+
+def test_the_queue_command_lists_cancels_and_retries(runs_root, capsys):
+    def core(*arguments):
+        status = main(["--runs-dir", str(runs_root), *arguments])
+        return status, capsys.readouterr()
+
+    status, printed = core("sweep", "g", "--preset", "cpu_smoke", "--grid", "lora_r=4,8", "--set", "max_steps=2",
+                           "--set", "warmup_steps=0", "--no-start")  # fmt: skip
+    assert status == 0 and printed.out.split() == ["g-r4", "g-r8"]
+    status, printed = core("queue")
+    assert printed.out.splitlines() == [
+        "runner: not running; 2 item(s)",
+        "   1  g-r4  [sweep g]",
+        "   2  g-r8  [sweep g]",
+    ]
+    status, printed = core("queue", "cancel", "--sweep", "g")
+    assert printed.out.strip() == "removed 2 item(s): g-r4, g-r8"
+    assert [load_run(runs_root, name).state for name in ("g-r4", "g-r8")] == ["stopped", "stopped"]
+    update_status(runs_root / "g-r8", state="completed")
+    status, printed = core("queue", "retry", "g", "--no-start")
+    assert status == 0 and printed.out.strip() == "queued again: g-r4"
+    assert [(item.run, item.resume, item.sweep) for item in read_queue(runs_root)] == [("g-r4", True, "g")]
+    status, printed = core("sweep", "g", "--preset", "cpu_smoke", "--grid", "lora_r=16", "--no-start")
+    assert status == 1 and "a sweep named g already exists" in printed.err
