@@ -136,6 +136,35 @@ def test_a_trainer_folder_imports_with_the_trainers_losses_and_its_adapter_answe
     assert len(answers) == len(prompts.prompts)
 
 
+def test_a_colab_outputs_folder_gives_its_final_model_and_its_newest_readable_state(runs, tmp_path):
+    outputs = tmp_path / "outputs"
+    shutil.copytree(runs / RUN / "checkpoints", outputs)
+    for path in (runs / RUN / "adapter").iterdir():  # trainer.save_model's final model at the top
+        shutil.copy(path, outputs / path.name)
+    report = import_zip(runs, zipped(outputs, "content/outputs/"), upload_name="outputs.zip", name=None)
+    run = load_run(runs, "outputs")
+    assert report.created == ["outputs"] and report.problems == []
+    assert (run.config["origin"]["state"], run.config["origin"]["adapter"]) == (
+        f"checkpoint-{STEPS}/trainer_state.json",
+        ".",
+    )
+    assert (run.path / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        runs / RUN / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+
+    (outputs / f"checkpoint-{STEPS}" / "trainer_state.json").write_text('{"log_history": [')  # torn
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (outputs / name).unlink()
+    report = import_zip(runs, zipped(outputs), upload_name="torn.zip", name="torn")
+    assert [p for p in report.problems if "not valid JSON" in p] == [
+        f"checkpoint-{STEPS}/trainer_state.json: not read (trainer_state.json is not valid JSON (line 1: "
+        "Expecting value))"
+    ]
+    torn = load_run(runs, "torn")
+    assert torn.config["origin"]["state"] == "checkpoint-3/trainer_state.json"
+    assert [e["step"] for e in events_of(torn.path)[0]] == [1, 2, 3] and torn.status["step"] == 3
+
+
 def test_compare_draws_the_imported_curve_beside_the_native_one(runs):
     done = run_core(
         "runs", "import-trainer", str(runs / RUN / "checkpoints"), "--name", "colab", runs_root=runs

@@ -5,8 +5,8 @@ What is read: trainer_state.json (the newest one: the folder's own, which traine
 writes, or the checkpoint of the highest step), its log_history (loss, learning rate, grad norm,
 epoch and tokens per logged step; eval loss; the final train loss and runtime), max_steps and
 train_batch_size; adapter_config.json (r, alpha, dropout, target modules, base model) and
-adapter_model.safetensors with the tokenizer files beside them, from that checkpoint or else the
-folder itself (trainer.save_model). What is never read: training_args.bin, optimizer.pt,
+adapter_model.safetensors with the tokenizer files beside them: the folder's own (what
+trainer.save_model writes, the final model), else that checkpoint's. What is never read: training_args.bin, optimizer.pt,
 scheduler.pt, rng_state.pth and adapter_model.bin, which are pickles (loading one runs code).
 """
 
@@ -126,9 +126,13 @@ def read_trainer_folder(
     chosen, state = newest_state(root, problems)
     label = STATE_FILE if chosen == root else f"{chosen.name}/{STATE_FILE}"
     events, final = state_events(state, label)
-    adapter, adapter_config = check_adapter_folder(chosen, problems)
-    if adapter is None and chosen != root:
-        adapter, adapter_config = check_adapter_folder(root, problems)
+    adapter, adapter_config = None, {}
+    same_step = root / f"{CHECKPOINT_PREFIX}{state.get('global_step')}"
+    for candidate in dict.fromkeys([root, chosen, same_step]):  # the final model, else the checkpoint's
+        if adapter is None and is_real_dir(candidate):
+            adapter, found = check_adapter_folder(candidate, problems)
+            if adapter is not None or not adapter_config:
+                adapter_config = found
     values = {
         **lora_fields(adapter_config),
         "max_steps": state.get("max_steps"),
