@@ -267,6 +267,21 @@ def test_a_tracker_that_is_not_installed_is_refused_before_a_run_exists(monkeypa
     assert arguments["logging_dir"] == "/runs/mine/tensorboard"
 
 
+def test_a_job_gets_the_trackers_settings_and_none_of_their_keys(monkeypatch):
+    from core.jobs.lifecycle import job_environment
+
+    settings = {"TRACKIO_DIR": "/data/trackio", "WANDB_PROJECT": "lab", "WANDB_MODE": "offline"}
+    secrets = {
+        "WANDB_API_KEY": "key",
+        "MLFLOW_TRACKING_URI": "https://user:pass@mlflow",
+        "MLFLOW_TRACKING_TOKEN": "t",
+    }
+    monkeypatch.setattr(os, "environ", {"PATH": "/usr/bin", "HOME": "/home/u", **settings, **secrets})
+    environment = job_environment(hub=False)
+    assert {key: environment.get(key) for key in settings} == settings
+    assert not set(secrets) & set(environment)
+
+
 # --- hostile input -------------------------------------------------------------------------------
 
 

@@ -448,12 +448,19 @@ def job_environment(hub: bool, network: bool = False) -> dict[str, str]:
     """The whole environment a job starts with, built from this process's: the variables jobs need
     (core.jobs.processes.JOB_VARIABLES and JOB_VARIABLE_PREFIXES: paths, locale, caches, offline
     switches, threads, devices), this project's settings a job reads (job_settings, by name: never
-    the owner's password) and unbuffered output; for a job that
+    the owner's password), the trackers' settings (TRACKER_SETTINGS, no key) and unbuffered output; for a job that
     pushes or pulls (`hub`, see job_reaches_hub) also the proxy and certificate settings and the
     dashboard's Hub token as HF_TOKEN; with `network` (an export, whose converter may be fetched
     with pip; a benchmark, whose tasks' data may be downloaded) the proxy and certificate settings without the token. Nothing else of the
     dashboard's reaches a job: no other token, key or password, whatever its name."""
-    names = JOB_VARIABLES | job_settings() | (NETWORK_VARIABLES if hub or network else frozenset())
+    from core.train.plan import TRACKER_SETTINGS  # a run's report_to: trackio's folder, W&B's project
+
+    names = (
+        JOB_VARIABLES
+        | job_settings()
+        | TRACKER_SETTINGS
+        | (NETWORK_VARIABLES if hub or network else frozenset())
+    )
     environment = {**chosen_environment(names, JOB_VARIABLE_PREFIXES), "PYTHONUNBUFFERED": "1"}
     from core.export.gguf_files import environment_token
 

@@ -150,6 +150,11 @@ EVALUATIONS_PER_RUN = 10  # with a validation share and no eval_steps
 TENSORBOARD_DIR = "tensorboard"  # a run's TensorBoard event files, with report_to=tensorboard
 TRACKER_PROJECT = "peft-dashboard"  # the trackio project runs report to
 TENSORBOARD_LOGGING_DIR = "TENSORBOARD_LOGGING_DIR"  # where transformers 5's TensorBoardCallback writes
+TRACKER_SETTINGS = frozenset(
+    {"TRACKIO_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_DIR", "MLFLOW_EXPERIMENT_NAME"}
+)
+"""The trackers' own settings a job is given by name: never a key or a URI that may hold one (W&B's
+key stays in ~/.netrc, where `wandb login` puts it and the job reads it)."""
 
 
 def evaluation_interval(config: RunConfig) -> int:
