@@ -317,6 +317,11 @@ REGULAR = stat.S_IFREG | 0o644
         ([("fifo", b"", stat.S_IFIFO | 0o644)], "not a file or folder"),
         ([("a.txt", b"1", REGULAR), ("a.txt", b"2", REGULAR)], "twice"),
         ([("notes.txt", b"hello", REGULAR)], "neither a Trainer output folder"),
+        (
+            [("logs/events.out.tfevents.1.host", b"\xff" * 16 + b"not a record", REGULAR)],
+            "no event could be read",
+        ),
+        ([("outputs/trainer_state.json", b'{"log_history": [{"step": 1}]}', REGULAR)], "no training loss"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Duplicate name")  # the zip is written with one on purpose

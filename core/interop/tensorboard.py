@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.interop.runs import (
     ImportedRun,
@@ -39,6 +39,7 @@ from core.store.files import (
     staging_dir,
 )
 from core.store.runs import EVENTS_FILE, Run, validate_run_name
+from core.train.config import field_specs
 
 EVENT_FILE_MARK = "tfevents"
 MAX_EVENT_BYTES = 512 << 20  # the event files of one folder read at most
@@ -99,16 +100,28 @@ def _hparams_of(value: Any) -> dict[str, Any]:
     return found
 
 
-def read_event_folder(files: list[Path]) -> tuple[dict[int, dict[str, float]], dict[str, Any], float | None]:
-    """The scalars by step (the last value of a tag at a step wins), the hparams, and the first
-    wall time, of one folder's event files (read in name order, which is write order)."""
+class EventFolder(NamedTuple):
+    """What one folder's event files hold: scalars by step (the last value of a tag at a step
+    wins, with the step's first wall time), hparams, the first wall time and how many events
+    were read (none: not event files, or torn before the first record)."""
+
+    by_step: dict[int, dict[str, float]]
+    hparams: dict[str, Any]
+    start: float | None
+    events_read: int
+
+
+def read_event_folder(files: list[Path]) -> EventFolder:
+    """One folder's event files, read in name order (which is write order)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     by_step: dict[int, dict[str, float]] = {}
     hparams: dict[str, Any] = {}
     start: float | None = None
+    read = 0
     for path in sorted(files):
         for event in EventFileLoader(str(path)).Load():
+            read += 1
             if not event.HasField("summary"):
                 continue
             for value in event.summary.value:
@@ -121,7 +134,7 @@ def read_event_folder(files: list[Path]) -> tuple[dict[int, dict[str, float]], d
                 record = by_step.setdefault(int(event.step), {})
                 record[key] = number
                 record.setdefault("wall_time", event.wall_time)
-    return by_step, hparams, start
+    return EventFolder(by_step, hparams, start, read)
 
 
 def _events(
@@ -183,17 +196,22 @@ def read_tensorboard_folder(
             )
             continue
         try:
-            by_step, hparams, start = read_event_folder(files)
+            found = read_event_folder(files)
         except Exception as exc:  # a corrupt record: TensorBoard's reader raises its own errors
             problems.append(f"{where}: not imported (the event files cannot be read: {exc})")
             continue
-        events, final = _events(by_step, start)
+        events, final = _events(found.by_step, found.start)
+        if not found.events_read:
+            problems.append(f"{where}: not imported (no event could be read: not TensorBoard event files)")
+            continue
         if not any("loss" in event for event in events):
-            if by_step:  # a folder of hparams or an experiment's summary alone holds no run
+            if found.by_step:  # an experiment's summary or hparams alone hold no run: left out silently
                 problems.append(f"{where}: not imported (no train/loss scalars)")
             continue
-        config = {key: value for key, value in hparams.items() if key not in _HPARAM_SKIPPED}
-        config = checked_fields({key: _hparam_value(key, value) for key, value in config.items()}, where, [])
+        config = {key: value for key, value in found.hparams.items() if key not in _HPARAM_SKIPPED}
+        config = checked_fields(
+            {key: _hparam_value(key, value) for key, value in config.items()}, where, problems
+        )
         config["origin"] = origin("tensorboard", source, folder=relative)
         try:
             run_name = run_name_for(relative, name, folder.name)
@@ -208,8 +226,6 @@ def read_tensorboard_folder(
 
 def _hparam_value(key: str, value: Any) -> Any:
     """A config field's value from its hparam: numbers come back as floats, lists as joined text."""
-    from core.train.config import field_specs
-
     spec = field_specs().get(key)
     if spec is None:
         return None  # not a config field: left out
