@@ -77,6 +77,7 @@ bench: $(VENV)/.dev-deps chromium bubblewrap
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/data.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/arena.py
 
 # The GPU check (bench/gpu_check.py): on a CUDA machine with requirements-train.txt installed,

@@ -60,7 +60,6 @@ from core.train.config import (
     RunConfig,
     apply_overrides,
     parse_config,
-    resolve_local_file,
     set_help,
     with_resolved_paths,
 )
@@ -254,18 +253,15 @@ def _pinned_to_recipe(config: RunConfig, root: Path) -> tuple[RunConfig, dict[st
     """A new run's config pinned to its recipe and the documents its folder gets (core.data.recipes);
     without a recipe, a local dataset is read first (a Hub dataset is read by the job)."""
     from core.data.recipes import RecipeError, new_run_files
-    from core.train.data import DataError, load_conversations
+    from core.train.new_runs import local_data_problem
 
     try:
         config, documents = new_run_files(config, root)
     except RecipeError as exc:
         raise CommandError(str(exc)) from None
-    if config.recipe or resolve_local_file(config.dataset) is None:
-        return config, documents
-    try:
-        load_conversations(config.dataset, config.split)
-    except DataError as exc:
-        raise CommandError(f"dataset {config.dataset}: {exc}") from None
+    problem = local_data_problem(config)
+    if problem:
+        raise CommandError(problem)
     return config, documents
 
 

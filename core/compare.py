@@ -226,9 +226,13 @@ def selectable_runs(runs: Iterable[Run]) -> list[Run]:
     return [run for run in runs if not run.broken]
 
 
+DEFAULT_PICKS = 10  # more runs than this are picked by hand (or by a link): a rerun stays quick at 1,000 runs
+
+
 def default_runs(runs: Iterable[Run]) -> list[str]:
-    """The runs picked by default: every completed one, imported (seed) runs included."""
-    return [run.name for run in runs if not run.broken and run.state == "completed"]
+    """The runs picked by default: the DEFAULT_PICKS newest completed ones (in the given order,
+    newest first from list_runs), imported (seed) runs included."""
+    return [run.name for run in runs if not run.broken and run.state == "completed"][:DEFAULT_PICKS]
 
 
 def default_baseline(runs: Sequence[Run]) -> str | None:

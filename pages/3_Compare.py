@@ -2,32 +2,21 @@
 answers. The picks are in the URL (`Compare?runs=a,b&baseline=a`), so a comparison can be shared."""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import streamlit as st
 from plotly.colors import qualitative
 
 from core import MISSING, compare
 from core.store.paths import runs_root
-from core.store.runs import Run, list_runs
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, benchmarks_section, cost_section, loss_curves_section
 from ui.links import record_choice, synced_choice
+from ui.lookups import runs_of
 from ui.owner import access_panel
 from ui.remote import synced_remote
 from ui.text import escape_markdown
 
 PALETTE = qualitative.Plotly  # plotly's default trace colours, one per run
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def cached_runs(root: str, signature: str) -> list[Run]:
-    """list_runs, read again only when some run's config, status or metrics file changes.
-
-    The signature comes as text (repr of compare.root_signature): Streamlit hashes a string
-    much faster than hundreds of nested tuples.
-    """
-    return list_runs(Path(root))
 
 
 st.set_page_config(page_title="Compare · PEFT Dashboard", page_icon="🧪", layout="wide")
@@ -44,7 +33,7 @@ try:
 except OSError as exc:
     st.error(f"Cannot add the lab's recorded runs to {root}: {escape_markdown(exc)}")
 try:
-    runs = cached_runs(str(root), repr(compare.root_signature(root)))
+    runs = runs_of(root)
 except OSError as exc:
     st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
     runs = []
@@ -76,8 +65,8 @@ picked_names = st.multiselect(
     "Runs",
     list(by_name),
     key="compare_runs",
-    help="Every completed run is picked at first, the lab's recorded runs included. The page's address keeps "
-    "the picks: copy it to share this comparison.",
+    help=f"The {compare.DEFAULT_PICKS} newest completed runs are picked at first, the lab's recorded runs "
+    "included. The page's address keeps the picks: copy it to share this comparison.",
 )
 record_choice("runs", "compare_runs", ",".join(picked_names))
 picked = [run for run in candidates if run.name in set(picked_names)]

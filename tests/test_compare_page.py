@@ -543,7 +543,9 @@ def test_with_more_runs_than_the_chart_shows_it_says_so_and_lets_you_choose(runs
             lora=2.0,
             device_memory=40.0,
         )
-    app = open_page()
+    picked = sorted(path.name for path in runs_root.iterdir() if path.name.startswith("sweep_"))
+    assert len(widget(open_page().multiselect, "Runs").value) == 10  # the 10 newest are picked at first
+    app = open_page({"runs": ",".join(picked)})
     assert "12 picked runs have loss curves; the chart shows 10 of them" in app.info[0].value
     chosen = widget(app.multiselect, "Runs in the chart")
     assert len(chosen.value) == 10 and len(charts(app)["curves"]["data"]) == 10

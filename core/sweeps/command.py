@@ -43,7 +43,7 @@ from core.sweeps.definition import (
     search_corners,
     write_sweep,
 )
-from core.train.config import ConfigError, RunConfig, apply_overrides, format_setting, resolve_local_file
+from core.train.config import ConfigError, RunConfig, apply_overrides, format_setting
 from core.train.presets import DATA_ROWS, SWEEP_PRESETS, PresetError, get_preset
 
 
@@ -51,11 +51,11 @@ def machine_check() -> Any:
     """The check of a member's config for this machine: its training plan here (the device as
     a job finds it) and a local dataset's rows, each read once."""
     from core.machine.devices import PlanError, detect_device
-    from core.train.data import DataError, load_conversations
+    from core.train.new_runs import local_data_problem
     from core.train.plan import plan_training
 
     devices: dict[str, Any] = {}
-    data: dict[tuple[str, str], str | None] = {}
+    data: dict[tuple[str, str, str | None], str | None] = {}
 
     def check(config: RunConfig) -> str | None:
         if config.backend not in devices:
@@ -64,14 +64,9 @@ def machine_check() -> Any:
             plan_training(config, devices[config.backend])
         except PlanError as exc:
             return f"cannot train here: {exc}"
-        key = (config.dataset, config.split)
+        key = (config.dataset, config.split, config.recipe)
         if key not in data:
-            data[key] = None
-            if resolve_local_file(config.dataset) is not None:
-                try:
-                    load_conversations(config.dataset, config.split)
-                except DataError as exc:
-                    data[key] = f"dataset {config.dataset} [{config.split}]: {exc}"
+            data[key] = local_data_problem(config)
         return data[key]
 
     return check
