@@ -147,6 +147,12 @@ def test_compare_shows_curves_answers_and_the_report(cloud_report):
     assert compare["query"]["baseline"] == "baseline_1B_r16_10k_600steps"
 
 
+def test_the_sweeps_page_opens_without_a_sweep(cloud_report):
+    sweeps = cloud_report["pages"]["sweeps"]
+    assert_renders(sweeps)
+    assert sweeps["titles"] == ["Sweeps"]
+
+
 def test_the_data_page_measures_a_dataset_without_the_training_stack(cloud_report):
     opened, measured = cloud_report["pages"]["data"], cloud_report["pages"]["data_measured"]
     assert_renders(opened)
