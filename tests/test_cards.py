@@ -137,16 +137,21 @@ def test_a_cut_off_answer_is_trimmed_to_its_last_sentence():
 
 
 def test_the_schema_shapes_every_field_and_bounds_the_count():
-    schema = card_schema(4, "basic")
+    schema = card_schema(7, "basic")
     cards = schema["properties"]["cards"]
-    assert (cards["minItems"], cards["maxItems"]) == (4, 4)
-    question = re.compile(cards["items"]["properties"]["question"]["pattern"])
-    assert question.match("What drives the water cycle?") and question.match("In which year did Rome fall?")
-    assert not question.match("Photosynthesis is a process that involves plants.")
-    assert not question.match("The sun drives evaporation. 2?")  # one sentence, opening with a question word
-    answer = cards["items"]["properties"]["answer"]
+    assert (cards["minItems"], cards["maxItems"], len(cards["items"])) == (7, 7, 7)
+    questions = [re.compile(item["properties"]["question"]["pattern"]) for item in cards["items"]]
+    assert questions[0].match("What drives the water cycle?") and questions[2].match(
+        "In which year did Rome fall?"
+    )
+    assert not questions[0].match("How does rain form?")  # each card of a reply opens its own way
+    assert questions[6].match("What is rain?")  # ...round again after six
+    for question in questions:
+        assert not question.match("Photosynthesis is a process that involves plants.")
+        assert not question.match("What drives evaporation. 2?")  # one sentence
+    answer = cards["items"][0]["properties"]["answer"]
     assert answer["minLength"] == 1 and answer["maxLength"] <= 200
-    cloze = card_schema(2, "cloze")["properties"]["cards"]["items"]["properties"]
+    cloze = card_schema(2, "cloze")["properties"]["cards"]["items"][1]["properties"]
     assert re.match(cloze["text"]["pattern"], "The sun drives {{c1::evaporation}} of water.")
     assert not re.match(cloze["text"]["pattern"], "The sun drives {{c1:::1}} of water.")
     assert re.match(cloze["extra"]["pattern"], "") and not re.match(cloze["extra"]["pattern"], "###")

@@ -1,9 +1,9 @@
 """Study cards from a topic or notes: prompt, grammar-constrained JSON, checks, a rare retry.
 
 One call asks for a few more candidates than the deck needs, in a JSON schema that llama.cpp
-turns into a grammar: a basic card's question must end in "?", a cloze deletion must start
-with a letter, an Extra field with a letter, and length bounds keep every field from being
-empty or running away; a repeat penalty keeps candidates apart. Every candidate is then held
+turns into a grammar: a basic card's question opens with a question word and is one sentence
+ending in "?", a cloze deletion and an Extra field start with a letter, and length bounds keep
+every field from being empty or running away; a repeat penalty keeps candidates apart. Every candidate is then held
 to the card rules (core.cards.rules), and the first ones that pass make the deck; the model is
 asked again only for what is still missing, within a fixed number of attempts. Each dropped
 candidate keeps its reason. Model output never raises: malformed JSON is salvaged card by
@@ -38,30 +38,24 @@ NOTES_CHARACTERS_PER_TOKEN = (
 )
 _PLAIN = r'[^{}"\\\n\r\t]'
 # A question: one of these openers, then one sentence (no "." or "?") ending in "?".
+# The question words each card of a reply may open with, card by card (then round again): no two
+# of the first six cards can be the same question, and near-duplicates are rarer.
 QUESTION_OPENERS = (
-    "What",
-    "Which",
-    "Why",
-    "How",
-    "When",
-    "Where",
-    "Who",
-    "Whose",
-    "In which",
-    "Is",
-    "Are",
-    "Do",
-    "Does",
-    "Can",
+    ("What",),
+    ("How",),
+    ("Which", "In which"),
+    ("Why",),
+    ("Who", "Whose", "Where", "When"),
+    ("Is", "Are", "Do", "Does", "Can"),
 )
-QUESTION_PATTERN = (
-    "^("
-    + "|".join(QUESTION_OPENERS)
-    + ") "
-    + _PLAIN.replace("]", "?.]")
-    + f"{{4,{QUESTION_LIMITS[1] - 20}}}"
-    + r"\?$"
-)
+
+
+def question_pattern(openers: Sequence[str]) -> str:
+    """A question: one of `openers`, then one sentence (no "." or "?") ending in "?"."""
+    body = _PLAIN.replace("]", "?.]") + f"{{4,{QUESTION_LIMITS[1] - 20}}}"
+    return "^(" + "|".join(openers) + ") " + body + r"\?$"
+
+
 # A cloze text: plain characters, one {{c1::...}} deletion that starts with a letter, plain characters.
 CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,120}}\\{{\\{{c1::[A-Za-z]{_PLAIN}{{0,39}}\\}}\\}}{_PLAIN}{{0,90}}$"
 # An Extra field: empty, or starting with a letter (no "###" filler).
@@ -128,19 +122,30 @@ def validate_request(request: CardRequest) -> CardRequest:
 
 
 def card_schema(count: int, card_type: str) -> dict[str, Any]:
-    """The JSON schema of a reply with exactly `count` cards, with a shape and bounds per field."""
-    if card_type == "cloze":
-        item = {
-            "text": {"type": "string", "pattern": CLOZE_TEXT_PATTERN},
-            "extra": {"type": "string", "pattern": EXTRA_PATTERN},
-        }
-    else:
-        item = {
-            "question": {"type": "string", "pattern": QUESTION_PATTERN},
-            "answer": {"type": "string", "minLength": ANSWER_LIMITS[0], "maxLength": ANSWER_LIMITS[1]},
-        }
-    card = {"type": "object", "properties": item, "required": list(item)}
-    cards = {"type": "array", "items": card, "minItems": count, "maxItems": count}
+    """The JSON schema of a reply with exactly `count` cards, with a shape and bounds per field
+    (llama.cpp's grammar takes a list of item schemas as the cards in order)."""
+
+    def card(index: int) -> dict[str, Any]:
+        if card_type == "cloze":
+            item = {
+                "text": {"type": "string", "pattern": CLOZE_TEXT_PATTERN},
+                "extra": {"type": "string", "pattern": EXTRA_PATTERN},
+            }
+        else:
+            openers = QUESTION_OPENERS[index % len(QUESTION_OPENERS)]
+            item = {
+                "question": {"type": "string", "pattern": question_pattern(openers)},
+                "answer": {"type": "string", "minLength": ANSWER_LIMITS[0], "maxLength": ANSWER_LIMITS[1]},
+            }
+        return {"type": "object", "properties": item, "required": list(item)}
+
+    # A list of item schemas: card by card, so each card has its own question openers.
+    cards = {
+        "type": "array",
+        "items": [card(index) for index in range(count)],
+        "minItems": count,
+        "maxItems": count,
+    }
     return {"type": "object", "properties": {"cards": cards}, "required": ["cards"]}
 
 
