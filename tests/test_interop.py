@@ -16,8 +16,11 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import app_at, charts, rerun, run_core, shown
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.proto import summary_pb2, types_pb2
 
 from core.evaluate.answers import evaluate_run
 from core.evaluate.prompt_sets import resolve_prompt_set
@@ -192,7 +195,7 @@ def test_tensorboard_files_of_a_real_run_import_back_with_identical_losses(runs)
     assert run.config["origin"]["importer"] == "tensorboard" and not (runs / "tb" / "adapter").exists()
 
 
-def test_an_export_to_tensorboard_imports_back_with_hparams_and_exact_losses(runs, tmp_path):
+def test_an_export_to_tensorboard_imports_back_with_hparams_and_float32_losses(runs, tmp_path):
     out = tmp_path / "tb-export"
     started = time.monotonic()
     done = run_core("runs", "export-tensorboard", str(out), RUN, runs_root=runs)
@@ -204,9 +207,22 @@ def test_an_export_to_tensorboard_imports_back_with_hparams_and_exact_losses(run
     back = load_run(runs, f"back-{RUN}")
     train, evals = events_of(back.path)
     native_train, native_evals = events_of(runs / RUN)
-    keys = ("step", "loss", "learning_rate", "grad_norm", "epoch")
-    assert [[e[k] for k in keys] for e in train] == [[e[k] for k in keys] for e in native_train]
-    assert [(e["step"], e["eval_loss"]) for e in evals] == [(e["step"], e["eval_loss"]) for e in native_evals]
+    keys = ("loss", "learning_rate", "grad_norm", "epoch")  # TensorBoard keeps scalars as float32
+    assert [[e["step"]] + [e[k] for k in keys] for e in train] == [
+        [e["step"]] + [float(np.float32(e[k])) for k in keys] for e in native_train
+    ]
+    assert [e["loss"] for e in train] == [e["loss"] for e in native_train]  # the trainer's own are float32
+    assert [(e["step"], e["eval_loss"]) for e in evals] == [
+        (e["step"], float(np.float32(e["eval_loss"]))) for e in native_evals
+    ]
+    # written as tf.summary.scalar writes them: TensorBoard's fast loader shows no other kind
+    (event_file,) = [p for p in (out / RUN).iterdir() if "tfevents" in p.name]
+    values = [v for event in EventFileLoader(str(event_file)).Load() for v in event.summary.value]
+    losses = [v for v in values if v.tag == "train/loss"]
+    assert len(losses) == STEPS and all(
+        v.tensor.dtype == types_pb2.DT_FLOAT and v.metadata.data_class == summary_pb2.DATA_CLASS_SCALAR
+        for v in losses
+    )
     original = load_run(runs, RUN).config
     for key in ("lora_r", "lora_alpha", "learning_rate", "max_steps", "base_model", "packing", "report_to"):
         assert back.config[key] == original[key], key

@@ -254,14 +254,15 @@ def hparams_of(config: dict[str, Any]) -> dict[str, bool | float | str]:
 
 
 def _scalar_value(tag: str, number: float) -> Any:
-    """A summary value holding `number` as a float64 tensor (TensorBoard's scalars plugin reads it;
-    a simple_value would round it to float32)."""
+    """A summary value holding `number` as TensorFlow 2's tf.summary.scalar writes it: a float32
+    scalar tensor of the scalars plugin (TensorBoard's fast loader reads no other dtype)."""
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
 
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
     )
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[number])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[number])
     tensor.tensor_shape.SetInParent()  # a scalar: a shape with no dimensions
     return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
 
