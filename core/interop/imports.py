@@ -16,8 +16,6 @@ from core.interop.trainer import read_trainer_folder, trainer_root
 from core.store.files import staging_dir
 from core.store.runs import validate_run_name
 
-KINDS = ("trainer", "tensorboard")
-
 
 def import_trainer(
     root: Path, folder: Path, *, name: str, source: str, base_model: str | None = None
