@@ -32,7 +32,7 @@ from ui.data import (
     summary_metrics,
 )
 from ui.links import TRAIN_PAGE, flash, show_flash
-from ui.lookups import cached_tokenizer
+from ui.lookups import cached_tokenizer, runs_of
 from ui.owner import access_panel, is_owner, owner_only
 from ui.text import escape_markdown
 
@@ -109,12 +109,19 @@ if st.session_state.get("data_measured") != choice:
         "Measure reads every row with the tokenizer (a Hub dataset is downloaded first); a second look is cached."
     )
     st.stop()
-if (kind == "Hub" or not is_hub_id(model) and model != TINY_MODEL_ID) and not owner_only():
-    st.stop()  # a visitor may not make the server download a dataset or read a model folder
+owner = is_owner()
+visitor_models = {
+    TINY_MODEL_ID,
+    defaults.base_model,
+    *(str(run.config.get("base_model")) for run in runs_of(root)),
+}
+if not owner and (kind != "File" or model not in visitor_models or "[" in source.split):
+    owner_only()  # says why: a visitor measures project files, whole, with the runs' own models
+    st.stop()
 st.query_params.update(source=dataset, split=source.split, model=model)
 
 try:
-    tokenizer = cached_tokenizer(model, MODEL_TEMPLATE)
+    tokenizer = cached_tokenizer(model, MODEL_TEMPLATE, owner)
     progress = st.progress(0.0, text=f"Measuring {escape_markdown(source.label)}…")
     stats = row_stats(
         source,
@@ -187,7 +194,7 @@ with preview_tab:
     chat_preview(rows_dataset, table, int(page))
 
 st.header("Recipe")
-spec: RecipeSpec = recipe_form(source, model, table, patterns=is_owner())
+spec: RecipeSpec = recipe_form(source, model, table, patterns=owner)
 try:
     selection = select_rows(spec, stats, rows_dataset)
 except RecipeError as exc:
@@ -236,7 +243,7 @@ if recipes:
     chosen = st.selectbox("Train on", list(recipes), key="recipe_train_on")
     st.page_link(
         TRAIN_PAGE,
-        label=f"Train a run on {chosen}",
+        label=f"Train a run on {escape_markdown(chosen)}",
         icon=":material/model_training:",
         query_params={"recipe": chosen},
     )

@@ -93,3 +93,21 @@ def test_files_it_cannot_read_are_named_with_the_reason(tiny_model, runs_root):
     assert "cannot read nobody/nothing from the Hub" in shown(hub.error[0].value)
     planted = rerun(app_at(PAGE, {"source": "/etc/passwd", "model": "tiny-llama"}))
     assert not planted.error and not planted.metric  # a path from the URL is never read
+
+
+def test_a_visitor_of_a_locked_deploy_measures_only_project_files_whole_with_known_models(
+    tiny_model, runs_root, monkeypatch
+):
+    monkeypatch.setenv("PEFT_OWNER_PASSWORD", "correct horse battery staple")
+    for query in (
+        {"model": "someone/private-model"},  # any Hub repo: the server would download it
+        {"split": "train[:10]"},  # every slice a new cache file
+        {"source": "nobody/dataset"},  # a Hub dataset: a download
+    ):
+        app = measured(query)
+        assert not app.metric and "Only the owner" in app.warning[0].value, query
+    app = measured()  # the project's file with the tiny model: a visitor may look
+    assert next(m.value for m in app.metric if m.label == "Rows") == "600"
+    assert app.text_input(key="recipe_match").disabled and app.text_input(key="recipe_exclude").disabled
+    next(button for button in app.button if button.label == "Save recipe").click().run()
+    assert "Only the owner" in app.warning[0].value and not (runs_root / ".recipes").exists()

@@ -19,6 +19,7 @@ from core.machine.installed import package_version
 from core.models.generation import InferenceError
 from core.store.runs import MERGED_DIR
 from ui.jobs import act, job_panel
+from ui.owner import owner_only
 from ui.text import escape_markdown
 
 
@@ -44,7 +45,7 @@ def bench_panel(path: Path, models_here: bool) -> None:
         limit = columns[2].number_input(
             "Examples per task", min_value=1, value=None, step=10, key="bench_limit"
         )
-        if st.button("Run benchmarks", disabled=view.active, key="bench_start"):
+        if st.button("Run benchmarks", disabled=view.active, key="bench_start") and owner_only():
             try:
                 names = parse_tasks(tasks)
                 check_bench_request(path, variant, names)

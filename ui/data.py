@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -59,17 +60,18 @@ def score_figure(scores: np.ndarray) -> go.Figure:
     return figure
 
 
+def known(value: Any) -> bool:
+    """Whether a cell of the source or score column holds a value (a list counts as one)."""
+    return not pd.api.types.is_scalar(value) or not pd.isna(value)
+
+
 def chat_preview(dataset: Any, table: Any, page: int) -> None:
     """PREVIEW_ROWS conversations from `page` (1-based), each drawn as a chat, text shown literally."""
     start = (page - 1) * PREVIEW_ROWS
     for index in range(start, min(start + PREVIEW_ROWS, len(table))):
         row = table.iloc[index]
         facts = [f"row {index}", f"{int(row['tokens'])} tokens" if row["problem"] == "" else row["problem"]]
-        facts += [
-            f"{name} {row[name]}"
-            for name in ("source", "score")
-            if row[name] is not None and row[name] == row[name]
-        ]
+        facts += [f"{name} {row[name]}" for name in ("source", "score") if known(row[name])]
         with st.container(border=True):
             st.caption(escape_markdown(" · ".join(map(str, facts))))
             try:

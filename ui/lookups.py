@@ -19,11 +19,11 @@ def cached_gpus() -> list[Gpu]:
 
 
 @st.cache_resource(show_spinner="Loading the tokenizer…", max_entries=4)
-def cached_tokenizer(model: str, chat_template: str) -> Any:
+def cached_tokenizer(model: str, chat_template: str, use_token: bool) -> Any:
     """A model's tokenizer with its chat template, loaded once per app (core.data.stats.load_tokenizer)."""
     from core.data.stats import load_tokenizer
 
-    return load_tokenizer(model, chat_template)
+    return load_tokenizer(model, chat_template, use_token=use_token)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -104,8 +104,12 @@ def spec_from_dict(data: Mapping[str, Any]) -> RecipeSpec:
     for key in ("source", "model"):
         if key not in data:
             raise RecipeError(f"malformed recipe: no {key}")
+    source = data["source"]
+    if not (isinstance(source, dict) and all(isinstance(source.get(k), str) for k in ("dataset", "split"))):
+        raise RecipeError("malformed recipe: its source must name a dataset and a split as text")
+    if not isinstance(data["model"], str):
+        raise RecipeError("malformed recipe: its model must be text")
     try:
-        source = data["source"]
         values = {
             key: data[key] for key in RecipeSpec.__dataclass_fields__ if key in data and key != "source"
         }
@@ -138,12 +142,18 @@ def _conversation_text(rows: Any, indices: np.ndarray) -> pd.Series:
     return pd.Series(texts, dtype=object)
 
 
-def _mix_counts(spec: RecipeSpec, available: pd.Series) -> dict[str, int]:
-    """Rows to take from each source of the mix."""
+def _mix_counts(spec: RecipeSpec) -> dict[str, int]:
+    """Rows to take from each source of the mix: its count, or its share of `rows` by weight, the
+    rows a rounding leaves over given to the largest remainders (the counts add up to `rows`)."""
     if spec.rows is None:
         return {name: int(value) for name, value in spec.mix.items()}
     total = sum(spec.mix.values())
-    return {name: int(round(spec.rows * value / total)) for name, value in spec.mix.items()}
+    shares = {name: spec.rows * value / total for name, value in spec.mix.items()}
+    counts = {name: math.floor(share) for name, share in shares.items()}
+    left = spec.rows - sum(counts.values())
+    for name in sorted(shares, key=lambda n: shares[n] - counts[n], reverse=True)[:left]:
+        counts[name] += 1
+    return counts
 
 
 def select_rows(spec: RecipeSpec, stats: RowStats, dataset: Any = None) -> Selection:
@@ -199,7 +209,7 @@ def select_rows(spec: RecipeSpec, stats: RowStats, dataset: Any = None) -> Selec
     if spec.mix:
         available = kept["source"].astype(str)
         parts = []
-        for name, count in _mix_counts(spec, available).items():
+        for name, count in _mix_counts(spec).items():
             rows = kept[available == name]
             if len(rows) < count:
                 notes.append(f"source {name}: {count} rows asked, {len(rows)} available")
@@ -293,21 +303,30 @@ def read_recipe(path: Path) -> dict[str, Any]:
         raise RecipeError("malformed recipe: no valid name")
     if not re.fullmatch(r"[0-9a-f]{64}", str(document.get("hash", ""))):
         raise RecipeError("malformed recipe: no content hash")
-    if not _indices(document, "train_rows"):
+    train, validation = _indices(document, "train_rows"), _indices(document, "validation_rows")
+    if not train:
         raise RecipeError(f"the recipe {document['name']} selects no rows to train on")
-    _indices(document, "validation_rows")
-    return document
+    if len(set(train + validation)) != len(train) + len(validation):
+        raise RecipeError(
+            f"the recipe {document['name']} names a row twice (or both to train on and to hold out)"
+        )
+    # The counts shown are those of the rows themselves, whatever the file says.
+    created = str(document.get("created_at", ""))[:40]
+    return {**document, "train_count": len(train), "validation_count": len(validation), "created_at": created}
 
 
 def load_recipe(root: Path, name: str) -> dict[str, Any]:
-    """The saved recipe `name`; RecipeError when there is none or it is unusable."""
+    """The saved recipe `name`; RecipeError when there is none, it is unusable, or it names another."""
     path = recipe_path(root, name)
     if not path.is_file():
         raise RecipeError(
             f"no recipe named {name} in {root / RECIPES_DIR}: save it on the Data page or "
             "with python -m core data recipe"
         )
-    return read_recipe(path)
+    document = read_recipe(path)
+    if document["name"] != name:
+        raise RecipeError(f"the recipe file {path.name} names another recipe ({document['name']})")
+    return document
 
 
 def saved_recipes(root: Path) -> dict[str, dict[str, Any]]:
@@ -316,7 +335,7 @@ def saved_recipes(root: Path) -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            found[path.stem] = read_recipe(path)
+            found[path.stem] = load_recipe(root, path.stem)
         except RecipeError:
             continue
     return dict(sorted(found.items(), key=lambda item: str(item[1].get("created_at")), reverse=True))

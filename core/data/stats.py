@@ -1,7 +1,7 @@
 """What a dataset holds, measured with the run's tokenizer and chat template.
 
 `row_stats` measures every row once (a batched `datasets` map, cached in a file named by the
-dataset's fingerprint, the tokenizer and the template, so a second look reads the cache), and
+dataset's fingerprint and the tokenizer's, template included, so a second look reads the cache), and
 `DataStats` sums the rows up for any `max_seq_length`: token lengths, truncation, turns, the
 share of answer tokens (what train_on_responses_only trains on), sources and scores.
 
@@ -33,14 +33,16 @@ TEXT_COLUMNS = ("conversations", "messages")
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
 
-def load_tokenizer(model: str, chat_template: str = MODEL_TEMPLATE) -> Any:
-    """The tokenizer (with the chat template) that training would use for `model`; DataError if none."""
+def load_tokenizer(model: str, chat_template: str = MODEL_TEMPLATE, *, use_token: bool = True) -> Any:
+    """The tokenizer (with the chat template) that training would use for `model`; DataError if none.
+    Without `use_token` the Hub is asked anonymously (a visitor never borrows the app's token)."""
     from transformers import AutoTokenizer
 
     from core.train.backends import BackendError, prepare_tokenizer, resolve_base_model
 
     try:
-        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_base_model(model)), chat_template)
+        loaded = AutoTokenizer.from_pretrained(resolve_base_model(model), token=None if use_token else False)
+        tokenizer = prepare_tokenizer(loaded, chat_template)
     except BackendError as exc:
         raise DataError(str(exc)) from None
     except Exception as exc:  # the Hub and transformers raise many types; the message is what matters
@@ -120,9 +122,21 @@ def measure_batch(batch: dict[str, list[Any]], tokenizer: Any, needs_bos: bool) 
     return columns
 
 
-def _fingerprint(dataset: Any, shard: int, shards: int, tokenizer: Any, model: str) -> str:
-    template = hashlib.sha256((tokenizer.chat_template or "").encode("utf-8")).hexdigest()
-    key = f"{dataset._fingerprint}|{shard}/{shards}|{model}|{template}|{len(tokenizer)}|{STATS_VERSION}"
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What the measurements depend on in a tokenizer: its whole definition (vocabulary, merges,
+    normalizers) and chat template, hashed once per tokenizer object."""
+    template = tokenizer.chat_template or ""
+    remembered = getattr(tokenizer, "_peft_dashboard_fingerprint", None)
+    if remembered is None or remembered[0] != template:
+        digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+        digest.update(template.encode("utf-8"))
+        remembered = (template, digest.hexdigest())
+        tokenizer._peft_dashboard_fingerprint = remembered
+    return remembered[1]
+
+
+def _fingerprint(dataset: Any, shard: int, shards: int, tokenizer: Any) -> str:
+    key = f"{dataset._fingerprint}|{shard}/{shards}|{tokenizer_fingerprint(tokenizer)}|{STATS_VERSION}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -157,7 +171,7 @@ def row_stats(
     parts, measured, done = [], 0, 0
     for index in range(shards):
         part = dataset.shard(shards, index, contiguous=True) if shards > 1 else dataset
-        fingerprint = _fingerprint(dataset, index, shards, tokenizer, model)
+        fingerprint = _fingerprint(dataset, index, shards, tokenizer)
         cache_file = folder / f"rows-{fingerprint}.arrow"
         measured += not cache_file.is_file()
         parts.append(

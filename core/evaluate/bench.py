@@ -24,7 +24,7 @@ import pandas as pd
 
 from core import describe
 from core.models.generation import check_adapter, inference_placement, load_run_model
-from core.store.files import FileProblem, finite_number, read_json_object, write_json_atomic
+from core.store.files import FileProblem, finite_number, read_capped, read_json_object, write_json_atomic
 from core.store.paths import DATA_DIR
 from core.store.runs import EVAL_DIR, MERGED_DIR, now_iso
 
@@ -34,6 +34,8 @@ VARIANTS = ("adapter", "base", "merged")
 BENCH_PREFIX = "bench-"
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_TASKS = 50
+MAX_EXAMPLES, MAX_SECONDS = 10**9, 10**9  # a stored n or time beyond these is not a real one
+MAX_TASK_FILE_BYTES = 1 << 20
 Z_95 = 1.959964  # a 95% normal interval is value ± Z_95 x stderr
 
 
@@ -84,11 +86,13 @@ def _local_config(path: Path) -> dict[str, Any] | None:
     import yaml
 
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return None
+        text = read_capped(path, MAX_TASK_FILE_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"cannot read the task file {path}: {exc}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
     if not isinstance(config, dict) or not isinstance(config.get("task"), str):
         raise BenchError(f"{path} is not an lm-eval task (no `task:` name)")
     kwargs = config.get("dataset_kwargs")
@@ -266,6 +270,8 @@ def _stored_score(entry: Any) -> TaskScore | None:
     n, seconds = finite_number(entry.get("n")), finite_number(entry.get("seconds"))
     task, metric = entry.get("task"), entry.get("metric")
     if value is None or n is None or not isinstance(task, str) or not isinstance(metric, str):
+        return None
+    if not 0 <= n <= MAX_EXAMPLES or not 0 <= (seconds or 0.0) <= MAX_SECONDS:
         return None
     higher = entry.get("higher_is_better")
     return TaskScore(

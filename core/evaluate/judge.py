@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -126,6 +127,15 @@ def read_verdict(reply: str) -> tuple[str | None, str]:
     return (winner if winner in ("1", "2", "tie") else None), reason
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl}: refused", headers, fp)
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+MAX_RESPONSE_BYTES = 1 << 20
+
+
 class ChatEndpoint:
     """An OpenAI-compatible chat completions endpoint (base URL such as http://127.0.0.1:8080/v1)."""
 
@@ -137,12 +147,23 @@ class ChatEndpoint:
         self.schema = True  # a JSON schema for the reply, until the endpoint refuses one
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to the endpoint itself (a redirect is refused: it would carry the key elsewhere) and
+        read at most MAX_RESPONSE_BYTES of the reply within timeout_s in all."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 (http(s) checked)
-            return json.loads(response.read(1 << 20))
+        deadline = time.monotonic() + self.timeout_s
+        with _NO_REDIRECTS.open(request, timeout=self.timeout_s) as response:
+            chunks, size = [], 0
+            while chunk := response.read(1 << 16):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise ValueError(f"a reply of more than {MAX_RESPONSE_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no whole reply within {self.timeout_s:g} s")
+            return json.loads(b"".join(chunks))
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The judge's reply to `messages`, greedy; JudgeError when the endpoint fails."""

@@ -430,6 +430,8 @@ def job_reaches_hub(run_path: Path, kind: str, arguments: list[str]) -> bool:
         return True
     if kind == "eval" and str(getattr(command, "variant", "")).startswith("gguf"):
         return False
+    if kind == "bench" and getattr(command, "variant", "") == "merged":
+        return False  # the export's merged model is in the run folder
     config = read_json_or_empty(run_path / CONFIG_FILE)
     dataset = config.get("dataset")
     pulls_data = kind == "train" and isinstance(dataset, str) and resolve_local_file(dataset) is None
