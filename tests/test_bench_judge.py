@@ -256,3 +256,47 @@ def test_a_judge_that_cannot_be_reached_or_has_nothing_to_judge_is_refused(runs_
         "judge", "first", "third", "--endpoint", "file:///etc/passwd", "--model", "m", runs_root=runs_root
     )
     assert done.returncode == 1 and "is not an http(s) URL" in done.stderr
+
+
+def test_the_judge_refuses_a_redirect_and_never_sends_the_key_elsewhere(runs_root, monkeypatch):
+    import http.server
+    import threading
+
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the http.server API)
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization")})
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/elsewhere")
+            self.end_headers()
+
+        do_GET = do_POST  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        evaluated(runs_root, "first", {"capital": "Paris."})
+        evaluated(runs_root, "second", {"capital": "Rome."})
+        monkeypatch.setenv("JUDGE_API_KEY", "sk-secret")
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        done = run_core("judge", "first", "second", "--endpoint", url, "--model", "m", runs_root=runs_root)
+    finally:
+        server.shutdown()
+    assert done.returncode == 1 and "refused" in done.stderr
+    assert [entry["path"] for entry in seen] == ["/v1/chat/completions"]  # nothing followed the redirect
+    assert "sk-secret" not in done.stdout + done.stderr
+
+
+def test_stored_scores_with_impossible_numbers_are_left_out(tmp_path):
+    (tmp_path / "eval").mkdir()
+    entries = [
+        {"task": "huge", "metric": "acc", "value": 0.5, "n": 10**30, "seconds": 1.0},
+        {"task": "slow", "metric": "acc", "value": 0.5, "n": 10, "seconds": 1e300},
+        {"task": "fine", "metric": "acc", "value": 0.5, "stderr": 0.1, "n": 10, "seconds": 1.0},
+    ]
+    (tmp_path / "eval" / "bench-adapter.json").write_text(json.dumps({"tasks": entries}))
+    assert [score.task for score in load_bench_results(tmp_path)["adapter"]] == ["fine"]

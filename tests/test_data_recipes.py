@@ -308,3 +308,28 @@ def test_the_data_command_prints_stats_and_saves_recipes(tiny_model, runs_root, 
         code, _, err = command(capsys, runs_root, *args)
         assert code == 1 and message in err, (args, err)
     assert sorted(p.name for p in (runs_root / ".recipes").iterdir()) == ["best.json"]
+
+
+def test_a_mix_by_weight_adds_up_to_its_rows(tokenizer):
+    stats = measured(SCORED, tokenizer)
+    for rows, mix in [
+        (10, {"synthetic-qa": 1, "synthetic-howto": 1, "synthetic-chat": 1}),
+        (3, {"synthetic-qa": 1, "synthetic-chat": 1}),
+    ]:
+        chosen = select_rows(spec(mix=mix, rows=rows), stats)
+        assert len(chosen.train) == rows, (rows, mix)
+
+
+def test_a_recipe_naming_a_row_twice_or_another_name_is_refused(tokenizer, runs_root):
+    document = build_recipe("r", spec(rows=20, validation=0.2), measured(SCORED, tokenizer))
+    folder = runs_root / ".recipes"
+    folder.mkdir(parents=True)
+    twice = {**document, "validation_rows": [document["train_rows"][0]], "train_count": 9999}
+    (folder / "twice.json").write_text(json.dumps({**twice, "name": "twice"}))
+    (folder / "other.json").write_text(json.dumps(document))  # a file whose recipe is named "r"
+    with pytest.raises(RecipeError, match="names a row twice"):
+        load_recipe(runs_root, "twice")
+    with pytest.raises(RecipeError, match="names another recipe"):
+        load_recipe(runs_root, "other")
+    save_recipe(runs_root, {**document, "train_count": 9999})
+    assert load_recipe(runs_root, "r")["train_count"] == 16  # counted from the rows, not taken from the file
