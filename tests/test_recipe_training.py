@@ -51,7 +51,12 @@ def test_a_run_on_a_recipe_evaluates_stops_early_and_keeps_the_best_checkpoint(t
     last = load_file(run / "checkpoints" / f"checkpoint-{metrics['steps']}" / "adapter_model.safetensors")
     assert all((adapter[key] == kept[key]).all() for key in kept)
     assert any((adapter[key] != last[key]).any() for key in last)
-    assert "stopped early at step" in (run / "train.log").read_text()
+    assert metrics["adapter_step"] == best["step"] and metrics["evaluation_s"] > 0
+    log = (run / "train.log").read_text()
+    assert (
+        "stopped early at step" in log and f"the adapter is the best checkpoint's: step {best['step']}" in log
+    )
+    assert metrics["train_runtime_s"] <= events[-1]["elapsed_s"] + 1  # evaluations are not training time
 
     curve = read_curve(run / "events.jsonl")
     assert curve.skipped == 0 and curve.eval_loss.tolist() == [e["eval_loss"] for e in evaluations]

@@ -42,13 +42,16 @@ class RunRecorder(TrainerCallback):
         self.status_written = float("-inf")
         self.stopping = False  # a stop was requested of any process of the run
         self.memory_gb = 0.0  # at the last step's end: the largest of the processes' readings
+        self.evaluation_s = 0.0  # this attempt's time spent on the validation loss
 
     def elapsed_s(self) -> float:
-        """Training time of the whole run so far, earlier segments included."""
-        return self.runtime_before_s + time.monotonic() - self.segment_start
+        """Training time of the whole run so far, earlier segments included, evaluations left out
+        (a run with a validation share compares with one without)."""
+        return self.runtime_before_s + time.monotonic() - self.segment_start - self.evaluation_s
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.segment_start = time.monotonic()
+        self.evaluation_s = 0.0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         last_step = state.global_step >= state.max_steps
@@ -76,6 +79,7 @@ class RunRecorder(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         if "eval_loss" in logs:
+            self.evaluation_s += float(logs.get("eval_runtime") or 0.0)
             append_jsonl(
                 self.run_path / EVENTS_FILE,
                 {

@@ -181,6 +181,13 @@ def run_conversations(
     return recipe_conversations(document)
 
 
+def adapter_step(trainer: Any) -> int:
+    """The step whose weights the adapter holds: the best checkpoint's where the trainer loaded it
+    at the end (early stopping), else the last step's."""
+    best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    return (checkpoint_step(Path(best)) if best else None) or trainer.state.global_step
+
+
 def evaluation_metrics(events: list[dict[str, Any]], validation: Any) -> dict[str, Any]:
     """The validation figures of a run's metrics: the last and the best eval loss and its step."""
     evaluated = [
@@ -318,17 +325,22 @@ def train_process(
         "data": report.to_dict(),
         **evaluation_metrics(events, validation_report if validation_rows else None),
         "stopped_early": trainer.state.global_step < config.max_steps,
+        "adapter_step": adapter_step(trainer),
+        "evaluation_s": round(recorder.evaluation_s, 3),
         "resumed": resume,
         "versions": _versions(),
     }
     write_json_atomic(run_path / METRICS_FILE, metrics)
     if metrics["stopped_early"]:
         log.info(
-            "stopped early at step %d: no lower eval loss in %s evaluations; the adapter is the best "
-            "checkpoint's (step %s, eval loss %.4f)",
+            "stopped early at step %d: no lower eval loss in %s evaluations",
             metrics["steps"],
             config.early_stopping_patience,
-            metrics.get("best_eval_step"),
+        )
+    if metrics["adapter_step"] != metrics["steps"]:
+        log.info(
+            "the adapter is the best checkpoint's: step %s, eval loss %.4f",
+            metrics["adapter_step"],
             metrics.get("best_eval_loss") or float("nan"),
         )
     log.info(
