@@ -41,7 +41,7 @@ MAX_CURVE_POINTS = 500
 MAX_CURVE_RUNS = 10
 MAX_MATRIX_COLUMNS = 8
 # Not training choices: where an imported run came from and the free-text note.
-CONFIG_DIFF_IGNORED = ("imported_from", "note")
+CONFIG_DIFF_IGNORED = ("imported_from", "origin", "note")
 MEMORY_MEASURES = {"cuda_reserved": "GPU reserved", "process_rss": "CPU RSS"}
 VERDICT_MARKS = {"better": "🟢", "worse": "🔴"}
 UNNAMED_SET = "(unnamed set)"  # eval rows written without a prompt_set

@@ -10,6 +10,7 @@ from core import MISSING, compare
 from core.store.paths import runs_root
 from core.store.seed import prepare_runs_root
 from ui.compare_sections import answers_section, benchmarks_section, cost_section, loss_curves_section
+from ui.interop import tensorboard_download
 from ui.links import record_choice, synced_choice
 from ui.lookups import runs_of
 from ui.owner import access_panel
@@ -134,3 +135,4 @@ if matrix is not None:
     answers_column.download_button(
         "Download the answers (CSV)", compare.answers_csv(matrix), file_name="answers.csv", mime="text/csv"
     )
+tensorboard_download(lambda: picked, "Prepare TensorBoard logs of the picked runs", "compare_tensorboard")

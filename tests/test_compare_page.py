@@ -742,3 +742,22 @@ def test_a_check_detail_and_a_prompt_from_files_are_shown_literally(runs_root):
     assert any(text.startswith("**Explain") for text in shown)
     renderer = MarkdownIt("commonmark")
     assert not [text for text in shown if "<img" in renderer.render(text)]
+
+
+def test_the_picked_runs_download_as_tensorboard_logs(runs_root):
+    runs_root.mkdir()
+    (runs_root / SEED_MARKER).write_text("")
+    for index in range(3):
+        events = training_events(
+            20, 2.0, 1.0, seconds_per_step=1.0, tokens_per_step=100, memory_gb=1.0, seed=index
+        )
+        trained_run(
+            runs_root, f"tb{index}", config={"max_steps": 20}, events=events, device="cpu", peak=1.0, lora=0.1
+        )
+    app = open_page({"runs": "tb0,tb2"})
+    next(
+        button for button in app.button if button.label == "Prepare TensorBoard logs of the picked runs"
+    ).click()
+    rerun(app)
+    download = next(button for button in app.get("download_button") if "TensorBoard" in button.proto.label)
+    assert download.proto.label == "Download 2 run(s) as TensorBoard logs"

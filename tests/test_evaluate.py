@@ -434,8 +434,8 @@ def test_bad_requests_are_one_line_and_write_nothing(capsys, runs, tmp_path):
             "broken.json: prompt 'p' (#1), check 1: unknown check type 'wordz'",
         ),
         (["untrained"], "run untrained has no adapter (no adapter/ folder): train it to the end first"),
-        ([seed], f"run {seed} was imported from a CSV and holds metrics only"),
-        ([seed, "--variant", "gguf:x.gguf"], f"run {seed} was imported from a CSV and holds metrics only"),
+        ([seed], f"run {seed} was imported with metrics only"),
+        ([seed, "--variant", "gguf:x.gguf"], f"run {seed} was imported with metrics only"),
         (["nope"], "No run named 'nope'"),
         (["bad/name"], "Invalid run name 'bad/name'"),
     ]

@@ -86,7 +86,7 @@ def test_runs_that_cannot_be_trained_now_are_left_as_they_are(capsys, runs_root)
     cases = {
         ("done",): "run done is already completed; train a new run instead",
         ("done", "--resume"): "run done is already completed",
-        ("imported", "--resume"): "was imported from a CSV and holds metrics only",
+        ("imported", "--resume"): "was imported with metrics only",
         ("stopped",): "run stopped is stopped; continue it with --resume",
         ("busy", "--preset", "cpu_smoke"): "a run named busy already exists",
     }

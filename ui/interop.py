@@ -3,6 +3,7 @@ and download every run as TensorBoard event files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -10,7 +11,7 @@ import streamlit as st
 from core.interop.archive import MAX_UNPACKED_BYTES
 from core.interop.imports import import_zip
 from core.interop.runs import InteropError
-from core.store.runs import RunNameError, list_runs
+from core.store.runs import Run, RunNameError, list_runs
 from ui.owner import owner_only
 from ui.text import escape_markdown
 
@@ -40,21 +41,26 @@ def bring_your_runs(root: Path) -> None:
             if upload is not None and st.button("Import the folder", key="interop_import") and owner_only():
                 _import(root, upload.name, upload.getvalue(), name.strip() or None)
         with download_column:
-            if st.button("Prepare TensorBoard logs of every run", key="interop_export"):
-                from core.interop.tensorboard import tensorboard_zip
+            tensorboard_download(lambda: list_runs(root), "Prepare TensorBoard logs of every run", "interop")
 
-                data, written, left_out = tensorboard_zip(list_runs(root))
-                st.download_button(
-                    f"Download {len(written)} run(s) as TensorBoard logs",
-                    data,
-                    file_name="tensorboard.zip",
-                    mime="application/zip",
-                    key="interop_download",
-                )
-                st.caption(
-                    "Unzip and run `tensorboard --logdir tensorboard`: the HParams view lays the runs out by config."
-                    + (f" {len(left_out)} run(s) without a logged loss are left out." if left_out else "")
-                )
+
+def tensorboard_download(runs: Callable[[], list[Run]], label: str, key: str) -> None:
+    """A button that writes the runs' TensorBoard logs (core.interop.tensorboard), then their download."""
+    if st.button(label, key=f"{key}_export"):
+        from core.interop.tensorboard import tensorboard_zip
+
+        data, written, left_out = tensorboard_zip(runs())
+        st.download_button(
+            f"Download {len(written)} run(s) as TensorBoard logs",
+            data,
+            file_name="tensorboard.zip",
+            mime="application/zip",
+            key=f"{key}_download",
+        )
+        st.caption(
+            "Unzip and run `tensorboard --logdir tensorboard`: the HParams view lays the runs out by config."
+            + (f" {len(left_out)} run(s) without a logged loss are left out." if left_out else "")
+        )
 
 
 def _import(root: Path, upload_name: str, data: bytes, name: str | None) -> None:

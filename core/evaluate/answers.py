@@ -178,7 +178,7 @@ def check_request(run_path: Path, variant: str, max_new_tokens: int) -> Variant:
         )
     if run.imported and variant != "base":
         raise EvalError(
-            f"run {run.name} was imported from a CSV and holds metrics only: it has no adapter or "
+            f"run {run.name} was imported with metrics only: it has no adapter or "
             "GGUF to evaluate (--variant base evaluates its base model)"
         )
     chosen = parse_variant(run_path, variant)

@@ -367,7 +367,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     elif run.status.get("error"):
         note = str(run.status["error"])
     else:
-        note = config.get("note") or ("imported" if run.imported else None)
+        note = config.get("note") or ("imported" if run.imported or "origin" in config else None)
     return {
         "name": run.name,
         "state": run.state,

@@ -68,9 +68,7 @@ def trainable_config(run: Run, *, resume: bool) -> RunConfig:
     if run.broken:
         raise TrainingError(f"run {run.name} is broken: {'; '.join(run.problems)}")
     if run.imported:
-        raise TrainingError(
-            f"run {run.name} was imported from a CSV and holds metrics only; it cannot be trained"
-        )
+        raise TrainingError(f"run {run.name} was imported with metrics only; it cannot be trained")
     state = run.state
     if state == "running" and job_alive(run.status, run.path, "train"):
         raise TrainingError(f"run {run.name} is already training (pid {run.status.get('pid')})")
