@@ -27,7 +27,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ class AnswerStream:
 
     contender: Contender
     prompt: str
-    pieces: Iterator[str]
+    pieces: Generator[str, None, None]
     started: float
     asked: float
     text: str = ""
@@ -141,12 +141,15 @@ class AnswerStream:
     done: bool = False
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self.pieces:
-            if self.first_token_s is None:
-                self.first_token_s = time.monotonic() - self.started
-            self.text += piece
-            self.tokens += 1
-            yield piece
+        try:
+            for piece in self.pieces:
+                if self.first_token_s is None:
+                    self.first_token_s = time.monotonic() - self.started
+                self.text += piece
+                self.tokens += 1
+                yield piece
+        finally:
+            self.pieces.close()  # a reader that stops early (a rerun) frees the model at once
         self.seconds = time.monotonic() - self.asked
         self.done = True
 
