@@ -121,9 +121,10 @@ def validate_request(request: CardRequest) -> CardRequest:
     return request
 
 
-def card_schema(count: int, card_type: str) -> dict[str, Any]:
+def card_schema(count: int, card_type: str, first: int = 0) -> dict[str, Any]:
     """The JSON schema of a reply with exactly `count` cards, with a shape and bounds per field
-    (llama.cpp's grammar takes a list of item schemas as the cards in order)."""
+    (llama.cpp's grammar takes a list of item schemas as the cards in order); the question openers
+    start at the group for card number `first` of the deck."""
 
     def card(index: int) -> dict[str, Any]:
         if card_type == "cloze":
@@ -142,7 +143,7 @@ def card_schema(count: int, card_type: str) -> dict[str, Any]:
     # A list of item schemas: card by card, so each card has its own question openers.
     cards = {
         "type": "array",
-        "items": [card(index) for index in range(count)],
+        "items": [card(first + index) for index in range(count)],
         "minItems": count,
         "maxItems": count,
     }
@@ -465,13 +466,13 @@ def generate_cards(
                 on_progress(f"attempt {attempt}: writing {asked} candidate cards, {tokens} tokens so far")
 
         max_tokens = TOKENS_PER_CARD[request.card_type] * asked + 64
-        fronts = fitting_fronts(
-            model, request, asked, [card.front for card in avoided + result.cards], max_tokens
-        )
+        # Only the caller's cards are listed: a small model copies a list it is shown, and this
+        # generation's own cards are kept out by the rules (and by new question openers) anyway.
+        fronts = fitting_fronts(model, request, asked, [card.front for card in avoided], max_tokens)
         try:
             reply = model.chat(
                 build_messages(request, asked, fronts),
-                schema=card_schema(asked, request.card_type),
+                schema=card_schema(asked, request.card_type, first=len(result.cards)),
                 max_tokens=max_tokens,
                 temperature=0.7 if attempt == 1 else 0.9,
                 repeat_penalty=REPEAT_PENALTY,
