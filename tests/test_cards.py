@@ -83,7 +83,11 @@ def test_cards_already_in_the_deck_are_skipped_and_name_the_note():
         ("", 0, "unreadable reply"),
         ("I cannot help with that.", 0, "unreadable reply"),
         ('{"cards": "none"}', 0, "JSON without a cards list"),
-        ('{"cards": [{"question": "What is H2O?", "answer": "Water."}, {"question": "What is Na', 1, None),
+        (
+            '{"cards": [{"question": "What is H2O?", "answer": "Water."}, {"question": "What is Na',
+            1,
+            "cut off by the token limit",
+        ),
         ("Q: What is H2O?\nA: Water.\n\nQ: What is NaCl?\nA: Table salt.", 2, None),
         ('[{"question": "What is H2O?", "answer": "Water."}]', 1, None),
     ],

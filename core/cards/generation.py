@@ -31,7 +31,7 @@ MAX_ATTEMPTS = 3
 QUESTION_LIMITS = (8, 120)
 ANSWER_LIMITS = (1, 100)
 CLOZE_LIMITS = (12, 260)
-TOKENS_PER_CARD = {"basic": 70, "cloze": 150}  # room for the longest fields the schema allows
+TOKENS_PER_CARD = {"basic": 80, "cloze": 150}  # room for the longest fields the schema allows
 REPEAT_PENALTY = 1.1  # keeps the candidates of one reply from repeating each other
 NOTES_CHARACTERS_PER_TOKEN = (
     8  # notes longer than 8 characters per context token cannot fit: refused uncounted
@@ -311,6 +311,8 @@ def parse_cards(
     rejected: list[Rejection] = []
     if how and not items:
         rejected.append(Rejection(text[:200], "", how, attempt))
+    elif how == "cut-off JSON":  # the card the token limit cut is lost: say so
+        rejected.append(Rejection(text[-200:], "", "cut off by the token limit", attempt))
     kept: list[Card] = []
     for item in items:
         card, reason = _card_from(item, card_type)
