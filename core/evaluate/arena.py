@@ -181,7 +181,7 @@ def _gguf_entry(pool: ModelPool, path: Path) -> PooledModel:
 
     try:
         return pool.get(("gguf", file_stamp(path)), path.stat().st_size, load)
-    except (OSError, ModelError) as exc:
+    except (OSError, ImportError, ModelError) as exc:  # ImportError: no llama-cpp-python here
         raise ArenaError(f"{path.name} cannot be loaded: {first_line(exc)}") from None
 
 
