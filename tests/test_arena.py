@@ -207,6 +207,8 @@ def test_the_fitted_strengths_solve_the_bradley_terry_equations():
     assert predicted == pytest.approx(expected, abs=1e-8)
     assert strength[0] > strength[1] > strength[2]
     even = bradley_terry(np.array([(0, 1, 1.0), (1, 0, 1.0), (0, 1, 0.5)]), 2)
+    unbeaten = bradley_terry(np.array([(0, 1, 1.0)] * 50), 2)  # never lost: still a finite strength
+    assert np.isfinite(unbeaten).all() and unbeaten[0] > 10 * unbeaten[1]
     assert even == pytest.approx([1.0, 1.0])  # the virtual player's strength: 1000 on the Elo scale
 
 

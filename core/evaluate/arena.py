@@ -11,12 +11,12 @@ no vote is lost to a read-modify-write race), with the prompt and both answers (
 the preference dataset, and the SHA-256 of each: a record whose text does not match its hash is
 not counted). Every line is validated when read; a torn or planted line is skipped and counted.
 
-The leaderboard fits a Bradley-Terry model by Hunter's MM iteration (2004): strength
-p_i = W_i / sum_j n_ij / (p_i + p_j), a tie counting half a win for each side, with one virtual
+The leaderboard fits a Bradley-Terry model, P(i beats j) = p_i / (p_i + p_j), by Newton's method on
+its logistic log-likelihood, a tie counting half a win for each side, with one virtual
 game (half won) against a fixed player of strength 1 so that an entry that never lost still has
 a finite strength (that player also fixes the scale). Scores are on the Elo scale
-(1000 + 400 log10 p: 1000 is the virtual player's, an entry with no decided votes); the interval is the 2.5-97.5
-percentile range over bootstrap resamples of the votes.
+(1000 + 400 log10 p: 1000 is the virtual player's, an entry with even results); the interval is
+the 2.5-97.5 percentile range over bootstrap resamples of the votes.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ MAX_TOKENS_LIMIT = 1024
 BOOTSTRAP_SAMPLES = 200
 MIN_INTERVAL_VOTES = 5  # below this, resampling an entry's few votes gives no meaningful interval
 ELO_BASE, ELO_SCALE = 1000.0, 400.0
+TOLERANCE = 1e-9  # the largest change of a log-strength at which the fit stops
 ADAPTER_PACKAGES = ("torch", "transformers", "peft")
 
 
@@ -407,10 +408,14 @@ def read_votes(root: Path) -> tuple[list[Vote], int]:
     return votes, skipped + len(records) - len(votes)
 
 
-def bradley_terry(games: np.ndarray, entries: int, iterations: int = 2000) -> np.ndarray:
-    """Strengths of `entries` players from `games`, rows (i, j, score of i in [0, 1]): Hunter's MM
-    iteration with one half-won virtual game per player against a fixed player of strength 1,
-    which also fixes the scale (no renormalisation)."""
+def bradley_terry(games: np.ndarray, entries: int, iterations: int = 100) -> np.ndarray:
+    """Strengths of `entries` players from `games`, rows (i, j, score of i in [0, 1]): the maximum of
+    the Bradley-Terry (logistic) likelihood in log-strengths by Newton's method, with one half-won
+    virtual game per player against a fixed player of strength 1, which also fixes the scale.
+
+    At the maximum each player's expected score equals its actual score, virtual game included:
+    sum_j n_ij p_i / (p_i + p_j) + p_i / (p_i + 1) = W_i (the equations Hunter's MM iteration
+    solves, far more slowly when votes are many)."""
     first, second, score = games[:, 0].astype(int), games[:, 1].astype(int), games[:, 2]
     wins = np.full(entries, 0.5)  # the virtual game's half win
     np.add.at(wins, first, score)
@@ -418,14 +423,18 @@ def bradley_terry(games: np.ndarray, entries: int, iterations: int = 2000) -> np
     pairs = np.zeros((entries, entries))
     np.add.at(pairs, (first, second), 1.0)
     np.add.at(pairs, (second, first), 1.0)
-    strength = np.ones(entries)
+    theta = np.zeros(entries)
     for _ in range(iterations):
-        denominator = (pairs / (strength[:, None] + strength[None, :])).sum(axis=1) + 1.0 / (strength + 1.0)
-        updated = wins / denominator
-        if np.max(np.abs(updated - strength)) < 1e-10:
-            return updated
-        strength = updated
-    return strength
+        expected = 1.0 / (1.0 + np.exp(theta[None, :] - theta[:, None]))  # P(i beats j)
+        virtual = 1.0 / (1.0 + np.exp(-theta))
+        gradient = wins - (pairs * expected).sum(axis=1) - virtual
+        curvature = pairs * expected * (1.0 - expected)
+        hessian = curvature - np.diag(curvature.sum(axis=1) + virtual * (1.0 - virtual))
+        step = np.clip(np.linalg.solve(hessian, gradient), -2.0, 2.0)  # the likelihood is concave
+        theta -= step
+        if np.max(np.abs(step)) < TOLERANCE:
+            break
+    return np.exp(theta)
 
 
 @dataclass(frozen=True)
