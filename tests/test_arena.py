@@ -97,6 +97,13 @@ def test_two_gguf_runs_stream_the_answers_bare_llama_cpp_gives_and_stay_loaded(a
     first_key = next(iter(found))
     assert "".join(stream_answer(pool, found[first_key], PROMPT, TOKENS)) == texts[first_key]
     assert pool.loaded() == [loaded[1], loaded[0]], "used again: now the most recently used, not reloaded"
+    tiny, smol = found["tiny/gguf-tiny-q8_0"], found["smol/gguf-smol-q4_1"]
+    small = ModelPool(smol.path.stat().st_size)  # room for one of them
+    handed_out = stream_answer(small, tiny, PROMPT, TOKENS)  # its model handed out, not yet generating
+    assert "".join(stream_answer(small, smol, PROMPT, TOKENS)) == texts[smol.key]  # tiny unloaded for it
+    with pytest.raises(ArenaError, match="unloaded to make room for another session's: ask again"):
+        list(handed_out)
+    assert [key[1][0] for key, _ in small.loaded()] == [str(smol.path)]
     with pytest.raises(ArenaError, match="at most 4000"):
         stream_answer(pool, found["tiny/gguf-tiny-q8_0"], "x" * 4001, TOKENS)
     with pytest.raises(ArenaError, match="between 1 and 1024"):

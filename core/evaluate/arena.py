@@ -186,10 +186,21 @@ def _gguf_entry(pool: ModelPool, path: Path) -> PooledModel:
         raise ArenaError(f"{path.name} cannot be loaded: {first_line(exc)}") from None
 
 
-def gguf_pieces(model: GgufModel, prompt: str, max_tokens: int) -> Iterator[str]:
-    """The loaded GGUF model's greedy answer to `prompt`, piece by piece, as llama-cpp's streaming
+@contextlib.contextmanager
+def _generating(entry: PooledModel) -> Iterator[None]:
+    """Hold the pooled model's lock while it generates; ArenaError when the pool unloaded it after
+    it was handed out (another session needed the room before this one started)."""
+    with entry.lock:
+        if entry.unloaded:
+            raise ArenaError("the model was unloaded to make room for another session's: ask again")
+        yield
+
+
+def gguf_pieces(entry: PooledModel, prompt: str, max_tokens: int) -> Iterator[str]:
+    """The pooled GGUF model's greedy answer to `prompt`, piece by piece, as llama-cpp's streaming
     chat completion gives it (its own chat template); the model's lock is held until the end."""
-    with model.lock:
+    model: GgufModel = entry.model
+    with _generating(entry):
         try:
             for chunk in model.llama.create_chat_completion(
                 messages=messages_for(prompt),
@@ -231,8 +242,8 @@ def _adapter_entry(pool: ModelPool, run_path: Path) -> PooledModel:
 
 def adapter_pieces(entry: PooledModel, prompt: str, max_tokens: int) -> Iterator[str]:
     """The run's adapter model's greedy answer to `prompt`, piece by piece (transformers' text
-    streamer: a piece is a word or so); generation runs on a thread that holds the model's lock,
-    and stops when the consumer stops reading."""
+    streamer: a piece is a word or so); generation runs on a thread while this generator holds the
+    model's lock, and stops when the consumer stops reading."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -250,7 +261,7 @@ def adapter_pieces(entry: PooledModel, prompt: str, max_tokens: int) -> Iterator
     stops = stop_token_ids(tokenizer)
 
     def generate() -> None:
-        with entry.lock, torch.inference_mode():
+        with torch.inference_mode():
             model.generate(
                 **encoded.to(model.device),
                 do_sample=False,
@@ -261,15 +272,16 @@ def adapter_pieces(entry: PooledModel, prompt: str, max_tokens: int) -> Iterator
                 stopping_criteria=StoppingCriteriaList([Stopped()]),
             )
 
-    thread = threading.Thread(target=generate, daemon=True)
-    thread.start()
-    try:
-        for piece in streamer:
-            if piece:
-                yield piece
-    finally:
-        stopped.set()
-        thread.join()
+    with _generating(entry):
+        thread = threading.Thread(target=generate, daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            stopped.set()
+            thread.join()
 
 
 def stream_answer(pool: ModelPool, contender: Contender, prompt: str, max_tokens: int) -> AnswerStream:
@@ -282,7 +294,7 @@ def stream_answer(pool: ModelPool, contender: Contender, prompt: str, max_tokens
         pieces = adapter_pieces(entry, prompt, max_tokens)
     else:
         entry = _gguf_entry(pool, contender.path)
-        pieces = gguf_pieces(entry.model, prompt, max_tokens)
+        pieces = gguf_pieces(entry, prompt, max_tokens)
     return AnswerStream(contender, prompt, pieces, started, time.monotonic())
 
 

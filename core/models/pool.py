@@ -27,12 +27,14 @@ class PoolError(RuntimeError):
 
 @dataclass
 class PooledModel:
-    """A loaded model, its size estimate in bytes, its lock (held while it generates) and how to unload it."""
+    """A loaded model, its size estimate in bytes, its lock (held while it generates), how to unload
+    it, and whether the pool has (a session that got it before must then ask again)."""
 
     model: Any
     size: int
     lock: threading.Lock
     close: Callable[[], None]
+    unloaded: bool = False  # set when the pool let it go: a holder must not use it any more
 
 
 def budget_from_environment(environment: dict[str, str] | None = None) -> int:
@@ -90,6 +92,7 @@ class ModelPool:
             if entry.lock.acquire(blocking=False):  # never unload a model a session generates with
                 try:
                     del self.entries[key]
+                    entry.unloaded = True
                     entry.close()
                 finally:
                     entry.lock.release()
