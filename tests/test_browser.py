@@ -372,8 +372,9 @@ def test_arena_streams_two_runs_and_a_vote_reaches_the_leaderboard_and_the_expor
     open_page(page, app.url, "Arena")
     box = page.get_by_role("textbox", name="Prompt", exact=True)
     box.fill("What colour is the sky?")
+    page.get_by_role("spinbutton", name="New tokens at most").fill("48")  # sent with the form
     page.get_by_role("button", name="Ask").click()
-    stats = page.get_by_text(re.compile(r"^\d+ tokens · first token \d+\.\d+ s · "))
+    stats = page.get_by_text(re.compile(r"^(\d|[1-4]\d) tokens · first token \d+\.\d+ s · "))
     expect(stats).to_have_count(2, timeout=120_000)
     settle(page)
     columns = page.locator('[data-testid="stColumn"]').filter(has=stats)
