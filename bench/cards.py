@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.cards.generation import CardRequest, generate_cards  # noqa: E402
-from core.models.gguf import DEFAULT_BATCH, GgufModel  # noqa: E402
+from core.cards.generation import CardRequest, build_messages, generate_cards  # noqa: E402
+from core.models.gguf import DEFAULT_BATCH, GgufModel, gguf_prompt_tokens  # noqa: E402
 from core.models.sources import bundled_path  # noqa: E402
 
 TOPICS = ("the water cycle", "volcanoes", "the Roman Empire", "photosynthesis", "prime numbers")
@@ -134,25 +134,30 @@ def offline(rounds: int) -> None:
 
 
 CHILD = """
-import resource, sys, time
+import resource, sys
 sys.path.insert(0, {root!r})
 from core.cards.generation import CardRequest, generate_cards
 from core.models.gguf import GgufModel
 from core.models.sources import bundled_path
 model = GgufModel(bundled_path(), batch={batch}, verbose=True)  # llama.cpp logs its buffers
-seconds = []
-for seed in range(3):
+generate_cards(model, CardRequest(topic="volcanoes", count=5), seed=1)
+print("RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+NOTES = "Volcanoes are openings in the crust where magma reaches the surface as lava. " * 40
+
+
+def prefill_seconds(model: GgufModel, messages: list) -> float:
+    """Seconds to read a prompt (the only work the prompt batch changes) and write one token."""
     model.llama.reset()
     started = time.perf_counter()
-    generate_cards(model, CardRequest(topic="volcanoes", count=5), seed=seed)
-    seconds.append(time.perf_counter() - started)
-print("SECONDS", sorted(seconds)[1], "RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+    model.llama.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+    return time.perf_counter() - started
 
 
-def memory() -> None:
-    """llama.cpp's compute buffer, peak memory and deck time by prompt batch (n_batch = n_ubatch)."""
-    print("\nprompt batch: compute buffer (llama.cpp's log), peak RSS and median deck of 3 (same seeds)")
+def memory(rounds: int = 5) -> None:
+    """llama.cpp's compute buffer and peak memory by prompt batch (n_batch = n_ubatch), and the time
+    to read a long prompt (notes) at llama.cpp's default batch and at ours, alternating."""
+    print("\nprompt batch: compute buffer (llama.cpp's log) and peak RSS after a 5-card deck")
     per_token = []
     for batch in BATCHES:
         done = subprocess.run(
@@ -162,19 +167,28 @@ def memory() -> None:
             timeout=600,
         )
         buffer = re.search(r"CPU compute buffer size =\s*([\d.]+) MiB", done.stderr)
-        figures = re.search(r"SECONDS ([\d.]+) RSS_MB ([\d.]+)", done.stdout)
-        if not buffer or not figures:
+        rss = re.search(r"RSS_MB ([\d.]+)", done.stdout)
+        if not buffer or not rss:
             raise SystemExit(f"the memory child failed: {done.stderr[-800:]}")
         mib = float(buffer.group(1))
         per_token.append(mib / batch)
-        print(
-            f"n_batch {batch}: compute buffer {mib:.1f} MiB, peak RSS {float(figures.group(2)):.0f} MB, "
-            f"deck {float(figures.group(1)):.2f} s"
-        )
+        print(f"n_batch {batch}: compute buffer {mib:.1f} MiB, peak RSS {float(rss.group(1)):.0f} MB")
     vocab_share = statistics.mean(per_token) * 1024 * 1024 / (49_152 * 4)
     for batch in BATCHES:
         estimate = batch * LLAMA_1B_VOCAB * 4 * vocab_share / 1024 / 1024
         print(f"Llama 3.2 1B q8_0 estimate at n_batch {batch}: compute buffer about {estimate:.0f} MiB")
+    models = {batch: GgufModel(bundled_path(), batch=batch) for batch in (512, DEFAULT_BATCH)}
+    messages = build_messages(CardRequest(notes=NOTES, count=5), 6)
+    tokens = len(gguf_prompt_tokens(models[512].llama, messages))
+    times: dict[int, list[float]] = {batch: [] for batch in models}
+    for _ in range(rounds):
+        for batch, model in models.items():
+            times[batch].append(prefill_seconds(model, messages))
+    default, ours = statistics.median(times[512]), statistics.median(times[DEFAULT_BATCH])
+    print(
+        f"reading a {tokens}-token prompt, median of {rounds}: n_batch 512 {default:.2f} s, "
+        f"n_batch {DEFAULT_BATCH} {ours:.2f} s, ratio {ours / default:.2f}"
+    )
 
 
 def main() -> None:
