@@ -373,3 +373,12 @@ def test_without_the_training_stack_adapters_are_said_to_be_unavailable(arena, m
     app = rerun(app_at("pages/6_Arena.py"))
     assert any("Adapters cannot answer here (missing torch" in i.value for i in app.info)
     assert all("adapter" not in option for option in app.multiselect(key="arena_variants").options)
+
+
+def test_an_adapter_answers_beside_a_gguf_file_on_the_page(arena, tiny_model):
+    app = rerun(app_at("pages/6_Arena.py"))
+    app.multiselect(key="arena_variants").set_value([TINY, "tiny · adapter"])
+    ask(app, PROMPT)
+    stats = [c.value for c in app.caption if " · first token " in c.value]
+    assert len(stats) == 2 and " tokens · " in stats[0] and " pieces · " in stats[1], stats
+    assert "**tiny · adapter**" in [shown(m.value) for m in app.markdown]

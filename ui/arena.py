@@ -37,10 +37,12 @@ def model_pool() -> ModelPool:
 
 
 def stats_line(answer: AnswerStream) -> str:
-    """Tokens, time to the first token, tokens per second and the whole answer's time."""
+    """Tokens (an adapter's streamer gives words or so: "pieces"), time to the first one, their rate
+    and the whole answer's time."""
+    unit = "pieces" if answer.contender.variant == "adapter" else "tokens"
     first = f"{answer.first_token_s:.2f} s" if answer.first_token_s is not None else "none"
-    speed = f"{answer.tokens_per_s:.1f} tokens/s" if answer.tokens_per_s is not None else "no tokens"
-    return f"{answer.tokens} tokens · first token {first} · {speed} · {answer.seconds:.2f} s"
+    speed = f"{answer.tokens_per_s:.1f} {unit}/s" if answer.tokens_per_s is not None else f"no {unit}"
+    return f"{answer.tokens} {unit} · first token {first} · {speed} · {answer.seconds:.2f} s"
 
 
 def show_answer(contender: Contender, prompt: str, max_tokens: int) -> AnswerStream | None:
