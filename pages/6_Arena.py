@@ -17,7 +17,7 @@ from core.machine.system import llama_cpp_capability
 from core.store.files import FileProblem
 from core.store.paths import runs_root
 from ui.arena import leaderboard_frame, show_answer, vote_panel
-from ui.owner import access_panel
+from ui.owner import access_panel, is_owner
 from ui.text import escape_markdown
 
 TYPED = "Type a prompt"
@@ -38,7 +38,12 @@ if not gguf_ready.available:
 if not adapters.available:
     st.info(f"Adapters cannot answer here ({escape_markdown(adapters.detail)}); exported GGUF files can.")
 
-offered = {c.label: c for c in contenders(root, adapters=adapters.available)}
+owner = is_owner()
+if adapters.available and not owner:  # a base model in transformers in this process: the owner's call
+    st.caption(
+        "Adapters answer for the owner only (unlock in the sidebar); exported GGUF files answer for anyone."
+    )
+offered = {c.label: c for c in contenders(root, adapters=adapters.available and owner)}
 if not offered:
     st.info("No run has an exported GGUF file or an adapter yet: export a run on its Run page first.")
 chosen = st.multiselect(

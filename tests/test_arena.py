@@ -338,7 +338,7 @@ def test_the_page_streams_two_runs_a_vote_reaches_the_leaderboard_and_the_export
     assert download.proto.label == "Download the preference dataset (JSONL)"
 
 
-def test_a_locked_deploy_shows_answers_but_stores_no_vote(arena, monkeypatch):
+def test_a_locked_deploy_shows_gguf_answers_but_no_adapters_and_stores_no_vote(arena, monkeypatch):
     monkeypatch.setenv("PEFT_OWNER_PASSWORD", "secret-owner-password")
     app = rerun(app_at("pages/6_Arena.py"))
     app.selectbox(key="arena_set").set_value("lab")
@@ -351,6 +351,8 @@ def test_a_locked_deploy_shows_answers_but_stores_no_vote(arena, monkeypatch):
     rerun(app)
     assert "Only the owner" in app.warning[0].value
     assert not votes_path(arena).exists()
+    assert all("adapter" not in option for option in app.multiselect(key="arena_variants").options)
+    assert any("Adapters answer for the owner only" in caption.value for caption in app.caption)
 
 
 def test_the_page_renders_on_an_app_only_install_and_counts_bad_votes(runs_root):
