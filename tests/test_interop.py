@@ -435,3 +435,216 @@ def test_the_home_download_holds_every_run_as_tensorboard_logs(runs):
     rerun(app)
     download = app.get("download_button")
     assert any("as TensorBoard logs" in button.proto.label for button in download)
+
+
+# --- the reviewer's attacks (issue 22) -----------------------------------------------------------
+
+
+def trainer_folder(runs: Path, tmp_path: Path, name: str = "outputs") -> Path:
+    """A Trainer output folder holding a copy of the native run's last checkpoint."""
+    folder = tmp_path / name
+    shutil.copytree(runs / RUN / "checkpoints" / f"checkpoint-{STEPS}", folder / f"checkpoint-{STEPS}")
+    return folder
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_a_global_step_that_names_a_path_reaches_no_folder_outside_the_import(runs, tmp_path):
+    from core.interop.imports import import_folder
+
+    folder = tmp_path / "outputs"
+    (folder / "checkpoint-").mkdir(parents=True)  # with the step below: outputs/checkpoint-/../../runs/...
+    state = {"global_step": f"/../../{runs.name}/{RUN}/adapter", "log_history": [{"step": 1, "loss": 2.0}]}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    report = import_folder(runs, folder, name="hostile", source="outputs", kind="trainer")
+    assert report.created == ["hostile"]
+    run = load_run(runs, "hostile")
+    assert run.config["origin"]["adapter"] is None and not (run.path / "adapter").exists()
+    assert "lora_r" not in run.config and "base_model" not in run.config  # nothing of the other run's adapter
+
+
+def test_an_adapter_whose_config_or_shapes_do_not_hold_is_left_out_and_a_kept_one_gets_a_clean_config(
+    runs, tmp_path
+):
+    folder = trainer_folder(runs, tmp_path)
+    config = folder / f"checkpoint-{STEPS}" / "adapter_config.json"
+    original = config.read_text()
+    attacks = {
+        "huge": ({"r": 3_000_000}, "lora_r must be"),
+        "rank": ({"r": 8}, "does not match r=8"),  # the weights are of r=16
+        "task": ({"task_type": "SEQ_CLS"}, "task_type is 'SEQ_CLS'"),
+        "pattern": ({"rank_pattern": {"q_proj": 1_000_000}}, "rank_pattern is set"),
+    }
+    for name, (changes, reason) in attacks.items():
+        config.write_text(original)
+        edit_json(config, **changes)
+        report = import_zip(runs, zipped(folder), upload_name=f"{name}.zip", name=name)
+        assert report.created == [name] and not (runs / name / "adapter").exists(), name
+        assert any(reason in p for p in report.problems), (name, report.problems)
+        assert load_run(runs, name).config.get("lora_r") in (None, 8, 16)
+
+    config.write_text(original)
+    edit_json(config, surprise={"anything": 1}, revision="evil", base_model_name_or_path="")
+    report = import_zip(runs, zipped(folder), upload_name="clean.zip", name="clean")
+    written = json.loads((runs / "clean" / "adapter" / "adapter_config.json").read_text())
+    assert set(written) == {
+        "peft_type", "task_type", "base_model_name_or_path", "r", "lora_alpha", "lora_dropout",
+        "target_modules", "use_rslora", "bias", "inference_mode",
+    }  # fmt: skip
+    assert written["r"] == 16 and written["base_model_name_or_path"] is None
+    # the base model's problem is reported against the file that holds it
+    assert f"checkpoint-{STEPS}/adapter_config.json: base_model left out (is required)" in report.problems
+
+
+def test_chat_templates_that_do_not_render_within_limits_and_a_partial_tokenizer_are_left_out(runs, tmp_path):
+    from core.interop.templates import template_problem
+
+    folder = trainer_folder(runs, tmp_path)
+    checkpoint = folder / f"checkpoint-{STEPS}"
+    (checkpoint / "chat_template.jinja").write_text("{{ 'x' * 400000000 }}")
+    started = time.monotonic()
+    report = import_zip(runs, zipped(folder), upload_name="memory.zip", name="memory")
+    print(f"a template that runs out of memory: {time.monotonic() - started:.2f} s")
+    adapter = runs / "memory" / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert any("chat_template.jinja: the chat template does not render" in p for p in report.problems)
+
+    (checkpoint / "chat_template.jinja").unlink()
+    edit_json(checkpoint / "tokenizer_config.json", chat_template="x" * (64 << 10) + "!")
+    report = import_zip(runs, zipped(folder), upload_name="long.zip", name="long")
+    assert any("65,537 characters long" in p for p in report.problems)
+    assert not (runs / "long" / "adapter" / "tokenizer_config.json").exists()
+
+    loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    assert "within 3 s" in template_problem(loops)
+    assert time.monotonic() - started < 6
+    assert template_problem("{% for m in messages %}{{ m['content'] }}{% endfor %}") is None
+
+    edit_json(checkpoint / "tokenizer_config.json", chat_template="{{ messages[0]['content'] }}")
+    (checkpoint / "tokenizer.json").unlink()  # tokenizer_config.json alone cannot load a tokenizer
+    report = import_zip(runs, zipped(folder), upload_name="partial.zip", name="partial")
+    assert sorted(p.name for p in (runs / "partial" / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert any("tokenizer files left out (no tokenizer.json)" in p for p in report.problems)
+
+
+def test_steps_follow_one_rule_and_numbers_written_are_finite(runs, tmp_path):
+    from tensorboard.compat.proto import summary_pb2
+
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    history = [{"step": s, "loss": 1e308} for s in (-1, 1, 2, 7, 10**23)] + [{"step": 3, "loss": 1e308}]
+    (folder / "trainer_state.json").write_text(json.dumps({"max_steps": 5, "log_history": history}))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as handle:  # writestr: mode 0o600, no file-type bits
+        handle.writestr("outputs/trainer_state.json", (folder / "trainer_state.json").read_text())
+    report = import_zip(runs, buffer.getvalue(), upload_name="steps.zip", name="steps")
+    assert report.created == ["steps"]
+    assert [e["step"] for e in events_of(runs / "steps")[0]] == [1, 2, 3]
+    assert "Infinity" not in (runs / "steps" / "metrics.json").read_text()
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    from core.interop.tensorboard import _scalar_value, _write_events
+
+    def loss(value: float) -> summary_pb2.Summary:
+        return summary_pb2.Summary(value=[_scalar_value("train/loss", value)])
+
+    _write_events(logs, [(-1, 100.0, loss(3.0)), (1, float("nan"), loss(2.0)), (2, 100.0, loss(1.0))])
+    done = run_core("runs", "import-tensorboard", str(logs), "--name", "tbsteps", runs_root=runs)
+    assert done.returncode == 0, done.stderr
+    train, _ = events_of(runs / "tbsteps")
+    assert [e["step"] for e in train] == [2]  # a negative step, a NaN wall time: left out
+    assert "NaN" not in (runs / "tbsteps" / "events.jsonl").read_text()
+
+
+def test_an_import_past_what_a_run_may_hold_is_thinned_evenly_and_stays_readable(runs, tmp_path, monkeypatch):
+    from core.interop import runs as interop_runs
+
+    monkeypatch.setattr(interop_runs, "MAX_RECORDS_BYTES", 20_000)
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    history = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-4, "epoch": s / 1000} for s in range(1, 1001)]
+    (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    report = import_zip(runs, zipped(folder), upload_name="long.zip", name="long")
+    steps = [e["step"] for e in events_of(runs / "long")[0]]
+    assert steps[0] == 1 and steps[-1] == 1000 and len(steps) < 200
+    assert (runs / "long" / "events.jsonl").stat().st_size <= 20_000
+    assert any("1,000 logged steps" in p and "evenly spread" in p for p in report.problems)
+    gaps = {b - a for a, b in zip(steps, steps[1:])}
+    assert max(gaps) - min(gaps) <= 1
+
+
+def test_tensorboard_folders_whose_names_clean_up_alike_become_distinct_runs(runs, tmp_path):
+    logs = tmp_path / "logs"
+    for folder in ("a b", "a-b", "a+b"):
+        shutil.copytree(runs / RUN / "tensorboard", logs / folder)
+    report = import_zip(runs, zipped(logs), upload_name="logs.zip", name="x")
+    assert sorted(report.created) == ["x-a-b", "x-a-b-2", "x-a-b-3"] and report.problems == []
+
+
+def test_one_bad_run_does_not_stop_an_export_and_exports_are_capped(runs, tmp_path, monkeypatch):
+    from core.interop import tensorboard
+
+    bad = runs / "bad"
+    shutil.copytree(runs / RUN, bad)
+    with (bad / "events.jsonl").open("a") as handle:
+        handle.write(json.dumps({"step": 2**63, "loss": 1.0}) + "\n")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(config)[:-1] + ', "unknown": ' + "9" * 400 + "}")
+    written, left_out = tensorboard.export_tensorboard(list_runs(runs), tmp_path / "out")
+    assert written == ["bad", RUN] and left_out == []
+
+    monkeypatch.setattr(tensorboard, "_run_summaries", lambda run, events: 1 / 0)
+    written, left_out = tensorboard.export_tensorboard(list_runs(runs)[:1], tmp_path / "broken")
+    assert written == [] and left_out == ["bad (cannot be written: ZeroDivisionError: division by zero)"]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(tensorboard, "MAX_EXPORT_RUNS", 1)
+    monkeypatch.setattr(tensorboard, "MAX_EXPORT_STEPS", 2)
+    written, left_out = tensorboard.export_tensorboard(list_runs(runs), tmp_path / "capped")
+    assert written == ["bad"] and left_out == [f"{RUN} (an export writes at most 1 runs)"]
+    (event_file,) = [p for p in (tmp_path / "capped" / "bad").iterdir() if "tfevents" in p.name]
+    steps = [
+        e.step
+        for e in EventFileLoader(str(event_file)).Load()
+        if any(v.tag == "train/loss" for v in e.summary.value)
+    ]
+    assert steps == [1, STEPS]
+
+
+def test_the_tensorboard_download_is_written_once_per_state_of_the_runs(runs, monkeypatch):
+    from core.interop import tensorboard
+
+    calls = []
+    real = tensorboard.tensorboard_zip
+    monkeypatch.setattr(tensorboard, "tensorboard_zip", lambda picked: calls.append(1) or real(picked))
+    app = rerun(app_at())
+    for _ in range(2):
+        app.button(key="interop_export").click()
+        rerun(app)
+    assert len(calls) == 1
+    assert any(f"at most {tensorboard.MAX_EXPORT_RUNS} runs" in shown(c.value) for c in app.caption)
+
+
+def test_an_upload_with_a_checkpoint_of_odd_digits_and_control_characters_in_its_name_imports(runs, tmp_path):
+    folder = trainer_folder(runs, tmp_path)
+    (folder / "checkpoint-²").mkdir()  # str.isdigit() holds, int() raises
+    report = import_zip(runs, zipped(folder), upload_name="nul\x00name.zip", name=None)
+    assert (
+        report.created == ["nulname"]
+        and load_run(runs, "nulname").config["origin"]["source"] == "nulname.zip"
+    )
+    app = rerun(app_at())  # Streamlit refuses a NUL in an upload's name itself; a tab reaches the page
+    app.file_uploader(key="interop_upload").set_value(
+        ("odd\tname.zip", zipped(folder), "application/zip")
+    ).run()
+    app.button(key="interop_import").click()
+    rerun(app)
+    assert not app.exception
+    assert "oddname.zip: imported 1 run(s) (oddname)" in shown(app.success[0].value)

@@ -9,9 +9,10 @@ from pathlib import Path
 import streamlit as st
 
 from core.interop.archive import MAX_UNPACKED_BYTES
-from core.interop.imports import import_zip
-from core.interop.runs import InteropError
-from core.store.runs import Run, RunNameError, list_runs
+from core.interop.imports import import_zip, upload_file_name
+from core.interop.tensorboard import MAX_EXPORT_RUNS, MAX_EXPORT_STEPS
+from core.store.files import file_stamp
+from core.store.runs import CONFIG_FILE, EVENTS_FILE, METRICS_FILE, Run, list_runs
 from ui.owner import owner_only
 from ui.text import escape_markdown
 
@@ -47,9 +48,15 @@ def bring_your_runs(root: Path) -> None:
 def tensorboard_download(runs: Callable[[], list[Run]], label: str, key: str) -> None:
     """A button that writes the runs' TensorBoard logs (core.interop.tensorboard), then their download."""
     if st.button(label, key=f"{key}_export"):
-        from core.interop.tensorboard import tensorboard_zip
-
-        data, written, left_out = tensorboard_zip(runs())
+        picked = runs()
+        stamps = tuple(
+            (
+                str(run.path),
+                *(file_stamp(run.path / name) for name in (EVENTS_FILE, CONFIG_FILE, METRICS_FILE)),
+            )
+            for run in picked
+        )
+        data, written, left_out = _tensorboard_zip(stamps, picked)
         st.download_button(
             f"Download {len(written)} run(s) as TensorBoard logs",
             data,
@@ -58,16 +65,32 @@ def tensorboard_download(runs: Callable[[], list[Run]], label: str, key: str) ->
             key=f"{key}_download",
         )
         st.caption(
-            "Unzip and run `tensorboard --logdir tensorboard`: the HParams view lays the runs out by config."
-            + (f" {len(left_out)} run(s) without a logged loss are left out." if left_out else "")
+            "Unzip and run `tensorboard --logdir tensorboard`: the HParams view lays the runs out by config. "
+            f"A download holds at most {MAX_EXPORT_RUNS} runs and {MAX_EXPORT_STEPS:,} logged steps of each "
+            "(evenly spread beyond that)."
+            + (
+                f" {len(left_out)} run(s) left out (no logged loss, unreadable, or over the cap)."
+                if left_out
+                else ""
+            )
         )
 
 
+@st.cache_data(max_entries=4, show_spinner="Writing TensorBoard logs...")
+def _tensorboard_zip(stamps: tuple[object, ...], _runs: list[Run]) -> tuple[bytes, list[str], list[str]]:
+    """tensorboard_zip of `_runs`, written once per state of their files (`stamps`: each run's
+    path and the stamps of its events, config and metrics)."""
+    from core.interop.tensorboard import tensorboard_zip
+
+    return tensorboard_zip(_runs)
+
+
 def _import(root: Path, upload_name: str, data: bytes, name: str | None) -> None:
+    upload_name = upload_file_name(upload_name)
     try:
         with st.spinner(f"Importing {escape_markdown(upload_name)}..."):
             report = import_zip(root, data, upload_name=upload_name, name=name)
-    except (InteropError, RunNameError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # InteropError and RunNameError among them
         st.error(f"{escape_markdown(upload_name)} was not imported: {escape_markdown(exc)}")
         return
     message = f"{escape_markdown(upload_name)}: {escape_markdown(report.summary())}."

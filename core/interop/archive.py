@@ -22,6 +22,7 @@ MAX_UNPACKED_BYTES = 256 << 20
 """A 5 MB upload (Streamlit's server.maxUploadSize) of event files or a small adapter unpacks far
 below this; a zip bomb does not."""
 _CHUNK = 1 << 20
+_UNIX = 3  # ZipInfo.create_system of an archive written on Unix: only then are mode bits meaningful
 
 
 def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
@@ -31,7 +32,8 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
     if name.startswith("/") or (path.parts and path.parts[0].endswith(":")) or ".." in path.parts:
         raise InteropError(f"{info.filename!r} lies outside the archive's folder: refused")
     mode = info.external_attr >> 16
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    kind = stat.S_IFMT(mode)  # 0: no file type given (Python's ZipFile.writestr), a regular file
+    if info.create_system == _UNIX and kind and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         what = "a symbolic link" if stat.S_ISLNK(mode) else "not a file or folder"
         raise InteropError(f"{info.filename!r} is {what}: refused")
     return path

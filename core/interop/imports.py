@@ -7,6 +7,7 @@ a hidden staging folder in the runs root, read from there, and deleted whatever 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from core.interop.archive import unpack_zip
@@ -15,6 +16,9 @@ from core.interop.tensorboard import event_folders, read_tensorboard_folder
 from core.interop.trainer import read_trainer_folder, trainer_root
 from core.store.files import staging_dir
 from core.store.runs import validate_run_name
+
+MAX_UPLOAD_NAME = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def import_trainer(
@@ -67,6 +71,14 @@ def import_folder(
     return import_tensorboard(root, folder, name=name, source=source)
 
 
+def upload_file_name(name: str) -> str:
+    """An uploaded file's name as a run's origin and the messages may hold it: its last part,
+    without control characters, at most MAX_UPLOAD_NAME characters ("upload.zip" when nothing is
+    left)."""
+    cleaned = _CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()[:MAX_UPLOAD_NAME]
+    return cleaned if cleaned.strip(".") else "upload.zip"
+
+
 def import_zip(
     root: Path,
     data: bytes,
@@ -78,6 +90,7 @@ def import_zip(
 ) -> ImportReport:
     """Import a zip of a Trainer output folder or TensorBoard logs (import_folder); InteropError
     saying why when it is refused, and nothing is created then."""
+    upload_name = upload_file_name(upload_name)
     root.mkdir(parents=True, exist_ok=True)
     with staging_dir(root / "upload") as staging:
         folder = staging / (Path(upload_name).stem.lstrip(".") or "upload")  # named in messages

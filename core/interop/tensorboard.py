@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import tempfile
 import time
 import zipfile
@@ -26,9 +27,12 @@ from core.interop.runs import (
     InteropError,
     checked_fields,
     eval_event,
+    fit_events,
     origin,
     run_metrics,
+    thinned_steps,
     training_event,
+    valid_step,
 )
 from core.store.files import (
     finite_number,
@@ -42,7 +46,14 @@ from core.store.runs import EVENTS_FILE, Run, validate_run_name
 from core.train.config import field_specs
 
 EVENT_FILE_MARK = "tfevents"
-MAX_EVENT_BYTES = 512 << 20  # the event files of one folder read at most
+MAX_EVENT_BYTES = 32 << 20
+"""The event files of one folder read at most: ~80,000 logged steps of the callback's scalars (an
+event each, ~400 bytes a step), a few seconds to read; events.jsonl keeps ~50,000 (fit_events)."""
+MAX_EXPORT_RUNS = 200
+MAX_EXPORT_STEPS = 5_000
+"""An export writes at most this many logged steps of a run, evenly spread (first and last kept)."""
+_INT64 = range(-(2**63), 2**63)
+MAX_HPARAM_CHARS = 256
 TRAIN_TAGS = {"loss": "loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm", "epoch": "epoch"}
 FINAL_TAGS = {"train_loss": "train_loss", "train_runtime": "train_runtime"}
 EVAL_LOSS_TAGS = ("eval/loss", "eval_loss")
@@ -130,6 +141,8 @@ def read_event_folder(files: list[Path]) -> EventFolder:
                 number = _value_of(value) if key else None
                 if key is None or number is None:
                     continue
+                if not valid_step(int(event.step)) or finite_number(event.wall_time) is None:
+                    continue
                 start = event.wall_time if start is None else min(start, event.wall_time)
                 record = by_step.setdefault(int(event.step), {})
                 record[key] = number
@@ -144,7 +157,7 @@ def _events(
     final: dict[str, Any] = {}
     for step in sorted(by_step):
         record = by_step[step]
-        elapsed = round(record["wall_time"] - start, 3) if start is not None else None
+        elapsed = finite_number(round(record["wall_time"] - start, 3)) if start is not None else None
         if "loss" in record:
             events.append(training_event(step, record["loss"], record, elapsed))
         if "eval_loss" in record:
@@ -175,6 +188,18 @@ def run_name_for(relative: str, name: str | None, fallback: str) -> str:
     return validate_run_name(cleaned or "tensorboard")
 
 
+def unique_name(candidate: str, taken: set[str]) -> str:
+    """`candidate`, or `candidate`-2, -3... (cut to fit a run name) when another folder of the same
+    import already took it: folders whose names clean up alike stay apart."""
+    number = 1
+    name = candidate
+    while name in taken:
+        number += 1
+        suffix = f"-{number}"
+        name = validate_run_name(candidate[: 64 - len(suffix)] + suffix)
+    return name
+
+
 def read_tensorboard_folder(
     folder: Path, *, name: str | None, source: str
 ) -> tuple[list[ImportedRun], list[str]]:
@@ -187,6 +212,7 @@ def read_tensorboard_folder(
         raise InteropError(f"{folder.name}: no TensorBoard event files (events.out.tfevents.*) in it")
     runs: list[ImportedRun] = []
     problems: list[str] = []
+    names: set[str] = set()
     for relative, files in folders.items():
         where = f"{folder.name}/{relative}" if relative != "." else folder.name
         size = sum(path.lstat().st_size for path in files)
@@ -201,6 +227,7 @@ def read_tensorboard_folder(
             problems.append(f"{where}: not imported (the event files cannot be read: {exc})")
             continue
         events, final = _events(found.by_step, found.start)
+        events = fit_events(events, where, problems)
         if not found.events_read:
             problems.append(f"{where}: not imported (no event could be read: not TensorBoard event files)")
             continue
@@ -214,10 +241,11 @@ def read_tensorboard_folder(
         )
         config["origin"] = origin("tensorboard", source, folder=relative)
         try:
-            run_name = run_name_for(relative, name, folder.name)
+            run_name = unique_name(run_name_for(relative, name, folder.name), names)
         except ValueError as exc:
             problems.append(f"{where}: not imported ({exc})")
             continue
+        names.add(run_name)
         runs.append(ImportedRun(run_name, config, events, run_metrics(events, final)))
     if not runs:
         raise InteropError(f"{folder.name}: nothing to import ({'; '.join(problems)})")
@@ -240,16 +268,19 @@ def _hparam_value(key: str, value: Any) -> Any:
 
 
 def hparams_of(config: dict[str, Any]) -> dict[str, bool | float | str]:
-    """A run's config as HParams values: numbers, booleans and text; lists joined by commas;
-    where it came from and its note left out."""
+    """A run's config as HParams values: booleans, finite numbers and text of at most
+    MAX_HPARAM_CHARS; lists joined by commas; where it came from, its note and anything else left
+    out (a config.json from elsewhere may hold anything)."""
     values: dict[str, bool | float | str] = {}
     for key, value in config.items():
-        if key in _HPARAM_SKIPPED or value is None or isinstance(value, dict):
+        if key in _HPARAM_SKIPPED or len(key) > MAX_HPARAM_CHARS:
             continue
         if isinstance(value, list):
             value = ",".join(map(str, value))
-        if isinstance(value, (bool, int, float, str)):
+        if isinstance(value, bool) or (isinstance(value, str) and len(value) <= MAX_HPARAM_CHARS):
             values[key] = value
+        elif (number := finite_number(value)) is not None:
+            values[key] = number
     return values
 
 
@@ -288,6 +319,11 @@ def _epoch_seconds(stamp: Any) -> float:
         return 0.0
 
 
+def _exportable_step(step: Any) -> bool:
+    """Whether `step` can be an event's step: an int (not a bool) within int64."""
+    return isinstance(step, int) and not isinstance(step, bool) and step in _INT64
+
+
 def _run_summaries(run: Run, events: list[dict[str, Any]]) -> list[tuple[int, float, Any]]:
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
@@ -297,9 +333,11 @@ def _run_summaries(run: Run, events: list[dict[str, Any]]) -> list[tuple[int, fl
         (0, created, hp.hparams_pb(hparams_of(run.config), trial_id=run.name))
     ]
     last_step = 0
+    steps = sorted({step for event in events if _exportable_step(step := event.get("step"))})
+    kept = thinned_steps(steps, MAX_EXPORT_STEPS)
     for event in events:
         step = event.get("step")
-        if isinstance(step, bool) or not isinstance(step, int):
+        if not _exportable_step(step) or step not in kept:
             continue
         last_step = max(last_step, step)
         elapsed = finite_number(event.get("elapsed_s")) or 0.0
@@ -328,7 +366,8 @@ def export_tensorboard(runs: Iterable[Run], target: Path) -> tuple[list[str], li
     """Write TensorBoard event files of `runs` into the folder `target`, one folder per run with
     its hparams and curves and the experiment's summary at the top; return the runs written and
     the ones left out (broken, or no logged loss), each with the reason. `target` is replaced
-    whole; InteropError when it is a folder this export did not make."""
+    whole; InteropError when it is a folder this export did not make. At most MAX_EXPORT_RUNS runs
+    are written (the rest left out) and MAX_EXPORT_STEPS logged steps of each."""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
     if target.is_symlink() or (target.exists() and not is_real_dir(target)):
@@ -340,17 +379,21 @@ def export_tensorboard(runs: Iterable[Run], target: Path) -> tuple[list[str], li
     names: set[str] = set()
     with staging_dir(target) as staging:
         for run in runs:
+            if len(written) >= MAX_EXPORT_RUNS:
+                left_out.append(f"{run.name} (an export writes at most {MAX_EXPORT_RUNS} runs)")
+                continue
             try:
                 events, _ = read_jsonl(run.path / EVENTS_FILE)
-            except OSError as exc:
-                left_out.append(f"{run.name} ({exc})")
+                if run.broken or not any(finite_number(event.get("loss")) is not None for event in events):
+                    left_out.append(f"{run.name} ({'; '.join(run.problems) or 'no logged loss'})")
+                    continue
+                folder = staging / run.name
+                folder.mkdir()
+                _write_events(folder, _run_summaries(run, events))
+            except Exception as exc:  # one run's files from elsewhere must not stop the others
+                shutil.rmtree(staging / run.name, ignore_errors=True)
+                left_out.append(f"{run.name} (cannot be written: {type(exc).__name__}: {exc})")
                 continue
-            if run.broken or not any(finite_number(event.get("loss")) is not None for event in events):
-                left_out.append(f"{run.name} ({'; '.join(run.problems) or 'no logged loss'})")
-                continue
-            folder = staging / run.name
-            folder.mkdir()
-            _write_events(folder, _run_summaries(run, events))
             names |= set(hparams_of(run.config))
             written.append(run.name)
         metrics = [hp.Metric(tag) for tag in ("train/loss", EVAL_LOSS_TAGS[0], *FINAL_METRICS.values())]

@@ -12,25 +12,29 @@ scheduler.pt, rng_state.pth and adapter_model.bin, which are pickles (loading on
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from core.interop.runs import (
+    ADAPTER_CONFIG_FILE,
     ImportedRun,
     InteropError,
     check_adapter_folder,
     checked_fields,
     eval_event,
+    fit_events,
     lora_fields,
     origin,
     run_metrics,
     training_event,
+    valid_step,
 )
 from core.store.files import FileProblem, finite_number, is_real_dir, read_json_object
 from core.store.runs import CHECKPOINT_PREFIX
 
 STATE_FILE = "trainer_state.json"
-MAX_STATE_BYTES = 64 << 20  # log_history of ~300,000 logged steps
+MAX_STATE_BYTES = 24 << 20  # log_history of ~100,000 logged steps; events.jsonl holds ~50,000 (fit_events)
 _DESCEND = 3  # single folders a zip may wrap the Trainer folder in (outputs/, a Drive export's)
 
 
@@ -38,7 +42,9 @@ def _checkpoint_step(path: Path) -> int | None:
     name = path.name
     digits = name[len(CHECKPOINT_PREFIX) :]
     return (
-        int(digits) if name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() and is_real_dir(path) else None
+        int(digits)
+        if name.startswith(CHECKPOINT_PREFIX) and re.fullmatch(r"[0-9]{1,18}", digits) and is_real_dir(path)
+        else None
     )
 
 
@@ -61,15 +67,18 @@ def trainer_root(folder: Path) -> Path:
     )
 
 
+def checkpoints(root: Path) -> dict[int, Path]:
+    """The checkpoint-N folders in `root` by step, in step order."""
+    found = {step: entry for entry in root.iterdir() if (step := _checkpoint_step(entry)) is not None}
+    return dict(sorted(found.items()))
+
+
 def newest_state(root: Path, problems: list[str]) -> tuple[Path, dict[str, Any]]:
     """The folder whose trainer_state.json is at the highest global step (the Trainer folder itself
     before a checkpoint of the same step) and that state; unreadable states are noted in
     `problems`, InteropError when none reads."""
-    candidates = [root] + sorted(
-        (entry for entry in root.iterdir() if _checkpoint_step(entry) is not None), key=_checkpoint_step
-    )
     found: list[tuple[float, bool, Path, dict[str, Any]]] = []
-    for folder in candidates:
+    for folder in [root, *checkpoints(root).values()]:
         if not (folder / STATE_FILE).exists():
             continue
         try:
@@ -85,9 +94,12 @@ def newest_state(root: Path, problems: list[str]) -> tuple[Path, dict[str, Any]]
     return folder, state
 
 
-def state_events(state: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """events.jsonl's records from a trainer_state.json's log_history, and its final report (the
-    entry with train_loss and train_runtime); InteropError when it logs no training loss."""
+def state_events(
+    state: dict[str, Any], where: str, problems: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """events.jsonl's records from a trainer_state.json's log_history (steps that valid_step
+    refuses left out; thinned by fit_events), and its final report (the entry with train_loss and
+    train_runtime); InteropError when it logs no training loss."""
     history = state.get("log_history")
     if not isinstance(history, list):
         raise InteropError(f"{where}: log_history is missing or not a list")
@@ -97,7 +109,7 @@ def state_events(state: dict[str, Any], where: str) -> tuple[list[dict[str, Any]
         if not isinstance(entry, dict):
             continue
         step = entry.get("step")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if not valid_step(step, state.get("max_steps")):
             continue
         if "train_runtime" in entry or "train_loss" in entry:
             final = entry
@@ -110,7 +122,7 @@ def state_events(state: dict[str, Any], where: str) -> tuple[list[dict[str, Any]
             events.append(eval_event(step, eval_loss, entry.get("epoch"), None))
     if not any("loss" in event for event in events):
         raise InteropError(f"{where}: log_history has no training loss to import")
-    return events, final
+    return fit_events(events, where, problems), final
 
 
 def read_trainer_folder(
@@ -125,24 +137,27 @@ def read_trainer_folder(
     root = trainer_root(folder)
     chosen, state = newest_state(root, problems)
     label = STATE_FILE if chosen == root else f"{chosen.name}/{STATE_FILE}"
-    events, final = state_events(state, label)
-    adapter, adapter_config = None, {}
-    same_step = root / f"{CHECKPOINT_PREFIX}{state.get('global_step')}"
-    for candidate in dict.fromkeys([root, chosen, same_step]):  # the final model, else the checkpoint's
-        if adapter is None and is_real_dir(candidate):
+    events, final = state_events(state, label, problems)
+    adapter, adapter_config, adapter_label = None, {}, ADAPTER_CONFIG_FILE
+    step = state.get("global_step")
+    same_step = checkpoints(root).get(step) if valid_step(step) else None  # only a folder found in root
+    for candidate in dict.fromkeys(f for f in (root, chosen, same_step) if f is not None):
+        if adapter is None:  # the final model, else the checkpoint's
             adapter, found = check_adapter_folder(candidate, problems)
             if adapter is not None or not adapter_config:
                 adapter_config = found
+                where = "" if candidate == root else f"{candidate.name}/"
+                adapter_label = f"{where}{ADAPTER_CONFIG_FILE}"
+    lora = lora_fields(adapter_config) if adapter_config else {}
+    if base_model:
+        lora["base_model"] = base_model
     values = {
-        **lora_fields(adapter_config),
         "max_steps": state.get("max_steps"),
         "batch_size": state.get("train_batch_size"),
         "logging_steps": state.get("logging_steps"),
         "save_steps": state.get("save_steps"),
     }
-    if base_model:
-        values["base_model"] = base_model
-    config = checked_fields(values, label, problems)
+    config = {**checked_fields(lora, adapter_label, problems), **checked_fields(values, label, problems)}
     config["origin"] = origin(
         "trainer",
         source,
