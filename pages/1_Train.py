@@ -21,7 +21,6 @@ from core.remote.dashboard import configured_remote
 from core.store.paths import runs_root
 from core.store.runs import (
     RunNameError,
-    list_runs,
     load_run,
     taken_names,
     validate_run_name,
@@ -36,10 +35,10 @@ from ui.hf_jobs import jobs_launcher
 from ui.jobs import POLL_SECONDS, new_queued_run
 from ui.labels import state_label
 from ui.links import open_run, run_link, show_flash
-from ui.lookups import cached_gpus
+from ui.lookups import cached_gpus, runs_of
 from ui.owner import access_panel, owner_only
 from ui.secrets import app_secrets
-from ui.sweeps import keep_queue_going, queue_controls, sweep_panels
+from ui.sweeps import SHOWN_ITEMS, keep_queue_going, queue_controls, sweep_panels
 from ui.text import escape_markdown
 
 st.set_page_config(page_title="Train · PEFT Dashboard", page_icon="🧪", layout="wide")
@@ -137,7 +136,7 @@ def start(config, name: str) -> None:
 def active_runs() -> list:
     """The runs whose training job is queued or running ([] when the runs folder cannot be read)."""
     try:
-        return [run for run in with_live_states(list_runs(root)) if run.state in ACTIVE_STATES]
+        return [run for run in with_live_states(runs_of(root)) if run.state in ACTIVE_STATES]
     except OSError as exc:
         st.error(f"Cannot read the runs folder {root}: {escape_markdown(exc)}")
         return []
@@ -154,7 +153,7 @@ def queue(was_active: bool) -> None:
         st.caption(
             "No training job is queued or running. One job runs at a time here; the next starts by itself."
         )
-    for run in active:  # the link short enough for a narrow column; the state under it
+    for run in active[:SHOWN_ITEMS]:  # the link short enough for a narrow column; the state under it
         waiting = job_view(run.path, "train").waiting_for
         step = f"step {run.status.get('step') or 0}/{run.status.get('max_steps') or '?'}"
         run_link(run.name)
@@ -163,6 +162,8 @@ def queue(was_active: bool) -> None:
                 f"{state_label(run.state)} · {step}" + (f" · waiting for {waiting}" if waiting else "")
             )
         )
+    if len(active) > SHOWN_ITEMS:
+        st.caption(f"... and {len(active) - SHOWN_ITEMS} more.")
     queue_controls(root)
 
 

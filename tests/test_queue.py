@@ -14,7 +14,8 @@ import time
 import optuna
 from conftest import PROJECT_DIR, app_at, charts, plain, run_core
 
-from core.jobs.queue import read_queue, runner_running
+from core.jobs.lifecycle import job_view, start_job
+from core.jobs.queue import read_queue, run_member, runner_running
 from core.store.runs import load_run
 from core.sweeps.definition import read_sweep
 from core.sweeps.outcomes import objective_value
@@ -133,3 +134,20 @@ def test_a_checks_passed_sweep_evaluates_each_member_after_training(runs_root, t
     value, _ = objective_value(run, "checks_passed")
     assert value == sum(answer["passed"] is True for answer in answers)
     assert drained(runs_root)
+
+
+def test_a_member_whose_evaluation_was_started_by_an_earlier_runner_is_waited_for(runs_root, tiny_model):
+    """A runner restarted while a member's adapter is evaluated waits for that evaluation instead of
+    telling the objective without it."""
+    done = run_core(
+        "sweep", "e", "--preset", "cpu_smoke", "--grid", "lora_r=4", "--set", "max_steps=2", "--set",
+        "warmup_steps=0", "--no-start", runs_root=runs_root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    path = runs_root / "e-r4"
+    assert run_member(path, poll_s=0.2) == "completed"
+    start_job(path, "eval", [])  # the evaluation the killed runner had started
+    assert run_member(path, evaluate=True, poll_s=0.2) == "completed"
+    assert not job_view(path, "eval").active
+    value, why = objective_value(load_run(runs_root, "e-r4"), "checks_passed")
+    assert value is not None, why

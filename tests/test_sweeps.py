@@ -358,3 +358,262 @@ def test_the_queue_command_lists_cancels_and_retries(runs_root, capsys):
     assert [(item.run, item.resume, item.sweep) for item in read_queue(runs_root)] == [("g-r4", True, "g")]
     status, printed = core("sweep", "g", "--preset", "cpu_smoke", "--grid", "lora_r=16", "--no-start")
     assert status == 1 and "a sweep named g already exists" in printed.err
+
+
+# --- the reviewer's findings (issue 17) -------------------------------------------------------
+
+
+def queue_file(root):
+    return root / ".queue" / "queue.json"
+
+
+def test_a_queue_past_a_documents_cap_is_kept_and_one_past_its_own_cap_refused(runs_root, monkeypatch):
+    import core.jobs.queue as queue
+
+    enqueue(runs_root, [run_item(f"member-{index:05d}", sweep="big") for index in range(6000)])
+    assert queue_file(runs_root).stat().st_size > 1 << 20  # past MAX_DOCUMENT_BYTES
+    enqueue(runs_root, [run_item("one-more")])
+    assert len(read_queue(runs_root)) == 6001  # nothing wiped
+    monkeypatch.setattr(queue, "MAX_QUEUE_BYTES", queue_file(runs_root).stat().st_size + 10)
+    with pytest.raises(queue.QueueError, match="would hold more than"):
+        enqueue(runs_root, [run_item("too-many")])
+    assert len(read_queue(runs_root)) == 6001
+    queue_file(runs_root).write_text('{"items": [')  # a file that cannot be read is never written over
+    with pytest.raises(queue.QueueError, match="cannot be read"):
+        enqueue(runs_root, [run_item("x")])
+    assert queue_file(runs_root).read_text() == '{"items": ['
+
+
+def interrupted_grid(root, name, queued):
+    """A grid whose creation was cut short after its record and members, queued or not."""
+    from core.sweeps.definition import create_grid, new_sweep
+
+    base = {**SMOKE, "max_steps": 2, "warmup_steps": 0}
+    axes = parse_grid(["lora_r=4,8"], base)
+    members = check_members(root, grid_members(name, base, axes))
+    sweep = new_sweep(name, base, preset="cpu_smoke", axes=axes)
+    sweep = Sweep(**{**sweep.__dict__, "members": [{"run": m.name, "values": m.values} for m in members]})
+    create_grid(root, sweep, members)
+    record = json.loads(record_path(root, name).read_text())
+    record_path(root, name).write_text(json.dumps({**record, "creating": True}))
+    if not queued:
+        cancel_rest(root, sweep=name)
+        for member in members:
+            update_status(root / member.name, state="queued", error=None)
+    return [m.name for m in members]
+
+
+def test_a_grid_creation_cut_short_is_rolled_back_or_completed_by_the_next_look(runs_root):
+    import fcntl
+    import os
+
+    from core.sweeps.definition import recover_sweeps
+
+    names = interrupted_grid(runs_root, "cut", queued=False)
+    queued_run(runs_root, "cut-r4-other")  # not listed by the record: never touched
+    with pytest.raises(SweepError, match="being created"):
+        read_sweep(runs_root, "cut")
+    lock = os.open(runs_root / ".sweeps" / "cut.lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # its creator still works: left alone
+    assert recover_sweeps(runs_root) == []
+    os.close(lock)
+    assert recover_sweeps(runs_root) == ["cut"]
+    assert not record_path(runs_root, "cut").exists() and not any((runs_root / n).exists() for n in names)
+    assert (runs_root / "cut-r4-other").is_dir()
+    status = main(["--runs-dir", str(runs_root), "sweep", "cut", "--preset", "cpu_smoke", "--grid",
+                   "lora_r=4,8", "--set", "max_steps=2", "--set", "warmup_steps=0", "--no-start"])  # fmt: skip
+    assert status == 0 and read_sweep(runs_root, "cut").run_names == names
+
+    interrupted_grid(runs_root, "done", queued=True)  # cut after queueing: completed
+    assert recover_sweeps(runs_root) == ["done"] and read_sweep(runs_root, "done").members
+
+
+def test_a_look_at_a_search_never_writes_the_file_and_survives_a_foreign_one(runs_root):
+    import sqlite3
+
+    from core.sweeps.search import study_counts
+
+    folder = runs_root / ".sweeps"
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / "foreign.db")
+    db.execute("CREATE TABLE studies (x TEXT)")
+    db.commit()
+    db.close()
+    (folder / "empty.db").write_bytes(b"")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert study_counts(runs_root, "foreign") == {} and study_counts(runs_root, "empty") == {}
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def search_sweep(root, name, *, trials=2, objective="final_loss", base=None):
+    from core.sweeps.definition import new_sweep, write_sweep
+
+    base = base or SMOKE
+    sweep = new_sweep(
+        name, base, preset="cpu_smoke", search=parse_search(["lora_r=int:2:16"], SMOKE),
+        trials=trials, objective=objective,
+    )  # fmt: skip
+    write_sweep(root, sweep)
+    return sweep
+
+
+def test_a_new_search_never_inherits_a_leftover_study(runs_root):
+    import optuna
+
+    from core.sweeps.search import open_study, storage_url
+
+    (runs_root / ".sweeps").mkdir(parents=True)
+    optuna.create_study(study_name="s", storage=storage_url(runs_root, "s"), direction="maximize")
+    with pytest.raises(SweepError, match="an earlier search's study"):
+        check_new_sweep(runs_root, "s", "final_loss", SMOKE)
+    with pytest.raises(SweepError, match="not this search's study"):
+        open_study(runs_root, search_sweep(runs_root, "s", objective="final_loss"))
+
+
+def test_retry_lets_a_search_stopped_by_failures_go_on(runs_root):
+    from core.sweeps.definition import retry_sweep
+    from core.sweeps.search import advance_search, study_counts
+
+    sweep = search_sweep(runs_root, "f", base={**SMOKE, "recipe": "gone"})  # every trial is refused
+    assert advance_search(runs_root, "f") is False and advance_search(runs_root, "f") is False
+    assert advance_search(runs_root, "f") is True  # two failures of two trials: stopped
+    assert retry_sweep(runs_root, read_sweep(runs_root, "f")) == ["f"]
+    assert read_sweep(runs_root, "f").retried_failures == 2
+    assert advance_search(runs_root, "f") is False  # a new trial, not stopped at once
+    assert study_counts(runs_root, "f") == {"FAIL": 3} and sweep.trials == 2
+
+
+def test_a_trial_whose_name_was_taken_meanwhile_fails_without_adopting_the_run(runs_root, monkeypatch):
+    import optuna
+
+    import core.sweeps.search as search
+    from core.sweeps.search import advance_search, storage_url
+
+    search_sweep(runs_root, "a")
+    checked = search.check_members
+
+    def check_then_taken(root, members, here=None):
+        found = checked(root, members, here)
+        queued_run(root, members[0].name)  # someone else's run, made just after the check
+        return found
+
+    monkeypatch.setattr(search, "check_members", check_then_taken)
+    assert advance_search(runs_root, "a") is False
+    [trial] = optuna.load_study(study_name="a", storage=storage_url(runs_root, "a")).trials
+    assert trial.state.name == "FAIL" and "run" not in trial.user_attrs
+    assert "already exists" in trial.user_attrs["error"] and read_sweep(runs_root, "a").members == []
+
+
+def planted(record):
+    return {"name": "p", "kind": "grid", "base": SMOKE, "objective": "final_loss", **record}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        planted({"axes": {"lora_r": [[4], {"a": 1}]}}),
+        planted({"axes": {"lora_r": [10**400]}}),
+        planted({"axes": {"run": [1, 2]}}),
+        planted({"axes": {"final_loss": [1, 2]}}),
+        planted({"kind": "search", "search": {"lora_r": "int:9:1"}, "trials": 3}),
+        planted({"kind": "search", "search": {"lora_r": "int:1:9"}, "trials": 10**30}),
+        planted({"axes": {"lora_r": [4]}, "members": [{"run": "p-r4", "values": {"state": 1}}]}),
+        planted({"axes": {"lora_r": [4]}, "members": [{"run": "p-r4", "values": {"lora_r": [4]}}]}),
+    ],
+)
+def test_a_planted_or_malformed_record_is_not_a_sweep_record(runs_root, record):
+    path = record_path(runs_root, "p")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    with pytest.raises(SweepError, match="not a sweep record"):
+        read_sweep(runs_root, "p")
+
+
+def hold_runner_lock(root):
+    """Hold the runner's lock as a live runner does; returns the descriptor to close."""
+    import fcntl
+    import os
+
+    (root / ".queue").mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(root / ".queue" / "runner.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def test_nothing_moves_above_the_item_the_runner_works_on(runs_root):
+    import os
+
+    from core.jobs.queue import current_item
+
+    enqueue(runs_root, [run_item(name) for name in ("a", "b", "c")])
+    document = json.loads(queue_file(runs_root).read_text())
+    a, b, c = (item["id"] for item in document["items"])
+    queue_file(runs_root).write_text(json.dumps({**document, "working": a}))
+    descriptor = hold_runner_lock(runs_root)
+    try:
+        move_item(runs_root, b, -1)
+        move_item(runs_root, c, -2)
+        move_item(runs_root, a, 2)
+        assert [item.run for item in read_queue(runs_root)] == ["a", "c", "b"]
+        document = json.loads(queue_file(runs_root).read_text())
+        queue_file(runs_root).write_text(json.dumps({**document, "working": b}))  # a runner after a reorder
+        assert current_item(runs_root).run == "b"
+    finally:
+        os.close(descriptor)
+    assert current_item(runs_root) is None  # no runner
+
+
+def test_a_planted_lock_leaves_the_runner_state_unknown_and_stops_no_runner_by_crashing(runs_root):
+    from core.jobs.queue import QueueError, ensure_runner, run_queue, runner_running
+
+    enqueue(runs_root, [run_item("gone")])
+    (runs_root / "elsewhere").mkdir()
+    (runs_root / ".queue" / "runner.lock").symlink_to(runs_root / "elsewhere")
+    with pytest.raises(QueueError, match="unknown"):
+        runner_running(runs_root)
+    with pytest.raises(QueueError):
+        ensure_runner(runs_root)
+    (runs_root / ".queue" / "runner.lock").unlink()
+    (runs_root / ".queue" / ".lock").unlink()
+    (runs_root / ".queue" / ".lock").symlink_to(runs_root / "elsewhere" / "x")
+    assert run_queue(runs_root, poll_s=0.01) == 0  # logged, not raised; the item is left queued
+    assert [item.run for item in read_queue(runs_root)] == ["gone"]
+
+
+def test_the_runner_takes_an_item_that_arrives_as_it_lets_its_lock_go(runs_root, monkeypatch):
+    import core.jobs.queue as queue
+
+    held = queue._run_held
+    arrivals = [run_item("late")]
+
+    def then_one_arrives(root, poll_s):
+        result = held(root, poll_s)
+        if arrivals:
+            enqueue(root, [arrivals.pop()])
+        return result
+
+    monkeypatch.setattr(queue, "_run_held", then_one_arrives)
+    enqueue(runs_root, [run_item("first")])
+    assert queue.run_queue(runs_root, poll_s=0.01) == 2 and read_queue(runs_root) == []
+
+
+def test_members_whose_names_would_collide_get_a_short_hash(runs_root):
+    base = {**SMOKE}
+    axes = {"base_model": ["meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B-Instruct"],
+            "learning_rate": [0.000123456, 0.0001234564]}  # fmt: skip
+    names = [member.name for member in grid_members("n", base, axes)]
+    assert len(set(names)) == 4 and all(name.startswith("n-1B-lr0.000123456-") for name in names)
+    assert grid_members("n", base, {"lora_r": [4, 8]})[0].name == "n-r4"  # no collision, no hash
+
+
+def test_duplicate_checks_a_local_dataset_as_the_command_does(runs_root, tmp_path):
+    from core.machine.devices import device_facts_from
+    from core.sweeps.definition import machine_check
+
+    queued_run(runs_root, "base")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    source = {**load_run(runs_root, "base").config, "dataset": str(bad)}
+    check = machine_check(lambda backend: device_facts_from([]))
+    with pytest.raises(SweepError, match="no usable conversations"):
+        duplicate_run(runs_root, source, "base", "lora_r", "8", check)

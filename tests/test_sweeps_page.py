@@ -206,3 +206,60 @@ def test_a_search_view_counts_the_studys_trials(root):
     (root / ".sweeps" / "s.db").write_text("not a database")  # a file from elsewhere: no count, no crash
     app = open_page(SWEEPS, {"sweep": "s"})
     assert not any(shown(c.value).startswith("Optuna's study") for c in app.caption)
+
+
+def test_the_sweep_view_shows_planted_records_and_foreign_studies_without_crashing(root):
+    import json
+    import sqlite3
+
+    folder = root / ".sweeps"
+    folder.mkdir()
+    planted = {"name": "p", "kind": "grid", "base": SMOKE, "axes": {"run": [1, 2]}, "members": []}
+    (folder / "p.json").write_text(json.dumps(planted))
+    app = open_page(SWEEPS, {"sweep": "p"})
+    assert "not a sweep record" in shown(app.error[0].value)
+    from core.sweeps.definition import parse_search
+
+    write_sweep(root, new_sweep("s", SMOKE, preset="cpu_smoke", search=parse_search(["lora_r=int:2:16"], SMOKE), trials=3))  # fmt: skip
+    db = sqlite3.connect(folder / "s.db")
+    db.execute("CREATE TABLE studies (study_id INTEGER, study_name TEXT)")
+    db.commit()
+    db.close()
+    size = (folder / "s.db").stat().st_size
+    app = open_page(SWEEPS, {"sweep": "s"})
+    assert "No member yet" in app.info[0].value and (folder / "s.db").stat().st_size == size
+
+
+def test_the_train_page_with_a_planted_runner_lock_warns(root):
+    create_run(root, "a", SMOKE, status=initial_status("queued", 6))
+    enqueue(root, [run_item("a")])
+    (root / "elsewhere").mkdir()
+    (root / ".queue" / "runner.lock").symlink_to(root / "elsewhere")
+    app = open_page(TRAIN)
+    assert any("runner" in shown(w.value) and "unknown" in shown(w.value) for w in app.warning)
+
+
+def test_the_train_page_lists_the_first_items_of_a_long_queue(root):
+    names = [f"m{index:02d}" for index in range(25)]
+    for name in names:
+        create_run(root, name, SMOKE, status=initial_status("queued", 6))
+    enqueue(root, [run_item(name) for name in names])
+    app = open_page(TRAIN)
+    assert (
+        len([b for b in app.button if (b.key or "").startswith("queue_")]) == 3 * ui.sweeps.SHOWN_ITEMS + 1
+    )  # and "Cancel the rest"
+    assert sum(shown(c.value) == "... and 5 more." for c in app.caption) == 2  # the queue and the active runs
+
+
+def test_a_duplicate_that_cannot_be_queued_leaves_no_run(root):
+    create_run(root, "base", SMOKE, status=initial_status("completed", 6))
+    (root / ".queue" / ".lock").mkdir(parents=True)  # the queue cannot be changed
+    app = open_page(TRAIN)
+    app.selectbox(key="duplicate_run").set_value("base")
+    app.selectbox(key="duplicate_field").set_value("lora_r")
+    app.text_input(key="duplicate_value").set_value("8")
+    rerun(app)
+    button(app, "Queue the copy").click()
+    rerun(app)
+    assert any("Nothing was queued" in shown(e.value) for e in app.error)
+    assert not (root / "base-r8").exists()

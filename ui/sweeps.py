@@ -12,7 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.jobs.lifecycle import delete_run
 from core.jobs.queue import (
+    QueueError,
+    QueueItem,
     cancel_items,
     cancel_rest,
     current_item,
@@ -24,7 +27,7 @@ from core.jobs.queue import (
     runner_log,
     runner_running,
 )
-from core.machine.devices import DeviceFacts, PlanError
+from core.machine.devices import DeviceFacts
 from core.store.files import file_stamp
 from core.store.runs import (
     CONFIG_FILE,
@@ -32,12 +35,12 @@ from core.store.runs import (
     METRICS_FILE,
     STATUS_FILE,
     Run,
-    list_runs,
     read_run_folder,
 )
 from core.sweeps.definition import (
     OBJECTIVE_HELP,
     OBJECTIVES,
+    SWEEPABLE,
     Sweep,
     SweepError,
     check_members,
@@ -48,26 +51,30 @@ from core.sweeps.definition import (
     estimate,
     grid_members,
     list_sweeps,
+    machine_check,
     new_sweep,
     parse_grid,
     read_sweep,
     record_path,
+    recover_sweeps,
     retry_sweep,
 )
 from core.sweeps.outcomes import ADAPTER_RESULTS, OUTCOMES, MemberRow, importance, member_rows
-from core.train.config import RunConfig, field_specs, format_setting
-from core.train.plan import plan_training
+from core.train.config import RunConfig, format_setting
 from core.train.presets import DATA_ROWS
+from ui.lookups import runs_of
 from ui.owner import owner_only
 from ui.text import escape_markdown
 
-SWEEPABLE = [DATA_ROWS, *(name for name in field_specs() if name not in ("note", "target_modules"))]
+SHOWN_ITEMS = 20  # queue items (and active runs) listed; the rest are counted
 
 
 def keep_queue_going(root: Path) -> None:
-    """Start the queue's runner when items wait and none runs (after a restart of the dashboard or
-    the machine, the queue continues at the first look)."""
+    """Settle sweep creations cut short (recover_sweeps) and start the queue's runner when items
+    wait and none runs (after a restart of the dashboard or the machine, the queue continues at
+    the first look); a runner whose state is unknown is warned of, and none started."""
     try:
+        recover_sweeps(root)
         ensure_runner(root)
     except OSError as exc:
         st.warning(f"The queue's runner could not be started: {escape_markdown(exc)}")
@@ -104,20 +111,9 @@ def sweep_analysis(root: Path, sweep: Sweep) -> Analysis:
 # --- the Train page --------------------------------------------------------------------------
 
 
-def plan_check(facts: DeviceFacts) -> Callable[[RunConfig], str | None]:
-    """A member check for this machine as the page sees it (its training plan here)."""
-
-    def check(config: RunConfig) -> str | None:
-        try:
-            plan_training(config, facts)
-        except PlanError as exc:
-            return f"cannot train here: {exc}"
-        return None
-
-    return check
-
-
-def sweep_form(root: Path, base: dict[str, Any] | None, preset: str, check: Any) -> None:
+def sweep_form(
+    root: Path, base: dict[str, Any] | None, preset: str, check: Callable[[RunConfig], str | None]
+) -> None:
     """Vary fields of the form's config: values per field, the members with their estimate, and
     a button that queues them all (nothing is created when one is refused)."""
     if base is None:
@@ -177,7 +173,7 @@ def sweep_form(root: Path, base: dict[str, Any] | None, preset: str, check: Any)
         st.success(f"Queued {len(members)} runs of sweep {escape_markdown(name)}.")
 
 
-def duplicate_form(root: Path, runs: Sequence[Run]) -> None:
+def duplicate_form(root: Path, runs: Sequence[Run], check: Callable[[RunConfig], str | None]) -> None:
     """Duplicate a run with one field changed, queued."""
     usable = [run.name for run in runs if not run.broken and not run.imported]
     if not usable:
@@ -190,22 +186,32 @@ def duplicate_form(root: Path, runs: Sequence[Run]) -> None:
     if st.button("Queue the copy", key="duplicate_queue", disabled=not text) and owner_only():
         run = next(run for run in runs if run.name == picked)
         try:
-            member = duplicate_run(root, run.config, run.name, key, text)
-            create_member_run(root, member)
+            member = duplicate_run(root, run.config, run.name, key, text, check)
         except (SweepError, ValueError, OSError) as exc:
             st.error(f"Nothing was queued: {escape_markdown(exc)}")
             return
-        enqueue(root, [run_item(member.name)])
+        try:
+            path = create_member_run(root, member)
+        except (SweepError, ValueError, OSError) as exc:
+            st.error(f"Nothing was queued: {escape_markdown(exc)}")
+            return
+        try:
+            enqueue(root, [run_item(member.name)])
+        except OSError as exc:
+            delete_run(path)
+            st.error(f"Nothing was queued: {escape_markdown(exc)}")
+            return
         keep_queue_going(root)
         st.success(f"Queued {escape_markdown(member.name)}.")
 
 
 def sweep_panels(root: Path, config: RunConfig | None, preset: str, facts: DeviceFacts) -> None:
     """The Train page's sweep form over the form's config, and "duplicate a run, change one field"."""
+    check = machine_check(lambda backend: facts)
     with st.expander("Sweep: queue this config with some fields varied"):
-        sweep_form(root, config.to_dict() if config else None, preset, plan_check(facts))
+        sweep_form(root, config.to_dict() if config else None, preset, check)
     with st.expander("Duplicate a run, change one field"):
-        duplicate_form(root, list_runs(root))
+        duplicate_form(root, runs_of(root), check)
 
 
 def recorded_sweeps(root: Path) -> list[Sweep]:
@@ -220,16 +226,35 @@ def recorded_sweeps(root: Path) -> list[Sweep]:
 
 
 def queue_controls(root: Path) -> None:
-    """The durable queue: its items in order with move and remove, the runner's state, cancel the
-    rest, retry a sweep's failed runs."""
+    """The durable queue: its first SHOWN_ITEMS items in order with move and remove, the runner's
+    state, cancel the rest, retry a sweep's failed runs."""
     items = read_queue(root)
     st.markdown("**Queued runs and searches**")
-    working = current_item(root)
+    try:
+        working = current_item(root)
+        running = runner_running(root)
+    except QueueError as exc:
+        st.warning(escape_markdown(exc))
+        return
     st.caption(
-        ("The runner works on the first item. " if runner_running(root) else "No runner is running. ")
+        ("The runner works on the item marked ▶. " if running else "No runner is running. ")
         + f"{len(items)} item(s) wait."
     )
-    for index, item in enumerate(items):
+    try:
+        queue_items(root, items, working)
+    except QueueError as exc:
+        st.error(escape_markdown(exc))
+        return
+    retry_control(root)
+    if lines := runner_log(root):
+        with st.expander("Runner log"):
+            st.code("\n".join(lines), language="log")
+
+
+def queue_items(root: Path, items: Sequence[QueueItem], working: QueueItem | None) -> None:
+    """The first SHOWN_ITEMS items with move and remove buttons (a count of the rest), and
+    "Cancel the rest"."""
+    for index, item in enumerate(items[:SHOWN_ITEMS]):
         label, up, down, remove = st.columns([6, 1, 1, 1])
         label.markdown(("▶ " if item == working else f"{index + 1}. ") + escape_markdown(item.label))
         if item == working:
@@ -254,6 +279,12 @@ def queue_controls(root: Path) -> None:
         removed = cancel_rest(root)
         st.toast(f"Removed {len(removed)} item(s).")
         st.rerun()
+    if len(items) > SHOWN_ITEMS:
+        st.caption(f"... and {len(items) - SHOWN_ITEMS} more.")
+
+
+def retry_control(root: Path) -> None:
+    """Retry a recorded sweep's failed runs (a search: its further trials)."""
     retryable = recorded_sweeps(root)
     if retryable:
         chosen = st.selectbox("Sweep", [s.name for s in retryable], key="queue_retry_sweep")
@@ -263,12 +294,13 @@ def queue_controls(root: Path) -> None:
             )
             and owner_only()
         ):
-            queued = retry_sweep(root, next(s for s in retryable if s.name == chosen))
+            try:
+                queued = retry_sweep(root, next(s for s in retryable if s.name == chosen))
+            except (SweepError, OSError) as exc:
+                st.error(f"Nothing was queued again: {escape_markdown(exc)}")
+                return
             keep_queue_going(root)
             st.toast(f"Queued again: {', '.join(queued) or 'nothing to retry'}.")
-    if lines := runner_log(root):
-        with st.expander("Runner log"):
-            st.code("\n".join(lines), language="log")
 
 
 # --- the Sweeps page -------------------------------------------------------------------------

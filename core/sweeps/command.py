@@ -24,6 +24,7 @@ from core.jobs.queue import (
     runner_running,
     search_item,
 )
+from core.machine.devices import detect_device
 from core.store.paths import runs_root
 from core.sweeps.definition import (
     OBJECTIVE_HELP,
@@ -35,41 +36,18 @@ from core.sweeps.definition import (
     create_grid,
     estimate,
     grid_members,
+    machine_check,
     new_sweep,
     parse_grid,
     parse_search,
     read_sweep,
+    recover_sweeps,
     retry_sweep,
     search_corners,
     write_sweep,
 )
-from core.train.config import ConfigError, RunConfig, apply_overrides, format_setting
+from core.train.config import ConfigError, apply_overrides, format_setting
 from core.train.presets import DATA_ROWS, SWEEP_PRESETS, PresetError, get_preset
-
-
-def machine_check() -> Any:
-    """The check of a member's config for this machine: its training plan here (the device as
-    a job finds it) and a local dataset's rows, each read once."""
-    from core.machine.devices import PlanError, detect_device
-    from core.train.new_runs import local_data_problem
-    from core.train.plan import plan_training
-
-    devices: dict[str, Any] = {}
-    data: dict[tuple[str, str, str | None], str | None] = {}
-
-    def check(config: RunConfig) -> str | None:
-        if config.backend not in devices:
-            devices[config.backend] = detect_device(config.backend)
-        try:
-            plan_training(config, devices[config.backend])
-        except PlanError as exc:
-            return f"cannot train here: {exc}"
-        key = (config.dataset, config.split, config.recipe)
-        if key not in data:
-            data[key] = local_data_problem(config)
-        return data[key]
-
-    return check
 
 
 def _base(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
@@ -110,8 +88,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if not (args.preset or args.config):
         raise SweepError("a sweep needs a base: --preset P, --config FILE or --sweep-preset S")
     base, preset = _base(args)
+    recover_sweeps(root)
     check_new_sweep(root, args.name, args.objective, base)
-    check = machine_check()
+    check = machine_check(detect_device)
     axes = parse_grid(args.grid, base)
     params = parse_search(args.search, base)
     sweep = new_sweep(
@@ -161,6 +140,7 @@ def _print_created(name: str, members: list[Member], trials: int, cost: Any) -> 
 
 def _queue(args: argparse.Namespace) -> int:
     root = runs_root(args.runs_dir)
+    recover_sweeps(root)
     action = args.queue_command or "list"
     if action == "run":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

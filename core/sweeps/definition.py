@@ -10,21 +10,34 @@ Every member is checked before anything is created: its config as parse_config c
 name as a run name not yet taken, and whatever the caller checks for this machine (the plan, a
 local dataset). A sweep with a problem is refused with every offending member named; nothing is
 written. The record `<runs>/.sweeps/NAME.json` keeps the base, the axes, the members (run name
-and varied values) and when it was created; it is read through the safe-open helpers.
+and varied values) and when it was created; it is read through the safe-open helpers and anything
+but a sweep's fields with scalar values is "not a sweep record".
+
+Creating a grid is recoverable: its record is written first, marked `creating` with its member
+list, while the creator holds `.sweeps/NAME.lock`; then the members are created and queued (one
+queue edit), then the mark is dropped. A creation cut short (the process killed) is settled by
+the next look (recover_sweeps: the pages' keep_queue_going, the `sweep` and `queue` commands):
+when the queue holds the sweep's items it is completed, else rolled back (the record and the
+listed members still queued without a job are deleted), so its name can be used again.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import itertools
+import json
 import math
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from core.data.recipes import RecipeError, load_recipe, new_run_files
-from core.store.files import FileProblem, delete_dir, read_json_object, write_json_atomic
+from core.store.files import FileProblem, delete_dir, open_regular, read_json_object, write_json_atomic
 from core.store.runs import (
     RunExistsError,
     RunNameError,
@@ -38,6 +51,7 @@ from core.train.config import (
     ConfigError,
     RunConfig,
     apply_overrides,
+    field_specs,
     format_setting,
     parse_config,
     with_resolved_paths,
@@ -71,6 +85,7 @@ NAME_LABELS = {
 }
 SEARCH_KINDS = ("int", "float", "cat")
 UNFIT_AXES = ("note", "target_modules")  # free text; a list whose commas would split the values
+SWEEPABLE = [DATA_ROWS, *(name for name in field_specs() if name not in UNFIT_AXES)]
 
 
 class SweepError(ValueError):
@@ -129,6 +144,8 @@ class Sweep:
     objective: str = "final_loss"
     members: list[dict[str, Any]] = field(default_factory=list)  # {"run": NAME, "values": {...}}
     created: str = ""
+    creating: bool = False  # its members are being created and queued (see create_grid)
+    retried_failures: int = 0  # a search's failed trials before its last retry (not counted)
 
     @property
     def direction(self) -> str:
@@ -163,6 +180,8 @@ class Sweep:
             "objective": self.objective,
             "members": self.members,
             "created": self.created,
+            "creating": self.creating,
+            "retried_failures": self.retried_failures,
         }
 
 
@@ -272,6 +291,22 @@ def member_name(sweep: str, values: Mapping[str, Any]) -> str:
     return "-".join([sweep, *(f"{NAME_LABELS.get(k, k)}{_value_label(k, v)}" for k, v in values.items())])
 
 
+def _unique_names(members: Sequence[Member]) -> list[Member]:
+    """The members, those whose names collide (models of one size label, floats alike to 6
+    digits) with a short hash of their values after the name."""
+    names = [member.name for member in members]
+    return [
+        member
+        if names.count(member.name) == 1
+        else replace(member, name=f"{member.name}-{_values_hash(member.values)}")
+        for member in members
+    ]
+
+
+def _values_hash(values: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:6]
+
+
 def grid_members(sweep: str, base: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[Member]:
     """One member per combination of the axes' values, in the order the axes were given (configs
     not yet checked: see check_members). SweepError for no axis, an empty one or too many members."""
@@ -287,7 +322,7 @@ def grid_members(sweep: str, base: Mapping[str, Any], axes: Mapping[str, Sequenc
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination))
         members.append(Member(member_name(sweep, values), values, member_config(base, values)))
-    return members
+    return _unique_names(members)
 
 
 def _label(member: Member) -> str:
@@ -339,6 +374,32 @@ def check_members(
     return checked
 
 
+def machine_check(device_for: Callable[[str], Any]) -> Callable[[RunConfig], str | None]:
+    """The check of a member's config for this machine, for the pages and the command line alike:
+    its training plan on `device_for(backend)` (DeviceFacts) and a local dataset's rows, each
+    found once."""
+    from core.machine.devices import PlanError
+    from core.train.new_runs import local_data_problem
+    from core.train.plan import plan_training
+
+    devices: dict[str, Any] = {}
+    data: dict[tuple[str, str, str | None], str | None] = {}
+
+    def check(config: RunConfig) -> str | None:
+        if config.backend not in devices:
+            devices[config.backend] = device_for(config.backend)
+        try:
+            plan_training(config, devices[config.backend])
+        except PlanError as exc:
+            return f"cannot train here: {exc}"
+        key = (config.dataset, config.split, config.recipe)
+        if key not in data:
+            data[key] = local_data_problem(config)
+        return data[key]
+
+    return check
+
+
 def sweeps_dir(root: Path) -> Path:
     """The folder of sweep records and search studies in a runs root."""
     return root / SWEEPS_DIR
@@ -349,14 +410,24 @@ def record_path(root: Path, name: str) -> Path:
     return sweeps_dir(root) / f"{validate_run_name(name)}.json"
 
 
+def study_path(root: Path, name: str) -> Path:
+    """The SQLite file of the search `name`'s Optuna study."""
+    return sweeps_dir(root) / f"{validate_run_name(name)}.db"
+
+
 def check_new_sweep(root: Path, name: str, objective: str, base: Mapping[str, Any]) -> None:
-    """SweepError when a sweep of this name exists, the objective is unknown, or it is eval_loss
-    while the base config's recipe holds out no validation rows (or it has no recipe)."""
+    """SweepError when a sweep of this name exists (a record, or a study left by an earlier
+    search, which a new search would inherit), the objective is unknown, or it is eval_loss while
+    the base config's recipe holds out no validation rows (or it has no recipe)."""
     validate_run_name(name)
     if objective not in OBJECTIVES:
         raise SweepError(f"unknown objective {objective!r}: one of {', '.join(OBJECTIVES)}")
-    if record_path(root, name).exists():
+    if os.path.lexists(record_path(root, name)):
         raise SweepError(f"a sweep named {name} already exists in {root}")
+    if os.path.lexists(study_path(root, name)):
+        raise SweepError(
+            f"{study_path(root, name)} (an earlier search's study) exists: pick another name or delete it"
+        )
     if objective == "eval_loss":
         recipe = RECIPE_PATTERN.fullmatch(str(base.get("recipe") or ""))
         if recipe is None:
@@ -377,65 +448,196 @@ def write_sweep(root: Path, sweep: Sweep) -> None:
     write_json_atomic(record_path(root, sweep.name), sweep.to_dict())
 
 
+@contextmanager
+def _creation_lock(root: Path, name: str) -> Iterator[bool]:
+    """Hold `.sweeps/NAME.lock` for the block if free: yields False when another process holds it
+    (a creation in progress)."""
+    sweeps_dir(root).mkdir(parents=True, exist_ok=True)
+    descriptor = open_regular(sweeps_dir(root) / f"{validate_run_name(name)}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)
+
+
 def create_grid(root: Path, sweep: Sweep, members: Sequence[Member]) -> None:
-    """Create the grid's members as queued runs, its record, and queue them (core.jobs.queue), all
-    or nothing: a failure half-way deletes what was created and raises."""
+    """Create the grid: its record marked `creating`, its members as queued runs, their queue
+    items (core.jobs.queue), then the record unmarked. A failure half-way deletes what was created
+    and raises; a kill half-way is settled by recover_sweeps."""
     from core.jobs.queue import enqueue, run_item
 
-    created: list[Path] = []
-    try:
-        for member in members:
-            created.append(create_queued_run(root, member.name, parse_config(member.config)))
+    with _creation_lock(root, sweep.name) as mine:
+        if not mine:
+            raise SweepError(f"sweep {sweep.name} is being created by another process")
+        created: list[Path] = []
+        try:
+            write_sweep(root, replace(sweep, creating=True))
+            for member in members:
+                created.append(create_queued_run(root, member.name, parse_config(member.config)))
+            enqueue(
+                root,
+                [run_item(member.name, sweep=sweep.name, evaluate=sweep.evaluates) for member in members],
+            )
+        except BaseException:
+            for path in created:
+                delete_dir(path)
+            record_path(root, sweep.name).unlink(missing_ok=True)
+            raise
         write_sweep(root, sweep)
-        enqueue(
-            root, [run_item(member.name, sweep=sweep.name, evaluate=sweep.evaluates) for member in members]
-        )
-    except BaseException:
-        for path in created:
-            delete_dir(path)
-        record_path(root, sweep.name).unlink(missing_ok=True)
-        raise
+
+
+def recover_sweeps(root: Path) -> list[str]:
+    """Settle the grid creations cut short (no creator holds their lock): completed when the queue
+    holds the sweep's items, else rolled back (record and listed members still queued with no
+    job deleted). Returns the names of the sweeps settled."""
+    from core.jobs.lifecycle import job_view
+    from core.jobs.queue import read_queue
+    from core.store.runs import read_run_folder
+
+    settled = []
+    for name in list_sweeps(root):
+        try:
+            data = read_json_object(record_path(root, name))
+        except (FileProblem, RunNameError):
+            continue
+        if data.get("creating") is not True:
+            continue
+        with _creation_lock(root, name) as mine:
+            if not mine:
+                continue  # still being created
+            try:
+                sweep = _parse_record(name, read_json_object(record_path(root, name)))
+            except (FileProblem, SweepError):
+                continue
+            if not sweep.creating:
+                continue
+            if any(item.sweep == name for item in read_queue(root)):
+                write_sweep(root, replace(sweep, creating=False))
+            else:
+                for run in sweep.run_names:
+                    path = root / run
+                    if (
+                        path.is_dir()
+                        and not path.is_symlink()
+                        and read_run_folder(path).state == "queued"
+                        and not job_view(path, "train").active
+                    ):
+                        delete_dir(path)
+                record_path(root, name).unlink(missing_ok=True)
+            settled.append(name)
+    return settled
 
 
 def retry_sweep(root: Path, sweep: Sweep) -> list[str]:
     """Queue again what failed in the sweep: a grid's failed and stopped members (each resumed
     from its last checkpoint); a search itself, to go on to its trials (a failed trial stays
-    failed in the study: a new one takes its place). Returns what was queued."""
+    failed in the study: a new one takes its place; the failures so far no longer count
+    towards its stop). Returns what was queued."""
     from core.jobs.queue import retry_failed
 
     if sweep.kind == "search":
+        from core.sweeps.search import study_counts
+
+        failed = study_counts(root, sweep.name).get("FAIL", 0)
+        if failed != sweep.retried_failures:
+            write_sweep(root, replace(sweep, retried_failures=failed))  # it may fail `trials` times again
         return retry_failed(root, [], sweep=sweep.name, search=True)
     return retry_failed(root, sweep.run_names, sweep=sweep.name, evaluate=sweep.evaluates)
 
 
 def read_sweep(root: Path, name: str) -> Sweep:
-    """The sweep `name` from its record; SweepError when it is missing or unreadable."""
+    """The sweep `name` from its record; SweepError when it is missing, unreadable, not a sweep
+    record, or still being created."""
     try:
         data = read_json_object(record_path(root, name))
     except (FileProblem, RunNameError) as exc:
         raise SweepError(f"sweep {name}: {exc}") from None
+    sweep = _parse_record(name, data)
+    if sweep.creating:
+        raise SweepError(
+            f"sweep {name} is being created (or its creation was cut short: the next look settles it)"
+        )
+    return sweep
+
+
+def _scalar(value: Any) -> Any:
+    """`value` when a sweep's value can be it: text, a boolean, a finite number; else ValueError."""
+    if isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):  # an int past 1e308: OverflowError
+        return value
+    raise ValueError(f"{value!r:.40} is not a sweep value")
+
+
+def _parse_record(name: str, data: dict[str, Any]) -> Sweep:
+    """The Sweep of a record's document; SweepError for anything but a sweep's fields with
+    scalar values, search specs parse_search takes and at most MAX_TRIALS trials."""
     try:
-        members = [
-            {"run": validate_run_name(m["run"]), "values": dict(m.get("values") or {})}
-            for m in data.get("members") or []
-        ]
+        base = data["base"]
+        if not isinstance(base, dict):
+            raise ValueError("its base is not an object")
+        axes = {
+            _field(k): [_scalar(v) for v in _list(values)] for k, values in _mapping(data.get("axes")).items()
+        }
+        search = {_field(k): str(v) for k, v in _mapping(data.get("search")).items()}
+        if search:
+            parse_search([f"{key}={text}" for key, text in search.items()], base)
+        fields = set(axes or search)
+        members = []
+        for m in _list(data.get("members")):
+            values = {k: _scalar(v) for k, v in _mapping(m.get("values")).items()}
+            if not set(values) <= fields:
+                raise ValueError(f"member {m.get('run')!r:.40} has values of fields that are not varied")
+            members.append({"run": validate_run_name(m["run"]), "values": values})
+        trials = int(data.get("trials") or 0)
+        if not 0 <= trials <= MAX_TRIALS:
+            raise ValueError(f"{trials} trials: at most {MAX_TRIALS}")
         sweep = Sweep(
             name=validate_run_name(data["name"]),
             kind=str(data["kind"]),
-            base=dict(data["base"]),
+            base=dict(base),
             preset=data.get("preset") if isinstance(data.get("preset"), str) else None,
-            axes={str(k): list(v) for k, v in (data.get("axes") or {}).items()},
-            search={str(k): str(v) for k, v in (data.get("search") or {}).items()},
-            trials=int(data.get("trials") or 0),
+            axes=axes,
+            search=search,
+            trials=trials,
             objective=str(data.get("objective") or "final_loss"),
             members=members,
             created=str(data.get("created") or ""),
+            creating=data.get("creating") is True,
+            retried_failures=max(0, int(data.get("retried_failures") or 0)),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SweepError(f"sweep {name}: its record is not a sweep record ({exc})") from None
     if sweep.kind not in ("grid", "search") or sweep.objective not in OBJECTIVES:
         raise SweepError(f"sweep {name}: its record has an unknown kind or objective")
     return sweep
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{type(value).__name__} where an object belongs")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{type(value).__name__} where a list belongs")
+    return value
+
+
+def _field(key: str) -> str:
+    if key not in SWEEPABLE:
+        raise ValueError(f"{key!r:.40} is not a field a sweep varies")
+    return key
 
 
 def list_sweeps(root: Path) -> list[str]:
@@ -476,15 +678,22 @@ def new_sweep(
     )
 
 
-def duplicate_run(root: Path, source: Mapping[str, Any], source_name: str, key: str, text: str) -> Member:
-    """The run `source_name` (config `source`) with one field changed, checked, named
-    `SOURCE-<label><value>` (SweepError saying why it cannot be)."""
+def duplicate_run(
+    root: Path,
+    source: Mapping[str, Any],
+    source_name: str,
+    key: str,
+    text: str,
+    here: Callable[[RunConfig], str | None] | None = None,
+) -> Member:
+    """The run `source_name` (config `source`) with one field changed, checked (as check_members
+    checks, `here` included), named `SOURCE-<label><value>` (SweepError saying why it cannot be)."""
     value = _typed(key, text, source)
     if member_config(source, {key: value}) == dict(source):
         raise SweepError(f"{key} is already {format_setting(value)} in {source_name}")
     values = {key: value}
     member = Member(member_name(source_name, values), values, member_config(source, values))
-    return check_members(root, [member])[0]
+    return check_members(root, [member], here)[0]
 
 
 def create_member_run(root: Path, member: Member) -> Path:

@@ -1,18 +1,22 @@
 """A search: an Optuna study whose trials are queued runs, resumed after a restart.
 
 The study lives in the runs root, `<runs>/.sweeps/NAME.db` (Optuna's RDB storage on SQLite), so a
-runner that starts after a restart loads it and goes on. Each trial goes through ask and tell:
+runner that starts after a restart loads it and goes on; a study whose direction is not the
+record's is refused (a new search never takes a name whose study exists: check_new_sweep). Looks
+count its trials with sqlite3 opened read-only, never through Optuna (which would write its
+schema into whatever file is there). Each trial goes through ask and tell:
 `study.ask()` with the search's distributions, a run `NAME-t<number>` created with the base
-config and the trial's values (checked first: a refused config is a failed trial, its reason
-kept as the trial's `error` attribute), the run trained through the job lifecycle
+config and the trial's values (checked first: a refused config, or a name taken meanwhile, is a
+failed trial, its reason kept as the trial's `error` attribute; the trial's `run` attribute is
+set only once its run was created), the run trained through the job lifecycle
 (core.jobs.queue.run_member), then `study.tell()` with the objective (core.sweeps.outcomes) or
 as failed. The trial's run is its `run` attribute.
 
 A trial left `RUNNING` in the study by a runner that died is finished by the next runner: its
 run is waited for when it still trains, resumed once from its last checkpoint when it failed or
 stopped without having been resumed (the machine went down under it), and told. The search is
-done when it has `trials` completed trials, or as many failed ones (a config that always fails
-would otherwise go on for ever). The sampler is TPE, seeded by the base config's seed and the
+done when it has `trials` completed trials, or as many failed ones since it was last retried
+(the record's `retried_failures`: a config that always fails would otherwise go on for ever). The sampler is TPE, seeded by the base config's seed and the
 number of trials so far (a restart does not repeat the same proposals); its first random trials
 are half the search, at most 10. Pruning is not used: a trial is a whole run.
 """
@@ -20,9 +24,14 @@ are half the search, at most 10. Pruning is not used: a trial is a whole run.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
+import stat
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from core.jobs.lifecycle import job_view
 from core.jobs.queue import POLL_S, run_member
@@ -35,21 +44,24 @@ from core.sweeps.definition import (
     create_member_run,
     member_config,
     read_sweep,
+    study_path,
     sweeps_dir,
     write_sweep,
 )
 from core.sweeps.outcomes import distributions, objective_value
 
 log = logging.getLogger(__name__)
+MAX_STUDY_BYTES = 256 << 20  # a study of 1,000 trials takes about 1 MB
 
 
 def storage_url(root: Path, name: str) -> str:
     """The SQLite URL of the search's study."""
-    return f"sqlite:///{(sweeps_dir(root) / f'{name}.db').resolve()}"
+    return f"sqlite:///{study_path(root, name).resolve()}"
 
 
 def open_study(root: Path, sweep: Sweep) -> Any:
-    """The search's study, created on first use, loaded after."""
+    """The search's study, created on first use, loaded after; SweepError when the study there
+    optimises the other direction (not this search's)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,25 +70,37 @@ def open_study(root: Path, sweep: Sweep) -> Any:
     existing = optuna.create_study(
         storage=url, study_name=sweep.name, direction=sweep.direction, load_if_exists=True
     )
+    if existing.direction.name.lower() != sweep.direction:
+        raise SweepError(
+            f"the study {study_path(root, sweep.name).name} is to {existing.direction.name.lower()}, "
+            f"the search {sweep.name} to {sweep.direction}: it is not this search's study"
+        )
     seed = int(sweep.base.get("seed") or 0) + len(existing.get_trials(deepcopy=False))
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, sweep.trials // 2)))
     return optuna.load_study(study_name=sweep.name, storage=url, sampler=sampler)
 
 
 def study_counts(root: Path, name: str) -> dict[str, int]:
-    """The search's trials by state as its study records them ({} before its first trial); read
-    only: a study is created by its runner, never by a look."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    path = sweeps_dir(root) / f"{name}.db"
-    if not path.is_file() or path.is_symlink():
-        return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """The search's trials by state as its study records them ({} before its first trial, or
+    for a file that is no study of this name): read with sqlite3 opened read-only, never written
+    (a regular file, no link, at most MAX_STUDY_BYTES)."""
+    path = study_path(root, name)
     try:
-        return trial_counts(optuna.load_study(study_name=name, storage=storage_url(root, name)))
-    except (KeyError, ValueError, RuntimeError, SQLAlchemyError):  # no such study, or not a study's file
+        facts = os.lstat(path)
+    except OSError:
         return {}
+    if not stat.S_ISREG(facts.st_mode) or facts.st_size > MAX_STUDY_BYTES:
+        return {}
+    query = (
+        "SELECT trials.state, COUNT(*) FROM trials JOIN studies ON trials.study_id = studies.study_id "
+        "WHERE studies.study_name = ? GROUP BY trials.state"
+    )
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)) as db:
+            rows = db.execute(query, (name,)).fetchall()
+    except sqlite3.Error:
+        return {}
+    return {str(state): int(count) for state, count in rows if isinstance(state, str)}
 
 
 def trial_counts(study: Any) -> dict[str, int]:
@@ -134,20 +158,21 @@ def advance_search(root: Path, name: str, *, poll_s: float = POLL_S) -> bool:
     counts = trial_counts(study)
     if counts.get("COMPLETE", 0) >= sweep.trials:
         return True
-    if counts.get("FAIL", 0) >= sweep.trials:
-        log.warning("search %s: %d trials failed, as many as were asked for: stopped", name, counts["FAIL"])
+    failed = counts.get("FAIL", 0) - sweep.retried_failures
+    if failed >= sweep.trials:
+        log.warning("search %s: %d trials failed, as many as were asked for: stopped", name, failed)
         return True
     trial = study.ask(distributions(sweep))
     values = {key: trial.params[key] for key in sweep.search}
     member = Member(f"{name}-t{trial.number}", values, member_config(sweep.base, values))
     try:
         [member] = check_members(root, [member])
+        create_member_run(root, member)  # its name may have been taken since the check
     except SweepError as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL)
         return False
     trial.set_user_attr("run", member.name)
-    create_member_run(root, member)
     sweep = _with_member(root, sweep, {"run": member.name, "values": values})
     _finish_trial(root, sweep, study, trial.number, member.name, poll_s)
     return False
