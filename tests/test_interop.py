@@ -579,6 +579,14 @@ def test_an_import_past_what_a_run_may_hold_is_thinned_evenly_and_stays_readable
     gaps = {b - a for a, b in zip(steps, steps[1:])}
     assert max(gaps) - min(gaps) <= 1
 
+    from core.interop import tensorboard
+
+    monkeypatch.setattr(tensorboard, "MAX_EVENTS_READ", 10)  # stops reading there: time stays bounded
+    logs = tmp_path / "logs"
+    shutil.copytree(runs / RUN / "tensorboard", logs / "dense")
+    with pytest.raises(InteropError, match="dense: not imported .more than 10 events"):
+        import_zip(runs, zipped(logs), upload_name="logs.zip", name="dense")
+
 
 def test_tensorboard_folders_whose_names_clean_up_alike_become_distinct_runs(runs, tmp_path):
     logs = tmp_path / "logs"

@@ -46,9 +46,10 @@ from core.store.runs import EVENTS_FILE, Run, validate_run_name
 from core.train.config import field_specs
 
 EVENT_FILE_MARK = "tfevents"
-MAX_EVENT_BYTES = 32 << 20
-"""The event files of one folder read at most: ~80,000 logged steps of the callback's scalars (an
-event each, ~400 bytes a step), a few seconds to read; events.jsonl keeps ~50,000 (fit_events)."""
+MAX_EVENT_BYTES = 32 << 20  # the event files of one folder read at most
+MAX_EVENTS_READ = 200_000
+"""The events of one folder read at most (~13 s with TensorBoard's reader): ~50,000 logged steps
+of the callback's four scalars, what events.jsonl holds (fit_events thins a denser log)."""
 MAX_EXPORT_RUNS = 200
 MAX_EXPORT_STEPS = 5_000
 """An export writes at most this many logged steps of a run, evenly spread (first and last kept)."""
@@ -123,7 +124,8 @@ class EventFolder(NamedTuple):
 
 
 def read_event_folder(files: list[Path]) -> EventFolder:
-    """One folder's event files, read in name order (which is write order)."""
+    """One folder's event files, read in name order (which is write order); InteropError past
+    MAX_EVENTS_READ events."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     by_step: dict[int, dict[str, float]] = {}
@@ -133,6 +135,8 @@ def read_event_folder(files: list[Path]) -> EventFolder:
     for path in sorted(files):
         for event in EventFileLoader(str(path)).Load():
             read += 1
+            if read > MAX_EVENTS_READ:
+                raise InteropError(f"more than {MAX_EVENTS_READ:,} events; an import reads at most that many")
             if not event.HasField("summary"):
                 continue
             for value in event.summary.value:
@@ -223,6 +227,9 @@ def read_tensorboard_folder(
             continue
         try:
             found = read_event_folder(files)
+        except InteropError as exc:
+            problems.append(f"{where}: not imported ({exc})")
+            continue
         except Exception as exc:  # a corrupt record: TensorBoard's reader raises its own errors
             problems.append(f"{where}: not imported (the event files cannot be read: {exc})")
             continue
