@@ -4,13 +4,13 @@ jinja's sandbox bounds neither time nor memory (`{{ 'x' * 400000000 }}`, nested 
 and the Arena renders a run's template in the dashboard's own process. So an imported template is
 at most MAX_TEMPLATE_CHARS long and must render a probe conversation, as transformers renders
 templates (an immutable sandbox, loop controls, trim_blocks and lstrip_blocks), in a child Python
-with an address-space limit and a timeout.
+with an address-space limit (set by the child itself: no preexec_fn in a threaded server) and a
+timeout.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from typing import Any
@@ -25,7 +25,9 @@ PROBE = [
 ]
 
 _RENDER = """
-import json, sys
+import json, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # before the template is read
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -45,10 +47,6 @@ sys.stdout.write(str(len(text)))
 """
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (RENDER_MEMORY_BYTES, RENDER_MEMORY_BYTES))
-
-
 def template_problem(template: Any) -> str | None:
     """Why the chat template `template` (text, or transformers' list of named templates) may not
     be imported, or None when each renders the probe conversation within the limits."""
@@ -63,12 +61,11 @@ def template_problem(template: Any) -> str | None:
             return f"the chat template is {len(text):,} characters long; at most {MAX_TEMPLATE_CHARS:,}"
         try:
             done = subprocess.run(
-                [sys.executable, "-I", "-c", _RENDER],
+                [sys.executable, "-I", "-c", _RENDER, str(RENDER_MEMORY_BYTES)],
                 input=json.dumps({"template": text, "messages": PROBE}),
                 capture_output=True,
                 text=True,
                 timeout=RENDER_TIMEOUT_S,
-                preexec_fn=_limit_memory,
                 check=False,
             )
         except subprocess.TimeoutExpired:
