@@ -94,6 +94,9 @@ def start_kind(kind: str, root: Path, request: pytest.FixtureRequest, name: str)
     elif kind == "eval":  # the lab's 10 prompts, 1000 tokens each: about 1.5 s an answer here
         run = queued_run(root, name)
         jobs.start_job(run, "eval", ["--variant", "base", "--max-new-tokens", "1000"])
+    elif kind == "bench":  # the base model on a local lm-eval task, 40 times over: some 20 s here
+        run = trained_run(request.getfixturevalue("trained_template"), root, name)
+        jobs.start_job(run, "bench", ["--variant", "base", "--tasks", ",".join(["peft_capitals_gen"] * 40)])
     else:
         converter = request.getfixturevalue("converter_dir")
         request.getfixturevalue("monkeypatch").setenv("LLAMA_CPP_DIR", str(converter))
@@ -200,7 +203,11 @@ def test_a_killed_job_is_reported_dead_and_leaves_no_child(runs_root, request, k
         jobs.request_stop(run, kind)
     if kind != "train":  # started again, as the Run page's button does, it runs to the end (training
         # resumes from its checkpoint: the next test)
-        again = ["--variant", "base", "--max-new-tokens", "4"] if kind == "eval" else ["--quant", "f16"]
+        again = {
+            "eval": ["--variant", "base", "--max-new-tokens", "4"],
+            "bench": ["--variant", "base", "--tasks", "peft_capitals_mc", "--limit", "2"],
+            "export": ["--quant", "f16"],
+        }[kind]
         jobs.start_job(run, kind, again)
         view = jobs.wait_for_job(run, kind, timeout_s=300)
         assert (view.state, view.error) == ("completed", None), view.tail()
@@ -449,7 +456,8 @@ def test_a_queued_job_can_be_stopped_while_it_waits(runs_root, request, kind):
     assert (view.state, view.error) == ("stopped", None)
     wait_until(lambda: not jobs.job_view(run, kind).alive, timeout=30)
     assert read_json_object(jobs.state_path(run, kind))["started_at"] is None  # it never ran
-    assert not (run / {"train": "events.jsonl", "eval": "eval", "export": "merged"}[kind]).exists()
+    unwritten = {"train": "events.jsonl", "eval": "eval", "bench": "eval/bench-base.json", "export": "merged"}
+    assert not (run / unwritten[kind]).exists()
 
 
 def test_a_reader_during_a_launch_does_not_take_the_new_job_for_dead(runs_root, tiny_model, monkeypatch):

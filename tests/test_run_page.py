@@ -242,6 +242,7 @@ def test_a_completed_run_is_evaluated_from_its_page_as_a_job(runs_root, tiny_mod
     app = open_page("evalme")
     assert [m.value for m in app.markdown if m.value.startswith("####")] == [
         "#### Evaluate",
+        "#### Benchmarks",
         "#### Export to GGUF",
     ]
     app.number_input(key="eval_max_new_tokens").set_value(8).run()

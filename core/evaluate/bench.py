@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from core import describe
+from core.jobs.protocol import JobStopped
 from core.models.generation import check_adapter, inference_placement, load_run_model
 from core.store.files import FileProblem, finite_number, read_capped, read_json_object, write_json_atomic
 from core.store.paths import DATA_DIR
@@ -209,6 +208,8 @@ def run_benchmarks(
                 log_samples=False,
                 bootstrap_iters=1000,
             )
+        except JobStopped:
+            raise
         except Exception as exc:  # lm-eval, datasets and the Hub raise many types; the message matters
             raise BenchError(f"task {name}: {describe(exc)}") from None
         seconds = time.monotonic() - started
@@ -285,7 +286,7 @@ def _stored_score(entry: Any) -> TaskScore | None:
     )
 
 
-def bench_frame(runs: Sequence[tuple[str, Path]], baseline: str | None) -> pd.DataFrame:
+def bench_frame(runs: Sequence[tuple[str, Path]], baseline: str | None) -> Any:
     """The picked runs' benchmark scores: a row per run, variant and task with its 95% interval, and the
     difference from the baseline run's score of the same variant and task with the interval of that
     difference (the two standard errors combined as if independent: wider than a paired interval)."""
@@ -318,4 +319,6 @@ def bench_frame(runs: Sequence[tuple[str, Path]], baseline: str | None) -> pd.Da
                     half = Z_95 * math.hypot(score.stderr, base.stderr)
                     row["Δ 95% interval"] = f"{difference - half:+.3f} to {difference + half:+.3f}"
             rows.append(row)
+    import pandas as pd
+
     return pd.DataFrame(rows)
