@@ -37,7 +37,16 @@ from test_arena import arena_root
 from core.train.config import field_specs
 
 OUTPUT = PROJECT_DIR / "test-output" / "e2e"
-PAGES = {"": "Home", "Train": "Train", "Run": "Run", "Compare": "Compare", "Study_cards": "Study cards"}
+PAGES = {
+    "": "Home",
+    "Data": "Data",
+    "Train": "Train",
+    "Run": "Run",
+    "Compare": "Compare",
+    "Study_cards": "Study cards",
+    "Sweeps": "Sweeps",
+    "Arena": "Arena",
+}
 """URL path -> sidebar label of every page, in sidebar order."""
 RANK_LABEL, STEPS_LABEL = field_specs()["lora_r"].label, field_specs()["max_steps"].label
 TRAINING_TIMEOUT_MS = 240_000  # two tiny CPU runs, one after the other (the machine runs one job at a time)
@@ -399,3 +408,17 @@ def test_arena_streams_two_runs_and_a_vote_reaches_the_leaderboard_and_the_expor
     assert vote["a"]["run"] + " · " in headers[0] and vote["b"]["run"] + " · " in headers[1]
     winner, loser = (f"{vote[side]['run']}/{vote[side]['variant']}" for side in ("b", "a"))
     assert cells.index(winner) < cells.index(loser), "the winner first on the leaderboard"
+
+
+def test_the_data_page_measures_a_linked_dataset_and_saves_a_recipe(page: Page, app: App) -> None:
+    page.goto(f"{app.url}/Data?source=data/sample_scored.jsonl&model=tiny-llama")  # a shared link measures
+    expect(page.get_by_text("Median tokens")).to_be_visible(timeout=120_000)
+    settle(page)
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    fill(page, "Min score", "4.5", role="spinbutton")
+    fill(page, "Recipe name", "browser-top")
+    page.get_by_role("button", name="Save recipe").click()
+    settle(page)
+    saved = json.loads((app.runs / ".recipes" / "browser-top.json").read_text())
+    assert saved["min_score"] == 4.5 and saved["train_count"] > 0
+    screenshot(page, "data")

@@ -147,6 +147,13 @@ def test_compare_shows_curves_answers_and_the_report(cloud_report):
     assert compare["query"]["baseline"] == "baseline_1B_r16_10k_600steps"
 
 
+def test_the_arena_says_adapters_need_the_training_stack(cloud_report):
+    arena = cloud_report["pages"]["arena"]
+    assert_renders(arena)
+    assert arena["titles"] == ["Arena"]
+    assert any(info.startswith("Adapters cannot answer here") for info in arena["infos"]), arena["infos"]
+
+
 def test_the_sweeps_page_opens_without_a_sweep(cloud_report):
     sweeps = cloud_report["pages"]["sweeps"]
     assert_renders(sweeps)
