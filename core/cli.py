@@ -62,7 +62,7 @@ from core.train.config import (
     set_help,
     with_resolved_paths,
 )
-from core.train.presets import PRESETS, PresetError, get_preset, train_command
+from core.train.presets import PRESETS, BaseConfigError, base_config, train_command
 from core.train.training import TrainingError
 
 MAX_ANSWER_BYTES = 1 << 20
@@ -232,19 +232,10 @@ def _presets(args: argparse.Namespace) -> int:
 
 def _new_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The config document a train command asks for, and the document its --set lines apply to."""
-    if args.preset:
-        try:
-            base = get_preset(args.preset).config()
-        except PresetError as exc:
-            raise CommandError(str(exc)) from None
-    else:
-        path = Path(args.config)
-        try:
-            base = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CommandError(f"cannot read {path}: {exc}") from None
-        if not isinstance(base, dict):
-            raise CommandError(f"{path} must hold a JSON object of config fields")
+    try:
+        base = base_config(args.preset, args.config)
+    except BaseConfigError as exc:
+        raise CommandError(str(exc)) from None
     return apply_overrides(base, args.set), base
 
 

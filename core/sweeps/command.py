@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from core.jobs.queue import (
@@ -47,24 +46,15 @@ from core.sweeps.definition import (
     write_sweep,
 )
 from core.train.config import ConfigError, apply_overrides, format_setting
-from core.train.presets import DATA_ROWS, SWEEP_PRESETS, PresetError, get_preset
+from core.train.presets import DATA_ROWS, SWEEP_PRESETS, BaseConfigError, base_config
 
 
 def _base(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     """The base config document (preset or file, with --set) and the preset's name."""
-    if args.preset:
-        try:
-            base = get_preset(args.preset).config()
-        except PresetError as exc:
-            raise SweepError(str(exc)) from None
-    else:
-        path = Path(args.config)
-        try:
-            base = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SweepError(f"cannot read {path}: {exc}") from None
-        if not isinstance(base, dict):
-            raise SweepError(f"{path} must hold a JSON object of config fields")
+    try:
+        base = base_config(args.preset, args.config)
+    except BaseConfigError as exc:
+        raise SweepError(str(exc)) from None
     try:
         return apply_overrides(base, args.set), args.preset
     except ConfigError as exc:

@@ -6,8 +6,10 @@ write-up is the source of every number here.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.train.config import default_config, format_setting
@@ -145,6 +147,28 @@ class PresetError(KeyError):
 
     def __str__(self) -> str:
         return f"no preset named {self.args[0]!r}; presets: {', '.join(PRESETS)}"
+
+
+class BaseConfigError(ValueError):
+    """A new run's starting config that cannot be had: an unknown preset, an unreadable file."""
+
+
+def base_config(preset: str | None, config_file: str | None) -> dict[str, Any]:
+    """The config document a new run or sweep starts from: the preset's, else the JSON file's
+    (before --set changes it); BaseConfigError saying why it cannot be had."""
+    if preset:
+        try:
+            return get_preset(preset).config()
+        except PresetError as exc:
+            raise BaseConfigError(str(exc)) from None
+    path = Path(str(config_file))
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BaseConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise BaseConfigError(f"{path} must hold a JSON object of config fields")
+    return document
 
 
 def get_preset(name: str) -> Preset:
