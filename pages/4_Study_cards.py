@@ -69,7 +69,7 @@ def show_result(result, notice: str | None, bundled_cloze: bool) -> None:
 
 
 def start_generating() -> None:
-    state.generate_pending = True  # the rerun renders Generate disabled, then generates
+    state.generate_pending = True  # the run this click starts writes the deck
 
 
 st.title("Study cards")
@@ -120,7 +120,9 @@ with st.form("card_request"):
         type=["csv", "txt", "apkg"],
         help="Only cards the deck does not have are added; its notes keep their GUIDs, so Anki updates them.",
     )
-    st.form_submit_button("Generate", type="primary", disabled=busy, on_click=start_generating)
+    # Not disabled while a deck is written: re-enabling it takes an st.rerun(), after which a browser
+    # sends the form's trigger again and the deck is written again, without end (the browser test).
+    st.form_submit_button("Generate", type="primary", on_click=start_generating)
     progress_line = st.empty()  # above the fold, under the button
 
 
@@ -162,7 +164,6 @@ if inputs is not None:
             model_path=str(source.path),
             card_version=state.card_version + 1,
         )
-        st.rerun()  # Generate is enabled again, and the deck is shown once
 
 if "cards" in state:
     request, result, existing = state.request, state.result, state.existing

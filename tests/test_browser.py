@@ -335,6 +335,7 @@ def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: 
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_role("button", name="Download CSV for Anki")).to_be_visible(timeout=180_000)
     expect(page.get_by_text("using the bundled model instead")).to_be_visible()  # no Hub here
+    settle(page)  # the page reruns once the deck is written (Generate is enabled again): edit after it
 
     editor = page.locator('[data-testid="stDataFrame"]').first
     generated = grid_texts(page)
