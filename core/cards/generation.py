@@ -36,7 +36,9 @@ REPEAT_PENALTY = 1.1  # keeps the candidates of one reply from repeating each ot
 NOTES_CHARACTERS_PER_TOKEN = (
     8  # notes longer than 8 characters per context token cannot fit: refused uncounted
 )
-_PLAIN = r'[^{}"\\\n\r\t]'
+# A field's characters: no braces, quotes, backslashes or control characters (llama-cpp-python's
+# JSON grammar lets raw newlines into strings, which no JSON reader takes).
+_PLAIN = r'[^{}"\\\x00-\x1f]'
 # A question: one of these openers, then one sentence (no "." or "?") ending in "?".
 # The question words each card of a reply may open with, card by card (then round again): no two
 # of the first six cards can be the same question, and near-duplicates are rarer.
@@ -58,6 +60,8 @@ def question_pattern(openers: Sequence[str]) -> str:
 
 # A cloze text: plain characters, one {{c1::...}} deletion that starts with a letter, plain characters.
 CLOZE_TEXT_PATTERN = f"^{_PLAIN}{{3,120}}\\{{\\{{c1::[A-Za-z]{_PLAIN}{{0,39}}\\}}\\}}{_PLAIN}{{0,90}}$"
+# An answer: starts with a character that is not a space, then plain characters.
+ANSWER_PATTERN = f"^{_PLAIN.replace(']', ' ]')}{_PLAIN}{{0,{ANSWER_LIMITS[1] - 1}}}$"
 # An Extra field: empty, or starting with a letter (no "###" filler).
 EXTRA_PATTERN = f"^([A-Za-z]{_PLAIN}{{0,{ANSWER_LIMITS[1] - 1}}})?$"
 LEADING_NUMBER = re.compile(r"^\s*\d{1,2}[.)]\s+")
@@ -136,7 +140,7 @@ def card_schema(count: int, card_type: str, first: int = 0) -> dict[str, Any]:
             openers = QUESTION_OPENERS[index % len(QUESTION_OPENERS)]
             item = {
                 "question": {"type": "string", "pattern": question_pattern(openers)},
-                "answer": {"type": "string", "minLength": ANSWER_LIMITS[0], "maxLength": ANSWER_LIMITS[1]},
+                "answer": {"type": "string", "pattern": ANSWER_PATTERN},
             }
         return {"type": "object", "properties": item, "required": list(item)}
 
