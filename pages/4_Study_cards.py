@@ -120,26 +120,27 @@ with st.form("card_request"):
         type=["csv", "txt", "apkg"],
         help="Only cards the deck does not have are added; its notes keep their GUIDs, so Anki updates them.",
     )
-    # Not disabled while a deck is written: re-enabling it takes an st.rerun(), after which a browser
-    # sends the form's trigger again and the deck is written again, without end (the browser test).
-    st.form_submit_button("Generate", type="primary", on_click=start_generating)
+    # Disabled while the deck is written; the run that ends the writing starts a new one to enable it.
+    st.form_submit_button(
+        "Generate", type="primary", disabled=busy, on_click=start_generating, key="generate"
+    )
     progress_line = st.empty()  # above the fold, under the button
 
 
-inputs = read_uploads(upload, existing_file, card_type) if busy else None
-if inputs is not None:
-    file_text, grown = inputs
-    request = CardRequest(
-        topic=topic,
-        notes=(notes + "\n\n" + file_text).strip(),
-        count=count,
-        difficulty=difficulty,
-        card_type=card_type,
-        deck=deck or (grown.name if grown else ""),
-        tags=tuple(tags.split(",")),
-    )
-    existing = list(grown.notes) if grown else []
+def write_deck() -> None:
+    """The deck the form asks for, kept in the session state, or the problems that stopped it."""
     try:
+        file_text, grown = read_uploads(upload, existing_file, card_type)
+        request = CardRequest(
+            topic=topic,
+            notes=(notes + "\n\n" + file_text).strip(),
+            count=count,
+            difficulty=difficulty,
+            card_type=card_type,
+            deck=deck or (grown.name if grown else ""),
+            tags=tuple(tags.split(",")),
+        )
+        existing = list(grown.notes) if grown else []
         validate_request(request)
         source = resolved(choice or local_choice(local_path))
         progress_line.caption(f"Loading {escape_markdown(source.path.name)}...")
@@ -151,8 +152,7 @@ if inputs is not None:
             on_progress=lambda text: progress_line.caption(escape_markdown(text)),
         )
     except (CardRequestError, ModelError) as exc:
-        for problem in getattr(exc, "problems", {"model": str(exc)}).items():
-            st.error(f"{problem[0].capitalize()}: {escape_markdown(problem[1])}")
+        state.card_problems = list(getattr(exc, "problems", {"model": str(exc)}).items())
     else:
         state.update(
             cards=result.cards,
@@ -164,6 +164,14 @@ if inputs is not None:
             model_path=str(source.path),
             card_version=state.card_version + 1,
         )
+
+
+if busy:
+    state.card_problems = []
+    write_deck()
+    st.rerun()  # Generate is enabled again; the deck or the problems show from the session state
+for field, problem in state.get("card_problems", []):  # until the next Generate
+    st.error(f"{escape_markdown(field[:1].upper() + field[1:])}: {escape_markdown(problem)}")
 
 if "cards" in state:
     request, result, existing = state.request, state.result, state.existing

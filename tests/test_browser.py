@@ -331,14 +331,19 @@ def test_train_two_cpu_runs_evaluate_them_and_compare(page: Page, app: App) -> N
 
 def test_study_cards_generate_edit_and_download(page: Page, app: App, tmp_path: Path) -> None:
     open_page(page, app.url, "Study cards")
-    fill(page, "Topic", "volcanoes")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("textbox", name="Topic", exact=True).fill("volcanoes")  # Enter would submit the form
+    generate = page.get_by_role("button", name="Generate", exact=True)
+    generate.click()
+    expect(generate).to_be_disabled(timeout=30_000)  # while the deck is written
     expect(page.get_by_role("button", name="Download CSV for Anki")).to_be_visible(timeout=180_000)
     expect(page.get_by_text("using the bundled model instead")).to_be_visible()  # no Hub here
-    settle(page)  # the page reruns once the deck is written (Generate is enabled again): edit after it
+    expect(generate).to_be_enabled()  # enabled again by the rerun that shows the deck
+    settle(page)
 
     editor = page.locator('[data-testid="stDataFrame"]').first
     generated = grid_texts(page)
+    page.wait_for_timeout(3000)
+    assert grid_texts(page) == generated  # the deck is written once: the rerun does not submit again
     editor.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     box = editor.locator("canvas").first.bounding_box()

@@ -120,3 +120,33 @@ def test_an_upload_that_is_not_a_deck_is_refused_and_makes_nothing(runs_root):
         "Deck deck.apkg: the .apkg file is not a zip archive (is it an Anki package?)"
     ]
     assert "cards" not in app.session_state
+
+
+def test_a_problem_is_said_until_the_next_generate_which_stays_enabled(runs_root):
+    app = open_page()
+    app.button[0].click().run()  # no topic
+    assert [e.value for e in app.error] == ["Topic: give a topic or paste notes to make cards from"]
+    assert not next(button for button in app.button if button.label == "Generate").disabled
+    next(slider for slider in app.slider if slider.label == "Cards").set_value(2).run()  # another rerun
+    assert len(app.error) == 1  # still said
+    next(box for box in app.text_input if box.label == "Topic").input("cells")
+    notes_file = next(box for box in app.file_uploader if box.label == "...or a notes file")
+    notes_file.set_value(("notes.txt", b"\xff\xfe not utf-8 \xc3", "text/plain"))
+    app.button[0].click().run()
+    assert [shown(e.value) for e in app.error] == [
+        "Notes file notes.txt: is not UTF-8 text; paste the notes instead"
+    ]  # the earlier problem is gone with the new Generate
+    assert "cards" not in app.session_state
+
+
+def test_a_deck_of_the_other_card_type_is_refused(runs_root):
+    app = open_page()
+    next(box for box in app.text_input if box.label == "Topic").input("the sky")
+    grow = next(box for box in app.file_uploader if box.label.startswith("Grow a deck"))
+    sky = apkg_bytes([Card("The {{c1::sun}} is a star.", "")], "Sky", "cloze", [])
+    grow.set_value(("sky.apkg", sky, "application/octet-stream"))
+    app.button[0].click().run()
+    assert [shown(e.value) for e in app.error] == [
+        "Deck sky.apkg: holds cloze notes: choose that card type to grow it"
+    ]
+    assert "cards" not in app.session_state

@@ -6,29 +6,28 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import streamlit as st
 
 from core.cards.anki import Card
 from core.cards.decks import DeckFileError, ExistingDeck, read_deck
-from core.cards.generation import Rejection
-from ui.text import escape_markdown
+from core.cards.generation import CardRequestError, Rejection
 
 
-def read_uploads(notes_file: Any, deck_file: Any, card_type: str) -> tuple[str, ExistingDeck | None] | None:
-    """The notes file's text and the deck to grow; None (after saying why) when one cannot be used."""
+def read_uploads(notes_file: Any, deck_file: Any, card_type: str) -> tuple[str, ExistingDeck | None]:
+    """The notes file's text and the deck to grow; CardRequestError saying why one cannot be used."""
     try:
         text = notes_file.getvalue().decode("utf-8-sig") if notes_file is not None else ""
     except UnicodeDecodeError:
-        st.error(f"{escape_markdown(notes_file.name)} is not UTF-8 text; paste the notes instead.")
-        return None
+        raise CardRequestError(
+            {f"notes file {notes_file.name}": "is not UTF-8 text; paste the notes instead"}
+        ) from None
     try:
         grown = read_deck(deck_file.name, deck_file.getvalue()) if deck_file else None
     except DeckFileError as exc:
-        st.error(f"Deck {escape_markdown(deck_file.name)}: {escape_markdown(exc)}")
-        return None
+        raise CardRequestError({f"deck {deck_file.name}": str(exc)}) from None
     if grown is not None and grown.card_type != card_type:
-        st.error(f"The uploaded deck holds {grown.card_type} notes: choose that card type to grow it.")
-        return None
+        raise CardRequestError(
+            {f"deck {deck_file.name}": f"holds {grown.card_type} notes: choose that card type to grow it"}
+        )
     return text, grown
 
 
