@@ -45,6 +45,7 @@ class RecordingModel:
 
     def chat(self, messages, **options):
         self.calls.append((messages, options))
+        self.model.llama.reset()  # cold, as the bare calls: no prompt read in an earlier call is reused
         reply = self.model.chat(messages, **options)
         self.seconds += reply.seconds
         return reply
@@ -69,10 +70,8 @@ def replay_bare(model: GgufModel, calls: list) -> tuple[float, int]:
 
 def pin_threads(model: GgufModel, threads: int | None) -> None:
     """Decode threads chosen by timing (None), or `threads` always, for ours and the bare calls."""
-    model.threads = DecodeThreads(model.llama)
-    if threads is not None:
-        model.threads.choices = [threads]
-        model.threads.next()  # set in llama.cpp now: the bare calls decode with it too
+    model.threads = DecodeThreads(model.llama, choices=None if threads is None else [threads])
+    model.threads.next()  # set in llama.cpp now: the bare calls decode with it too
 
 
 def one_deck(model: GgufModel, index: int, cards: int) -> tuple[object, RecordingModel, float]:

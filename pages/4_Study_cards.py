@@ -2,6 +2,7 @@
 an uploaded deck grows by cards it does not have yet."""
 
 import dataclasses
+import logging
 import re
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ui.owner import access_panel, is_owner
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
+LOG = logging.getLogger(__name__)
 LOCAL_FILE = "A GGUF file on this machine..."
 CLOZE_CAVEAT = (
     "The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better."
@@ -127,8 +129,8 @@ with st.form("card_request"):
     progress_line = st.empty()  # above the fold, under the button
 
 
-def write_deck() -> None:
-    """The deck the form asks for, kept in the session state, or the problems that stopped it."""
+def write_deck() -> list[tuple[str, str]]:
+    """The deck the form asks for, kept in the session state; the problems that stopped it."""
     try:
         file_text, grown = read_uploads(upload, existing_file, card_type)
         request = CardRequest(
@@ -152,26 +154,35 @@ def write_deck() -> None:
             on_progress=lambda text: progress_line.caption(escape_markdown(text)),
         )
     except (CardRequestError, ModelError) as exc:
-        state.card_problems = list(getattr(exc, "problems", {"model": str(exc)}).items())
-    else:
-        state.update(
-            cards=result.cards,
-            existing=existing,
-            request=request,
-            result=result,
-            notice=source.notice,
-            bundled=source.choice.kind == "bundled",
-            model_path=str(source.path),
-            card_version=state.card_version + 1,
-        )
+        return list(getattr(exc, "problems", {"model": str(exc)}).items())
+    state.update(
+        cards=result.cards,
+        existing=existing,
+        request=request,
+        result=result,
+        notice=source.notice,
+        bundled=source.choice.kind == "bundled",
+        model_path=str(source.path),
+        card_version=state.card_version + 1,
+    )
+    return []
 
 
 if busy:
-    state.card_problems = []
-    write_deck()
+    # Said if another change on the page stops this run before the deck is written.
+    state.card_problems = [("generate", "stopped by another change on the page before the deck was written")]
+    try:
+        state.card_problems = write_deck()
+    except Exception as exc:  # a defect: said like any problem, so that Generate comes back
+        LOG.exception("writing a deck failed")
+        state.card_problems = [
+            ("generate", f"failed ({type(exc).__name__}: {exc}); the server log has the details")
+        ]
     st.rerun()  # Generate is enabled again; the deck or the problems show from the session state
 for field, problem in state.get("card_problems", []):  # until the next Generate
     st.error(f"{escape_markdown(field[:1].upper() + field[1:])}: {escape_markdown(problem)}")
+if state.get("card_problems") and "cards" in state:
+    st.caption("The deck below is the one written before.")
 
 if "cards" in state:
     request, result, existing = state.request, state.result, state.existing
@@ -202,6 +213,7 @@ if "cards" in state:
     again_column, button_column = st.columns([3, 1])
     number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
     if button_column.button("Regenerate", disabled=not cards):
+        state.card_problems = []  # the problems said were the last Generate's
         others = existing + cards  # the new card must differ from every card, the one it replaces included
         spare = take_spare(result, others, request.card_type)
         try:

@@ -150,3 +150,22 @@ def test_a_deck_of_the_other_card_type_is_refused(runs_root):
         "Deck sky.apkg: holds cloze notes: choose that card type to grow it"
     ]
     assert "cards" not in app.session_state
+
+
+def test_a_defect_while_writing_is_said_and_generate_comes_back(runs_root, monkeypatch):
+    # A defect cannot be made on purpose through the page: one is planted in the generator (the page
+    # reads it from the module when its script runs) to check what the user is left with.
+    import core.cards.generation
+
+    def broken(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(core.cards.generation, "generate_cards", broken)
+    app = open_page()
+    next(box for box in app.text_input if box.label == "Topic").input("cells")
+    app.button[0].click().run()
+    assert [shown(e.value) for e in app.error] == [
+        "Generate: failed (OSError: disk on fire); the server log has the details"
+    ]
+    assert not next(button for button in app.button if button.label == "Generate").disabled
+    assert "cards" not in app.session_state

@@ -56,7 +56,7 @@ def check_gguf(path: Path) -> None:
 
 @dataclass(frozen=True)
 class ChatResult:
-    """One completion: its text, the tokens generated (one per streamed piece) and wall time."""
+    """One completion: its text, the tokens generated and wall time."""
 
     text: str
     tokens: int
@@ -72,12 +72,15 @@ class GgufModel:
         check_gguf(path)
         from llama_cpp import Llama
 
+        cores = usable_cores()  # llama-cpp-python would count the host's cores, quota or not
         try:
             self.llama = Llama(
                 model_path=str(path),
                 n_ctx=context,
                 n_batch=batch,
                 n_ubatch=batch,
+                n_threads=max(1, cores // 2),
+                n_threads_batch=cores,
                 verbose=verbose,
             )
         except (ValueError, RuntimeError) as exc:
@@ -109,7 +112,7 @@ class GgufModel:
         on_token: Callable[[int], None] | None = None,
     ) -> ChatResult:
         """A chat completion rendered with the file's chat template, grammar-constrained to `schema`
-        when given; llama-cpp-python's chat-completion sampling settings (TokenSampler).
+        when given, with llama-cpp-python's chat-completion sampling settings (TokenSampler).
 
         `on_token` is called with the number of tokens generated so far, for progress bars.
         """
@@ -131,8 +134,7 @@ class GgufModel:
             sampler = TokenSampler(llama, temperature, repeat_penalty, seed, schema)
             generated: list[int] = []
             try:
-                llama.reset()
-                llama.eval(prompt)
+                read_prompt(llama, prompt)
                 while max_tokens > 0:
                     token = sampler.sample()
                     if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
@@ -147,11 +149,50 @@ class GgufModel:
                     llama.eval([token])
                     self.threads.record(threads, time.perf_counter() - decode_started)
             except RuntimeError as exc:  # llama.cpp failed to decode
+                llama.reset()  # what the context holds is unknown: read the next prompt whole
                 raise ModelError(f"llama.cpp could not answer: {exc}") from None
             finally:
                 sampler.close()
-            text = llama.detokenize(generated).decode("utf-8", errors="replace")
+            text = token_text(llama, generated)
         return ChatResult(text, len(generated), time.monotonic() - started)
+
+
+def read_prompt(llama: Any, prompt: list[int]) -> None:
+    """Feeds `prompt` to llama.cpp, reusing the part its context already holds from the last call
+    (the system prompt and notes a retry or Regenerate repeats), as llama-cpp-python's generate
+    does; at least the last token is read again, so the logits are the prompt's."""
+    held, common = llama.input_ids[: llama.n_tokens], 0
+    limit = min(len(held), len(prompt) - 1)
+    while common < limit and held[common] == prompt[common]:
+        common += 1
+    if common and llama._ctx.kv_cache_seq_rm(-1, common, -1):
+        llama.n_tokens = common
+    else:
+        llama.reset()
+        common = 0
+    llama.eval(prompt[common:])
+
+
+def token_text(llama: Any, tokens: list[int]) -> str:
+    """The text of generated tokens; a character the last token leaves unfinished is dropped.
+
+    llama-cpp-python's detokenize reads each piece into 32 bytes and garbles longer ones (SmolLM2
+    has 47, such as a run of 64 "-"), so each piece is read into a buffer of the size it needs.
+    """
+    import codecs
+
+    import llama_cpp
+
+    vocab, pieces, size = llama._model.vocab, [], 64
+    buffer = ctypes.create_string_buffer(size)
+    for token in tokens:
+        length = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        if length < 0:  # the piece needs -length bytes
+            size = -length
+            buffer = ctypes.create_string_buffer(size)
+            length = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        pieces.append(buffer.raw[: max(0, length)])
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(b"".join(pieces), final=False)
 
 
 # llama-cpp-python's create_chat_completion sampling defaults, kept so answers read as before.
@@ -160,13 +201,14 @@ TOP_K, TOP_P, MIN_P, PENALTY_WINDOW = 40, 0.95, 0.05, 64
 
 class TokenSampler:
     """llama.cpp's samplers over a loaded model's next-token logits, with the grammar checked after
-    sampling rather than before, as llama.cpp's own common sampler does.
+    sampling rather than before, as llama.cpp's own common sampler (its CLI and server) does.
 
     llama-cpp-python applies the grammar to the whole vocabulary at every step (about 10 ms a token
     for SmolLM2's 49k tokens here, a third of the time). Sampling first and checking only the token
-    drawn costs almost nothing; only when the grammar rejects it are the logits sampled again with
-    the grammar applied first. Both ways draw from the same distribution: the valid tokens in
-    proportion to their probabilities.
+    drawn costs almost nothing; only when the grammar refuses it are the logits sampled again with
+    the grammar applied first. A greedy answer is the same either way; when sampling, top-k, top-p
+    and min-p cut the candidates before the grammar sees them, so an allowed token far down the
+    list is drawn less often than llama-cpp-python would draw it (llama.cpp's trade-off too).
     """
 
     def __init__(
@@ -182,38 +224,51 @@ class TokenSampler:
 
         self.context = llama._ctx.ctx
         self.vocabulary = llama.n_vocab()
-        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self.grammar = None
-        steps = [
-            llama_cpp.llama_sampler_init_penalties(self.vocabulary, PENALTY_WINDOW, repeat_penalty, 0.0, 0.0)
-        ]
-        if temperature <= 0:
-            steps.append(llama_cpp.llama_sampler_init_greedy())
-        else:
-            steps += [
-                llama_cpp.llama_sampler_init_top_k(TOP_K),
-                llama_cpp.llama_sampler_init_top_p(TOP_P, 1),
-                llama_cpp.llama_sampler_init_min_p(MIN_P, 1),
-                llama_cpp.llama_sampler_init_temp(temperature),
-                llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed),
-            ]
-        for step in steps:
-            llama_cpp.llama_sampler_chain_add(self.chain, step)  # the chain owns and frees them
-        if schema is not None:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-            grammar = json_schema_to_gbnf(json.dumps(schema))
-            self.grammar = llama_cpp.llama_sampler_init_grammar(
-                llama._model.vocab, grammar.encode("utf-8"), b"root"
-            )
-            if not self.grammar:
-                self.close()
-                raise ModelError("llama.cpp refused the grammar made from the reply's JSON schema")
         # llama.cpp's llama_token_data records: the candidates the samplers work on.
         record = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
         self.candidates = np.zeros(self.vocabulary, dtype=record)
         self.token_ids = np.arange(self.vocabulary, dtype=np.int32)
         self.drawn = (llama_cpp.llama_token_data * 1)()
+        self.grammar = None
+        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        try:
+            steps = [
+                llama_cpp.llama_sampler_init_penalties(
+                    self.vocabulary, PENALTY_WINDOW, repeat_penalty, 0.0, 0.0
+                )
+            ]
+            if temperature <= 0:
+                steps.append(llama_cpp.llama_sampler_init_greedy())
+            else:
+                steps += [
+                    llama_cpp.llama_sampler_init_top_k(TOP_K),
+                    llama_cpp.llama_sampler_init_top_p(TOP_P, 1),
+                    llama_cpp.llama_sampler_init_min_p(MIN_P, 1),
+                    llama_cpp.llama_sampler_init_temp(temperature),
+                    llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed),
+                ]
+            for step in steps:
+                llama_cpp.llama_sampler_chain_add(self.chain, step)  # the chain owns and frees them
+            if schema is not None:
+                self.grammar = self._grammar(llama, schema)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _grammar(llama: Any, schema: dict[str, Any]) -> Any:
+        """llama.cpp's grammar sampler for a JSON schema; ModelError when it cannot be made."""
+        import llama_cpp
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        try:
+            grammar = json_schema_to_gbnf(json.dumps(schema))
+        except (ValueError, TypeError, KeyError, AssertionError, RecursionError) as exc:
+            raise ModelError(f"no grammar can be made from the reply's JSON schema: {exc}") from None
+        sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise ModelError("llama.cpp refused the grammar made from the reply's JSON schema")
+        return sampler
 
     def _apply(self, samplers: list[Any]) -> int:
         """The token the samplers pick from the whole vocabulary's current logits."""
@@ -229,6 +284,8 @@ class TokenSampler:
         )
         for sampler in samplers:
             llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:  # e.g. a grammar that allows no token at all
+            raise ModelError("llama.cpp's samplers left no token to write")
         return int(array.data[array.selected].id)
 
     def _allowed(self, token: int) -> bool:
@@ -290,10 +347,10 @@ class DecodeThreads:
     PROBE = 4
     PERIOD = 128
 
-    def __init__(self, llama: Any):
+    def __init__(self, llama: Any, choices: list[int] | None = None):
         cores = usable_cores()
         self.context, self.batch_threads = llama._ctx.ctx, llama.n_threads_batch
-        self.choices = sorted({max(1, cores // 2), cores})
+        self.choices = choices or sorted({max(1, cores // 2), cores})
         self.timings: dict[int, list[float]] = {choice: [] for choice in self.choices}
         self.position = 0
         self.current = 0
@@ -384,5 +441,5 @@ def gguf_greedy_with(model: Any, messages: list[dict], max_new_tokens: int) -> G
             if len(new) >= max_new_tokens:
                 break
         seconds = time.monotonic() - started
-        text = llama.detokenize(new, special=False).decode("utf-8", errors="replace")
+        text = token_text(llama, new)
     return Generation(text, new, len(prompt), seconds)
