@@ -1,21 +1,19 @@
 """Study cards: a topic or notes become flashcards, checked, edited here and downloaded for Anki;
 an uploaded deck grows by cards it does not have yet."""
 
-import dataclasses
 import logging
-import re
 from pathlib import Path
 
 import streamlit as st
 
-from core.cards.anki import CARD_TYPES, apkg_bytes, cards_to_csv
+from core.cards.anki import CARD_TYPES
 from core.cards.generation import (
     DIFFICULTIES,
     MAX_CARDS,
     CardRequest,
     CardRequestError,
     generate_cards,
-    take_spare,
+    regenerate_card,
     validate_request,
 )
 from core.models.gguf import ModelError, ModelSlot
@@ -30,16 +28,22 @@ from core.models.sources import (
     run_choices,
 )
 from core.store.paths import runs_root
-from ui.cards import cards_frame, frame_cards, read_uploads, rejections_frame
+from ui.cards import (
+    CLOZE_CAVEAT,
+    cards_frame,
+    deck_downloads,
+    frame_cards,
+    read_uploads,
+    rejections_frame,
+    show_problems,
+    show_result,
+)
 from ui.owner import access_panel, is_owner
 from ui.secrets import app_secrets
 from ui.text import escape_markdown
 
 LOG = logging.getLogger(__name__)
 LOCAL_FILE = "A GGUF file on this machine..."
-CLOZE_CAVEAT = (
-    "The bundled SmolLM2 model rarely manages cloze cards: expect few or none. A larger model does better."
-)
 
 st.set_page_config(page_title="Study cards · PEFT Dashboard", page_icon="🧪", layout="wide")
 access_panel()
@@ -55,19 +59,6 @@ def model_slot() -> ModelSlot:
 def resolved(choice: ModelChoice) -> ResolvedModel:
     """A model choice resolved to a file, remembered for 10 minutes (a Hub check per click is slow)."""
     return resolve_model(choice)
-
-
-def show_result(result, notice: str | None, bundled_cloze: bool) -> None:
-    """The result's one summary line, and what the user must know about the model."""
-    if notice:
-        st.warning(escape_markdown(notice))
-    if bundled_cloze:
-        st.info(CLOZE_CAVEAT)
-    summary = escape_markdown(result.summary())
-    if len(result.cards) < result.requested:
-        st.warning(f"Made {len(result.cards)} of {result.requested} cards that pass the checks: {summary}.")
-    else:
-        st.success(summary)
 
 
 def start_generating() -> None:
@@ -179,10 +170,7 @@ if busy:
             ("generate", f"failed ({type(exc).__name__}: {exc}); the server log has the details")
         ]
     st.rerun()  # Generate is enabled again; the deck or the problems show from the session state
-for field, problem in state.get("card_problems", []):  # until the next Generate
-    st.error(f"{escape_markdown(field[:1].upper() + field[1:])}: {escape_markdown(problem)}")
-if state.get("card_problems") and "cards" in state:
-    st.caption("The deck below is the one written before.")
+show_problems(state.get("card_problems", []), earlier_deck="cards" in state)
 
 if "cards" in state:
     request, result, existing = state.request, state.result, state.existing
@@ -214,23 +202,13 @@ if "cards" in state:
     number = again_column.selectbox("Regenerate card", range(1, len(cards) + 1), disabled=not cards)
     if button_column.button("Regenerate", disabled=not cards):
         state.card_problems = []  # the problems said were the last Generate's
-        others = existing + cards  # the new card must differ from every card, the one it replaces included
-        spare = take_spare(result, others, request.card_type)
-        try:
-            single = None
-            if spare is None:
-                single = generate_cards(
-                    model_slot().get(Path(state.model_path)),
-                    dataclasses.replace(request, count=1),
-                    avoid=others,
-                )
+        try:  # the new card must differ from every card, the one it replaces included
+            replacement, single = regenerate_card(
+                result, request, existing + cards, lambda: model_slot().get(Path(state.model_path))
+            )
         except (CardRequestError, ModelError, OSError) as exc:
             st.error(escape_markdown(exc))
         else:
-            if single is not None:
-                result.raw_outputs.extend(single.raw_outputs)
-                result.rejected.extend(single.rejected)
-            replacement = spare or (single.cards[0] if single and single.cards else None)
             if replacement is not None:
                 cards[number - 1] = replacement
                 state.update(cards=cards, card_version=state.card_version + 1)
@@ -244,21 +222,4 @@ if "cards" in state:
             st.caption(f"Reply {index}")
             st.code(raw, language="json")
 
-    try:
-        deck_cards = existing + cards
-        csv_text = cards_to_csv(deck_cards, request.deck_name, request.card_type, request.tags)
-        package = apkg_bytes(deck_cards, request.deck_name, request.card_type, request.tags)
-    except ValueError as exc:
-        st.error(f"Cannot export the deck yet: {escape_markdown(exc)}")
-    else:
-        csv_column, apkg_column = st.columns(2)
-        name = re.sub(r"[^\w-]+", "_", request.deck_name).strip("_") or "study_cards"
-        csv_column.download_button(
-            "Download CSV for Anki", csv_text, file_name=f"{name}.csv", mime="text/csv"
-        )
-        apkg_column.download_button(
-            "Download Anki package (.apkg)",
-            package,
-            file_name=f"{name}.apkg",
-            mime="application/octet-stream",
-        )
+    deck_downloads(existing + cards, request)

@@ -20,6 +20,7 @@ from core.cards.generation import (
     is_grounded,
     parse_cards,
     raw_cards,
+    regenerate_card,
     take_spare,
     validate_request,
 )
@@ -326,3 +327,25 @@ def test_real_cloze_generation_is_held_to_the_cloze_grammar_and_rules(smollm):
         assert re.search(r"\{\{c1::[A-Za-z][^}]*\}\}", item["text"])
         assert item["extra"] == "" or item["extra"][0].isalpha()
     assert passes_every_rule(result.cards, "cloze")
+
+
+def test_regenerate_serves_a_spare_without_the_model_then_asks_it_for_one_card():
+    request = CardRequest(topic="cells", count=1)
+    model = ScriptedModel(
+        [
+            reply(qa("What is a cell?", "The unit of life."), qa("What is DNA?", "Genetic material.")),
+            reply(qa("What is RNA?", "A messenger."), qa("What is a ribosome?", "Where proteins are made.")),
+        ]
+    )
+    result = generate_cards(model, request)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return model
+
+    card, single = regenerate_card(result, request, result.cards, load)
+    assert card == Card("What is DNA?", "Genetic material.") and single is None and not loads
+    card, single = regenerate_card(result, request, [*result.cards, card], load)
+    assert card.front == "What is RNA?" and loads == [1] and single.requested == 1
+    assert len(result.raw_outputs) == 2  # the new call's reply joins the deck's record

@@ -508,3 +508,19 @@ def generate_cards(
     if request.notes.strip():
         result.grounded = sum(is_grounded(card, request.card_type, request.notes) for card in result.cards)
     return result
+
+
+def regenerate_card(
+    result: CardResult, request: CardRequest, deck: Sequence[Card], load_model: Callable[[], Any]
+) -> tuple[Card | None, CardResult | None]:
+    """A card to replace one of `deck`: a spare of `result` that repeats none of it, else one new
+    card from the model (`load_model` is called only then), whose replies and rejected candidates
+    join `result`'s record. Returns the card (None when the model made none) and the new call's
+    result (None when a spare served)."""
+    spare = take_spare(result, deck, request.card_type)
+    if spare is not None:
+        return spare, None
+    single = generate_cards(load_model(), dataclasses.replace(request, count=1), avoid=deck)
+    result.raw_outputs.extend(single.raw_outputs)
+    result.rejected.extend(single.rejected)
+    return (single.cards[0] if single.cards else None), single
