@@ -483,24 +483,34 @@ def _wait_for_exec(process: subprocess.Popen[bytes], run_path: Path, kind: str) 
         time.sleep(0.001)
 
 
+def core_invocation(root: Path, arguments: list[str]) -> list[str]:
+    """`python -m core --runs-dir ROOT <arguments>`, as a job runs it."""
+    return [sys.executable, "-m", "core", "--runs-dir", str(root.resolve()), *arguments]
+
+
+def start_detached(command: list[str], output: Any, environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`command` started in the project folder as its own session (a stop signals its group), with
+    no input, stdout and stderr to `output` (a file or descriptor) and `environment` as its whole
+    environment (secrets in it are in no file, no command line and no log)."""
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_DIR,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=environment,
+    )
+
+
 def _launch(run_path: Path, kind: str, arguments: list[str], environment: dict[str, str]) -> int:
-    """Start `python -m core --runs-dir ROOT <arguments>` as its own session with `environment`
-    (its whole environment: secrets in it are in no file, no command line and no log); return
-    its pid."""
-    command = [sys.executable, "-m", "core", "--runs-dir", str(run_path.parent.resolve()), *arguments]
+    """Start `python -m core --runs-dir ROOT <arguments>` detached with `environment`; return its pid."""
+    command = core_invocation(run_path.parent, arguments)
     (run_path / JOBS_DIR).mkdir(exist_ok=True)
     with os.fdopen(_open_run_file(log_path(run_path, kind), os.O_WRONLY | os.O_APPEND), "ab") as output:
         output.write(f"\n=== {now_iso()} {shlex.join(['python', *command[1:]])}\n".encode())
         output.flush()
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_DIR,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=environment,
-        )
+        process = start_detached(command, output, environment)
     _wait_for_exec(process, run_path, kind)
     try:
         write_json_atomic(

@@ -28,8 +28,6 @@ import fcntl
 import logging
 import math
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,8 +39,10 @@ from typing import Any
 from core import describe
 from core.jobs.lifecycle import (
     JobError,
+    core_invocation,
     job_environment,
     job_view,
+    start_detached,
     start_job,
     start_training,
     wait_for_job,
@@ -56,7 +56,6 @@ from core.store.files import (
     tail_lines,
     write_text_atomic,
 )
-from core.store.paths import PROJECT_DIR
 from core.store.runs import now_iso, read_run_folder, update_status, validate_run_name
 
 QUEUE_DIR = ".queue"
@@ -304,18 +303,9 @@ def ensure_runner(root: Path) -> bool:
     with _locked(root, ".start.lock"):  # one starter at a time
         if runner_running(root):
             return False
-        command = [sys.executable, "-m", "core", "--runs-dir", str(root.resolve()), "queue", "run"]
         output = open_regular(queue_dir(root) / RUNNER_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            subprocess.Popen(
-                command,
-                cwd=PROJECT_DIR,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=job_environment(hub=True),
-            )
+            start_detached(core_invocation(root, ["queue", "run"]), output, job_environment(hub=True))
         finally:
             os.close(output)
         deadline = time.monotonic() + RUNNER_TAKE_S  # until it holds the lock: no second start meanwhile
